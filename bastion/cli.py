@@ -1,0 +1,94 @@
+"""The ``bastion`` command: set up, run and administer a bastion node.
+
+Every subcommand has ``--help``; commands that print data take ``--json``.
+Administrative changes are audited with the operator's name as the actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from bastion import __version__
+from bastion.errors import BastionError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        help="config file (default: $BASTION_CONFIG or ./bastion.toml)",
+    )
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (kept in one place so --help stays complete)."""
+    from bastion import cli_admin, cli_node, demo
+
+    parser = argparse.ArgumentParser(
+        prog="bastion",
+        description=(
+            "Privileged-session bastion: contractors reach SSH targets only through it, "
+            "with public key + TOTP, time-boxed grants and short-lived certificates."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="create config, keys and state store in a directory")
+    p.add_argument("--dir", default=".", help="directory to initialise (default: .)")
+    p.add_argument("--listen", default="0.0.0.0:2222", help="SSH listen address HOST:PORT")
+    p.add_argument("--state-url", help="PostgreSQL URL for shared state (default: SQLite file)")
+    p.add_argument("--node", help="node name (default: host name)")
+    p.set_defaults(func=cli_node.cmd_init)
+
+    p = sub.add_parser("serve", help="run the SSH listener")
+    _add_config(p)
+    p.add_argument("--listen", help="override ssh.listen (HOST:PORT)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.set_defaults(func=cli_node.cmd_serve)
+
+    p = sub.add_parser("demo", help="set up and run a local demo (bastion + demo target + user)")
+    p.add_argument("--dir", default="demo", help="demo directory (default: ./demo)")
+    p.add_argument("--port", type=int, default=2222, help="bastion SSH port (default 2222)")
+    p.add_argument("--setup-only", action="store_true", help="prepare everything, do not serve")
+    p.set_defaults(func=demo.cmd_demo)
+
+    p = sub.add_parser("totp-code", help="print the current TOTP code of a user (demo/testing aid)")
+    _add_config(p)
+    p.add_argument("name")
+    p.set_defaults(func=demo.cmd_totp_code)
+
+    cli_admin.add_user_commands(sub, _add_config, _add_json)
+    cli_admin.add_target_commands(sub, _add_config, _add_json)
+    cli_admin.add_grant_commands(sub, _add_config, _add_json)
+    cli_admin.add_audit_commands(sub, _add_config, _add_json)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bastion`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Handler = args.func
+    try:
+        return func(args)
+    except BastionError as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""``bastion init`` and ``bastion serve``: make a node's files, then run it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bastion.ca import CertificateAuthority
+from bastion.config import DEFAULT_CONFIG_NAME, Config, load_config, render_config
+from bastion.errors import ConfigError
+from bastion.secretbox import SecretBox
+from bastion.store import open_store
+
+log = logging.getLogger("bastion")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def ensure_keys(config: Config) -> list[str]:
+    """Create every key ``config`` names that does not exist yet; return what was made."""
+    made: list[str] = []
+    if not config.ssh.host_key.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"bastion {config.node}")
+        _write_private(config.ssh.host_key, key.export_private_key("openssh"))
+        config.ssh.host_key.with_name(config.ssh.host_key.name + ".pub").write_bytes(
+            key.export_public_key("openssh")
+        )
+        made.append(f"SSH host key      {config.ssh.host_key}")
+    if not config.ca_key.exists():
+        CertificateAuthority.generate(config.ca_key)
+        made.append(f"user CA key       {config.ca_key}")
+    if not config.secret_key_file.exists() and not os.environ.get("BASTION_SECRET_KEY"):
+        _write_private(config.secret_key_file, SecretBox.generate_key().hex().encode() + b"\n")
+        made.append(f"secret key        {config.secret_key_file}")
+    if not config.recording_signing_key.exists():
+        sk = Ed25519PrivateKey.generate()
+        _write_private(
+            config.recording_signing_key,
+            sk.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        pub = sk.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        config.recording_signing_key.with_name(
+            config.recording_signing_key.name + ".pub"
+        ).write_bytes(pub)
+        made.append(f"recording key     {config.recording_signing_key}")
+    config.recordings_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return made
+
+
+def init_dir(directory: Path, listen: str, state_url: str | None, node: str | None) -> Config:
+    """Write config, keys and an initialised state store into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg_path = directory / DEFAULT_CONFIG_NAME
+    if not cfg_path.exists():
+        text = render_config(node or socket.gethostname(), listen)
+        if state_url:
+            text = text.replace('url = "state.db"', f'url = "{state_url}"')
+        cfg_path.write_text(text)
+        os.chmod(cfg_path, 0o600)
+    config = load_config(cfg_path)
+    ensure_keys(config)
+    box = SecretBox.from_env_or_file(config.secret_key_file)
+    store = open_store(config.state_url, box)
+    store.close()
+    return config
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create a bastion directory (idempotent: existing files are kept)."""
+    directory = Path(args.dir).resolve()
+    existed = (directory / DEFAULT_CONFIG_NAME).exists()
+    config = init_dir(directory, args.listen, args.state_url, args.node)
+    ca = CertificateAuthority.load(config.ca_key)
+    print(("kept existing" if existed else "wrote") + f" {config.path}")
+    print(f"state store: {config.state_url}")
+    print()
+    print("Targets trust certificates signed by this CA (TrustedUserCAKeys):")
+    print(ca.public_key_line())
+    print()
+    print(
+        "Next: bastion user add NAME --key KEY.pub; bastion target add ...; bastion grant add ...;"
+    )
+    print(f"then: bastion serve --config {config.path}")
+    return 0
+
+
+async def _serve(config: Config, listen: str | None) -> None:
+    from bastion.service import BastionNode
+    from bastion.ssh.server import start_ssh_listener
+
+    node = BastionNode.from_config(config)
+    host = port = None
+    if listen:
+        host, _, p = listen.rpartition(":")
+        port = int(p)
+    server = await start_ssh_listener(node, host, port)
+    node.start_timebox()
+    for sock in server.sockets:
+        addr = sock.getsockname()
+        log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)
+        print(f"bastion: listening on {addr[0]}:{addr[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await node.audit("node", "node.start", node.node)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await node.audit("node", "node.stop", node.node)
+        await node.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the node until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    config = load_config(args.config)
+    if not config.ssh.host_key.exists():
+        raise ConfigError(f"SSH host key {config.ssh.host_key} is missing; run 'bastion init'")
+    asyncio.run(_serve(config, args.listen))
+    return 0

@@ -1,0 +1,248 @@
+"""The bastion's configuration: one TOML file with documented defaults.
+
+Relative paths in the file are resolved against the file's own directory, so a
+bastion directory made by ``bastion init`` can be moved as a whole. Every secret
+can also come from an environment variable (named next to each setting).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "bastion.toml"
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """The contractor-facing SSH listener and the upstream client."""
+
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 2222
+    host_key: Path = Path("keys/ssh_host_ed25519_key")
+    login_timeout: float = 30.0
+    idle_timeout: float = 900.0
+    certificate_lifetime: float = 120.0
+    certificate_backdate: float = 30.0
+    source_addresses: tuple[str, ...] = ()
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MfaConfig:
+    """TOTP parameters and the lockout policy."""
+
+    issuer: str = "bastion"
+    max_failures: int = 5
+    failure_window: float = 600.0
+    lockout: float = 900.0
+    valid_window: int = 1
+
+
+@dataclass(frozen=True)
+class TimeboxConfig:
+    """When live sessions are warned about their grant's end, and how often grants are polled."""
+
+    warn_before: tuple[float, ...] = (300.0, 60.0)
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ``bastion serve`` and the CLI need, with paths made absolute."""
+
+    path: Path
+    node: str
+    state_url: str
+    secret_key_file: Path
+    ca_key: Path
+    recordings_dir: Path
+    recording_signing_key: Path
+    ssh: SshConfig = field(default_factory=SshConfig)
+    mfa: MfaConfig = field(default_factory=MfaConfig)
+    timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory the config file lives in."""
+        return self.path.parent
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table in the config file")
+    return value
+
+
+def _path(base: Path, value: object, setting: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{setting} must be a non-empty path string")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _listen(value: object) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"ssh.listen must look like 'HOST:PORT', got {value!r}")
+    host, _, port = value.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError as e:
+        raise ConfigError(f"ssh.listen port must be a number, got {port!r}") from e
+
+
+def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{setting} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read the config file (default: $BASTION_CONFIG or ./bastion.toml); raises ConfigError."""
+    if path is None:
+        path = os.environ.get("BASTION_CONFIG", DEFAULT_CONFIG_NAME)
+    path = Path(path).expanduser().resolve()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"config file {path} not found; create one with 'bastion init' or pass --config"
+        ) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    base = path.parent
+
+    node = _section(data, "node")
+    state = _section(data, "state")
+    ca = _section(data, "ca")
+    rec = _section(data, "recording")
+    ssh = _section(data, "ssh")
+    mfa = _section(data, "mfa")
+    tb = _section(data, "timebox")
+
+    state_url = os.environ.get("BASTION_STATE_URL") or state.get("url", "state.db")
+    if not isinstance(state_url, str):
+        raise ConfigError("state.url must be a string")
+    if "://" not in state_url:
+        state_url = "sqlite:///" + str(_path(base, state_url, "state.url"))
+
+    host, port = _listen(ssh.get("listen", "0.0.0.0:2222"))
+    sources = ssh.get("source_addresses", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise ConfigError("ssh.source_addresses must be a list of address strings")
+    warn = tb.get("warn_before", [300, 60])
+    if not isinstance(warn, list) or not all(isinstance(w, int | float) for w in warn):
+        raise ConfigError("timebox.warn_before must be a list of seconds, e.g. [300, 60]")
+
+    return Config(
+        path=path,
+        node=str(node.get("name") or socket.gethostname()),
+        state_url=state_url,
+        secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
+        ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),
+        recordings_dir=_path(base, rec.get("dir", "recordings"), "recording.dir"),
+        recording_signing_key=_path(
+            base, rec.get("signing_key", "keys/recording_signing_key"), "recording.signing_key"
+        ),
+        ssh=SshConfig(
+            listen_host=host,
+            listen_port=port,
+            host_key=_path(base, ssh.get("host_key", "keys/ssh_host_ed25519_key"), "ssh.host_key"),
+            login_timeout=_number(ssh, "login_timeout", 30, "ssh.login_timeout"),
+            idle_timeout=_number(ssh, "idle_timeout", 900, "ssh.idle_timeout"),
+            certificate_lifetime=min(
+                _number(ssh, "certificate_lifetime", 120, "ssh.certificate_lifetime"), 120.0
+            ),
+            certificate_backdate=_number(
+                ssh, "certificate_backdate", 30, "ssh.certificate_backdate"
+            ),
+            source_addresses=tuple(sources),
+            connect_timeout=_number(ssh, "connect_timeout", 10, "ssh.connect_timeout"),
+        ),
+        mfa=MfaConfig(
+            issuer=str(mfa.get("issuer", "bastion")),
+            max_failures=int(_number(mfa, "max_failures", 5, "mfa.max_failures")),
+            failure_window=_number(mfa, "failure_window", 600, "mfa.failure_window"),
+            lockout=_number(mfa, "lockout", 900, "mfa.lockout"),
+            valid_window=int(_number(mfa, "valid_window", 1, "mfa.valid_window")),
+        ),
+        timebox=TimeboxConfig(
+            warn_before=tuple(sorted((float(w) for w in warn), reverse=True)),
+            poll_interval=_number(tb, "poll_interval", 0.5, "timebox.poll_interval"),
+        ),
+    )
+
+
+CONFIG_TEMPLATE = """\
+# bastion configuration. Relative paths are relative to this file's directory.
+# Every setting shown has its default value.
+
+[node]
+# Name of this node in session records and audit rows (default: the host name).
+name = "{node}"
+
+[state]
+# Where users, targets, grants, sessions and the audit log live.
+# A path means SQLite (the embedded default); "postgresql://user@host/db" uses
+# PostgreSQL so several stateless nodes can share state. Env: BASTION_STATE_URL.
+url = "state.db"
+# 32-byte key (hex) that encrypts TOTP seeds and database credentials at rest.
+# Keep it out of the state store's backups. Env: BASTION_SECRET_KEY (hex).
+secret_key_file = "keys/secret.key"
+
+[ca]
+# The user certificate authority that signs short-lived upstream certificates.
+# Targets trust its public key (keys/user_ca.pub) with TrustedUserCAKeys.
+key = "keys/user_ca"
+
+[recording]
+# Where session recordings are written, and the Ed25519 key that signs them.
+dir = "recordings"
+signing_key = "keys/recording_signing_key"
+
+[ssh]
+# Contractor-facing listener.
+listen = "{listen}"
+host_key = "keys/ssh_host_ed25519_key"
+# Seconds a client may take to authenticate before it is disconnected.
+login_timeout = 30
+# Seconds without input before a session is closed (0 = never).
+idle_timeout = 900
+# Upstream certificates: lifetime (at most 120 s; never past the grant's end)
+# and how far back valid-after is set to absorb clock skew (inside the lifetime).
+certificate_lifetime = 120
+certificate_backdate = 30
+# Addresses put in each certificate's source-address. Empty: the address this
+# node uses to reach the target (found per connection).
+source_addresses = []
+connect_timeout = 10
+
+[mfa]
+issuer = "bastion"
+# After max_failures wrong codes within failure_window seconds the user is
+# locked for lockout seconds.
+max_failures = 5
+failure_window = 600
+lockout = 900
+# TOTP steps of clock drift accepted either side (each step is 30 s).
+valid_window = 1
+
+[timebox]
+# Seconds before a grant's end at which live sessions are warned.
+warn_before = [300, 60]
+# How often live sessions' grants are re-read (revocation takes effect within this).
+poll_interval = 0.5
+"""
+
+
+def render_config(node: str, listen: str) -> str:
+    """The commented default config ``bastion init`` writes."""
+    return CONFIG_TEMPLATE.format(node=node, listen=listen)

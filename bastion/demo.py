@@ -1,0 +1,148 @@
+"""``bastion demo``: a working bastion on this machine in one command.
+
+It initialises a directory with embedded defaults, starts a throwaway OpenSSH
+sshd as the demo target (trusting the bastion CA exactly as ``bastion target
+setup`` says), creates user ``alice`` with a key pair and a TOTP secret, grants
+her the target for eight hours, prints how to connect, and serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import time
+from pathlib import Path
+
+import asyncssh
+
+from bastion.ca import CertificateAuthority
+from bastion.cli_admin import opened
+from bastion.cli_node import _serve, init_dir
+from bastion.config import load_config
+from bastion.errors import NotFound
+from bastion.mfa import code_for_step, provisioning_uri, qr_text, time_step
+from bastion.openssh_target import OpenSSHTarget
+from bastion.secretbox import SecretBox
+from bastion.store import open_store
+from bastion.store.models import Role, TargetKind
+from bastion.target_setup import default_principal
+
+DEMO_USER = "alice"
+DEMO_TARGET = "demo"
+DEMO_TARGET_PORT = 2200
+
+
+def _user_key(directory: Path) -> tuple[Path, str]:
+    path = directory / f"{DEMO_USER}_ed25519"
+    if not path.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"{DEMO_USER}@demo")
+        path.write_bytes(key.export_private_key("openssh"))
+        os.chmod(path, 0o600)
+        path.with_suffix(".pub").write_bytes(key.export_public_key("openssh"))
+    return path, path.with_suffix(".pub").read_text().strip()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Set up (idempotently) and run the demo."""
+    directory = Path(args.dir).resolve()
+    config = init_dir(directory, f"127.0.0.1:{args.port}", None, "demo")
+    ca = CertificateAuthority.load(config.ca_key)
+    login = getpass.getuser()
+    target = OpenSSHTarget(
+        directory / "target",
+        ca.public_key_line(),
+        default_principal(DEMO_TARGET),
+        [login],
+        port=DEMO_TARGET_PORT,
+    )
+    target.start()
+    try:
+        key_path, key_line = _user_key(directory)
+        store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
+        now = time.time()
+        try:
+            if store.get_target(DEMO_TARGET) is None:
+                store.add_target(
+                    name=DEMO_TARGET,
+                    kind=TargetKind.SSH,
+                    host=target.host,
+                    port=target.port,
+                    logins=[login],
+                    principal=default_principal(DEMO_TARGET),
+                    host_keys=[target.host_key_line],
+                    now=now,
+                )
+            user = store.get_user(DEMO_USER)
+            if user is None:
+                from bastion.mfa import new_totp_secret
+
+                user = store.add_user(
+                    DEMO_USER, Role.CONTRACTOR, [key_line], new_totp_secret(), now
+                )
+            t = store.get_target(DEMO_TARGET)
+            assert t is not None
+            if not store.list_grants(user_id=user.id, target_id=t.id, active_at=now + 60):
+                store.add_grant(
+                    user_id=user.id,
+                    target_id=t.id,
+                    login=login,
+                    credset=None,
+                    not_before=now,
+                    not_after=now + 8 * 3600,
+                    reason="demo",
+                    requested_by="demo",
+                    approved_by="demo",
+                    options=["scp", "sftp", "port-forward"],
+                    now=now,
+                )
+            secret = user.totp_secret or ""
+        finally:
+            store.close()
+        askpass = directory / "askpass"
+        askpass.write_text(
+            "#!/bin/sh\n# Prints alice's current TOTP code (demo only: a real user types it).\n"
+            f"exec bastion totp-code --config '{config.path}' {DEMO_USER}\n"
+        )
+        os.chmod(askpass, 0o755)
+        host = f"-p {args.port} -i {key_path}"
+        print(qr_text(provisioning_uri(secret, DEMO_USER, config.mfa.issuer)))
+        print(
+            f"""\
+Demo ready in {directory}
+  target '{DEMO_TARGET}': OpenSSH sshd on 127.0.0.1:{target.port}, login '{login}'
+  user '{DEMO_USER}': key {key_path}, TOTP secret {secret}
+    (scan the QR code above, or let {askpass} answer the prompt)
+
+Connect (the bastion asks for a TOTP code after the key):
+  ssh {host} -t {DEMO_USER}@127.0.0.1                 # menu of grants
+  ssh {host} -t {DEMO_USER}@127.0.0.1 {DEMO_TARGET}            # shell on the target
+  ssh {host} {DEMO_USER}%{DEMO_TARGET}@127.0.0.1 uname -a      # target in the user name
+  SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force ssh {host} {DEMO_USER}%{DEMO_TARGET}@127.0.0.1 id
+  scp -P {args.port} -i {key_path} README.md {DEMO_USER}%{DEMO_TARGET}@127.0.0.1:/tmp/
+
+Admin: bastion --help (use --config {config.path}); sessions are NOT recorded yet.
+""",
+            flush=True,
+        )
+        if args.setup_only:
+            return 0
+        asyncio.run(_serve(load_config(config.path), None))
+    finally:
+        target.stop()
+    return 0
+
+
+def cmd_totp_code(args: argparse.Namespace) -> int:
+    """Print the code a user's authenticator shows now (the next unused one, for repeated
+    logins within 30 s). Needs the secret key: an admin-only aid for demos and scripts."""
+    with opened(args) as (_config, store):
+        user = store.get_user(args.name)
+        if user is None or not user.totp_secret:
+            raise NotFound(f"no user named '{args.name}' with a TOTP enrolment")
+        step = time_step(time.time())
+        if user.totp_last_step is not None and user.totp_last_step >= step:
+            step = user.totp_last_step + 1
+        print(code_for_step(user.totp_secret, step))
+    return 0

@@ -1,0 +1,29 @@
+"""Error types shared across bastion.
+
+Every refusal a person can act on is a ``BastionError`` whose message names the
+cause and, where there is one, the fix.
+"""
+
+
+class BastionError(Exception):
+    """Base class for errors bastion reports to people (CLI users, SSH clients)."""
+
+
+class ConfigError(BastionError):
+    """The configuration file or a key file is missing or malformed."""
+
+
+class StoreError(BastionError):
+    """The state store refused an operation (unknown name, duplicate, bad schema)."""
+
+
+class NotFound(StoreError):
+    """A named user, target, grant or session does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """An object with that name already exists."""
+
+
+class AccessDenied(BastionError):
+    """A policy check refused access; the message says what is missing."""

@@ -1,0 +1,103 @@
+"""Authorisation: is there a grant, active at this instant, for this user, target and login?
+
+Pure policy over the user's grants for one target. Refusals name exactly what is
+missing ("no grant for web1", "grant #12 expired at …") so a contractor knows
+whom to ask for what.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from bastion.errors import AccessDenied
+from bastion.store.models import GRANT_OPTIONS, Grant, GrantState
+
+
+def format_time(t: float) -> str:
+    """A grant boundary as people read it in refusals and listings (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def _why_not(grant: Grant, now: float) -> str:
+    state = grant.state_at(now)
+    if state is GrantState.REVOKED:
+        by = f" by {grant.revoked_by}" if grant.revoked_by else ""
+        at = f" at {format_time(grant.revoked_at)}" if grant.revoked_at else ""
+        return f"grant #{grant.id} was revoked{at}{by}"
+    if state is GrantState.EXPIRED:
+        return f"grant #{grant.id} expired at {format_time(grant.not_after)}"
+    if state is GrantState.PENDING:
+        return f"grant #{grant.id} is pending approval"
+    if now < grant.not_before:
+        return f"grant #{grant.id} starts at {format_time(grant.not_before)}"
+    return f"grant #{grant.id} is not usable"  # pragma: no cover - all states covered above
+
+
+def is_usable(grant: Grant, now: float) -> bool:
+    """Active, started and not yet ended at ``now``."""
+    return grant.state_at(now) is GrantState.ACTIVE and grant.not_before <= now < grant.not_after
+
+
+def authorize(
+    grants: Sequence[Grant],
+    target_name: str,
+    login: str | None,
+    now: float,
+    default_login: str | None = None,
+) -> Grant:
+    """Pick the grant that lets the user in as ``login`` (None: the grant's own login).
+
+    ``grants`` are the user's grants for this target, in any state. When several
+    are usable the one ending last wins (fewest surprises mid-session).
+
+    Raises AccessDenied naming the missing piece.
+    """
+    if not grants:
+        raise AccessDenied(f"no grant for {target_name}")
+    usable = [g for g in grants if is_usable(g, now)]
+    if login is not None:
+        matching = [g for g in usable if g.login == login]
+        if not matching and usable:
+            allowed = ", ".join(sorted({g.login or "?" for g in usable}))
+            raise AccessDenied(
+                f"no grant for {target_name} as login '{login}' (granted: {allowed})"
+            )
+        usable = matching
+    elif len({g.login for g in usable}) > 1:
+        preferred = [g for g in usable if g.login == default_login]
+        usable = preferred or usable
+    if usable:
+        return max(usable, key=lambda g: (g.not_after, g.id))
+    # Nothing usable: explain the most recent grant's state.
+    latest = max(grants, key=lambda g: (g.not_after, g.id))
+    raise AccessDenied(_why_not(latest, now))
+
+
+def require_option(grant: Grant, *options: str) -> None:
+    """Refuse unless the grant allows at least one of ``options`` (e.g. "sftp", "scp").
+
+    Raises AccessDenied telling the user which option to ask for.
+    """
+    unknown = set(options) - GRANT_OPTIONS
+    if unknown:
+        raise ValueError(f"unknown grant option(s): {', '.join(sorted(unknown))}")
+    if not grant.options.intersection(options):
+        wanted = " or ".join(options)
+        raise AccessDenied(
+            f"grant #{grant.id} does not allow {wanted}; "
+            f"ask an admin for a grant with --allow {options[0]}"
+        )
+
+
+def parse_options(text: str | Iterable[str]) -> frozenset[str]:
+    """Parse ``--allow scp,sftp`` into a validated set (raises ValueError naming the bad one)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    opts = frozenset(i.strip() for i in items if i.strip())
+    unknown = opts - GRANT_OPTIONS
+    if unknown:
+        raise ValueError(
+            f"unknown grant option(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(sorted(GRANT_OPTIONS))}"
+        )
+    return opts

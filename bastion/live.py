@@ -1,0 +1,141 @@
+"""Live sessions on this node, and the time box that ends them.
+
+Every relayed session registers here. One watcher task re-reads the state of all
+live sessions' grants in a single query every ``poll_interval`` seconds, so a
+revocation made by any process (the CLI, another node) ends the session within
+that interval; it also warns before a grant's end, ends sessions at the end, and
+closes idle ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bastion.grants import format_time
+from bastion.store.models import GrantState
+
+log = logging.getLogger(__name__)
+
+
+class Terminable(Protocol):
+    """What the time box needs from a relayed session."""
+
+    def notify(self, message: str) -> None:
+        """Show ``message`` to the contractor without ending the session."""
+
+    def terminate(self, reason: str, message: str) -> None:
+        """End the session, telling the contractor ``message``; ``reason`` is audited."""
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """Book-keeping for one live session."""
+
+    session_id: str
+    user: str
+    target: str
+    grant_id: int
+    not_after: float
+    handle: Terminable
+    started_at: float
+    last_input: float
+    warned: set[float] = field(default_factory=set)
+    ending: bool = False
+
+    def touch(self, now: float) -> None:
+        """Note contractor input (for the idle timeout)."""
+        self.last_input = now
+
+
+GrantStateReader = Callable[[Sequence[int]], Awaitable[dict[int, tuple[GrantState, float]]]]
+
+
+class LiveSessions:
+    """The registry of this node's live sessions plus their time box."""
+
+    def __init__(
+        self,
+        warn_before: Sequence[float] = (300.0, 60.0),
+        idle_timeout: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sessions: dict[str, LiveSession] = {}
+        self.warn_before = tuple(sorted(warn_before, reverse=True))
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+
+    def add(self, session: LiveSession) -> None:
+        """Start watching a session."""
+        self._sessions[session.session_id] = session
+
+    def remove(self, session_id: str) -> None:
+        """Stop watching a session (it ended)."""
+        self._sessions.pop(session_id, None)
+
+    def get(self, session_id: str) -> LiveSession | None:
+        """The live session with that id, if it is on this node."""
+        return self._sessions.get(session_id)
+
+    def list(self) -> list[LiveSession]:
+        """All live sessions on this node."""
+        return list(self._sessions.values())
+
+    def apply(self, states: dict[int, tuple[GrantState, float]]) -> None:
+        """One time-box pass over all sessions, given their grants' stored states."""
+        for s in self.list():
+            if s.grant_id not in states:
+                self._end(s, "grant-removed", f"grant #{s.grant_id} no longer exists")
+                continue
+            stored, s.not_after = states[s.grant_id]
+            if stored is GrantState.REVOKED:
+                self._end(s, "grant-revoked", f"grant #{s.grant_id} was revoked")
+                continue
+            self.apply_one(s)
+
+    def apply_one(self, s: LiveSession) -> None:
+        """Warn or end one session by the clock alone (also run when a session starts)."""
+        if s.ending:
+            return
+        now = self.clock()
+        if now >= s.not_after:
+            self._end(s, "grant-ended", f"grant #{s.grant_id} ended at {format_time(s.not_after)}")
+            return
+        if self.idle_timeout and now - s.last_input >= self.idle_timeout:
+            self._end(s, "idle-timeout", f"no input for {int(self.idle_timeout)} seconds")
+            return
+        left = s.not_after - now
+        for threshold in self.warn_before:
+            if left <= threshold and threshold not in s.warned:
+                s.warned.update(t for t in self.warn_before if t >= threshold)
+                minutes = max(1, round(left / 60))
+                s.handle.notify(
+                    f"grant #{s.grant_id} ends in {minutes} minute(s), at "
+                    f"{format_time(s.not_after)}; this session will be closed then"
+                )
+                break
+
+    def _end(self, s: LiveSession, reason: str, message: str) -> None:
+        if s.ending:
+            return
+        s.ending = True
+        log.info("ending session %s: %s", s.session_id, message)
+        s.handle.terminate(reason, message)
+
+    async def watch(self, read_states: GrantStateReader, poll_interval: float) -> None:
+        """Run the time box until cancelled."""
+        while True:
+            await asyncio.sleep(poll_interval)
+            sessions = self.list()
+            if not sessions:
+                continue
+            try:
+                states = await read_states(sorted({s.grant_id for s in sessions}))
+            except Exception:  # keep the watcher alive through a store hiccup
+                log.exception("cannot read grant states; retrying")
+                continue
+            self.apply(states)

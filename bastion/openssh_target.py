@@ -1,0 +1,156 @@
+"""A throwaway OpenSSH sshd that trusts the bastion CA, for the demo and the tests.
+
+It uses the same sshd_config lines ``bastion target setup`` prints, so the
+tests prove the documented setup, not a private one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncssh
+
+from bastion.errors import BastionError
+from bastion.target_setup import sshd_config_lines
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (sshd cannot bind port 0 itself)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class OpenSSHTarget:
+    """Runs ``sshd -D`` in ``workdir`` on loopback; ``stop()`` always cleans up."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        ca_public_line: str,
+        principal: str,
+        logins: list[str],
+        host: str = "127.0.0.1",
+        extra_config: list[str] | None = None,
+        port: int = 0,
+    ) -> None:
+        self.workdir = workdir
+        self.ca_public_line = ca_public_line
+        self.principal = principal
+        self.logins = logins
+        self.host = host
+        self.fixed_port = port
+        self.port = port
+        self.extra_config = extra_config or []
+        self.host_key_path = workdir / "ssh_host_ed25519_key"
+        self.log_path = workdir / "sshd.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host_key_line(self) -> str:
+        """The public host key to pin on the bastion."""
+        return self.host_key_path.with_suffix(".pub").read_text().strip()
+
+    def _write_files(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        if not self.host_key_path.exists():
+            key = asyncssh.generate_private_key("ssh-ed25519", comment=f"{self.principal} host")
+            self.host_key_path.write_bytes(key.export_private_key("openssh"))
+            os.chmod(self.host_key_path, 0o600)
+            self.host_key_path.with_suffix(".pub").write_bytes(key.export_public_key("openssh"))
+        ca_file = self.workdir / "user_ca.pub"
+        ca_file.write_text(self.ca_public_line + "\n")
+        principals = self.workdir / "principals"
+        principals.mkdir(exist_ok=True)
+        for login in self.logins:
+            (principals / login).write_text(self.principal + "\n")
+        config = self.workdir / "sshd_config"
+        lines = [
+            f"Port {self.port}",
+            f"ListenAddress {self.host}",
+            f"HostKey {self.host_key_path}",
+            f"PidFile {self.workdir / 'sshd.pid'}",
+            *sshd_config_lines(str(ca_file), str(principals)),
+            "AuthorizedKeysFile none",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "StrictModes no",
+            "UsePAM no",
+            "AcceptEnv LANG LC_*",
+            "Subsystem sftp internal-sftp",
+            "AllowTcpForwarding yes",
+            "AllowAgentForwarding yes",
+            "X11Forwarding no",
+            "LogLevel VERBOSE",
+            *self.extra_config,
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start sshd and wait until it accepts TCP connections (raises BastionError)."""
+        if not Path(SSHD).exists():
+            raise BastionError(
+                f"{SSHD} not found: install OpenSSH's server (apt-get install openssh-server)"
+            )
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        for _attempt in range(5):
+            self.port = self.fixed_port or free_port(self.host)
+            config = self._write_files()
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+            try:
+                self._proc = subprocess.Popen(
+                    [SSHD, "-D", "-e", "-f", str(config)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            finally:
+                log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    break
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.5):
+                        return
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise BastionError(f"sshd did not start; see {self.log_path}:\n{self.log_text()[-2000:]}")
+
+    def log_text(self) -> str:
+        """sshd's log so far (tests read certificate refusals here)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """Terminate sshd (and, through its process group, nothing else)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def remove(self) -> None:
+        """Stop and delete the working directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""The running bastion node: configuration, state store, CA and live sessions in one place.
+
+Protocol front ends (``bastion.ssh``) get one ``BastionNode`` and call policy
+through it; blocking store calls run in worker threads so a slow database never
+stalls the event loop that relays everyone's keystrokes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from bastion.ca import CertificateAuthority
+from bastion.config import Config
+from bastion.live import LiveSessions
+from bastion.mfa import LockoutPolicy
+from bastion.secretbox import SecretBox
+from bastion.store import Store, open_store
+from bastion.store.models import GrantState
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class BastionNode:
+    """Everything one node needs at run time."""
+
+    def __init__(self, config: Config, store: Store, ca: CertificateAuthority) -> None:
+        self.config = config
+        self.store = store
+        self.ca = ca
+        self.node = config.node
+        self.clock: Callable[[], float] = time.time
+        self.lockout = LockoutPolicy(
+            max_failures=config.mfa.max_failures,
+            window=config.mfa.failure_window,
+            duration=config.mfa.lockout,
+        )
+        self.live = LiveSessions(
+            warn_before=config.timebox.warn_before, idle_timeout=config.ssh.idle_timeout
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def from_config(cls, config: Config) -> BastionNode:
+        """Open the store and load keys named by ``config`` (raises ConfigError)."""
+        box = SecretBox.from_env_or_file(config.secret_key_file)
+        store = open_store(config.state_url, box)
+        return cls(config, store, CertificateAuthority.load(config.ca_key))
+
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a blocking store call in a worker thread."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def audit(
+        self, actor: str, action: str, subject: str | None = None, **details: Any
+    ) -> None:
+        """Append an audit row; a failure to audit is logged loudly, never swallowed silently."""
+        details.setdefault("node", self.node)
+        try:
+            await self.call(self.store.append_audit, actor, action, subject, details, self.clock())
+        except Exception:
+            log.exception("AUDIT WRITE FAILED: %s %s %s %s", actor, action, subject, details)
+            raise
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Start a background task and keep a reference until it finishes."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _grant_states(self, ids: Sequence[int]) -> dict[int, tuple[GrantState, float]]:
+        return await self.call(self.store.grant_states, list(ids))
+
+    def start_timebox(self) -> asyncio.Task[Any]:
+        """Start the watcher that ends sessions on grant end, revocation and idleness."""
+        return self.spawn(self.live.watch(self._grant_states, self.config.timebox.poll_interval))
+
+    async def close(self) -> None:
+        """Cancel background tasks and close the store."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.store.close()

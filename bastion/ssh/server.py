@@ -1,0 +1,304 @@
+"""The contractor-facing SSH listener: authentication and what each connection may open.
+
+This is an asyncssh adapter: it translates callbacks into calls to pure policy
+(``bastion.mfa``, ``bastion.grants``) and the state store, audits every
+decision, and hands session channels to ``bastion.ssh.session``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncssh
+
+from bastion.mfa import MfaError, locked_message, match_totp
+from bastion.service import BastionNode
+from bastion.ssh.forwarding import ForwardingContext, open_forward
+from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
+from bastion.ssh.session import ConnectionContext, RelaySession
+from bastion.ssh.two_factor import TwoFactorServerConnection
+from bastion.store.models import User
+
+log = logging.getLogger(__name__)
+
+KBDINT_NAME = "bastion: second factor"
+KBDINT_PROMPT = "TOTP code: "
+
+
+def key_fingerprint(key: asyncssh.SSHKey) -> str:
+    """SHA256 fingerprint as OpenSSH prints it."""
+    return str(key.get_fingerprint("sha256"))
+
+
+class BastionSSHServer(asyncssh.SSHServer):
+    """One instance per client connection: authentication state and channel policy."""
+
+    def __init__(self, node: BastionNode) -> None:
+        self.node = node
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.client_addr = "?"
+        self.login_name: LoginName | None = None
+        self.user: User | None = None
+        self.key_fingerprint: str | None = None
+        self._audited_unknown: set[str] = set()
+        self._forwarding: ForwardingContext | None = None
+
+    # --- connection ---------------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        """Remember the peer for audit rows."""
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.client_addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Close any upstream connection kept for port forwarding."""
+        if self._forwarding is not None:
+            self._forwarding.close()
+
+    # --- authentication -------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        """Every user must authenticate; the user name may also carry the target."""
+        try:
+            self.login_name = parse_login_name(username)
+        except LoginNameError as e:
+            self.login_name = None
+            self._banner(f"bastion: {e}\r\n")
+        self.user = None
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        """Public key is the first factor."""
+        return True
+
+    def kbdint_auth_supported(self) -> bool:
+        """Keyboard-interactive carries the TOTP code (the connection gates when)."""
+        return True
+
+    def password_auth_supported(self) -> bool:
+        """Passwords are never accepted."""
+        return False
+
+    async def _load_user(self) -> User | None:
+        if self.login_name is None:
+            return None
+        self.user = await self.node.call(self.node.store.get_user, self.login_name.user)
+        return self.user
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Is ``key`` one of the user's registered keys? (Asked with and without a signature.)"""
+        user = await self._load_user()
+        if user is None:
+            name = self.login_name.user if self.login_name else username
+            if name not in self._audited_unknown:
+                self._audited_unknown.add(name)
+                await self.node.audit(
+                    name, "login.failed", None, reason="unknown-user", client=self.client_addr
+                )
+            return False
+        offered = key.public_data
+        for line in user.ssh_keys:
+            try:
+                if asyncssh.import_public_key(line).public_data == offered:
+                    self.key_fingerprint = key_fingerprint(key)
+                    return True
+            except (asyncssh.KeyImportError, ValueError):
+                log.warning("user %s has an unreadable SSH key line; skipping it", user.name)
+        return False
+
+    async def first_factor_passed(self, username: str, key_data: bytes) -> bool:
+        """The key is proven; refuse disabled or locked users before asking for a code."""
+        user = await self._load_user()
+        if user is None:
+            return False
+        now = self.node.clock()
+        reason: str | None = None
+        message = ""
+        if user.disabled:
+            reason, message = "disabled", f"user {user.name} is disabled; ask an admin"
+        elif user.locked_until is not None and user.locked_until > now:
+            reason, message = "locked", locked_message(user.name, user.locked_until, now)
+        elif not user.totp_secret:
+            reason = "no-mfa"
+            message = (
+                f"user {user.name} has no TOTP enrolment; ask an admin to run "
+                f"'bastion user reset-mfa {user.name}'"
+            )
+        if reason is not None:
+            self._banner(f"bastion: {message}\r\n")
+            await self.node.audit(
+                user.name,
+                "login.failed",
+                None,
+                reason=reason,
+                client=self.client_addr,
+                key=self.key_fingerprint,
+            )
+            return False
+        return True
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, tuple[tuple[str, bool], ...]]:
+        """Ask for the TOTP code (no echo)."""
+        instruction = "Enter the current 6-digit code from your authenticator app."
+        return (KBDINT_NAME, instruction, "", ((KBDINT_PROMPT, False),))
+
+    async def validate_kbdint_response(self, username: str, responses: list[str]) -> bool:
+        """Check the code, guard against replay, count failures and lock when they pile up."""
+        user = await self._load_user()
+        if user is None or not user.totp_secret:
+            return False
+        node = self.node
+        now = node.clock()
+        if user.locked_until is not None and user.locked_until > now:
+            self._banner(f"bastion: {locked_message(user.name, user.locked_until, now)}\r\n")
+            await node.audit(
+                user.name, "login.failed", None, reason="locked", client=self.client_addr
+            )
+            return False
+        try:
+            if len(responses) != 1:
+                raise MfaError("bad-format", "expected exactly one answer (the TOTP code)")
+            step = match_totp(
+                user.totp_secret,
+                responses[0],
+                now,
+                user.totp_last_step,
+                node.config.mfa.valid_window,
+            )
+            if not await node.call(node.store.accept_totp_step, user.id, step):
+                raise MfaError(
+                    "reused-code",
+                    "this TOTP code was already used; wait for the next code",
+                )
+        except MfaError as e:
+            await self._mfa_failed(user, e, now)
+            return False
+        await node.call(node.store.clear_auth_failures, user.id)
+        await node.audit(
+            user.name,
+            "login.ok",
+            None,
+            client=self.client_addr,
+            key=self.key_fingerprint,
+            methods="publickey,keyboard-interactive",
+            login_name=self.conn.get_extra_info("username") if self.conn else None,
+        )
+        return True
+
+    async def _mfa_failed(self, user: User, error: MfaError, now: float) -> None:
+        node = self.node
+        await node.call(node.store.record_auth_failure, user.id, now, error.reason)
+        failures = await node.call(
+            node.store.count_auth_failures, user.id, now - node.lockout.window
+        )
+        until = node.lockout.lock_until(failures, now)
+        await node.audit(
+            user.name,
+            "login.failed",
+            None,
+            reason=error.reason,
+            client=self.client_addr,
+            key=self.key_fingerprint,
+            failures=failures,
+        )
+        if until is not None:
+            await node.call(node.store.lock_user, user.id, until)
+            await node.audit(
+                user.name, "user.locked", user.name, until=until, failures=failures, by="lockout"
+            )
+            self._banner(f"bastion: {error}. {locked_message(user.name, until, now)}\r\n")
+        else:
+            left = node.lockout.max_failures - failures
+            self._banner(f"bastion: {error} ({left} attempt(s) left before lockout)\r\n")
+
+    def _banner(self, text: str) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.send_auth_banner(text)
+            except (OSError, asyncssh.Error):  # pragma: no cover - peer already gone
+                pass
+
+    # --- channels --------------------------------------------------------------------
+
+    def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
+        """Every session channel is relayed (or answered by the bastion's own menu)."""
+        assert self.conn is not None and self.user is not None and self.login_name is not None
+        chan = self.conn.create_server_channel(encoding=None)
+        ctx = ConnectionContext(
+            node=self.node,
+            user=self.user,
+            login_name=self.login_name,
+            client_addr=self.client_addr,
+            key_fingerprint=self.key_fingerprint,
+        )
+        return chan, RelaySession(ctx)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]:
+        """Local port forwarding (-L): relayed through the target only when granted."""
+        assert self.user is not None and self.login_name is not None
+        if self._forwarding is None:
+            self._forwarding = ForwardingContext(
+                node=self.node,
+                user=self.user,
+                login_name=self.login_name,
+                client_addr=self.client_addr,
+            )
+        fwd = self._forwarding
+
+        async def handler(
+            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
+        ) -> None:
+            await open_forward(fwd, dest_host, dest_port, reader, writer)
+
+        return handler
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        """Remote forwarding (-R) would open a listener on the target: never allowed."""
+        assert self.user is not None
+        user = self.user.name
+        self.node.spawn(
+            self.node.audit(
+                user,
+                "forward.refused",
+                f"{listen_host}:{listen_port}",
+                kind="remote",
+                reason="remote forwarding is not supported",
+            )
+        )
+        return False
+
+
+async def start_ssh_listener(
+    node: BastionNode, host: str | None = None, port: int | None = None
+) -> asyncio.Server:
+    """Listen for contractors; returns the asyncio server (its sockets tell the bound port)."""
+    cfg = node.config.ssh
+    options = await asyncssh.SSHServerConnectionOptions.construct(
+        server_factory=lambda: BastionSSHServer(node),
+        server_host_keys=[str(cfg.host_key)],
+        login_timeout=cfg.login_timeout,
+        encoding=None,
+        x11_forwarding=False,
+        agent_forwarding=False,
+        keepalive_interval=60,
+        keepalive_count_max=3,
+    )
+    loop = asyncio.get_running_loop()
+
+    def conn_factory() -> TwoFactorServerConnection:
+        return TwoFactorServerConnection(loop, options)
+
+    return await loop.create_server(
+        conn_factory,
+        host if host is not None else cfg.listen_host,
+        port if port is not None else cfg.listen_port,
+        backlog=512,
+        reuse_address=True,
+    )

@@ -1,0 +1,744 @@
+"""One contractor session channel: choose the target, authorise, connect upstream, relay.
+
+The relay moves bytes between the contractor's channel and a channel on a fresh
+upstream connection with flow control in both directions (a slow reader pauses
+the other side instead of growing buffers). PTY parameters, resizes, signals,
+breaks, EOF and the exit status or signal cross unchanged. File transfers are
+allowed only when the grant says so and every file is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from bastion.ids import new_session_id
+
+from bastion.errors import AccessDenied
+from bastion.grants import authorize, format_time, is_usable, require_option
+from bastion.live import LiveSession
+from bastion.service import BastionNode
+from bastion.ssh.login_name import LoginName, valid_name
+from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
+from bastion.ssh.upstream import UpstreamError, UpstreamPlan, connect_upstream
+from bastion.store.models import CertificateRecord, Grant, SessionRecord, Target, User
+
+if TYPE_CHECKING:
+    from bastion.ssh.scp_audit import ScpAuditor
+    from bastion.ssh.sftp_audit import SftpAuditor
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_INPUT = 256 * 1024
+FORWARDED_ENV_PREFIXES = ("LANG", "LC_")
+
+
+@dataclass(frozen=True)
+class ConnectionContext:
+    """Who is on the other end of a client connection."""
+
+    node: BastionNode
+    user: User
+    login_name: LoginName
+    client_addr: str
+    key_fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class PtyRequest:
+    """The client's terminal as requested."""
+
+    term_type: str
+    width: int
+    height: int
+    pixwidth: int
+    pixheight: int
+    modes: dict[int, int]
+
+
+class Refusal(Exception):
+    """A session is refused before it reaches the target; the message is shown to the user."""
+
+    def __init__(self, reason: str, message: str, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
+class FileAuditor:
+    """Feeds relayed bytes of a file-transfer channel to the scp or SFTP observer."""
+
+    def __init__(self, observer: SftpAuditor | ScpAuditor, kind: str) -> None:
+        self.observer: SftpAuditor | ScpAuditor | None = observer
+        self.kind = kind
+        self.events: list[Any] = []
+
+    def client_data(self, data: bytes) -> None:
+        """Bytes the contractor sent."""
+        if self.observer is not None:
+            try:
+                self.events += self.observer.client_data(data)
+            except Exception as e:  # the observer's own protocol error: stop observing
+                log.warning("%s audit stopped: %s", self.kind, e)
+                self.observer = None
+                self.events.append(e)
+
+    def server_data(self, data: bytes) -> None:
+        """Bytes the target sent."""
+        if self.observer is not None:
+            try:
+                self.events += self.observer.server_data(data)
+            except Exception as e:
+                log.warning("%s audit stopped: %s", self.kind, e)
+                self.observer = None
+                self.events.append(e)
+
+    def take(self) -> list[Any]:
+        """Events since the last call."""
+        events, self.events = self.events, []
+        return events
+
+    def close(self) -> list[Any]:
+        """Flush what is still open when the channel ends."""
+        if self.observer is not None and hasattr(self.observer, "close"):
+            self.events += self.observer.close()
+        return self.take()
+
+
+class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
+    """The target side of a relay; forwards everything to the ``RelaySession``."""
+
+    def __init__(self, relay: RelaySession) -> None:
+        self.relay = relay
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """Target output to the contractor."""
+        self.relay.from_upstream(data, datatype)
+
+    def eof_received(self) -> bool:
+        """Pass EOF on; stay half-open to receive the exit status."""
+        self.relay.upstream_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        """Remember the exit status for the contractor's channel."""
+        self.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        """Remember the exit signal for the contractor's channel."""
+        self.exit_signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        """The target is not reading: stop reading from the contractor."""
+        self.relay.pause_client()
+
+    def resume_writing(self) -> None:
+        """The target reads again."""
+        self.relay.resume_client()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The target channel closed: finish the contractor's channel the same way."""
+        self.relay.upstream_closed(self, exc)
+
+
+class RelaySession(asyncssh.SSHServerSession[bytes]):
+    """The contractor side of one session channel."""
+
+    def __init__(self, ctx: ConnectionContext) -> None:
+        self.ctx = ctx
+        self.node = ctx.node
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.pty: PtyRequest | None = None
+        self.kind = "shell"
+        self.command: str | None = None
+        self.subsystem: str | None = None
+        self.up_conn: asyncssh.SSHClientConnection | None = None
+        self.up_chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self.line: LineInput | None = None
+        self._line_ready: asyncio.Event | None = None
+        self.pending = bytearray()
+        self.client_eof = False
+        self.closed = False
+        self.exited = False
+        self.session_id: str | None = None
+        self.live: LiveSession | None = None
+        self.grant: Grant | None = None
+        self.target: Target | None = None
+        self.login: str | None = None
+        self.files: FileAuditor | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.end_reason: str | None = None
+        self.finished = False
+
+    # --- asyncssh server-session callbacks ---------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        """Keep the channel."""
+        self.chan = chan
+
+    def pty_requested(
+        self,
+        term_type: str,
+        term_size: tuple[int, int, int, int],
+        term_modes: dict[int, int],
+    ) -> bool:
+        """Accept and remember the terminal; the target gets the same one."""
+        width, height, pixwidth, pixheight = term_size
+        self.pty = PtyRequest(term_type, width, height, pixwidth, pixheight, dict(term_modes))
+        return True
+
+    def shell_requested(self) -> bool:
+        """A shell (or the menu, when no target is named)."""
+        self.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        """A command; without a target in the user name its first word names the target."""
+        self.kind = "exec"
+        self.command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        """A subsystem (sftp); checked against the grant once the target is known."""
+        self.kind = "subsystem"
+        self.subsystem = subsystem
+        return True
+
+    def session_started(self) -> None:
+        """Decide and connect in the background; hold client input until the relay runs."""
+        assert self.chan is not None
+        if not self._wants_menu():
+            self.chan.pause_reading()
+        self.node.spawn(self._start())
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """Contractor input: to the target, to the menu, or held until the relay starts."""
+        if self.up_chan is not None:
+            self.bytes_in += len(data)
+            if self.live is not None:
+                self.live.touch(self.node.clock())
+            if self.files is not None:
+                self.files.client_data(data)
+                self._audit_files()
+            self.up_chan.write(data)
+        elif self.line is not None and self.chan is not None and self._line_ready is not None:
+            echo = self.line.feed(data)
+            if echo:
+                self.chan.write(echo)
+            if self.line.done:
+                self._line_ready.set()
+        elif len(self.pending) < MAX_PENDING_INPUT:
+            self.pending += data
+
+    def eof_received(self) -> bool:
+        """Contractor EOF: pass it on, keep the channel open for the target's output."""
+        self.client_eof = True
+        if self.up_chan is not None:
+            self.up_chan.write_eof()
+        elif self.line is not None and self._line_ready is not None:
+            self.line.done = self.line.cancelled = True
+            self._line_ready.set()
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        """Live resize, forwarded to the target's PTY."""
+        if self.pty is not None:
+            self.pty = PtyRequest(
+                self.pty.term_type, width, height, pixwidth, pixheight, self.pty.modes
+            )
+        if self.up_chan is not None:
+            self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        """Signals (e.g. INT from ``ssh`` escape or clients that send them) go to the target."""
+        if self.up_chan is not None:
+            self.up_chan.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        """Serial-style break, forwarded."""
+        if self.up_chan is not None:
+            self.up_chan.send_break(msec)
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        """The contractor is not reading: stop reading from the target."""
+        if self.up_chan is not None:
+            self.up_chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The contractor reads again."""
+        if self.up_chan is not None:
+            self.up_chan.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The contractor's channel is gone: close the upstream side and end the record."""
+        self.closed = True
+        if self._line_ready is not None:
+            self._line_ready.set()
+        if self.up_conn is not None:
+            self.up_conn.close()
+        if self.session_id is not None and not self.finished:
+            self.node.spawn(self._finish(self.end_reason or "client-closed"))
+
+    # --- relay plumbing ------------------------------------------------------------------
+
+    def from_upstream(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """Target output to the contractor (called by ``UpstreamChannel``)."""
+        if self.chan is None or self.closed:
+            return
+        self.bytes_out += len(data)
+        if self.files is not None and datatype is None:
+            self.files.server_data(data)
+            self._audit_files()
+        self.chan.write(data, datatype)
+
+    def upstream_eof(self) -> None:
+        """The target sent EOF."""
+        if self.chan is not None and not self.closed:
+            self.chan.write_eof()
+
+    def pause_client(self) -> None:
+        """Back-pressure from the target."""
+        if self.chan is not None and not self.closed:
+            self.chan.pause_reading()
+
+    def resume_client(self) -> None:
+        """Back-pressure released."""
+        if self.chan is not None and not self.closed:
+            self.chan.resume_reading()
+
+    def upstream_closed(self, up: UpstreamChannel, exc: Exception | None) -> None:
+        """Mirror the target's exit onto the contractor's channel and end the record."""
+        if up.exit_signal is not None:
+            signal, core, msg, lang = up.exit_signal
+            self._exit(signal=(signal, core, msg, lang))
+            reason = f"exit-signal {signal}"
+        elif up.exit_status is not None:
+            self._exit(status=up.exit_status)
+            reason = "exit"
+        else:
+            if self.end_reason is None:
+                target = self.target.name if self.target else "target"
+                self._stderr(f"bastion: connection to {target} was lost\r\n")
+            self._exit(status=255)
+            reason = "upstream-lost"
+        if self.up_conn is not None:
+            self.up_conn.close()
+        if not self.finished and self.session_id is not None:
+            self.node.spawn(self._finish(self.end_reason or reason))
+
+    def _exit(
+        self, status: int | None = None, signal: tuple[str, bool, str, str] | None = None
+    ) -> None:
+        if self.exited or self.chan is None or self.closed:
+            return
+        self.exited = True
+        try:
+            if signal is not None:
+                self.chan.exit_with_signal(*signal)
+            else:
+                self.chan.exit(status if status is not None else 255)
+        except (OSError, asyncssh.Error):  # pragma: no cover - channel already closing
+            self.chan.close()
+
+    def _stderr(self, text: str) -> None:
+        if self.pty is None:
+            text = text.replace("\r\n", "\n")
+        if self.chan is not None and not self.closed and not self.exited:
+            try:
+                self.chan.write_stderr(text.encode())
+            except (OSError, asyncssh.Error):  # pragma: no cover
+                pass
+
+    def _audit_files(self) -> None:
+        if self.files is None or not self.files.events:
+            return
+        for ev in self.files.take():
+            self._spawn_file_audit(ev)
+
+    def _spawn_file_audit(self, ev: Any) -> None:
+        user = self.ctx.user.name
+        target = self.target.name if self.target else None
+        if isinstance(ev, Exception):
+            self.node.spawn(
+                self.node.audit(
+                    user, "file.audit-stopped", target, session=self.session_id, error=str(ev)
+                )
+            )
+            return
+        self.node.spawn(
+            self.node.audit(
+                user,
+                f"file.{ev.op}",
+                target,
+                session=self.session_id,
+                path=ev.path,
+                bytes=ev.bytes,
+                ok=ev.ok,
+                detail=ev.detail,
+                protocol=self.files.kind if self.files else None,
+            )
+        )
+
+    # --- time box (LiveSession handle) ----------------------------------------------------
+
+    def notify(self, message: str) -> None:
+        """A warning on the contractor's terminal (stderr, so file transfers are untouched)."""
+        self._stderr(f"\r\n[bastion] {message}\r\n")
+
+    def terminate(self, reason: str, message: str) -> None:
+        """End the session now (time box, revocation, admin)."""
+        self.end_reason = reason
+        self._stderr(f"\r\n[bastion] {message}: closing this session.\r\n")
+        self.node.spawn(
+            self.node.audit(
+                self.ctx.user.name,
+                "session.terminated",
+                self.target.name if self.target else None,
+                session=self.session_id,
+                reason=reason,
+                message=message,
+            )
+        )
+        self._exit(status=255)
+        if self.up_conn is not None:
+            self.up_conn.close()
+        if self.chan is not None:
+            self.chan.close()
+
+    # --- deciding and connecting ------------------------------------------------------------
+
+    def _wants_menu(self) -> bool:
+        return self.ctx.login_name.target is None and self.kind == "shell" and self.pty is not None
+
+    async def _start(self) -> None:
+        try:
+            await self._open()
+        except Refusal as e:
+            await self._refuse(e)
+        except Exception as e:  # never leave a channel hanging on a bug
+            log.exception("session setup failed")
+            await self._refuse(Refusal("internal-error", f"internal error: {e}", 255))
+
+    async def _refuse(self, e: Refusal) -> None:
+        if e.reason not in ("menu-quit", "builtin"):
+            await self.node.audit(
+                self.ctx.user.name,
+                "session.refused",
+                self.target.name if self.target else None,
+                reason=e.reason,
+                message=str(e),
+                client=self.ctx.client_addr,
+                request=self._describe_request(),
+            )
+        if str(e):
+            self._stderr(f"bastion: {e}\r\n" if e.reason != "builtin" else str(e))
+        self._exit(status=e.exit_status)
+
+    def _describe_request(self) -> str:
+        if self.kind == "exec":
+            return f"exec {self.command!r}"
+        if self.kind == "subsystem":
+            return f"subsystem {self.subsystem}"
+        return "shell" + (" (pty)" if self.pty else "")
+
+    async def _open(self) -> None:
+        target_name, login = self.ctx.login_name.target, self.ctx.login_name.login
+        if target_name is None:
+            target_name, login = await self._target_from_request()
+        if self.closed:
+            return
+        node, store, user = self.node, self.node.store, self.ctx.user
+        target = await node.call(store.get_target, target_name)
+        if target is None or target.kind != "ssh":
+            raise Refusal("no-grant", f"no grant for {target_name}")
+        self.target = target
+        grants = await node.call(store.list_grants, user_id=user.id, target_id=target.id)
+        now = node.clock()
+        try:
+            grant = authorize(grants, target.name, login, now, target.default_login)
+        except AccessDenied as e:
+            raise Refusal("no-grant", str(e)) from e
+        self.grant = grant
+        self.login = login or grant.login or target.default_login
+        if self.login is None:
+            raise Refusal("no-login", f"target {target.name} has no login configured")
+        self._check_file_transfer(grant)
+
+        self.session_id = new_session_id()
+        record = SessionRecord(
+            id=self.session_id,
+            user_id=user.id,
+            user_name=user.name,
+            target_id=target.id,
+            target_name=target.name,
+            grant_id=grant.id,
+            node=node.node,
+            protocol="ssh",
+            login=self.login,
+            client_addr=self.ctx.client_addr,
+            started_at=now,
+        )
+        await node.call(store.start_session, record)
+        await node.audit(
+            user.name,
+            "session.start",
+            target.name,
+            session=self.session_id,
+            grant=grant.id,
+            login=self.login,
+            request=self._describe_request(),
+            client=self.ctx.client_addr,
+        )
+        await self._connect(target, grant)
+
+    async def _target_from_request(self) -> tuple[str, str | None]:
+        if self.kind == "exec" and self.command is not None:
+            words = self.command.strip().split(None, 1)
+            if not words:
+                raise Refusal("usage", USAGE, 2)
+            first = words[0]
+            if first in ("grants", "help", "--help"):
+                await self._builtin(first)
+            if not valid_name(first):
+                raise Refusal("usage", f"'{first}' is not a target name\r\n{USAGE}", 2)
+            rest = words[1] if len(words) > 1 else ""
+            self.command = rest or None
+            if self.command is None:
+                self.kind = "shell"
+            return first, None
+        if self.kind == "shell" and self.pty is not None:
+            grant = await self._menu()
+            return grant.target_name, grant.login
+        raise Refusal("usage", USAGE.replace("\n", "\r\n") if self.pty else USAGE, 2)
+
+    async def _live_grants(self) -> list[Grant]:
+        now = self.node.clock()
+        grants = await self.node.call(
+            self.node.store.list_grants, user_id=self.ctx.user.id, active_at=now
+        )
+        return [g for g in grants if is_usable(g, now)]
+
+    async def _builtin(self, name: str) -> None:
+        if name == "grants":
+            grants = await self._live_grants()
+            lines = [
+                f"#{g.id}\t{g.target_name}\t{g.login or '-'}\tuntil {format_time(g.not_after)}"
+                f"\t{','.join(sorted(g.options)) or '-'}"
+                for g in grants
+            ] or ["no active grants"]
+            text = "\n".join(lines) + "\n"
+        else:
+            text = USAGE
+        if self.pty is not None:
+            text = text.replace("\n", "\r\n")
+        assert self.chan is not None
+        self.chan.write(text.encode())
+        raise Refusal("builtin", "", 0)
+
+    async def _menu(self) -> Grant:
+        assert self.chan is not None
+        grants = await self._live_grants()
+        self.chan.write(render_menu(self.ctx.user.name, grants).encode())
+        if not grants:
+            raise Refusal("no-grant", "", 1)
+        for _attempt in range(3):
+            self.line = LineInput()
+            self._line_ready = asyncio.Event()
+            if self.pending:
+                data, self.pending = bytes(self.pending), bytearray()
+                self.data_received(data, None)
+            await self._line_ready.wait()
+            line, self.line = self.line, None
+            if self.closed or line.cancelled or not line.buffer.strip():
+                raise Refusal("menu-quit", "", 0)
+            chosen = choose(grants, line.buffer)
+            if chosen is not None:
+                self.chan.pause_reading()
+                return chosen
+            self.chan.write(b"No such choice. Number or name: ")
+        raise Refusal("menu-quit", "too many invalid choices", 1)
+
+    def _check_file_transfer(self, grant: Grant) -> None:
+        from bastion.ssh.scp_audit import ScpAuditor, parse_scp_command
+        from bastion.ssh.sftp_audit import SftpAuditor
+
+        try:
+            if self.kind == "subsystem":
+                if self.subsystem != "sftp":
+                    raise Refusal("subsystem", f"subsystem '{self.subsystem}' is not available")
+                # OpenSSH 9's scp speaks SFTP, so either option opens the SFTP subsystem.
+                require_option(grant, "sftp", "scp")
+                self.files = FileAuditor(SftpAuditor(), "sftp")
+            elif self.kind == "exec" and self.command is not None:
+                scp = parse_scp_command(self.command)
+                if scp is not None:
+                    require_option(grant, "scp")
+                    self.files = FileAuditor(ScpAuditor(scp.direction), "scp")
+                elif _is_rsync_server(self.command):
+                    require_option(grant, "scp")
+        except AccessDenied as e:
+            raise Refusal("option-not-granted", str(e)) from e
+
+    async def _connect(self, target: Target, grant: Grant) -> None:
+        node, user = self.node, self.ctx.user
+        cfg = node.config.ssh
+        assert self.session_id is not None and self.login is not None
+        plan = UpstreamPlan(
+            target=target,
+            login=self.login,
+            key_id=f"{user.name}@{target.name}/{self.session_id}",
+            not_after=grant.not_after,
+            permit_pty=self.pty is not None,
+            permit_port_forwarding=False,
+            permit_agent_forwarding=False,
+        )
+        try:
+            conn, cert = await connect_upstream(
+                node.ca,
+                plan,
+                now=node.clock(),
+                lifetime=cfg.certificate_lifetime,
+                backdate=cfg.certificate_backdate,
+                source_addresses=cfg.source_addresses,
+                connect_timeout=cfg.connect_timeout,
+            )
+        except AccessDenied as e:
+            self.end_reason = "upstream-refused"
+            raise Refusal("upstream-refused", str(e)) from e
+        except UpstreamError as e:
+            self.end_reason = f"upstream-{e.reason}"
+            await node.audit(
+                user.name,
+                f"upstream.{e.reason}",
+                target.name,
+                session=self.session_id,
+                message=str(e),
+            )
+            raise Refusal(f"upstream-{e.reason}", str(e)) from e
+        self.up_conn = conn
+        await node.call(
+            node.store.record_certificate,
+            CertificateRecord(
+                serial=cert.serial,
+                key_id=cert.key_id,
+                principals=cert.principals,
+                valid_after=cert.valid_after,
+                valid_before=cert.valid_before,
+                session_id=self.session_id,
+                user_id=user.id,
+                target_id=target.id,
+                issued_at=node.clock(),
+            ),
+        )
+        await node.audit(
+            user.name,
+            "certificate.issued",
+            target.name,
+            session=self.session_id,
+            serial=cert.serial,
+            key_id=cert.key_id,
+            principals=list(cert.principals),
+            valid_after=cert.valid_after,
+            valid_before=cert.valid_before,
+        )
+        if self.closed:
+            conn.close()
+            return
+        env = self._forwarded_env()
+        kwargs: dict[str, Any] = {"env": env, "encoding": None}
+        if self.pty is not None:
+            kwargs.update(
+                request_pty="force",
+                term_type=self.pty.term_type,
+                term_size=(self.pty.width, self.pty.height, self.pty.pixwidth, self.pty.pixheight),
+                term_modes=self.pty.modes,
+            )
+        else:
+            kwargs["request_pty"] = False
+        if self.kind == "subsystem":
+            kwargs["subsystem"] = self.subsystem
+            command: str | None = None
+        else:
+            command = self.command if self.kind == "exec" else None
+        try:
+            up_chan, _ = await conn.create_session(lambda: UpstreamChannel(self), command, **kwargs)
+        except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
+            conn.close()
+            self.end_reason = "upstream-channel-refused"
+            raise Refusal(
+                "upstream-channel-refused", f"{target.name} refused the session: {e}"
+            ) from e
+        self.up_chan = up_chan
+        self.live = LiveSession(
+            session_id=self.session_id,
+            user=user.name,
+            target=target.name,
+            grant_id=grant.id,
+            not_after=grant.not_after,
+            handle=self,
+            started_at=node.clock(),
+            last_input=node.clock(),
+        )
+        node.live.add(self.live)
+        node.live.apply_one(self.live)
+        if self.pending:
+            data, self.pending = bytes(self.pending), bytearray()
+            self.data_received(data, None)
+        if self.client_eof:
+            up_chan.write_eof()
+        if self.chan is not None and not self.closed:
+            self.chan.resume_reading()
+
+    def _forwarded_env(self) -> dict[str, str]:
+        if self.chan is None:
+            return {}
+        env = self.chan.get_environment()
+        return {
+            k: v
+            for k, v in env.items()
+            if isinstance(k, str) and isinstance(v, str) and k.startswith(FORWARDED_ENV_PREFIXES)
+        }
+
+    async def _finish(self, reason: str) -> None:
+        if self.finished or self.session_id is None:
+            return
+        self.finished = True
+        node = self.node
+        node.live.remove(self.session_id)
+        if self.files is not None:
+            for ev in self.files.close():
+                self._spawn_file_audit(ev)
+        await node.call(
+            node.store.end_session,
+            self.session_id,
+            ended_at=node.clock(),
+            reason=reason,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )
+        await node.audit(
+            self.ctx.user.name,
+            "session.end",
+            self.target.name if self.target else None,
+            session=self.session_id,
+            reason=reason,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )
+
+
+def _is_rsync_server(command: str) -> bool:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    return len(words) >= 2 and words[0].endswith("rsync") and words[1] == "--server"

@@ -1,0 +1,372 @@
+"""The two database drivers behind one small transaction interface.
+
+Store code writes each query once, with ``?`` placeholders, and runs it inside
+``backend.transaction()``; the PostgreSQL backend rewrites the placeholders for
+psycopg. Both backends hand out rows as plain dicts and turn driver errors into
+``StoreError`` subclasses, so nothing above this module imports a driver.
+
+Cross-process safety: SQLite write transactions start with ``BEGIN IMMEDIATE``
+(one writer at a time, others wait ``busy_timeout``); on PostgreSQL a
+transaction that must be serialised across nodes calls ``tx.lock(key)``, a
+transaction-scoped advisory lock. Within a process one lock per backend makes
+the single connection safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+
+from bastion.errors import AlreadyExists, StoreError
+
+Row = dict[str, Any]
+Params = Sequence[Any]
+
+SQLITE_BUSY_TIMEOUT = 15.0  # seconds a writer waits for another process's write
+PG_CONNECT_TIMEOUT = 10  # seconds
+
+
+class Tx(ABC):
+    """One open transaction: run statements, read rows."""
+
+    @abstractmethod
+    def run(self, sql: str, params: Params = ()) -> int:
+        """Execute a statement; return the number of rows it changed."""
+
+    @abstractmethod
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Execute a query and return every row."""
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        """Execute a query expected to return at most one row."""
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def insert(self, sql: str, params: Params = ()) -> int:
+        """Execute an ``INSERT ... RETURNING id`` and return the id."""
+        row = self.one(sql, params)
+        if row is None:  # pragma: no cover - RETURNING always yields a row
+            raise StoreError("insert returned no id")
+        return int(row["id"])
+
+    @abstractmethod
+    def lock(self, key: int) -> None:
+        """Serialise this transaction against every other one taking ``key``, on any node."""
+
+
+class Backend(ABC):
+    """A connection to one state database."""
+
+    name: str
+    #: Type names substituted into migration templates.
+    types: dict[str, str]
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._closed = False
+
+    @abstractmethod
+    def _transaction(self, write: bool) -> AbstractContextManager[Tx]: ...
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Tx]:
+        """Open a transaction (committed on success, rolled back on error).
+
+        ``write`` marks transactions that change data; SQLite takes its write
+        lock up front for them so read-modify-write sequences are atomic.
+        Raises AlreadyExists on a unique-constraint race and StoreError when
+        the database is unreachable or refuses the statement.
+        """
+        with self._mutex:
+            if self._closed:
+                raise StoreError("the state store is closed")
+            try:
+                with self._transaction(write) as tx:
+                    yield tx
+            except StoreError:
+                raise
+            except Exception as e:
+                translated = self._translate(e)
+                if translated is e:
+                    raise
+                raise translated from e
+
+    @abstractmethod
+    def _translate(self, error: Exception) -> Exception:
+        """Map a driver error to a StoreError (or return it unchanged)."""
+
+    @abstractmethod
+    def table_exists(self, table: str) -> bool:
+        """True if the table exists (used before the first migration)."""
+
+    def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Idempotent."""
+        with self._mutex:
+            if not self._closed:
+                self._closed = True
+                self._close()
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def _dict_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class _SqliteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def run(self, sql: str, params: Params = ()) -> int:
+        cur = self._conn.execute(sql, tuple(params))
+        try:
+            return cur.rowcount
+        finally:
+            cur.close()
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        cur = self._conn.execute(sql, tuple(params))
+        try:
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def lock(self, key: int) -> None:
+        # Write transactions already hold SQLite's database-wide write lock.
+        return None
+
+
+class SqliteBackend(Backend):
+    """A SQLite file in WAL mode, shared by every node process on one host."""
+
+    name = "sqlite"
+    types = {
+        "ID": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "BIGINT": "INTEGER",
+        "FLOAT": "REAL",  # SQLite REAL is an 8-byte double
+        "BLOB": "BLOB",
+        "BOOL": "INTEGER",
+    }
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        if path != ":memory:" and not os.path.exists(path):
+            if not Path(path).parent.is_dir():
+                raise StoreError(f"cannot create state store {path}: its directory does not exist")
+            # Sealed secrets live here: create the file private before SQLite does.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            conn = sqlite3.connect(
+                path,
+                timeout=SQLITE_BUSY_TIMEOUT,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._mutex
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open state store {path}: {e}") from e
+        try:
+            conn.row_factory = _dict_factory
+            conn.execute("PRAGMA journal_mode=WAL").close()
+            conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}").close()
+            conn.execute("PRAGMA foreign_keys=ON").close()
+            conn.execute("PRAGMA synchronous=NORMAL").close()
+        except sqlite3.Error as e:
+            conn.close()
+            raise StoreError(f"cannot open state store {path}: {e}") from e
+        self._conn = conn
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Tx]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN").close()
+        try:
+            yield _SqliteTx(conn)
+        except BaseException:
+            if conn.in_transaction:  # some errors roll back by themselves
+                conn.execute("ROLLBACK").close()
+            raise
+        try:
+            conn.execute("COMMIT").close()
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK").close()
+            raise
+
+    def _translate(self, error: Exception) -> Exception:
+        if isinstance(error, sqlite3.IntegrityError) and error.sqlite_errorname in (
+            "SQLITE_CONSTRAINT_UNIQUE",
+            "SQLITE_CONSTRAINT_PRIMARYKEY",
+        ):
+            return AlreadyExists(f"already exists: {error}")
+        if isinstance(error, sqlite3.OperationalError):
+            return StoreError(f"state store {self.path} is unavailable: {error}")
+        if isinstance(error, sqlite3.Error):
+            return StoreError(f"state store {self.path} refused the change: {error}")
+        return error
+
+    def table_exists(self, table: str) -> bool:
+        with self.transaction() as tx:
+            row = tx.one(
+                "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+            )
+        return row is not None
+
+    def _close(self) -> None:
+        self._conn.close()
+
+
+# ----------------------------------------------------------------------- PostgreSQL
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    if "%" in sql:
+        raise StoreError(f"store SQL must not contain '%' (pass it as a parameter): {sql!r}")
+    return sql.replace("?", "%s")
+
+
+class _PgTx(Tx):
+    def __init__(self, cur: psycopg.Cursor[Row]) -> None:
+        self._cur = cur
+
+    def run(self, sql: str, params: Params = ()) -> int:
+        self._cur.execute(_pg_sql(sql), tuple(params))
+        return self._cur.rowcount
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        self._cur.execute(_pg_sql(sql), tuple(params))
+        return self._cur.fetchall()
+
+    def lock(self, key: int) -> None:
+        self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL through one psycopg 3 connection, reopened if the server drops it."""
+
+    name = "postgresql"
+    types = {
+        "ID": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        "BIGINT": "BIGINT",
+        "FLOAT": "DOUBLE PRECISION",  # not REAL: that is float4 on PostgreSQL
+        "BLOB": "BYTEA",
+        "BOOL": "BOOLEAN",
+    }
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Row]:
+        extra: dict[str, Any] = {"application_name": "bastion"}
+        if "connect_timeout" not in self.url:
+            extra["connect_timeout"] = PG_CONNECT_TIMEOUT
+        try:
+            return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
+        except psycopg.Error as e:
+            raise StoreError(
+                f"cannot connect to the PostgreSQL state store ({_redact(self.url)}): {e}"
+            ) from e
+
+    def _begin(self) -> psycopg.Cursor[Row]:
+        """BEGIN on a live connection; reconnect once if the server dropped the old one.
+
+        Retrying here is safe because nothing of the transaction ran yet.
+        """
+        for attempt in (1, 2):
+            if self._conn.closed or self._conn.broken:
+                self._conn.close()
+                self._conn = self._connect()
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN")
+                return cur
+            except psycopg.OperationalError:
+                cur.close()
+                if attempt == 2 or not self._conn.broken:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Tx]:
+        # The connection is in autocommit mode; BEGIN/COMMIT are explicit, as on SQLite.
+        with self._begin() as cur:
+            try:
+                yield _PgTx(cur)
+            except BaseException:
+                if not self._conn.broken:
+                    with contextlib.suppress(psycopg.Error):  # keep the original error
+                        cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def _translate(self, error: Exception) -> Exception:
+        if isinstance(error, psycopg.errors.UniqueViolation):
+            detail = error.diag.message_detail or str(error)
+            return AlreadyExists(f"already exists: {detail}")
+        if isinstance(error, psycopg.OperationalError):
+            return StoreError(f"PostgreSQL state store is unavailable: {error}")
+        if isinstance(error, psycopg.Error):
+            return StoreError(f"PostgreSQL state store refused the change: {error}")
+        return error
+
+    def table_exists(self, table: str) -> bool:
+        with self.transaction() as tx:
+            row = tx.one("SELECT to_regclass(?) IS NOT NULL AS present", [table])
+        return bool(row and row["present"])
+
+    def _close(self) -> None:
+        self._conn.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+def connect(url: str) -> Backend:
+    """Open the backend a state URL names.
+
+    ``postgresql://`` / ``postgres://`` URLs go to PostgreSQL; ``sqlite:///path``
+    (three or four slashes, absolute) and plain filesystem paths to SQLite.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresBackend(url)
+    if url.startswith("sqlite:"):
+        rest = url[len("sqlite:") :]
+        if rest.startswith("//"):
+            rest = rest[2:]
+        if rest.lstrip("/") == ":memory:":
+            return SqliteBackend(":memory:")
+        path = "/" + rest.lstrip("/") if rest.startswith("/") else rest
+        if not path:
+            raise StoreError(f"state URL {url!r} names no file; use sqlite:///abs/path/state.db")
+        return SqliteBackend(path)
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise StoreError(
+            f"unsupported state URL scheme {scheme!r}; use sqlite:///path or postgresql://..."
+        )
+    return SqliteBackend(url)

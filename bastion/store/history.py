@@ -1,0 +1,228 @@
+"""Append-only history: sessions, issued certificates and the hash-chained audit log.
+
+A mixin of ``Store`` (kept apart to keep modules small); it only needs the
+backend in ``self._db``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bastion.errors import AlreadyExists, NotFound, StoreError
+from bastion.store import rows
+from bastion.store.audit_chain import (
+    GENESIS_HASH,
+    canonical_json,
+    event_hash,
+    first_broken,
+    normalize_details,
+)
+from bastion.store.backends import Backend
+from bastion.store.models import AuditEvent, CertificateRecord, SessionRecord
+
+#: Advisory lock key serialising audit appends across nodes ("bastion" + 0x02).
+AUDIT_LOCK = 0x62617374696F6E02
+_VERIFY_BATCH = 1000
+
+
+def where_clause(clauses: Sequence[str]) -> str:
+    """`` WHERE a AND b`` for a list of conditions (empty for none)."""
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+class History:
+    """Sessions, certificates and audit events of a ``Store``."""
+
+    _db: Backend
+
+    # ---------------------------------------------------------------- sessions
+
+    def start_session(self, rec: SessionRecord) -> None:
+        """Record a session that has just begun. Raises AlreadyExists for a reused id."""
+        try:
+            with self._db.transaction(write=True) as tx:
+                tx.run(
+                    "INSERT INTO sessions (id, user_id, target_id, grant_id, node, protocol,"
+                    " login, client_addr, started_at, ended_at, end_reason, recording,"
+                    " bytes_in, bytes_out, events, final_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        rec.id, rec.user_id, rec.target_id, rec.grant_id, rec.node,
+                        rec.protocol, rec.login, rec.client_addr, float(rec.started_at),
+                        rec.ended_at, rec.end_reason, rec.recording, rec.bytes_in,
+                        rec.bytes_out, rec.events, rec.final_hash,
+                    ],
+                )  # fmt: skip
+        except AlreadyExists as e:
+            raise AlreadyExists(f"session {rec.id} already exists") from e
+
+    def end_session(
+        self,
+        session_id: str,
+        *,
+        ended_at: float,
+        reason: str,
+        bytes_in: int,
+        bytes_out: int,
+        events: int = 0,
+        final_hash: str | None = None,
+        recording: str | None = None,
+    ) -> None:
+        """Close a live session; None for recording/final_hash keeps the stored value.
+
+        Raises NotFound, or StoreError if the session already ended.
+        """
+        with self._db.transaction(write=True) as tx:
+            changed = tx.run(
+                "UPDATE sessions SET ended_at = ?, end_reason = ?, bytes_in = ?, bytes_out = ?,"
+                " events = ?, final_hash = COALESCE(?, final_hash),"
+                " recording = COALESCE(?, recording) WHERE id = ? AND ended_at IS NULL",
+                [float(ended_at), reason, bytes_in, bytes_out, events, final_hash, recording,
+                 session_id],
+            )  # fmt: skip
+            if changed == 0:
+                row = tx.one("SELECT end_reason FROM sessions WHERE id = ?", [session_id])
+                if row is None:
+                    raise NotFound(f"no session {session_id}; see 'bastion session list'")
+                raise StoreError(f"session {session_id} already ended ({row['end_reason']})")
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session with this id, or None."""
+        with self._db.transaction() as tx:
+            row = tx.one(f"{rows.SESSION_SELECT} WHERE s.id = ?", [session_id])
+        return None if row is None else rows.session(row)
+
+    def list_sessions(
+        self,
+        *,
+        live: bool | None = None,
+        user: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        limit: int = 200,
+    ) -> list[SessionRecord]:
+        """Sessions newest first; ``live`` True/False picks running/ended ones."""
+        where: list[str] = []
+        params: list[Any] = []
+        if live is not None:
+            where.append("s.ended_at IS NULL" if live else "s.ended_at IS NOT NULL")
+        if user is not None:
+            where.append("u.name = ?")
+            params.append(user)
+        if target is not None:
+            where.append("t.name = ?")
+            params.append(target)
+        if since is not None:
+            where.append("s.started_at >= ?")
+            params.append(float(since))
+        order = " ORDER BY s.started_at DESC, s.id DESC LIMIT ?"
+        sql = rows.SESSION_SELECT + where_clause(where) + order
+        with self._db.transaction() as tx:
+            return [rows.session(r) for r in tx.all(sql, [*params, int(limit)])]
+
+    # ------------------------------------------------------------ certificates
+
+    def record_certificate(self, rec: CertificateRecord) -> None:
+        """Log an issued certificate. Raises AlreadyExists for a reused serial."""
+        try:
+            with self._db.transaction(write=True) as tx:
+                tx.run(
+                    f"INSERT INTO certificates ({rows.CERTIFICATE_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        int(rec.serial), rec.key_id, rows.dump_list(rec.principals),
+                        float(rec.valid_after), float(rec.valid_before), rec.session_id,
+                        rec.user_id, rec.target_id, float(rec.issued_at),
+                    ],
+                )  # fmt: skip
+        except AlreadyExists as e:
+            raise AlreadyExists(f"certificate serial {rec.serial} was already recorded") from e
+
+    def list_certificates(self, *, session_id: str | None = None) -> list[CertificateRecord]:
+        """Issued certificates, oldest first, optionally for one session."""
+        sql = f"SELECT {rows.CERTIFICATE_COLUMNS} FROM certificates"
+        params: list[Any] = []
+        if session_id is not None:
+            sql += " WHERE session_id = ?"
+            params.append(session_id)
+        with self._db.transaction() as tx:
+            found = tx.all(sql + " ORDER BY issued_at, serial", params)
+        return [rows.certificate(r) for r in found]
+
+    # ------------------------------------------------------------------- audit
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        at: float | None = None,
+    ) -> AuditEvent:
+        """Append a hash-chained audit event (serialised across processes and nodes)."""
+        when = float(time.time() if at is None else at)
+        clean = normalize_details(details)
+        body = canonical_json(clean)
+        with self._db.transaction(write=True) as tx:
+            tx.lock(AUDIT_LOCK)
+            last = tx.one("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            event_id = int(last["id"]) + 1 if last else 1
+            prev = str(last["hash"]) if last else GENESIS_HASH
+            digest = event_hash(
+                prev, id=event_id, at=when, actor=actor, action=action, subject=subject,
+                details=clean,
+            )  # fmt: skip
+            tx.run(
+                f"INSERT INTO audit ({rows.AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [event_id, when, actor, action, subject, body, prev, digest],
+            )
+        return AuditEvent(event_id, when, actor, action, subject, clean, prev, digest)
+
+    def list_audit(
+        self,
+        *,
+        since: float | None = None,
+        actor: str | None = None,
+        action_prefix: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """The most recent ``limit`` matching events, oldest first; ``since`` is inclusive."""
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("at >= ?")
+            params.append(float(since))
+        if actor is not None:
+            where.append("actor = ?")
+            params.append(actor)
+        if action_prefix:
+            where.append("substr(action, 1, CAST(? AS INTEGER)) = ?")
+            params += [len(action_prefix), action_prefix]
+        sql = (
+            f"SELECT {rows.AUDIT_COLUMNS} FROM audit{where_clause(where)} ORDER BY id DESC LIMIT ?"
+        )
+        with self._db.transaction() as tx:
+            found = tx.all(sql, [*params, int(limit)])
+        return [rows.audit_event(r) for r in reversed(found)]
+
+    def verify_audit_chain(self) -> int | None:
+        """None if the chain is intact, else the id of the first row that does not fit.
+
+        Detects edited, deleted and reordered rows; truncation of the newest rows
+        needs an external anchor (compare the last hash with a copy kept elsewhere).
+        """
+        prev, after = GENESIS_HASH, 0
+        while True:
+            with self._db.transaction() as tx:
+                batch = tx.all(
+                    f"SELECT {rows.AUDIT_COLUMNS} FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+                    [after, _VERIFY_BATCH],
+                )
+            if not batch:
+                return None
+            broken = first_broken(batch, prev)
+            if broken is not None:
+                return broken
+            prev, after = str(batch[-1]["hash"]), int(batch[-1]["id"])

@@ -1,0 +1,207 @@
+"""Versioned schema migrations, one list for both backends.
+
+Each migration is a version number and a list of SQL statements written once;
+``{ID}``, ``{BIGINT}``, ``{FLOAT}``, ``{BLOB}`` and ``{BOOL}`` stand for the
+backend's type names (see ``Backend.types``) and are the only differences
+between SQLite and PostgreSQL. Applied versions are recorded in
+``schema_migrations``; all pending migrations run in one transaction under an
+advisory lock, so two nodes starting together on PostgreSQL do not race, and a
+failure leaves the previous schema intact.
+
+To change the schema, append a ``Migration`` with the next version; never edit
+one that has shipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bastion.errors import StoreError
+from bastion.store.backends import Backend, Tx
+
+#: Advisory lock key serialising migrations across nodes ("bastion" + 0x01).
+MIGRATE_LOCK = 0x62617374696F6E01
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step; ``statements`` are templates filled with ``Backend.types``."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial schema",
+        (
+            """CREATE TABLE users (
+                id {ID},
+                name TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL,
+                ssh_keys TEXT NOT NULL,
+                totp_secret {BLOB},
+                totp_last_step {BIGINT},
+                locked_until {FLOAT},
+                disabled {BOOL} NOT NULL DEFAULT FALSE,
+                created_at {FLOAT} NOT NULL
+            )""",
+            """CREATE TABLE auth_failures (
+                id {ID},
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                at {FLOAT} NOT NULL,
+                reason TEXT NOT NULL
+            )""",
+            "CREATE INDEX auth_failures_user_at ON auth_failures (user_id, at)",
+            """CREATE TABLE targets (
+                id {ID},
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                host TEXT NOT NULL,
+                port INTEGER NOT NULL,
+                logins TEXT NOT NULL,
+                principal TEXT NOT NULL,
+                host_keys TEXT NOT NULL,
+                host_ca_keys TEXT NOT NULL,
+                dbname TEXT,
+                created_at {FLOAT} NOT NULL,
+                removed_at {FLOAT}
+            )""",
+            # Removed targets keep their row (sessions and grants point at it);
+            # only live targets need unique names.
+            "CREATE UNIQUE INDEX targets_live_name ON targets (name) WHERE removed_at IS NULL",
+            """CREATE TABLE credsets (
+                id {ID},
+                target_id {BIGINT} NOT NULL REFERENCES targets (id),
+                name TEXT NOT NULL,
+                db_user TEXT NOT NULL,
+                password {BLOB},
+                UNIQUE (target_id, name)
+            )""",
+            """CREATE TABLE grants (
+                id {ID},
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                target_id {BIGINT} NOT NULL REFERENCES targets (id),
+                login TEXT,
+                credset TEXT,
+                not_before {FLOAT} NOT NULL,
+                not_after {FLOAT} NOT NULL,
+                reason TEXT NOT NULL,
+                requested_by TEXT NOT NULL,
+                approved_by TEXT,
+                state TEXT NOT NULL,
+                options TEXT NOT NULL,
+                created_at {FLOAT} NOT NULL,
+                revoked_at {FLOAT},
+                revoked_by TEXT
+            )""",
+            "CREATE INDEX grants_user ON grants (user_id, target_id)",
+            "CREATE INDEX grants_target ON grants (target_id)",
+            """CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                target_id {BIGINT} NOT NULL REFERENCES targets (id),
+                grant_id {BIGINT} REFERENCES grants (id),
+                node TEXT NOT NULL,
+                protocol TEXT NOT NULL,
+                login TEXT,
+                client_addr TEXT NOT NULL,
+                started_at {FLOAT} NOT NULL,
+                ended_at {FLOAT},
+                end_reason TEXT,
+                recording TEXT,
+                bytes_in {BIGINT} NOT NULL DEFAULT 0,
+                bytes_out {BIGINT} NOT NULL DEFAULT 0,
+                events {BIGINT} NOT NULL DEFAULT 0,
+                final_hash TEXT
+            )""",
+            "CREATE INDEX sessions_started ON sessions (started_at)",
+            "CREATE INDEX sessions_user ON sessions (user_id)",
+            "CREATE INDEX sessions_target ON sessions (target_id)",
+            # session_id has no foreign key: a certificate is issued while the
+            # session is being set up and must be recorded even if that fails.
+            """CREATE TABLE certificates (
+                serial {BIGINT} PRIMARY KEY,
+                key_id TEXT NOT NULL,
+                principals TEXT NOT NULL,
+                valid_after {FLOAT} NOT NULL,
+                valid_before {FLOAT} NOT NULL,
+                session_id TEXT,
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                target_id {BIGINT} NOT NULL REFERENCES targets (id),
+                issued_at {FLOAT} NOT NULL
+            )""",
+            "CREATE INDEX certificates_session ON certificates (session_id)",
+            # Ids are assigned by the appender (under a lock), not a sequence:
+            # they are part of the hashed content and must have no gaps.
+            """CREATE TABLE audit (
+                id {BIGINT} PRIMARY KEY,
+                at {FLOAT} NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                subject TEXT,
+                details TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_at ON audit (at)",
+            "CREATE INDEX audit_actor ON audit (actor)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_CREATE_VERSIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at {FLOAT} NOT NULL
+)"""
+
+
+def render(statement: str, backend: Backend) -> str:
+    """Fill a migration template with the backend's type names."""
+    return statement.format(**backend.types)
+
+
+def _current(tx: Tx) -> int:
+    row = tx.one("SELECT MAX(version) AS v FROM schema_migrations")
+    return int(row["v"]) if row and row["v"] is not None else 0
+
+
+def schema_version(backend: Backend) -> int:
+    """The applied schema version (0 for an empty database)."""
+    if not backend.table_exists("schema_migrations"):
+        return 0
+    with backend.transaction() as tx:
+        return _current(tx)
+
+
+def migrate(backend: Backend, now: float, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply pending migrations; return the resulting version. Idempotent.
+
+    Raises StoreError if the database is newer than this code.
+    """
+    with backend.transaction(write=True) as tx:
+        tx.lock(MIGRATE_LOCK)
+        tx.run(render(_CREATE_VERSIONS, backend))
+        current = _current(tx)
+        latest = migrations[-1].version if migrations else 0
+        if current > latest:
+            raise StoreError(
+                f"the state store has schema version {current} but this bastion only knows "
+                f"up to {latest}; upgrade bastion on this node"
+            )
+        for m in migrations:
+            if m.version <= current:
+                continue
+            for statement in m.statements:
+                tx.run(render(statement, backend))
+            tx.run(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                [m.version, m.name, now],
+            )
+            current = m.version
+    return current

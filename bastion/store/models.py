@@ -1,0 +1,169 @@
+"""Plain records the state store hands out.
+
+Frozen dataclasses, no behaviour beyond small derived facts: policy lives in
+``bastion.grants`` and ``bastion.mfa``; persistence in ``bastion.store``.
+Times are POSIX seconds (float, UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    """What a person may do: contractors connect, admins administer, auditors read."""
+
+    CONTRACTOR = "contractor"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+class TargetKind(StrEnum):
+    """The protocol a target speaks."""
+
+    SSH = "ssh"
+    POSTGRES = "postgres"
+
+
+class GrantState(StrEnum):
+    """Stored grant state; ``expired`` and ``not yet started`` are derived from time."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+#: Grant options that unlock something beyond a shell/exec session.
+GRANT_OPTIONS = frozenset({"scp", "sftp", "port-forward", "agent"})
+
+
+@dataclass(frozen=True)
+class User:
+    """A person who may log in; ``totp_secret`` is decrypted (None until enrolled)."""
+
+    id: int
+    name: str
+    role: Role
+    ssh_keys: tuple[str, ...]
+    totp_secret: str | None
+    totp_last_step: int | None
+    locked_until: float | None
+    disabled: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Credset:
+    """A named upstream database credential (password decrypted; None for trust)."""
+
+    name: str
+    user: str
+    password: str | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host or database reachable through the bastion."""
+
+    id: int
+    name: str
+    kind: TargetKind
+    host: str
+    port: int
+    logins: tuple[str, ...]
+    principal: str
+    host_keys: tuple[str, ...]
+    host_ca_keys: tuple[str, ...]
+    database: str | None
+    credsets: tuple[Credset, ...]
+    created_at: float
+
+    @property
+    def default_login(self) -> str | None:
+        """The first configured login, used when neither grant nor client names one."""
+        return self.logins[0] if self.logins else None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Permission for one user to reach one target as one login, inside a window."""
+
+    id: int
+    user_id: int
+    user_name: str
+    target_id: int
+    target_name: str
+    login: str | None
+    credset: str | None
+    not_before: float
+    not_after: float
+    reason: str
+    requested_by: str
+    approved_by: str | None
+    state: GrantState
+    options: frozenset[str]
+    created_at: float
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+
+    def state_at(self, now: float) -> GrantState:
+        """The effective state at ``now``: stored state, or EXPIRED once past not_after."""
+        if self.state is GrantState.ACTIVE and now >= self.not_after:
+            return GrantState.EXPIRED
+        return self.state
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One connection through the bastion, live (ended_at None) or finished."""
+
+    id: str
+    user_id: int
+    user_name: str
+    target_id: int
+    target_name: str
+    grant_id: int | None
+    node: str
+    protocol: str
+    login: str | None
+    client_addr: str
+    started_at: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+    recording: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    events: int = 0
+    final_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """An upstream user certificate the CA issued."""
+
+    serial: int
+    key_id: str
+    principals: tuple[str, ...]
+    valid_after: float
+    valid_before: float
+    session_id: str | None
+    user_id: int
+    target_id: int
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One append-only, hash-chained audit row."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    subject: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    prev_hash: str = ""
+    hash: str = ""

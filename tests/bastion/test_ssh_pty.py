@@ -1,0 +1,128 @@
+"""Interactive sessions on a real pseudo-terminal: menu, shell, resize, time box."""
+
+from __future__ import annotations
+
+import time
+
+import pexpect
+import pytest
+
+from tests.peers.bastion_node import BastionHarness, Contractor
+
+pytestmark = pytest.mark.integration
+
+
+def _spawn(
+    c: Contractor,
+    bastion: BastionHarness,
+    *remote: str,
+    target: str | None = None,
+    rows: int = 24,
+    cols: int = 80,
+) -> pexpect.spawn:
+    args = [
+        *c.ssh_args(),
+        "-tt",
+        "-p",
+        str(bastion.port),
+        f"{c.login_name(target)}@127.0.0.1",
+        *remote,
+    ]
+    child = pexpect.spawn("ssh", args, env=c.ssh_env(), timeout=20, dimensions=(rows, cols))
+    return child
+
+
+def test_menu_then_shell_with_term_and_size(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    g1 = bastion.grant(c, "web1")
+    bastion.grant(c, "web2")
+    child = _spawn(c, bastion, rows=30, cols=100)
+    try:
+        child.expect("choose a target")
+        child.expect(f"grant #{g1.id}")
+        child.expect("Number or name")
+        child.send("web1\r")
+        child.sendline("echo TERM=$TERM; stty size; echo marker-$((6*7))")
+        child.expect("marker-42")
+        before = child.before.decode()
+        assert "TERM=xterm" in before or "TERM=" in before
+        assert "30 100" in before
+        child.setwinsize(40, 132)
+        time.sleep(0.5)
+        child.sendline("stty size; echo marker2-$((6*7))")
+        child.expect("40 132")
+        child.expect("marker2-42")
+        child.sendline("exit 5")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 5
+
+
+def test_menu_with_no_grants(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    child = _spawn(c, bastion)
+    try:
+        child.expect("no active grants")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+
+
+def test_named_target_shell_and_ctrl_c(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    bastion.grant(c, "web2")
+    child = _spawn(c, bastion, "web2")
+    try:
+        child.sendline("sleep 30; echo not-interrupted")
+        time.sleep(1)
+        child.sendcontrol("c")
+        child.sendline("echo after-$((1+1))")
+        child.expect("after-2")
+        assert b"not-interrupted" not in child.before
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_session_warned_and_cut_at_grant_end(bastion: BastionHarness) -> None:
+    # The test node warns at 3 s and 1.5 s before the end (production: 5 min and 1 min).
+    c = bastion.contractor()
+    g = bastion.grant(c, "web1", seconds=6)
+    child = _spawn(c, bastion, target="web1")
+    try:
+        child.sendline("echo started")
+        child.expect("started")
+        child.expect(f"grant #{g.id} ends in")
+        child.expect("closing this session", timeout=15)
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        child.close()
+    assert child.exitstatus == 255
+    ended = [e for e in bastion.audit(c.name, "session.end")]
+    assert ended and ended[-1].details["reason"] == "grant-ended"
+
+
+def test_session_cut_on_revoke(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    g = bastion.grant(c, "web1")
+    child = _spawn(c, bastion, target="web1")
+    try:
+        child.sendline("echo started")
+        child.expect("started")
+        assert bastion.store.list_sessions(live=True, user=c.name)
+        r = bastion.cli("grant", "revoke", str(g.id))
+        assert r.returncode == 0, r.stderr
+        revoked_at = time.monotonic()
+        child.expect(f"grant #{g.id} was revoked", timeout=10)
+        child.expect(pexpect.EOF, timeout=10)
+        took = time.monotonic() - revoked_at
+    finally:
+        child.close()
+    assert took < 10  # generous: the contract is "within a second"; CI machines are noisy
+    rows = bastion.audit(c.name, "session.terminated")
+    assert rows and rows[-1].details["reason"] == "grant-revoked"
+    assert not bastion.store.list_sessions(live=True, user=c.name)

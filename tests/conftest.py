@@ -1,0 +1,23 @@
+"""Shared fixtures: real PostgreSQL, real OpenSSH targets and a real bastion node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers.bastion_node import BastionHarness, make_harness
+from tests.peers.postgres import pg_server, pg_url
+
+__all__ = ["bastion", "pg_server", "pg_url"]
+
+
+@pytest.fixture(scope="session")
+def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionHarness]:
+    """One bastion node with targets web1 and web2 for the whole run (tests use fresh users)."""
+    harness = make_harness(Path(tmp_path_factory.mktemp("bastion")))
+    try:
+        yield harness
+    finally:
+        harness.close()

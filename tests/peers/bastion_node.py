@@ -1,0 +1,324 @@
+"""Test harness: a real bastion node (subprocess), real OpenSSH targets, real clients.
+
+``BastionHarness`` initialises a bastion directory exactly as ``bastion init``
+does, starts two OpenSSH sshd targets that trust its CA (web1, web2, each with
+its own principal), runs ``bastion serve`` as a subprocess, and makes
+contractors with fresh keys and TOTP secrets. Clients are the stock OpenSSH
+``ssh``/``scp``/``sftp`` (keyboard-interactive answered by SSH_ASKPASS) and
+paramiko.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from bastion.ca import CertificateAuthority
+from bastion.cli_node import init_dir
+from bastion.config import Config, load_config
+from bastion.mfa import code_for_step, new_totp_secret, time_step
+from bastion.openssh_target import OpenSSHTarget, free_port
+from bastion.secretbox import SecretBox
+from bastion.store import Store, open_store
+from bastion.store.models import Grant, Role, Target, TargetKind, User
+from bastion.target_setup import default_principal
+
+LOGIN = getpass.getuser()
+
+TEST_CONFIG_OVERRIDES = {
+    "warn_before = [300, 60]": "warn_before = [3, 1.5]",
+    "poll_interval = 0.5": "poll_interval = 0.2",
+    "lockout = 900": "lockout = 60",
+}
+
+
+@dataclass
+class Contractor:
+    """A user with a key pair on disk and the TOTP secret, able to produce fresh codes."""
+
+    name: str
+    key_path: Path
+    secret: str
+    user: User
+    harness: BastionHarness
+    last_step: int = -1
+
+    def next_code(self) -> str:
+        """A code for a step not used yet by this user (waits for the next step if needed)."""
+        while True:
+            now_step = time_step(time.time())
+            step = max(now_step, self.last_step + 1)
+            if step <= now_step + 1:  # within the server's drift window
+                self.last_step = step
+                return code_for_step(self.secret, step)
+            time.sleep(1)
+
+    def wrong_code(self) -> str:
+        """A code that matches no step near now."""
+        near = {code_for_step(self.secret, time_step(time.time()) + d) for d in range(-3, 4)}
+        for candidate in ("000000", "123456", "999999", "314159"):
+            if candidate not in near:
+                return candidate
+        raise AssertionError("unlucky secret")
+
+    def ssh_env(self, code: str | None = None) -> dict[str, str]:
+        """Environment that makes OpenSSH answer the TOTP prompt from a file."""
+        code_file = self.harness.dir / f"code-{self.name}"
+        code_file.write_text((code if code is not None else self.next_code()) + "\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "SSH_AUTH_SOCK")}
+        env.update(
+            SSH_ASKPASS=str(self.harness.askpass),
+            SSH_ASKPASS_REQUIRE="force",
+            BASTION_TEST_CODE_FILE=str(code_file),
+        )
+        return env
+
+    def ssh_args(self, login_name: str | None = None) -> list[str]:
+        """Common OpenSSH options: this user's key only, the bastion's pinned host key."""
+        return [
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.key_path),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.harness.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "PreferredAuthentications=publickey,keyboard-interactive",
+            "-o",
+            "LogLevel=INFO",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+
+    def ssh(
+        self,
+        *remote: str,
+        target: str | None = None,
+        login: str | None = None,
+        code: str | None = None,
+        stdin: bytes | None = None,
+        extra: list[str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run stock ``ssh`` through the bastion and wait for it."""
+        user = self.login_name(target, login)
+        cmd = [
+            "ssh",
+            *self.ssh_args(),
+            *(extra or []),
+            "-p",
+            str(self.harness.port),
+            f"{user}@127.0.0.1",
+            *remote,
+        ]
+        return subprocess.run(
+            cmd,
+            input=stdin if stdin is not None else b"",
+            capture_output=True,
+            env=self.ssh_env(code),
+            timeout=timeout,
+        )
+
+    def login_name(self, target: str | None = None, login: str | None = None) -> str:
+        """USER[%TARGET[%LOGIN]]."""
+        parts = [self.name] + ([target] if target else []) + ([login] if login else [])
+        return "%".join(parts)
+
+
+@dataclass
+class BastionHarness:
+    """A running bastion node with two OpenSSH targets."""
+
+    dir: Path
+    config: Config
+    store: Store
+    ca: CertificateAuthority
+    port: int
+    targets: dict[str, OpenSSHTarget]
+    proc: subprocess.Popen[bytes] | None = None
+    askpass: Path = field(init=False)
+    known_hosts: Path = field(init=False)
+    _counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.askpass = self.dir / "askpass"
+        self.askpass.write_text('#!/bin/sh\ncat "$BASTION_TEST_CODE_FILE"\n')
+        os.chmod(self.askpass, 0o755)
+        host_pub = self.config.ssh.host_key.with_name(self.config.ssh.host_key.name + ".pub")
+        self.known_hosts = self.dir / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub.read_text().strip()}\n")
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start ``bastion serve`` and wait for its port."""
+        log = open(self.dir / "bastion.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bastion",
+                "serve",
+                "--config",
+                str(self.config.path),
+                "--log-level",
+                "DEBUG",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bastion exited:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"bastion did not listen:\n{self.log()}")
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM, then SIGKILL)."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        """Stop everything this harness started."""
+        self.stop()
+        for t in self.targets.values():
+            t.stop()
+        self.store.close()
+
+    def log(self) -> str:
+        """The node's log so far."""
+        try:
+            return (self.dir / "bastion.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # --- fixtures' helpers ----------------------------------------------------------------
+
+    def contractor(self, prefix: str = "c", role: Role = Role.CONTRACTOR) -> Contractor:
+        """A fresh user (own key, own TOTP secret, so replay guards never collide)."""
+        self._counter += 1
+        name = f"{prefix}{self._counter}-{os.getpid() % 1000}"
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=name)
+        key_path = self.dir / f"{name}_ed25519"
+        key_path.write_bytes(key.export_private_key("openssh"))
+        os.chmod(key_path, 0o600)
+        key_path.with_suffix(".pub").write_bytes(key.export_public_key("openssh"))
+        secret = new_totp_secret()
+        user = self.store.add_user(
+            name, role, [key.export_public_key("openssh").decode().strip()], secret, time.time()
+        )
+        return Contractor(name=name, key_path=key_path, secret=secret, user=user, harness=self)
+
+    def target(self, name: str) -> Target:
+        """A target row."""
+        t = self.store.get_target(name)
+        assert t is not None
+        return t
+
+    def grant(
+        self,
+        who: Contractor,
+        target: str,
+        *,
+        start: float | None = None,
+        seconds: float = 3600,
+        options: tuple[str, ...] = (),
+        login: str = LOGIN,
+    ) -> Grant:
+        """Grant ``who`` access to ``target`` (default: from now for an hour)."""
+        now = time.time()
+        t = self.target(target)
+        begin = now if start is None else start
+        return self.store.add_grant(
+            user_id=who.user.id,
+            target_id=t.id,
+            login=login,
+            credset=None,
+            not_before=begin,
+            not_after=begin + seconds,
+            reason="test",
+            requested_by="test",
+            approved_by="test",
+            options=options,
+            now=now,
+        )
+
+    def audit(self, actor: str, action: str | None = None) -> list[Any]:
+        """Audit rows by ``actor`` (optionally one action prefix)."""
+        return self.store.list_audit(actor=actor, action_prefix=action)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the ``bastion`` CLI against this node's config."""
+        return subprocess.run(
+            [sys.executable, "-m", "bastion", *args, "--config", str(self.config.path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "BASTION_ACTOR": "test-admin"},
+        )
+
+
+def make_harness(directory: Path, state_url: str | None = None) -> BastionHarness:
+    """Initialise a bastion dir, start two targets and the node."""
+    port = free_port()
+    config = init_dir(directory, f"127.0.0.1:{port}", state_url, "test-node")
+    text = config.path.read_text()
+    for old, new in TEST_CONFIG_OVERRIDES.items():
+        text = text.replace(old, new)
+    config.path.write_text(text)
+    config = load_config(config.path)
+    ca = CertificateAuthority.load(config.ca_key)
+    store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
+    targets: dict[str, OpenSSHTarget] = {}
+    try:
+        for name in ("web1", "web2"):
+            t = OpenSSHTarget(
+                directory / name, ca.public_key_line(), default_principal(name), [LOGIN]
+            )
+            t.start()
+            targets[name] = t
+            store.add_target(
+                name=name,
+                kind=TargetKind.SSH,
+                host=t.host,
+                port=t.port,
+                logins=[LOGIN],
+                principal=default_principal(name),
+                host_keys=[t.host_key_line],
+                now=time.time(),
+            )
+        harness = BastionHarness(directory, config, store, ca, port, targets)
+        harness.start()
+    except BaseException:
+        for t in targets.values():
+            t.stop()
+        store.close()
+        raise
+    return harness
