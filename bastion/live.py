@@ -109,15 +109,15 @@ class LiveSessions:
             self._end(s, "idle-timeout", f"no input for {int(self.idle_timeout)} seconds")
             return
         left = s.not_after - now
-        for threshold in self.warn_before:
-            if left <= threshold and threshold not in s.warned:
-                s.warned.update(t for t in self.warn_before if t >= threshold)
-                minutes = max(1, round(left / 60))
-                s.handle.notify(
-                    f"grant #{s.grant_id} ends in {minutes} minute(s), at "
-                    f"{format_time(s.not_after)}; this session will be closed then"
-                )
-                break
+        # The nearest threshold already passed; warn once for it and for all larger ones.
+        passed = [t for t in self.warn_before if left <= t]
+        if passed and min(passed) not in s.warned:
+            s.warned.update(passed)
+            minutes = max(1, round(left / 60))
+            s.handle.notify(
+                f"grant #{s.grant_id} ends in {minutes} minute(s), at "
+                f"{format_time(s.not_after)}; this session will be closed then"
+            )
 
     def _end(self, s: LiveSession, reason: str, message: str) -> None:
         if s.ending:

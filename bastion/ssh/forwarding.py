@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncssh
-from bastion.ids import new_session_id
 
 from bastion.errors import AccessDenied
 from bastion.grants import authorize, require_option
+from bastion.ids import new_session_id
 from bastion.live import LiveSession
 from bastion.service import BastionNode
 from bastion.ssh.login_name import LoginName

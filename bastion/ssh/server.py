@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncssh
 
@@ -147,7 +147,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         instruction = "Enter the current 6-digit code from your authenticator app."
         return (KBDINT_NAME, instruction, "", ((KBDINT_PROMPT, False),))
 
-    async def validate_kbdint_response(self, username: str, responses: list[str]) -> bool:
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
         """Check the code, guard against replay, count failures and lock when they pile up."""
         user = await self._load_user()
         if user is None or not user.totp_secret:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
-from bastion.ids import new_session_id
 
 from bastion.errors import AccessDenied
 from bastion.grants import authorize, format_time, is_usable, require_option
+from bastion.ids import new_session_id
 from bastion.live import LiveSession
 from bastion.service import BastionNode
 from bastion.ssh.login_name import LoginName, valid_name
@@ -187,7 +188,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self,
         term_type: str,
         term_size: tuple[int, int, int, int],
-        term_modes: dict[int, int],
+        term_modes: Mapping[int, int],
     ) -> bool:
         """Accept and remember the terminal; the target gets the same one."""
         width, height, pixwidth, pixheight = term_size

@@ -278,7 +278,10 @@ def pg_server() -> Iterator[PgServer]:
     """A private PostgreSQL server for the whole test session (fails if not installed)."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
-        pytest.fail("PostgreSQL server binaries not found (apt-get install postgresql); set BASTION_PG_BIN")
+        pytest.fail(
+            "PostgreSQL server binaries not found (apt-get install postgresql); "
+            "set BASTION_PG_BIN"
+        )
     with start_pg_server(bin_dir) as server:
         yield server
 
