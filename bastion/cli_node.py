@@ -138,7 +138,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(
+        logging.INFO if str(args.log_level).upper() == "DEBUG" else logging.WARNING
+    )
     config = load_config(args.config)
     if not config.ssh.host_key.exists():
         raise ConfigError(f"SSH host key {config.ssh.host_key} is missing; run 'bastion init'")

@@ -186,7 +186,7 @@ class BastionSSHServer(asyncssh.SSHServer):
             client=self.client_addr,
             key=self.key_fingerprint,
             methods="publickey,keyboard-interactive",
-            login_name=self.conn.get_extra_info("username") if self.conn else None,
+            login_name=username,
         )
         return True
 

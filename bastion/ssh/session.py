@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_INPUT = 256 * 1024
 FORWARDED_ENV_PREFIXES = ("LANG", "LC_")
 
 
@@ -213,10 +212,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
-        """Decide and connect in the background; hold client input until the relay runs."""
-        assert self.chan is not None
-        if not self._wants_menu():
-            self.chan.pause_reading()
+        """Decide and connect in the background (input is held until the relay runs)."""
         self.node.spawn(self._start())
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -235,8 +231,12 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
                 self.chan.write(echo)
             if self.line.done:
                 self._line_ready.set()
-        elif len(self.pending) < MAX_PENDING_INPUT:
+        else:
+            # Not relaying yet: keep this piece and let asyncssh hold the rest (its window
+            # then pushes back on the client), so nothing is dropped or buffered unboundedly.
             self.pending += data
+            if self.chan is not None:
+                self.chan.pause_reading()
 
     def eof_received(self) -> bool:
         """Contractor EOF: pass it on, keep the channel open for the target's output."""
@@ -416,9 +416,6 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.chan.close()
 
     # --- deciding and connecting ------------------------------------------------------------
-
-    def _wants_menu(self) -> bool:
-        return self.ctx.login_name.target is None and self.kind == "shell" and self.pty is not None
 
     async def _start(self) -> None:
         try:

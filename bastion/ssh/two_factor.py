@@ -15,7 +15,8 @@ adds one at the narrowest point:
   list in every failure is what OpenSSH would send.
 
 A key query without a signature still gets PK_OK, so stock clients behave as
-with OpenSSH. Keyboard-interactive for a different user name than the one that
+with OpenSSH, and a repeated ``ssh-userauth`` service request after a failure is
+accepted as OpenSSH accepts it (paramiko sends one before every method). Keyboard-interactive for a different user name than the one that
 proved the key is refused.
 """
 
@@ -25,6 +26,9 @@ from typing import Protocol, cast
 
 import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
+
+
+USERAUTH_SERVICE = b"ssh-userauth"
 
 
 class FirstFactorJudge(Protocol):
@@ -67,9 +71,15 @@ class TwoFactorServerConnection(asyncssh.SSHServerConnection):
         return self._first_factor_user is not None and super().kbdint_auth_supported()
 
     def send_userauth_failure(self, partial_success: bool) -> None:
-        """Mark the failure that follows a proven key as a partial success."""
+        """Mark the failure that follows a proven key as a partial success.
+
+        Also accept another ``ssh-userauth`` service request after a failure, as
+        OpenSSH does: paramiko (and other clients) send one before each method.
+        asyncssh would otherwise disconnect them at the second factor.
+        """
         partial, self._partial_success_pending = self._partial_success_pending, False
         super().send_userauth_failure(partial_success or partial)
+        self._next_service = USERAUTH_SERVICE
 
     async def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str

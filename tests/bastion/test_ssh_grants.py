@@ -101,7 +101,18 @@ def _scp(
 def _sftp(
     c, bastion: BastionHarness, login_name: str, batch: str
 ) -> subprocess.CompletedProcess[bytes]:
-    cmd = ["sftp", *c.ssh_args(), "-P", str(bastion.port), "-b", "-", f"{login_name}@127.0.0.1"]
+    # sftp -b implies BatchMode=yes (no prompts); ssh keeps the first value it sees.
+    cmd = [
+        "sftp",
+        *c.ssh_args(),
+        "-o",
+        "BatchMode=no",
+        "-P",
+        str(bastion.port),
+        "-b",
+        "-",
+        f"{login_name}@127.0.0.1",
+    ]
     return subprocess.run(
         cmd, input=batch.encode(), capture_output=True, env=c.ssh_env(), timeout=60
     )
@@ -250,7 +261,7 @@ def _forward_roundtrip(c: Contractor, bastion: BastionHarness, echo: _EchoServer
         env=c.ssh_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 20

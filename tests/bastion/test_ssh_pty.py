@@ -80,7 +80,7 @@ def test_named_target_shell_and_ctrl_c(bastion: BastionHarness) -> None:
         child.sendcontrol("c")
         child.sendline("echo after-$((1+1))")
         child.expect("after-2")
-        assert b"not-interrupted" not in child.before
+        assert b"\nnot-interrupted" not in child.before  # the echo of the typed line has it
         child.sendline("exit")
         child.expect(pexpect.EOF)
     finally:
@@ -94,8 +94,8 @@ def test_session_warned_and_cut_at_grant_end(bastion: BastionHarness) -> None:
     g = bastion.grant(c, "web1", seconds=6)
     child = _spawn(c, bastion, target="web1")
     try:
-        child.sendline("echo started")
-        child.expect("started")
+        child.sendline("echo started-$((2+3))")
+        child.expect("started-5")
         child.expect(f"grant #{g.id} ends in")
         child.expect("closing this session", timeout=15)
         child.expect(pexpect.EOF, timeout=10)
@@ -111,8 +111,8 @@ def test_session_cut_on_revoke(bastion: BastionHarness) -> None:
     g = bastion.grant(c, "web1")
     child = _spawn(c, bastion, target="web1")
     try:
-        child.sendline("echo started")
-        child.expect("started")
+        child.sendline("echo started-$((2+3))")
+        child.expect("started-5")
         assert bastion.store.list_sessions(live=True, user=c.name)
         r = bastion.cli("grant", "revoke", str(g.id))
         assert r.returncode == 0, r.stderr

@@ -1,0 +1,168 @@
+"""RecordingReader: header, index, seeking and events of a recording.
+
+Reading is tolerant: a damaged chunk is skipped (and noted in ``damage``) and the
+rest still reads; a crashed file without footer is indexed by a linear scan. The
+reader does not check hashes or signatures - that is ``verify``'s job - so use it
+to play or export, and ``verify`` to decide whether to trust.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import BinaryIO
+
+from recorder.codec import decode_chunk
+from recorder.compress import decompress_chunk
+from recorder.errors import RecordingFormatError
+from recorder.events import Event
+from recorder.frames import ChunkMeta, HeaderRecord, IndexEntry, Trailer
+from recorder.header import Header, parse_header
+from recorder.index import LoadedIndex, find_start, load_footer_index, scan_index
+from recorder.scan import Damaged, FileScanner, Item
+from recorder.storage import Storage
+
+__all__ = ["RecordingReader"]
+
+
+class RecordingReader:
+    """An open recording. Use ``RecordingReader.open(path)`` as a context manager."""
+
+    def __init__(self, f: BinaryIO, *, owns_file: bool = False) -> None:
+        """Read the header and index of the recording in the seekable file ``f``.
+
+        Raises RecordingFormatError if the file does not start with a readable
+        header (RecordingVersionError if it is from a newer format version).
+        """
+        self._f = f
+        self._owns = owns_file
+        self._scanner = FileScanner(f)
+        first = self._scanner.read_at(0)
+        if not isinstance(first, Item) or not isinstance(first.record, HeaderRecord):
+            why = first.reason if isinstance(first, Damaged) else "it is empty or cut short"
+            raise RecordingFormatError(
+                f"not a readable bastion recording: no header at the start ({why})"
+            )
+        self._header_record = first.record
+        self.header: Header = parse_header(first.record)
+        loaded = load_footer_index(self._scanner)
+        self._loaded: LoadedIndex = loaded if loaded is not None else scan_index(
+            self._scanner, first.end
+        )
+        self.damage: list[Damaged] = list(self._loaded.damage)
+        """Damaged regions found so far (by the index scan or while reading events)."""
+
+    @classmethod
+    def open(cls, source: str | os.PathLike[str] | BinaryIO) -> RecordingReader:
+        """Open a recording from a path or a seekable binary file object."""
+        if isinstance(source, str | os.PathLike):
+            f = open(source, "rb")  # noqa: SIM115 - owned by the reader
+            try:
+                return cls(f, owns_file=True)
+            except BaseException:
+                f.close()
+                raise
+        return cls(source)
+
+    @classmethod
+    def from_storage(cls, storage: Storage, location: str) -> RecordingReader:
+        """Open the recording at ``location`` in ``storage``."""
+        f = storage.open_read(location)
+        try:
+            return cls(f, owns_file=True)
+        except BaseException:
+            f.close()
+            raise
+
+    def close(self) -> None:
+        """Close the file if the reader opened it."""
+        if self._owns:
+            self._f.close()
+
+    def __enter__(self) -> RecordingReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- metadata ---------------------------------------------------------------------
+
+    @property
+    def index(self) -> Sequence[IndexEntry]:
+        """One entry per chunk (seq, first event time, offset), in file order."""
+        return self._loaded.entries
+
+    @property
+    def indexed_from_footer(self) -> bool:
+        """True if the index came from the footer (a closed file), not a scan."""
+        return self._loaded.from_footer
+
+    @property
+    def trailer(self) -> Trailer | None:
+        """The trailer of a closed or recovered file; None after a crash."""
+        return self._loaded.trailer
+
+    @property
+    def complete(self) -> bool:
+        """True if the writer closed the file itself (not a crash, not recovered)."""
+        return self.trailer is not None and self.trailer.end == 1
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the start to the trailer (or to the last event after a crash)."""
+        if self.trailer is not None:
+            return self.trailer.t_end_us / 1_000_000
+        return self._loaded.last_t_us / 1_000_000
+
+    # -- events ------------------------------------------------------------------------
+
+    def events(self, start: float = 0.0, end: float | None = None) -> Iterator[Event]:
+        """Events with ``start <= time`` (and ``time < end`` if given), in order.
+
+        Seeks with a binary search of the index, then decodes chunk by chunk;
+        damaged chunks are skipped and recorded in ``damage``.
+        """
+        start_us = round(start * 1_000_000)
+        end_us = None if end is None else round(end * 1_000_000)
+        entries = self._loaded.entries
+        for entry in entries[find_start(entries, start_us) :]:
+            if end_us is not None and entry.t_first_us >= end_us:
+                return
+            for event in self.chunk_events(entry):
+                t_us = round(event.time * 1_000_000)
+                if t_us < start_us:
+                    continue
+                if end_us is not None and t_us >= end_us:
+                    return
+                yield event
+
+    def chunk_events(self, entry: IndexEntry) -> list[Event]:
+        """Decode the events of one chunk; [] (and a ``damage`` note) if it is damaged."""
+        item = self._scanner.read_at(entry.offset)
+        if not isinstance(item, Item) or not isinstance(item.record, ChunkMeta):
+            reason = item.reason if isinstance(item, Damaged) else "no chunk at indexed offset"
+            self._note(Damaged(entry.offset, f"chunk {entry.seq}: {reason}"))
+            return []
+        meta, data = item.record, item.data
+        try:
+            if meta.seq != entry.seq or data is None:
+                raise RecordingFormatError(f"index says seq {entry.seq}, file has {meta.seq}")
+            events = decode_chunk(decompress_chunk(data, meta.raw_len), meta.t_first_us)
+            if len(events) != meta.n_events:
+                raise RecordingFormatError(
+                    f"{len(events)} events decoded, chunk record says {meta.n_events}"
+                )
+        except RecordingFormatError as e:
+            self._note(Damaged(entry.offset, f"chunk {entry.seq}: {e}"))
+            return []
+        return events
+
+    def _note(self, damaged: Damaged) -> None:
+        if damaged not in self.damage:
+            self.damage.append(damaged)
