@@ -16,8 +16,9 @@ adds one at the narrowest point:
 
 A key query without a signature still gets PK_OK, so stock clients behave as
 with OpenSSH, and a repeated ``ssh-userauth`` service request after a failure is
-accepted as OpenSSH accepts it (paramiko sends one before every method). Keyboard-interactive for a different user name than the one that
-proved the key is refused.
+accepted as OpenSSH accepts it (paramiko sends one before every method).
+Keyboard-interactive for a different user name than the one that proved the key
+is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Protocol, cast
 
 import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
-
 
 USERAUTH_SERVICE = b"ssh-userauth"
 
