@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncssh
 
+from bastion.errors import AccessDenied
+from bastion.grants import authorize, require_option
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
 from bastion.ssh.forwarding import ForwardingContext, open_forward
@@ -223,6 +225,40 @@ class BastionSSHServer(asyncssh.SSHServer):
             except (OSError, asyncssh.Error):  # pragma: no cover - peer already gone
                 pass
 
+    async def agent_forwarding_allowed(self) -> bool:
+        """Agent forwarding needs the target in the user name and a grant with ``agent``."""
+        assert self.user is not None and self.login_name is not None
+        node, user = self.node, self.user
+        target_name = self.login_name.target
+        reason = None
+        if target_name is None:
+            reason = "agent forwarding needs the target in the user name (USER%TARGET@bastion)"
+        else:
+            target = await node.call(node.store.get_target, target_name)
+            grants = (
+                await node.call(node.store.list_grants, user_id=user.id, target_id=target.id)
+                if target is not None
+                else []
+            )
+            try:
+                grant = authorize(
+                    grants,
+                    target_name,
+                    self.login_name.login,
+                    node.clock(),
+                    target.default_login if target else None,
+                )
+                require_option(grant, "agent")
+            except AccessDenied as e:
+                reason = str(e)
+        if reason is not None:
+            await node.audit(
+                user.name, "agent.refused", target_name, reason=reason, client=self.client_addr
+            )
+            return False
+        await node.audit(user.name, "agent.allowed", target_name, client=self.client_addr)
+        return True
+
     # --- channels --------------------------------------------------------------------
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
@@ -286,7 +322,7 @@ async def start_ssh_listener(
         login_timeout=cfg.login_timeout,
         encoding=None,
         x11_forwarding=False,
-        agent_forwarding=False,
+        agent_forwarding=True,  # per connection: TwoFactorServerConnection.create_agent_listener
         keepalive_interval=60,
         keepalive_count_max=3,
     )

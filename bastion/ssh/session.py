@@ -590,6 +590,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         node, user = self.node, self.ctx.user
         cfg = node.config.ssh
         assert self.session_id is not None and self.login is not None
+        # Set only when create_agent_listener accepted ``ssh -A`` for a grant with "agent".
+        agent_path = self.chan.get_agent_path() if self.chan is not None else None
         plan = UpstreamPlan(
             target=target,
             login=self.login,
@@ -597,7 +599,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             not_after=grant.not_after,
             permit_pty=self.pty is not None,
             permit_port_forwarding=False,
-            permit_agent_forwarding=False,
+            permit_agent_forwarding=agent_path is not None,
+            agent_path=agent_path,
         )
         try:
             conn, cert = await connect_upstream(

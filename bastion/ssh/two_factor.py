@@ -37,6 +37,9 @@ class FirstFactorJudge(Protocol):
     async def first_factor_passed(self, username: str, key_data: bytes) -> bool:
         """Return True to go on to the TOTP step, False to refuse (after auditing)."""
 
+    async def agent_forwarding_allowed(self) -> bool:
+        """Return True if this connection's grant allows agent forwarding (audits either way)."""
+
 
 class TwoFactorServerConnection(asyncssh.SSHServerConnection):
     """An asyncssh server connection that requires publickey, then keyboard-interactive."""
@@ -61,6 +64,13 @@ class TwoFactorServerConnection(asyncssh.SSHServerConnection):
             self._first_factor_user = username
             self._partial_success_pending = True
         return False
+
+    async def create_agent_listener(self) -> bool:
+        """Accept ``ssh -A`` only when the grant allows it; otherwise no socket is created."""
+        judge = cast(FirstFactorJudge, self.get_owner())
+        if not await judge.agent_forwarding_allowed():
+            return False
+        return await super().create_agent_listener()
 
     def public_key_auth_supported(self) -> bool:
         """Offer publickey only until a key has been proven."""

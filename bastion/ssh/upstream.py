@@ -38,6 +38,7 @@ class UpstreamPlan:
     permit_pty: bool
     permit_port_forwarding: bool
     permit_agent_forwarding: bool
+    agent_path: str | None = None
 
 
 def route_source_address(host: str, port: int) -> str:
@@ -116,8 +117,8 @@ async def connect_upstream(
                 username=plan.login,
                 client_keys=[(cert.private_key, cert.certificate)],
                 known_hosts=known_hosts,
-                agent_path=None,
-                agent_forwarding=False,
+                agent_path=plan.agent_path,
+                agent_forwarding=plan.agent_path is not None,
                 config=None,
                 preferred_auth=["publickey"],
                 local_addr=local_addr,

@@ -296,3 +296,77 @@ def test_port_forward_with_and_without_option(bastion: BastionHarness) -> None:
         assert refused and "does not allow port-forward" in refused[-1].details["reason"]
     finally:
         echo.close()
+
+
+def test_agent_forwarding_only_when_granted(bastion: BastionHarness, tmp_path: Path) -> None:
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if Path(sock).exists():
+                break
+            time.sleep(0.1)
+        key = tmp_path / "agent_key"
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "agent-key-marker",
+                "-f",
+                str(key),
+            ],
+            check=True,
+        )
+        subprocess.run(
+            ["ssh-add", str(key)], check=True, capture_output=True, env={"SSH_AUTH_SOCK": sock}
+        )
+        env = {"SSH_AUTH_SOCK": sock}
+        c = bastion.contractor()
+        bastion.grant(c, "web1", options=("agent",))
+        r = subprocess.run(
+            [
+                "ssh",
+                *c.ssh_args(),
+                "-A",
+                "-p",
+                str(bastion.port),
+                f"{c.login_name('web1')}@127.0.0.1",
+                "ssh-add -l",
+            ],
+            capture_output=True,
+            env={**c.ssh_env(), **env},
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode == 0, r.stderr
+        assert b"agent-key-marker" in r.stdout
+        assert bastion.audit(c.name, "agent.allowed")
+        d = bastion.contractor()
+        bastion.grant(d, "web1")
+        r = subprocess.run(
+            [
+                "ssh",
+                *d.ssh_args(),
+                "-A",
+                "-p",
+                str(bastion.port),
+                f"{d.login_name('web1')}@127.0.0.1",
+                "ssh-add -l",
+            ],
+            capture_output=True,
+            env={**d.ssh_env(), **env},
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode != 0
+        assert b"agent-key-marker" not in r.stdout
+        refused = bastion.audit(d.name, "agent.refused")
+        assert refused and "does not allow agent" in refused[-1].details["reason"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
