@@ -106,7 +106,9 @@ def canonical_json(value: object) -> bytes:
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
     except (TypeError, ValueError, RecursionError) as e:
-        raise ValueError(f"not JSON-serialisable ({e}); pass plain dict/list/str/int/float/bool/None") from e
+        raise ValueError(
+            f"not JSON-serialisable ({e}); use dict/list/str/int/float/bool/None only"
+        ) from e
     return text.encode("utf-8")
 
 

@@ -239,17 +239,17 @@ def expected_payload_size(prefix: bytes) -> int | None:
     if rtype == T_HEADER:
         if len(prefix) < _HEADER_FIXED.size:
             return None
-        (json_len,) = struct.unpack_from("<I", prefix, 11)
+        json_len: int = struct.unpack_from("<I", prefix, 11)[0]
         return _HEADER_FIXED.size + json_len + 32
     if rtype == T_TRAILER:
         if len(prefix) < _TRAILER_FIXED.size:
             return None
-        (reason_len,) = struct.unpack_from("<H", prefix, _TRAILER_FIXED.size - 2)
+        reason_len: int = struct.unpack_from("<H", prefix, _TRAILER_FIXED.size - 2)[0]
         return _TRAILER_FIXED.size + reason_len + 32 + 64
     if rtype == T_INDEX:
         if len(prefix) < 5:
             return None
-        (count,) = struct.unpack_from("<I", prefix, 1)
+        count: int = struct.unpack_from("<I", prefix, 1)[0]
         return 5 + count * _INDEX_ENTRY.size
     raise RecordingFormatError(f"unknown record type {rtype:#04x}")
 

@@ -85,7 +85,9 @@ def save_signing_key(key: Ed25519PrivateKey, path: str | os.PathLike[str]) -> No
     _write_new(Path(path), pem, 0o600)
 
 
-def save_public_key(key: Ed25519PublicKey | Ed25519PrivateKey, path: str | os.PathLike[str]) -> None:
+def save_public_key(
+    key: Ed25519PublicKey | Ed25519PrivateKey, path: str | os.PathLike[str]
+) -> None:
     """Write the public key as PEM to a new file with mode 0644."""
     _write_new(Path(path), public_key_pem(key), 0o644)
 

@@ -71,7 +71,7 @@ _MIN_PIECE = 4096
 class WriterPolicy:
     """Chunking, durability and signing bounds (all times in seconds)."""
 
-    chunk_bytes: int = 128 * 1024
+    chunk_bytes: int = 256 * 1024
     """Cut a chunk when this many raw (encoded) bytes are pending."""
     flush_interval: float = 1.0
     """Cut a chunk when its oldest event is this old (checked by tick())."""

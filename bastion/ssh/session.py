@@ -26,6 +26,7 @@ from bastion.service import BastionNode
 from bastion.ssh.login_name import LoginName, valid_name
 from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, connect_upstream
+from bastion.ssh.upstream_channel import UpstreamChannel
 from bastion.store.models import CertificateRecord, Grant, SessionRecord, Target, User
 
 if TYPE_CHECKING:
@@ -107,44 +108,6 @@ class FileAuditor:
         if self.observer is not None and hasattr(self.observer, "close"):
             self.events += self.observer.close()
         return self.take()
-
-
-class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
-    """The target side of a relay; forwards everything to the ``RelaySession``."""
-
-    def __init__(self, relay: RelaySession) -> None:
-        self.relay = relay
-        self.exit_status: int | None = None
-        self.exit_signal: tuple[str, bool, str, str] | None = None
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        """Target output to the contractor."""
-        self.relay.from_upstream(data, datatype)
-
-    def eof_received(self) -> bool:
-        """Pass EOF on; stay half-open to receive the exit status."""
-        self.relay.upstream_eof()
-        return True
-
-    def exit_status_received(self, status: int) -> None:
-        """Remember the exit status for the contractor's channel."""
-        self.exit_status = status
-
-    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
-        """Remember the exit signal for the contractor's channel."""
-        self.exit_signal = (signal, core_dumped, msg, lang)
-
-    def pause_writing(self) -> None:
-        """The target is not reading: stop reading from the contractor."""
-        self.relay.pause_client()
-
-    def resume_writing(self) -> None:
-        """The target reads again."""
-        self.relay.resume_client()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """The target channel closed: finish the contractor's channel the same way."""
-        self.relay.upstream_closed(self, exc)
 
 
 class RelaySession(asyncssh.SSHServerSession[bytes]):
