@@ -68,7 +68,7 @@ _INDEX_ENTRY = struct.Struct("<IQQ")
 _FOOTER = struct.Struct("<BQQ8s")
 FOOTER_FRAME_SIZE = FRAME_HEADER_SIZE + _FOOTER.size
 
-_DOMAIN_HEADER = b"bastrec/1 header\x00"
+_DOMAIN_HEADER = b"bastrec header\x00"  # frozen for all versions
 _DOMAIN_CHUNK = b"bastrec/1 chunk\x00"
 DOMAIN_CHECKPOINT = b"bastrec/1 checkpoint\x00"
 DOMAIN_TRAILER = b"bastrec/1 trailer\x00"
@@ -325,7 +325,11 @@ def _parse_trailer(payload: bytes) -> Trailer:
 
 
 def header_hash(header: HeaderRecord) -> bytes:
-    """H0: SHA-256 over a domain string and the header payload without its hash."""
+    """H0: SHA-256 over a domain string and the header payload without its hash.
+
+    The header layout and this hash are the same in every format version, so any
+    reader can tell a genuine newer-version file from a damaged version field.
+    """
     return hashlib.sha256(_DOMAIN_HEADER + header.signed_part()).digest()
 
 

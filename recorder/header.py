@@ -70,9 +70,14 @@ def build_header(
 def parse_header(record: HeaderRecord) -> Header:
     """Decode a header record, migrating older versions.
 
-    Raises RecordingVersionError for a future version, RecordingFormatError if the
-    JSON is malformed or lacks a required field.
+    Raises RecordingVersionError for a future version (only if the header's hash
+    is intact: a damaged version field is a RecordingFormatError), and
+    RecordingFormatError if the JSON is malformed or lacks a required field.
     """
+    if record.version > FORMAT_VERSION and header_hash(record) != record.hash:
+        raise RecordingFormatError(
+            f"header is damaged (hash mismatch; its version field says {record.version})"
+        )
     try:
         fields: Any = json.loads(record.json.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:

@@ -8,6 +8,7 @@ to play or export, and ``verify`` to decide whether to trust.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -128,17 +129,15 @@ class RecordingReader:
         Seeks with a binary search of the index, then decodes chunk by chunk;
         damaged chunks are skipped and recorded in ``damage``.
         """
-        start_us = round(start * 1_000_000)
-        end_us = None if end is None else round(end * 1_000_000)
         entries = self._loaded.entries
-        for entry in entries[find_start(entries, start_us) :]:
-            if end_us is not None and entry.t_first_us >= end_us:
+        first = find_start(entries, math.floor(start * 1_000_000))
+        for entry in entries[first:]:
+            if end is not None and entry.time >= end:
                 return
             for event in self.chunk_events(entry):
-                t_us = round(event.time * 1_000_000)
-                if t_us < start_us:
+                if event.time < start:
                     continue
-                if end_us is not None and t_us >= end_us:
+                if end is not None and event.time >= end:
                     return
                 yield event
 

@@ -29,7 +29,7 @@ from recorder.frames import (
     frame,
 )
 from recorder.scan import FileScanner
-from recorder.verify import VerifyResult, result_of, walk
+from recorder.verify import VerifyResult, Walk, result_of, walk
 
 __all__ = ["RecoverResult", "recover"]
 
@@ -77,30 +77,19 @@ def recover(
             if w.trailer is not None and w.footer_seen:
                 return RecoverResult("none", w.prev_hash.hex(), None, 0, result_of(w))
             size = f.seek(0, os.SEEK_END)
-            discarded = size - w.valid_end
-            tail = b""
             trailer = w.trailer
             if trailer is None:
-                signed = signing_key is not None
-                unsigned = Trailer(
-                    END_RECOVERED, signed, w.last_seq, w.last_t_us,
-                    round(wall_clock() * 1_000_000), w.events, w.raw_bytes, discarded,
-                    reason, w.prev_hash, bytes(64),
-                )
-                trailer = unsigned
-                if signing_key is not None:
-                    trailer = replace(
-                        unsigned, signature=signing_key.sign(unsigned.signed_message())
-                    )
-                tail = frame(trailer.encode())
-                trailer_offset = w.valid_end
-            else:
-                trailer_offset = w.trailer_offset
-            index_offset = w.valid_end + len(tail)
+                keep = w.valid_end
+                trailer = _recovery_trailer(w, signing_key, reason, wall_clock, size - keep)
+                trailer_offset, tail = keep, frame(trailer.encode())
+            else:  # closed, but the index or footer is missing or torn: rewrite both
+                keep, trailer_offset, tail = w.trailer_end, w.trailer_offset, b""
+            discarded = size - keep
+            index_offset = keep + len(tail)
             tail += frame(IndexRecord(tuple(w.entries)).encode())
             tail += frame(Footer(index_offset, trailer_offset).encode())
-            f.truncate(w.valid_end)
-            f.seek(w.valid_end)
+            f.truncate(keep)
+            f.seek(keep)
             f.write(tail)
             f.flush()
             os.fsync(f.fileno())
@@ -111,3 +100,20 @@ def recover(
     action: Literal["recovered", "indexed"] = "recovered" if w.trailer is None else "indexed"
     sig = trailer.signature.hex() if trailer.signed else None
     return RecoverResult(action, w.prev_hash.hex(), sig, discarded, after)
+
+
+def _recovery_trailer(
+    w: Walk,
+    signing_key: Ed25519PrivateKey | None,
+    reason: str,
+    wall_clock: Callable[[], float],
+    discarded: int,
+) -> Trailer:
+    unsigned = Trailer(
+        END_RECOVERED, signing_key is not None, w.last_seq, w.last_t_us,
+        round(wall_clock() * 1_000_000), w.events, w.raw_bytes, discarded, reason,
+        w.prev_hash, bytes(64),
+    )
+    if signing_key is None:
+        return unsigned
+    return replace(unsigned, signature=signing_key.sign(unsigned.signed_message()))

@@ -110,6 +110,7 @@ class Walk:
     entries: list[IndexEntry] = field(default_factory=list)
     trailer: Trailer | None = None
     trailer_offset: int = -1
+    trailer_end: int = -1
     index_offset: int = -1
     footer_seen: bool = False
     valid_end: int = 0
@@ -288,7 +289,7 @@ def _trailer(w: Walk, item: Item, rec: Trailer, key: Ed25519PublicKey | None) ->
         raise _Altered("trailer totals do not match the chunks", None, None, item.offset)
     if rec.end == END_CLOSED:
         w.signed_seq = w.last_seq
-    w.trailer, w.trailer_offset = rec, item.offset
+    w.trailer, w.trailer_offset, w.trailer_end = rec, item.offset, item.end
 
 
 def _index(w: Walk, item: Item, rec: IndexRecord) -> None:

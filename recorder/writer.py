@@ -275,7 +275,7 @@ class RecordingWriter:
             view = memoryview(data)
             while view:
                 room = self._policy.chunk_bytes - len(self._buf)
-                piece = view[: max(room, _MIN_PIECE)]
+                piece = view[: min(max(room, _MIN_PIECE), MAX_EVENT_BYTES)]
                 self._append(kind, piece, t_us)
                 view = view[len(piece) :]
                 if len(self._buf) >= self._policy.chunk_bytes:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncssh
 
@@ -23,15 +22,13 @@ from bastion.grants import authorize, format_time, is_usable, require_option
 from bastion.ids import new_session_id
 from bastion.live import LiveSession
 from bastion.service import BastionNode
+from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.login_name import LoginName, valid_name
 from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
+from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, connect_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
 from bastion.store.models import CertificateRecord, Grant, SessionRecord, Target, User
-
-if TYPE_CHECKING:
-    from bastion.ssh.scp_audit import ScpAuditor
-    from bastion.ssh.sftp_audit import SftpAuditor
 
 log = logging.getLogger(__name__)
 
@@ -70,46 +67,6 @@ class Refusal(Exception):
         self.exit_status = exit_status
 
 
-class FileAuditor:
-    """Feeds relayed bytes of a file-transfer channel to the scp or SFTP observer."""
-
-    def __init__(self, observer: SftpAuditor | ScpAuditor, kind: str) -> None:
-        self.observer: SftpAuditor | ScpAuditor | None = observer
-        self.kind = kind
-        self.events: list[Any] = []
-
-    def client_data(self, data: bytes) -> None:
-        """Bytes the contractor sent."""
-        if self.observer is not None:
-            try:
-                self.events += self.observer.client_data(data)
-            except Exception as e:  # the observer's own protocol error: stop observing
-                log.warning("%s audit stopped: %s", self.kind, e)
-                self.observer = None
-                self.events.append(e)
-
-    def server_data(self, data: bytes) -> None:
-        """Bytes the target sent."""
-        if self.observer is not None:
-            try:
-                self.events += self.observer.server_data(data)
-            except Exception as e:
-                log.warning("%s audit stopped: %s", self.kind, e)
-                self.observer = None
-                self.events.append(e)
-
-    def take(self) -> list[Any]:
-        """Events since the last call."""
-        events, self.events = self.events, []
-        return events
-
-    def close(self) -> list[Any]:
-        """Flush what is still open when the channel ends."""
-        if self.observer is not None and hasattr(self.observer, "close"):
-            self.events += self.observer.close()
-        return self.take()
-
-
 class RelaySession(asyncssh.SSHServerSession[bytes]):
     """The contractor side of one session channel."""
 
@@ -134,7 +91,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.grant: Grant | None = None
         self.target: Target | None = None
         self.login: str | None = None
-        self.files: FileAuditor | None = None
+        self.files: FileAuditFeed | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.end_reason: str | None = None
@@ -322,35 +279,49 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             except (OSError, asyncssh.Error):  # pragma: no cover
                 pass
 
-    def _audit_files(self) -> None:
-        if self.files is None or not self.files.events:
+    def _audit_files(self, closing: bool = False) -> None:
+        feed = self.files
+        if feed is None:
             return
-        for ev in self.files.take():
-            self._spawn_file_audit(ev)
-
-    def _spawn_file_audit(self, ev: Any) -> None:
-        user = self.ctx.user.name
-        target = self.target.name if self.target else None
-        if isinstance(ev, Exception):
+        if closing:
+            events = feed.close()
+        elif feed.events or feed.failure:
+            events = feed.take()
+        else:
+            return
+        for ev in events:
+            self._audit_file_event(ev, feed)
+        if feed.failure is not None:
+            failure, feed.failure = feed.failure, None
             self.node.spawn(
                 self.node.audit(
-                    user, "file.audit-stopped", target, session=self.session_id, error=str(ev)
+                    self.ctx.user.name,
+                    "file.audit-stopped",
+                    self._target_name(),
+                    session=self.session_id,
+                    protocol=feed.protocol,
+                    error=failure,
                 )
             )
-            return
+
+    def _audit_file_event(self, ev: FileEvent, feed: FileAuditFeed) -> None:
         self.node.spawn(
             self.node.audit(
-                user,
+                self.ctx.user.name,
                 f"file.{ev.op}",
-                target,
+                self._target_name(),
                 session=self.session_id,
                 path=ev.path,
                 bytes=ev.bytes,
                 ok=ev.ok,
-                detail=ev.detail,
-                protocol=self.files.kind if self.files else None,
+                detail=ev.detail or None,
+                protocol=feed.protocol,
+                command_paths=list(feed.command_paths) or None,
             )
         )
+
+    def _target_name(self) -> str | None:
+        return self.target.name if self.target else None
 
     # --- time box (LiveSession handle) ----------------------------------------------------
 
@@ -529,25 +500,16 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         raise Refusal("menu-quit", "too many invalid choices", 1)
 
     def _check_file_transfer(self, grant: Grant) -> None:
-        from bastion.ssh.scp_audit import ScpAuditor, parse_scp_command
-        from bastion.ssh.sftp_audit import SftpAuditor
-
+        if self.kind == "subsystem" and self.subsystem != "sftp":
+            raise Refusal("subsystem", f"subsystem '{self.subsystem}' is not available")
+        rule = classify_channel(self.kind, self.command, self.subsystem)
+        if rule is None:
+            return
         try:
-            if self.kind == "subsystem":
-                if self.subsystem != "sftp":
-                    raise Refusal("subsystem", f"subsystem '{self.subsystem}' is not available")
-                # OpenSSH 9's scp speaks SFTP, so either option opens the SFTP subsystem.
-                require_option(grant, "sftp", "scp")
-                self.files = FileAuditor(SftpAuditor(), "sftp")
-            elif self.kind == "exec" and self.command is not None:
-                scp = parse_scp_command(self.command)
-                if scp is not None:
-                    require_option(grant, "scp")
-                    self.files = FileAuditor(ScpAuditor(scp.direction), "scp")
-                elif _is_rsync_server(self.command):
-                    require_option(grant, "scp")
+            require_option(grant, *rule.options)
         except AccessDenied as e:
             raise Refusal("option-not-granted", str(e)) from e
+        self.files = rule.feed
 
     async def _connect(self, target: Target, grant: Grant) -> None:
         node, user = self.node, self.ctx.user
@@ -678,9 +640,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.finished = True
         node = self.node
         node.live.remove(self.session_id)
-        if self.files is not None:
-            for ev in self.files.close():
-                self._spawn_file_audit(ev)
+        self._audit_files(closing=True)
         await node.call(
             node.store.end_session,
             self.session_id,
@@ -698,11 +658,3 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
         )
-
-
-def _is_rsync_server(command: str) -> bool:
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return False
-    return len(words) >= 2 and words[0].endswith("rsync") and words[1] == "--server"

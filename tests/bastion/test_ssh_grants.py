@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,10 +166,14 @@ def test_scp_upload_and_download_with_option(
         if ups and downs:
             break
         time.sleep(0.1)
-    assert any(str(remote) in e.details["path"] and e.details["bytes"] == len(payload) for e in ups)
-    assert any(
-        str(remote) in e.details["path"] and e.details["bytes"] == len(payload) for e in downs
-    )
+    assert any(_names(e, remote) and e.details["bytes"] == len(payload) for e in ups)
+    assert any(_names(e, remote) and e.details["bytes"] == len(payload) for e in downs)
+
+
+def _names(event: Any, remote: Path) -> bool:
+    """SFTP audits the full path; legacy scp the file name plus the command's operand."""
+    where = [event.details["path"], *(event.details.get("command_paths") or [])]
+    return any(str(remote) in w or remote.name == w for w in where)
 
 
 def test_sftp_with_option(bastion: BastionHarness, tmp_path: Path) -> None:

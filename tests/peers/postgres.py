@@ -279,8 +279,7 @@ def pg_server() -> Iterator[PgServer]:
     bin_dir = find_pg_bin()
     if bin_dir is None:
         pytest.fail(
-            "PostgreSQL server binaries not found (apt-get install postgresql); "
-            "set BASTION_PG_BIN"
+            "PostgreSQL server binaries not found (apt-get install postgresql); set BASTION_PG_BIN"
         )
     with start_pg_server(bin_dir) as server:
         yield server

@@ -93,9 +93,7 @@ def sample_events(n: int = 300, step: float = 0.37) -> list[Event]:
 
 
 @pytest.fixture
-def make_recording(
-    tmp_path: Path, key: Ed25519PrivateKey
-) -> Callable[..., Recorded]:
+def make_recording(tmp_path: Path, key: Ed25519PrivateKey) -> Callable[..., Recorded]:
     counter = iter(range(1_000_000))
 
     def make(
@@ -111,8 +109,12 @@ def make_recording(
         path = tmp_path / f"{sid}.bastrec"
         clock = FakeClock()
         w = RecordingWriter.create(
-            path, sid, meta or {"user": "alice", "target": "web1", "cols": 80, "rows": 24},
-            key, clock=clock, wall_clock=lambda: WALL_START,
+            path,
+            sid,
+            meta or {"user": "alice", "target": "web1", "cols": 80, "rows": 24},
+            key,
+            clock=clock,
+            wall_clock=lambda: WALL_START,
             policy=policy or fast_policy(chunk_bytes=8192, checkpoint_chunks=4),
         )
         write_events(w, clock, events)
