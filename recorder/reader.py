@@ -18,7 +18,7 @@ from recorder.codec import decode_chunk
 from recorder.compress import decompress_chunk
 from recorder.errors import RecordingFormatError
 from recorder.events import Event
-from recorder.frames import ChunkMeta, HeaderRecord, IndexEntry, Trailer
+from recorder.frames import END_CLOSED, ChunkMeta, HeaderRecord, IndexEntry, Trailer
 from recorder.header import Header, parse_header
 from recorder.index import LoadedIndex, find_start, load_footer_index, scan_index
 from recorder.scan import Damaged, FileScanner, Item
@@ -112,7 +112,7 @@ class RecordingReader:
     @property
     def complete(self) -> bool:
         """True if the writer closed the file itself (not a crash, not recovered)."""
-        return self.trailer is not None and self.trailer.end == 1
+        return self.trailer is not None and self.trailer.end == END_CLOSED
 
     @property
     def duration(self) -> float:

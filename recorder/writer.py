@@ -16,7 +16,7 @@ How the requirements map to the code:
 * **Fail closed.** Any I/O error raises RecordingWriteError from the call that hit
   it, and every later call raises too.
 * **Memory.** No compressor per writer (one per thread, shared); the buffer is
-  dropped after each chunk, so an idle writer holds a few hundred bytes.
+  dropped after each chunk, so an idle writer holds a few KiB.
 
 The writer does no I/O in the background: the host calls ``tick()`` every 0.25-0.5 s
 (``run_ticker`` does it from an asyncio task). Calls are serialised by a lock, so

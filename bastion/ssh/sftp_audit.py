@@ -252,22 +252,22 @@ class _Framer:
         self._max = max_length
         self._side = side
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_packet(self) -> bytes | None:
+        """The next complete packet body, or None until more bytes arrive."""
         buf = self._buf
-        buf += data
-        packets: list[bytes] = []
-        pos = 0
-        while len(buf) - pos >= 4:
-            (length,) = struct.unpack_from(">I", buf, pos)
-            if length == 0 or length > self._max:
-                del buf[:pos]
-                raise SftpAuditError(f"{self._side} packet length {length} outside 1..{self._max}")
-            if len(buf) - pos - 4 < length:
-                break
-            packets.append(bytes(buf[pos + 4 : pos + 4 + length]))
-            pos += 4 + length
-        del buf[:pos]
-        return packets
+        if len(buf) < 4:
+            return None
+        (length,) = struct.unpack_from(">I", buf)
+        if length == 0 or length > self._max:
+            raise SftpAuditError(f"{self._side} packet length {length} outside 1..{self._max}")
+        if len(buf) - 4 < length:
+            return None
+        body = bytes(buf[4 : 4 + length])
+        del buf[: 4 + length]
+        return body
 
 
 @dataclass(slots=True)
@@ -376,7 +376,8 @@ class SftpAuditor:
             raise SftpAuditError(f"auditing stopped: {self._stopped}")
         events: list[FileEvent] = []
         try:
-            for packet in framer.feed(data):
+            framer.feed(data)
+            while (packet := framer.next_packet()) is not None:
                 handler(packet, events)
         except SftpAuditError as exc:
             self._stopped = str(exc)

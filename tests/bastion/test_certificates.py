@@ -135,8 +135,9 @@ def test_session_certificate_recorded_with_session(bastion: BastionHarness) -> N
     issued = bastion.audit(c.name, "certificate.issued")[-1]
     assert issued.details["principals"] == ["bastion-web2"]
     assert issued.details["valid_before"] <= g.not_after
+    bastion.wait_audit(c.name, "session.end")
     sess = bastion.store.list_sessions(user=c.name)
-    assert sess and sess[0].ended_at is not None
+    assert sess and sess[0].ended_at is not None and sess[0].end_reason == "exit"
     certs = bastion.store.list_certificates(session_id=sess[0].id)
     assert [x.serial for x in certs] == [issued.details["serial"]]
 

@@ -159,13 +159,8 @@ def test_scp_upload_and_download_with_option(
     r = _scp(c, bastion, f"{c.login_name('web1')}@127.0.0.1:{remote}", str(back), legacy=legacy)
     assert r.returncode == 0, r.stderr
     assert back.read_bytes() == payload
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        ups = bastion.audit(c.name, "file.upload")
-        downs = bastion.audit(c.name, "file.download")
-        if ups and downs:
-            break
-        time.sleep(0.1)
+    ups = bastion.wait_audit(c.name, "file.upload")
+    downs = bastion.wait_audit(c.name, "file.download")
     assert any(_names(e, remote) and e.details["bytes"] == len(payload) for e in ups)
     assert any(_names(e, remote) and e.details["bytes"] == len(payload) for e in downs)
 
@@ -293,11 +288,11 @@ def test_port_forward_with_and_without_option(bastion: BastionHarness) -> None:
         c = bastion.contractor()
         bastion.grant(c, "web1", options=("port-forward",))
         assert _forward_roundtrip(c, bastion, echo) == b"HELLO FORWARD"
-        assert bastion.audit(c.name, "forward.open")
+        assert bastion.wait_audit(c.name, "forward.open")
         d = bastion.contractor()
         bastion.grant(d, "web1")
         assert _forward_roundtrip(d, bastion, echo) == b""
-        refused = bastion.audit(d.name, "forward.refused")
+        refused = bastion.wait_audit(d.name, "forward.refused")
         assert refused and "does not allow port-forward" in refused[-1].details["reason"]
     finally:
         echo.close()
@@ -375,3 +370,16 @@ def test_agent_forwarding_only_when_granted(bastion: BastionHarness, tmp_path: P
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_remote_forward_always_refused(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    bastion.grant(c, "web1", options=("port-forward",))
+    r = c.ssh(
+        "true",
+        target="web1",
+        extra=["-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:9"],
+    )
+    assert r.returncode == 255
+    assert b"remote port forwarding failed" in r.stderr.lower()
+    assert bastion.wait_audit(c.name, "forward.refused")[-1].details["kind"] == "remote"

@@ -102,7 +102,7 @@ def test_session_warned_and_cut_at_grant_end(bastion: BastionHarness) -> None:
     finally:
         child.close()
     assert child.exitstatus == 255
-    ended = [e for e in bastion.audit(c.name, "session.end")]
+    ended = bastion.wait_audit(c.name, "session.end")
     assert ended and ended[-1].details["reason"] == "grant-ended"
 
 
@@ -123,6 +123,6 @@ def test_session_cut_on_revoke(bastion: BastionHarness) -> None:
     finally:
         child.close()
     assert took < 10  # generous: the contract is "within a second"; CI machines are noisy
-    rows = bastion.audit(c.name, "session.terminated")
+    rows = bastion.wait_audit(c.name, "session.terminated")
     assert rows and rows[-1].details["reason"] == "grant-revoked"
     assert not bastion.store.list_sessions(live=True, user=c.name)

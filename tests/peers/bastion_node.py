@@ -274,6 +274,15 @@ class BastionHarness:
         """Audit rows by ``actor`` (optionally one action prefix)."""
         return self.store.list_audit(actor=actor, action_prefix=action)
 
+    def wait_audit(self, actor: str, action: str, timeout: float = 10) -> list[Any]:
+        """Audit rows written asynchronously (after the client already returned)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.audit(actor, action)
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the ``bastion`` CLI against this node's config."""
         return subprocess.run(

@@ -24,6 +24,7 @@ from recorder import (
     RecordingVersionError,
     RecordingWriteError,
     RecordingWriter,
+    WriterPolicy,
     verify,
 )
 from recorder.codec import canonical_json, decode_chunk
@@ -359,3 +360,93 @@ def test_clock_going_backwards_is_clamped(
     with RecordingReader.open(tmp_path / "b.bastrec") as r:
         assert [e.time for e in r.events()] == [5.0, 5.0]
     assert verify(tmp_path / "b.bastrec", key.public_key()).status == "intact"
+
+
+class _CountingSink(_FailingSink):
+    def __init__(self) -> None:
+        super().__init__(fail_at=10**9, err=0)
+        self.syncs = 0
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+
+def test_fsync_and_checkpoint_bounds(key: Ed25519PrivateKey, clock: FakeClock) -> None:
+    sink = _CountingSink()
+    policy = WriterPolicy(fsync_interval=5.0, checkpoint_interval=3.0, checkpoint_chunks=100)
+    w = RecordingWriter.create(_Storage(sink), "f", {}, key, clock=clock,  # type: ignore[arg-type]
+                               policy=policy)
+    assert sink.syncs == 1  # the header is durable before the session starts
+    for _ in range(4):  # one chunk per second
+        w.output(b"x")
+        clock.advance(1.0)
+        w.tick()
+    assert sink.syncs == 1
+    result = verify(io.BytesIO(bytes(sink.data)), key.public_key())
+    assert (result.status, result.last_seq, result.signed_seq) == ("truncated", 4, 3)
+    clock.advance(1.0)
+    w.tick()
+    assert sink.syncs == 2
+    w.close()
+    assert sink.syncs == 3
+    assert verify(io.BytesIO(bytes(sink.data)), key.public_key()).status == "intact"
+
+
+def test_checkpoint_every_n_chunks_bounds_the_unsigned_tail(
+    make_recording: Callable[..., Recorded], key: Ed25519PrivateKey
+) -> None:
+    rec = make_recording(close=False, policy=fast_policy(chunk_bytes=2048, checkpoint_chunks=4,
+                                                        checkpoint_interval=1e9))
+    result = verify(rec.path, key.public_key())
+    assert result.last_seq > 20
+    assert result.last_seq - result.signed_seq < 4
+
+
+def test_bad_arguments_are_value_errors(
+    tmp_path: Path, key: Ed25519PrivateKey, clock: FakeClock
+) -> None:
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        WriterPolicy(chunk_bytes=10)
+    with pytest.raises(ValueError):
+        WriterPolicy(flush_interval=0)
+    w = RecordingWriter.create(tmp_path / "v.bastrec", "v", {}, key, clock=clock,
+                               policy=fast_policy())
+    with pytest.raises(ValueError, match="JSON"):
+        w.event("query", {"bad": {1, 2}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="exceeds"):
+        w.event("result", {"rows": "x" * (1 << 20)})
+    with pytest.raises(ValueError, match="name"):
+        w.event("", {})
+    with pytest.raises(ValueError, match="terminal size"):
+        w.resize(-1, 24)
+    w.output(b"still fine")
+    assert w.close().events == 1
+
+
+def test_tick_from_another_thread(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    import threading
+
+    path = tmp_path / "th.bastrec"
+    w = RecordingWriter.create(path, "th", {}, key, policy=fast_policy(flush_interval=0.001))
+    stop = threading.Event()
+
+    def ticker() -> None:
+        while not stop.is_set():
+            w.tick()
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        for i in range(3000):
+            w.output(b"%d\n" % i)
+    finally:
+        stop.set()
+        thread.join()
+    w.close()
+    with RecordingReader.open(path) as r:
+        assert output_bytes(r.events()) == b"".join(b"%d\n" % i for i in range(3000))
+    assert verify(path, key.public_key()).status == "intact"
