@@ -116,9 +116,7 @@ def encode_record(kind: EventKind, dt_us: int, payload: bytes | memoryview) -> b
     """Encode one event record from its kind, time delta and ready-made payload."""
     if len(payload) > MAX_EVENT_BYTES:
         raise ValueError(f"event payload of {len(payload)} bytes exceeds {MAX_EVENT_BYTES}")
-    return b"".join(
-        (write_varint(dt_us), bytes((kind,)), write_varint(len(payload)), payload)
-    )
+    return b"".join((write_varint(dt_us), bytes((kind,)), write_varint(len(payload)), payload))
 
 
 def resize_payload(cols: int, rows: int) -> bytes:

@@ -24,9 +24,7 @@ __all__ = [
     "Structured",
 ]
 
-JSONValue: TypeAlias = (
-    None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
-)
+JSONValue: TypeAlias = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 
 class EventKind(enum.IntEnum):

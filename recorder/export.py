@@ -52,10 +52,18 @@ def to_asciicast(reader: RecordingReader, out: TextIO, *, include_input: bool = 
     title = " ".join(
         s for s in (header.meta_str("user"), header.meta_str("target"), header.session_id) if s
     )
-    out.write(_line({
-        "version": 2, "width": cols, "height": rows, "timestamp": int(header.started_at),
-        "env": env, "title": title,
-    }))
+    out.write(
+        _line(
+            {
+                "version": 2,
+                "width": cols,
+                "height": rows,
+                "timestamp": int(header.started_at),
+                "env": env,
+                "title": title,
+            }
+        )
+    )
     decoders = {
         "o": codecs.getincrementaldecoder("utf-8")(errors="replace"),
         "i": codecs.getincrementaldecoder("utf-8")(errors="replace"),
@@ -112,19 +120,27 @@ def event_to_json(event: Event) -> dict[str, Any]:
     return obj
 
 
-def to_jsonl(
-    reader: RecordingReader, out: TextIO, *, events: Iterable[Event] | None = None
-) -> int:
+def to_jsonl(reader: RecordingReader, out: TextIO, *, events: Iterable[Event] | None = None) -> int:
     """Write a header object then every event as one JSON object per line.
 
     Returns the number of event lines. ``events`` overrides ``reader.events()``
     (e.g. a time range).
     """
     header = reader.header
-    out.write(json.dumps({
-        "kind": "header", "format": header.version, "session_id": header.session_id,
-        "started_at": header.started_at, "key_id": header.key_id, "meta": dict(header.meta),
-    }, ensure_ascii=False) + "\n")
+    out.write(
+        json.dumps(
+            {
+                "kind": "header",
+                "format": header.version,
+                "session_id": header.session_id,
+                "started_at": header.started_at,
+                "key_id": header.key_id,
+                "meta": dict(header.meta),
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     count = 0
     for event in reader.events() if events is None else events:
         out.write(json.dumps(event_to_json(event), ensure_ascii=False) + "\n")

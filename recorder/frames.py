@@ -120,8 +120,13 @@ class ChunkMeta:
     def hashed_part(self) -> bytes:
         """The payload bytes covered by the chunk hash (everything but the hash)."""
         return _CHUNK_HASHED.pack(
-            T_CHUNK, self.seq, self.t_first_us, self.t_last_us, self.n_events,
-            self.raw_len, self.data_len,
+            T_CHUNK,
+            self.seq,
+            self.t_first_us,
+            self.t_last_us,
+            self.n_events,
+            self.raw_len,
+            self.data_len,
         )
 
     def encode(self) -> bytes:
@@ -174,8 +179,15 @@ class Trailer:
     def _body(self) -> bytes:
         reason = self.reason.encode("utf-8")
         fixed = _TRAILER_FIXED.pack(
-            T_TRAILER, self.end, FLAG_SIGNED if self.signed else 0, self.last_seq,
-            self.t_end_us, self.wall_us, self.events, self.raw_bytes, self.discarded_bytes,
+            T_TRAILER,
+            self.end,
+            FLAG_SIGNED if self.signed else 0,
+            self.last_seq,
+            self.t_end_us,
+            self.wall_us,
+            self.events,
+            self.raw_bytes,
+            self.discarded_bytes,
             len(reason),
         )
         return fixed + reason + self.hash
@@ -328,8 +340,17 @@ def _parse_trailer(payload: bytes) -> Trailer:
         raise RecordingFormatError("trailer reason is not UTF-8") from e
     pos += reason_len
     return Trailer(
-        end, bool(flags & FLAG_SIGNED), last_seq, t_end, wall, events, raw_bytes, discarded,
-        reason, payload[pos : pos + 32], payload[pos + 32 : pos + 96],
+        end,
+        bool(flags & FLAG_SIGNED),
+        last_seq,
+        t_end,
+        wall,
+        events,
+        raw_bytes,
+        discarded,
+        reason,
+        payload[pos : pos + 32],
+        payload[pos + 32 : pos + 96],
     )
 
 

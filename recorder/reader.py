@@ -48,8 +48,8 @@ class RecordingReader:
         self._header_record = first.record
         self.header: Header = parse_header(first.record)
         loaded = load_footer_index(self._scanner)
-        self._loaded: LoadedIndex = loaded if loaded is not None else scan_index(
-            self._scanner, first.end
+        self._loaded: LoadedIndex = (
+            loaded if loaded is not None else scan_index(self._scanner, first.end)
         )
         self.damage: list[Damaged] = list(self._loaded.damage)
         """Damaged regions found so far (by the index scan or while reading events)."""

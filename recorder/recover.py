@@ -46,7 +46,6 @@ class RecoverResult:
     result: VerifyResult
 
 
-
 def recover(
     path: str | os.PathLike[str],
     signing_key: Ed25519PrivateKey | None = None,
@@ -110,9 +109,17 @@ def _recovery_trailer(
     discarded: int,
 ) -> Trailer:
     unsigned = Trailer(
-        END_RECOVERED, signing_key is not None, w.last_seq, w.last_t_us,
-        round(wall_clock() * 1_000_000), w.events, w.raw_bytes, discarded, reason,
-        w.prev_hash, bytes(64),
+        END_RECOVERED,
+        signing_key is not None,
+        w.last_seq,
+        w.last_t_us,
+        round(wall_clock() * 1_000_000),
+        w.events,
+        w.raw_bytes,
+        discarded,
+        reason,
+        w.prev_hash,
+        bytes(64),
     )
     if signing_key is None:
         return unsigned

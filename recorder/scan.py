@@ -135,8 +135,9 @@ class FileScanner:
             if actual is None:
                 return Torn(offset, f"file ends inside chunk {meta.seq} (offset {offset})")
             return Damaged(
-                offset, f"chunk {meta.seq} says its data is {meta.data_len} bytes, "
-                f"but its zstd frame is {actual}"
+                offset,
+                f"chunk {meta.seq} says its data is {meta.data_len} bytes, "
+                f"but its zstd frame is {actual}",
             )
         data = self.pread(end, meta.data_len) if with_data else None
         return Item(offset, end + meta.data_len, meta, data)

@@ -155,7 +155,10 @@ def _walk(
     if expected_sid is not None and w.header.session_id != expected_sid:
         raise _Altered(
             f"header mismatch: the file is session {w.header.session_id!r}, "
-            f"expected {expected_sid!r}", 0, 0, 0,
+            f"expected {expected_sid!r}",
+            0,
+            0,
+            0,
         )
     w.last_seq, w.prev_hash, w.valid_end = 0, record.hash, first.end
     offset = first.end
@@ -181,8 +184,9 @@ def _walk(
             _index(w, item, rec)
         elif isinstance(rec, Footer):
             if rec.index_offset != w.index_offset or rec.trailer_offset != w.trailer_offset:
-                raise _Altered("footer points at the wrong index or trailer", None, None,
-                               item.offset)
+                raise _Altered(
+                    "footer points at the wrong index or trailer", None, None, item.offset
+                )
             w.footer_seen = True
         else:
             raise _Altered("a second header record", w.last_seq + 1, w.last_t_us, item.offset)
@@ -194,9 +198,11 @@ def _chunk(scanner: FileScanner, w: Walk, item: Item, meta: ChunkMeta) -> None:
         raise _Altered("chunk after the trailer", meta.seq, meta.t_first_us, item.offset)
     expected = w.last_seq + 1
     if meta.seq != expected:
-        raise _Altered(_seq_problem(scanner, item, meta.seq, expected), expected,
-                       w.last_t_us, item.offset)
-    assert item.data is not None
+        raise _Altered(
+            _seq_problem(scanner, item, meta.seq, expected), expected, w.last_t_us, item.offset
+        )
+    if item.data is None:
+        raise _Altered("chunk data missing", meta.seq, meta.t_first_us, item.offset)
     if chunk_hash(w.prev_hash, meta, item.data) != meta.hash:
         raise _Altered("chunk altered (hash mismatch)", meta.seq, meta.t_first_us, item.offset)
     if meta.t_first_us < w.last_t_us:
@@ -204,15 +210,17 @@ def _chunk(scanner: FileScanner, w: Walk, item: Item, meta: ChunkMeta) -> None:
     try:
         events = decode_chunk(decompress_chunk(item.data, meta.raw_len), meta.t_first_us)
     except RecordingFormatError as e:
-        raise _Altered(f"chunk content is invalid: {e}", meta.seq, meta.t_first_us,
-                       item.offset) from e
+        raise _Altered(
+            f"chunk content is invalid: {e}", meta.seq, meta.t_first_us, item.offset
+        ) from e
     if (
         len(events) != meta.n_events
         or round(events[0].time * 1e6) != meta.t_first_us
         or round(events[-1].time * 1e6) != meta.t_last_us
     ):
-        raise _Altered("chunk record disagrees with its events", meta.seq, meta.t_first_us,
-                       item.offset)
+        raise _Altered(
+            "chunk record disagrees with its events", meta.seq, meta.t_first_us, item.offset
+        )
     w.last_seq, w.prev_hash, w.last_t_us = meta.seq, meta.hash, meta.t_last_us
     w.events += meta.n_events
     w.raw_bytes += meta.raw_len
@@ -251,7 +259,9 @@ def _unsigned_span(w: Walk, what: str, offset: int) -> _Altered:
     t_us = w.entries[first - 1].t_first_us if 0 < first <= len(w.entries) else w.last_t_us
     return _Altered(
         f"{what}: links {first}..{w.last_seq} (or the signed record itself) were altered",
-        first, t_us, offset,
+        first,
+        t_us,
+        offset,
     )
 
 
@@ -259,16 +269,24 @@ def _checkpoint(w: Walk, item: Item, rec: Checkpoint, key: Ed25519PublicKey | No
     if w.trailer is not None:
         raise _Altered("checkpoint after the trailer", None, None, item.offset)
     if rec.seq != w.last_seq:
-        raise _Altered(f"checkpoint for seq {rec.seq} placed after seq {w.last_seq}",
-                       min(rec.seq, w.last_seq) + 1, w.last_t_us, item.offset)
+        raise _Altered(
+            f"checkpoint for seq {rec.seq} placed after seq {w.last_seq}",
+            min(rec.seq, w.last_seq) + 1,
+            w.last_t_us,
+            item.offset,
+        )
     if rec.hash != w.prev_hash:
         raise _unsigned_span(w, f"checkpoint at seq {rec.seq} signs a different chain", item.offset)
     if not _signature_ok(key, rec.signature, rec.signed_message()):
-        raise _unsigned_span(w, f"checkpoint signature at seq {rec.seq} does not verify "
-                             "(wrong public key?)", item.offset)
+        raise _unsigned_span(
+            w,
+            f"checkpoint signature at seq {rec.seq} does not verify (wrong public key?)",
+            item.offset,
+        )
     if rec.t_us < w.last_t_us:
-        raise _Altered("checkpoint time precedes the events it signs", rec.seq, rec.t_us,
-                       item.offset)
+        raise _Altered(
+            "checkpoint time precedes the events it signs", rec.seq, rec.t_us, item.offset
+        )
     w.signed_seq = rec.seq
 
 
@@ -276,15 +294,20 @@ def _trailer(w: Walk, item: Item, rec: Trailer, key: Ed25519PublicKey | None) ->
     if w.trailer is not None:
         raise _Altered("a second trailer", None, None, item.offset)
     if rec.last_seq != w.last_seq:
-        raise _Altered(f"trailer says the last seq is {rec.last_seq}, the file has {w.last_seq}",
-                       min(rec.last_seq, w.last_seq) + 1, w.last_t_us, item.offset)
+        raise _Altered(
+            f"trailer says the last seq is {rec.last_seq}, the file has {w.last_seq}",
+            min(rec.last_seq, w.last_seq) + 1,
+            w.last_t_us,
+            item.offset,
+        )
     if rec.hash != w.prev_hash:
         raise _unsigned_span(w, "trailer signs a different chain", item.offset)
     if rec.end == END_CLOSED and not rec.signed:
         raise _Altered("a closed recording's trailer is unsigned", None, None, item.offset)
     if rec.signed and not _signature_ok(key, rec.signature, rec.signed_message()):
-        raise _unsigned_span(w, "trailer signature does not verify (wrong public key?)",
-                             item.offset)
+        raise _unsigned_span(
+            w, "trailer signature does not verify (wrong public key?)", item.offset
+        )
     if rec.events != w.events or rec.raw_bytes != w.raw_bytes or rec.t_end_us < w.last_t_us:
         raise _Altered("trailer totals do not match the chunks", None, None, item.offset)
     if rec.end == END_CLOSED:
@@ -353,8 +376,12 @@ def result_of(w: Walk, expected_final_hash: str | bytes | None = None) -> Verify
     if w.altered is not None:
         a = w.altered
         return replace(
-            base, status="altered", reason=a.reason, bad_seq=a.seq,
-            bad_time=None if a.t_us is None else a.t_us / 1e6, bad_offset=a.offset,
+            base,
+            status="altered",
+            reason=a.reason,
+            bad_seq=a.seq,
+            bad_time=None if a.t_us is None else a.t_us / 1e6,
+            bad_offset=a.offset,
         )
     if expected_final_hash is not None:
         want = (
@@ -364,14 +391,18 @@ def result_of(w: Walk, expected_final_hash: str | bytes | None = None) -> Verify
         )
         if trailer is None:
             return replace(
-                base, status="altered",
+                base,
+                status="altered",
                 reason="the file has no trailer but the host recorded a final hash: "
                 "its end was cut off",
-                bad_seq=w.last_seq + 1, bad_time=w.last_t_us / 1e6, bad_offset=w.valid_end,
+                bad_seq=w.last_seq + 1,
+                bad_time=w.last_t_us / 1e6,
+                bad_offset=w.valid_end,
             )
         if final != want:
             return replace(
-                base, status="altered",
+                base,
+                status="altered",
                 reason=f"final hash {final} does not match the expected {want} "
                 "(a different or rewritten recording)",
             )
@@ -391,6 +422,7 @@ def result_of(w: Walk, expected_final_hash: str | bytes | None = None) -> Verify
             f"live-signed up to seq {w.signed_seq}",
         )
     return replace(
-        base, status="intact",
+        base,
+        status="intact",
         reason=f"closed ({trailer.reason}); {w.last_seq} chunks, all hashes and signatures valid",
     )

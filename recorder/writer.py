@@ -117,11 +117,33 @@ class RecordingWriter:
     """Writes one session's recording; see the module docstring for the guarantees."""
 
     __slots__ = (
-        "_buf", "_chunk_first_us", "_chunk_events", "_chunks_since_checkpoint", "_clock",
-        "_error", "_events", "_index_offsets", "_index_times", "_key", "_key_id",
-        "_last_checkpoint", "_last_sync", "_last_us", "_lock", "_offset", "_pending_since",
-        "_policy", "_prev_hash", "_raw_bytes", "_seq", "_session_id", "_sink", "_summary",
-        "_t0", "_unsynced", "_wall_clock",
+        "_buf",
+        "_chunk_first_us",
+        "_chunk_events",
+        "_chunks_since_checkpoint",
+        "_clock",
+        "_error",
+        "_events",
+        "_index_offsets",
+        "_index_times",
+        "_key",
+        "_key_id",
+        "_last_checkpoint",
+        "_last_sync",
+        "_last_us",
+        "_lock",
+        "_offset",
+        "_pending_since",
+        "_policy",
+        "_prev_hash",
+        "_raw_bytes",
+        "_seq",
+        "_session_id",
+        "_sink",
+        "_summary",
+        "_t0",
+        "_unsynced",
+        "_wall_clock",
     )
 
     def __init__(
@@ -448,7 +470,12 @@ class RecordingWriter:
         data = compress_chunk(raw, self._policy.level)
         seq = self._seq + 1
         meta = ChunkMeta(
-            seq, self._chunk_first_us, self._last_us, self._chunk_events, len(raw), len(data),
+            seq,
+            self._chunk_first_us,
+            self._last_us,
+            self._chunk_events,
+            len(raw),
+            len(data),
             ZERO_HASH,
         )
         meta = replace(meta, hash=chunk_hash(self._prev_hash, meta, data))
@@ -467,8 +494,11 @@ class RecordingWriter:
 
     def _checkpoint(self) -> None:
         unsigned = Checkpoint(
-            self._seq, self._now_us(), round(self._wall_clock() * 1_000_000),
-            self._prev_hash, b"",
+            self._seq,
+            self._now_us(),
+            round(self._wall_clock() * 1_000_000),
+            self._prev_hash,
+            b"",
         )
         signed = replace(unsigned, signature=self._key.sign(unsigned.signed_message()))
         self._write(frame(signed.encode()))
@@ -477,8 +507,17 @@ class RecordingWriter:
 
     def _trailer(self, reason: str) -> Trailer:
         unsigned = Trailer(
-            END_CLOSED, True, self._seq, self._now_us(), round(self._wall_clock() * 1_000_000),
-            self._events, self._raw_bytes, 0, reason, self._prev_hash, b"",
+            END_CLOSED,
+            True,
+            self._seq,
+            self._now_us(),
+            round(self._wall_clock() * 1_000_000),
+            self._events,
+            self._raw_bytes,
+            0,
+            reason,
+            self._prev_hash,
+            b"",
         )
         return replace(unsigned, signature=self._key.sign(unsigned.signed_message()))
 

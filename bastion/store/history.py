@@ -20,7 +20,7 @@ from bastion.store.audit_chain import (
     normalize_details,
 )
 from bastion.store.backends import Backend
-from bastion.store.models import AuditEvent, CertificateRecord, SessionRecord
+from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
 
 #: Advisory lock key serialising audit appends across nodes ("bastion" + 0x02).
 AUDIT_LOCK = 0x62617374696F6E02
@@ -69,8 +69,9 @@ class History:
         events: int = 0,
         final_hash: str | None = None,
         recording: str | None = None,
+        final_signature: str | None = None,
     ) -> None:
-        """Close a live session; None for recording/final_hash keeps the stored value.
+        """Close a live session; None for recording/final_hash/signature keeps the stored value.
 
         Raises NotFound, or StoreError if the session already ended.
         """
@@ -78,9 +79,11 @@ class History:
             changed = tx.run(
                 "UPDATE sessions SET ended_at = ?, end_reason = ?, bytes_in = ?, bytes_out = ?,"
                 " events = ?, final_hash = COALESCE(?, final_hash),"
-                " recording = COALESCE(?, recording) WHERE id = ? AND ended_at IS NULL",
+                " recording = COALESCE(?, recording),"
+                " final_signature = COALESCE(?, final_signature)"
+                " WHERE id = ? AND ended_at IS NULL",
                 [float(ended_at), reason, bytes_in, bytes_out, events, final_hash, recording,
-                 session_id],
+                 final_signature, session_id],
             )  # fmt: skip
             if changed == 0:
                 row = tx.one("SELECT end_reason FROM sessions WHERE id = ?", [session_id])
@@ -121,6 +124,64 @@ class History:
         sql = rows.SESSION_SELECT + where_clause(where) + order
         with self._db.transaction() as tx:
             return [rows.session(r) for r in tx.all(sql, [*params, int(limit)])]
+
+    def add_session_commands(
+        self, session_id: str, commands: Sequence[tuple[float, str]], first_seq: int = 0
+    ) -> None:
+        """Store extracted commands (time, text) of a session, numbered from ``first_seq``."""
+        if not commands:
+            return
+        with self._db.transaction(write=True) as tx:
+            for i, (at, text) in enumerate(commands):
+                tx.run(
+                    "INSERT INTO session_commands (session_id, seq, at, text) VALUES (?, ?, ?, ?)",
+                    [session_id, first_seq + i, float(at), text],
+                )
+
+    def search_commands(
+        self,
+        text: str,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[CommandHit]:
+        """Commands containing ``text`` (case-insensitive), newest first."""
+        pattern = (
+            "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        where = ["LOWER(c.text) LIKE ? ESCAPE '\\'"]
+        params: list[Any] = [pattern]
+        if user is not None:
+            where.append("u.name = ?")
+            params.append(user)
+        if target is not None:
+            where.append("t.name = ?")
+            params.append(target)
+        if since is not None:
+            where.append("c.at >= ?")
+            params.append(float(since))
+        sql = (
+            "SELECT c.session_id, c.seq, c.at, c.text, u.name AS user_name,"
+            " t.name AS target_name FROM session_commands c"
+            " JOIN sessions s ON s.id = c.session_id"
+            " JOIN users u ON u.id = s.user_id JOIN targets t ON t.id = s.target_id"
+            + where_clause(where)
+            + " ORDER BY c.at DESC, c.session_id, c.seq LIMIT ?"
+        )
+        with self._db.transaction() as tx:
+            return [
+                CommandHit(
+                    r["session_id"],
+                    int(r["seq"]),
+                    float(r["at"]),
+                    r["text"],
+                    r["user_name"],
+                    r["target_name"],
+                )
+                for r in tx.all(sql, [*params, int(limit)])
+            ]
 
     # ------------------------------------------------------------ certificates
 

@@ -150,6 +150,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_actor ON audit (actor)",
         ),
     ),
+    Migration(
+        2,
+        "recording signature and command search",
+        (
+            "ALTER TABLE sessions ADD COLUMN final_signature TEXT",
+            # Commands extracted from recordings (typed lines, later SQL text) for
+            # search across sessions; derived data, the recording stays the evidence.
+            """CREATE TABLE session_commands (
+                session_id TEXT NOT NULL REFERENCES sessions (id),
+                seq INTEGER NOT NULL,
+                at {FLOAT} NOT NULL,
+                text TEXT NOT NULL,
+                PRIMARY KEY (session_id, seq)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -138,6 +138,19 @@ class SessionRecord:
     bytes_out: int = 0
     events: int = 0
     final_hash: str | None = None
+    final_signature: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandHit:
+    """A command found by search: which session, when, what was typed."""
+
+    session_id: str
+    seq: int
+    at: float
+    text: str
+    user_name: str
+    target_name: str
 
 
 @dataclass(frozen=True)

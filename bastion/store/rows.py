@@ -42,7 +42,8 @@ GRANT_SELECT = (
 SESSION_SELECT = (
     "SELECT s.id, s.user_id, u.name AS user_name, s.target_id, t.name AS target_name,"
     " s.grant_id, s.node, s.protocol, s.login, s.client_addr, s.started_at, s.ended_at,"
-    " s.end_reason, s.recording, s.bytes_in, s.bytes_out, s.events, s.final_hash"
+    " s.end_reason, s.recording, s.bytes_in, s.bytes_out, s.events, s.final_hash,"
+    " s.final_signature"
     " FROM sessions s JOIN users u ON u.id = s.user_id JOIN targets t ON t.id = s.target_id"
 )
 CERTIFICATE_COLUMNS = (
@@ -173,6 +174,7 @@ def session(row: Row) -> SessionRecord:
         bytes_out=int(row["bytes_out"]),
         events=int(row["events"]),
         final_hash=row["final_hash"],
+        final_signature=row["final_signature"],
     )
 
 

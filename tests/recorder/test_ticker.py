@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from recorder import RecordingReader, RecordingWriter, run_ticker
 from tests.recorder.conftest import fast_policy
+from tests.recorder.helpers import output_bytes
 
 
 @pytest.mark.parametrize("offload", [False, True])
@@ -26,7 +27,7 @@ async def test_ticker_flushes_pending_output(
         await asyncio.sleep(0.01)
     assert w.pending_bytes == 0
     with RecordingReader.open(path) as r:  # readable before close
-        assert [e.data for e in r.events()] == [b"hello"]  # type: ignore[union-attr]
+        assert output_bytes(r.events()) == b"hello"
     w.close()
     await asyncio.wait_for(task, 5)
     assert task.done() and task.exception() is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from recorder import RecordingReader, verify
+from recorder import RecordingReader, VerifyResult, verify
 from recorder.events import Output
 from recorder.frames import FOOTER_FRAME_SIZE, FRAME_HEADER_SIZE
 from recorder.scan import FileScanner, Item
@@ -30,8 +30,10 @@ def _spans(data: bytes) -> list[tuple[int, int, str, int]]:
     return spans
 
 
-def _verify_bytes(data: bytes, key: Ed25519PrivateKey, **kw: object):  # type: ignore[no-untyped-def]
-    return verify(io.BytesIO(data), key.public_key(), **kw)  # type: ignore[arg-type]
+def _verify_bytes(
+    data: bytes, key: Ed25519PrivateKey, expected_final_hash: str | None = None
+) -> VerifyResult:
+    return verify(io.BytesIO(data), key.public_key(), expected_final_hash)
 
 
 def test_intact(make_recording: Callable[..., Recorded], key: Ed25519PrivateKey) -> None:

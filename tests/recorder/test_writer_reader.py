@@ -8,8 +8,9 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,9 +22,11 @@ from recorder import (
     RecordingClosedError,
     RecordingFormatError,
     RecordingReader,
+    RecordingSink,
     RecordingVersionError,
     RecordingWriteError,
     RecordingWriter,
+    StoredRecording,
     WriterPolicy,
     verify,
 )
@@ -260,17 +263,17 @@ class _Storage:
     def __init__(self, sink: _FailingSink) -> None:
         self.sink = sink
 
-    def create(self, session_id: str, started_at: float) -> _FailingSink:
+    def create(self, session_id: str, started_at: float) -> RecordingSink:
         return self.sink
 
     def open_append(self, location: str) -> _FailingSink:
         raise NotImplementedError
 
-    def open_read(self, location: str) -> io.BytesIO:
+    def open_read(self, location: str) -> BinaryIO:
         raise NotImplementedError
 
-    def list_recordings(self, prefix: str = "") -> list[object]:
-        return []
+    def list_recordings(self, prefix: str = "") -> Iterator[StoredRecording]:
+        return iter(())
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES, errno.EIO])
@@ -283,7 +286,7 @@ def test_write_error_raises_from_the_call_that_hit_it(
         "e",
         {},
         key,
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         policy=fast_policy(chunk_bytes=1024),
     )
     w.output(b"x" * 100)  # buffered, nothing written yet
@@ -301,11 +304,11 @@ def test_disk_full_on_a_real_device(key: Ed25519PrivateKey, clock: FakeClock) ->
     from recorder.storage import FileSink
 
     class DevFull(_Storage):
-        def create(self, session_id: str, started_at: float) -> FileSink:  # type: ignore[override]
+        def create(self, session_id: str, started_at: float) -> RecordingSink:
             return FileSink(os.open("/dev/full", os.O_WRONLY), "/dev/full")
 
     with pytest.raises(RecordingWriteError, match="No space left"):
-        RecordingWriter.create(DevFull(_FailingSink(0, 0)), "f", {}, key, clock=clock)  # type: ignore[arg-type]
+        RecordingWriter.create(DevFull(_FailingSink(0, 0)), "f", {}, key, clock=clock)
 
 
 def test_future_format_version_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
@@ -378,8 +381,14 @@ class _CountingSink(_FailingSink):
 def test_fsync_and_checkpoint_bounds(key: Ed25519PrivateKey, clock: FakeClock) -> None:
     sink = _CountingSink()
     policy = WriterPolicy(fsync_interval=5.0, checkpoint_interval=3.0, checkpoint_chunks=100)
-    w = RecordingWriter.create(_Storage(sink), "f", {}, key, clock=clock,  # type: ignore[arg-type]
-                               policy=policy)
+    w = RecordingWriter.create(
+        _Storage(sink),
+        "f",
+        {},
+        key,
+        clock=clock,
+        policy=policy,
+    )
     assert sink.syncs == 1  # the header is durable before the session starts
     for _ in range(4):  # one chunk per second
         w.output(b"x")
@@ -399,8 +408,10 @@ def test_fsync_and_checkpoint_bounds(key: Ed25519PrivateKey, clock: FakeClock) -
 def test_checkpoint_every_n_chunks_bounds_the_unsigned_tail(
     make_recording: Callable[..., Recorded], key: Ed25519PrivateKey
 ) -> None:
-    rec = make_recording(close=False, policy=fast_policy(chunk_bytes=2048, checkpoint_chunks=4,
-                                                        checkpoint_interval=1e9))
+    rec = make_recording(
+        close=False,
+        policy=fast_policy(chunk_bytes=2048, checkpoint_chunks=4, checkpoint_interval=1e9),
+    )
     result = verify(rec.path, key.public_key())
     assert result.last_seq > 20
     assert result.last_seq - result.signed_seq < 4
@@ -413,8 +424,9 @@ def test_bad_arguments_are_value_errors(
         WriterPolicy(chunk_bytes=10)
     with pytest.raises(ValueError):
         WriterPolicy(flush_interval=0)
-    w = RecordingWriter.create(tmp_path / "v.bastrec", "v", {}, key, clock=clock,
-                               policy=fast_policy())
+    w = RecordingWriter.create(
+        tmp_path / "v.bastrec", "v", {}, key, clock=clock, policy=fast_policy()
+    )
     with pytest.raises(ValueError, match="JSON"):
         w.event("query", {"bad": {1, 2}})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="exceeds"):
