@@ -105,16 +105,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config, listen: str | None) -> None:
+    from bastion.recording import recover_crashed_sessions
     from bastion.service import BastionNode
     from bastion.ssh.server import start_ssh_listener
 
     node = BastionNode.from_config(config)
+    recovered = await node.call(recover_crashed_sessions, node.recordings, node.store, node.node)
+    if recovered:
+        log.warning(
+            "recovered %d session(s) left open by a crash: %s", len(recovered), ", ".join(recovered)
+        )
     host = port = None
     if listen:
         host, _, p = listen.rpartition(":")
         port = int(p)
     server = await start_ssh_listener(node, host, port)
-    node.start_timebox()
+    node.start_background()
     for sock in server.sockets:
         addr = sock.getsockname()
         log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)

@@ -64,6 +64,7 @@ class Config:
     ca_key: Path
     recordings_dir: Path
     recording_signing_key: Path
+    recording_on_failure: str = "refuse"
     ssh: SshConfig = field(default_factory=SshConfig)
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
@@ -103,6 +104,12 @@ def _number(section: dict[str, Any], key: str, default: float, setting: str) -> 
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{setting} must be a non-negative number, got {value!r}")
     return float(value)
+
+
+def _on_failure(value: object) -> str:
+    if value not in ("refuse", "continue"):
+        raise ConfigError(f'recording.on_failure must be "refuse" or "continue", got {value!r}')
+    return str(value)
 
 
 def load_config(path: Path | str | None = None) -> Config:
@@ -152,6 +159,7 @@ def load_config(path: Path | str | None = None) -> Config:
         recording_signing_key=_path(
             base, rec.get("signing_key", "keys/recording_signing_key"), "recording.signing_key"
         ),
+        recording_on_failure=_on_failure(rec.get("on_failure", "refuse")),
         ssh=SshConfig(
             listen_host=host,
             listen_port=port,
@@ -207,6 +215,10 @@ key = "keys/user_ca"
 # Where session recordings are written, and the Ed25519 key that signs them.
 dir = "recordings"
 signing_key = "keys/recording_signing_key"
+# What happens when a recording cannot be written (disk full, permissions):
+# "refuse" (default) refuses new sessions and ends live ones. "continue" lets
+# sessions run UNRECORDED (audited loudly): only for labs, never for production.
+on_failure = "refuse"
 
 [ssh]
 # Contractor-facing listener.

@@ -18,6 +18,7 @@ from bastion.ca import CertificateAuthority
 from bastion.config import Config
 from bastion.live import LiveSessions
 from bastion.mfa import LockoutPolicy
+from bastion.recording import RecordingService
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import GrantState
@@ -31,8 +32,15 @@ R = TypeVar("R")
 class BastionNode:
     """Everything one node needs at run time."""
 
-    def __init__(self, config: Config, store: Store, ca: CertificateAuthority) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        ca: CertificateAuthority,
+        recordings: RecordingService | None = None,
+    ) -> None:
         self.config = config
+        self.recordings = recordings if recordings is not None else RecordingService(config)
         self.store = store
         self.ca = ca
         self.node = config.node
@@ -79,9 +87,10 @@ class BastionNode:
     async def _grant_states(self, ids: Sequence[int]) -> dict[int, tuple[GrantState, float]]:
         return await self.call(self.store.grant_states, list(ids))
 
-    def start_timebox(self) -> asyncio.Task[Any]:
-        """Start the watcher that ends sessions on grant end, revocation and idleness."""
-        return self.spawn(self.live.watch(self._grant_states, self.config.timebox.poll_interval))
+    def start_background(self) -> None:
+        """Start the time box (grant end, revocation, idleness) and the recording ticker."""
+        self.spawn(self.live.watch(self._grant_states, self.config.timebox.poll_interval))
+        self.spawn(self.recordings.run_ticker())
 
     async def close(self) -> None:
         """Cancel background tasks and close the store."""

@@ -275,6 +275,13 @@ def _checkpoint(w: Walk, item: Item, rec: Checkpoint, key: Ed25519PublicKey | No
             w.last_t_us,
             item.offset,
         )
+    if rec.seq <= w.signed_seq:
+        raise _Altered(
+            f"a second checkpoint for seq {rec.seq} (the writer signs each link once)",
+            None,
+            None,
+            item.offset,
+        )
     if rec.hash != w.prev_hash:
         raise _unsigned_span(w, f"checkpoint at seq {rec.seq} signs a different chain", item.offset)
     if not _signature_ok(key, rec.signature, rec.signed_message()):

@@ -20,7 +20,8 @@ How the requirements map to the code:
 
 The writer does no I/O in the background: the host calls ``tick()`` every 0.25-0.5 s
 (``run_ticker`` does it from an asyncio task). Calls are serialised by a lock, so
-``tick()`` may also run in a worker thread.
+``tick()`` may also run in a worker thread; the periodic fsync runs outside that
+lock, so a slow disk never blocks the event calls of the session.
 """
 
 from __future__ import annotations
@@ -140,7 +141,9 @@ class RecordingWriter:
         "_seq",
         "_session_id",
         "_sink",
+        "_sink_closed",
         "_summary",
+        "_sync_lock",
         "_t0",
         "_unsynced",
         "_wall_clock",
@@ -165,6 +168,8 @@ class RecordingWriter:
         self._wall_clock = wall_clock
         self._policy = policy
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # held while the sink is fsynced or closed
+        self._sink_closed = False
         self._t0 = clock()
         self._buf = bytearray()
         self._chunk_first_us = 0
@@ -333,7 +338,8 @@ class RecordingWriter:
         """Cut, checkpoint and fsync as the time bounds require. Call every 0.25-0.5 s.
 
         ``now`` is a reading of the writer's clock (default: read it). A no-op on a
-        closed writer; raises RecordingWriteError on a failed one.
+        closed writer; raises RecordingWriteError on a failed one. The fsync runs
+        after the writer's lock is released, so other calls proceed meanwhile.
         """
         with self._lock:
             if self._summary is not None:
@@ -348,12 +354,29 @@ class RecordingWriter:
                 and now - self._last_checkpoint >= policy.checkpoint_interval
             ):
                 self._checkpoint()
-            if (
+            due = (
                 self._unsynced
                 and policy.fsync_interval is not None
                 and now - self._last_sync >= policy.fsync_interval
-            ):
-                self._sync()
+            )
+            if due:
+                self._unsynced = False
+                self._last_sync = now
+        if due:
+            self._sync_unlocked()
+
+    def _sync_unlocked(self) -> None:
+        with self._sync_lock:
+            if self._sink_closed:
+                return
+            try:
+                self._sink.sync()
+                return
+            except OSError as e:
+                error = e
+        with self._lock:
+            failure = self._error if self._error is not None else self._fail(error, "fsync")
+        raise failure
 
     def flush(self) -> None:
         """Write the pending buffer now as a chunk (e.g. before a planned shutdown)."""
@@ -463,7 +486,9 @@ class RecordingWriter:
         self._last_sync = self._clock()
 
     def _close_sink(self) -> None:
-        self._sink.close()
+        with self._sync_lock:
+            self._sink_closed = True
+            self._sink.close()
 
     def _cut(self) -> None:
         raw = self._buf

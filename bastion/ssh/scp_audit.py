@@ -255,8 +255,8 @@ class ScpAuditor:
             elif not self._step_source(events):
                 return
 
-    def _take_line(self, buf: bytearray, what: str) -> bytes | None:
-        end = buf.find(b"\n", 0, self._max_line)
+    def _take_line(self, buf: bytearray, what: str, start: int = 0) -> bytes | None:
+        end = buf.find(b"\n", start, self._max_line)
         if end < 0:
             if len(buf) >= self._max_line:
                 raise ScpAuditError(f"{what} longer than {self._max_line} bytes")
@@ -272,10 +272,17 @@ class ScpAuditor:
         if self._answers[0] == 0:
             del self._answers[:1]
             return True, ""
-        line = self._take_line(self._answers, "sink response")
+        return self._take_error(self._answers, "sink response")
+
+    def _take_error(self, buf: bytearray, what: str) -> tuple[bool, str] | None:
+        """A non-zero response, as OpenSSH's response() reads it, or None if incomplete.
+
+        The first byte is the code; the message runs to the next newline after it.
+        \1 and \2 introduce a message, any other byte is the message's first character.
+        """
+        line = self._take_line(buf, what, start=1)
         if line is None:
             return None
-        # OpenSSH's response(): \1 and \2 introduce a message; any other byte starts one.
         return False, _message(line[1:] if line[0] in (1, 2) else line)
 
     # -- the source's stream --------------------------------------------------------
@@ -291,15 +298,14 @@ class ScpAuditor:
                 del buf[:taken]
                 self._remaining -= taken
                 return True
-            status = buf[0]
-            if status == 0:
+            if buf[0] == 0:
                 del buf[:1]
                 error = ""
             else:
-                line = self._take_line(buf, "status message")
-                if line is None:
+                answer = self._take_error(buf, "status message")
+                if answer is None:
                     return False
-                error = _message(line[1:] if status in (1, 2) else line)
+                error = answer[1]
             done = self._file
             done.kind, done.source_error = "done", error
             self._file, self._awaiting = None, done

@@ -21,6 +21,7 @@ from bastion.errors import AccessDenied
 from bastion.grants import authorize, format_time, is_usable, require_option
 from bastion.ids import new_session_id
 from bastion.live import LiveSession
+from bastion.recording import LiveRecording, extract_session_commands
 from bastion.service import BastionNode
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.login_name import LoginName, valid_name
@@ -29,6 +30,7 @@ from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, connect_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
 from bastion.store.models import CertificateRecord, Grant, SessionRecord, Target, User
+from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.target: Target | None = None
         self.login: str | None = None
         self.files: FileAuditFeed | None = None
+        self.recording: LiveRecording | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.end_reason: str | None = None
@@ -139,6 +142,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         """Contractor input: to the target, to the menu, or held until the relay starts."""
         if self.up_chan is not None:
             self.bytes_in += len(data)
+            if self.recording is not None:
+                self.recording.input(data)
             if self.live is not None:
                 self.live.touch(self.node.clock())
             if self.files is not None:
@@ -174,6 +179,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.pty = PtyRequest(
                 self.pty.term_type, width, height, pixwidth, pixheight, self.pty.modes
             )
+        if self.recording is not None:
+            self.recording.resize(width, height)
         if self.up_chan is not None:
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -216,6 +223,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         if self.chan is None or self.closed:
             return
         self.bytes_out += len(data)
+        if self.recording is not None:
+            self.recording.output(data)
         if self.files is not None and datatype is None:
             self.files.server_data(data)
             self._audit_files()
@@ -238,6 +247,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def upstream_closed(self, up: UpstreamChannel, exc: Exception | None) -> None:
         """Mirror the target's exit onto the contractor's channel and end the record."""
+        if self.recording is not None:
+            sig = up.exit_signal[0] if up.exit_signal is not None else None
+            self.recording.exit(status=up.exit_status, signal=sig)
         if up.exit_signal is not None:
             signal, core, msg, lang = up.exit_signal
             self._exit(signal=(signal, core, msg, lang))
@@ -274,6 +286,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         if self.pty is None:
             text = text.replace("\r\n", "\n")
         if self.chan is not None and not self.closed and not self.exited:
+            if self.recording is not None:
+                self.recording.output(text.encode())
             try:
                 self.chan.write_stderr(text.encode())
             except (OSError, asyncssh.Error):  # pragma: no cover
@@ -327,11 +341,15 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def notify(self, message: str) -> None:
         """A warning on the contractor's terminal (stderr, so file transfers are untouched)."""
+        if self.recording is not None:
+            self.recording.marker(f"warning: {message}")
         self._stderr(f"\r\n[bastion] {message}\r\n")
 
     def terminate(self, reason: str, message: str) -> None:
         """End the session now (time box, revocation, admin)."""
         self.end_reason = reason
+        if self.recording is not None and reason != "recording-failed":
+            self.recording.marker(f"terminated: {reason}")
         self._stderr(f"\r\n[bastion] {message}: closing this session.\r\n")
         self.node.spawn(
             self.node.audit(
@@ -406,6 +424,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self._check_file_transfer(grant)
 
         self.session_id = new_session_id()
+        location = await self._start_recording(target, grant, now)
         record = SessionRecord(
             id=self.session_id,
             user_id=user.id,
@@ -418,6 +437,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             login=self.login,
             client_addr=self.ctx.client_addr,
             started_at=now,
+            recording=location,
         )
         await node.call(store.start_session, record)
         await node.audit(
@@ -431,6 +451,67 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             client=self.ctx.client_addr,
         )
         await self._connect(target, grant)
+
+    async def _start_recording(self, target: Target, grant: Grant, now: float) -> str | None:
+        """Open the session's recording; without one the session does not start."""
+        node, user = self.node, self.ctx.user
+        assert self.session_id is not None
+        meta: dict[str, object] = {
+            "user": user.name,
+            "target": target.name,
+            "login": self.login,
+            "grant": grant.id,
+            "node": node.node,
+            "protocol": "ssh",
+            "client": self.ctx.client_addr,
+            "request": self._describe_request(),
+            "started_at": now,
+        }
+        if self.pty is not None:
+            meta.update(term=self.pty.term_type, cols=self.pty.width, rows=self.pty.height)
+        try:
+            self.recording = await node.call(
+                node.recordings.start, self.session_id, meta, self._recording_failed
+            )
+        except (RecordingWriteError, OSError) as e:
+            await node.audit(
+                user.name,
+                "recording.failed",
+                target.name,
+                session=self.session_id,
+                error=str(e),
+                at_start=True,
+                fail_closed=node.recordings.fail_closed,
+            )
+            if node.recordings.fail_closed:
+                raise Refusal(
+                    "recording-unavailable",
+                    "this session cannot be recorded right now, and sessions never run "
+                    "unrecorded; ask an admin to check the bastion's recording storage",
+                ) from e
+            return None
+        return self.recording.writer.location
+
+    def _recording_failed(self, message: str) -> None:
+        """The recording broke mid-session: end the session (fail closed) and audit it."""
+        node = self.node
+        node.spawn(
+            node.audit(
+                self.ctx.user.name,
+                "recording.failed",
+                self._target_name(),
+                session=self.session_id,
+                error=message,
+                at_start=False,
+                fail_closed=node.recordings.fail_closed,
+            )
+        )
+        if node.recordings.fail_closed:
+            self.terminate(
+                "recording-failed",
+                "the recording of this session could not be written, and sessions never "
+                "run unrecorded",
+            )
 
     async def _target_from_request(self) -> tuple[str, str | None]:
         if self.kind == "exec" and self.command is not None:
@@ -641,6 +722,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         node = self.node
         node.live.remove(self.session_id)
         self._audit_files(closing=True)
+        summary = None
+        if self.recording is not None:
+            summary = await node.call(self.recording.close, reason)
         await node.call(
             node.store.end_session,
             self.session_id,
@@ -648,13 +732,25 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             reason=reason,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            events=summary.events if summary else 0,
+            final_hash=summary.final_hash if summary else None,
+            final_signature=summary.signature if summary else None,
         )
         await node.audit(
             self.ctx.user.name,
             "session.end",
-            self.target.name if self.target else None,
+            self._target_name(),
             session=self.session_id,
             reason=reason,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            recording=summary.location if summary else None,
+            final_hash=summary.final_hash if summary else None,
         )
+        if summary is not None:
+            path = node.recordings.path_of(summary.location)
+            try:
+                commands = await node.call(extract_session_commands, path)
+                await node.call(node.store.add_session_commands, self.session_id, commands)
+            except Exception:  # the index is derived data; the recording is the evidence
+                log.exception("command extraction failed for session %s", self.session_id)

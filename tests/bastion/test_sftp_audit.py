@@ -95,7 +95,7 @@ def readdir(rid: int, handle: bytes) -> bytes:
     return packet(12, u32(rid), s(handle))
 
 
-def remove(rid: int, path: str) -> bytes:
+def remove(rid: int, path: bytes | str) -> bytes:
     return packet(13, u32(rid), s(path))
 
 

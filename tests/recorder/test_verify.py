@@ -231,3 +231,13 @@ def test_crashed_file_is_truncated_with_unsigned_tail(
     assert result.signed_seq <= result.last_seq
     assert result.last_time == pytest.approx(rec.events[-1].time)
     assert "no trailer" in result.reason
+
+
+def test_duplicated_checkpoint(
+    make_recording: Callable[..., Recorded], key: Ed25519PrivateKey
+) -> None:
+    data = make_recording().path.read_bytes()
+    start, end, _, _ = [s for s in _spans(data) if s[2] == "Checkpoint"][2]
+    result = _verify_bytes(data[:end] + data[start:end] + data[end:], key)
+    assert result.status == "altered" and "second checkpoint" in result.reason
+    assert result.bad_offset == end

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -440,8 +441,6 @@ def test_bad_arguments_are_value_errors(
 
 
 def test_tick_from_another_thread(tmp_path: Path, key: Ed25519PrivateKey) -> None:
-    import threading
-
     path = tmp_path / "th.bastrec"
     w = RecordingWriter.create(path, "th", {}, key, policy=fast_policy(flush_interval=0.001))
     stop = threading.Event()
@@ -462,3 +461,40 @@ def test_tick_from_another_thread(tmp_path: Path, key: Ed25519PrivateKey) -> Non
     with RecordingReader.open(path) as r:
         assert output_bytes(r.events()) == b"".join(b"%d\n" % i for i in range(3000))
     assert verify(path, key.public_key()).status == "intact"
+
+
+class _SlowSyncSink(_CountingSink):
+    """fsync blocks until released, like a saturated disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sync_started = threading.Event()
+        self.release = threading.Event()
+
+    def sync(self) -> None:
+        if self.syncs >= 1:  # the first sync is create()'s
+            self.sync_started.set()
+            assert self.release.wait(60)
+        self.syncs += 1
+
+
+def test_periodic_fsync_does_not_block_event_calls(
+    key: Ed25519PrivateKey, clock: FakeClock
+) -> None:
+    sink = _SlowSyncSink()
+    policy = WriterPolicy(fsync_interval=1.0, flush_interval=0.5)
+    w = RecordingWriter.create(_Storage(sink), "s", {}, key, clock=clock, policy=policy)
+    w.output(b"before")
+    clock.advance(2.0)
+    ticker = threading.Thread(target=w.tick)
+    ticker.start()
+    assert sink.sync_started.wait(60)
+    # the fsync is in progress in the other thread; the session keeps recording
+    w.output(b"during")
+    w.flush()
+    w.marker("still here")
+    sink.release.set()
+    ticker.join(60)
+    assert not ticker.is_alive()
+    w.close()
+    assert verify(io.BytesIO(bytes(sink.data)), key.public_key()).status == "intact"

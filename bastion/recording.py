@@ -1,0 +1,204 @@
+"""Recording on the bastion: one writer per session, one ticker per node, fail closed.
+
+``recorder`` knows nothing of SSH; this module is the host side. It creates a
+writer when a session starts (a failure refuses the session), feeds it what
+crosses the relay, drives every writer's time-bound flush from one task (idle
+sessions cost no task and no compressor), ends a session whose recording can no
+longer be written, and on start-up repairs recordings a crash left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from bastion.config import Config
+from bastion.store import Store
+from recorder import (
+    LocalStorage,
+    RecordingReader,
+    RecordingSummary,
+    RecordingWriteError,
+    RecordingWriter,
+    extract_commands,
+    recover,
+)
+from recorder.errors import RecordingError
+from recorder.keys import key_id, load_signing_key
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL = 0.25
+FAIL_CLOSED = "refuse"
+FAIL_OPEN = "continue"
+
+
+@dataclass(eq=False)
+class LiveRecording:
+    """One session's writer plus what to do if writing fails."""
+
+    writer: RecordingWriter
+    on_failure: Callable[[str], None]
+    failed: str | None = None
+    summary: RecordingSummary | None = None
+    _service: RecordingService | None = field(default=None, repr=False)
+
+    def _guard(self, op: Callable[[], None]) -> None:
+        if self.failed is not None:
+            return
+        try:
+            op()
+        except RecordingWriteError as e:
+            self._fail(str(e))
+
+    def _fail(self, message: str) -> None:
+        if self.failed is not None:
+            return
+        self.failed = message
+        log.error("recording of session %s failed: %s", self.writer.session_id, message)
+        if self._service is not None:
+            self._service.forget(self)
+        self.on_failure(message)
+
+    def output(self, data: bytes) -> None:
+        """What the contractor saw (stdout and stderr, and the bastion's own notices)."""
+        self._guard(lambda: self.writer.output(data))
+
+    def input(self, data: bytes) -> None:
+        """What the contractor typed or sent."""
+        self._guard(lambda: self.writer.input(data))
+
+    def resize(self, cols: int, rows: int) -> None:
+        """A terminal size change."""
+        self._guard(lambda: self.writer.resize(cols, rows))
+
+    def marker(self, label: str) -> None:
+        """A named moment (warnings, termination, file transfers)."""
+        self._guard(lambda: self.writer.marker(label[:200]))
+
+    def exit(self, status: int | None = None, signal: str | None = None) -> None:
+        """How the remote side ended."""
+        self._guard(lambda: self.writer.exit(status=status, signal=signal))
+
+    def tick(self) -> None:
+        """Time-bound chunking, fsync and checkpoints (called by the node's ticker)."""
+        self._guard(self.writer.tick)
+
+    def close(self, reason: str) -> RecordingSummary | None:
+        """Finish the file (signed trailer, index); None if it had already failed."""
+        if self._service is not None:
+            self._service.forget(self)
+        if self.summary is not None:
+            return self.summary
+        if self.failed is not None:
+            self.writer.abort()
+            return None
+        try:
+            self.summary = self.writer.close(reason[:200])
+        except RecordingWriteError as e:
+            self.failed = str(e)
+            log.error("closing recording %s failed: %s", self.writer.session_id, e)
+            return None
+        return self.summary
+
+
+class RecordingService:
+    """The node's recording storage, signing key and ticker."""
+
+    def __init__(self, config: Config) -> None:
+        self.storage = LocalStorage(config.recordings_dir)
+        self.signing_key = load_signing_key(config.recording_signing_key)
+        self.key_id = key_id(self.signing_key)
+        self.fail_mode = config.recording_on_failure
+        self._live: set[LiveRecording] = set()
+
+    @property
+    def fail_closed(self) -> bool:
+        """True unless the admin explicitly chose to let sessions run unrecorded."""
+        return self.fail_mode != FAIL_OPEN
+
+    def start(
+        self, session_id: str, meta: Mapping[str, object], on_failure: Callable[[str], None]
+    ) -> LiveRecording:
+        """Create the session's recording (raises RecordingWriteError: refuse the session)."""
+        writer = RecordingWriter.create(
+            self.storage, session_id, dict(meta), self.signing_key, self.key_id
+        )
+        rec = LiveRecording(writer, on_failure, _service=self)
+        self._live.add(rec)
+        return rec
+
+    def forget(self, rec: LiveRecording) -> None:
+        """Stop ticking a recording (closed or failed)."""
+        self._live.discard(rec)
+
+    @property
+    def live_count(self) -> int:
+        """Recordings being written now."""
+        return len(self._live)
+
+    async def run_ticker(self, interval: float = TICK_INTERVAL) -> None:
+        """Tick every live writer until cancelled (one task for the whole node)."""
+        while True:
+            await asyncio.sleep(interval)
+            for rec in list(self._live):
+                rec.tick()
+
+    def path_of(self, location: str) -> str:
+        """Filesystem path of a stored recording."""
+        return str(self.storage.path_of(location))
+
+
+def extract_session_commands(path: str) -> list[tuple[float, str]]:
+    """Typed command lines of a recording with absolute times, for the search index."""
+    with RecordingReader.open(path) as reader:
+        start = reader.header.started_at
+        return [(start + t, text) for t, text in extract_commands(reader.events())]
+
+
+def recover_crashed_sessions(service: RecordingService, store: Store, node: str) -> list[str]:
+    """End sessions this node left live when it died; repair their recordings.
+
+    Each recording gets a signed recovery trailer and index (``bastion verify`` then
+    says it was cut short, not altered); the session row gets its final hash and
+    end reason ``node-crash``. Returns the recovered session ids.
+    """
+    recovered: list[str] = []
+    now = time.time()
+    for s in store.list_sessions(live=True, limit=100_000):
+        if s.node != node:
+            continue
+        final_hash = signature = None
+        detail = "no recording"
+        if s.recording:
+            path = service.path_of(s.recording)
+            try:
+                result = recover(path, service.signing_key)
+                final_hash, signature = result.final_hash, result.signature
+                detail = f"recording {result.action}: {result.result}"
+                commands = extract_session_commands(path)
+                store.add_session_commands(s.id, commands)
+            except (RecordingError, OSError) as e:
+                detail = f"recording could not be recovered: {e}"
+                log.error("session %s: %s", s.id, detail)
+        store.end_session(
+            s.id,
+            ended_at=now,
+            reason="node-crash",
+            bytes_in=s.bytes_in,
+            bytes_out=s.bytes_out,
+            final_hash=final_hash,
+            final_signature=signature,
+        )
+        store.append_audit(
+            "node",
+            "session.recovered",
+            s.target_name,
+            {"session": s.id, "user": s.user_name, "detail": detail},
+            now,
+        )
+        recovered.append(s.id)
+    return recovered
