@@ -74,7 +74,8 @@ def recover(
                     "files cut short by a crash - keep this file as evidence"
                 )
             if w.trailer is not None and w.footer_seen:
-                return RecoverResult("none", w.prev_hash.hex(), None, 0, result_of(w))
+                signature = w.trailer.signature.hex() if w.trailer.signed else None
+                return RecoverResult("none", w.prev_hash.hex(), signature, 0, result_of(w))
             size = f.seek(0, os.SEEK_END)
             trailer = w.trailer
             if trailer is None:

@@ -77,6 +77,8 @@ class TransferRule:
 
     options: tuple[str, ...]
     feed: FileAuditFeed | None
+    refusal: str | None = None
+    """Set when the request is a transfer the bastion could not audit: refuse it."""
 
 
 def _program(command: str) -> str:
@@ -93,10 +95,13 @@ def classify_channel(kind: str, command: str | None, subsystem: str | None) -> T
     if kind == "subsystem" and subsystem == "sftp":
         return TransferRule(("sftp", "scp"), FileAuditFeed(SftpAuditor(), "sftp"))
     if kind == "exec" and command is not None and _program(command) in TRANSFER_PROGRAMS:
+        if _program(command) == "rsync":
+            return TransferRule(("scp",), None)
         scp = parse_scp_command(command)
-        if scp is not None:
+        if scp is None:
+            # e.g. "scp -t x; rm -rf y": not a plain transfer, so not one we could audit.
             return TransferRule(
-                ("scp",), FileAuditFeed(ScpAuditor(scp.direction), "scp", scp.paths)
+                ("scp",), None, "this scp command is not a plain scp transfer; use scp as is"
             )
-        return TransferRule(("scp",), None)
+        return TransferRule(("scp",), FileAuditFeed(ScpAuditor(scp.direction), "scp", scp.paths))
     return None

@@ -185,7 +185,6 @@ class ScpAuditor:
         self._dirs: list[str] = []
         self._file: _Awaiting | None = None  # the file whose data is streaming
         self._remaining = 0  # data bytes still to skip for _file
-        self._want_status = False  # data done, the source's status byte is next
         self._stopped: str | None = None
 
     def client_data(self, data: bytes) -> list[FileEvent]:
@@ -278,7 +277,7 @@ class ScpAuditor:
         """A non-zero response, as OpenSSH's response() reads it, or None if incomplete.
 
         The first byte is the code; the message runs to the next newline after it.
-        \1 and \2 introduce a message, any other byte is the message's first character.
+        \\1 and \\2 introduce a message; any other byte is the message's first character.
         """
         line = self._take_line(buf, what, start=1)
         if line is None:

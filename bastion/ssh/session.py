@@ -590,6 +590,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             require_option(grant, *rule.options)
         except AccessDenied as e:
             raise Refusal("option-not-granted", str(e)) from e
+        if rule.refusal is not None:
+            raise Refusal("unauditable-transfer", rule.refusal)
         self.files = rule.feed
 
     async def _connect(self, target: Target, grant: Grant) -> None:

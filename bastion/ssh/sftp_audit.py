@@ -29,6 +29,8 @@ Path decoding
     ``surrogateescape`` would round-trip, but it produces strings that make
     ``str.encode("utf-8")`` raise inside loggers and JSON writers.  The price: a file
     literally named ``\\xff`` logs the same as one whose name is the byte 0xFF.
+    Control characters (a newline in a file name) are kept: log writers must
+    escape them, as JSON encoders do.
 
 Hostile input
     Anything that cannot be followed raises :class:`SftpAuditError` and nothing else.

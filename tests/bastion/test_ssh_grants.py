@@ -383,3 +383,12 @@ def test_remote_forward_always_refused(bastion: BastionHarness) -> None:
     assert r.returncode == 255
     assert b"remote port forwarding failed" in r.stderr.lower()
     assert bastion.wait_audit(c.name, "forward.refused")[-1].details["kind"] == "remote"
+
+
+def test_scp_command_with_extra_shell_refused(bastion: BastionHarness, tmp_path: Path) -> None:
+    c = bastion.contractor()
+    bastion.grant(c, "web1", options=("scp",))
+    r = c.ssh(f"scp -t {tmp_path}/x; touch {tmp_path}/sneaky", target="web1")
+    assert r.returncode == 1
+    assert b"not a plain scp transfer" in r.stderr
+    assert not (tmp_path / "sneaky").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -150,6 +151,7 @@ class BastionHarness:
     port: int
     targets: dict[str, OpenSSHTarget]
     proc: subprocess.Popen[bytes] | None = None
+    fsize_limit: int | None = None
     askpass: Path = field(init=False)
     known_hosts: Path = field(init=False)
     _counter: int = 0
@@ -167,20 +169,29 @@ class BastionHarness:
     def start(self) -> None:
         """Start ``bastion serve`` and wait for its port."""
         log = open(self.dir / "bastion.log", "ab")  # noqa: SIM115
+        limit = self.fsize_limit
+
+        def limit_file_size() -> None:  # simulates a full disk for the node's writes
+            if limit is not None:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        argv = [
+            sys.executable,
+            "-m",
+            "bastion",
+            "serve",
+            "--config",
+            str(self.config.path),
+            "--log-level",
+            "DEBUG",
+        ]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bastion",
-                "serve",
-                "--config",
-                str(self.config.path),
-                "--log-level",
-                "DEBUG",
-            ],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=limit_file_size if limit is not None else None,
         )
         log.close()
         deadline = time.monotonic() + 30
@@ -294,7 +305,9 @@ class BastionHarness:
         )
 
 
-def make_harness(directory: Path, state_url: str | None = None) -> BastionHarness:
+def make_harness(
+    directory: Path, state_url: str | None = None, fsize_limit: int | None = None
+) -> BastionHarness:
     """Initialise a bastion dir, start two targets and the node."""
     port = free_port()
     config = init_dir(directory, f"127.0.0.1:{port}", state_url, "test-node")
@@ -323,7 +336,9 @@ def make_harness(directory: Path, state_url: str | None = None) -> BastionHarnes
                 host_keys=[t.host_key_line],
                 now=time.time(),
             )
-        harness = BastionHarness(directory, config, store, ca, port, targets)
+        harness = BastionHarness(
+            directory, config, store, ca, port, targets, fsize_limit=fsize_limit
+        )
         harness.start()
     except BaseException:
         for t in targets.values():

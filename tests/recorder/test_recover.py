@@ -32,7 +32,12 @@ def test_recover_a_crashed_file(
         assert normalise(r.events()) == normalise(rec.events)
         mid = r.index[len(r.index) // 2].time
         assert list(r.events(start=mid)) == [e for e in r.events() if e.time >= mid]
-    assert recover(rec.path, key).action == "none"
+    again = recover(rec.path, key)
+    assert (again.action, again.final_hash, again.signature) == (
+        "none",
+        done.final_hash,
+        done.signature,
+    )
 
 
 def test_recover_discards_only_a_torn_tail(
@@ -76,6 +81,7 @@ def test_recover_adds_a_missing_index_to_a_closed_file(
     assert verify(rec.path, key.public_key()).status == "intact"
     done = recover(rec.path, key)
     assert done.action == "indexed"
+    assert rec.summary is not None and done.signature == rec.summary.signature
     assert rec.path.read_bytes() == data
     assert done.result.status == "intact" and done.result.notes == ()
 
@@ -86,6 +92,9 @@ def test_clean_close_and_recovery_are_distinguishable(
     closed = make_recording()
     crashed = make_recording(close=False)
     recover(crashed.path, key)
+    assert closed.summary is not None
+    untouched = recover(closed.path, key)
+    assert (untouched.action, untouched.signature) == ("none", closed.summary.signature)
     a, b = verify(closed.path, key.public_key()), verify(crashed.path, key.public_key())
     assert (a.status, a.end) == ("intact", "closed")
     assert (b.status, b.end) == ("truncated", "recovered")
