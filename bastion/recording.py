@@ -83,9 +83,16 @@ class LiveRecording:
         """How the remote side ended."""
         self._guard(lambda: self.writer.exit(status=status, signal=signal))
 
-    def tick(self) -> None:
-        """Time-bound chunking, fsync and checkpoints (called by the node's ticker)."""
-        self._guard(self.writer.tick)
+    def tick_in_worker(self) -> str | None:
+        """Time-bound chunking, fsync and checkpoints; runs in a worker thread, so it
+        returns a failure message instead of acting on it (the loop does that)."""
+        if self.failed is not None:
+            return None
+        try:
+            self.writer.tick()
+        except RecordingWriteError as e:
+            return str(e)
+        return None
 
     def close(self, reason: str) -> RecordingSummary | None:
         """Finish the file (signed trailer, index); None if it had already failed."""
@@ -141,15 +148,29 @@ class RecordingService:
         return len(self._live)
 
     async def run_ticker(self, interval: float = TICK_INTERVAL) -> None:
-        """Tick every live writer until cancelled (one task for the whole node)."""
+        """Tick every live writer until cancelled: one task for the whole node, and the
+        ticks (with their fsyncs) in a worker thread so the relay loop never waits on disk."""
         while True:
             await asyncio.sleep(interval)
-            for rec in list(self._live):
-                rec.tick()
+            live = list(self._live)
+            if not live:
+                continue
+            failures = await asyncio.to_thread(_tick_all, live)
+            for rec, message in failures:
+                rec._fail(message)
 
     def path_of(self, location: str) -> str:
         """Filesystem path of a stored recording."""
         return str(self.storage.path_of(location))
+
+
+def _tick_all(live: list[LiveRecording]) -> list[tuple[LiveRecording, str]]:
+    failures = []
+    for rec in live:
+        message = rec.tick_in_worker()
+        if message is not None:
+            failures.append((rec, message))
+    return failures
 
 
 def extract_session_commands(path: str) -> list[tuple[float, str]]:
