@@ -122,7 +122,8 @@ Connect (the bastion asks for a TOTP code after the key):
   SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force ssh {host} {DEMO_USER}%{DEMO_TARGET}@127.0.0.1 id
   scp -P {args.port} -i {key_path} README.md {DEMO_USER}%{DEMO_TARGET}@127.0.0.1:/tmp/
 
-Admin: bastion --help (use --config {config.path}); sessions are NOT recorded yet.
+Every session is recorded under {config.recordings_dir}.
+Admin: bastion sessions list --config {config.path}; bastion --help for the rest.
 """,
             flush=True,
         )
