@@ -144,6 +144,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.bytes_in += len(data)
             if self.recording is not None:
                 self.recording.input(data)
+                if self.exited:
+                    return
             if self.live is not None:
                 self.live.touch(self.node.clock())
             if self.files is not None:
@@ -225,6 +227,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.bytes_out += len(data)
         if self.recording is not None:
             self.recording.output(data)
+            if self.exited:  # the recording just failed and ended the session
+                return
         if self.files is not None and datatype is None:
             self.files.server_data(data)
             self._audit_files()
