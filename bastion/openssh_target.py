@@ -58,7 +58,8 @@ class OpenSSHTarget:
         """The public host key to pin on the bastion."""
         return self.host_key_path.with_suffix(".pub").read_text().strip()
 
-    def _write_files(self) -> Path:
+    def write_files(self) -> Path:
+        """Write host key, CA, principals and sshd_config (start() calls it; tests may first)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         if not self.host_key_path.exists():
@@ -107,7 +108,7 @@ class OpenSSHTarget:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         for _attempt in range(5):
             self.port = self.fixed_port or free_port(self.host)
-            config = self._write_files()
+            config = self.write_files()
             log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
             try:
                 self._proc = subprocess.Popen(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bastion.ca import IssuedCertificate
+from bastion.openssh_target import OpenSSHTarget
 from bastion.target_setup import default_principal
 from tests.peers.bastion_node import LOGIN, BastionHarness
 
@@ -163,3 +164,59 @@ def test_pinned_host_key_mismatch_refused(bastion: BastionHarness) -> None:
     assert r.returncode == 1
     assert b"does not match the pinned key" in r.stderr
     assert bastion.audit(c.name, "upstream.host-key-mismatch")
+
+
+def test_target_add_scan_pins_the_real_host_key(bastion: BastionHarness) -> None:
+    t = bastion.targets["web2"]
+    r = bastion.cli(
+        "target",
+        "add",
+        "scanned-web2",
+        "--ssh",
+        f"{t.host}:{t.port}",
+        "--login",
+        LOGIN,
+        "--scan",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "scanned" in r.stdout and "SHA256:" in r.stdout
+    pinned = bastion.target("scanned-web2").host_keys
+    assert [k.split()[:2] for k in pinned] == [t.host_key_line.split()[:2]]
+
+
+def test_host_ca_trusted_instead_of_pinned_key(bastion: BastionHarness, tmp_path: Path) -> None:
+    import asyncssh
+
+    host_ca = asyncssh.generate_private_key("ssh-ed25519")
+    target = OpenSSHTarget(
+        tmp_path / "ca-host", bastion.ca.public_key_line(), "bastion-cahost", [LOGIN]
+    )
+    target.write_files()  # the host key exists now: certify it, then start with the cert
+    host_key = asyncssh.read_private_key(str(target.host_key_path))
+    cert = host_ca.generate_host_certificate(host_key, "ca-host", principals=["127.0.0.1"])
+    cert_path = tmp_path / "ca-host" / "host-cert.pub"
+    cert.write_certificate(str(cert_path))
+    target.extra_config = [f"HostCertificate {cert_path}"]
+    target.start()
+    try:
+        ca_file = tmp_path / "host_ca.pub"
+        ca_file.write_bytes(host_ca.export_public_key("openssh"))
+        c = bastion.contractor()
+        name = f"cahost{c.user.id}"
+        bastion.store.add_target(
+            name=name,
+            kind=bastion.target("web1").kind,
+            host=target.host,
+            port=target.port,
+            logins=[LOGIN],
+            principal="bastion-cahost",
+            host_ca_keys=[ca_file.read_text().strip()],
+            now=time.time(),
+        )
+        bastion.grant(c, name)
+        r = c.ssh("echo via-host-ca", target=name)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"via-host-ca\n"
+    finally:
+        target.remove()
