@@ -21,7 +21,7 @@ from bastion.ids import new_session_id
 from bastion.live import LiveSession
 from bastion.service import BastionNode
 from bastion.ssh.login_name import LoginName
-from bastion.ssh.upstream import UpstreamError, UpstreamPlan, connect_upstream
+from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.store.models import Grant, User
 
 log = logging.getLogger(__name__)
@@ -100,25 +100,7 @@ async def _upstream_for(ctx: ForwardingContext) -> asyncssh.SSHClientConnection:
             permit_port_forwarding=True,
             permit_agent_forwarding=False,
         )
-        cfg = node.config.ssh
-        conn, cert = await connect_upstream(
-            node.ca,
-            plan,
-            now=now,
-            lifetime=cfg.certificate_lifetime,
-            backdate=cfg.certificate_backdate,
-            source_addresses=cfg.source_addresses,
-            connect_timeout=cfg.connect_timeout,
-        )
-        await node.audit(
-            ctx.user.name,
-            "certificate.issued",
-            target.name,
-            serial=cert.serial,
-            key_id=cert.key_id,
-            principals=list(cert.principals),
-            forward=True,
-        )
+        conn, _cert = await open_upstream(node, plan, user=ctx.user, session_id=session_id)
         ctx.upstream, ctx.grant = conn, grant
         ctx.live = LiveSession(
             session_id=session_id,

@@ -27,9 +27,9 @@ from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.login_name import LoginName, valid_name
 from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
 from bastion.ssh.sftp_audit import FileEvent
-from bastion.ssh.upstream import UpstreamError, UpstreamPlan, connect_upstream
+from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
-from bastion.store.models import CertificateRecord, Grant, SessionRecord, Target, User
+from bastion.store.models import Grant, SessionRecord, Target, User
 from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
@@ -600,7 +600,6 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     async def _connect(self, target: Target, grant: Grant) -> None:
         node, user = self.node, self.ctx.user
-        cfg = node.config.ssh
         assert self.session_id is not None and self.login is not None
         # Set only when create_agent_listener accepted ``ssh -A`` for a grant with "agent".
         agent_path = self.chan.get_agent_path() if self.chan is not None else None
@@ -615,54 +614,14 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             agent_path=agent_path,
         )
         try:
-            conn, cert = await connect_upstream(
-                node.ca,
-                plan,
-                now=node.clock(),
-                lifetime=cfg.certificate_lifetime,
-                backdate=cfg.certificate_backdate,
-                source_addresses=cfg.source_addresses,
-                connect_timeout=cfg.connect_timeout,
-            )
+            conn, _cert = await open_upstream(node, plan, user=user, session_id=self.session_id)
         except AccessDenied as e:
             self.end_reason = "upstream-refused"
             raise Refusal("upstream-refused", str(e)) from e
         except UpstreamError as e:
             self.end_reason = f"upstream-{e.reason}"
-            await node.audit(
-                user.name,
-                f"upstream.{e.reason}",
-                target.name,
-                session=self.session_id,
-                message=str(e),
-            )
             raise Refusal(f"upstream-{e.reason}", str(e)) from e
         self.up_conn = conn
-        await node.call(
-            node.store.record_certificate,
-            CertificateRecord(
-                serial=cert.serial,
-                key_id=cert.key_id,
-                principals=cert.principals,
-                valid_after=cert.valid_after,
-                valid_before=cert.valid_before,
-                session_id=self.session_id,
-                user_id=user.id,
-                target_id=target.id,
-                issued_at=node.clock(),
-            ),
-        )
-        await node.audit(
-            user.name,
-            "certificate.issued",
-            target.name,
-            session=self.session_id,
-            serial=cert.serial,
-            key_id=cert.key_id,
-            principals=list(cert.principals),
-            valid_after=cert.valid_after,
-            valid_before=cert.valid_before,
-        )
         if self.closed:
             conn.close()
             return

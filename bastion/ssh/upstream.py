@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from bastion.ca import CertificateAuthority, IssuedCertificate
+from bastion.ca import IssuedCertificate
 from bastion.errors import AccessDenied, BastionError
-from bastion.store.models import Target
+from bastion.service import BastionNode
+from bastion.store.models import CertificateRecord, Target, User
 
 
 class UpstreamError(BastionError):
@@ -64,53 +65,32 @@ def known_hosts_for(
     return keys, cas, []
 
 
-async def connect_upstream(
-    ca: CertificateAuthority,
-    plan: UpstreamPlan,
-    *,
-    now: float,
-    lifetime: float,
-    backdate: float,
-    source_addresses: tuple[str, ...],
-    connect_timeout: float,
-) -> tuple[asyncssh.SSHClientConnection, IssuedCertificate]:
-    """Issue a certificate and log in to the target with it.
+async def _source_addresses(
+    target: Target, configured: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, int]]:
+    """Addresses for the certificate's source-address, and the one to bind to."""
+    if configured:
+        return configured, (configured[0], 0)
+    try:
+        detected = await asyncio.to_thread(route_source_address, target.host, target.port)
+    except OSError as e:
+        raise UpstreamError(
+            "unreachable", f"cannot route to {target.name} ({target.host}:{target.port}): {e}"
+        ) from e
+    return (detected,), (detected, 0)
 
-    Raises UpstreamError with reason "host-key-mismatch", "refused" or "unreachable".
-    """
+
+async def _dial(
+    plan: UpstreamPlan,
+    cert: IssuedCertificate,
+    local_addr: tuple[str, int],
+    connect_timeout: float,
+) -> asyncssh.SSHClientConnection:
     target = plan.target
     known_hosts = known_hosts_for(target)
-    local_addr: tuple[str, int] | None = None
-    if source_addresses:
-        sources = source_addresses
-        local_addr = (source_addresses[0], 0)
-    else:
-        try:
-            detected = await asyncio.to_thread(route_source_address, target.host, target.port)
-        except OSError as e:
-            raise UpstreamError(
-                "unreachable", f"cannot route to {target.name} ({target.host}:{target.port}): {e}"
-            ) from e
-        sources = (detected,)
-        local_addr = (detected, 0)
-    try:
-        cert = ca.issue(
-            principal=target.principal,
-            key_id=plan.key_id,
-            now=now,
-            lifetime=lifetime,
-            backdate=backdate,
-            not_after=plan.not_after,
-            source_addresses=sources,
-            permit_pty=plan.permit_pty,
-            permit_port_forwarding=plan.permit_port_forwarding,
-            permit_agent_forwarding=plan.permit_agent_forwarding,
-        )
-    except ValueError as e:
-        raise UpstreamError("grant-ended", str(e)) from e
     where = f"{target.name} ({target.host}:{target.port})"
     try:
-        conn = await asyncio.wait_for(
+        return await asyncio.wait_for(
             asyncssh.connect(
                 target.host,
                 target.port,
@@ -143,4 +123,70 @@ async def connect_upstream(
         ) from e
     except (OSError, asyncssh.Error, TimeoutError) as e:
         raise UpstreamError("unreachable", f"cannot connect to {where}: {e}") from e
+
+
+async def open_upstream(
+    node: BastionNode, plan: UpstreamPlan, *, user: User, session_id: str | None
+) -> tuple[asyncssh.SSHClientConnection, IssuedCertificate]:
+    """Issue, record and audit a certificate, then log in to the target with it.
+
+    The certificate is stored before it is used, so even a connection that fails
+    (host key mismatch, refusal) leaves its serial in the state store.
+
+    Raises AccessDenied (no pinned host key) or UpstreamError ("host-key-mismatch",
+    "refused", "unreachable", "grant-ended"), audited as ``upstream.<reason>``.
+    """
+    cfg = node.config.ssh
+    target = plan.target
+    known_hosts_for(target)  # refuse before issuing anything if nothing is pinned
+    try:
+        sources, local_addr = await _source_addresses(target, cfg.source_addresses)
+        now = node.clock()
+        try:
+            cert = node.ca.issue(
+                principal=target.principal,
+                key_id=plan.key_id,
+                now=now,
+                lifetime=cfg.certificate_lifetime,
+                backdate=cfg.certificate_backdate,
+                not_after=plan.not_after,
+                source_addresses=sources,
+                permit_pty=plan.permit_pty,
+                permit_port_forwarding=plan.permit_port_forwarding,
+                permit_agent_forwarding=plan.permit_agent_forwarding,
+            )
+        except ValueError as e:
+            raise UpstreamError("grant-ended", str(e)) from e
+        await node.call(
+            node.store.record_certificate,
+            CertificateRecord(
+                serial=cert.serial,
+                key_id=cert.key_id,
+                principals=cert.principals,
+                valid_after=cert.valid_after,
+                valid_before=cert.valid_before,
+                session_id=session_id,
+                user_id=user.id,
+                target_id=target.id,
+                issued_at=now,
+            ),
+        )
+        await node.audit(
+            user.name,
+            "certificate.issued",
+            target.name,
+            session=session_id,
+            serial=cert.serial,
+            key_id=cert.key_id,
+            principals=list(cert.principals),
+            valid_after=cert.valid_after,
+            valid_before=cert.valid_before,
+            source_address=list(sources),
+        )
+        conn = await _dial(plan, cert, local_addr, cfg.connect_timeout)
+    except UpstreamError as e:
+        await node.audit(
+            user.name, f"upstream.{e.reason}", target.name, session=session_id, message=str(e)
+        )
+        raise
     return conn, cert
