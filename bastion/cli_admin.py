@@ -166,6 +166,20 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
                 raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
             store.lock_user(user.id, None)
             store.clear_auth_failures(user.id)
+        elif action == "lock":
+            user = store.get_user(args.name)
+            if user is None:
+                raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
+            now = time.time()
+            until = now + parse_duration(args.duration) if args.duration else now + 10 * 365 * 86400
+            store.lock_user(user.id, until)
+            live = store.list_sessions(live=True, user=user.name, limit=10_000)
+            for s in live:
+                store.request_termination(s.id, actor(), f"user {user.name} locked", now)
+            print(
+                f"user {user.name} locked until {format_time(until)}; "
+                f"{len(live)} live session(s) will be ended"
+            )
         elif action == "reset-mfa":
             secret = new_totp_secret()
             store.reset_totp(args.name, secret)
@@ -205,6 +219,16 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
         p.add_argument("name")
         add_config(p)
         p.set_defaults(func=lambda a, _x=action: _user_change(a, _x))
+    p = us.add_parser("lock", help="refuse a user's logins and end their live sessions")
+    p.add_argument("name")
+    p.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="how long (e.g. 1h); default: until 'bastion user unlock'",
+    )
+    add_config(p)
+    p.set_defaults(func=lambda a: _user_change(a, "lock"))
     p = us.add_parser("add-key", help="add an SSH public key to a user")
     p.add_argument("name")
     p.add_argument("--key", action="append", required=True, metavar="PUBKEY_FILE")

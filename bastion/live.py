@@ -53,6 +53,7 @@ class LiveSession:
 
 
 GrantStateReader = Callable[[Sequence[int]], Awaitable[dict[int, tuple[GrantState, float]]]]
+TerminationReader = Callable[[Sequence[str]], Awaitable[dict[str, tuple[str, str]]]]
 
 
 class LiveSessions:
@@ -97,6 +98,13 @@ class LiveSessions:
                 continue
             self.apply_one(s)
 
+    def apply_terminations(self, requests: dict[str, tuple[str, str]]) -> None:
+        """End the sessions an admin asked to end (requests: id -> (by, reason))."""
+        for session_id, (by, reason) in requests.items():
+            s = self._sessions.get(session_id)
+            if s is not None:
+                self._end(s, "admin-terminated", f"terminated by {by}: {reason}")
+
     def apply_one(self, s: LiveSession) -> None:
         """Warn or end one session by the clock alone (also run when a session starts)."""
         if s.ending:
@@ -126,7 +134,12 @@ class LiveSessions:
         log.info("ending session %s: %s", s.session_id, message)
         s.handle.terminate(reason, message)
 
-    async def watch(self, read_states: GrantStateReader, poll_interval: float) -> None:
+    async def watch(
+        self,
+        read_states: GrantStateReader,
+        poll_interval: float,
+        read_terminations: TerminationReader | None = None,
+    ) -> None:
         """Run the time box until cancelled."""
         while True:
             await asyncio.sleep(poll_interval)
@@ -135,7 +148,13 @@ class LiveSessions:
                 continue
             try:
                 states = await read_states(sorted({s.grant_id for s in sessions}))
+                requests = (
+                    await read_terminations([s.session_id for s in sessions])
+                    if read_terminations is not None
+                    else {}
+                )
             except Exception:  # keep the watcher alive through a store hiccup
                 log.exception("cannot read grant states; retrying")
                 continue
+            self.apply_terminations(requests)
             self.apply(states)

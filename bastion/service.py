@@ -87,9 +87,16 @@ class BastionNode:
     async def _grant_states(self, ids: Sequence[int]) -> dict[int, tuple[GrantState, float]]:
         return await self.call(self.store.grant_states, list(ids))
 
+    async def _terminations(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return await self.call(self.store.termination_requests, list(ids))
+
     def start_background(self) -> None:
         """Start the time box (grant end, revocation, idleness) and the recording ticker."""
-        self.spawn(self.live.watch(self._grant_states, self.config.timebox.poll_interval))
+        self.spawn(
+            self.live.watch(
+                self._grant_states, self.config.timebox.poll_interval, self._terminations
+            )
+        )
         self.spawn(self.recordings.run_ticker())
 
     async def close(self) -> None:

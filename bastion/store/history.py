@@ -125,6 +125,39 @@ class History:
         with self._db.transaction() as tx:
             return [rows.session(r) for r in tx.all(sql, [*params, int(limit)])]
 
+    def request_termination(self, session_id: str, by: str, reason: str, at: float) -> None:
+        """Ask the node running a live session to end it (within one time-box pass).
+
+        Raises NotFound, or StoreError if the session already ended.
+        """
+        with self._db.transaction(write=True) as tx:
+            changed = tx.run(
+                "UPDATE sessions SET terminate_requested_at = ?, terminate_by = ?,"
+                " terminate_reason = ? WHERE id = ? AND ended_at IS NULL",
+                [float(at), by, reason, session_id],
+            )
+            if changed == 0:
+                row = tx.one("SELECT end_reason FROM sessions WHERE id = ?", [session_id])
+                if row is None:
+                    raise NotFound(f"no session {session_id}; see 'bastion sessions list --live'")
+                raise StoreError(f"session {session_id} already ended ({row['end_reason']})")
+
+    def termination_requests(self, session_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(by, reason) for each of these live sessions an admin asked to end."""
+        result: dict[str, tuple[str, str]] = {}
+        ids = sorted(set(session_ids))
+        with self._db.transaction() as tx:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                for r in tx.all(
+                    "SELECT id, terminate_by, terminate_reason FROM sessions"
+                    f" WHERE id IN ({marks}) AND terminate_requested_at IS NOT NULL",
+                    chunk,
+                ):
+                    result[str(r["id"])] = (str(r["terminate_by"]), str(r["terminate_reason"]))
+        return result
+
     def add_session_commands(
         self, session_id: str, commands: Sequence[tuple[float, str]], first_seq: int = 0
     ) -> None:

@@ -166,6 +166,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "termination requests",
+        (
+            # An admin's request to end a live session, picked up by whichever node
+            # runs it on its next time-box pass (no node-to-node messaging needed).
+            "ALTER TABLE sessions ADD COLUMN terminate_requested_at {FLOAT}",
+            "ALTER TABLE sessions ADD COLUMN terminate_by TEXT",
+            "ALTER TABLE sessions ADD COLUMN terminate_reason TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

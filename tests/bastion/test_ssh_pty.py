@@ -126,3 +126,24 @@ def test_session_cut_on_revoke(bastion: BastionHarness) -> None:
     rows = bastion.wait_audit(c.name, "session.terminated")
     assert rows and rows[-1].details["reason"] == "grant-revoked"
     assert not bastion.store.list_sessions(live=True, user=c.name)
+
+
+def test_admin_lock_ends_live_sessions_and_refuses_logins(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    bastion.grant(c, "web2")
+    child = _spawn(c, bastion, target="web2")
+    try:
+        child.sendline("echo started-$((2+3))")
+        child.expect("started-5")
+        r = bastion.cli("user", "lock", c.name)
+        assert r.returncode == 0, r.stderr
+        assert "1 live session(s) will be ended" in r.stdout
+        child.expect(f"terminated by test-admin: user {c.name} locked", timeout=10)
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        child.close()
+    assert child.exitstatus == 255
+    rows = bastion.wait_audit(c.name, "session.terminated")
+    assert rows[-1].details["reason"] == "admin-terminated"
+    r2 = c.ssh("true", target="web2")
+    assert r2.returncode == 255 and b"is locked" in r2.stderr
