@@ -65,3 +65,24 @@ def test_command_search(store: Store) -> None:
     assert [h.text for h in store.search_commands("100%_")] == ["SUDO rm -rf /tmp/100%_x"]
     assert store.search_commands("0%x") == []
     assert store.search_commands("nothing-like-this") == []
+
+
+def test_termination_requests(store: Store) -> None:
+    import pytest
+
+    from bastion.errors import NotFound, StoreError
+
+    _session(store, "01SESSIONAAAAAAAAAAAAAAAAA", "alice", "web1")
+    _session(store, "01SESSIONBBBBBBBBBBBBBBBBB", "alice", "web1")
+    assert store.termination_requests(["01SESSIONAAAAAAAAAAAAAAAAA"]) == {}
+    store.request_termination("01SESSIONAAAAAAAAAAAAAAAAA", "bob", "policy", T0 + 1)
+    assert store.termination_requests(
+        ["01SESSIONAAAAAAAAAAAAAAAAA", "01SESSIONBBBBBBBBBBBBBBBBB"]
+    ) == {"01SESSIONAAAAAAAAAAAAAAAAA": ("bob", "policy")}
+    store.end_session(
+        "01SESSIONBBBBBBBBBBBBBBBBB", ended_at=T0 + 2, reason="exit", bytes_in=0, bytes_out=0
+    )
+    with pytest.raises(StoreError, match="already ended"):
+        store.request_termination("01SESSIONBBBBBBBBBBBBBBBBB", "bob", "x", T0 + 3)
+    with pytest.raises(NotFound):
+        store.request_termination("01SESSIONCCCCCCCCCCCCCCCCC", "bob", "x", T0 + 3)
