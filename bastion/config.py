@@ -32,6 +32,7 @@ class SshConfig:
     certificate_backdate: float = 30.0
     source_addresses: tuple[str, ...] = ()
     connect_timeout: float = 10.0
+    max_startups: int = 100
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def load_config(path: Path | str | None = None) -> Config:
             ),
             source_addresses=tuple(sources),
             connect_timeout=_number(ssh, "connect_timeout", 10, "ssh.connect_timeout"),
+            max_startups=int(_number(ssh, "max_startups", 100, "ssh.max_startups")),
         ),
         mfa=MfaConfig(
             issuer=str(mfa.get("issuer", "bastion")),
@@ -224,8 +226,11 @@ on_failure = "refuse"
 # Contractor-facing listener.
 listen = "{listen}"
 host_key = "keys/ssh_host_ed25519_key"
-# Seconds a client may take to authenticate before it is disconnected.
+# Seconds a client may take to authenticate before it is disconnected, and how
+# many connections may be authenticating at once (more are dropped at once, like
+# OpenSSH's MaxStartups): slow or idle clients cannot starve real users.
 login_timeout = 30
+max_startups = 100
 # Seconds without input before a session is closed (0 = never).
 idle_timeout = 900
 # Upstream certificates: lifetime (at most 120 s; never past the grant's end)

@@ -54,6 +54,8 @@ class BastionNode:
             warn_before=config.timebox.warn_before, idle_timeout=config.ssh.idle_timeout
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.unauthenticated = 0
+        """Connections still authenticating (bounded by ssh.max_startups)."""
 
     @classmethod
     def from_config(cls, config: Config) -> BastionNode:

@@ -46,17 +46,38 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.key_fingerprint: str | None = None
         self._audited_unknown: set[str] = set()
         self._forwarding: ForwardingContext | None = None
+        self._counted = False
 
     # --- connection ---------------------------------------------------------------
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        """Remember the peer for audit rows."""
+        """Remember the peer; drop the connection if too many are still authenticating."""
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.client_addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if self.node.unauthenticated >= self.node.config.ssh.max_startups:
+            log.warning(
+                "dropping %s: %d connections already authenticating",
+                self.client_addr,
+                self.node.unauthenticated,
+            )
+            conn.abort()
+            return
+        self.node.unauthenticated += 1
+        self._counted = True
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.node.unauthenticated -= 1
+
+    def auth_completed(self) -> None:
+        """No longer counts against ssh.max_startups."""
+        self._uncount()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Close any upstream connection kept for port forwarding."""
+        self._uncount()
         if self._forwarding is not None:
             self._forwarding.close()
 

@@ -306,13 +306,17 @@ class BastionHarness:
 
 
 def make_harness(
-    directory: Path, state_url: str | None = None, fsize_limit: int | None = None
+    directory: Path,
+    state_url: str | None = None,
+    fsize_limit: int | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> BastionHarness:
     """Initialise a bastion dir, start two targets and the node."""
     port = free_port()
     config = init_dir(directory, f"127.0.0.1:{port}", state_url, "test-node")
     text = config.path.read_text()
-    for old, new in TEST_CONFIG_OVERRIDES.items():
+    for old, new in {**TEST_CONFIG_OVERRIDES, **(overrides or {})}.items():
+        assert old in text, f"config template has no line {old!r}"
         text = text.replace(old, new)
     config.path.write_text(text)
     config = load_config(config.path)
