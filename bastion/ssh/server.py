@@ -19,7 +19,8 @@ from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
 from bastion.ssh.forwarding import ForwardingContext, open_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
-from bastion.ssh.session import ConnectionContext, RelaySession
+from bastion.ssh.session import RelaySession
+from bastion.ssh.target_choice import ConnectionContext
 from bastion.ssh.two_factor import TwoFactorServerConnection
 from bastion.store.models import User
 
