@@ -30,7 +30,7 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (kept in one place so --help stays complete)."""
-    from bastion import cli_admin, cli_node, demo
+    from bastion import cli_admin, cli_node, cli_sessions, demo
 
     parser = argparse.ArgumentParser(
         prog="bastion",
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_target_commands(sub, _add_config, _add_json)
     cli_admin.add_grant_commands(sub, _add_config, _add_json)
     cli_admin.add_audit_commands(sub, _add_config, _add_json)
+    cli_sessions.add_session_commands(sub, _add_config, _add_json)
     return parser
 
 

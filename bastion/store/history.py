@@ -88,7 +88,7 @@ class History:
             if changed == 0:
                 row = tx.one("SELECT end_reason FROM sessions WHERE id = ?", [session_id])
                 if row is None:
-                    raise NotFound(f"no session {session_id}; see 'bastion session list'")
+                    raise NotFound(f"no session {session_id}; see 'bastion sessions list'")
                 raise StoreError(f"session {session_id} already ended ({row['end_reason']})")
 
     def get_session(self, session_id: str) -> SessionRecord | None:

@@ -147,3 +147,26 @@ def test_admin_lock_ends_live_sessions_and_refuses_logins(bastion: BastionHarnes
     assert rows[-1].details["reason"] == "admin-terminated"
     r2 = c.ssh("true", target="web2")
     assert r2.returncode == 255 and b"is locked" in r2.stderr
+
+
+def test_admin_terminates_one_session(bastion: BastionHarness) -> None:
+    c = bastion.contractor()
+    bastion.grant(c, "web1")
+    child = _spawn(c, bastion, target="web1")
+    try:
+        child.sendline("echo started-$((2+3))")
+        child.expect("started-5")
+        (live,) = bastion.store.list_sessions(live=True, user=c.name)
+        r = bastion.cli("sessions", "terminate", live.id, "--reason", "incident 42")
+        assert r.returncode == 0, r.stderr
+        child.expect("terminated by test-admin: incident 42", timeout=10)
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        child.close()
+    assert child.exitstatus == 255
+    assert bastion.audit("test-admin", "session.terminate-requested")[-1].subject == live.id
+    bastion.wait_audit(c.name, "session.end")
+    ended = bastion.store.get_session(live.id)
+    assert ended is not None and ended.end_reason == "admin-terminated"
+    r = bastion.cli("sessions", "terminate", live.id, "--reason", "again")
+    assert r.returncode == 1 and "already ended" in r.stderr

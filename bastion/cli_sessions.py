@@ -1,0 +1,760 @@
+"""Session history and recording evidence: ``bastion sessions``, ``verify``, ``export``.
+
+``sessions`` reads the state store (who connected where, when, what was typed).
+``verify`` and ``export`` read a recording, named either by session id (resolved
+through the config's ``recordings_dir``, with the final hash the node stored at
+close as the expected hash) or by a file path. A file path needs no config or state
+store, so an auditor can check a copied recording with only the node's public key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bastion.cli_admin import AddOpt, Sub, actor, emit, opened
+from bastion.config import Config, load_config
+from bastion.errors import BastionError, ConfigError, NotFound
+from bastion.grants import format_time
+from bastion.ids import is_session_id, session_id_time
+from bastion.store import Store
+from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
+from bastion.timeparse import parse_duration, parse_time
+from recorder import (
+    LocalStorage,
+    Output,
+    RecordingError,
+    RecordingReader,
+    RecordingVersionError,
+    VerifyResult,
+    export,
+    verify,
+)
+from recorder.keys import key_id, load_public_key
+
+#: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
+EXIT_INTACT = 0
+EXIT_TRUNCATED = 3
+EXIT_ALTERED = 4
+EXIT_MISSING = 5
+
+VERIFY_EXIT_CODES = f"""\
+exit status:
+  {EXIT_INTACT}  intact: closed by the bastion, every hash and signature valid
+  {EXIT_TRUNCATED}  truncated: cut short (a crash, or a file without its end); what is
+     there is authentic up to the sequence number printed
+  {EXIT_ALTERED}  altered: changed, reordered, signed by another key, or not the file the
+     state store recorded for the session; the first bad chunk is printed
+  {EXIT_MISSING}  missing: the session has no recording, or its file is gone
+  1  error (unknown session, unreadable key or config); 2  usage error
+
+example (an auditor with a copy and the public key, no bastion config):
+  bastion verify copy.bastrec --key recording_signing_key.pub
+"""
+
+Status = Literal["intact", "truncated", "altered", "missing", "unchecked"]
+_EXIT = {
+    "unchecked": 1,
+    "intact": EXIT_INTACT,
+    "truncated": EXIT_TRUNCATED,
+    "altered": EXIT_ALTERED,
+    "missing": EXIT_MISSING,
+}
+
+#: How far before a session's start its audit rows may be (login, upstream connect).
+_AUDIT_LEAD = 300.0
+_AUDIT_SCAN_LIMIT = 100_000
+
+
+# --- small formatting helpers --------------------------------------------------------
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: typed commands and recorded reasons come
+    from the session, and must not drive the auditor's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def format_duration(seconds: float) -> str:
+    """A session length as people read it: 42s, 12m05s, 3h07m, 2d04h."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_bytes(n: int) -> str:
+    """A byte count in 1024 steps (exact counts are in ``--json``)."""
+    value = float(n)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{n}B" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_since(text: str | None, now: float) -> float | None:
+    """``--since``: a duration back from now (``2h``) or a time (ISO 8601, ``now``)."""
+    if not text:
+        return None
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        return parse_time(text, now)
+
+
+# --- sessions list / show / search --------------------------------------------------
+
+
+def _session_line(s: SessionRecord, now: float) -> str:
+    if s.ended_at is None:
+        length, end = "live", "-"
+    else:
+        length, end = format_duration(s.ended_at - s.started_at), s.end_reason or "-"
+    traffic = f"{format_bytes(s.bytes_in)}/{format_bytes(s.bytes_out)}"
+    return (
+        f"{s.id:<26} {s.user_name:<14} {s.target_name:<14} {s.protocol:<8} "
+        f"{s.login or '-':<10} {format_time(s.started_at):<23} {length:>8} "
+        f"{traffic:>15} {s.events:>7} {printable(end)}"
+    )
+
+
+_SESSION_HEADER = (
+    f"{'ID':<26} {'USER':<14} {'TARGET':<14} {'PROTOCOL':<8} {'LOGIN':<10} "
+    f"{'START':<23} {'DURATION':>8} {'IN/OUT':>15} {'EVENTS':>7} END"
+)
+
+
+def cmd_sessions_list(args: argparse.Namespace) -> int:
+    """List sessions, newest first, live or ended."""
+    now = time.time()
+    since = parse_since(args.since, now)
+    if args.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    with opened(args) as (_c, store):
+        sessions = store.list_sessions(
+            live=True if args.live else None,
+            user=args.user,
+            target=args.target,
+            since=since,
+            limit=args.limit,
+        )
+    if not args.json:
+        if not sessions:
+            print("no sessions match", file=sys.stderr)
+            return 0
+        print(_SESSION_HEADER)
+    emit(args, sessions, lambda s: _session_line(s, now))
+    return 0
+
+
+def session_audit(store: Store, session: SessionRecord) -> list[AuditEvent]:
+    """The audit rows that name ``session`` (``details["session"]``), oldest first."""
+    start = session.started_at
+    if is_session_id(session.id):
+        start = min(start, session_id_time(session.id))
+    rows = store.list_audit(since=start - _AUDIT_LEAD, limit=_AUDIT_SCAN_LIMIT)
+    return [e for e in rows if e.details.get("session") == session.id]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one recording, ready to print or serialise."""
+
+    status: Status
+    line: str
+    """``intact`` / ``truncated (...)`` / ``altered (...)`` / ``missing (...)``."""
+    file: str | None
+    result: VerifyResult | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        """What ``bastion verify`` exits with for this verdict."""
+        return _EXIT[self.status]
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict as a JSON-able dict (the VerifyResult fields under ``detail``)."""
+        return {
+            "status": self.status,
+            "verdict": self.line,
+            "exit_code": self.exit_code,
+            "file": self.file,
+            "notes": list(self.notes),
+            "detail": None if self.result is None else asdict(self.result),
+        }
+
+
+def cmd_sessions_show(args: argparse.Namespace) -> int:
+    """Show one session: its row, certificates, audit rows and recording verdict."""
+    with opened(args) as (config, store):
+        session = store.get_session(args.id)
+        if session is None:
+            raise NotFound(f"no session {args.id}; see 'bastion sessions list'")
+        certs = store.list_certificates(session_id=session.id)
+        audit = session_audit(store, session)
+    path = recording_path(config, session)
+    verdict = _show_verdict(config, session, path)
+    if args.json:
+        out = {
+            "session": asdict(session),
+            "certificates": [asdict(c) for c in certs],
+            "audit": [asdict(e) for e in audit],
+            "recording": {
+                "location": session.recording,
+                "path": None if path is None else str(path),
+                "verify": verdict.to_json(),
+            },
+        }
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    _print_session(session, certs, audit, path, verdict)
+    return 0
+
+
+def _show_verdict(config: Config, session: SessionRecord, path: Path | None) -> Verdict:
+    """The recording verdict for ``sessions show``; a problem checking is shown, not raised."""
+    if path is None or not path.exists():
+        return check_session_recording(session, path, None)
+    try:
+        return check_session_recording(session, path, node_public_key(config))
+    except BastionError as e:
+        return Verdict("unchecked", f"not checked: {e}", str(path))
+
+
+def _print_session(
+    s: SessionRecord,
+    certs: list[CertificateRecord],
+    audit: list[AuditEvent],
+    path: Path | None,
+    verdict: Verdict,
+) -> None:
+    ended = (
+        f"{format_time(s.ended_at)} ({format_duration(s.ended_at - s.started_at)}, "
+        f"{printable(s.end_reason or '-')})"
+        if s.ended_at is not None
+        else "live"
+    )
+    fields = [
+        ("session", s.id),
+        ("user", s.user_name),
+        ("target", s.target_name),
+        ("login", s.login or "-"),
+        ("protocol", s.protocol),
+        ("grant", f"#{s.grant_id}" if s.grant_id is not None else "-"),
+        ("node", s.node),
+        ("client", printable(s.client_addr)),
+        ("started", format_time(s.started_at)),
+        ("ended", ended),
+        ("bytes in/out", f"{s.bytes_in} / {s.bytes_out}"),
+        ("events", str(s.events)),
+        ("final hash", s.final_hash or "-"),
+    ]
+    for name, value in fields:
+        print(f"{name + ':':<14} {value}")
+    print()
+    print(f"certificates ({len(certs)}):")
+    for c in certs:
+        print(
+            f"  serial {c.serial}  key id {printable(c.key_id)}  "
+            f"valid {format_time(c.valid_after)} -> {format_time(c.valid_before)}  "
+            f"principals {','.join(c.principals)}"
+        )
+    print()
+    print(f"audit ({len(audit)}):")
+    for e in audit:
+        details = " ".join(
+            f"{k}={printable(str(v))}"
+            for k, v in e.details.items()
+            if v is not None and k != "session"
+        )
+        print(
+            f"  {format_time(e.at)} {e.actor:<16} {e.action:<22} {printable(e.subject or '-')} "
+            f"{details}".rstrip()
+        )
+    print()
+    print(f"recording:    {s.recording or '-'}")
+    if path is not None:
+        print(f"file:         {path}")
+    print(f"verify:       {verdict.line}")
+    for note in verdict.notes:
+        print(f"              {note}")
+
+
+def cmd_sessions_search(args: argparse.Namespace) -> int:
+    """Find the sessions in which a command containing TEXT was typed."""
+    if not args.text.strip():
+        raise ValueError("give some text to search for, e.g. 'systemctl restart'")
+    if args.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    since = parse_since(args.since, time.time())
+    with opened(args) as (_c, store):
+        hits = store.search_commands(
+            args.text, user=args.user, target=args.target, since=since, limit=args.limit
+        )
+
+    def line(h: CommandHit) -> str:
+        return (
+            f"{h.session_id:<26} {format_time(h.at)} {h.user_name:<14} {h.target_name:<14} "
+            f"{printable(h.text)}"
+        )
+
+    emit(args, hits, line)
+    if not args.json:
+        sessions = len({h.session_id for h in hits})
+        print(f"{len(hits)} command(s) in {sessions} session(s)", file=sys.stderr)
+    return 0
+
+
+# --- locating recordings and keys -----------------------------------------------------
+
+
+def recording_path(config: Config, session: SessionRecord) -> Path | None:
+    """Where the session's recording file is (None if it was never recorded)."""
+    if not session.recording:
+        return None
+    try:
+        return LocalStorage(config.recordings_dir).path_of(session.recording)
+    except ValueError as e:
+        raise BastionError(f"session {session.id}: {e}") from e
+
+
+def load_key_file(path: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file (a private key PEM also works)."""
+    try:
+        return load_public_key(path)
+    except RecordingError as e:
+        raise ConfigError(f"{e}; pass the node's recording_signing_key.pub") from e
+
+
+def node_public_key(config: Config) -> Ed25519PublicKey:
+    """The node's recording verification key: ``<signing_key>.pub``, else the private key."""
+    private = config.recording_signing_key
+    public = private.with_name(private.name + ".pub")
+    if public.exists():
+        return load_key_file(str(public))
+    if private.exists():
+        return load_key_file(str(private))
+    raise ConfigError(
+        f"neither {public} nor {private} exists; pass --key PUBKEY_PEM "
+        "(the node's recording_signing_key.pub)"
+    )
+
+
+def _lookup_session(args: argparse.Namespace, session_id: str) -> tuple[Config, SessionRecord]:
+    if Path(session_id).exists():
+        raise ValueError(f"{session_id} is not a regular file")
+    if not is_session_id(session_id) and (os.sep in session_id or session_id.endswith(".bastrec")):
+        raise NotFound(f"no file {session_id}")
+    try:
+        with opened(args) as (config, store):
+            session = store.get_session(session_id)
+    except ConfigError as e:
+        raise ConfigError(
+            f"'{session_id}' is not a file here, so it was taken as a session id, "
+            f"which needs the bastion's config: {e}"
+        ) from e
+    if session is None:
+        raise NotFound(
+            f"'{session_id}' is neither a recording file nor a known session; "
+            "see 'bastion sessions list'"
+        )
+    return config, session
+
+
+# --- verify ---------------------------------------------------------------------------
+
+
+def _at(t: float, started_at: float | None) -> str:
+    wall = f" ({format_time(started_at + t)})" if started_at is not None else ""
+    return f"t={t:.3f}s{wall}"
+
+
+def verdict_line(result: VerifyResult, started_at: float | None = None) -> str:
+    """The one-line verdict: intact, truncated (complete up to ...), altered (first bad ...)."""
+    if result.status == "intact":
+        return "intact"
+    if result.status == "truncated":
+        if result.last_seq < 0:
+            return "truncated (nothing readable: the header is incomplete)"
+        return (
+            f"truncated (complete up to {_at(result.last_time, started_at)}, seq {result.last_seq})"
+        )
+    where: list[str] = []
+    if result.bad_seq is not None:
+        where.append(
+            "first bad chunk seq 0 (the header)"
+            if result.bad_seq == 0
+            else f"first bad chunk seq {result.bad_seq}"
+        )
+        if result.bad_time is not None and result.bad_seq != 0:
+            where.append(f"at {_at(result.bad_time, started_at)}")
+    elif result.bad_offset is not None:
+        where.append(f"at file offset {result.bad_offset}")
+    prefix = " ".join(where)
+    reason = printable(result.reason)
+    return f"altered ({prefix}: {reason})" if prefix else f"altered ({reason})"
+
+
+def _header_facts(path: Path) -> tuple[float | None, str | None]:
+    """Start time and key id from the header (unauthenticated; for display only)."""
+    try:
+        with RecordingReader.open(path) as reader:
+            return reader.header.started_at, reader.header.key_id
+    except (RecordingError, OSError):
+        return None, None
+
+
+def check_recording(
+    path: Path,
+    key: Ed25519PublicKey,
+    expected_final_hash: str | None = None,
+    expected_session_id: str | None = None,
+) -> Verdict:
+    """Verify one file; raises BastionError if it cannot be read at all."""
+    try:
+        result = verify(path, key, expected_final_hash, expected_session_id)
+    except RecordingVersionError as e:
+        raise BastionError(f"{path}: {e}; verify it with a newer bastion") from e
+    except OSError as e:
+        raise BastionError(f"cannot read {path}: {e.strerror or e}") from e
+    started_at, file_key_id = _header_facts(path) if result.last_seq >= 0 else (None, None)
+    # An altered verdict line already carries the reason; the others get it as detail.
+    detail = result.reason and result.status != "altered"
+    notes = [f"detail: {printable(result.reason)}"] if detail else []
+    notes += [printable(n) for n in result.notes]
+    mine = key_id(key)
+    if file_key_id is not None and file_key_id != mine:
+        notes.append(
+            f"the recording names signing key {printable(file_key_id)}, the key used is {mine}"
+        )
+    return Verdict(result.status, verdict_line(result, started_at), str(path), result, tuple(notes))
+
+
+def check_session_recording(
+    session: SessionRecord, path: Path | None, key: Ed25519PublicKey | None
+) -> Verdict:
+    """Verify a session's recording against what the state store kept at close."""
+    if path is None:
+        return Verdict("missing", "missing (the session has no recording)", None)
+    if not path.exists():
+        return Verdict("missing", f"missing (no file at {path})", str(path))
+    if key is None:
+        raise ConfigError("no public key to verify with")
+    verdict = check_recording(path, key, session.final_hash, session.id)
+    extra: list[str] = []
+    if session.ended_at is None:
+        extra.append("the session is live: its recording is still being written")
+    elif session.final_hash is None:
+        extra.append("the state store kept no final hash for this session (ended by a failure?)")
+    if extra:
+        verdict = Verdict(
+            verdict.status, verdict.line, verdict.file, verdict.result, verdict.notes + tuple(extra)
+        )
+    return verdict
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Say whether a recording is intact, truncated or altered, and where."""
+    target = args.recording
+    if Path(target).is_file():
+        if args.key:
+            key = load_key_file(args.key)
+        else:
+            try:
+                config = load_config(args.config)
+            except ConfigError as e:
+                raise ConfigError(
+                    f"no --key given and no bastion config to find the node's key: {e}; "
+                    f"run: bastion verify {target} --key recording_signing_key.pub"
+                ) from e
+            key = node_public_key(config)
+        expected = args.expect_hash.strip().lower() if args.expect_hash else None
+        if expected is not None and (
+            len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
+        ):
+            raise ValueError("--expect-hash must be 64 hex digits (a SHA-256 final hash)")
+        verdict = check_recording(Path(target), key, expected)
+    else:
+        if args.expect_hash:
+            raise ValueError(
+                "--expect-hash is for a FILE; for a session id the state store's hash is used"
+            )
+        config, session = _lookup_session(args, target)
+        key = load_key_file(args.key) if args.key else node_public_key(config)
+        verdict = check_session_recording(session, recording_path(config, session), key)
+    if args.json:
+        print(json.dumps({"recording": target} | verdict.to_json(), indent=2, default=str))
+    else:
+        print(verdict.line)
+        if verdict.file is not None and verdict.file != target:
+            print(f"  file: {verdict.file}")
+        for note in verdict.notes:
+            print(f"  {note}")
+    return verdict.exit_code
+
+
+# --- export ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _output(dest: str | None) -> Iterator[BinaryIO]:
+    """A binary stream to ``dest`` (a new file, removed again on failure) or stdout."""
+    if dest is None or dest == "-":
+        sys.stdout.flush()
+        stdout: BinaryIO = sys.stdout.buffer
+        try:
+            yield stdout
+        finally:
+            stdout.flush()
+        return
+    try:
+        f = open(dest, "wb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise BastionError(f"cannot write {dest}: {e.strerror or e}") from e
+    try:
+        yield f
+    except BaseException:
+        f.close()
+        Path(dest).unlink(missing_ok=True)
+        raise
+    f.close()
+
+
+def _export_to(reader: RecordingReader, fmt: str, out: BinaryIO, include_input: bool) -> int:
+    if fmt == "raw":
+        count = 0
+        for event in reader.events():
+            if isinstance(event, Output):
+                out.write(event.data)
+                count += 1
+        return count
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="\n", write_through=True)
+    try:
+        if fmt == "asciicast":
+            return export.to_asciicast(reader, text, include_input=include_input)
+        return export.to_jsonl(reader, text)
+    finally:
+        text.flush()
+        text.detach()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a recording as asciicast v2, JSON lines or the raw output bytes."""
+    target = args.recording
+    expected_id: str | None = None
+    if Path(target).is_file():
+        path = Path(target)
+    else:
+        config, session = _lookup_session(args, target)
+        found = recording_path(config, session)
+        if found is None:
+            raise NotFound(f"session {session.id} has no recording")
+        if not found.exists():
+            raise NotFound(
+                f"the recording of session {session.id} is missing ({found}); "
+                f"'bastion verify {session.id}' for details"
+            )
+        path, expected_id = found, session.id
+    try:
+        reader = RecordingReader.open(path)
+    except RecordingError as e:
+        raise BastionError(f"{path}: {e}") from e
+    except OSError as e:
+        raise BastionError(f"cannot read {path}: {e.strerror or e}") from e
+    with reader:
+        if expected_id is not None and reader.header.session_id != expected_id:
+            print(
+                f"bastion: warning: {path} says it is session "
+                f"{printable(reader.header.session_id)}, not {expected_id}; "
+                f"run 'bastion verify {expected_id}'",
+                file=sys.stderr,
+            )
+        try:
+            with _output(args.output) as out:
+                _export_to(reader, args.format, out, include_input=not args.no_input)
+        except BrokenPipeError:
+            # The reader of a pipe (``| head``) went away: stop quietly, like cat does.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 1
+        for damaged in reader.damage:
+            print(
+                f"bastion: warning: skipped damaged data at offset {damaged.offset}: "
+                f"{printable(damaged.reason)}",
+                file=sys.stderr,
+            )
+        if not reader.complete:
+            print(
+                "bastion: warning: the recording was not closed by the bastion "
+                "(live, crashed or cut short); exported what it holds",
+                file=sys.stderr,
+            )
+    return 0
+
+
+# --- registration -----------------------------------------------------------------------
+
+
+def cmd_sessions_terminate(args: argparse.Namespace) -> int:
+    """Ask whichever node runs a live session to end it (within half a second)."""
+    now = time.time()
+    with opened(args) as (_config, store):
+        store.request_termination(args.id, actor(), args.reason, now)
+        store.append_audit(
+            actor(), "session.terminate-requested", args.id, {"reason": args.reason}, now
+        )
+    print(f"session {args.id}: termination requested ({args.reason})")
+    return 0
+
+
+def add_session_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
+    """``bastion sessions ...``, ``bastion verify`` and ``bastion export``."""
+    sessions = sub.add_parser(
+        "sessions",
+        help="list, show and search sessions",
+        description="Session history from the state store.",
+    )
+    ss = sessions.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
+
+    p = ss.add_parser(
+        "list",
+        help="list sessions, newest first",
+        description=(
+            "One line per session: id, user, target, protocol, login, start (UTC), "
+            "duration (or 'live'), bytes in/out, recorded events and why it ended."
+        ),
+    )
+    p.add_argument("--live", action="store_true", help="only sessions running now")
+    p.add_argument("--user", help="only this user's sessions")
+    p.add_argument("--target", help="only sessions to this target")
+    p.add_argument(
+        "--since", metavar="TIME|DURATION", help="started after an ISO time, or e.g. 2h ago"
+    )
+    p.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_sessions_list)
+
+    p = ss.add_parser(
+        "show",
+        help="one session: details, certificates, audit rows, recording verdict",
+        description=(
+            "Everything known about one session: its row in the state store, the upstream "
+            "certificates issued for it (serial, key id, validity), the audit rows that "
+            "name it, and where its recording is with a 'bastion verify' verdict."
+        ),
+    )
+    p.add_argument("id", help="session id (see 'bastion sessions list')")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_sessions_show)
+
+    p = ss.add_parser(
+        "search",
+        help="which sessions ran a command",
+        description=(
+            "Find typed command lines containing TEXT (case-insensitive), newest first. "
+            "Lines are reconstructed from keystrokes: tab completion, history recall, "
+            "pastes into editors and the like are missed; the recording stays the evidence."
+        ),
+    )
+    p.add_argument("text", help="text the command line contains, e.g. 'systemctl restart'")
+    p.add_argument("--user", help="only this user's sessions")
+    p.add_argument("--target", help="only sessions to this target")
+    p.add_argument(
+        "--since", metavar="TIME|DURATION", help="typed after an ISO time, or e.g. 1d ago"
+    )
+    p.add_argument("--limit", type=int, default=100, help="at most this many hits (default 100)")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_sessions_search)
+
+    p = ss.add_parser(
+        "terminate",
+        help="end a live session now; the contractor sees who and why",
+        description=(
+            "Ask the node running a live session to end it. The request goes through the "
+            "state store, so it reaches the right node within one time-box pass (0.5 s)."
+        ),
+    )
+    p.add_argument("id", help="session id (see 'bastion sessions list --live')")
+    p.add_argument("--reason", required=True, help="shown to the contractor and audited")
+    add_config(p)
+    p.set_defaults(func=cmd_sessions_terminate)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a recording: intact, truncated or altered (exit 0 only if intact)",
+        description=(
+            "Check a recording's hash chain and signatures.\n\n"
+            "SESSION_ID: check the file the bastion stored for the session against the\n"
+            "final hash kept in the state store, so a swapped, rewritten or cut file is\n"
+            "caught (needs the config).\n"
+            "FILE: needs no config or state store, only the node's public key (--key);\n"
+            "add --expect-hash to pin the final hash."
+        ),
+        epilog=VERIFY_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recording", metavar="FILE|SESSION_ID", help="recording file or session id")
+    p.add_argument(
+        "--key",
+        metavar="PUBKEY_PEM",
+        help="the node's recording public key (default: <recording.signing_key>.pub "
+        "from the config)",
+    )
+    p.add_argument(
+        "--expect-hash",
+        metavar="HEX",
+        help="for a FILE: the final hash recorded at close (catches a cut or swapped copy)",
+    )
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "export",
+        help="write a recording as asciicast v2, JSON lines or raw output bytes",
+        description=(
+            "Convert a recording (SESSION_ID, or a FILE: no config needed) to an open "
+            "format. asciicast: asciicast v2 for 'asciinema play' / 'asciinema cat' "
+            "(output, input, resizes, markers). jsonl: a header line then one JSON object "
+            "per event, lossless (non-UTF-8 bytes as base64). raw: the terminal output "
+            "bytes exactly as recorded. The export does not verify: run 'bastion verify'."
+        ),
+    )
+    p.add_argument("recording", metavar="SESSION_ID|FILE", help="session id or recording file")
+    p.add_argument(
+        "--format",
+        "-f",
+        choices=["asciicast", "jsonl", "raw"],
+        default="asciicast",
+        help="output format (default: asciicast)",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
+    )
+    p.add_argument(
+        "--no-input", action="store_true", help="asciicast: leave out what the user typed"
+    )
+    add_config(p)
+    p.set_defaults(func=cmd_export)
