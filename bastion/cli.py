@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--listen", help="override ssh.listen (HOST:PORT)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text (default) or one JSON object per line",
+    )
     p.set_defaults(func=cli_node.cmd_serve)
 
     p = sub.add_parser("demo", help="set up and run a local demo (bastion + demo target + user)")

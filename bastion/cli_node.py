@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -121,6 +122,16 @@ async def _serve(config: Config, listen: str | None) -> None:
         port = int(p)
     server = await start_ssh_listener(node, host, port)
     node.start_background()
+    metrics_server = None
+    if config.metrics_listen is not None:
+        from bastion.metrics import start_metrics_server
+
+        metrics_server = await start_metrics_server(
+            node.metrics, lambda: server.is_serving(), *config.metrics_listen
+        )
+        print(
+            f"bastion: metrics on {config.metrics_listen[0]}:{config.metrics_listen[1]}", flush=True
+        )
     for sock in server.sockets:
         addr = sock.getsockname()
         log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)
@@ -134,15 +145,36 @@ async def _serve(config: Config, listen: str | None) -> None:
         await stop.wait()
     finally:
         server.close()
+        if metrics_server is not None:
+            metrics_server.close()
         await node.audit("node", "node.stop", node.node)
         await node.close()
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the node until SIGINT/SIGTERM."""
+    handler = logging.StreamHandler()
+    if args.log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO), handlers=[handler]
     )
     logging.getLogger("asyncssh").setLevel(
         logging.INFO if str(args.log_level).upper() == "DEBUG" else logging.WARNING

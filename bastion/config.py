@@ -66,6 +66,7 @@ class Config:
     recordings_dir: Path
     recording_signing_key: Path
     recording_on_failure: str = "refuse"
+    metrics_listen: tuple[str, int] | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
@@ -90,14 +91,14 @@ def _path(base: Path, value: object, setting: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _listen(value: object) -> tuple[str, int]:
+def _listen(value: object, setting: str = "ssh.listen") -> tuple[str, int]:
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"ssh.listen must look like 'HOST:PORT', got {value!r}")
+        raise ConfigError(f"{setting} must look like 'HOST:PORT', got {value!r}")
     host, _, port = value.rpartition(":")
     try:
         return host.strip("[]"), int(port)
     except ValueError as e:
-        raise ConfigError(f"ssh.listen port must be a number, got {port!r}") from e
+        raise ConfigError(f"{setting} port must be a number, got {port!r}") from e
 
 
 def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
@@ -161,6 +162,11 @@ def load_config(path: Path | str | None = None) -> Config:
             base, rec.get("signing_key", "keys/recording_signing_key"), "recording.signing_key"
         ),
         recording_on_failure=_on_failure(rec.get("on_failure", "refuse")),
+        metrics_listen=(
+            _listen(_section(data, "metrics")["listen"], "metrics.listen")
+            if _section(data, "metrics").get("listen")
+            else None
+        ),
         ssh=SshConfig(
             listen_host=host,
             listen_port=port,
@@ -251,6 +257,11 @@ failure_window = 600
 lockout = 900
 # TOTP steps of clock drift accepted either side (each step is 30 s).
 valid_window = 1
+
+[metrics]
+# GET /healthz and /metrics (Prometheus) on this address; empty: off.
+# Keep it on loopback or a monitoring network: it is unauthenticated.
+listen = ""
 
 [timebox]
 # Seconds before a grant's end at which live sessions are warned.

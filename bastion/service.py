@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from bastion.ca import CertificateAuthority
 from bastion.config import Config
 from bastion.live import LiveSessions
+from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.recording import RecordingService
 from bastion.secretbox import SecretBox
@@ -56,6 +57,12 @@ class BastionNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.unauthenticated = 0
         """Connections still authenticating (bounded by ssh.max_startups)."""
+        self.metrics = Metrics()
+        self.metrics.gauges.update(
+            live_sessions=lambda: len(self.live.list()),
+            unauthenticated_connections=lambda: self.unauthenticated,
+            live_recordings=lambda: self.recordings.live_count,
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> BastionNode:
@@ -73,6 +80,7 @@ class BastionNode:
     ) -> None:
         """Append an audit row; a failure to audit is logged loudly, never swallowed silently."""
         details.setdefault("node", self.node)
+        self.metrics.count(action)
         try:
             await self.call(self.store.append_audit, actor, action, subject, details, self.clock())
         except Exception:

@@ -145,3 +145,15 @@ def test_timebox_revocation_extension_and_idle() -> None:
     live3, _s3, h3 = _live([1000.0], 5000)
     live3.apply({})
     assert h3.ended and h3.ended[0][0] == "grant-removed"
+
+
+def test_json_log_lines() -> None:
+    import json
+    import logging
+
+    from bastion.cli_node import JsonLogFormatter
+
+    record = logging.LogRecord("bastion", logging.WARNING, "f", 1, "lost %s", ("web1",), None)
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert entry["level"] == "WARNING" and entry["message"] == "lost web1"
+    assert entry["logger"] == "bastion"

@@ -313,9 +313,11 @@ def make_harness(
 ) -> BastionHarness:
     """Initialise a bastion dir, start two targets and the node."""
     port = free_port()
+    metrics_port = free_port()
     config = init_dir(directory, f"127.0.0.1:{port}", state_url, "test-node")
     text = config.path.read_text()
-    for old, new in {**TEST_CONFIG_OVERRIDES, **(overrides or {})}.items():
+    metrics = {'listen = ""': f'listen = "127.0.0.1:{metrics_port}"'}
+    for old, new in {**TEST_CONFIG_OVERRIDES, **metrics, **(overrides or {})}.items():
         assert old in text, f"config template has no line {old!r}"
         text = text.replace(old, new)
     config.path.write_text(text)
