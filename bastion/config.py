@@ -66,6 +66,7 @@ class Config:
     recordings_dir: Path
     recording_signing_key: Path
     recording_on_failure: str = "refuse"
+    recording_repack_level: int = 9
     metrics_listen: tuple[str, int] | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
     mfa: MfaConfig = field(default_factory=MfaConfig)
@@ -162,6 +163,7 @@ def load_config(path: Path | str | None = None) -> Config:
             base, rec.get("signing_key", "keys/recording_signing_key"), "recording.signing_key"
         ),
         recording_on_failure=_on_failure(rec.get("on_failure", "refuse")),
+        recording_repack_level=int(_number(rec, "repack_level", 9, "recording.repack_level")),
         metrics_listen=(
             _listen(_section(data, "metrics")["listen"], "metrics.listen")
             if _section(data, "metrics").get("listen")
@@ -227,6 +229,11 @@ signing_key = "keys/recording_signing_key"
 # "refuse" (default) refuses new sessions and ends live ones. "continue" lets
 # sessions run UNRECORDED (audited loudly): only for labs, never for production.
 on_failure = "refuse"
+# When a session ends its recording is rewritten into large chunks (re-verified,
+# re-signed, replaced atomically): live chunks are small for crash safety and
+# compress poorly. zstd level for that rewrite (1-22; 19 is smallest and slowest);
+# 0 turns repacking off.
+repack_level = 9
 
 [ssh]
 # Contractor-facing listener.

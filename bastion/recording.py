@@ -23,8 +23,11 @@ from recorder import (
     RecordingSummary,
     RecordingWriteError,
     RecordingWriter,
+    RepackPolicy,
+    RepackResult,
     extract_commands,
     recover,
+    repack,
 )
 from recorder.errors import RecordingError
 from recorder.keys import key_id, load_signing_key
@@ -120,6 +123,7 @@ class RecordingService:
         self.signing_key = load_signing_key(config.recording_signing_key)
         self.key_id = key_id(self.signing_key)
         self.fail_mode = config.recording_on_failure
+        self.repack_level = config.recording_repack_level
         self._live: set[LiveRecording] = set()
 
     @property
@@ -158,6 +162,20 @@ class RecordingService:
             failures = await asyncio.to_thread(_tick_all, live)
             for rec, message in failures:
                 rec._fail(message)
+
+    def repack_closed(self, location: str, final_hash: str) -> RepackResult | None:
+        """Rewrite a closed recording into large chunks (None when repacking is off).
+
+        Raises RecordingError if the file is not intact (it is then left untouched).
+        """
+        if self.repack_level <= 0:
+            return None
+        return repack(
+            self.path_of(location),
+            self.signing_key,
+            policy=RepackPolicy(level=self.repack_level),
+            expected_final_hash=final_hash,
+        )
 
     def path_of(self, location: str) -> str:
         """Filesystem path of a stored recording."""

@@ -91,8 +91,13 @@ class BastionNode:
         """Start a background task and keep a reference until it finishes."""
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     async def _grant_states(self, ids: Sequence[int]) -> dict[int, tuple[GrantState, float]]:
         return await self.call(self.store.grant_states, list(ids))

@@ -34,6 +34,7 @@ from recorder.frames import IndexEntry
 from recorder.header import Header
 from recorder.reader import RecordingReader
 from recorder.recover import RecoverResult, recover
+from recorder.repack import RepackNote, RepackPolicy, RepackResult, repack, repack_note
 from recorder.search import extract_commands
 from recorder.storage import LocalStorage, RecordingSink, Storage, StoredRecording
 from recorder.verify import VerifyResult, verify
@@ -62,6 +63,9 @@ __all__ = [
     "RecordingWriteError",
     "RecordingWriter",
     "RecoverResult",
+    "RepackNote",
+    "RepackPolicy",
+    "RepackResult",
     "Resize",
     "Storage",
     "StoredRecording",
@@ -71,6 +75,8 @@ __all__ = [
     "export",
     "extract_commands",
     "recover",
+    "repack",
+    "repack_note",
     "run_ticker",
     "verify",
 ]

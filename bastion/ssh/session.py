@@ -600,6 +600,16 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             final_hash=summary.final_hash if summary else None,
             final_signature=summary.signature if summary else None,
         )
+        final_hash = summary.final_hash if summary else None
+        if summary is not None:
+            path = node.recordings.path_of(summary.location)
+            try:
+                commands = await node.call(extract_session_commands, path)
+                await node.call(node.store.add_session_commands, self.session_id, commands)
+            except Exception:  # the index is derived data; the recording is the evidence
+                log.exception("command extraction failed for session %s", self.session_id)
+            final_hash = await self._repack(summary.location, summary.final_hash)
+        # Last: once "session.end" is audited, the row and the file are final.
         await node.audit(
             self.ctx.user.name,
             "session.end",
@@ -609,12 +619,41 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             recording=summary.location if summary else None,
-            final_hash=summary.final_hash if summary else None,
+            final_hash=final_hash,
         )
-        if summary is not None:
-            path = node.recordings.path_of(summary.location)
-            try:
-                commands = await node.call(extract_session_commands, path)
-                await node.call(node.store.add_session_commands, self.session_id, commands)
-            except Exception:  # the index is derived data; the recording is the evidence
-                log.exception("command extraction failed for session %s", self.session_id)
+
+    async def _repack(self, location: str, final_hash: str) -> str:
+        """Shrink the closed recording; the session row follows the new final hash.
+
+        Returns the final hash the row now holds.
+        """
+        node = self.node
+        assert self.session_id is not None
+        try:
+            result = await node.call(node.recordings.repack_closed, location, final_hash)
+        except Exception as e:  # the closed file stays valid and is the evidence
+            log.exception("repacking session %s failed", self.session_id)
+            await node.audit(
+                self.ctx.user.name,
+                "recording.repack-failed",
+                self._target_name(),
+                session=self.session_id,
+                error=str(e),
+            )
+            return final_hash
+        if result is None or result.action != "repacked" or result.signature is None:
+            return final_hash
+        await node.call(
+            node.store.update_recording_hash, self.session_id, result.final_hash, result.signature
+        )
+        await node.audit(
+            self.ctx.user.name,
+            "recording.repacked",
+            self._target_name(),
+            session=self.session_id,
+            old_final_hash=result.old_final_hash,
+            final_hash=result.final_hash,
+            bytes_before=result.bytes_before,
+            bytes_after=result.bytes_after,
+        )
+        return result.final_hash

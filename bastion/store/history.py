@@ -125,6 +125,18 @@ class History:
         with self._db.transaction() as tx:
             return [rows.session(r) for r in tx.all(sql, [*params, int(limit)])]
 
+    def update_recording_hash(self, session_id: str, final_hash: str, final_signature: str) -> None:
+        """Point an ended session at its repacked recording's final hash and signature."""
+        with self._db.transaction(write=True) as tx:
+            if (
+                tx.run(
+                    "UPDATE sessions SET final_hash = ?, final_signature = ? WHERE id = ?",
+                    [final_hash, final_signature, session_id],
+                )
+                == 0
+            ):
+                raise NotFound(f"no session {session_id}; see 'bastion sessions list'")
+
     def request_termination(self, session_id: str, by: str, reason: str, at: float) -> None:
         """Ask the node running a live session to end it (within one time-box pass).
 

@@ -237,3 +237,25 @@ def test_recording_failure_mid_session_ends_it(tmp_path: Path) -> None:
         assert s.end_reason == "recording-failed"
     finally:
         b.close()
+
+
+def test_closed_recording_is_repacked_and_still_verifies(bastion: BastionHarness) -> None:
+    from recorder import repack_note
+
+    c = bastion.contractor()
+    bastion.grant(c, "web2")
+    r = c.ssh("for i in 1 2 3 4 5 6 7 8; do seq 1 3000; sleep 0.35; done", target="web2")
+    assert r.returncode == 0, r.stderr
+    rows = bastion.wait_audit(c.name, "recording.repacked")
+    assert rows, "the recording was not repacked"
+    sid = rows[-1].details["session"]
+    row = bastion.store.get_session(sid)
+    assert row is not None and row.final_hash == rows[-1].details["final_hash"]
+    path = _recording_path(bastion, sid)
+    note = repack_note(path)
+    assert note is not None and note.from_final_hash == rows[-1].details["old_final_hash"]
+    with RecordingReader.open(path) as reader:
+        out = b"".join(e.data for e in reader.events() if isinstance(e, Output))
+    assert out == r.stdout
+    v = bastion.cli("verify", sid)
+    assert v.returncode == 0, v.stdout + v.stderr
