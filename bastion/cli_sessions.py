@@ -1,127 +1,42 @@
-"""Session history and recording evidence: ``bastion sessions``, ``verify``, ``export``.
+"""Session history: ``bastion sessions list|show|search|terminate``.
 
-``sessions`` reads the state store (who connected where, when, what was typed).
-``verify`` and ``export`` read a recording, named either by session id (resolved
-through the config's ``recordings_dir``, with the final hash the node stored at
-close as the expected hash) or by a file path. A file path needs no config or state
-store, so an auditor can check a copied recording with only the node's public key.
+``sessions`` reads the state store (who connected where, when, what was typed);
+``show`` adds the recording's verdict through ``bastion.cli_recordings``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.cli_admin import AddOpt, Sub, actor, emit, opened
-from bastion.config import Config, load_config
-from bastion.errors import BastionError, ConfigError, NotFound
+
+#: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
+from bastion.cli_recordings import (
+    Verdict,
+    add_recording_commands,
+    check_session_recording,
+    format_bytes,
+    format_duration,
+    node_public_key,
+    parse_since,
+    printable,
+    recording_path,
+)
+from bastion.config import Config
+from bastion.errors import BastionError, NotFound
 from bastion.grants import format_time
 from bastion.ids import is_session_id, session_id_time
 from bastion.store import Store
 from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
-from bastion.timeparse import parse_duration, parse_time
-from recorder import (
-    LocalStorage,
-    Output,
-    RecordingError,
-    RecordingReader,
-    RecordingVersionError,
-    VerifyResult,
-    export,
-    repack_note,
-    verify,
-)
-from recorder.keys import key_id, load_public_key
-
-#: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
-EXIT_INTACT = 0
-EXIT_TRUNCATED = 3
-EXIT_ALTERED = 4
-EXIT_MISSING = 5
-
-VERIFY_EXIT_CODES = f"""\
-exit status:
-  {EXIT_INTACT}  intact: closed by the bastion, every hash and signature valid
-  {EXIT_TRUNCATED}  truncated: cut short (a crash, or a file without its end); what is
-     there is authentic up to the sequence number printed
-  {EXIT_ALTERED}  altered: changed, reordered, signed by another key, or not the file the
-     state store recorded for the session; the first bad chunk is printed
-  {EXIT_MISSING}  missing: the session has no recording, or its file is gone
-  1  error (unknown session, unreadable key or config); 2  usage error
-
-example (an auditor with a copy and the public key, no bastion config):
-  bastion verify copy.bastrec --key recording_signing_key.pub
-"""
-
-Status = Literal["intact", "truncated", "altered", "missing", "unchecked"]
-_EXIT = {
-    "unchecked": 1,
-    "intact": EXIT_INTACT,
-    "truncated": EXIT_TRUNCATED,
-    "altered": EXIT_ALTERED,
-    "missing": EXIT_MISSING,
-}
 
 #: How far before a session's start its audit rows may be (login, upstream connect).
 _AUDIT_LEAD = 300.0
 _AUDIT_SCAN_LIMIT = 100_000
-
-
-# --- small formatting helpers --------------------------------------------------------
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped: typed commands and recorded reasons come
-    from the session, and must not drive the auditor's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def format_duration(seconds: float) -> str:
-    """A session length as people read it: 42s, 12m05s, 3h07m, 2d04h."""
-    s = max(int(seconds), 0)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def format_bytes(n: int) -> str:
-    """A byte count in 1024 steps (exact counts are in ``--json``)."""
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{n}B" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def parse_since(text: str | None, now: float) -> float | None:
-    """``--since``: a duration back from now (``2h``) or a time (ISO 8601, ``now``)."""
-    if not text:
-        return None
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        return parse_time(text, now)
-
-
-# --- sessions list / show / search --------------------------------------------------
 
 
 def _session_line(s: SessionRecord, now: float) -> str:
@@ -173,34 +88,6 @@ def session_audit(store: Store, session: SessionRecord) -> list[AuditEvent]:
         start = min(start, session_id_time(session.id))
     rows = store.list_audit(since=start - _AUDIT_LEAD, limit=_AUDIT_SCAN_LIMIT)
     return [e for e in rows if e.details.get("session") == session.id]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of checking one recording, ready to print or serialise."""
-
-    status: Status
-    line: str
-    """``intact`` / ``truncated (...)`` / ``altered (...)`` / ``missing (...)``."""
-    file: str | None
-    result: VerifyResult | None = None
-    notes: tuple[str, ...] = ()
-
-    @property
-    def exit_code(self) -> int:
-        """What ``bastion verify`` exits with for this verdict."""
-        return _EXIT[self.status]
-
-    def to_json(self) -> dict[str, Any]:
-        """The verdict as a JSON-able dict (the VerifyResult fields under ``detail``)."""
-        return {
-            "status": self.status,
-            "verdict": self.line,
-            "exit_code": self.exit_code,
-            "file": self.file,
-            "notes": list(self.notes),
-            "detail": None if self.result is None else asdict(self.result),
-        }
 
 
 def cmd_sessions_show(args: argparse.Namespace) -> int:
@@ -327,309 +214,6 @@ def cmd_sessions_search(args: argparse.Namespace) -> int:
 # --- locating recordings and keys -----------------------------------------------------
 
 
-def recording_path(config: Config, session: SessionRecord) -> Path | None:
-    """Where the session's recording file is (None if it was never recorded)."""
-    if not session.recording:
-        return None
-    try:
-        return LocalStorage(config.recordings_dir).path_of(session.recording)
-    except ValueError as e:
-        raise BastionError(f"session {session.id}: {e}") from e
-
-
-def load_key_file(path: str) -> Ed25519PublicKey:
-    """An Ed25519 public key from a PEM file (a private key PEM also works)."""
-    try:
-        return load_public_key(path)
-    except RecordingError as e:
-        raise ConfigError(f"{e}; pass the node's recording_signing_key.pub") from e
-
-
-def node_public_key(config: Config) -> Ed25519PublicKey:
-    """The node's recording verification key: ``<signing_key>.pub``, else the private key."""
-    private = config.recording_signing_key
-    public = private.with_name(private.name + ".pub")
-    if public.exists():
-        return load_key_file(str(public))
-    if private.exists():
-        return load_key_file(str(private))
-    raise ConfigError(
-        f"neither {public} nor {private} exists; pass --key PUBKEY_PEM "
-        "(the node's recording_signing_key.pub)"
-    )
-
-
-def _lookup_session(args: argparse.Namespace, session_id: str) -> tuple[Config, SessionRecord]:
-    if Path(session_id).exists():
-        raise ValueError(f"{session_id} is not a regular file")
-    if not is_session_id(session_id) and (os.sep in session_id or session_id.endswith(".bastrec")):
-        raise NotFound(f"no file {session_id}")
-    try:
-        with opened(args) as (config, store):
-            session = store.get_session(session_id)
-    except ConfigError as e:
-        raise ConfigError(
-            f"'{session_id}' is not a file here, so it was taken as a session id, "
-            f"which needs the bastion's config: {e}"
-        ) from e
-    if session is None:
-        raise NotFound(
-            f"'{session_id}' is neither a recording file nor a known session; "
-            "see 'bastion sessions list'"
-        )
-    return config, session
-
-
-# --- verify ---------------------------------------------------------------------------
-
-
-def _at(t: float, started_at: float | None) -> str:
-    wall = f" ({format_time(started_at + t)})" if started_at is not None else ""
-    return f"t={t:.3f}s{wall}"
-
-
-def verdict_line(result: VerifyResult, started_at: float | None = None) -> str:
-    """The one-line verdict: intact, truncated (complete up to ...), altered (first bad ...)."""
-    if result.status == "intact":
-        return "intact"
-    if result.status == "truncated":
-        if result.last_seq < 0:
-            return "truncated (nothing readable: the header is incomplete)"
-        return (
-            f"truncated (complete up to {_at(result.last_time, started_at)}, seq {result.last_seq})"
-        )
-    where: list[str] = []
-    if result.bad_seq is not None:
-        where.append(
-            "first bad chunk seq 0 (the header)"
-            if result.bad_seq == 0
-            else f"first bad chunk seq {result.bad_seq}"
-        )
-        if result.bad_time is not None and result.bad_seq != 0:
-            where.append(f"at {_at(result.bad_time, started_at)}")
-    elif result.bad_offset is not None:
-        where.append(f"at file offset {result.bad_offset}")
-    prefix = " ".join(where)
-    reason = printable(result.reason)
-    return f"altered ({prefix}: {reason})" if prefix else f"altered ({reason})"
-
-
-def _header_facts(path: Path) -> tuple[float | None, str | None]:
-    """Start time and key id from the header (unauthenticated; for display only)."""
-    try:
-        with RecordingReader.open(path) as reader:
-            return reader.header.started_at, reader.header.key_id
-    except (RecordingError, OSError):
-        return None, None
-
-
-def check_recording(
-    path: Path,
-    key: Ed25519PublicKey,
-    expected_final_hash: str | None = None,
-    expected_session_id: str | None = None,
-) -> Verdict:
-    """Verify one file; raises BastionError if it cannot be read at all."""
-    try:
-        result = verify(path, key, expected_final_hash, expected_session_id)
-    except RecordingVersionError as e:
-        raise BastionError(f"{path}: {e}; verify it with a newer bastion") from e
-    except OSError as e:
-        raise BastionError(f"cannot read {path}: {e.strerror or e}") from e
-    started_at, file_key_id = _header_facts(path) if result.last_seq >= 0 else (None, None)
-    # An altered verdict line already carries the reason; the others get it as detail.
-    detail = result.reason and result.status != "altered"
-    notes = [f"detail: {printable(result.reason)}"] if detail else []
-    notes += [printable(n) for n in result.notes]
-    mine = key_id(key)
-    if file_key_id is not None and file_key_id != mine:
-        notes.append(
-            f"the recording names signing key {printable(file_key_id)}, the key used is {mine}"
-        )
-    return Verdict(result.status, verdict_line(result, started_at), str(path), result, tuple(notes))
-
-
-def check_session_recording(
-    session: SessionRecord, path: Path | None, key: Ed25519PublicKey | None
-) -> Verdict:
-    """Verify a session's recording against what the state store kept at close."""
-    if path is None:
-        return Verdict("missing", "missing (the session has no recording)", None)
-    if not path.exists():
-        return Verdict("missing", f"missing (no file at {path})", str(path))
-    if key is None:
-        raise ConfigError("no public key to verify with")
-    verdict = check_recording(path, key, session.final_hash, session.id)
-    extra: list[str] = []
-    if verdict.status == "altered" and session.final_hash is not None:
-        # A crash between a repack's atomic replace and the row update leaves the row
-        # with the pre-repack hash; the repacked file names that hash in its signed header.
-        try:
-            note = repack_note(path)
-        except (RecordingError, OSError):
-            note = None
-        if note is not None and note.from_final_hash == session.final_hash:
-            again = check_recording(path, key, None, session.id)
-            if again.status == "intact":
-                verdict = again
-                extra.append(
-                    "repacked from the recording the state store points at "
-                    "(the row was not updated yet)"
-                )
-    if session.ended_at is None:
-        extra.append("the session is live: its recording is still being written")
-    elif session.final_hash is None:
-        extra.append("the state store kept no final hash for this session (ended by a failure?)")
-    if extra:
-        verdict = Verdict(
-            verdict.status, verdict.line, verdict.file, verdict.result, verdict.notes + tuple(extra)
-        )
-    return verdict
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    """Say whether a recording is intact, truncated or altered, and where."""
-    target = args.recording
-    if Path(target).is_file():
-        if args.key:
-            key = load_key_file(args.key)
-        else:
-            try:
-                config = load_config(args.config)
-            except ConfigError as e:
-                raise ConfigError(
-                    f"no --key given and no bastion config to find the node's key: {e}; "
-                    f"run: bastion verify {target} --key recording_signing_key.pub"
-                ) from e
-            key = node_public_key(config)
-        expected = args.expect_hash.strip().lower() if args.expect_hash else None
-        if expected is not None and (
-            len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
-        ):
-            raise ValueError("--expect-hash must be 64 hex digits (a SHA-256 final hash)")
-        verdict = check_recording(Path(target), key, expected)
-    else:
-        if args.expect_hash:
-            raise ValueError(
-                "--expect-hash is for a FILE; for a session id the state store's hash is used"
-            )
-        config, session = _lookup_session(args, target)
-        key = load_key_file(args.key) if args.key else node_public_key(config)
-        verdict = check_session_recording(session, recording_path(config, session), key)
-    if args.json:
-        print(json.dumps({"recording": target} | verdict.to_json(), indent=2, default=str))
-    else:
-        print(verdict.line)
-        if verdict.file is not None and verdict.file != target:
-            print(f"  file: {verdict.file}")
-        for note in verdict.notes:
-            print(f"  {note}")
-    return verdict.exit_code
-
-
-# --- export ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _output(dest: str | None) -> Iterator[BinaryIO]:
-    """A binary stream to ``dest`` (a new file, removed again on failure) or stdout."""
-    if dest is None or dest == "-":
-        sys.stdout.flush()
-        stdout: BinaryIO = sys.stdout.buffer
-        try:
-            yield stdout
-        finally:
-            stdout.flush()
-        return
-    try:
-        f = open(dest, "wb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise BastionError(f"cannot write {dest}: {e.strerror or e}") from e
-    try:
-        yield f
-    except BaseException:
-        f.close()
-        Path(dest).unlink(missing_ok=True)
-        raise
-    f.close()
-
-
-def _export_to(reader: RecordingReader, fmt: str, out: BinaryIO, include_input: bool) -> int:
-    if fmt == "raw":
-        count = 0
-        for event in reader.events():
-            if isinstance(event, Output):
-                out.write(event.data)
-                count += 1
-        return count
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="\n", write_through=True)
-    try:
-        if fmt == "asciicast":
-            return export.to_asciicast(reader, text, include_input=include_input)
-        return export.to_jsonl(reader, text)
-    finally:
-        text.flush()
-        text.detach()
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Write a recording as asciicast v2, JSON lines or the raw output bytes."""
-    target = args.recording
-    expected_id: str | None = None
-    if Path(target).is_file():
-        path = Path(target)
-    else:
-        config, session = _lookup_session(args, target)
-        found = recording_path(config, session)
-        if found is None:
-            raise NotFound(f"session {session.id} has no recording")
-        if not found.exists():
-            raise NotFound(
-                f"the recording of session {session.id} is missing ({found}); "
-                f"'bastion verify {session.id}' for details"
-            )
-        path, expected_id = found, session.id
-    try:
-        reader = RecordingReader.open(path)
-    except RecordingError as e:
-        raise BastionError(f"{path}: {e}") from e
-    except OSError as e:
-        raise BastionError(f"cannot read {path}: {e.strerror or e}") from e
-    with reader:
-        if expected_id is not None and reader.header.session_id != expected_id:
-            print(
-                f"bastion: warning: {path} says it is session "
-                f"{printable(reader.header.session_id)}, not {expected_id}; "
-                f"run 'bastion verify {expected_id}'",
-                file=sys.stderr,
-            )
-        try:
-            with _output(args.output) as out:
-                _export_to(reader, args.format, out, include_input=not args.no_input)
-        except BrokenPipeError:
-            # The reader of a pipe (``| head``) went away: stop quietly, like cat does.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            return 1
-        for damaged in reader.damage:
-            print(
-                f"bastion: warning: skipped damaged data at offset {damaged.offset}: "
-                f"{printable(damaged.reason)}",
-                file=sys.stderr,
-            )
-        if not reader.complete:
-            print(
-                "bastion: warning: the recording was not closed by the bastion "
-                "(live, crashed or cut short); exported what it holds",
-                file=sys.stderr,
-            )
-    return 0
-
-
-# --- registration -----------------------------------------------------------------------
-
-
 def cmd_sessions_terminate(args: argparse.Namespace) -> int:
     """Ask whichever node runs a live session to end it (within half a second)."""
     now = time.time()
@@ -717,60 +301,4 @@ def add_session_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
     add_config(p)
     p.set_defaults(func=cmd_sessions_terminate)
 
-    p = sub.add_parser(
-        "verify",
-        help="check a recording: intact, truncated or altered (exit 0 only if intact)",
-        description=(
-            "Check a recording's hash chain and signatures.\n\n"
-            "SESSION_ID: check the file the bastion stored for the session against the\n"
-            "final hash kept in the state store, so a swapped, rewritten or cut file is\n"
-            "caught (needs the config).\n"
-            "FILE: needs no config or state store, only the node's public key (--key);\n"
-            "add --expect-hash to pin the final hash."
-        ),
-        epilog=VERIFY_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("recording", metavar="FILE|SESSION_ID", help="recording file or session id")
-    p.add_argument(
-        "--key",
-        metavar="PUBKEY_PEM",
-        help="the node's recording public key (default: <recording.signing_key>.pub "
-        "from the config)",
-    )
-    p.add_argument(
-        "--expect-hash",
-        metavar="HEX",
-        help="for a FILE: the final hash recorded at close (catches a cut or swapped copy)",
-    )
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser(
-        "export",
-        help="write a recording as asciicast v2, JSON lines or raw output bytes",
-        description=(
-            "Convert a recording (SESSION_ID, or a FILE: no config needed) to an open "
-            "format. asciicast: asciicast v2 for 'asciinema play' / 'asciinema cat' "
-            "(output, input, resizes, markers). jsonl: a header line then one JSON object "
-            "per event, lossless (non-UTF-8 bytes as base64). raw: the terminal output "
-            "bytes exactly as recorded. The export does not verify: run 'bastion verify'."
-        ),
-    )
-    p.add_argument("recording", metavar="SESSION_ID|FILE", help="session id or recording file")
-    p.add_argument(
-        "--format",
-        "-f",
-        choices=["asciicast", "jsonl", "raw"],
-        default="asciicast",
-        help="output format (default: asciicast)",
-    )
-    p.add_argument(
-        "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
-    )
-    p.add_argument(
-        "--no-input", action="store_true", help="asciicast: leave out what the user typed"
-    )
-    add_config(p)
-    p.set_defaults(func=cmd_export)
+    add_recording_commands(sub, add_config, add_json)
