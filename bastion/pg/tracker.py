@@ -1,0 +1,426 @@
+"""Pairs client requests with server results, one record per executed query.
+
+PostgreSQL answers strictly in order, so a FIFO of outstanding requests is
+enough to know which result belongs to which statement, even when a client
+pipelines many extended-protocol batches ahead of the answers. The tracker
+mirrors the server's rules that matter for an audit trail:
+
+- a simple Query gets results for each of its statements, then ReadyForQuery;
+  it becomes one record (all completion tags, total rows, the first error);
+- extended protocol: Parse names SQL text, Bind attaches parameters to a portal,
+  each Execute becomes one record (tag, rows, PortalSuspended, or error);
+- after an error in an extended-protocol message the server discards every
+  message up to the next Sync, so those produce no records, and the statement
+  and portal names they would have defined are rolled back;
+- COPY (in a Query or an Execute) counts CopyData messages and payload bytes in
+  its direction; the row count comes from the ``COPY n`` tag.
+
+Records are released at the ReadyForQuery that ends their batch, so each carries
+the transaction status after it. ``close()`` releases what is left when the
+connection ends, marking requests that never got an answer ``completed=False``
+(the server may still have run them). The tracker is pure: messages in, records
+out, time from the clock passed in; it never raises on odd sequences and counts
+server messages it cannot pair in ``unmatched``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from bastion.pg.messages import (
+    Bind,
+    BindComplete,
+    Close,
+    CloseComplete,
+    CommandComplete,
+    CopyBothResponse,
+    CopyData,
+    CopyFail,
+    CopyInResponse,
+    CopyOutResponse,
+    DataRow,
+    Describe,
+    EmptyQueryResponse,
+    ErrorResponse,
+    Execute,
+    FunctionCall,
+    NoData,
+    Parse,
+    ParseComplete,
+    PortalSuspended,
+    Query,
+    ReadyForQuery,
+    RowDescription,
+    Sync,
+    TransactionStatus,
+)
+from bastion.pg.params import Param, decode_params
+
+__all__ = ["QueryKind", "QueryRecord", "QueryTracker", "tag_rows"]
+
+QueryKind = Literal["simple", "extended", "copy", "function", "error"]
+"""``error``: an ErrorResponse with no request to pin it on (e.g. auth failure)."""
+
+_ROW_COUNT_TAGS = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "FETCH", "MOVE"}
+)
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One executed request, ready for the recording.
+
+    ``rows`` is the count from the completion tag (rows affected, copied or
+    selected), else the number of DataRows; for a simple Query it is the total
+    over its statements. Times come from the tracker's clock: ``started_at``
+    when the request was seen, ``finished_at`` when its result ended.
+    """
+
+    kind: QueryKind
+    sql: str | None
+    params: tuple[Param, ...] = ()
+    statement: str | None = None
+    portal: str | None = None
+    tag: str | None = None
+    tags: tuple[str, ...] = ()
+    rows: int | None = None
+    error_sqlstate: str | None = None
+    error_message: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    tx_status: TransactionStatus | None = None
+    completed: bool = True
+    suspended: bool = False
+    copy_direction: Literal["in", "out", "both"] | None = None
+    copy_bytes: int = 0
+    copy_messages: int = 0
+    function_oid: int | None = None
+
+
+def tag_rows(tag: str) -> int | None:
+    """The row count carried by a completion tag (``INSERT 0 5`` -> 5), if any."""
+    words = tag.split()
+    if len(words) >= 2 and words[0] in _ROW_COUNT_TAGS and words[-1].isdigit():
+        return int(words[-1])
+    return None
+
+
+_Action = Literal["query", "parse", "bind", "describe", "execute", "close", "sync", "function"]
+
+
+@dataclass(frozen=True)
+class _Statement:
+    sql: str
+    type_oids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Portal:
+    statement: str
+    sql: str | None
+    params: tuple[Param, ...]
+
+
+_Undo = Callable[[], None]
+
+
+@dataclass(eq=False)
+class _Op:
+    """One client request still waiting for (the end of) its answer."""
+
+    action: _Action
+    started_at: float
+    sql: str | None = None
+    params: tuple[Param, ...] = ()
+    statement: str | None = None
+    portal: str | None = None
+    function_oid: int | None = None
+    undo: _Undo | None = None
+    tags: list[str] = field(default_factory=list)
+    rows: int | None = None
+    data_rows: int = 0  # DataRows of the statement now running
+    error: ErrorResponse | None = None
+    suspended: bool = False
+    copy_direction: Literal["in", "out", "both"] | None = None
+    copy_bytes: int = 0
+    copy_messages: int = 0
+
+    def statement_done(self, tag: str | None) -> None:
+        """Fold one finished statement (tag, DataRow count) into the totals."""
+        rows = tag_rows(tag) if tag is not None else None
+        if rows is None and self.data_rows:
+            rows = self.data_rows
+        if tag is not None:
+            self.tags.append(tag)
+        if rows is not None:
+            self.rows = (self.rows or 0) + rows
+        self.data_rows = 0
+
+
+def _unset(table: dict[str, object], name: str, previous: object) -> _Undo:
+    def undo() -> None:
+        if previous is _MISSING:
+            table.pop(name, None)
+        else:
+            table[name] = previous
+
+    return undo
+
+
+_MISSING = object()
+_COPY_DIRECTION: dict[type[object], Literal["in", "out", "both"]] = {
+    CopyInResponse: "in",
+    CopyOutResponse: "out",
+    CopyBothResponse: "both",
+}
+
+
+class QueryTracker:
+    """Turns the two message streams of one connection into QueryRecords.
+
+    Call ``frontend(msg)`` for each client message and ``backend(msg)`` for each
+    server message, in the order they crossed the proxy; ``backend`` returns the
+    records completed by that message. ``max_names`` bounds the remembered
+    statement and portal names (oldest forgotten first).
+    """
+
+    def __init__(self, clock: Callable[[], float], *, max_names: int = 10_000) -> None:
+        self._clock = clock
+        self._max_names = max_names
+        self._queue: deque[_Op] = deque()
+        self._statements: dict[str, object] = {}  # name -> _Statement
+        self._portals: dict[str, object] = {}  # name -> _Portal
+        self._skipping = False
+        self._copy: _Op | None = None
+        self._finished: list[QueryRecord] = []
+        self.tx_status: TransactionStatus | None = None
+        """Transaction status from the latest ReadyForQuery."""
+        self.unmatched = 0
+        """Server messages that fitted no outstanding request (should stay 0)."""
+
+    @property
+    def in_flight(self) -> int:
+        """Client requests still waiting for an answer."""
+        return len(self._queue)
+
+    # ----------------------------------------------------------------- client side
+
+    def frontend(self, msg: object) -> None:
+        """Note a message the client sent (anything not query-related is ignored)."""
+        if isinstance(msg, CopyData | CopyFail):
+            op = self._copy
+            if isinstance(msg, CopyData) and op is not None and op.copy_direction != "out":
+                op.copy_bytes += len(msg.data)
+                op.copy_messages += 1
+            return
+        if isinstance(msg, Sync):
+            self._skipping = False
+            self._queue.append(_Op("sync", self._clock()))
+            return
+        if self._skipping:  # the server discards everything up to Sync
+            return
+        op = self._request(msg)
+        if op is not None:
+            self._queue.append(op)
+
+    def _request(self, msg: object) -> _Op | None:
+        now = self._clock()
+        if isinstance(msg, Query):
+            return _Op("query", now, sql=msg.query)
+        if isinstance(msg, Parse):
+            parsed = _Statement(msg.query, tuple(msg.param_oids))
+            undo = self._define(self._statements, msg.name, parsed)
+            return _Op("parse", now, sql=msg.query, statement=msg.name, undo=undo)
+        if isinstance(msg, Bind):
+            stmt = self._statements.get(msg.statement)
+            sql, oids = (stmt.sql, stmt.type_oids) if isinstance(stmt, _Statement) else (None, ())
+            params = decode_params(msg.params, msg.param_formats, oids)
+            undo = self._define(self._portals, msg.portal, _Portal(msg.statement, sql, params))
+            return _Op(
+                "bind", now, sql, params, statement=msg.statement, portal=msg.portal, undo=undo
+            )
+        if isinstance(msg, Execute):
+            portal = self._portals.get(msg.portal)
+            if isinstance(portal, _Portal):
+                return _Op("execute", now, portal.sql, portal.params, portal.statement, msg.portal)
+            return _Op("execute", now, portal=msg.portal)
+        if isinstance(msg, Describe | Close):
+            table = self._statements if msg.kind == "S" else self._portals
+            found = table.get(msg.name)
+            text = found.sql if isinstance(found, _Portal | _Statement) else None
+            if isinstance(msg, Describe):
+                return _Op("describe", now, sql=text)
+            closed = None
+            if msg.name in table:
+                closed = _unset(table, msg.name, table.pop(msg.name))
+            return _Op("close", now, sql=text, undo=closed)
+        if isinstance(msg, FunctionCall):
+            args = decode_params(msg.args, msg.arg_formats)
+            return _Op("function", now, params=args, function_oid=msg.function_oid)
+        return None
+
+    def _define(self, table: dict[str, object], name: str, value: object) -> _Undo:
+        previous = table.pop(name, _MISSING)
+        table[name] = value
+        while len(table) > self._max_names:
+            del table[next(iter(table))]
+        return _unset(table, name, previous)
+
+    # ----------------------------------------------------------------- server side
+
+    def backend(self, msg: object) -> list[QueryRecord]:
+        """Note a server message; return the records it completes (usually none)."""
+        head = self._queue[0] if self._queue else None
+        if isinstance(msg, ReadyForQuery):
+            return self._ready(msg.status)
+        if isinstance(msg, ErrorResponse):
+            return self._error(msg, head)
+        if isinstance(msg, DataRow):
+            if head is not None and head.action in ("query", "execute"):
+                head.data_rows += 1
+            else:
+                self.unmatched += 1
+        elif isinstance(msg, CommandComplete | EmptyQueryResponse | PortalSuspended):
+            self._statement_end(msg, head)
+        elif isinstance(msg, RowDescription | NoData):
+            if head is not None and head.action == "describe":
+                self._queue.popleft()
+            elif head is not None and head.action == "query":
+                head.data_rows = 0
+            else:
+                self.unmatched += 1
+        elif isinstance(msg, ParseComplete | BindComplete | CloseComplete):
+            expected = {ParseComplete: "parse", BindComplete: "bind", CloseComplete: "close"}
+            if head is not None and head.action == expected[type(msg)]:
+                self._queue.popleft()
+            else:
+                self.unmatched += 1
+        elif isinstance(msg, CopyInResponse | CopyOutResponse | CopyBothResponse):
+            if head is not None and head.action in ("query", "execute"):
+                head.copy_direction = _COPY_DIRECTION[type(msg)]
+                self._copy = head
+            else:
+                self.unmatched += 1
+        elif isinstance(msg, CopyData):
+            op = self._copy
+            if op is not None and op.copy_direction != "in":
+                op.copy_bytes += len(msg.data)
+                op.copy_messages += 1
+        return []
+
+    def _statement_end(
+        self, msg: CommandComplete | EmptyQueryResponse | PortalSuspended, head: _Op | None
+    ) -> None:
+        if head is None or head.action not in ("query", "execute"):
+            self.unmatched += 1
+            return
+        if self._copy is head:
+            self._copy = None
+        head.suspended = isinstance(msg, PortalSuspended)
+        head.statement_done(msg.tag if isinstance(msg, CommandComplete) else None)
+        if head.action == "execute":
+            self._queue.popleft()
+            self._finished.append(self._record(head))
+
+    def _error(self, msg: ErrorResponse, head: _Op | None) -> list[QueryRecord]:
+        now = self._clock()
+        if self._copy is head:
+            self._copy = None
+        if head is None:  # nothing asked: authentication failure, admin shutdown...
+            return [self._record(_Op("query", now, error=msg), "error", self.tx_status)]
+        if head.action in ("query", "function"):
+            if head.error is None:  # a simple Query stops at its first error
+                head.error = msg
+                head.statement_done(None)
+            return []
+        if head.action == "sync":  # e.g. a deferred constraint failing at implicit COMMIT
+            self._finished.append(self._record(_Op("sync", now, error=msg), "extended"))
+            return []
+        self._queue.popleft()
+        head.error = msg
+        if head.action == "execute":
+            head.statement_done(None)
+        self._finished.append(self._record(head))
+        # PostgreSQL now skips every message up to Sync; roll back their effects,
+        # latest first, then the failed message's own.
+        skipped: list[_Op] = []
+        while self._queue and self._queue[0].action != "sync":
+            skipped.append(self._queue.popleft())
+        for op in [*reversed(skipped), head]:
+            if op.undo is not None:
+                op.undo()
+        self._skipping = not self._queue
+        return []
+
+    def _ready(self, status: TransactionStatus) -> list[QueryRecord]:
+        self.tx_status = status
+        # Normally the head is the Sync/Query/FunctionCall this answers. If not, we
+        # lost step: requests ahead of it got no answer; resynchronise on it.
+        while self._queue:
+            op = self._queue.popleft()
+            if op.action in ("sync", "query", "function"):
+                if op.action != "sync":
+                    self._finished.append(self._record(op))
+                break
+            self.unmatched += 1
+            if op.action == "execute":
+                self._finished.append(replace(self._record(op), completed=False))
+        self._copy = None
+        records = [replace(r, tx_status=status) for r in self._finished]
+        self._finished.clear()
+        if status is TransactionStatus.IDLE and not self._queue:
+            self._portals.clear()  # portals never outlive their transaction
+        return records
+
+    def close(self) -> list[QueryRecord]:
+        """The connection ended: release every record still held.
+
+        Queries, Executes and function calls that never got a complete answer
+        come out with ``completed=False``; their transaction status is unknown.
+        """
+        records = self._finished
+        self._finished = []
+        for op in self._queue:
+            if op.action in ("query", "execute", "function"):
+                records.append(replace(self._record(op), completed=False))
+        self._queue.clear()
+        self._copy = None
+        self._skipping = False
+        return records
+
+    def _record(
+        self, op: _Op, kind: QueryKind | None = None, tx: TransactionStatus | None = None
+    ) -> QueryRecord:
+        if kind is None:
+            if op.copy_direction is not None:
+                kind = "copy"
+            elif op.action == "query":
+                kind = "simple"
+            elif op.action == "function":
+                kind = "function"
+            else:
+                kind = "extended"
+        error = op.error
+        return QueryRecord(
+            kind=kind,
+            sql=op.sql,
+            params=op.params,
+            statement=op.statement,
+            portal=op.portal,
+            tag=op.tags[-1] if op.tags else None,
+            tags=tuple(op.tags),
+            rows=op.rows,
+            error_sqlstate=error.sqlstate if error is not None else None,
+            error_message=error.message if error is not None else None,
+            started_at=op.started_at,
+            finished_at=self._clock(),
+            tx_status=tx,
+            suspended=op.suspended,
+            copy_direction=op.copy_direction,
+            copy_bytes=op.copy_bytes,
+            copy_messages=op.copy_messages,
+            function_oid=op.function_oid,
+        )
