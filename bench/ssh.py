@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import pwd
 import random
 import resource
 import select
@@ -60,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import termios
+import threading
 import time
 import tty
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -128,18 +130,28 @@ def spawn(argv: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
 
 
 def reap(proc: subprocess.Popen[bytes], timeout: float = 5) -> int:
-    """Wait for a child (kill it after ``timeout``) and forget it."""
+    """Wait for a child (kill it after ``timeout``) and forget it.
+
+    A blocking wait with a timer, not ``wait(timeout=)``: that polls with sleeps of up
+    to 50 ms, which would round every measured time up to the next poll.
+    """
+    timer = threading.Timer(timeout, _kill, (proc,))
+    timer.start()
     try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
         rc = proc.wait()
+    finally:
+        timer.cancel()
     if proc in _children:
         _children.remove(proc)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
     return rc
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
 
 
 def reap_all() -> None:
@@ -389,11 +401,53 @@ def measure_setup(
     return out
 
 
+def remote_shell_start(runs: int = 7) -> float:
+    """Median seconds of ``$SHELL -c true`` as sshd runs it for LOGIN (part of every login).
+
+    bash sources ~/.bashrc when started by sshd (SSH_CLIENT set, shell level 1), so a
+    heavy ~/.bashrc adds the same time to every peer's setup figure.
+    """
+    pw = pwd.getpwnam(LOGIN)
+    env = {
+        "HOME": pw.pw_dir,
+        "USER": LOGIN,
+        "LOGNAME": LOGIN,
+        "SHELL": pw.pw_shell,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "SSH_CLIENT": "127.0.0.1 40000 22",
+        "SSH_CONNECTION": "127.0.0.1 40000 127.0.0.1 22",
+    }
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [pw.pw_shell, "-c", "true"],
+            env=env,
+            cwd=pw.pw_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 # --- 2. PTY throughput -----------------------------------------------------------------
 
 
-def stream_once(peer: Peer, remote: str, expect: int, work: Path) -> float:
-    """MB/s of one ``ssh -tt`` run's output, first byte to last."""
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stream_once(
+    peer: Peer, remote: str, expect: int, work: Path, cpu_pid: int
+) -> tuple[float, float]:
+    """MB/s of one ``ssh -tt`` run's output, first byte to last, and the share of one
+    core that process ``cpu_pid`` (the bastion) used meanwhile."""
     argv, env = peer.command(remote, tty_=True)
     err = work / "stream.err"
     with open(err, "wb") as e:
@@ -401,7 +455,7 @@ def stream_once(peer: Peer, remote: str, expect: int, work: Path) -> float:
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     total = first_len = 0
-    first = last = 0.0
+    first = last = cpu0 = 0.0
     while True:
         data = os.read(fd, 1 << 20)
         if not data:
@@ -409,25 +463,32 @@ def stream_once(peer: Peer, remote: str, expect: int, work: Path) -> float:
         now = time.perf_counter()
         if not total:
             first, first_len = now, len(data)
+            cpu0 = cpu_seconds(cpu_pid)
         total += len(data)
         last = now
+    cpu1 = cpu_seconds(cpu_pid)
     rc = reap(proc, timeout=30)
     if rc != 0 or total < expect:
         raise BenchError(
             f"{peer.name}: {remote!r} exited {rc} after {total} bytes: {err_tail(err)}"
         )
-    return (total - first_len) / (last - first) / 1e6
+    return (total - first_len) / (last - first) / 1e6, (cpu1 - cpu0) / (last - first)
 
 
 def measure_stream(
-    peers: Sequence[Peer], remote: str, expect: int, reps: int, work: Path
-) -> dict[str, list[float]]:
+    peers: Sequence[Peer], remote: str, expect: int, reps: int, work: Path, bastion_pid: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    """MB/s per peer, and the bastion's core use during its own runs."""
     out: dict[str, list[float]] = {p.name: [] for p in peers}
+    cores: list[float] = []
     for i in range(reps):
         for peer in rotated(peers, i):
-            out[peer.name].append(stream_once(peer, remote, expect, work))
-            say(f"  {peer.name}: {out[peer.name][-1]:.0f} MB/s")
-    return out
+            rate, core = stream_once(peer, remote, expect, work, bastion_pid)
+            out[peer.name].append(rate)
+            if peer.name == "bastion":
+                cores.append(core)
+            say(f"  {peer.name}: {rate:.0f} MB/s")
+    return out, cores
 
 
 def write_log_file(path: Path, size: int, seed: int = 7) -> int:
@@ -789,9 +850,13 @@ class Results:
     scale: Scale
     ramp: int
     setup: dict[str, list[float]] = field(default_factory=dict)
+    setup_same_kex: dict[str, list[float]] = field(default_factory=dict)
+    shell_start: float = 0.0
     zero: dict[str, list[float]] = field(default_factory=dict)
     text: dict[str, list[float]] = field(default_factory=dict)
     text_bytes: int = 0
+    zero_cpu: list[float] = field(default_factory=list)
+    text_cpu: list[float] = field(default_factory=list)
     echo: dict[str, list[float]] = field(default_factory=dict)
     conc: dict[str, Conc] = field(default_factory=dict)
     conc_verified: Verified | None = None
@@ -827,7 +892,15 @@ def summary(r: Results) -> str:
     ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
     ms1 = lambda v: f"{v * 1000:.2f} ms"  # noqa: E731
     mbs = lambda v: f"{v:.0f} MB/s"  # noqa: E731
-    add(f"setup, `ssh … true` (median of {s.setup_runs})", r.setup, ms, med, 1.0, False)
+    add(f"setup, `ssh … true`, stock (median of {s.setup_runs})", r.setup, ms, med, 1.0, False)
+    add(
+        f"setup, `ssh … true`, {SAME_KEX} everywhere (median of {s.setup_runs})",
+        r.setup_same_kex,
+        ms,
+        med,
+        1.0,
+        False,
+    )
     add(
         f"PTY throughput, `head -c {s.zero_mib}M /dev/zero` (median of {s.stream_reps})",
         r.zero,
@@ -935,7 +1008,8 @@ def details(r: Results) -> str:
                 ]
             )
 
-    spread("setup", r.setup, 1000, "ms")
+    spread("setup, stock", r.setup, 1000, "ms")
+    spread(f"setup, {SAME_KEX}", r.setup_same_kex, 1000, "ms")
     spread("/dev/zero", r.zero, 1, "MB/s")
     spread("coloured log", r.text, 1, "MB/s")
     spread("echo", r.echo, 1000, "ms")
@@ -1017,37 +1091,48 @@ def run(args: argparse.Namespace, scale: Scale, work: Path) -> Results:
             host_keys=[target.host_key_line],
             now=time.time(),
         )
-        cfg = ssh_config(work, target, jump, h.ca)
+        cfgs = ssh_configs(work, target, jump, h.ca)
         bastion = BastionPeer(h)
         peers: list[Peer] = [
             bastion,
-            OpenSSHPeer("direct", cfg, "direct", target),
-            OpenSSHPeer("ProxyJump", cfg, "viajump", jump),
+            OpenSSHPeer("direct", cfgs, "direct", target),
+            OpenSSHPeer("ProxyJump", cfgs, "viajump", jump),
         ]
-        bpid = bastion.memory_root()
 
-        say(f"1/4 setup time: {scale.setup_runs} logins per peer (+1 warm-up)")
+        say(f"1/4 setup time: {scale.setup_runs} logins per peer (+1 warm-up), stock KEX")
         res.setup = measure_setup(peers, scale.setup_runs, work)
+        say(f"    and with {SAME_KEX} on every hop")
+        res.setup_same_kex = measure_setup(peers, scale.setup_runs, work, same_kex=True)
+        res.shell_start = remote_shell_start()
 
         say(f"2/4 PTY throughput: head -c {scale.zero_mib}M /dev/zero x{scale.stream_reps}")
         zero = scale.zero_mib << 20
-        res.zero = measure_stream(
-            peers, f"head -c {scale.zero_mib}M /dev/zero", zero, scale.stream_reps, work
+        bpid = bastion.memory_root()
+        res.zero, res.zero_cpu = measure_stream(
+            peers, f"head -c {scale.zero_mib}M /dev/zero", zero, scale.stream_reps, work, bpid
         )
         say(f"    generating a {scale.text_mb} MB coloured log file")
         text = work / "colour.log"
         res.text_bytes = write_log_file(text, scale.text_mb * 1_000_000)
         say(f"    cat of it x{scale.stream_reps}")
-        res.text = measure_stream(peers, f"cat {text}", res.text_bytes, scale.stream_reps, work)
+        res.text, res.text_cpu = measure_stream(
+            peers, f"cat {text}", res.text_bytes, scale.stream_reps, work, bpid
+        )
 
         say(f"3/4 keystroke echo: {scale.echo_samples} samples per peer")
         res.echo = measure_echo(peers, scale.echo_samples)
+
+        say("verifying the recordings so far, then restarting the node for a clean RSS baseline")
+        earlier = verify_recordings(h, bastion.users)
+        mark = len(bastion.users)
+        restart_node_info_logging(h)
+        measure_setup([bastion], 2, work)  # warm-up logins on the fresh node
 
         n = scale.sessions
         say(f"4/4 concurrency: {n} sessions per peer, at most {args.ramp} logins in flight")
         for peer in peers:
             first = len(bastion.users)
-            c = measure_concurrency(peer, n, args.ramp, work, bpid)
+            c = measure_concurrency(peer, n, args.ramp, work, bastion.memory_root())
             res.conc[peer.name] = c
             say(
                 f"  {peer.name}: {c.up} up in {c.ramp_seconds:.1f} s, {c.completed} completed, "
@@ -1058,10 +1143,15 @@ def run(args: argparse.Namespace, scale: Scale, work: Path) -> Results:
             if peer is bastion:
                 say("  verifying the recordings of those sessions")
                 res.conc_verified = verify_recordings(h, bastion.users[first:])
-        say("verifying every other recording of the run")
-        res.all_verified = verify_recordings(h, bastion.users)
+        assert res.conc_verified is not None
+        later = verify_recordings(h, bastion.users[mark:])  # warm-ups and concurrency
+        res.all_verified = Verified(
+            earlier.total + later.total,
+            earlier.intact + later.intact,
+            earlier.problems + later.problems,
+        )
         for problem in res.all_verified.problems[:10]:
-            say(f"  {problem}")
+            say(f"  recording: {problem}")
     finally:
         reap_all()
         h.close()
@@ -1106,6 +1196,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(summary(res))
     print()
+    print(
+        f"Every setup figure includes the target's `$SHELL -c true` as sshd runs it: "
+        f"{res.shell_start * 1000:.0f} ms here\n(bash sources ~/.bashrc for sshd)."
+    )
+    print("Stock: each client's defaults (OpenSSH 9.x to sshd: sntrup761x25519-sha512; asyncssh")
+    print("has no sntrup761/ML-KEM without liboqs, so the bastion's two legs use curve25519).")
     print("Ratios are bastion / ProxyJump between medians of the same run; the peers were")
     print("interleaved round by round. Throughput is bytes received on the client's PTY")
     print("from the first byte to the last (login excluded); setup is the whole `ssh … true`.")
@@ -1114,6 +1210,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("process; ProxyJump = the jump host's sshd tree; direct = the target's sshd tree.")
     print("\n## Spread\n")
     print(details(res))
+    print()
+    print(
+        "bastion process CPU while streaming (median, share of one core): "
+        f"/dev/zero {statistics.median(res.zero_cpu) * 100:.0f}%, "
+        f"coloured log {statistics.median(res.text_cpu) * 100:.0f}% "
+        "(relay, recording, and their threads; one asyncio loop)."
+    )
     print("\n## Concurrency\n")
     print(conc_details(res))
     sys.stdout.flush()
