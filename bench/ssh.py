@@ -30,7 +30,7 @@ machine falls on all of them alike; ratios are between medians of the same run):
    then), released at once to produce their output together; each must exit 0 with
    the exact output. For the bastion every recording of the run is then verified
    against the final hash the state store kept (as ``bastion verify SESSION_ID``).
-   Memory: the bastion's VmRSS, and per idle session the growth of the summed PSS
+   Memory: the bastion's VmRSS, and per idle session the growth of the summed USS
    of the hop's process tree (the bastion process; the jump host's sshd tree for
    ProxyJump; the target's sshd tree for direct).
 
@@ -76,7 +76,7 @@ from bastion.store.models import TargetKind
 from bastion.target_setup import default_principal
 
 try:
-    from tests.peers.bastion_node import LOGIN, BastionHarness, make_harness
+    from tests.peers.bastion_node import LOGIN, BastionHarness, Contractor, make_harness
 except ModuleNotFoundError as exc:  # pragma: no cover - run from the wrong place
     raise SystemExit(
         f"{exc}: run from the repository root as 'PYTHONPATH=. python bench/ssh.py'"
@@ -191,6 +191,9 @@ class Peer:
         """The pid whose process tree is this path's hop (for memory per session)."""
         raise NotImplementedError
 
+    def before_spawn(self, env: dict[str, str]) -> None:
+        """Called right before a prepared command is started (nothing to do by default)."""
+
 
 class OpenSSHPeer(Peer):
     """direct or ProxyJump: a host alias in our ssh_config."""
@@ -223,6 +226,7 @@ class BastionPeer(Peer):
     def __init__(self, harness: BastionHarness) -> None:
         self.harness = harness
         self.users: list[str] = []
+        self._by_code_file: dict[str, Contractor] = {}
 
     def command(
         self, remote: str, tty_: bool = False, same_kex: bool = False
@@ -231,6 +235,8 @@ class BastionPeer(Peer):
         who = h.contractor("bench")
         h.grant(who, TARGET, seconds=4 * 3600)
         self.users.append(who.name)
+        env = who.ssh_env()
+        self._by_code_file[env["BASTION_TEST_CODE_FILE"]] = who
         argv = [
             "ssh",
             *who.ssh_args(),
@@ -241,11 +247,18 @@ class BastionPeer(Peer):
             f"{who.name}%{TARGET}@127.0.0.1",
             remote,
         ]
-        return argv, who.ssh_env()
+        return argv, env
 
     def memory_root(self) -> int:
         assert self.harness.proc is not None
         return self.harness.proc.pid
+
+    def before_spawn(self, env: dict[str, str]) -> None:
+        """A code for the current step: one prepared long before may be out of the window."""
+        path = env["BASTION_TEST_CODE_FILE"]
+        who = self._by_code_file[path]
+        who.last_step = -1  # unused so far: the code from preparation was never sent
+        Path(path).write_text(who.next_code() + "\n")
 
 
 def sshd_pid(target: OpenSSHTarget) -> int:
@@ -663,9 +676,18 @@ def _status_kib(path: str, field_: str) -> int:
     return 0
 
 
-def tree_pss_kib(root: int) -> int:
-    """Summed PSS of ``root`` and all its descendants (shared pages counted once)."""
-    return sum(_status_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in _proc_tree(root))
+def tree_uss_kib(root: int) -> int:
+    """Summed USS (private pages) of ``root`` and all its descendants.
+
+    What each new session adds: a forked sshd child's pages still shared with its
+    parent or siblings cost nothing extra. (PSS would also move with unrelated
+    processes that map the same libraries, e.g. other Pythons on a busy machine.)
+    """
+    total = 0
+    for pid in _proc_tree(root):
+        rollup = f"/proc/{pid}/smaps_rollup"
+        total += _status_kib(rollup, "Private_Clean:") + _status_kib(rollup, "Private_Dirty:")
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -681,8 +703,8 @@ class Conc:
     completed: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
-    pss_before: int = 0
-    pss_idle: int = 0
+    uss_before: int = 0
+    uss_idle: int = 0
     rss_before: int = 0
     rss_idle: int = 0
     rss_peak: int = 0
@@ -691,7 +713,7 @@ class Conc:
 
     @property
     def kib_per_session(self) -> float:
-        return (self.pss_idle - self.pss_before) / max(self.up, 1)
+        return (self.uss_idle - self.uss_before) / max(self.up, 1)
 
 
 @dataclass
@@ -708,7 +730,7 @@ def measure_concurrency(peer: Peer, n: int, ramp: int, work: Path, bastion_pid: 
     cmds = [peer.command("echo up; read x; seq 1 2000") for _ in range(n)]
     root = peer.memory_root()
     time.sleep(1)
-    res.pss_before = tree_pss_kib(root)
+    res.uss_before = tree_uss_kib(root)
     res.rss_before = rss_kib(bastion_pid)
     sel = selectors.DefaultSelector()
     sessions: list[_Sess] = []
@@ -721,6 +743,7 @@ def measure_concurrency(peer: Peer, n: int, ramp: int, work: Path, bastion_pid: 
         while todo or connecting:
             while todo and connecting < ramp:
                 argv, env = todo.pop(0)
+                peer.before_spawn(env)
                 p = spawn(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
                 assert p.stdout is not None
                 s = _Sess(p)
@@ -746,7 +769,7 @@ def measure_concurrency(peer: Peer, n: int, ramp: int, work: Path, bastion_pid: 
         res.ramp_seconds = time.monotonic() - t0
         # All up and idle: sample the hop's memory.
         time.sleep(1.0)
-        res.pss_idle = max(tree_pss_kib(root) for _ in range(3))
+        res.uss_idle = max(tree_uss_kib(root) for _ in range(3))
         res.rss_idle = rss_kib(bastion_pid)
         res.rss_peak = res.rss_idle
         # Release every session at once.
@@ -956,7 +979,7 @@ def summary(r: Results) -> str:
     kib = {p: done[p].kib_per_session for p in PEERS}
     rows.append(
         [
-            "memory per idle session (hop's PSS growth)",
+            "memory per idle session (hop's USS growth)",
             *(f"{kib[p]:.0f} KiB" for p in PEERS),
             f"{kib['bastion'] / kib['ProxyJump']:.2f}x" if kib["ProxyJump"] > 0 else "n/a",
             "",
@@ -1028,8 +1051,8 @@ def conc_details(r: Results) -> str:
                 f"{c.burst_seconds:.1f} s",
                 f"{c.completed}",
                 f"{c.failed}",
-                f"{c.pss_before / 1024:.1f} MiB",
-                f"{c.pss_idle / 1024:.1f} MiB",
+                f"{c.uss_before / 1024:.1f} MiB",
+                f"{c.uss_idle / 1024:.1f} MiB",
                 f"{c.kib_per_session:.0f} KiB",
             ]
         )
@@ -1040,8 +1063,8 @@ def conc_details(r: Results) -> str:
         "output burst",
         "completed",
         "failed",
-        "hop PSS before",
-        "hop PSS idle",
+        "hop USS before",
+        "hop USS idle",
         "per session",
     ]
     return table(head, rows)
@@ -1140,6 +1163,15 @@ def run(args: argparse.Namespace, scale: Scale, work: Path) -> Results:
             )
             for f in c.failures[:5]:
                 say(f"    {f}")
+            if c.failed:
+                lines = (work / f"conc-{peer.name}.err").read_text(errors="replace").splitlines()
+                noise = ("Connection to", "Warning: Permanently")
+                distinct = sorted({ln for ln in lines if ln and not ln.startswith(noise)})
+                for ln in distinct[:10]:
+                    say(f"    ssh stderr: {ln}")
+                if peer is bastion:
+                    for ln in [x for x in h.log().splitlines() if " WARNING " in x][-10:]:
+                        say(f"    bastion log: {ln}")
             if peer is bastion:
                 say("  verifying the recordings of those sessions")
                 res.conc_verified = verify_recordings(h, bastion.users[first:])
@@ -1205,9 +1237,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("Ratios are bastion / ProxyJump between medians of the same run; the peers were")
     print("interleaved round by round. Throughput is bytes received on the client's PTY")
     print("from the first byte to the last (login excluded); setup is the whole `ssh … true`.")
-    print("Memory per idle session: growth of the summed PSS of the hop's processes while")
-    print("the sessions were open and idle, divided by their number: bastion = the bastion")
-    print("process; ProxyJump = the jump host's sshd tree; direct = the target's sshd tree.")
+    print("Memory per idle session: growth of the summed USS (private pages) of the hop's")
+    print("processes while the sessions were open and idle, divided by their number:")
+    print("bastion = the bastion process; ProxyJump = the jump host's sshd tree; direct = the")
+    print("target's sshd tree.")
     print("\n## Spread\n")
     print(details(res))
     print()
