@@ -76,7 +76,13 @@ from bastion.store.models import TargetKind
 from bastion.target_setup import default_principal
 
 try:
-    from tests.peers.bastion_node import LOGIN, BastionHarness, Contractor, make_harness
+    from tests.peers.bastion_node import (
+        LOGIN,
+        TEST_CONFIG_OVERRIDES,
+        BastionHarness,
+        Contractor,
+        make_harness,
+    )
 except ModuleNotFoundError as exc:  # pragma: no cover - run from the wrong place
     raise SystemExit(
         f"{exc}: run from the repository root as 'PYTHONPATH=. python bench/ssh.py'"
@@ -342,8 +348,16 @@ def start_sshd(work: Path, ca: CertificateAuthority, name: str) -> OpenSSHTarget
     return t
 
 
+def production_config(h: BastionHarness) -> None:
+    """Undo the harness's test-only config values (faster time-box polling, short warnings)."""
+    text = h.config.path.read_text()
+    for default, test_value in TEST_CONFIG_OVERRIDES.items():
+        text = text.replace(test_value, default)
+    h.config.path.write_text(text)
+
+
 def restart_node_info_logging(h: BastionHarness) -> None:
-    """Run the node at the production log level (the harness runs it with DEBUG)."""
+    """(Re)start the node at the production log level (the harness runs it with DEBUG)."""
     h.stop()
     log = open(h.dir / "bastion.log", "ab")  # noqa: SIM115 - handed to the child
     try:
@@ -1101,6 +1115,7 @@ def run(args: argparse.Namespace, scale: Scale, work: Path) -> Results:
     h = make_harness(work / "node")
     target = jump = None
     try:
+        production_config(h)
         restart_node_info_logging(h)
         target = start_sshd(work, h.ca, TARGET)
         jump = start_sshd(work, h.ca, "jump")

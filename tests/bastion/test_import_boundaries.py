@@ -17,7 +17,8 @@ def _loaded_after(imports: str) -> set[str]:
 def test_bastion_does_not_import_the_tui() -> None:
     mods = _loaded_after(
         "import bastion.cli, bastion.cli_admin, bastion.cli_sessions, bastion.cli_recordings, "
-        "bastion.ssh.server, bastion.ssh.session, bastion.recording, bastion.demo, bastion.pg.protocol"
+        "bastion.ssh.server, bastion.ssh.session, bastion.recording, bastion.demo, "
+        "bastion.pg.protocol"
     )
     assert "bastion.ssh.server" in mods  # the probe really imported something
     bad = {m for m in mods if m == "textual" or m.startswith(("textual.", "replay"))}
