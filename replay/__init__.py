@@ -1,0 +1,14 @@
+"""replay: turn recorded sessions back into screens.
+
+``replay.terminal`` is a headless terminal emulator (bytes in, immutable screen
+snapshots out) built on pyte with our own escape-sequence parser (``replay.vtparser``);
+``replay.keyframes`` takes periodic emulator states of a recording so a player can seek.
+Neither imports ``textual``: the TUI (screens and widgets) builds on them, and this
+package is never imported by ``bastion`` or ``recorder``.
+"""
+
+from __future__ import annotations
+
+from replay.terminal import Cell, ScreenSnapshot, TerminalEmulator
+
+__all__ = ["Cell", "ScreenSnapshot", "TerminalEmulator"]
