@@ -925,10 +925,19 @@ def summary(r: Results) -> str:
             ]
         )
 
+    def ms(v: float) -> str:
+        return f"{v * 1000:.0f} ms"
+
+    def ms1(v: float) -> str:
+        return f"{v * 1000:.2f} ms"
+
+    def mbs(v: float) -> str:
+        return f"{v:.0f} MB/s"
+
+    def p99(v: list[float]) -> float:
+        return percentile(v, 99)
+
     s = r.scale
-    ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
-    ms1 = lambda v: f"{v * 1000:.2f} ms"  # noqa: E731
-    mbs = lambda v: f"{v:.0f} MB/s"  # noqa: E731
     add(f"setup, `ssh … true`, stock (median of {s.setup_runs})", r.setup, ms, med, 1.0, False)
     add(
         f"setup, `ssh … true`, {SAME_KEX} everywhere (median of {s.setup_runs})",
@@ -957,14 +966,7 @@ def summary(r: Results) -> str:
     )
     n_echo = len(r.echo["bastion"])
     add(f"keystroke echo p50 ({n_echo} samples)", r.echo, ms1, med, 1.2, False)
-    add(
-        f"keystroke echo p99 ({n_echo} samples)",
-        r.echo,
-        ms1,
-        lambda v: percentile(v, 99),
-        1.5,
-        False,
-    )
+    add(f"keystroke echo p99 ({n_echo} samples)", r.echo, ms1, p99, 1.5, False)
     n = s.sessions
     done = {p: r.conc[p] for p in PEERS}
     all_ok = all(c.completed == n for c in done.values())
@@ -979,21 +981,22 @@ def summary(r: Results) -> str:
     )
     cv, av = r.conc_verified, r.all_verified
     assert cv is not None and av is not None
+    recorded_all = cv.total >= done["bastion"].completed
     rows.append(
         [
-            f"recordings intact, those {n} / all of the run",
-            f"{cv.intact}/{n} / {av.intact}/{av.total}",
+            f"recordings intact: those {n} sessions / whole run",
+            f"{cv.intact}/{cv.total} / {av.intact}/{av.total}",
             "-",
             "-",
             "",
             "all",
-            "met" if cv.intact == n and av.intact == av.total else "**missed**",
+            "met" if recorded_all and not cv.problems and not av.problems else "**missed**",
         ]
     )
     kib = {p: done[p].kib_per_session for p in PEERS}
     rows.append(
         [
-            "memory per idle session (hop's USS growth)",
+            "memory per idle session (USS growth of the hop)",
             *(f"{kib[p]:.0f} KiB" for p in PEERS),
             f"{kib['bastion'] / kib['ProxyJump']:.2f}x" if kib["ProxyJump"] > 0 else "n/a",
             "",
