@@ -86,9 +86,18 @@ class LiveSessions:
         """All live sessions on this node."""
         return list(self._sessions.values())
 
-    def apply(self, states: dict[int, tuple[GrantState, float]]) -> None:
-        """One time-box pass over all sessions, given their grants' stored states."""
-        for s in self.list():
+    def apply(
+        self,
+        states: dict[int, tuple[GrantState, float]],
+        sessions: Sequence[LiveSession] | None = None,
+    ) -> None:
+        """One time-box pass, given the stored states of ``sessions``' grants.
+
+        ``sessions`` must be the ones whose grants were read (default: all): a
+        session that started while the states were being read is not judged by an
+        answer that could not include its grant.
+        """
+        for s in self.list() if sessions is None else sessions:
             if s.grant_id not in states:
                 self._end(s, "grant-removed", f"grant #{s.grant_id} no longer exists")
                 continue
@@ -157,4 +166,4 @@ class LiveSessions:
                 log.exception("cannot read grant states; retrying")
                 continue
             self.apply_terminations(requests)
-            self.apply(states)
+            self.apply(states, sessions)

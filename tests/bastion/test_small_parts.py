@@ -157,3 +157,17 @@ def test_json_log_lines() -> None:
     entry = json.loads(JsonLogFormatter().format(record))
     assert entry["level"] == "WARNING" and entry["message"] == "lost web1"
     assert entry["logger"] == "bastion"
+
+
+def test_timebox_ignores_sessions_started_during_the_read() -> None:
+    # A session added while the grant states were read must not be judged by them.
+    clock = [1000.0]
+    live, s, h = _live(clock, 5000)
+    snapshot = live.list()
+    h2 = FakeHandle()
+    late = LiveSession("s2", "bob", "web2", 8, 5000, h2, clock[0], clock[0])
+    live.add(late)
+    live.apply({7: (GrantState.ACTIVE, 5000.0)}, snapshot)
+    assert not h.ended and not h2.ended
+    live.apply({7: (GrantState.ACTIVE, 5000.0)})  # without the snapshot: ended wrongly
+    assert h2.ended and h2.ended[0][0] == "grant-removed"
