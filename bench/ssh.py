@@ -32,7 +32,12 @@ machine falls on all of them alike; ratios are between medians of the same run):
    against the final hash the state store kept (as ``bastion verify SESSION_ID``).
    Memory: the bastion's VmRSS, and per idle session the growth of the summed USS
    of the hop's process tree (the bastion process; the jump host's sshd tree for
-   ProxyJump; the target's sshd tree for direct).
+   ProxyJump; the target's sshd tree, remote shells included, for direct).
+
+The node runs with the production config values and log level (the harness's
+test-only overrides are undone) and is restarted before the concurrency phase, so
+its memory baseline is a fresh process after two warm-up logins. Both sshds have
+``MaxStartups 1000`` so that the login ramp is never dropped at random.
 
 Run from the repository root (it imports the test harness from ``tests.peers``)::
 
@@ -1091,17 +1096,23 @@ def conc_details(r: Results) -> str:
 
 
 @contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so the finally blocks clean up."""
+def interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt, so the finally blocks clean up.
+
+    SIGINT is set explicitly: a shell without job control starts background jobs
+    with it ignored, and Python then leaves it ignored.
+    """
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old_term = signal.signal(signal.SIGTERM, handler)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def raise_fd_limit(need: int) -> None:
@@ -1229,7 +1240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bastion-bench-ssh-"))
     try:
-        with interrupt_on_sigterm():
+        with interruptible():
             res = run(args, scale, work)
     except BenchError as e:
         raise SystemExit(f"benchmark failed: {e}") from None
@@ -1258,7 +1269,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("Memory per idle session: growth of the summed USS (private pages) of the hop's")
     print("processes while the sessions were open and idle, divided by their number:")
     print("bastion = the bastion process; ProxyJump = the jump host's sshd tree; direct = the")
-    print("target's sshd tree.")
+    print("target's sshd tree, which also holds the remote shells waiting in `read`.")
+    print("Sessions were opened with at most --ramp logins in flight (sshd: MaxStartups 1000).")
     print("\n## Spread\n")
     print(details(res))
     print()
