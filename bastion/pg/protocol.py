@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Final, Generic, TypeVar
 
@@ -171,7 +172,7 @@ def error_response(sqlstate: str, message: str, severity: str = "FATAL") -> byte
 _T = TypeVar("_T")
 
 
-class _Parser(Generic[_T]):
+class _Parser(ABC, Generic[_T]):
     """Buffering, framing, EOF and error state shared by both directions."""
 
     _direction = ""
@@ -233,8 +234,9 @@ class _Parser(Generic[_T]):
         while not isinstance(event := self.next_event(), Sentinel):
             yield event
 
+    @abstractmethod
     def _next(self) -> _T | Sentinel:
-        raise NotImplementedError
+        """Decode the next message from the buffer (each direction has its own rules)."""
 
     def _fail(self, error: ProtocolViolation) -> None:
         self._error = error

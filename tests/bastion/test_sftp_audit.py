@@ -668,7 +668,9 @@ with lock:
 
 def need_openssh() -> None:
     if not SFTP_SERVER.exists() or shutil.which("sftp") is None or shutil.which("scp") is None:
-        pytest.skip("OpenSSH sftp/scp clients or sftp-server not installed")
+        pytest.fail(
+            "OpenSSH sftp/scp clients or sftp-server missing: apt-get install openssh-server"
+        )
 
 
 @dataclass
