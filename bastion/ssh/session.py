@@ -604,7 +604,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         if summary is not None:
             path = node.recordings.path_of(summary.location)
             try:
-                commands = await node.call(extract_session_commands, path)
+                commands = await self._searchable_commands(path)
                 await node.call(node.store.add_session_commands, self.session_id, commands)
             except Exception:  # the index is derived data; the recording is the evidence
                 log.exception("command extraction failed for session %s", self.session_id)
@@ -621,6 +621,21 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             recording=summary.location if summary else None,
             final_hash=final_hash,
         )
+
+    async def _searchable_commands(self, path: str) -> list[tuple[float, str]]:
+        """What goes into the command search for this channel.
+
+        Exec: the command line itself. A terminal: the lines typed into it. A
+        file transfer or a non-terminal stdin carries data, not commands, and is
+        not indexed (its files are in the audit log).
+        """
+        commands: list[tuple[float, str]] = []
+        if self.kind == "exec" and self.command:
+            started = self.live.started_at if self.live else self.node.clock()
+            commands.append((started, self.command))
+        if self.pty is not None and self.kind in ("shell", "exec"):
+            commands += await self.node.call(extract_session_commands, path)
+        return commands
 
     async def _repack(self, location: str, final_hash: str) -> str:
         """Shrink the closed recording; the session row follows the new final hash.

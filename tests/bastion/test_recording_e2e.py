@@ -259,3 +259,36 @@ def test_closed_recording_is_repacked_and_still_verifies(bastion: BastionHarness
     assert out == r.stdout
     v = bastion.cli("verify", sid)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_search_indexes_exec_commands_but_not_transferred_data(
+    bastion: BastionHarness, tmp_path: Path
+) -> None:
+    c = bastion.contractor()
+    bastion.grant(c, "web1", options=("scp",))
+    r = c.ssh("echo indexed-exec-marker-77", target="web1")
+    assert r.returncode == 0, r.stderr
+    src = tmp_path / "payload.txt"
+    src.write_text("systemctl restart not-a-command-marker-88\n" * 50)
+    scp = subprocess.run(
+        [
+            "scp",
+            *c.ssh_args(),
+            "-P",
+            str(bastion.port),
+            str(src),
+            f"{c.login_name('web1')}@127.0.0.1:{tmp_path}/copy.txt",
+        ],
+        capture_output=True,
+        env=c.ssh_env(),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert scp.returncode == 0, scp.stderr
+    deadline = time.monotonic() + 10
+    while len(bastion.audit(c.name, "session.end")) < 2:  # both indexed and final
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    hits = bastion.store.search_commands("indexed-exec-marker-77", user=c.name)
+    assert [h.text for h in hits] == ["echo indexed-exec-marker-77"]
+    assert bastion.store.search_commands("not-a-command-marker-88", user=c.name) == []
