@@ -20,22 +20,22 @@ from bastion.errors import AccessDenied
 from bastion.grants import authorize, require_option
 from bastion.ids import new_session_id
 from bastion.live import LiveSession
-from bastion.recording import LiveRecording, extract_session_commands
+from bastion.recording import LiveRecording
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.menu import LineInput
+from bastion.ssh.session_recording import SessionRecording
 from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
 from bastion.store.models import Grant, SessionRecord, Target
-from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
 
 FORWARDED_ENV_PREFIXES = ("LANG", "LC_")
 
 
-class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
+class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[bytes]):
     """The contractor side of one session channel."""
 
     def __init__(self, ctx: ConnectionContext) -> None:
@@ -422,67 +422,6 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         )
         await self._connect(target, grant)
 
-    async def _start_recording(self, target: Target, grant: Grant, now: float) -> str | None:
-        """Open the session's recording; without one the session does not start."""
-        node, user = self.node, self.ctx.user
-        assert self.session_id is not None
-        meta: dict[str, object] = {
-            "user": user.name,
-            "target": target.name,
-            "login": self.login,
-            "grant": grant.id,
-            "node": node.node,
-            "protocol": "ssh",
-            "client": self.ctx.client_addr,
-            "request": self._describe_request(),
-            "started_at": now,
-        }
-        if self.pty is not None:
-            meta.update(term=self.pty.term_type, cols=self.pty.width, rows=self.pty.height)
-        try:
-            self.recording = await node.call(
-                node.recordings.start, self.session_id, meta, self._recording_failed
-            )
-        except (RecordingWriteError, OSError) as e:
-            await node.audit(
-                user.name,
-                "recording.failed",
-                target.name,
-                session=self.session_id,
-                error=str(e),
-                at_start=True,
-                fail_closed=node.recordings.fail_closed,
-            )
-            if node.recordings.fail_closed:
-                raise Refusal(
-                    "recording-unavailable",
-                    "this session cannot be recorded right now, and sessions never run "
-                    "unrecorded; ask an admin to check the bastion's recording storage",
-                ) from e
-            return None
-        return self.recording.writer.location
-
-    def _recording_failed(self, message: str) -> None:
-        """The recording broke mid-session: end the session (fail closed) and audit it."""
-        node = self.node
-        node.spawn(
-            node.audit(
-                self.ctx.user.name,
-                "recording.failed",
-                self._target_name(),
-                session=self.session_id,
-                error=message,
-                at_start=False,
-                fail_closed=node.recordings.fail_closed,
-            )
-        )
-        if node.recordings.fail_closed:
-            self.terminate(
-                "recording-failed",
-                "the recording of this session could not be written, and sessions never "
-                "run unrecorded",
-            )
-
     def _check_file_transfer(self, grant: Grant) -> None:
         if self.kind == "subsystem" and self.subsystem != "sftp":
             raise Refusal("subsystem", f"subsystem '{self.subsystem}' is not available")
@@ -621,54 +560,3 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             recording=summary.location if summary else None,
             final_hash=final_hash,
         )
-
-    async def _searchable_commands(self, path: str) -> list[tuple[float, str]]:
-        """What goes into the command search for this channel.
-
-        Exec: the command line itself. A terminal: the lines typed into it. A
-        file transfer or a non-terminal stdin carries data, not commands, and is
-        not indexed (its files are in the audit log).
-        """
-        commands: list[tuple[float, str]] = []
-        if self.kind == "exec" and self.command:
-            started = self.live.started_at if self.live else self.node.clock()
-            commands.append((started, self.command))
-        if self.pty is not None and self.kind in ("shell", "exec"):
-            commands += await self.node.call(extract_session_commands, path)
-        return commands
-
-    async def _repack(self, location: str, final_hash: str) -> str:
-        """Shrink the closed recording; the session row follows the new final hash.
-
-        Returns the final hash the row now holds.
-        """
-        node = self.node
-        assert self.session_id is not None
-        try:
-            result = await node.call(node.recordings.repack_closed, location, final_hash)
-        except Exception as e:  # the closed file stays valid and is the evidence
-            log.exception("repacking session %s failed", self.session_id)
-            await node.audit(
-                self.ctx.user.name,
-                "recording.repack-failed",
-                self._target_name(),
-                session=self.session_id,
-                error=str(e),
-            )
-            return final_hash
-        if result is None or result.action != "repacked" or result.signature is None:
-            return final_hash
-        await node.call(
-            node.store.update_recording_hash, self.session_id, result.final_hash, result.signature
-        )
-        await node.audit(
-            self.ctx.user.name,
-            "recording.repacked",
-            self._target_name(),
-            session=self.session_id,
-            old_final_hash=result.old_final_hash,
-            final_hash=result.final_hash,
-            bytes_before=result.bytes_before,
-            bytes_after=result.bytes_after,
-        )
-        return result.final_hash
