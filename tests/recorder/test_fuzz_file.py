@@ -7,42 +7,16 @@ import io
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from recorder import RecordingFormatError, RecordingReader, recover, verify
+from tests.fuzzing import Mutation, apply_mutations, byte_mutations
 from tests.recorder.conftest import sample_events
 
-mutations = st.lists(
-    st.tuples(
-        st.sampled_from(["flip", "set", "insert", "delete", "truncate", "duplicate"]),
-        st.floats(0, 1, exclude_max=True),
-        st.integers(0, 255),
-        st.integers(1, 300),
-    ),
-    min_size=1,
-    max_size=4,
-)
+mutations = byte_mutations(max_run=300)
 
 
-def _mutate(data: bytes, ops: list[tuple[str, float, int, int]]) -> bytes:
-    buf = bytearray(data)
-    for op, where, byte, length in ops:
-        if not buf:
-            break
-        pos = int(where * len(buf))
-        if op == "flip":
-            buf[pos] ^= 1 << (byte % 8)
-        elif op == "set":
-            buf[pos] = byte
-        elif op == "insert":
-            buf[pos:pos] = bytes([byte]) * (length % 16 + 1)
-        elif op == "delete":
-            del buf[pos : pos + length]
-        elif op == "truncate":
-            del buf[pos:]
-        else:
-            buf[pos:pos] = buf[pos : pos + length]
-    return bytes(buf)
+def _mutate(data: bytes, ops: list[Mutation]) -> bytes:
+    return apply_mutations(data, ops, max_insert=16)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from tests.bastion.pg.strategies import (
     ready_messages,
     startup_packets,
 )
+from tests.fuzzing import Mutation, apply_mutations, byte_mutations
 
 fuzz = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -45,37 +46,11 @@ PARSERS: dict[str, Callable[[], FrontendParser | BackendParser]] = {
     "backend-ssl-answer": _ssl_backend,
 }
 
-mutations = st.lists(
-    st.tuples(
-        st.sampled_from(["flip", "set", "insert", "delete", "truncate", "duplicate"]),
-        st.floats(0, 1, exclude_max=True),
-        st.integers(0, 255),
-        st.integers(1, 40),
-    ),
-    min_size=1,
-    max_size=4,
-)
+mutations = byte_mutations(max_run=40)
 
 
-def _mutate(data: bytes, ops: list[tuple[str, float, int, int]]) -> bytes:
-    buf = bytearray(data)
-    for op, where, byte, length in ops:
-        if not buf:
-            break
-        pos = int(where * len(buf))
-        if op == "flip":
-            buf[pos] ^= 1 << (byte % 8)
-        elif op == "set":
-            buf[pos] = byte
-        elif op == "insert":
-            buf[pos:pos] = bytes([byte]) * (length % 8 + 1)
-        elif op == "delete":
-            del buf[pos : pos + length]
-        elif op == "truncate":
-            del buf[pos:]
-        else:
-            buf[pos:pos] = buf[pos : pos + length]
-    return bytes(buf)
+def _mutate(data: bytes, ops: list[Mutation]) -> bytes:
+    return apply_mutations(data, ops, max_insert=8)
 
 
 def _check(make: Callable[[], FrontendParser | BackendParser], data: bytes) -> None:
