@@ -68,11 +68,20 @@ class LiveRecording:
 
     def output(self, data: bytes) -> None:
         """What the contractor saw (stdout and stderr, and the bastion's own notices)."""
-        self._guard(lambda: self.writer.output(data))
+        # Hot path (every relayed packet): no closure, one try.
+        if self.failed is None:
+            try:
+                self.writer.output(data)
+            except RecordingWriteError as e:
+                self._fail(str(e))
 
     def input(self, data: bytes) -> None:
         """What the contractor typed or sent."""
-        self._guard(lambda: self.writer.input(data))
+        if self.failed is None:
+            try:
+                self.writer.input(data)
+            except RecordingWriteError as e:
+                self._fail(str(e))
 
     def resize(self, cols: int, rows: int) -> None:
         """A terminal size change."""
