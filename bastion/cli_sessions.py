@@ -272,9 +272,11 @@ def add_session_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
         "search",
         help="which sessions ran a command",
         description=(
-            "Find typed command lines containing TEXT (case-insensitive), newest first. "
-            "Lines are reconstructed from keystrokes: tab completion, history recall, "
-            "pastes into editors and the like are missed; the recording stays the evidence."
+            "Find commands containing TEXT (case-insensitive), newest first: the command of "
+            "an exec request (ssh host CMD) and the lines typed into a terminal. Typed lines "
+            "are reconstructed from keystrokes: tab completion, history recall, pastes into "
+            "editors and the like are missed; file transfers are not indexed. The recording "
+            "stays the evidence."
         ),
     )
     p.add_argument("text", help="text the command line contains, e.g. 'systemctl restart'")

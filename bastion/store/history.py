@@ -32,6 +32,24 @@ def where_clause(clauses: Sequence[str]) -> str:
     return " WHERE " + " AND ".join(clauses) if clauses else ""
 
 
+def _who_where(
+    user: str | None, target: str | None, since: float | None, time_column: str
+) -> tuple[list[str], list[Any]]:
+    """Conditions on user name (``u``), target name (``t``) and a start time."""
+    where: list[str] = []
+    params: list[Any] = []
+    if user is not None:
+        where.append("u.name = ?")
+        params.append(user)
+    if target is not None:
+        where.append("t.name = ?")
+        params.append(target)
+    if since is not None:
+        where.append(f"{time_column} >= ?")
+        params.append(float(since))
+    return where, params
+
+
 class History:
     """Sessions, certificates and audit events of a ``Store``."""
 
@@ -107,19 +125,9 @@ class History:
         limit: int = 200,
     ) -> list[SessionRecord]:
         """Sessions newest first; ``live`` True/False picks running/ended ones."""
-        where: list[str] = []
-        params: list[Any] = []
+        where, params = _who_where(user, target, since, "s.started_at")
         if live is not None:
             where.append("s.ended_at IS NULL" if live else "s.ended_at IS NOT NULL")
-        if user is not None:
-            where.append("u.name = ?")
-            params.append(user)
-        if target is not None:
-            where.append("t.name = ?")
-            params.append(target)
-        if since is not None:
-            where.append("s.started_at >= ?")
-            params.append(float(since))
         order = " ORDER BY s.started_at DESC, s.id DESC LIMIT ?"
         sql = rows.SESSION_SELECT + where_clause(where) + order
         with self._db.transaction() as tx:
@@ -196,17 +204,9 @@ class History:
         pattern = (
             "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         )
-        where = ["LOWER(c.text) LIKE ? ESCAPE '\\'"]
-        params: list[Any] = [pattern]
-        if user is not None:
-            where.append("u.name = ?")
-            params.append(user)
-        if target is not None:
-            where.append("t.name = ?")
-            params.append(target)
-        if since is not None:
-            where.append("c.at >= ?")
-            params.append(float(since))
+        where, params = _who_where(user, target, since, "c.at")
+        where.insert(0, "LOWER(c.text) LIKE ? ESCAPE '\\'")
+        params.insert(0, pattern)
         sql = (
             "SELECT c.session_id, c.seq, c.at, c.text, u.name AS user_name,"
             " t.name AS target_name FROM session_commands c"
