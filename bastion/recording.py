@@ -30,6 +30,7 @@ from recorder import (
     repack,
 )
 from recorder.errors import RecordingError
+from recorder.events import JSONValue
 from recorder.keys import key_id, load_signing_key
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ class LiveRecording:
     def marker(self, label: str) -> None:
         """A named moment (warnings, termination, file transfers)."""
         self._guard(lambda: self.writer.marker(label[:200]))
+
+    def event(self, name: str, payload: JSONValue) -> None:
+        """A structured event (a PostgreSQL ``pg.query`` and its optional ``pg.rows``)."""
+        self._guard(lambda: self.writer.event(name, payload))
 
     def exit(self, status: int | None = None, signal: str | None = None) -> None:
         """How the remote side ended."""
