@@ -7,7 +7,8 @@ free loopback TCP port with its unix socket in the same directory. As root the
 server runs as the ``postgres`` user (PostgreSQL refuses root). Authentication:
 the superuser ``postgres`` is trusted; every other role must use a
 scram-sha-256 password over TCP (``PgServer.create_role``), so proxies can be
-tested against real password authentication.
+tested against real password authentication; the roles ``md5_user`` (md5) and
+``trust_user`` (trust), if a test creates them, exercise the other methods.
 
 The server is stopped (``pg_ctl stop -m immediate``) and its directory removed
 when the session ends, whatever the tests did; on Linux it also dies with the
@@ -183,6 +184,8 @@ _HBA = """\
 # TYPE  DATABASE  USER      ADDRESS        METHOD
 local   all       all                      trust
 host    all       postgres  127.0.0.1/32   trust
+host    all       md5_user  127.0.0.1/32   md5
+host    all       trust_user 127.0.0.1/32  trust
 host    all       all       127.0.0.1/32   scram-sha-256
 host    all       postgres  ::1/128        trust
 host    all       all       ::1/128        scram-sha-256

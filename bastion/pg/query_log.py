@@ -1,0 +1,196 @@
+"""What a database session leaves in its recording: ``pg.query`` and ``pg.rows`` events.
+
+``query_payload`` turns a tracker ``QueryRecord`` into the JSON the recorder
+stores (the contract the TUI and ``bastion export --format jsonl`` read).
+``RowCapture`` optionally keeps a bounded sample of result rows, with values of
+columns whose names match a masking rule replaced *before* anything reaches
+the recording. ``searchable_queries`` feeds the session search index.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from bastion.pg.messages import (
+    CommandComplete,
+    DataRow,
+    EmptyQueryResponse,
+    ErrorResponse,
+    PortalSuspended,
+    RowDescription,
+    TransactionStatus,
+)
+from bastion.pg.params import Param
+from bastion.pg.tracker import QueryRecord
+from recorder.events import Event, JSONValue, Structured
+
+__all__ = [
+    "QUERY_EVENT",
+    "ROWS_EVENT",
+    "MaskRules",
+    "RowCapture",
+    "query_payload",
+    "searchable_queries",
+]
+
+QUERY_EVENT = "pg.query"
+ROWS_EVENT = "pg.rows"
+MASKED = "***"
+_MAX_SQL = 256 * 1024
+_MAX_PARAM = 4096
+_MAX_VALUE = 1024
+
+_TX_NAMES = {
+    TransactionStatus.IDLE: "idle",
+    TransactionStatus.IN_TRANSACTION: "in-transaction",
+    TransactionStatus.FAILED: "failed",
+}
+
+
+def _param(value: Param) -> JSONValue:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_PARAM else value[:_MAX_PARAM] + "…"
+    data = value[: _MAX_PARAM // 2]
+    out: dict[str, JSONValue] = {"hex": data.hex()}
+    if len(value) > len(data):
+        out["length"] = len(value)
+    return out
+
+
+def query_payload(seq: int, rec: QueryRecord) -> dict[str, JSONValue]:
+    """The ``pg.query`` payload of one record (times are seconds since session start)."""
+    sql = rec.sql
+    if sql is not None and len(sql) > _MAX_SQL:
+        sql = sql[:_MAX_SQL] + "…"
+    error: JSONValue = None
+    if rec.error_sqlstate is not None or rec.error_message is not None:
+        error = {"sqlstate": rec.error_sqlstate, "message": rec.error_message}
+    copy: JSONValue = None
+    if rec.copy_direction is not None:
+        copy = {
+            "direction": rec.copy_direction,
+            "bytes": rec.copy_bytes,
+            "messages": rec.copy_messages,
+        }
+    payload: dict[str, JSONValue] = {
+        "seq": seq,
+        "kind": rec.kind,
+        "sql": sql,
+        "params": [_param(p) for p in rec.params],
+        "statement": rec.statement,
+        "portal": rec.portal,
+        "tag": rec.tag,
+        "tags": list(rec.tags),
+        "rows": rec.rows,
+        "error": error,
+        "start": round(rec.started_at, 6),
+        "duration_ms": round(max(0.0, rec.finished_at - rec.started_at) * 1000, 3),
+        "tx": _TX_NAMES.get(rec.tx_status) if rec.tx_status is not None else None,
+        "completed": rec.completed,
+        "suspended": rec.suspended,
+        "copy": copy,
+    }
+    if rec.function_oid is not None:
+        payload["function_oid"] = rec.function_oid
+    return payload
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    """Column-name patterns (shell-style, case-insensitive) whose values are never recorded."""
+
+    patterns: tuple[str, ...] = ()
+    _compiled: tuple[re.Pattern[str], ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        compiled = tuple(re.compile(fnmatch.translate(p.lower())) for p in self.patterns)
+        object.__setattr__(self, "_compiled", compiled)
+
+    def masks(self, column: str) -> bool:
+        """True if values of ``column`` must be replaced."""
+        name = column.lower()
+        return any(c.match(name) for c in self._compiled)
+
+
+class RowCapture:
+    """A bounded sample of each result set, masked, as ``pg.rows`` payloads.
+
+    Feed every server message with ``backend``; it returns a payload when a
+    result set ends (CommandComplete, PortalSuspended, error). At most
+    ``max_rows`` rows per result set are kept, each value cut to 1 KiB.
+    """
+
+    def __init__(self, max_rows: int, rules: MaskRules) -> None:
+        self.max_rows = max_rows
+        self.rules = rules
+        self._columns: list[str] = []
+        self._masked: list[bool] = []
+        self._binary: list[bool] = []
+        self._rows: list[list[JSONValue]] = []
+        self._seen = 0
+        self._open = False
+        self._count = 0
+
+    def backend(self, msg: object) -> dict[str, JSONValue] | None:
+        """Note one server message; a ``pg.rows`` payload when a result set is complete."""
+        if isinstance(msg, DataRow):
+            self._seen += 1
+            if self._open and len(self._rows) < self.max_rows:
+                self._rows.append(self._row(msg.values))
+            return None
+        if isinstance(msg, RowDescription):
+            self._columns = [f.name for f in msg.fields]
+            self._masked = [self.rules.masks(c) for c in self._columns]
+            self._binary = [f.format == 1 for f in msg.fields]
+            self._rows, self._seen, self._open = [], 0, True
+            return None
+        if isinstance(msg, CommandComplete | PortalSuspended | EmptyQueryResponse | ErrorResponse):
+            if not self._open:
+                return None
+            self._count += 1
+            payload: dict[str, JSONValue] = {
+                "set": self._count,
+                "columns": list(self._columns),
+                "masked": [c for c, m in zip(self._columns, self._masked, strict=False) if m],
+                "rows": list(self._rows),
+                "total": self._seen,
+                "truncated": self._seen > len(self._rows),
+                "tag": msg.tag if isinstance(msg, CommandComplete) else None,
+            }
+            # A suspended portal continues with more DataRows and no new RowDescription.
+            self._open = isinstance(msg, PortalSuspended)
+            self._rows, self._seen = [], 0
+            return payload
+        return None
+
+    def _row(self, values: Sequence[bytes | None]) -> list[JSONValue]:
+        row: list[JSONValue] = []
+        for i, value in enumerate(values):
+            if i < len(self._masked) and self._masked[i]:
+                row.append(None if value is None else MASKED)
+            elif value is None:
+                row.append(None)
+            elif i < len(self._binary) and self._binary[i]:
+                row.append({"hex": value[: _MAX_VALUE // 2].hex()})
+            else:
+                text = value[:_MAX_VALUE].decode("utf-8", "replace")
+                row.append(text + ("…" if len(value) > _MAX_VALUE else ""))
+        return row
+
+
+def searchable_queries(events: Iterable[Event], started_at: float) -> list[tuple[float, str]]:
+    """``(absolute time, SQL)`` of each recorded query, for ``bastion sessions search``."""
+    found: list[tuple[float, str]] = []
+    for ev in events:
+        if isinstance(ev, Structured) and ev.name == QUERY_EVENT and isinstance(ev.payload, dict):
+            sql = ev.payload.get("sql")
+            start = ev.payload.get("start")
+            if isinstance(sql, str) and sql.strip():
+                at = start if isinstance(start, int | float) else ev.time
+                found.append((started_at + float(at), sql.strip()[:4096]))
+    return found
