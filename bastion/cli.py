@@ -7,6 +7,7 @@ Administrative changes are audited with the operator's name as the actor.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -30,7 +31,7 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (kept in one place so --help stays complete)."""
-    from bastion import cli_admin, cli_node, cli_sessions, demo
+    from bastion import cli_admin, cli_grants, cli_node, cli_sessions, cli_targets, demo
 
     parser = argparse.ArgumentParser(
         prog="bastion",
@@ -73,11 +74,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=demo.cmd_totp_code)
 
     cli_admin.add_user_commands(sub, _add_config, _add_json)
-    cli_admin.add_target_commands(sub, _add_config, _add_json)
-    cli_admin.add_grant_commands(sub, _add_config, _add_json)
+    cli_targets.add_target_commands(sub, _add_config, _add_json)
+    cli_grants.add_grant_commands(sub, _add_config, _add_json)
+    cli_grants.add_token_commands(sub, _add_config, _add_json)
     cli_admin.add_audit_commands(sub, _add_config, _add_json)
     cli_sessions.add_session_commands(sub, _add_config, _add_json)
+    from bastion import cli_control
+
+    cli_control.add_control_commands(sub, _add_config, _add_json)
+    _add_console_commands(sub)
     return parser
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    """The Textual console, imported only here so the server never loads Textual."""
+    console = importlib.import_module("replay.app")
+    return int(console.run_console(args))
+
+
+def _add_console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bastion tui``, ``bastion watch`` and ``bastion replay`` (the Textual console)."""
+    operator = "bastion admin/auditor name to act as (default: $BASTION_USER or your login)"
+    p = sub.add_parser("tui", help="console: browse, search, replay and watch sessions")
+    p.add_argument("--user", help=operator)
+    _add_config(p)
+    p.set_defaults(func=_run_console)
+    p = sub.add_parser("watch", help="console: watch live sessions (admins)")
+    p.add_argument("session", nargs="?", help="watch this live session directly")
+    p.add_argument("--user", help=operator)
+    _add_config(p)
+    p.set_defaults(func=_run_console)
+    p = sub.add_parser("replay", help="console: play a recorded session")
+    p.add_argument("recording", metavar="ID|FILE", help="session id, or a .bastrec file")
+    p.add_argument("--user", help=operator)
+    _add_config(p)
+    p.set_defaults(func=_run_console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

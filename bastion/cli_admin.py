@@ -1,13 +1,13 @@
-"""Admin subcommands: users, targets, grants, audit.
+"""Admin subcommands: users and audit, plus the helpers every admin command shares.
 
 Each command opens the state store named by the config, does one thing, audits
-it with the operator as actor, and prints a table or ``--json``.
+it with the operator as actor, and prints a table or ``--json``. Targets live in
+``cli_targets``, grants and tokens in ``cli_grants``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -21,16 +21,14 @@ from typing import Any
 
 import asyncssh
 
-from bastion.ca import CertificateAuthority
 from bastion.config import Config, load_config
 from bastion.errors import BastionError, NotFound
-from bastion.grants import format_time, parse_options
+from bastion.grants import format_time
 from bastion.mfa import new_totp_secret, provisioning_uri, qr_text
 from bastion.secretbox import SecretBox
 from bastion.ssh.login_name import valid_name
 from bastion.store import Store, open_store
-from bastion.store.models import Role, TargetKind
-from bastion.target_setup import default_principal, render_target_setup
+from bastion.store.models import Role
 from bastion.timeparse import parse_duration, parse_time
 
 Sub = Any  # argparse's private _SubParsersAction
@@ -53,13 +51,18 @@ def opened(args: argparse.Namespace) -> Iterator[tuple[Config, Store]]:
         store.close()
 
 
-def _jsonable(obj: Any) -> Any:
+#: Fields never printed, not even with --json: secrets and what derives from them.
+HIDDEN_FIELDS = frozenset({"totp_secret", "password", "token_hash"})
+
+
+def jsonable(obj: Any) -> Any:
+    """A record as plain JSON-ready data, without the fields in HIDDEN_FIELDS."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(asdict(obj))
+        return jsonable(asdict(obj))
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items() if k != "totp_secret"}
+        return {k: jsonable(v) for k, v in obj.items() if k not in HIDDEN_FIELDS}
     if isinstance(obj, list | tuple | frozenset | set):
-        items = [_jsonable(v) for v in obj]
+        items = [jsonable(v) for v in obj]
         return sorted(items) if isinstance(obj, frozenset | set) else items
     return obj
 
@@ -67,7 +70,7 @@ def _jsonable(obj: Any) -> Any:
 def emit(args: argparse.Namespace, rows: Sequence[Any], table: Callable[[Any], str]) -> None:
     """Print ``rows`` as JSON (--json) or one formatted line each."""
     if getattr(args, "json", False):
-        print(json.dumps([_jsonable(r) for r in rows], indent=2, default=str))
+        print(json.dumps([jsonable(r) for r in rows], indent=2, default=str))
         return
     for r in rows:
         print(table(r))
@@ -76,7 +79,8 @@ def emit(args: argparse.Namespace, rows: Sequence[Any], table: Callable[[Any], s
 # --- users --------------------------------------------------------------------------
 
 
-def _read_keys(paths: Sequence[str]) -> list[str]:
+def read_keys(paths: Sequence[str]) -> list[str]:
+    """OpenSSH public key lines from files (raises BastionError naming a bad file)."""
     keys: list[str] = []
     for p in paths:
         try:
@@ -107,7 +111,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     """Add a user with SSH key(s) and a fresh TOTP enrolment."""
     if not valid_name(args.name):
         raise ValueError(f"'{args.name}' is not a valid user name (letters, digits, . _ -)")
-    keys = _read_keys(args.key or [])
+    keys = read_keys(args.key or [])
     if not keys:
         raise ValueError("give at least one --key PUBKEY_FILE")
     with opened(args) as (config, store):
@@ -121,7 +125,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
             time.time(),
         )
         if args.json:
-            out = _jsonable(user) | {
+            out = jsonable(user) | {
                 "otpauth_uri": provisioning_uri(secret, user.name, config.mfa.issuer)
             }
             print(json.dumps(out, indent=2))
@@ -155,9 +159,11 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def _user_change(args: argparse.Namespace, action: str) -> int:
+    details: dict[str, Any] = {}
     with opened(args) as (config, store):
         if action == "disable":
-            store.set_user_disabled(args.name, True)
+            off = store.set_user_disabled(args.name, True)
+            details["tokens_revoked"] = store.revoke_user_tokens(off.id, actor(), time.time())
         elif action == "enable":
             store.set_user_disabled(args.name, False)
         elif action == "unlock":
@@ -176,18 +182,20 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
             live = store.list_sessions(live=True, user=user.name, limit=10_000)
             for s in live:
                 store.request_termination(s.id, actor(), f"user {user.name} locked", now)
+            revoked = store.revoke_user_tokens(user.id, actor(), now)
+            details["tokens_revoked"] = revoked
             print(
                 f"user {user.name} locked until {format_time(until)}; "
-                f"{len(live)} live session(s) will be ended"
+                f"{len(live)} live session(s) will be ended, {revoked} token(s) revoked"
             )
         elif action == "reset-mfa":
             secret = new_totp_secret()
             store.reset_totp(args.name, secret)
             _print_enrolment(config, args.name, secret)
         elif action == "add-key":
-            for key in _read_keys(args.key):
+            for key in read_keys(args.key):
                 store.add_user_key(args.name, key)
-        store.append_audit(actor(), f"user.{action}", args.name, {}, time.time())
+        store.append_audit(actor(), f"user.{action}", args.name, details, time.time())
     print(f"user {args.name}: {action} done")
     return 0
 
@@ -234,307 +242,6 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     p.add_argument("--key", action="append", required=True, metavar="PUBKEY_FILE")
     add_config(p)
     p.set_defaults(func=lambda a: _user_change(a, "add-key"))
-
-
-# --- targets --------------------------------------------------------------------------
-
-
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError as e:
-        raise ValueError(f"'{text}' must be HOST or HOST:PORT") from e
-
-
-def _scan_host_key(host: str, port: int) -> str:
-    async def scan() -> asyncssh.SSHKey | None:
-        return await asyncssh.get_server_host_key(host, port, server_host_key_algs=["ssh-ed25519"])
-
-    key = asyncio.run(scan())
-    if key is None:
-        raise BastionError(f"{host}:{port} offered no host key")
-    return key.export_public_key("openssh").decode().strip()
-
-
-def cmd_target_add(args: argparse.Namespace) -> int:
-    """Add an SSH target with its pinned host key (or host CA)."""
-    if not valid_name(args.name):
-        raise ValueError(f"'{args.name}' is not a valid target name (letters, digits, . _ -)")
-    host, port = _host_port(args.ssh, 22)
-    host_keys: list[str] = []
-    if args.host_key:
-        host_keys = _read_keys([args.host_key])
-    elif args.scan:
-        line = _scan_host_key(host, port)
-        fp = asyncssh.import_public_key(line).get_fingerprint("sha256")
-        print(f"scanned {host}:{port}: {fp}")
-        print(
-            "compare this fingerprint with the host's own (ssh-keygen -lf /etc/ssh/"
-            "ssh_host_ed25519_key.pub) before granting access"
-        )
-        host_keys = [line]
-    host_ca = _read_keys(args.host_ca) if args.host_ca else []
-    if not host_keys and not host_ca:
-        raise ValueError("pin the target's host key: --host-key FILE, --host-ca FILE or --scan")
-    principal = args.principal or default_principal(args.name)
-    with opened(args) as (config, store):
-        target = store.add_target(
-            name=args.name,
-            kind=TargetKind.SSH,
-            host=host,
-            port=port,
-            logins=args.login,
-            principal=principal,
-            host_keys=host_keys,
-            host_ca_keys=host_ca,
-            now=time.time(),
-        )
-        store.append_audit(
-            actor(),
-            "target.add",
-            target.name,
-            {"host": host, "port": port, "logins": list(args.login), "principal": principal},
-            time.time(),
-        )
-    if args.json:
-        print(json.dumps(_jsonable(target), indent=2))
-    else:
-        print(
-            f"added target {target.name} ({host}:{port}), logins {', '.join(target.logins)}, "
-            f"principal {principal}"
-        )
-        print(f"next: bastion target setup {target.name}   # lines to apply on the host")
-    return 0
-
-
-def cmd_target_list(args: argparse.Namespace) -> int:
-    """List targets."""
-    with opened(args) as (_c, store):
-        targets = store.list_targets()
-    emit(
-        args,
-        targets,
-        lambda t: (
-            f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
-            f"logins={','.join(t.logins)} principal={t.principal}"
-        ),
-    )
-    return 0
-
-
-def cmd_target_remove(args: argparse.Namespace) -> int:
-    """Remove a target; its active grants are revoked."""
-    with opened(args) as (_c, store):
-        store.remove_target(args.name, time.time())
-        store.append_audit(actor(), "target.remove", args.name, {}, time.time())
-    print(f"removed target {args.name}")
-    return 0
-
-
-def cmd_target_setup(args: argparse.Namespace) -> int:
-    """Print what to apply on the target host."""
-    with opened(args) as (config, store):
-        target = store.get_target(args.name)
-        if target is None:
-            raise NotFound(f"no target named '{args.name}'; see 'bastion target list'")
-        ca = CertificateAuthority.load(config.ca_key)
-    print(render_target_setup(target, ca.public_key_line()), end="")
-    return 0
-
-
-def add_target_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion target ...``"""
-    target = sub.add_parser("target", help="manage targets (SSH hosts)")
-    ts = target.add_subparsers(dest="target_command", metavar="ACTION", required=True)
-    p = ts.add_parser("add", help="add an SSH target")
-    p.add_argument("name")
-    p.add_argument("--ssh", required=True, metavar="HOST:PORT", help="address of the target sshd")
-    p.add_argument(
-        "--login",
-        action="append",
-        required=True,
-        help="login (OS user) the bastion may use there; repeatable, first is default",
-    )
-    p.add_argument("--principal", help="certificate principal (default: bastion-NAME)")
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--host-key", metavar="FILE", help="pin this host public key file")
-    key.add_argument(
-        "--scan",
-        action="store_true",
-        help="fetch the host key now and pin it (check the printed fingerprint)",
-    )
-    p.add_argument(
-        "--host-ca",
-        action="append",
-        metavar="FILE",
-        help="trust host certificates signed by this CA public key",
-    )
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_target_add)
-    p = ts.add_parser("list", help="list targets")
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_target_list)
-    p = ts.add_parser("remove", help="remove a target (revokes its grants)")
-    p.add_argument("name")
-    add_config(p)
-    p.set_defaults(func=cmd_target_remove)
-    p = ts.add_parser("setup", help="print the sshd_config lines and principals file for a target")
-    p.add_argument("name")
-    add_config(p)
-    p.set_defaults(func=cmd_target_setup)
-
-
-# --- grants ---------------------------------------------------------------------------
-
-
-def cmd_grant_add(args: argparse.Namespace) -> int:
-    """Grant a user time-boxed access to a target."""
-    now = time.time()
-    start = parse_time(args.start, now) if args.start else now
-    if args.duration:
-        end = start + parse_duration(args.duration)
-    elif args.until:
-        end = parse_time(args.until, now)
-    else:
-        raise ValueError("say how long: --for DURATION (e.g. 2h) or --until TIME")
-    if end <= start:
-        raise ValueError("the grant would end before it starts")
-    options = parse_options(args.allow or "")
-    with opened(args) as (_c, store):
-        user = store.get_user(args.user)
-        if user is None:
-            raise NotFound(f"no user named '{args.user}'; see 'bastion user list'")
-        target = store.get_target(args.target)
-        if target is None:
-            raise NotFound(f"no target named '{args.target}'; see 'bastion target list'")
-        login = args.login or target.default_login
-        if login not in target.logins:
-            raise ValueError(
-                f"target {target.name} has no login '{login}' "
-                f"(configured: {', '.join(target.logins)})"
-            )
-        grant = store.add_grant(
-            user_id=user.id,
-            target_id=target.id,
-            login=login,
-            credset=None,
-            not_before=start,
-            not_after=end,
-            reason=args.reason or "",
-            requested_by=actor(),
-            approved_by=actor(),
-            options=options,
-            now=now,
-        )
-        store.append_audit(
-            actor(),
-            "grant.add",
-            f"grant #{grant.id}",
-            {
-                "user": user.name,
-                "target": target.name,
-                "login": login,
-                "not_before": start,
-                "not_after": end,
-                "options": sorted(options),
-                "reason": grant.reason,
-            },
-            now,
-        )
-    if args.json:
-        print(json.dumps(_jsonable(grant), indent=2))
-    else:
-        print(
-            f"grant #{grant.id}: {user.name} -> {target.name} as {login} "
-            f"from {format_time(start)} until {format_time(end)}"
-            + (f" allowing {','.join(sorted(options))}" if options else "")
-        )
-    return 0
-
-
-def cmd_grant_list(args: argparse.Namespace) -> int:
-    """List grants, optionally only those active now."""
-    now = time.time()
-    with opened(args) as (_c, store):
-        user_id = target_id = None
-        if args.user:
-            u = store.get_user(args.user)
-            if u is None:
-                raise NotFound(f"no user named '{args.user}'")
-            user_id = u.id
-        if args.target:
-            t = store.get_target(args.target)
-            if t is None:
-                raise NotFound(f"no target named '{args.target}'")
-            target_id = t.id
-        grants = store.list_grants(
-            user_id=user_id, target_id=target_id, active_at=now if args.active else None
-        )
-    emit(
-        args,
-        grants,
-        lambda g: (
-            f"#{g.id:<5} {g.user_name:<16} {g.target_name:<16} {g.login or '-':<10} "
-            f"{g.state_at(now).value:<8} {format_time(g.not_before)} -> {format_time(g.not_after)} "
-            f"{','.join(sorted(g.options)) or '-'} {g.reason}"
-        ),
-    )
-    return 0
-
-
-def cmd_grant_revoke(args: argparse.Namespace) -> int:
-    """Revoke a grant; its live sessions end within a second."""
-    grant_id = int(str(args.id).lstrip("#"))
-    with opened(args) as (_c, store):
-        grant = store.revoke_grant(grant_id, actor(), time.time())
-        store.append_audit(
-            actor(),
-            "grant.revoke",
-            f"grant #{grant.id}",
-            {"user": grant.user_name, "target": grant.target_name},
-            time.time(),
-        )
-    print(f"revoked grant #{grant.id} ({grant.user_name} -> {grant.target_name})")
-    return 0
-
-
-def add_grant_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion grant ...``"""
-    grant = sub.add_parser("grant", help="manage time-boxed grants")
-    gs = grant.add_subparsers(dest="grant_command", metavar="ACTION", required=True)
-    p = gs.add_parser("add", help="grant USER access to TARGET for a while")
-    p.add_argument("user")
-    p.add_argument("target")
-    p.add_argument("--login", help="login on the target (default: the target's first login)")
-    when = p.add_mutually_exclusive_group()
-    when.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 30m, 2h, 1d")
-    when.add_argument("--until", metavar="TIME", help="ISO 8601 (UTC unless a zone is given)")
-    p.add_argument("--from", dest="start", metavar="TIME", help="start time (default: now)")
-    p.add_argument("--reason", help="ticket or reason, shown in audits")
-    p.add_argument(
-        "--allow",
-        metavar="OPTIONS",
-        help="comma list of scp, sftp, port-forward, agent (default: none)",
-    )
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_grant_add)
-    p = gs.add_parser("list", help="list grants")
-    p.add_argument("--active", action="store_true", help="only grants usable right now")
-    p.add_argument("--user")
-    p.add_argument("--target")
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_grant_list)
-    p = gs.add_parser("revoke", help="revoke a grant (ends its live sessions)")
-    p.add_argument("id", help="grant number, e.g. 12 or #12")
-    add_config(p)
-    p.set_defaults(func=cmd_grant_revoke)
 
 
 # --- audit ----------------------------------------------------------------------------

@@ -41,6 +41,12 @@ def ensure_keys(config: Config) -> list[str]:
             key.export_public_key("openssh")
         )
         made.append(f"SSH host key      {config.ssh.host_key}")
+    pg = config.postgres
+    if not pg.tls_cert.exists() and not pg.tls_key.exists():
+        from bastion.pg.tls_cert import make_self_signed
+
+        make_self_signed(pg.tls_cert, pg.tls_key, pg.public_host or None)
+        made.append(f"PostgreSQL TLS    {pg.tls_cert}")
     if not config.ca_key.exists():
         CertificateAuthority.generate(config.ca_key)
         made.append(f"user CA key       {config.ca_key}")
@@ -121,7 +127,18 @@ async def _serve(config: Config, listen: str | None) -> None:
         host, _, p = listen.rpartition(":")
         port = int(p)
     server = await start_ssh_listener(node, host, port)
+    pg_server = None
+    if config.postgres.listen is not None:
+        from bastion.pg.listener import start_pg_listener
+
+        pg_server, _front = await start_pg_listener(node)
+        for sock in pg_server.sockets:
+            addr = sock.getsockname()
+            print(f"bastion: PostgreSQL listening on {addr[0]}:{addr[1]}", flush=True)
     node.start_background()
+    from bastion.control.server import start_control
+
+    control = await start_control(node)
     metrics_server = None
     if config.metrics_listen is not None:
         from bastion.metrics import start_metrics_server
@@ -145,8 +162,11 @@ async def _serve(config: Config, listen: str | None) -> None:
         await stop.wait()
     finally:
         server.close()
+        if pg_server is not None:
+            pg_server.close()
         if metrics_server is not None:
             metrics_server.close()
+        await control.close()
         await node.audit("node", "node.stop", node.node)
         await node.close()
 

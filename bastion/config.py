@@ -36,6 +36,40 @@ class SshConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig:
+    """The contractor-facing PostgreSQL listener, its TLS, tokens and query capture."""
+
+    listen: tuple[str, int] | None = ("0.0.0.0", 6432)
+    """None: no PostgreSQL listener on this node."""
+    public_host: str = ""
+    """Host name printed in ``db-token`` connection strings (default: this node's FQDN)."""
+    tls_cert: Path = Path("keys/pg_tls.crt")
+    tls_key: Path = Path("keys/pg_tls.key")
+    require_tls: bool = True
+    token_ttl: float = 3600.0
+    login_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_startups: int = 100
+    max_message_bytes: int = 64 * 1024 * 1024
+    capture_rows: int = 0
+    """Result rows kept per statement in the recording (0: none, the default)."""
+    mask_columns: tuple[str, ...] = ("*password*", "*secret*", "*token*")
+    """Column-name patterns whose captured values are replaced by ``***``."""
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The control API for admins and auditors (the TUI, ``bastion control``)."""
+
+    socket: Path | None = Path("control.sock")
+    """Unix socket (mode 0660; root or the node's uid); None: no socket."""
+    listen: tuple[str, int] | None = None
+    """TCP + TLS listener for remote admins (control token required); None: off."""
+    tls_cert: Path = Path("keys/control_tls.crt")
+    tls_key: Path = Path("keys/control_tls.key")
+
+
+@dataclass(frozen=True)
 class MfaConfig:
     """TOTP parameters and the lockout policy."""
 
@@ -69,6 +103,8 @@ class Config:
     recording_repack_level: int = 9
     metrics_listen: tuple[str, int] | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
 
@@ -115,6 +151,54 @@ def _on_failure(value: object) -> str:
     return str(value)
 
 
+def _strings(
+    section: dict[str, Any], key: str, default: tuple[str, ...], setting: str
+) -> tuple[str, ...]:
+    value = section.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{setting} must be a list of strings")
+    return tuple(value)
+
+
+def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
+    listen = pg.get("listen", "0.0.0.0:6432")
+    require_tls = pg.get("require_tls", True)
+    if not isinstance(require_tls, bool):
+        raise ConfigError("postgres.require_tls must be true or false")
+    public_host = pg.get("public_host", "")
+    if not isinstance(public_host, str):
+        raise ConfigError("postgres.public_host must be a host name string")
+    return PostgresConfig(
+        listen=_listen(listen, "postgres.listen") if listen else None,
+        public_host=public_host,
+        tls_cert=_path(base, pg.get("tls_cert", "keys/pg_tls.crt"), "postgres.tls_cert"),
+        tls_key=_path(base, pg.get("tls_key", "keys/pg_tls.key"), "postgres.tls_key"),
+        require_tls=require_tls,
+        token_ttl=_number(pg, "token_ttl", 3600, "postgres.token_ttl"),
+        login_timeout=_number(pg, "login_timeout", 30, "postgres.login_timeout"),
+        connect_timeout=_number(pg, "connect_timeout", 10, "postgres.connect_timeout"),
+        max_startups=int(_number(pg, "max_startups", 100, "postgres.max_startups")),
+        max_message_bytes=int(
+            _number(pg, "max_message_bytes", 64 * 1024 * 1024, "postgres.max_message_bytes")
+        ),
+        capture_rows=int(_number(pg, "capture_rows", 0, "postgres.capture_rows")),
+        mask_columns=_strings(
+            pg, "mask_columns", PostgresConfig.mask_columns, "postgres.mask_columns"
+        ),
+    )
+
+
+def _control(section: dict[str, Any], base: Path) -> ControlConfig:
+    sock = section.get("socket", "control.sock")
+    listen = section.get("listen", "")
+    return ControlConfig(
+        socket=_path(base, sock, "control.socket") if sock else None,
+        listen=_listen(listen, "control.listen") if listen else None,
+        tls_cert=_path(base, section.get("tls_cert", "keys/control_tls.crt"), "control.tls_cert"),
+        tls_key=_path(base, section.get("tls_key", "keys/control_tls.key"), "control.tls_key"),
+    )
+
+
 def load_config(path: Path | str | None = None) -> Config:
     """Read the config file (default: $BASTION_CONFIG or ./bastion.toml); raises ConfigError."""
     if path is None:
@@ -137,6 +221,7 @@ def load_config(path: Path | str | None = None) -> Config:
     ssh = _section(data, "ssh")
     mfa = _section(data, "mfa")
     tb = _section(data, "timebox")
+    pg = _section(data, "postgres")
 
     state_url = os.environ.get("BASTION_STATE_URL") or state.get("url", "state.db")
     if not isinstance(state_url, str):
@@ -185,6 +270,8 @@ def load_config(path: Path | str | None = None) -> Config:
             connect_timeout=_number(ssh, "connect_timeout", 10, "ssh.connect_timeout"),
             max_startups=int(_number(ssh, "max_startups", 100, "ssh.max_startups")),
         ),
+        postgres=_postgres(pg, base),
+        control=_control(_section(data, "control"), base),
         mfa=MfaConfig(
             issuer=str(mfa.get("issuer", "bastion")),
             max_failures=int(_number(mfa, "max_failures", 5, "mfa.max_failures")),
@@ -254,6 +341,41 @@ certificate_backdate = 30
 # node uses to reach the target (found per connection).
 source_addresses = []
 connect_timeout = 10
+
+[postgres]
+# Contractor-facing PostgreSQL listener (empty: none). Clients log in with
+# user = their bastion name, dbname = TARGET or TARGET/CREDSET, and a database
+# token from 'ssh -p 2222 USER@bastion db-token TARGET' as the password.
+listen = "0.0.0.0:6432"
+# Host name printed in db-token connection strings (empty: this node's FQDN).
+public_host = ""
+# TLS certificate and key (self-signed ones are made by 'bastion init').
+# With require_tls, plaintext connections are refused before any password is sent.
+tls_cert = "keys/pg_tls.crt"
+tls_key = "keys/pg_tls.key"
+require_tls = true
+# Lifetime of a database token (never past the end of the grant it came from).
+token_ttl = 3600
+login_timeout = 30
+connect_timeout = 10
+max_startups = 100
+# Largest client message (a Query, Bind or CopyData) accepted, in bytes.
+max_message_bytes = 67108864
+# Result rows recorded per statement (0 = none). Values of columns whose names
+# match mask_columns (shell patterns, case-insensitive) are recorded as ***.
+capture_rows = 0
+mask_columns = ["*password*", "*secret*", "*token*"]
+
+[control]
+# Control API for admins and auditors (bastion tui, bastion control ...): a Unix
+# socket, usable by root and the node's own uid, by bastion users with role admin
+# or auditor. Empty: no socket.
+socket = "control.sock"
+# Optional TCP listener with TLS for remote admins (off unless set). Clients then
+# need a token from 'bastion user control-token NAME'.
+# listen = "0.0.0.0:7443"
+tls_cert = "keys/control_tls.crt"
+tls_key = "keys/control_tls.key"
 
 [mfa]
 issuer = "bastion"

@@ -74,6 +74,45 @@ def authorize(
     raise AccessDenied(_why_not(latest, now))
 
 
+def authorize_database(
+    grants: Sequence[Grant], target_name: str, credset: str | None, now: float
+) -> Grant:
+    """Pick the grant that lets the user use credential set ``credset`` of a database target.
+
+    ``credset`` None means "the one I was granted": fine when every usable grant
+    names the same set, refused (naming the choices) when they differ, so a
+    contractor never gets more privilege than they asked for. The PostgreSQL
+    proxy calls this at every connection, so revoking a grant also ends the use
+    of the database tokens issued under it.
+
+    Raises AccessDenied naming the missing piece.
+    """
+    if not grants:
+        raise AccessDenied(f"no grant for {target_name}")
+    usable = [g for g in grants if is_usable(g, now)]
+    if credset is not None:
+        matching = [g for g in usable if g.credset == credset]
+        if not matching and usable:
+            allowed = ", ".join(sorted({g.credset or "?" for g in usable}))
+            raise AccessDenied(
+                f"no grant for {target_name} with credential set '{credset}' (granted: {allowed})"
+            )
+        usable = matching
+    else:
+        names = sorted({g.credset or "?" for g in usable})
+        if len(names) > 1:
+            raise AccessDenied(
+                f"your grants for {target_name} allow several credential sets "
+                f"({', '.join(names)}); name one, e.g. database '{target_name}/{names[0]}' "
+                f"or 'db-token {target_name} {names[0]}'"
+            )
+    if usable:
+        return max(usable, key=lambda g: (g.not_after, g.id))
+    same_set = [g for g in grants if credset is None or g.credset == credset]
+    latest = max(same_set or grants, key=lambda g: (g.not_after, g.id))
+    raise AccessDenied(_why_not(latest, now))
+
+
 def require_option(grant: Grant, *options: str) -> None:
     """Refuse unless the grant allows at least one of ``options`` (e.g. "sftp", "scp").
 

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bastion.config import Config
 from bastion.store import Store
@@ -30,7 +31,7 @@ from recorder import (
     repack,
 )
 from recorder.errors import RecordingError
-from recorder.events import JSONValue
+from recorder.events import Event, Input, JSONValue, Marker, Output, Resize, Structured
 from recorder.keys import key_id, load_signing_key
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,16 @@ log = logging.getLogger(__name__)
 TICK_INTERVAL = 0.25
 FAIL_CLOSED = "refuse"
 FAIL_OPEN = "continue"
+
+
+class RecordingSubscriber(Protocol):
+    """A live watcher of one recording (the control API's watch streams)."""
+
+    def event(self, event: Event) -> None:
+        """A recorded event; called on the event loop, must never block or raise."""
+
+    def closed(self, reason: str) -> None:
+        """The recording ended (closed or failed); may be called from a worker thread."""
 
 
 @dataclass(eq=False)
@@ -49,6 +60,27 @@ class LiveRecording:
     failed: str | None = None
     summary: RecordingSummary | None = None
     _service: RecordingService | None = field(default=None, repr=False)
+    subscribers: tuple[RecordingSubscriber, ...] = ()
+    """Live watchers; empty (the relay pays one truth test) unless someone watches."""
+    size: tuple[int, int] | None = None
+    """The terminal size last recorded (cols, rows), for a late watcher's snapshot."""
+
+    def subscribe(self, sub: RecordingSubscriber) -> None:
+        """Fan every later event out to ``sub`` (call on the event loop)."""
+        self.subscribers = (*self.subscribers, sub)
+
+    def unsubscribe(self, sub: RecordingSubscriber) -> None:
+        """Stop fanning out to ``sub``."""
+        self.subscribers = tuple(s for s in self.subscribers if s is not sub)
+
+    def _publish(self, event: Event) -> None:
+        for sub in self.subscribers:
+            sub.event(event)
+
+    def _publish_end(self, reason: str) -> None:
+        subs, self.subscribers = self.subscribers, ()
+        for sub in subs:
+            sub.closed(reason)
 
     def _guard(self, op: Callable[[], None]) -> None:
         if self.failed is not None:
@@ -63,6 +95,8 @@ class LiveRecording:
             return
         self.failed = message
         log.error("recording of session %s failed: %s", self.writer.session_id, message)
+        if self.subscribers:
+            self._publish_end(f"recording-failed: {message}")
         if self._service is not None:
             self._service.forget(self)
         self.on_failure(message)
@@ -73,6 +107,8 @@ class LiveRecording:
         if self.failed is None:
             try:
                 self.writer.output(data)
+                if self.subscribers:
+                    self._publish(Output(self.writer.last_event_time, data))
             except RecordingWriteError as e:
                 self._fail(str(e))
 
@@ -81,20 +117,29 @@ class LiveRecording:
         if self.failed is None:
             try:
                 self.writer.input(data)
+                if self.subscribers:
+                    self._publish(Input(self.writer.last_event_time, data))
             except RecordingWriteError as e:
                 self._fail(str(e))
 
     def resize(self, cols: int, rows: int) -> None:
         """A terminal size change."""
         self._guard(lambda: self.writer.resize(cols, rows))
+        self.size = (cols, rows)
+        if self.subscribers and self.failed is None:
+            self._publish(Resize(self.writer.last_event_time, cols, rows))
 
     def marker(self, label: str) -> None:
         """A named moment (warnings, termination, file transfers)."""
         self._guard(lambda: self.writer.marker(label[:200]))
+        if self.subscribers and self.failed is None:
+            self._publish(Marker(self.writer.last_event_time, label[:200]))
 
     def event(self, name: str, payload: JSONValue) -> None:
         """A structured event (a PostgreSQL ``pg.query`` and its optional ``pg.rows``)."""
         self._guard(lambda: self.writer.event(name, payload))
+        if self.subscribers and self.failed is None:
+            self._publish(Structured(self.writer.last_event_time, name, payload))
 
     def exit(self, status: int | None = None, signal: str | None = None) -> None:
         """How the remote side ended."""
@@ -115,6 +160,8 @@ class LiveRecording:
         """Finish the file (signed trailer, index); None if it had already failed."""
         if self._service is not None:
             self._service.forget(self)
+        if self.subscribers:
+            self._publish_end(reason)
         if self.summary is not None:
             return self.summary
         if self.failed is not None:
@@ -155,6 +202,13 @@ class RecordingService:
         rec = LiveRecording(writer, on_failure, _service=self)
         self._live.add(rec)
         return rec
+
+    def find(self, session_id: str) -> LiveRecording | None:
+        """The recording being written for ``session_id`` on this node, if any."""
+        for rec in self._live:
+            if rec.writer.session_id == session_id:
+                return rec
+        return None
 
     def forget(self, rec: LiveRecording) -> None:
         """Stop ticking a recording (closed or failed)."""

@@ -63,7 +63,7 @@ from recorder.header import build_header
 from recorder.keys import key_id as fingerprint
 from recorder.storage import FileSink, RecordingSink, Storage, check_session_id
 
-__all__ = ["RecordingSummary", "RecordingWriter", "WriterPolicy", "run_ticker"]
+__all__ = ["LiveTail", "RecordingSummary", "RecordingWriter", "WriterPolicy", "run_ticker"]
 
 _MIN_PIECE = 4096
 
@@ -112,6 +112,22 @@ class RecordingSummary:
     stored_bytes: int
     """Size of the file."""
     duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTail:
+    """A consistent view of a live recording for a late reader (see ``live_tail``).
+
+    The file holds exactly the chunks in ``chunks`` (plus header and checkpoints);
+    every later event is in ``pending`` (encoded records, decode with
+    ``decode_chunk(pending, pending_first_us)``) or not written yet.
+    """
+
+    chunks: tuple[IndexEntry, ...]
+    pending: bytes
+    pending_first_us: int
+    last_us: int
+    """Time of the last event recorded so far, in microseconds since the start."""
 
 
 class RecordingWriter:
@@ -260,6 +276,25 @@ class RecordingWriter:
     def pending_bytes(self) -> int:
         """Raw bytes buffered and not yet handed to the OS."""
         return len(self._buf)
+
+    @property
+    def last_event_time(self) -> float:
+        """Time of the last recorded event, in seconds since the start (for live fan-out)."""
+        return self._last_us / 1_000_000
+
+    def live_tail(self) -> LiveTail:
+        """Chunks written so far and the unflushed events, taken atomically.
+
+        For a live watcher: read the chunks from the file, decode the pending bytes,
+        and every event recorded after this call is new. Read-only.
+        """
+        with self._lock:
+            return LiveTail(
+                chunks=tuple(self._index_entries()),
+                pending=bytes(self._buf),
+                pending_first_us=self._chunk_first_us,
+                last_us=self._last_us,
+            )
 
     @property
     def elapsed(self) -> float:

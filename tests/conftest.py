@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.peers.bastion_node import BastionHarness, make_harness
-from tests.peers.postgres import pg_server, pg_url
+from tests.peers.postgres import pg_server, pg_tls_server, pg_url
 
-__all__ = ["bastion", "pg_server", "pg_url"]
+__all__ = ["bastion", "pg_server", "pg_tls_server", "pg_url"]
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ from bastion.pg.messages import (
     BackendKeyData,
     BackendMessage,
     CancelRequest,
+    DataRow,
     ErrorResponse,
     FrontendMessage,
     GSSENCRequest,
@@ -157,6 +158,8 @@ _AUTH_CONTEXT: Mapping[type[object], AuthContext | None] = {
 _AUTH_TYPES: Final = frozenset({ord("p"), ord("X")})
 _READY_TYPES: Final = frozenset(FRONTEND_BODY_LIMITS) - {ord("p")}
 _BACKEND_TYPES: Final = frozenset(BACKEND_BODY_LIMITS)
+_DATA_ROW: Final = ord("D")
+_UNDECODED_ROW: Final = DataRow(())
 
 
 def _show_type(type_byte: int) -> str:
@@ -436,8 +439,13 @@ class BackendParser(_Parser[BackendMessage]):
 
     _direction = "backend"
 
-    def __init__(self, max_message_length: int = DEFAULT_BACKEND_MAX) -> None:
+    def __init__(
+        self, max_message_length: int = DEFAULT_BACKEND_MAX, *, decode_rows: bool = True
+    ) -> None:
         super().__init__(max_message_length)
+        self.decode_rows = decode_rows
+        """False: DataRows come out as one shared, empty ``DataRow`` (count them, skip
+        the values): a relay that does not keep rows saves most of its decoding."""
         self._awaiting: type[SSLRequest] | type[GSSENCRequest] | None = None
         self.transaction_status: TransactionStatus | None = None
         """From the latest ReadyForQuery (None before the first)."""
@@ -466,6 +474,8 @@ class BackendParser(_Parser[BackendMessage]):
         frame = self._take_typed(_BACKEND_TYPES, BACKEND_BODY_LIMITS)
         if frame is None:
             return self._idle()
+        if frame[0] == _DATA_ROW and not self.decode_rows:
+            return _UNDECODED_ROW
         msg = decode_backend(*frame)
         if isinstance(msg, ReadyForQuery):
             self.transaction_status = msg.status

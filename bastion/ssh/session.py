@@ -21,6 +21,7 @@ from bastion.grants import authorize, require_option
 from bastion.ids import new_session_id
 from bastion.live import LiveSession
 from bastion.recording import LiveRecording
+from bastion.session_end import SessionEnd, finish_session
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.menu import LineInput
 from bastion.ssh.session_recording import SessionRecording
@@ -378,6 +379,8 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             return
         node, store, user = self.node, self.node.store, self.ctx.user
         target = await node.call(store.get_target, target_name)
+        if target is not None and target.kind == "postgres":
+            raise self._postgres_refusal(target)
         if target is None or target.kind != "ssh":
             raise Refusal("no-grant", f"no grant for {target_name}")
         self.target = target
@@ -522,41 +525,14 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         if self.finished or self.session_id is None:
             return
         self.finished = True
-        node = self.node
-        node.live.remove(self.session_id)
+        self.node.live.remove(self.session_id)
         self._audit_files(closing=True)
-        summary = None
-        if self.recording is not None:
-            summary = await node.call(self.recording.close, reason)
-        await node.call(
-            node.store.end_session,
-            self.session_id,
-            ended_at=node.clock(),
+        end = SessionEnd(
+            session_id=self.session_id,
+            user=self.ctx.user.name,
+            target=self._target_name(),
             reason=reason,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            events=summary.events if summary else 0,
-            final_hash=summary.final_hash if summary else None,
-            final_signature=summary.signature if summary else None,
         )
-        final_hash = summary.final_hash if summary else None
-        if summary is not None:
-            path = node.recordings.path_of(summary.location)
-            try:
-                commands = await self._searchable_commands(path)
-                await node.call(node.store.add_session_commands, self.session_id, commands)
-            except Exception:  # the index is derived data; the recording is the evidence
-                log.exception("command extraction failed for session %s", self.session_id)
-            final_hash = await self._repack(summary.location, summary.final_hash)
-        # Last: once "session.end" is audited, the row and the file are final.
-        await node.audit(
-            self.ctx.user.name,
-            "session.end",
-            self._target_name(),
-            session=self.session_id,
-            reason=reason,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            recording=summary.location if summary else None,
-            final_hash=final_hash,
-        )
+        await finish_session(self.node, end, self.recording, self._searchable_commands)

@@ -119,39 +119,3 @@ class SessionRecording:
         if self.pty is not None and self.kind in ("shell", "exec"):
             commands += await self.node.call(extract_session_commands, path)
         return commands
-
-    async def _repack(self, location: str, final_hash: str) -> str:
-        """Shrink the closed recording; the session row follows the new final hash.
-
-        Returns the final hash the row now holds.
-        """
-        node = self.node
-        assert self.session_id is not None
-        try:
-            result = await node.call(node.recordings.repack_closed, location, final_hash)
-        except Exception as e:  # the closed file stays valid and is the evidence
-            log.exception("repacking session %s failed", self.session_id)
-            await node.audit(
-                self.ctx.user.name,
-                "recording.repack-failed",
-                self._target_name(),
-                session=self.session_id,
-                error=str(e),
-            )
-            return final_hash
-        if result is None or result.action != "repacked" or result.signature is None:
-            return final_hash
-        await node.call(
-            node.store.update_recording_hash, self.session_id, result.final_hash, result.signature
-        )
-        await node.audit(
-            self.ctx.user.name,
-            "recording.repacked",
-            self._target_name(),
-            session=self.session_id,
-            old_final_hash=result.old_final_hash,
-            final_hash=result.final_hash,
-            bytes_before=result.bytes_before,
-            bytes_after=result.bytes_after,
-        )
-        return result.final_hash

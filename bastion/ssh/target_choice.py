@@ -1,23 +1,30 @@
 """Which target a session channel is for, when the user name does not say.
 
 ``ssh alice@bastion web1 CMD`` names it in the command, ``ssh -t alice@bastion``
-gets a menu of live grants, ``ssh alice@bastion grants`` lists them. This mixin
-holds that dialogue so the relay module stays about relaying.
+gets a menu of live grants, ``ssh alice@bastion grants`` lists them and
+``ssh alice@bastion db-token pg1 [CREDSET]`` issues a database token for the
+PostgreSQL listener. This mixin holds that dialogue so the relay module stays
+about relaying.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncssh
 
+from bastion.db_tokens import DbTokenDenied, connection_help, issue_for_request
 from bastion.grants import format_time, is_usable
 from bastion.service import BastionNode
 from bastion.ssh.login_name import LoginName, valid_name
 from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
-from bastion.store.models import Grant, User
+from bastion.store.models import Grant, Target, User
+
+DB_TOKEN_USAGE = "usage: ssh USER@BASTION db-token TARGET [CREDSET]\n"
+DB_TOKEN_HELP = "  ssh alice@BASTION db-token DB     password for psql (DB [CREDSET])\n"
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class TargetChoice:
             first = words[0]
             if first in ("grants", "help", "--help"):
                 await self._builtin(first)
+            if first == "db-token":
+                await self._db_token(words[1].split() if len(words) > 1 else [])
             if not valid_name(first):
                 raise Refusal("usage", f"'{first}' is not a target name\r\n{USAGE}", 2)
             rest = words[1] if len(words) > 1 else ""
@@ -101,14 +110,17 @@ class TargetChoice:
     async def _builtin(self, name: str) -> None:
         if name == "grants":
             grants = await self._live_grants()
+            targets = await self.node.call(self.node.store.list_targets)
+            kinds = {t.id: t.kind.value for t in targets}
             lines = [
-                f"#{g.id}\t{g.target_name}\t{g.login or '-'}\tuntil {format_time(g.not_after)}"
+                f"#{g.id}\t{g.target_name}\t{kinds.get(g.target_id, '?')}"
+                f"\t{g.login or g.credset or '-'}\tuntil {format_time(g.not_after)}"
                 f"\t{','.join(sorted(g.options)) or '-'}"
                 for g in grants
             ] or ["no active grants"]
             text = "\n".join(lines) + "\n"
         else:
-            text = USAGE
+            text = USAGE + DB_TOKEN_HELP
         if self.pty is not None:
             text = text.replace("\n", "\r\n")
         assert self.chan is not None
@@ -137,3 +149,67 @@ class TargetChoice:
                 return chosen
             self.chan.write(b"No such choice. Number or name: ")
         raise Refusal("menu-quit", "too many invalid choices", 1)
+
+    def _postgres_refusal(self, target: Target) -> Refusal:
+        """Refuse an SSH session to a database target, saying how to reach it instead."""
+        user = self.ctx.user.name
+        return Refusal(
+            "postgres-target",
+            f"{target.name} is a PostgreSQL target, not an SSH host: get a database token "
+            f"with 'ssh {user}@BASTION db-token {target.name}' and connect with psql",
+        )
+
+    def _pg_endpoint(self) -> tuple[str, int]:
+        """Host and port contractors' database clients should dial (for db-token's help)."""
+        pg = self.node.config.postgres
+        host = pg.public_host or socket.getfqdn()
+        port = pg.listen[1] if pg.listen is not None else 6432
+        return host, port
+
+    async def _db_token(self, args: list[str]) -> None:
+        """``db-token TARGET [CREDSET]``: issue a database token, print it and how to use it."""
+        node, user = self.node, self.ctx.user
+        if not 1 <= len(args) <= 2 or not all(valid_name(a) for a in args):
+            raise Refusal("builtin", "bastion: " + DB_TOKEN_USAGE.replace("\n", "\r\n"), 2)
+        target_name, credset = args[0], (args[1] if len(args) > 1 else None)
+        ttl = node.config.postgres.token_ttl
+        try:
+            target, issued = await node.call(
+                issue_for_request,
+                node.store,
+                user=user,
+                target_name=target_name,
+                credset=credset,
+                now=node.clock(),
+                ttl=ttl,
+                created_from=self.ctx.client_addr,
+            )
+        except DbTokenDenied as e:
+            await node.audit(
+                user.name,
+                "db-token.refused",
+                target_name,
+                reason=e.reason,
+                message=str(e),
+                credset=credset,
+                client=self.ctx.client_addr,
+            )
+            raise Refusal("builtin", f"bastion: {e}\r\n", 1) from e
+        record = issued.record
+        await node.audit(
+            user.name,
+            "db-token.issue",
+            target.name,
+            token=record.id,
+            credset=record.credset,
+            grant=issued.grant.id,
+            expires=record.expires_at,
+            client=self.ctx.client_addr,
+        )
+        host, port = self._pg_endpoint()
+        text = connection_help(issued, target=target, user=user.name, host=host, port=port, ttl=ttl)
+        if self.pty is not None:
+            text = text.replace("\n", "\r\n")
+        assert self.chan is not None
+        self.chan.write(text.encode())
+        raise Refusal("builtin", "", 0)

@@ -20,6 +20,7 @@ from bastion.store.backends import Backend, Tx, connect
 from bastion.store.history import History, where_clause
 from bastion.store.migrations import migrate, schema_version
 from bastion.store.models import (
+    TLS_MODES,
     Credset,
     Grant,
     GrantState,
@@ -28,6 +29,7 @@ from bastion.store.models import (
     TargetKind,
     User,
 )
+from bastion.store.tokens import Tokens
 
 _IN_CHUNK = 500
 _LIVE_GRANT_STATES = (GrantState.ACTIVE.value, GrantState.PENDING.value)
@@ -54,7 +56,7 @@ def _key_body(key_line: str) -> str:
     return " ".join(key_line.split()[:2])
 
 
-class Store(History):
+class Store(History, Tokens):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:
@@ -261,11 +263,15 @@ class Store(History):
         host_ca_keys: Sequence[str] = (),
         database: str | None = None,
         credsets: Sequence[Credset] = (),
+        tls_mode: str = "prefer",
+        tls_ca: str | None = None,
         now: float,
     ) -> Target:
         """Register a host or database. Raises AlreadyExists if a live target has the name."""
         if not name:
             raise StoreError("a target needs a name")
+        if tls_mode not in TLS_MODES:
+            raise StoreError(f"unknown TLS mode '{tls_mode}'; choose from {', '.join(TLS_MODES)}")
         if not 0 < port < 65536:
             raise StoreError(f"target port {port} is out of range (1-65535)")
         seen: set[str] = set()
@@ -278,8 +284,8 @@ class Store(History):
             with self._db.transaction(write=True) as tx:
                 target_id = tx.insert(
                     "INSERT INTO targets (name, kind, host, port, logins, principal, host_keys,"
-                    " host_ca_keys, dbname, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " RETURNING id",
+                    " host_ca_keys, dbname, created_at, tls_mode, tls_ca)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     [
                         name,
                         TargetKind(kind).value,
@@ -291,6 +297,8 @@ class Store(History):
                         rows.dump_list(host_ca_keys),
                         database,
                         float(now),
+                        tls_mode,
+                        tls_ca,
                     ],
                 )
                 for c in credsets:
@@ -326,7 +334,7 @@ class Store(History):
             return self._targets(tx, "removed_at IS NULL ORDER BY name", [])
 
     def remove_target(self, name: str, at: float) -> Target:
-        """Retire a target and revoke its active and pending grants. Raises NotFound.
+        """Retire a target; revoke its active and pending grants and its tokens. Raises NotFound.
 
         The row stays for history; the name becomes free for a new target.
         """
@@ -343,6 +351,11 @@ class Store(History):
                     target.id,
                     *_LIVE_GRANT_STATES,
                 ],
+            )
+            tx.run(
+                "UPDATE tokens SET revoked_at = ?, revoked_by = ?"
+                " WHERE target_id = ? AND revoked_at IS NULL",
+                [float(at), "target-removed", target.id],
             )
             return target
 

@@ -177,6 +177,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE sessions ADD COLUMN terminate_reason TEXT",
         ),
     ),
+    Migration(
+        4,
+        "bearer tokens and upstream TLS for database targets",
+        (
+            # Database tokens (purpose 'db', bound to a target and grant) and control
+            # API tokens (purpose 'control'); only the SHA-256 of each token is kept.
+            """CREATE TABLE tokens (
+                id {ID},
+                purpose TEXT NOT NULL,
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                target_id {BIGINT} REFERENCES targets (id),
+                grant_id {BIGINT} REFERENCES grants (id),
+                credset TEXT,
+                token_hash TEXT NOT NULL UNIQUE,
+                created_at {FLOAT} NOT NULL,
+                expires_at {FLOAT} NOT NULL,
+                revoked_at {FLOAT},
+                revoked_by TEXT,
+                last_used_at {FLOAT},
+                created_from TEXT NOT NULL
+            )""",
+            "CREATE INDEX tokens_user ON tokens (user_id, purpose)",
+            "ALTER TABLE targets ADD COLUMN tls_mode TEXT NOT NULL DEFAULT 'prefer'",
+            "ALTER TABLE targets ADD COLUMN tls_ca TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -36,6 +36,17 @@ class GrantState(StrEnum):
     EXPIRED = "expired"
 
 
+#: Upstream TLS modes a postgres target may use (libpq's sslmode names).
+TLS_MODES = ("disable", "prefer", "require", "verify-full")
+
+
+class TokenPurpose(StrEnum):
+    """What a bearer token opens: the PostgreSQL listener or the control API."""
+
+    DB = "db"
+    CONTROL = "control"
+
+
 #: Grant options that unlock something beyond a shell/exec session.
 GRANT_OPTIONS = frozenset({"scp", "sftp", "port-forward", "agent"})
 
@@ -80,6 +91,10 @@ class Target:
     database: str | None
     credsets: tuple[Credset, ...]
     created_at: float
+    tls_mode: str = "prefer"
+    """Upstream TLS for a postgres target: disable, prefer, require or verify-full."""
+    tls_ca: str | None = None
+    """CA certificate file that verify-full checks the server against (None: system CAs)."""
 
     @property
     def default_login(self) -> str | None:
@@ -180,3 +195,32 @@ class AuditEvent:
     details: dict[str, Any] = field(default_factory=dict)
     prev_hash: str = ""
     hash: str = ""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A bearer token as stored: only its SHA-256 hash, never the token itself.
+
+    ``target_id``/``grant_id``/``credset`` bind a database token to what it was
+    issued for; control tokens leave them None.
+    """
+
+    id: int
+    purpose: TokenPurpose
+    user_id: int
+    user_name: str
+    target_id: int | None
+    target_name: str | None
+    grant_id: int | None
+    credset: str | None
+    token_hash: str
+    created_at: float
+    expires_at: float
+    created_from: str
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+    last_used_at: float | None = None
+
+    def live_at(self, now: float) -> bool:
+        """Not revoked and not yet expired at ``now``."""
+        return self.revoked_at is None and now < self.expires_at

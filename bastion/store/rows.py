@@ -23,6 +23,8 @@ from bastion.store.models import (
     SessionRecord,
     Target,
     TargetKind,
+    TokenPurpose,
+    TokenRecord,
     User,
 )
 
@@ -31,7 +33,7 @@ USER_COLUMNS = (
 )
 TARGET_COLUMNS = (
     "id, name, kind, host, port, logins, principal, host_keys, host_ca_keys, dbname,"
-    " created_at, removed_at"
+    " created_at, removed_at, tls_mode, tls_ca"
 )
 GRANT_SELECT = (
     "SELECT g.id, g.user_id, u.name AS user_name, g.target_id, t.name AS target_name,"
@@ -51,6 +53,12 @@ CERTIFICATE_COLUMNS = (
     " issued_at"
 )
 AUDIT_COLUMNS = "id, at, actor, action, subject, details, prev_hash, hash"
+TOKEN_SELECT = (
+    "SELECT k.id, k.purpose, k.user_id, u.name AS user_name, k.target_id,"
+    " t.name AS target_name, k.grant_id, k.credset, k.token_hash, k.created_at,"
+    " k.expires_at, k.revoked_at, k.revoked_by, k.last_used_at, k.created_from"
+    " FROM tokens k JOIN users u ON u.id = k.user_id LEFT JOIN targets t ON t.id = k.target_id"
+)
 
 
 def dump_list(items: Iterable[str]) -> str:
@@ -127,6 +135,8 @@ def target(row: Row, credsets: Sequence[Credset]) -> Target:
         database=row["dbname"],
         credsets=tuple(credsets),
         created_at=float(row["created_at"]),
+        tls_mode=row["tls_mode"],
+        tls_ca=row["tls_ca"],
     )
 
 
@@ -205,4 +215,25 @@ def audit_event(row: Row) -> AuditEvent:
         details=details if isinstance(details, dict) else {"value": details},
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+    )
+
+
+def token(row: Row) -> TokenRecord:
+    """A TOKEN_SELECT row as a TokenRecord."""
+    return TokenRecord(
+        id=int(row["id"]),
+        purpose=TokenPurpose(row["purpose"]),
+        user_id=int(row["user_id"]),
+        user_name=row["user_name"],
+        target_id=None if row["target_id"] is None else int(row["target_id"]),
+        target_name=row["target_name"],
+        grant_id=None if row["grant_id"] is None else int(row["grant_id"]),
+        credset=row["credset"],
+        token_hash=row["token_hash"],
+        created_at=float(row["created_at"]),
+        expires_at=float(row["expires_at"]),
+        created_from=row["created_from"],
+        revoked_at=_opt_float(row["revoked_at"]),
+        revoked_by=row["revoked_by"],
+        last_used_at=_opt_float(row["last_used_at"]),
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -169,3 +171,173 @@ def test_every_command_has_help() -> None:
         assert "usage: bastion" in r.stdout
         seen += 1
     assert seen > 15
+
+
+# --- PostgreSQL targets, database grants and tokens -------------------------------------
+
+
+def _open_store(node_dir: Path) -> Any:
+    from bastion.config import load_config
+    from bastion.secretbox import SecretBox
+    from bastion.store import open_store
+
+    config = load_config(node_dir / "bastion.toml")
+    return open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
+
+
+def test_postgres_target_grant_and_tokens(
+    node_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bastion.db_tokens import TokenRefused, check_db_token, issue_db_token
+
+    run(node_dir, capsys, "user", "add", "alice", "--key", str(_pubkey(tmp_path, "alice")))
+    pw_file = tmp_path / "rw.pw"
+    pw_file.write_text("rw-secret-1\n")
+    monkeypatch.setenv("RO_PW", "ro-secret-2")
+    monkeypatch.setenv("BASTION_ACTOR", "test-admin")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    code, out, err = run(
+        node_dir, capsys, "target", "add", "pg1", "--postgres", "db.internal:5433",
+        "--database", "app", "--credset", f"readwrite:app_rw:file:{pw_file}",
+        "--credset", "readonly:app_ro:env:RO_PW", "--credset", "trusted:app_t",
+        "--tls", "verify-full", "--ca-file", str(ca),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "added PostgreSQL target pg1 (db.internal:5433, database app)" in out
+    assert "secret" not in out
+
+    code, out, _ = run(node_dir, capsys, "target", "list")
+    assert "pg1" in out and "postgres" in out and "database=app" in out
+    assert "credsets=readwrite,readonly,trusted" in out and "tls=verify-full" in out
+    code, out, _ = run(node_dir, capsys, "target", "list", "--json")
+    (listed,) = json.loads(out)
+    assert listed["kind"] == "postgres" and listed["tls_ca"] == str(ca.resolve())
+    assert [c["name"] for c in listed["credsets"]] == ["readwrite", "readonly", "trusted"]
+    assert "secret" not in out and "password" not in out
+    with _open_store(node_dir) as store:
+        target = store.get_target("pg1")
+        assert [(c.user, c.password) for c in target.credsets] == [
+            ("app_rw", "rw-secret-1"), ("app_ro", "ro-secret-2"), ("app_t", None),
+        ]  # fmt: skip
+
+    code, _, err = run(node_dir, capsys, "grant", "add", "alice", "pg1", "--for", "2h")
+    assert code == 2 and "several credential sets (readwrite, readonly, trusted)" in err
+    code, _, err = run(
+        node_dir, capsys, "grant", "add", "alice", "pg1", "--credset", "admin", "--for", "2h"
+    )
+    assert code == 2 and "no credential set 'admin'" in err
+    code, _, err = run(
+        node_dir, capsys, "grant", "add", "alice", "pg1", "--login", "root", "--for", "2h"
+    )
+    assert code == 2 and "--login is for SSH targets" in err
+    code, out, err = run(
+        node_dir, capsys, "grant", "add", "alice", "pg1", "--credset", "readonly",
+        "--for", "2h", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    grant = json.loads(out)
+    assert grant["credset"] == "readonly" and grant["login"] is None
+    code, out, _ = run(node_dir, capsys, "grant", "list")
+    assert f"#{grant['id']}" in out and "readonly" in out
+
+    with _open_store(node_dir) as store:
+        user, target = store.get_user("alice"), store.get_target("pg1")
+        g = store.get_grant(grant["id"])
+        issued = [
+            issue_db_token(
+                store, user=user, target=target, grant=g, credset="readonly",
+                now=time.time(), ttl=3600, created_from="192.0.2.7",
+            )
+            for _ in range(3)
+        ]  # fmt: skip
+    code, out, _ = run(node_dir, capsys, "token", "list", "--user", "alice")
+    lines = out.splitlines()
+    assert len(lines) == 3 and all("pg1/readonly" in x and "live" in x for x in lines)
+    assert all("192.0.2.7" in x and "used never" in x for x in lines)
+    code, out, _ = run(node_dir, capsys, "token", "list", "--json")
+    assert [t["id"] for t in json.loads(out)] == [i.record.id for i in issued]
+    assert "token_hash" not in out and all(i.token not in out for i in issued)
+
+    first = issued[0].record.id
+    code, out, err = run(node_dir, capsys, "token", "revoke", f"#{first}")
+    assert code == 0 and f"revoked token #{first} of alice" in out, err
+    code, _, err = run(node_dir, capsys, "token", "revoke", str(first))
+    assert code == 1 and "already revoked by test-admin" in err
+    code, _, err = run(node_dir, capsys, "token", "revoke", "9999")
+    assert code == 1 and "no token #9999" in err
+    code, out, _ = run(node_dir, capsys, "token", "list", "--all")
+    assert "revoked by test-admin" in out
+    assert len(run(node_dir, capsys, "token", "list")[1].splitlines()) == 2
+
+    code, out, _ = run(node_dir, capsys, "user", "lock", "alice", "--for", "1h")
+    assert code == 0 and "2 token(s) revoked" in out
+    assert run(node_dir, capsys, "token", "list")[1] == ""
+    with _open_store(node_dir) as store, pytest.raises(TokenRefused, match="revoked"):
+        check_db_token(
+            store, user_name="alice", target_name="pg1", token=issued[1].token, now=time.time()
+        )
+
+    code, out, _ = run(node_dir, capsys, "audit", "--json")
+    rows = json.loads(out)
+    by_action = {r["action"]: r for r in rows}
+    assert by_action["target.add"]["details"]["credsets"] == ["readwrite", "readonly", "trusted"]
+    assert by_action["grant.add"]["details"]["credset"] == "readonly"
+    assert by_action["db-token.revoke"]["subject"] == f"token #{first}"
+    assert by_action["user.lock"]["details"]["tokens_revoked"] == 2
+    assert "secret" not in out
+
+
+def test_postgres_target_add_errors(
+    node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["target", "add", "pg9", "--postgres", "h:5432"]
+    code, _, err = run(node_dir, capsys, *base, "--credset", "ro:u")
+    assert code == 2 and "needs --database DB" in err
+    code, _, err = run(node_dir, capsys, *base, "--database", "d")
+    assert code == 2 and "at least one --credset" in err
+    code, _, err = run(node_dir, capsys, *base, "--database", "d", "--credset", "ro")
+    assert code == 2 and "NAME:USER:file:/path/to/password" in err
+    code, _, err = run(node_dir, capsys, *base, "--database", "d", "--credset", "ro:u:vault:x")
+    assert code == 2 and "unknown password source" in err
+    code, _, err = run(
+        node_dir, capsys, *base, "--database", "d", "--credset", "ro:u:env:BASTION_NO_SUCH_VAR"
+    )
+    assert code == 1 and "BASTION_NO_SUCH_VAR is not set" in err
+    missing = tmp_path / "missing.pw"
+    code, _, err = run(
+        node_dir, capsys, *base, "--database", "d", "--credset", f"ro:u:file:{missing}"
+    )
+    assert code == 1 and f"cannot read the password of credential set ro from {missing}" in err
+    code, _, err = run(
+        node_dir, capsys, *base, "--database", "d", "--credset", "ro:u", "--ca-file", "x.pem"
+    )
+    assert code == 2 and "--ca-file is only used with --tls verify-full" in err
+    code, _, err = run(
+        node_dir, capsys, *base, "--database", "d", "--credset", "ro:u", "--login", "root"
+    )
+    assert code == 2 and "are for --ssh targets" in err
+    with pytest.raises(SystemExit) as exited:  # argparse: --ssh and --postgres exclude each other
+        run(node_dir, capsys, *base, "--ssh", "h:22", "--login", "x")
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    code, _, err = run(
+        node_dir, capsys, "target", "add", "web9", "--ssh", "h:22", "--login", "x",
+        "--database", "d",
+    )  # fmt: skip
+    assert code == 2 and "are for --postgres targets" in err
+    code, _, err = run(node_dir, capsys, *base, "--database", "d", "--credset", "ro:u")
+    assert code == 0, err
+    code, _, err = run(node_dir, capsys, "target", "setup", "pg9")
+    assert code == 1 and "pg9 is a PostgreSQL target" in err
+    run(node_dir, capsys, "user", "add", "bob", "--key", str(_pubkey(tmp_path, "bob")))
+    code, out, err = run(node_dir, capsys, "grant", "add", "bob", "pg9", "--for", "1h")
+    assert code == 0 and "with credential set ro" in out, err  # the only set needs no --credset
+    code, _, err = run(
+        node_dir, capsys, "grant", "add", "bob", "pg9", "--for", "1h", "--allow", "scp"
+    )
+    assert code == 2 and "--allow options are for SSH targets" in err
+    code, out, _ = run(node_dir, capsys, "audit", "--json")
+    assert [r["action"] for r in json.loads(out)].count("target.add") == 1

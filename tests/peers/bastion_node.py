@@ -40,6 +40,7 @@ TEST_CONFIG_OVERRIDES = {
     "warn_before = [300, 60]": "warn_before = [3, 1.5]",
     "poll_interval = 0.5": "poll_interval = 0.2",
     "lockout = 900": "lockout = 60",
+    "token_ttl = 3600\nlogin_timeout = 30": "token_ttl = 3600\nlogin_timeout = 5",
 }
 
 
@@ -152,6 +153,8 @@ class BastionHarness:
     targets: dict[str, OpenSSHTarget]
     proc: subprocess.Popen[bytes] | None = None
     fsize_limit: int | None = None
+    pg_port: int = 0
+    """The node's PostgreSQL listener (TLS required, self-signed by ``bastion init``)."""
     askpass: Path = field(init=False)
     known_hosts: Path = field(init=False)
     _counter: int = 0
@@ -314,9 +317,13 @@ def make_harness(
     """Initialise a bastion dir, start two targets and the node."""
     port = free_port()
     metrics_port = free_port()
+    pg_port = free_port()
     config = init_dir(directory, f"127.0.0.1:{port}", state_url, "test-node")
     text = config.path.read_text()
-    metrics = {'listen = ""': f'listen = "127.0.0.1:{metrics_port}"'}
+    metrics = {
+        'listen = ""': f'listen = "127.0.0.1:{metrics_port}"',
+        'listen = "0.0.0.0:6432"': f'listen = "127.0.0.1:{pg_port}"',
+    }
     for old, new in {**TEST_CONFIG_OVERRIDES, **metrics, **(overrides or {})}.items():
         assert old in text, f"config template has no line {old!r}"
         text = text.replace(old, new)
@@ -343,7 +350,7 @@ def make_harness(
                 now=time.time(),
             )
         harness = BastionHarness(
-            directory, config, store, ca, port, targets, fsize_limit=fsize_limit
+            directory, config, store, ca, port, targets, fsize_limit=fsize_limit, pg_port=pg_port
         )
         harness.start()
     except BaseException:

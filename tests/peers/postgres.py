@@ -41,7 +41,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-__all__ = ["PgServer", "find_pg_bin", "pg_server", "pg_url", "start_pg_server"]
+__all__ = ["PgServer", "find_pg_bin", "pg_server", "pg_tls_server", "pg_url", "start_pg_server"]
 
 SUPERUSER = "postgres"
 START_TIMEOUT = 30.0
@@ -209,6 +209,18 @@ log_min_messages = warning
     (data / "pg_hba.conf").write_text(_HBA)
 
 
+def _enable_tls(data: Path, runner: _Runner) -> None:
+    from bastion.pg.tls_cert import make_self_signed
+
+    cert, key = data / "server.crt", data / "server.key"
+    if not cert.exists():
+        make_self_signed(cert, key, "localhost")
+        runner.chown(cert)
+        runner.chown(key)
+        with open(data / "postgresql.conf", "a") as f:
+            f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+
+
 def _wait_ready(server: PgServer, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     last: Exception | None = None
@@ -227,8 +239,12 @@ def _wait_ready(server: PgServer, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def start_pg_server(bin_dir: Path) -> Iterator[PgServer]:
-    """Run a private PostgreSQL server for the duration of the ``with`` block."""
+def start_pg_server(bin_dir: Path, tls: bool = False) -> Iterator[PgServer]:
+    """Run a private PostgreSQL server for the duration of the ``with`` block.
+
+    ``tls``: also accept TLS with a self-signed certificate (for 127.0.0.1 and
+    localhost) written to ``<data dir>/server.crt``, usable as a client's root CA.
+    """
     runner = _Runner(bin_dir)
     base = Path(tempfile.mkdtemp(prefix="bastion-pg-"))
     proc: subprocess.Popen[bytes] | None = None
@@ -243,6 +259,8 @@ def start_pg_server(bin_dir: Path) -> Iterator[PgServer]:
         for _attempt in range(5):
             port = _free_port()
             _configure(data, port, base)
+            if tls:
+                _enable_tls(data, runner)
             server = PgServer(
                 host="127.0.0.1",
                 port=port,
@@ -285,6 +303,16 @@ def pg_server() -> Iterator[PgServer]:
             "PostgreSQL server binaries not found (apt-get install postgresql); set BASTION_PG_BIN"
         )
     with start_pg_server(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_tls_server() -> Iterator[PgServer]:
+    """A second private PostgreSQL that also speaks TLS (certificate: data_dir/server.crt)."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.fail("PostgreSQL server binaries not found (apt-get install postgresql)")
+    with start_pg_server(bin_dir, tls=True) as server:
         yield server
 
 

@@ -1,0 +1,198 @@
+"""``bastion control ...`` (the control API from a shell) and ``bastion user control-token``.
+
+``bastion control sessions`` and ``bastion control watch ID --raw`` talk to a running
+node exactly as the TUI does (through ``ControlClient``), so they double as a way to
+check the API without the TUI. ``bastion user control-token NAME`` issues the token a
+remote admin needs for the TCP listener.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from bastion.cli_admin import actor, opened
+from bastion.config import load_config
+from bastion.control.auth import token_hash
+from bastion.control.client import ControlClient
+from bastion.control.messages import ControlError, LiveEnd, LiveOutput, Snapshot
+from bastion.errors import ConfigError, NotFound
+from bastion.grants import format_time
+from bastion.store.models import Role, TokenPurpose
+from bastion.timeparse import parse_duration
+
+__all__ = ["add_control_commands", "cmd_control_token"]
+
+CONTROL_TOKEN_PREFIX = "bct_"
+AddOpt = Callable[[argparse.ArgumentParser], None]
+
+
+def _operator(args: argparse.Namespace) -> str:
+    name = args.as_user or os.environ.get("BASTION_OPERATOR")
+    if not name:
+        raise ConfigError("say which bastion admin/auditor you are: --as NAME or $BASTION_OPERATOR")
+    return str(name)
+
+
+async def _connect(args: argparse.Namespace) -> ControlClient:
+    config = load_config(args.config)
+    if config.control.socket is None:
+        raise ConfigError("[control] socket is off in the config; set control.socket")
+    try:
+        return await ControlClient.connect(str(config.control.socket), user=_operator(args))
+    except ControlError as e:
+        raise ConfigError(str(e)) from e
+
+
+async def _sessions(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    try:
+        rows = await client.list_sessions(
+            live=True if args.live else None, user=args.user, target=args.target, limit=args.limit
+        )
+    finally:
+        await client.close()
+    if args.json:
+        print(json.dumps([asdict(s) for s in rows], indent=2))
+        return 0
+    for s in rows:
+        state = "LIVE" if s.live else (s.end_reason or "ended")
+        print(
+            f"{s.id}  {s.user:<16} {s.target:<12} {s.protocol:<8} "
+            f"{format_time(s.started_at)}  {state}"
+        )
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    out = sys.stdout.buffer
+    try:
+        async for event in client.watch(args.id):
+            if isinstance(event, Snapshot):
+                if args.raw:
+                    out.write(event.screen_bytes)
+                else:
+                    print(f"[{event.cols}x{event.rows} at +{event.offset:.1f}s]", flush=True)
+                    out.write(event.screen_bytes)
+            elif isinstance(event, LiveOutput):
+                out.write(event.data)
+            elif isinstance(event, LiveEnd) and not args.raw:
+                out.write(f"\r\n[session ended: {event.reason}]\r\n".encode())
+            out.flush()
+    except ControlError as e:
+        raise ConfigError(str(e)) from e
+    finally:
+        await client.close()
+    return 0
+
+
+async def _terminate(args: argparse.Namespace) -> int:
+    client = await _connect(args)
+    try:
+        await client.terminate(args.id, args.reason)
+    except ControlError as e:
+        raise ConfigError(str(e)) from e
+    finally:
+        await client.close()
+    print(f"session {args.id}: termination requested")
+    return 0
+
+
+def _run(coro: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        result: int = asyncio.run(coro(args))
+        return result
+
+    return handler
+
+
+def cmd_control_token(args: argparse.Namespace) -> int:
+    """Issue a control-API token for an admin or auditor (printed once, stored hashed)."""
+    with opened(args) as (_config, store):
+        user = store.get_user(args.name)
+        if user is None:
+            raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
+        if user.role not in (Role.ADMIN, Role.AUDITOR):
+            raise ConfigError(
+                f"user {args.name} is a {user.role.value}; control tokens are for admins and "
+                "auditors"
+            )
+        now = time.time()
+        token = CONTROL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = store.add_token(
+            purpose=TokenPurpose.CONTROL,
+            user_id=user.id,
+            token_hash=token_hash(token),
+            expires_at=now + parse_duration(args.ttl),
+            now=now,
+            created_from=actor(),
+        )
+        store.append_audit(
+            actor(), "user.control-token", args.name, {"token": record.id}, time.time()
+        )
+    print(token)
+    print(
+        f"control token #{record.id} for {args.name}, valid until "
+        f"{format_time(record.expires_at)}; it is shown only now",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _user_subcommands(sub: argparse._SubParsersAction[Any]) -> Any:
+    """The ``bastion user`` sub-command group (made by cli_admin)."""
+    user = sub.choices["user"]
+    for action in user._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise RuntimeError("bastion user has no sub-commands")  # pragma: no cover
+
+
+def add_control_commands(
+    sub: argparse._SubParsersAction[Any], add_config: AddOpt, add_json: AddOpt
+) -> None:
+    """``bastion control ...`` and ``bastion user control-token`` (after the user commands)."""
+    p = _user_subcommands(sub).add_parser(
+        "control-token", help="issue a token for the control API over TCP (admins, auditors)"
+    )
+    p.add_argument("name")
+    p.add_argument("--ttl", default="30d", help="lifetime, e.g. 12h, 30d (default 30d)")
+    add_config(p)
+    p.set_defaults(func=cmd_control_token)
+
+    control = sub.add_parser("control", help="talk to a running node's control API")
+    cs = control.add_subparsers(dest="control_command", metavar="ACTION", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        add_config(q)
+        q.add_argument("--as", dest="as_user", help="your bastion user (or $BASTION_OPERATOR)")
+
+    p = cs.add_parser("sessions", help="list sessions through the node")
+    common(p)
+    add_json(p)
+    p.add_argument("--live", action="store_true", help="only live sessions")
+    p.add_argument("--user")
+    p.add_argument("--target")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_run(_sessions))
+
+    p = cs.add_parser("watch", help="print a live session's screen, then its output (admins)")
+    common(p)
+    p.add_argument("id", help="session id")
+    p.add_argument("--raw", action="store_true", help="only the terminal bytes")
+    p.set_defaults(func=_run(_watch))
+
+    p = cs.add_parser("terminate", help="end a live session (admins)")
+    common(p)
+    p.add_argument("id", help="session id")
+    p.add_argument("--reason", required=True, help="shown to the contractor and audited")
+    p.set_defaults(func=_run(_terminate))

@@ -1,0 +1,289 @@
+"""Grant and token subcommands: who may use which target, and the tokens derived from that.
+
+``bastion grant add`` gives a user a time-boxed grant for an SSH target (as a
+login) or a PostgreSQL target (as a credential set). ``bastion token list`` and
+``bastion token revoke`` show and end the database tokens contractors fetch
+with ``ssh BASTION db-token TARGET``; revoking the grant ends them too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened
+from bastion.errors import NotFound
+from bastion.grants import format_time, parse_options
+from bastion.store.models import Grant, Target, TargetKind, TokenPurpose, TokenRecord
+from bastion.timeparse import parse_duration, parse_time
+
+
+def _grant_window(args: argparse.Namespace, now: float) -> tuple[float, float]:
+    start = parse_time(args.start, now) if args.start else now
+    if args.duration:
+        end = start + parse_duration(args.duration)
+    elif args.until:
+        end = parse_time(args.until, now)
+    else:
+        raise ValueError("say how long: --for DURATION (e.g. 2h) or --until TIME")
+    if end <= start:
+        raise ValueError("the grant would end before it starts")
+    return start, end
+
+
+def _ssh_login(args: argparse.Namespace, target: Target) -> str | None:
+    if args.credset:
+        raise ValueError(
+            f"--credset is for PostgreSQL targets; {target.name} is an SSH target (use --login)"
+        )
+    login = args.login or target.default_login
+    if login not in target.logins:
+        raise ValueError(
+            f"target {target.name} has no login '{login}' (configured: {', '.join(target.logins)})"
+        )
+    return login
+
+
+def _database_credset(args: argparse.Namespace, target: Target) -> str:
+    if args.login:
+        raise ValueError(
+            f"--login is for SSH targets; {target.name} is a PostgreSQL target: "
+            "grant a credential set with --credset NAME"
+        )
+    if args.allow:
+        raise ValueError(f"--allow options are for SSH targets; {target.name} is a database")
+    names = [c.name for c in target.credsets]
+    if args.credset is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"target {target.name} has several credential sets ({', '.join(names)}); "
+                "choose one with --credset NAME"
+            )
+        return names[0]
+    if args.credset not in names:
+        raise ValueError(
+            f"target {target.name} has no credential set '{args.credset}' "
+            f"(configured: {', '.join(names)})"
+        )
+    return str(args.credset)
+
+
+def cmd_grant_add(args: argparse.Namespace) -> int:
+    """Grant a user time-boxed access to a target (a login, or a database credential set)."""
+    now = time.time()
+    start, end = _grant_window(args, now)
+    options = parse_options(args.allow or "")
+    with opened(args) as (_c, store):
+        user = store.get_user(args.user)
+        if user is None:
+            raise NotFound(f"no user named '{args.user}'; see 'bastion user list'")
+        target = store.get_target(args.target)
+        if target is None:
+            raise NotFound(f"no target named '{args.target}'; see 'bastion target list'")
+        login: str | None = None
+        credset: str | None = None
+        if target.kind == TargetKind.POSTGRES:
+            credset = _database_credset(args, target)
+        else:
+            login = _ssh_login(args, target)
+        grant = store.add_grant(
+            user_id=user.id,
+            target_id=target.id,
+            login=login,
+            credset=credset,
+            not_before=start,
+            not_after=end,
+            reason=args.reason or "",
+            requested_by=actor(),
+            approved_by=actor(),
+            options=options,
+            now=now,
+        )
+        store.append_audit(
+            actor(),
+            "grant.add",
+            f"grant #{grant.id}",
+            {
+                "user": user.name,
+                "target": target.name,
+                "login": login,
+                "credset": credset,
+                "not_before": start,
+                "not_after": end,
+                "options": sorted(options),
+                "reason": grant.reason,
+            },
+            now,
+        )
+    if args.json:
+        print(json.dumps(jsonable(grant), indent=2))
+    else:
+        how = f"with credential set {credset}" if credset else f"as {login}"
+        print(
+            f"grant #{grant.id}: {user.name} -> {target.name} {how} "
+            f"from {format_time(start)} until {format_time(end)}"
+            + (f" allowing {','.join(sorted(options))}" if options else "")
+        )
+        if credset:
+            print(
+                f"{user.name} gets a password with: ssh {user.name}@BASTION db-token {target.name}"
+            )
+    return 0
+
+
+def _grant_line(g: Grant, now: float) -> str:
+    return (
+        f"#{g.id:<5} {g.user_name:<16} {g.target_name:<16} {g.login or g.credset or '-':<10} "
+        f"{g.state_at(now).value:<8} {format_time(g.not_before)} -> {format_time(g.not_after)} "
+        f"{','.join(sorted(g.options)) or '-'} {g.reason}"
+    )
+
+
+def cmd_grant_list(args: argparse.Namespace) -> int:
+    """List grants, optionally only those active now."""
+    now = time.time()
+    with opened(args) as (_c, store):
+        user_id = target_id = None
+        if args.user:
+            u = store.get_user(args.user)
+            if u is None:
+                raise NotFound(f"no user named '{args.user}'")
+            user_id = u.id
+        if args.target:
+            t = store.get_target(args.target)
+            if t is None:
+                raise NotFound(f"no target named '{args.target}'")
+            target_id = t.id
+        grants = store.list_grants(
+            user_id=user_id, target_id=target_id, active_at=now if args.active else None
+        )
+    emit(args, grants, lambda g: _grant_line(g, now))
+    return 0
+
+
+def cmd_grant_revoke(args: argparse.Namespace) -> int:
+    """Revoke a grant; its live sessions end within a second and its tokens stop working."""
+    grant_id = int(str(args.id).lstrip("#"))
+    with opened(args) as (_c, store):
+        grant = store.revoke_grant(grant_id, actor(), time.time())
+        store.append_audit(
+            actor(),
+            "grant.revoke",
+            f"grant #{grant.id}",
+            {"user": grant.user_name, "target": grant.target_name},
+            time.time(),
+        )
+    print(f"revoked grant #{grant.id} ({grant.user_name} -> {grant.target_name})")
+    return 0
+
+
+def add_grant_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
+    """``bastion grant ...``"""
+    grant = sub.add_parser("grant", help="manage time-boxed grants")
+    gs = grant.add_subparsers(dest="grant_command", metavar="ACTION", required=True)
+    p = gs.add_parser("add", help="grant USER access to TARGET for a while")
+    p.add_argument("user")
+    p.add_argument("target")
+    p.add_argument(
+        "--login", help="SSH targets: login on the target (default: the target's first login)"
+    )
+    p.add_argument(
+        "--credset",
+        metavar="NAME",
+        help="PostgreSQL targets: credential set (required when the target has several)",
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 30m, 2h, 1d")
+    when.add_argument("--until", metavar="TIME", help="ISO 8601 (UTC unless a zone is given)")
+    p.add_argument("--from", dest="start", metavar="TIME", help="start time (default: now)")
+    p.add_argument("--reason", help="ticket or reason, shown in audits")
+    p.add_argument(
+        "--allow",
+        metavar="OPTIONS",
+        help="SSH targets: comma list of scp, sftp, port-forward, agent (default: none)",
+    )
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_grant_add)
+    p = gs.add_parser("list", help="list grants")
+    p.add_argument("--active", action="store_true", help="only grants usable right now")
+    p.add_argument("--user")
+    p.add_argument("--target")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_grant_list)
+    p = gs.add_parser("revoke", help="revoke a grant (ends its live sessions and tokens)")
+    p.add_argument("id", help="grant number, e.g. 12 or #12")
+    add_config(p)
+    p.set_defaults(func=cmd_grant_revoke)
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+
+def token_state(t: TokenRecord, now: float) -> str:
+    """live, expired, or revoked (by whom), as listings show it."""
+    if t.revoked_at is not None:
+        return f"revoked by {t.revoked_by or '?'}"
+    return "live" if now < t.expires_at else "expired"
+
+
+def _token_line(t: TokenRecord, now: float) -> str:
+    where = f"{t.target_name or '-'}/{t.credset}" if t.credset else t.target_name or "-"
+    used = format_time(t.last_used_at) if t.last_used_at else "never"
+    return (
+        f"#{t.id:<5} {t.user_name:<16} {t.purpose.value:<7} {where:<24} "
+        f"{token_state(t, now):<10} expires {format_time(t.expires_at)} "
+        f"used {used} from {t.created_from}"
+    )
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """List bearer tokens (never the tokens themselves): live ones unless --all."""
+    now = time.time()
+    with opened(args) as (_c, store):
+        if args.user and store.get_user(args.user) is None:
+            raise NotFound(f"no user named '{args.user}'; see 'bastion user list'")
+        tokens = store.list_tokens(
+            user=args.user,
+            purpose=TokenPurpose(args.purpose) if args.purpose else None,
+            live_only=not args.all,
+            now=now,
+        )
+    emit(args, tokens, lambda t: _token_line(t, now))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke a token now; connections already open are not cut (revoke the grant for that)."""
+    token_id = int(str(args.id).lstrip("#"))
+    now = time.time()
+    with opened(args) as (_c, store):
+        token = store.revoke_token(token_id, actor(), now)
+        store.append_audit(
+            actor(),
+            f"{token.purpose.value}-token.revoke",
+            f"token #{token.id}",
+            {"user": token.user_name, "target": token.target_name, "credset": token.credset},
+            now,
+        )
+    print(f"revoked token #{token.id} of {token.user_name}")
+    return 0
+
+
+def add_token_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
+    """``bastion token ...``"""
+    token = sub.add_parser("token", help="list and revoke database (and control) tokens")
+    ks = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    p = ks.add_parser("list", help="list tokens (live ones unless --all)")
+    p.add_argument("--user", help="only this user's tokens")
+    p.add_argument("--purpose", choices=[k.value for k in TokenPurpose])
+    p.add_argument("--all", action="store_true", help="include expired and revoked tokens")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_token_list)
+    p = ks.add_parser("revoke", help="revoke a token by number (see 'bastion token list')")
+    p.add_argument("id", help="token number, e.g. 7 or #7")
+    add_config(p)
+    p.set_defaults(func=cmd_token_revoke)

@@ -1,0 +1,303 @@
+"""Target subcommands: SSH hosts and PostgreSQL databases behind the bastion.
+
+``bastion target add NAME --ssh HOST:PORT ...`` pins an sshd's host key;
+``bastion target add NAME --postgres HOST:PORT --database DB --credset ...``
+stores a database with its named credential sets, passwords sealed with the
+secret key and never printed again. Listing shows kinds, databases and
+credential-set names, never passwords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from bastion.ca import CertificateAuthority
+from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened, read_keys
+from bastion.errors import BastionError, NotFound
+from bastion.ssh.login_name import valid_name
+from bastion.store.models import TLS_MODES, Credset, Target, TargetKind
+from bastion.target_setup import default_principal, render_target_setup
+
+CREDSET_FORMS = "NAME:USER, NAME:USER:file:/path/to/password or NAME:USER:env:VARIABLE"
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError as e:
+        raise ValueError(f"'{text}' must be HOST or HOST:PORT") from e
+
+
+def _scan_host_key(host: str, port: int) -> str:
+    async def scan() -> asyncssh.SSHKey | None:
+        return await asyncssh.get_server_host_key(host, port, server_host_key_algs=["ssh-ed25519"])
+
+    key = asyncio.run(scan())
+    if key is None:
+        raise BastionError(f"{host}:{port} offered no host key")
+    return key.export_public_key("openssh").decode().strip()
+
+
+def parse_credset(text: str) -> Credset:
+    """``NAME:USER[:file:PATH|:env:VAR]`` -> a Credset with the password read now.
+
+    No source means the upstream trusts the bastion (trust or certificate auth).
+    Raises ValueError naming the accepted forms, BastionError if the source cannot be read.
+    """
+    name, sep, rest = text.partition(":")
+    user, _, source = rest.partition(":")
+    if not sep or not valid_name(name) or not user:
+        raise ValueError(f"--credset '{text}' must be {CREDSET_FORMS}")
+    if not source:
+        return Credset(name, user, None)
+    kind, _, where = source.partition(":")
+    if kind == "file" and where:
+        try:
+            password = Path(where).read_text().rstrip("\r\n")
+        except OSError as e:
+            raise BastionError(
+                f"cannot read the password of credential set {name} from {where}: {e.strerror}"
+            ) from e
+    elif kind == "env" and where:
+        value = os.environ.get(where)
+        if value is None:
+            raise BastionError(
+                f"credential set {name}: environment variable {where} is not set; "
+                "export it before running this command"
+            )
+        password = value
+    else:
+        raise ValueError(f"--credset '{text}': unknown password source; use {CREDSET_FORMS}")
+    if not password:
+        raise BastionError(f"credential set {name}: the password from {source} is empty")
+    return Credset(name, user, password)
+
+
+def _ssh_target_fields(args: argparse.Namespace) -> dict[str, Any]:
+    if args.database or args.credset or args.tls or args.ca_file:
+        raise ValueError("--database, --credset, --tls and --ca-file are for --postgres targets")
+    if not args.login:
+        raise ValueError("an SSH target needs at least one --login (the OS user on the host)")
+    host, port = _host_port(args.ssh, 22)
+    host_keys: list[str] = []
+    if args.host_key:
+        host_keys = read_keys([args.host_key])
+    elif args.scan:
+        line = _scan_host_key(host, port)
+        fp = asyncssh.import_public_key(line).get_fingerprint("sha256")
+        print(f"scanned {host}:{port}: {fp}")
+        print(
+            "compare this fingerprint with the host's own (ssh-keygen -lf /etc/ssh/"
+            "ssh_host_ed25519_key.pub) before granting access"
+        )
+        host_keys = [line]
+    host_ca = read_keys(args.host_ca) if args.host_ca else []
+    if not host_keys and not host_ca:
+        raise ValueError("pin the target's host key: --host-key FILE, --host-ca FILE or --scan")
+    return {
+        "kind": TargetKind.SSH,
+        "host": host,
+        "port": port,
+        "logins": args.login,
+        "principal": args.principal or default_principal(args.name),
+        "host_keys": host_keys,
+        "host_ca_keys": host_ca,
+    }
+
+
+def _postgres_target_fields(args: argparse.Namespace) -> dict[str, Any]:
+    if args.login or args.host_key or args.scan or args.host_ca or args.principal:
+        raise ValueError(
+            "--login, --host-key, --scan, --host-ca and --principal are for --ssh targets; "
+            "a --postgres target takes --database, --credset, --tls and --ca-file"
+        )
+    if not args.database:
+        raise ValueError("a PostgreSQL target needs --database DB (the database on that server)")
+    if not args.credset:
+        raise ValueError(f"a PostgreSQL target needs at least one --credset ({CREDSET_FORMS})")
+    tls = args.tls or "prefer"
+    ca_file: str | None = None
+    if args.ca_file:
+        if tls != "verify-full":
+            raise ValueError("--ca-file is only used with --tls verify-full")
+        path = Path(args.ca_file).resolve()
+        if not path.is_file():
+            raise BastionError(f"CA certificate file {path} does not exist")
+        ca_file = str(path)
+    host, port = _host_port(args.postgres, 5432)
+    return {
+        "kind": TargetKind.POSTGRES,
+        "host": host,
+        "port": port,
+        "logins": [],
+        "principal": args.name,
+        "database": args.database,
+        "credsets": [parse_credset(c) for c in args.credset],
+        "tls_mode": tls,
+        "tls_ca": ca_file,
+    }
+
+
+def _describe(target: Target) -> str:
+    if target.kind == TargetKind.POSTGRES:
+        sets = ", ".join(c.name for c in target.credsets)
+        return (
+            f"added PostgreSQL target {target.name} ({target.host}:{target.port}, "
+            f"database {target.database}), credential sets {sets}, upstream TLS {target.tls_mode}"
+        )
+    return (
+        f"added target {target.name} ({target.host}:{target.port}), logins "
+        f"{', '.join(target.logins)}, principal {target.principal}"
+    )
+
+
+def cmd_target_add(args: argparse.Namespace) -> int:
+    """Add an SSH target (pinned host key or host CA) or a PostgreSQL target (credential sets)."""
+    if not valid_name(args.name):
+        raise ValueError(f"'{args.name}' is not a valid target name (letters, digits, . _ -)")
+    fields = _postgres_target_fields(args) if args.postgres else _ssh_target_fields(args)
+    with opened(args) as (_config, store):
+        target = store.add_target(name=args.name, now=time.time(), **fields)
+        details: dict[str, object] = {"kind": target.kind.value, "host": target.host}
+        details["port"] = target.port
+        if target.kind == TargetKind.POSTGRES:
+            details |= {
+                "database": target.database,
+                "credsets": [c.name for c in target.credsets],
+                "tls": target.tls_mode,
+            }
+        else:
+            details |= {"logins": list(target.logins), "principal": target.principal}
+        store.append_audit(actor(), "target.add", target.name, details, time.time())
+    if args.json:
+        print(json.dumps(jsonable(target), indent=2))
+        return 0
+    print(_describe(target))
+    if target.kind == TargetKind.SSH:
+        print(f"next: bastion target setup {target.name}   # lines to apply on the host")
+    else:
+        print(f"next: bastion grant add USER {target.name} --credset NAME --for 2h")
+    return 0
+
+
+def _target_line(t: Target) -> str:
+    if t.kind == TargetKind.POSTGRES:
+        sets = ",".join(c.name for c in t.credsets) or "-"
+        return (
+            f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
+            f"database={t.database} credsets={sets} tls={t.tls_mode}"
+        )
+    return (
+        f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
+        f"logins={','.join(t.logins)} principal={t.principal}"
+    )
+
+
+def cmd_target_list(args: argparse.Namespace) -> int:
+    """List targets with kind and address; databases with credential-set names, no passwords."""
+    with opened(args) as (_c, store):
+        targets = store.list_targets()
+    emit(args, targets, _target_line)
+    return 0
+
+
+def cmd_target_remove(args: argparse.Namespace) -> int:
+    """Remove a target; its active grants are revoked."""
+    with opened(args) as (_c, store):
+        store.remove_target(args.name, time.time())
+        store.append_audit(actor(), "target.remove", args.name, {}, time.time())
+    print(f"removed target {args.name}")
+    return 0
+
+
+def cmd_target_setup(args: argparse.Namespace) -> int:
+    """Print what to apply on an SSH target host."""
+    with opened(args) as (config, store):
+        target = store.get_target(args.name)
+        if target is None:
+            raise NotFound(f"no target named '{args.name}'; see 'bastion target list'")
+        if target.kind != TargetKind.SSH:
+            raise BastionError(
+                f"{target.name} is a PostgreSQL target: it needs no sshd setup; give each "
+                "credential set's role only the privileges that set should have"
+            )
+        ca = CertificateAuthority.load(config.ca_key)
+    print(render_target_setup(target, ca.public_key_line()), end="")
+    return 0
+
+
+def add_target_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
+    """``bastion target ...``"""
+    target = sub.add_parser("target", help="manage targets (SSH hosts, PostgreSQL databases)")
+    ts = target.add_subparsers(dest="target_command", metavar="ACTION", required=True)
+    p = ts.add_parser(
+        "add",
+        help="add an SSH or PostgreSQL target",
+        description="SSH: --ssh HOST:PORT --login L (--host-key F | --scan | --host-ca F). "
+        "PostgreSQL: --postgres HOST:PORT --database DB --credset NAME:USER[:SOURCE]...",
+    )
+    p.add_argument("name")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--ssh", metavar="HOST:PORT", help="address of the target sshd")
+    where.add_argument("--postgres", metavar="HOST:PORT", help="address of the PostgreSQL server")
+    ssh = p.add_argument_group("SSH targets")
+    ssh.add_argument(
+        "--login",
+        action="append",
+        help="login (OS user) the bastion may use there; repeatable, first is default",
+    )
+    ssh.add_argument("--principal", help="certificate principal (default: bastion-NAME)")
+    key = ssh.add_mutually_exclusive_group()
+    key.add_argument("--host-key", metavar="FILE", help="pin this host public key file")
+    key.add_argument(
+        "--scan",
+        action="store_true",
+        help="fetch the host key now and pin it (check the printed fingerprint)",
+    )
+    ssh.add_argument(
+        "--host-ca",
+        action="append",
+        metavar="FILE",
+        help="trust host certificates signed by this CA public key",
+    )
+    pg = p.add_argument_group("PostgreSQL targets")
+    pg.add_argument("--database", metavar="DB", help="database name on the server")
+    pg.add_argument(
+        "--credset",
+        action="append",
+        metavar="NAME:USER[:SOURCE]",
+        help="a credential set the bastion logs in with (repeatable); SOURCE is "
+        "file:/path or env:VAR holding the password, absent for trust",
+    )
+    pg.add_argument(
+        "--tls",
+        choices=TLS_MODES,
+        help="TLS to the server: disable, prefer (default), require, verify-full",
+    )
+    pg.add_argument("--ca-file", metavar="FILE", help="CA certificate for --tls verify-full")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_target_add)
+    p = ts.add_parser("list", help="list targets")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_target_list)
+    p = ts.add_parser("remove", help="remove a target (revokes its grants)")
+    p.add_argument("name")
+    add_config(p)
+    p.set_defaults(func=cmd_target_remove)
+    p = ts.add_parser("setup", help="print the sshd_config lines and principals file for a target")
+    p.add_argument("name")
+    add_config(p)
+    p.set_defaults(func=cmd_target_setup)

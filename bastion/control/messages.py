@@ -1,0 +1,211 @@
+"""The control API's data types and their JSON form on the wire.
+
+Frozen dataclasses shared by the node (``server``) and every client (``client``, the
+TUI). Bytes travel as base64 strings. ``*_to_wire`` / ``*_from_wire`` are the only
+places that know the JSON shapes; a malformed reply raises ``ControlError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeAlias
+
+__all__ = [
+    "ControlError",
+    "LiveEnd",
+    "LiveEvent",
+    "LiveInput",
+    "LiveMarker",
+    "LiveOutput",
+    "LiveQuery",
+    "LiveResize",
+    "Operator",
+    "SearchHit",
+    "SessionInfo",
+    "Snapshot",
+    "b64",
+    "event_from_wire",
+    "event_to_wire",
+    "unb64",
+]
+
+
+class ControlError(Exception):
+    """A control request failed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who the control connection is authenticated as."""
+
+    name: str
+    role: str
+    """"admin" or "auditor"."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One session, live or ended, as the browser lists it."""
+
+    id: str
+    user: str
+    target: str
+    protocol: str
+    """"ssh" or "postgres"."""
+    login: str | None
+    client_addr: str
+    node: str
+    started_at: float
+    ended_at: float | None
+    end_reason: str | None
+    bytes_in: int
+    bytes_out: int
+    events: int
+    live: bool
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A command or query matching a search, and where the player should jump."""
+
+    session_id: str
+    at: float
+    offset: float
+    """Seconds since the session start."""
+    text: str
+    user: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The first event of a watch: what to feed a fresh emulator to show the screen now."""
+
+    session_id: str
+    cols: int
+    rows: int
+    offset: float
+    """Session time the snapshot is at (later events have later offsets)."""
+    screen_bytes: bytes
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    """PostgreSQL sessions: the last (up to 200) ``pg.query`` payloads."""
+
+
+@dataclass(frozen=True)
+class LiveOutput:
+    """Bytes the contractor's terminal received."""
+
+    offset: float
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LiveInput:
+    """Bytes the contractor sent."""
+
+    offset: float
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LiveResize:
+    """The contractor's terminal changed size."""
+
+    offset: float
+    cols: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class LiveMarker:
+    """A labelled moment (grant warnings, termination)."""
+
+    offset: float
+    label: str
+
+
+@dataclass(frozen=True)
+class LiveQuery:
+    """A PostgreSQL statement finished (a ``pg.query`` payload)."""
+
+    offset: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LiveEnd:
+    """The session (or this watch) ended; always the last event."""
+
+    reason: str
+
+
+LiveEvent: TypeAlias = (
+    Snapshot | LiveOutput | LiveInput | LiveResize | LiveMarker | LiveQuery | LiveEnd
+)
+
+_KINDS: dict[str, type[Any]] = {
+    "snapshot": Snapshot,
+    "output": LiveOutput,
+    "input": LiveInput,
+    "resize": LiveResize,
+    "marker": LiveMarker,
+    "query": LiveQuery,
+    "end": LiveEnd,
+}
+_NAMES = {cls: name for name, cls in _KINDS.items()}
+_BYTES_FIELDS = ("screen_bytes", "data")
+
+
+def b64(data: bytes) -> str:
+    """Bytes as base64 text for JSON."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: object) -> bytes:
+    """Base64 text back to bytes (raises ControlError if it is not base64)."""
+    if not isinstance(text, str):
+        raise ControlError("expected base64 text in a control message")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ControlError(f"invalid base64 in a control message: {e}") from e
+
+
+def event_to_wire(event: LiveEvent) -> dict[str, Any]:
+    """A live event as a JSON object with a ``type`` field."""
+    body = asdict(event)
+    for key in _BYTES_FIELDS:
+        if key in body:
+            body[key] = b64(body[key])
+    body["type"] = _NAMES[type(event)]
+    return body
+
+
+def event_from_wire(body: object) -> LiveEvent:
+    """Parse a live event; raises ControlError if it is malformed."""
+    if not isinstance(body, dict):
+        raise ControlError("a watch event must be a JSON object")
+    fields = dict(body)
+    cls = _KINDS.get(str(fields.pop("type", "")))
+    if cls is None:
+        raise ControlError(f"unknown watch event type {body.get('type')!r}")
+    for key in _BYTES_FIELDS:
+        if key in fields:
+            fields[key] = unb64(fields[key])
+    try:
+        event: LiveEvent = cls(**fields)
+    except TypeError as e:
+        raise ControlError(f"malformed {cls.__name__} event: {e}") from e
+    return event
+
+
+def from_dict(cls: type[Any], body: object) -> Any:
+    """Build a dataclass from a reply object (raises ControlError if it does not fit)."""
+    if not isinstance(body, dict):
+        raise ControlError(f"expected a {cls.__name__} object in the reply")
+    try:
+        return cls(**body)
+    except TypeError as e:
+        raise ControlError(f"malformed {cls.__name__} in the reply: {e}") from e

@@ -1,0 +1,509 @@
+"""One client connection to the PostgreSQL listener: handshake, login, relay.
+
+The asyncio adapter around the sans-IO pieces: ``FrontDoor`` (encryption,
+startup, token), ``bastion.pg.login`` (token, grant, recording, upstream
+login), then the relay. The relay forwards the bytes it received unchanged
+(no re-encoding) after the protocol parsers have seen them: the parsers
+validate framing and limits, feed the ``QueryTracker`` and the recording, and
+tell where message boundaries are, so the bastion's own notices and its
+termination error are only ever injected between two server messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, cast
+
+from bastion.live import LiveSession
+from bastion.pg.cancel import send_cancel
+from bastion.pg.encoding import encode
+from bastion.pg.errors import ProtocolViolation
+from bastion.pg.front_door import (
+    Action,
+    Authenticate,
+    Cancel,
+    Closed,
+    FrontDoor,
+    Reject,
+    Send,
+    StartTls,
+    connection_error,
+)
+from bastion.pg.messages import (
+    AuthenticationOk,
+    NoticeResponse,
+    Terminate,
+)
+from bastion.pg.protocol import CLOSED, BackendParser, Sentinel, error_response
+from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
+from bastion.pg.tracker import QueryRecord, QueryTracker
+from bastion.recording import LiveRecording
+from bastion.session_end import SessionEnd, finish_session
+
+if TYPE_CHECKING:
+    from bastion.pg.listener import PgFrontEnd
+    from bastion.pg.login import LoggedIn
+
+log = logging.getLogger(__name__)
+
+ADMIN_SHUTDOWN = "57P01"
+"""SQLSTATE admin_shutdown: what the client sees when the bastion ends its session."""
+_MAX_INDEXED = 10_000  # distinct statements kept for the session search index
+
+
+class ClientConnection(asyncio.Protocol):
+    """The contractor's side of one PostgreSQL connection."""
+
+    def __init__(self, front: PgFrontEnd) -> None:
+        self.front = front
+        self.node = front.node
+        self.transport: asyncio.Transport | None = None
+        self.client_addr = "?"
+        self.door = FrontDoor(
+            tls_available=front.tls is not None,
+            require_tls=front.config.require_tls,
+            max_message_length=front.config.max_message_bytes,
+        )
+        self.session: LoggedIn | None = None
+        self.relaying = False
+        self.closed = False
+        self.finished = False
+        self.counted = True
+        self.end_reason: str | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.backend: BackendParser | None = None
+        self.tracker: QueryTracker | None = None
+        self.rows: RowCapture | None = None
+        self.recording: LiveRecording | None = None
+        self.live: LiveSession | None = None
+        self._t0 = time.monotonic()
+        self._seq = 0
+        self._pending_out: list[bytes] = []
+        self._closing_after_pending = False
+        self._indexed: dict[str, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._paused_by_upstream = False
+        self._tls_pending: list[bytes] | None = None
+
+    # --- asyncio Protocol (client side) -----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Accepted: start the login timer (slow or silent clients are cut off)."""
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        if self.transport is not None:  # TLS upgrade: the protocol is reused
+            self.transport = transport
+            return
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if self.front.unauthenticated >= self.front.config.max_startups:
+            self.counted = False
+            log.warning("refusing %s: too many PostgreSQL logins in progress", self.client_addr)
+            self._write(connection_error("too many connections are logging in; retry", "53300"))
+            self._close()
+            return
+        self.front.unauthenticated += 1
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.front.config.login_timeout, self._login_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        """Handshake bytes, or relayed protocol once logged in."""
+        if self.relaying:
+            self._client_data(data)
+        elif self._tls_pending is not None:
+            # Decrypted bytes can arrive before start_tls() returns the new transport;
+            # hold them so replies go out encrypted.
+            self._tls_pending.append(data)
+        elif not self.door.done:
+            self._perform(self.door.receive_data(data))
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: treat it as a disconnect."""
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Client gone: close the target side and finish the session record."""
+        self.closed = True
+        self._uncount()
+        if self._timer is not None:
+            self._timer.cancel()
+        session = self.session
+        if session is not None:
+            session.upstream.close()
+            self._finish_later(self.end_reason or "client-closed")
+
+    def pause_writing(self) -> None:
+        """The client is not reading: stop reading from the target."""
+        session = self.session
+        if session is not None and session.upstream.transport is not None:
+            session.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The client reads again."""
+        session = self.session
+        if session is not None and session.upstream.transport is not None:
+            session.upstream.transport.resume_reading()
+
+    # --- handshake ---------------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._write(action.data)
+            elif isinstance(action, StartTls):
+                self._pause()  # the ClientHello must reach the TLS layer, not the door
+                self._tls_pending = []
+                self._spawn(self._start_tls())
+            elif isinstance(action, Authenticate):
+                self._pause()
+                self._spawn(self._login(action))
+            elif isinstance(action, Reject):
+                self._write(action.data)
+                self._spawn(
+                    self.front.refused(
+                        action.user, action.database, action.reason, action.message, self
+                    )
+                )
+                self._close()
+            elif isinstance(action, Cancel):
+                self._spawn(self._cancel(action))
+            elif isinstance(action, Closed):
+                self._close()
+
+    async def _start_tls(self) -> None:
+        assert self.transport is not None and self.front.tls is not None
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(self.transport, self, self.front.tls, server_side=True)
+        except (OSError, ConnectionError) as e:
+            log.info("TLS handshake with %s failed: %s", self.client_addr, e)
+            self._close()
+            return
+        if new is None:
+            self._close()
+            return
+        self.transport = new
+        self.door.tls_started()
+        early, self._tls_pending = self._tls_pending or [], None
+        for data in early:
+            self.data_received(data)
+
+    async def _cancel(self, action: Cancel) -> None:
+        self._close()
+        route = self.front.cancels.find(action.pid, action.secret)
+        if route is None:
+            log.info("cancel request with an unknown key from %s", self.client_addr)
+            return
+        await self.node.audit(
+            route.user, "pg.cancel", route.target, session=route.session_id, client=self.client_addr
+        )
+        try:
+            await send_cancel(route, self.front.config.connect_timeout)
+        except (OSError, TimeoutError) as e:
+            log.warning("forwarding cancel for session %s failed: %s", route.session_id, e)
+
+    async def _login(self, request: Authenticate) -> None:
+        from bastion.pg.login import LoginRefused, log_in
+
+        try:
+            session = await log_in(self.front, request, self)
+        except LoginRefused as e:
+            self._write(error_response(e.sqlstate, f"bastion: {e.message}"))
+            self._close()
+            return
+        if self.closed:  # the client left while we logged in
+            self.session = session
+            session.upstream.close()
+            self._finish_later("client-closed")
+            return
+        self._start_relay(session)
+
+    def _start_relay(self, session: LoggedIn) -> None:
+        self.session = session
+        self.recording = session.recording
+        self.backend = session.upstream.login.parser
+        self.tracker = QueryTracker(self._clock)
+        cfg = self.front.config
+        if cfg.capture_rows > 0:
+            self.rows = RowCapture(cfg.capture_rows, self.front.mask_rules)
+        else:
+            self.backend.decode_rows = False  # rows are only counted
+        hello = bytearray(encode(AuthenticationOk()))
+        self.door.parser.backend_sent(AuthenticationOk())
+        hello += session.greeting
+        self._write(bytes(hello))
+        self.relaying = True
+        self._uncount()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        session.upstream.sink = self
+        now = self.node.clock()
+        self.live = LiveSession(
+            session_id=session.session_id,
+            user=session.user.name,
+            target=session.target.name,
+            grant_id=session.grant.id,
+            not_after=session.grant.not_after,
+            handle=self,
+            started_at=now,
+            last_input=now,
+        )
+        self.node.live.add(self.live)
+        self.node.live.apply_one(self.live)
+        if self.door.parser.buffered:  # pipelined after the password
+            self._client_data(b"", drain_only=True)
+        if self.backend.buffered:
+            self.from_upstream(b"", drain_only=True)
+        self._resume()
+
+    # --- relay -------------------------------------------------------------------------
+
+    def _clock(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _client_data(self, data: bytes, drain_only: bool = False) -> None:
+        session, tracker = self.session, self.tracker
+        assert session is not None and tracker is not None
+        parser = self.door.parser
+        if data:
+            parser.receive_data(data)
+        try:
+            while True:
+                msg = parser.next_event()
+                if isinstance(msg, Sentinel):
+                    if msg is CLOSED:
+                        self._close()
+                    break
+                tracker.frontend(msg)
+                if isinstance(msg, Terminate):
+                    self.end_reason = "client-closed"
+        except ProtocolViolation as e:
+            self._protocol_error(e)
+            return
+        if data:
+            self.bytes_in += len(data)
+            if self.live is not None:
+                self.live.last_input = self.node.clock()
+            session.upstream.write(data)
+        elif drain_only and parser.buffered == 0:
+            pass
+
+    def from_upstream(self, data: bytes, drain_only: bool = False) -> None:
+        """Server bytes: track and record each message, then forward the bytes as they came."""
+        backend, tracker = self.backend, self.tracker
+        assert backend is not None and tracker is not None
+        if self.closed:
+            return
+        if data:
+            backend.receive_data(data)
+        rows = self.rows
+        try:
+            while True:
+                msg = backend.next_event()
+                if isinstance(msg, Sentinel):
+                    break
+                records = tracker.backend(msg)
+                if records:
+                    self._record(records)
+                if rows is not None:
+                    payload = rows.backend(msg)
+                    if payload is not None and self.recording is not None:
+                        self.recording.event(ROWS_EVENT, payload)
+        except ProtocolViolation as e:
+            log.warning("target sent invalid protocol in session %s: %s", self._sid(), e)
+            self.terminate("upstream-protocol-error", f"the target sent invalid data: {e.message}")
+            return
+        if self.closed:  # recording failed just now: nothing more reaches the client
+            return
+        if data:
+            self.bytes_out += len(data)
+            self._write(data)
+        if self._pending_out and backend.buffered == 0:
+            self._flush_pending()
+
+    def _record(self, records: list[QueryRecord]) -> None:
+        recording = self.recording
+        for rec in records:
+            self._seq += 1
+            if recording is not None:
+                recording.event(QUERY_EVENT, query_payload(self._seq, rec))
+            sql = rec.sql
+            if sql and len(self._indexed) < _MAX_INDEXED and sql not in self._indexed:
+                self._indexed[sql] = rec.started_at
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        """The target went away: the client cannot continue either."""
+        if self.closed:
+            return
+        if self.end_reason is None:
+            self.end_reason = "upstream-closed"
+        self._close()
+
+    def pause_client(self) -> None:
+        """Flow control from the target."""
+        self._paused_by_upstream = True
+        self._pause()
+
+    def resume_client(self) -> None:
+        """Flow control from the target."""
+        self._paused_by_upstream = False
+        self._resume()
+
+    def _protocol_error(self, e: ProtocolViolation) -> None:
+        log.info("client %s sent invalid protocol: %s", self.client_addr, e)
+        self.end_reason = "client-protocol-error"
+        self._inject(error_response(e.sqlstate, f"bastion: {e.message}"), close=True)
+
+    def recording_failed(self, message: str) -> None:
+        """The recording broke: end the session (fail closed) and audit it."""
+        node = self.node
+        session = self.session
+        node.spawn(
+            node.audit(
+                session.user.name if session else "-",
+                "recording.failed",
+                session.target.name if session else None,
+                session=self._sid(),
+                error=message,
+                at_start=False,
+                fail_closed=node.recordings.fail_closed,
+            )
+        )
+        if node.recordings.fail_closed:
+            self.terminate(
+                "recording-failed",
+                "the recording of this session could not be written, and sessions never "
+                "run unrecorded",
+            )
+
+    # --- time box (LiveSession handle) -------------------------------------------------
+
+    def notify(self, message: str) -> None:
+        """A WARNING the client shows (psql prints it with its next result)."""
+        if self.recording is not None:
+            self.recording.marker(f"warning: {message}")
+        notice = NoticeResponse(
+            {"S": "WARNING", "V": "WARNING", "C": "01000", "M": f"bastion: {message}"}
+        )
+        self._inject(encode(notice))
+
+    def terminate(self, reason: str, message: str) -> None:
+        """End the session now (time box, revocation, admin, recording failure)."""
+        if self.closed:
+            return
+        self.end_reason = reason
+        if self.recording is not None and reason != "recording-failed":
+            self.recording.marker(f"terminated: {reason}")
+        session = self.session
+        self.node.spawn(
+            self.node.audit(
+                session.user.name if session else "-",
+                "session.terminated",
+                session.target.name if session else None,
+                session=self._sid(),
+                reason=reason,
+                message=message,
+            )
+        )
+        self._inject(
+            error_response(ADMIN_SHUTDOWN, f"bastion: {message}: closing this session"),
+            close=True,
+        )
+        if session is not None:
+            session.upstream.close()  # nothing more runs on the target
+
+    def _inject(self, data: bytes, close: bool = False) -> None:
+        """Send our own message between two server messages, never inside one."""
+        at_boundary = self.backend is None or self.backend.buffered == 0
+        if at_boundary and not self._pending_out:
+            self._write(data)
+            if close:
+                self._close()
+            return
+        self._pending_out.append(data)
+        if close:
+            self._closing_after_pending = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(2.0, self._close)  # a server message that never completes
+
+    def _flush_pending(self) -> None:
+        for data in self._pending_out:
+            self._write(data)
+        self._pending_out.clear()
+        if self._closing_after_pending:
+            self._close()
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _sid(self) -> str | None:
+        return self.session.session_id if self.session else None
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _pause(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if (
+            self.transport is not None
+            and not self.transport.is_closing()
+            and not self._paused_by_upstream
+        ):
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _uncount(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.front.unauthenticated -= 1
+
+    def _login_timeout(self) -> None:
+        if not self.relaying and not self.closed:
+            log.info("PostgreSQL client %s did not log in in time", self.client_addr)
+            self._write(connection_error("login timed out", "08006"))
+            self._close()
+
+    def _spawn(self, coro: object) -> None:
+        self.node.spawn(coro)
+
+    def _finish_later(self, reason: str) -> None:
+        if not self.finished:
+            self.finished = True
+            self.node.spawn(self._finish(reason))
+
+    async def _finish(self, reason: str) -> None:
+        session = self.session
+        assert session is not None
+        self.node.live.remove(session.session_id)
+        self.front.cancels.forget(session.client_key.pid)
+        if self.tracker is not None:
+            leftover = self.tracker.close()
+            if leftover and self.recording is not None and self.recording.failed is None:
+                self._record(leftover)
+        end = SessionEnd(
+            session_id=session.session_id,
+            user=session.user.name,
+            target=session.target.name,
+            reason=reason,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )
+        started = session.started_at
+        indexed = [(started + t, sql) for sql, t in self._indexed.items()]
+
+        async def commands(_path: str) -> list[tuple[float, str]]:
+            return indexed
+
+        await finish_session(self.node, end, self.recording, commands, queries=self._seq)

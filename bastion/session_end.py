@@ -1,0 +1,118 @@
+"""Ending a recorded session, the same way for SSH and PostgreSQL.
+
+The order matters and is the product's promise: close the recording (signed
+trailer), close the session row with the final hash, fill the search index
+(derived data: a failure there is logged, never fatal), repack the file into
+large chunks (the row follows the new hash), and only then audit
+``session.end`` — once that row exists, the session row and the file are final.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bastion.recording import LiveRecording
+from bastion.service import BastionNode
+
+log = logging.getLogger(__name__)
+
+CommandSource = Callable[[str], Awaitable[list[tuple[float, str]]]]
+"""Given the closed recording's path, the ``(time, text)`` pairs to index."""
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """Who and what a finished session was, for the store and the audit row."""
+
+    session_id: str
+    user: str
+    target: str | None
+    reason: str
+    bytes_in: int
+    bytes_out: int
+
+
+async def finish_session(
+    node: BastionNode,
+    end: SessionEnd,
+    recording: LiveRecording | None,
+    commands: CommandSource | None = None,
+    **audit_details: object,
+) -> None:
+    """Close the recording and the session row, index, repack, then audit the end."""
+    summary = None
+    if recording is not None:
+        summary = await node.call(recording.close, end.reason)
+    await node.call(
+        node.store.end_session,
+        end.session_id,
+        ended_at=node.clock(),
+        reason=end.reason,
+        bytes_in=end.bytes_in,
+        bytes_out=end.bytes_out,
+        events=summary.events if summary else 0,
+        final_hash=summary.final_hash if summary else None,
+        final_signature=summary.signature if summary else None,
+    )
+    final_hash = summary.final_hash if summary else None
+    if summary is not None:
+        path = node.recordings.path_of(summary.location)
+        if commands is not None:
+            try:
+                found = await commands(path)
+                await node.call(node.store.add_session_commands, end.session_id, found)
+            except Exception:  # the index is derived data; the recording is the evidence
+                log.exception("command extraction failed for session %s", end.session_id)
+        final_hash = await repack_recording(node, end, summary.location, summary.final_hash)
+    await node.audit(
+        end.user,
+        "session.end",
+        end.target,
+        session=end.session_id,
+        reason=end.reason,
+        bytes_in=end.bytes_in,
+        bytes_out=end.bytes_out,
+        recording=summary.location if summary else None,
+        final_hash=final_hash,
+        **audit_details,
+    )
+
+
+async def repack_recording(
+    node: BastionNode, end: SessionEnd, location: str, final_hash: str
+) -> str:
+    """Shrink the closed recording; the session row follows the new final hash.
+
+    Returns the final hash the row now holds (the old one if repacking failed:
+    the closed file stays valid and is the evidence).
+    """
+    try:
+        result = await node.call(node.recordings.repack_closed, location, final_hash)
+    except Exception as e:
+        log.exception("repacking session %s failed", end.session_id)
+        await node.audit(
+            end.user,
+            "recording.repack-failed",
+            end.target,
+            session=end.session_id,
+            error=str(e),
+        )
+        return final_hash
+    if result is None or result.action != "repacked" or result.signature is None:
+        return final_hash
+    await node.call(
+        node.store.update_recording_hash, end.session_id, result.final_hash, result.signature
+    )
+    await node.audit(
+        end.user,
+        "recording.repacked",
+        end.target,
+        session=end.session_id,
+        old_final_hash=result.old_final_hash,
+        final_hash=result.final_hash,
+        bytes_before=result.bytes_before,
+        bytes_after=result.bytes_after,
+    )
+    return result.final_hash
