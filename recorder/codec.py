@@ -96,15 +96,18 @@ def _unzigzag(value: int) -> int:
     return value >> 1 if not value & 1 else -((value + 1) >> 1)
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)  # built once: json.dumps with options would build an encoder per call
+
+
 def canonical_json(value: object) -> bytes:
     """Serialise JSON deterministically (sorted keys, no spaces, UTF-8, no NaN).
 
     Raises ValueError when ``value`` is not JSON-serialisable.
     """
     try:
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _CANONICAL.encode(value)
     except (TypeError, ValueError, RecursionError) as e:
         raise ValueError(
             f"not JSON-serialisable ({e}); use dict/list/str/int/float/bool/None only"

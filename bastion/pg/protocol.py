@@ -65,6 +65,7 @@ from bastion.pg.messages import (
     GSSENCResponse,
     ParameterStatus,
     ReadyForQuery,
+    RowDescription,
     SSLRequest,
     SSLResponse,
     StartupMessage,
@@ -160,6 +161,8 @@ _READY_TYPES: Final = frozenset(FRONTEND_BODY_LIMITS) - {ord("p")}
 _BACKEND_TYPES: Final = frozenset(BACKEND_BODY_LIMITS)
 _DATA_ROW: Final = ord("D")
 _UNDECODED_ROW: Final = DataRow(())
+_ROW_DESCRIPTION: Final = ord("T")
+_UNDECODED_DESCRIPTION: Final = RowDescription(())
 
 
 def _show_type(type_byte: int) -> str:
@@ -444,8 +447,8 @@ class BackendParser(_Parser[BackendMessage]):
     ) -> None:
         super().__init__(max_message_length)
         self.decode_rows = decode_rows
-        """False: DataRows come out as one shared, empty ``DataRow`` (count them, skip
-        the values): a relay that does not keep rows saves most of its decoding."""
+        """False: DataRows and RowDescriptions come out as shared, empty messages
+        (count them, skip the values): a relay that keeps no rows saves that decoding."""
         self._awaiting: type[SSLRequest] | type[GSSENCRequest] | None = None
         self.transaction_status: TransactionStatus | None = None
         """From the latest ReadyForQuery (None before the first)."""
@@ -474,8 +477,11 @@ class BackendParser(_Parser[BackendMessage]):
         frame = self._take_typed(_BACKEND_TYPES, BACKEND_BODY_LIMITS)
         if frame is None:
             return self._idle()
-        if frame[0] == _DATA_ROW and not self.decode_rows:
-            return _UNDECODED_ROW
+        if not self.decode_rows:
+            if frame[0] == _DATA_ROW:
+                return _UNDECODED_ROW
+            if frame[0] == _ROW_DESCRIPTION:
+                return _UNDECODED_DESCRIPTION
         msg = decode_backend(*frame)
         if isinstance(msg, ReadyForQuery):
             self.transaction_status = msg.status

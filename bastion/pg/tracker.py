@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bastion.pg.messages import (
@@ -107,6 +107,9 @@ def tag_rows(tag: str) -> int | None:
         return int(words[-1])
     return None
 
+
+_Done = tuple["_Op", "QueryKind | None", float, bool]
+"""An answered request waiting for its ReadyForQuery: (op, kind, finished at, completed)."""
 
 _Action = Literal["query", "parse", "bind", "describe", "execute", "close", "sync", "function"]
 
@@ -195,7 +198,7 @@ class QueryTracker:
         self._portals: dict[str, object] = {}  # name -> _Portal
         self._skipping = False
         self._copy: _Op | None = None
-        self._finished: list[QueryRecord] = []
+        self._finished: list[_Done] = []  # records are built at ReadyForQuery
         self.tx_status: TransactionStatus | None = None
         """Transaction status from the latest ReadyForQuery."""
         self.unmatched = 0
@@ -323,27 +326,27 @@ class QueryTracker:
         head.statement_done(msg.tag if isinstance(msg, CommandComplete) else None)
         if head.action == "execute":
             self._queue.popleft()
-            self._finished.append(self._record(head))
+            self._finished.append((head, None, self._clock(), True))
 
     def _error(self, msg: ErrorResponse, head: _Op | None) -> list[QueryRecord]:
         now = self._clock()
         if self._copy is head:
             self._copy = None
         if head is None:  # nothing asked: authentication failure, admin shutdown...
-            return [self._record(_Op("query", now, error=msg), "error", self.tx_status)]
+            return [self._record(_Op("query", now, error=msg), "error", now, self.tx_status)]
         if head.action in ("query", "function"):
             if head.error is None:  # a simple Query stops at its first error
                 head.error = msg
                 head.statement_done(None)
             return []
         if head.action == "sync":  # e.g. a deferred constraint failing at implicit COMMIT
-            self._finished.append(self._record(_Op("sync", now, error=msg), "extended"))
+            self._finished.append((_Op("sync", now, error=msg), "extended", now, True))
             return []
         self._queue.popleft()
         head.error = msg
         if head.action == "execute":
             head.statement_done(None)
-        self._finished.append(self._record(head))
+        self._finished.append((head, None, now, True))
         # PostgreSQL now skips every message up to Sync; roll back their effects,
         # latest first, then the failed message's own.
         skipped: list[_Op] = []
@@ -363,13 +366,13 @@ class QueryTracker:
             op = self._queue.popleft()
             if op.action in ("sync", "query", "function"):
                 if op.action != "sync":
-                    self._finished.append(self._record(op))
+                    self._finished.append((op, None, self._clock(), True))
                 break
             self.unmatched += 1
             if op.action == "execute":
-                self._finished.append(replace(self._record(op), completed=False))
+                self._finished.append((op, None, self._clock(), False))
         self._copy = None
-        records = [replace(r, tx_status=status) for r in self._finished]
+        records = [self._record(*done[:3], tx=status, completed=done[3]) for done in self._finished]
         self._finished.clear()
         if status is TransactionStatus.IDLE and not self._queue:
             self._portals.clear()  # portals never outlive their transaction
@@ -381,18 +384,24 @@ class QueryTracker:
         Queries, Executes and function calls that never got a complete answer
         come out with ``completed=False``; their transaction status is unknown.
         """
-        records = self._finished
+        records = [self._record(*done[:3], completed=done[3]) for done in self._finished]
         self._finished = []
+        now = self._clock()
         for op in self._queue:
             if op.action in ("query", "execute", "function"):
-                records.append(replace(self._record(op), completed=False))
+                records.append(self._record(op, None, now, completed=False))
         self._queue.clear()
         self._copy = None
         self._skipping = False
         return records
 
     def _record(
-        self, op: _Op, kind: QueryKind | None = None, tx: TransactionStatus | None = None
+        self,
+        op: _Op,
+        kind: QueryKind | None,
+        finished_at: float,
+        tx: TransactionStatus | None = None,
+        completed: bool = True,
     ) -> QueryRecord:
         if kind is None:
             if op.copy_direction is not None:
@@ -416,8 +425,9 @@ class QueryTracker:
             error_sqlstate=error.sqlstate if error is not None else None,
             error_message=error.message if error is not None else None,
             started_at=op.started_at,
-            finished_at=self._clock(),
+            finished_at=finished_at,
             tx_status=tx,
+            completed=completed,
             suspended=op.suspended,
             copy_direction=op.copy_direction,
             copy_bytes=op.copy_bytes,
