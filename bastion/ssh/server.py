@@ -347,6 +347,7 @@ async def start_ssh_listener(
         agent_forwarding=True,  # per connection: TwoFactorServerConnection.create_agent_listener
         keepalive_interval=60,
         keepalive_count_max=3,
+        encryption_algs=list(cfg.ciphers),
     )
     loop = asyncio.get_running_loop()
 

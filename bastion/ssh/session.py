@@ -66,6 +66,9 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         self.bytes_out = 0
         self.end_reason: str | None = None
         self.finished = False
+        self._out: list[bytes] = []
+        self._out_type: asyncssh.DataType = None
+        self._out_scheduled = False
 
     # --- asyncssh server-session callbacks ---------------------------------------------
 
@@ -199,10 +202,31 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         if self.files is not None and datatype is None:
             self.files.server_data(data)
             self._audit_files()
-        self.chan.write(data, datatype)
+        # Coalesce what the target sent in one event-loop pass into one write: the
+        # contractor's leg then costs one packet (and one syscall) per pass instead
+        # of one per upstream packet. No added latency: flushed in the same pass.
+        if self._out and datatype != self._out_type:
+            self._flush_out()
+        self._out_type = datatype
+        self._out.append(data)
+        if not self._out_scheduled:
+            self._out_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        """Write the coalesced target output to the contractor."""
+        self._out_scheduled = False
+        if not self._out:
+            return
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.chan is not None and not self.closed:
+            self.chan.write(data, self._out_type)
 
     def upstream_eof(self) -> None:
         """The target sent EOF."""
+        self._flush_out()
         if self.chan is not None and not self.closed:
             self.chan.write_eof()
 
@@ -244,6 +268,7 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
     ) -> None:
         if self.exited or self.chan is None or self.closed:
             return
+        self._flush_out()
         self.exited = True
         try:
             if signal is not None:
@@ -257,6 +282,7 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         if self.pty is None:
             text = text.replace("\r\n", "\n")
         if self.chan is not None and not self.closed and not self.exited:
+            self._flush_out()
             if self.recording is not None:
                 self.recording.output(text.encode())
             try:
