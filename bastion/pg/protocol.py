@@ -57,18 +57,29 @@ from bastion.pg.messages import (
     AuthenticationSSPI,
     BackendKeyData,
     BackendMessage,
+    BindComplete,
     CancelRequest,
+    CloseComplete,
+    CopyDone,
     DataRow,
+    Describe,
+    EmptyQueryResponse,
     ErrorResponse,
+    Execute,
+    Flush,
     FrontendMessage,
     GSSENCRequest,
     GSSENCResponse,
+    NoData,
     ParameterStatus,
+    ParseComplete,
+    PortalSuspended,
     ReadyForQuery,
     RowDescription,
     SSLRequest,
     SSLResponse,
     StartupMessage,
+    Sync,
     Terminate,
     TransactionStatus,
 )
@@ -159,6 +170,37 @@ _AUTH_CONTEXT: Mapping[type[object], AuthContext | None] = {
 _AUTH_TYPES: Final = frozenset({ord("p"), ord("X")})
 _READY_TYPES: Final = frozenset(FRONTEND_BODY_LIMITS) - {ord("p")}
 _BACKEND_TYPES: Final = frozenset(BACKEND_BODY_LIMITS)
+_M = TypeVar("_M", FrontendMessage, BackendMessage)
+
+
+def _common(messages: list[_M]) -> dict[int, dict[bytes, _M]]:
+    """Pre-decoded messages whose wire form is always the same (most have no body).
+
+    Messages are immutable, so the parsers hand out these shared instances and
+    skip decoding the most frequent messages of every round trip.
+    """
+    table: dict[int, dict[bytes, _M]] = {}
+    for msg in messages:
+        wire = encode(msg)
+        table.setdefault(wire[0], {})[wire[5:]] = msg
+    return table
+
+
+_COMMON_FRONTEND: Final[dict[int, dict[bytes, FrontendMessage]]] = _common(
+    [Sync(), Flush(), CopyDone(), Execute("", 0), Describe("P", ""), Describe("S", "")]
+)
+_COMMON_BACKEND: Final[dict[int, dict[bytes, BackendMessage]]] = _common(
+    [
+        ParseComplete(),
+        BindComplete(),
+        CloseComplete(),
+        NoData(),
+        PortalSuspended(),
+        EmptyQueryResponse(),
+        CopyDone(),
+        *(ReadyForQuery(status) for status in TransactionStatus),
+    ]
+)
 _DATA_ROW: Final = ord("D")
 _UNDECODED_ROW: Final = DataRow(())
 _ROW_DESCRIPTION: Final = ord("T")
@@ -388,7 +430,9 @@ class FrontendParser(_Parser[FrontendMessage]):
             msg = decode_auth_response(body, self._auth_context)
             self._auth_context = None  # one answer per request
         else:
-            msg = decode_frontend(type_byte, body)
+            known = _COMMON_FRONTEND.get(type_byte)
+            common = known.get(body) if known is not None else None
+            msg = common if common is not None else decode_frontend(type_byte, body)
         self._transition(msg)
         return msg
 
@@ -482,7 +526,9 @@ class BackendParser(_Parser[BackendMessage]):
                 return _UNDECODED_ROW
             if frame[0] == _ROW_DESCRIPTION:
                 return _UNDECODED_DESCRIPTION
-        msg = decode_backend(*frame)
+        known = _COMMON_BACKEND.get(frame[0])
+        found = known.get(frame[1]) if known is not None else None
+        msg = found if found is not None else decode_backend(*frame)
         if isinstance(msg, ReadyForQuery):
             self.transaction_status = msg.status
         elif isinstance(msg, BackendKeyData):

@@ -75,3 +75,17 @@ def test_rows_can_be_counted_without_decoding() -> None:
     row = parser.next_event()
     assert isinstance(row, DataRow) and row.values == ()
     assert parser.next_event() == CommandComplete("SELECT 1")
+
+
+def test_shared_common_messages_equal_their_decoding() -> None:
+    """The parsers' pre-decoded common messages are exactly what decoding gives."""
+    from bastion.pg import protocol
+    from bastion.pg.decoding import decode_backend, decode_frontend
+
+    for table, decode in (
+        (protocol._COMMON_FRONTEND, decode_frontend),
+        (protocol._COMMON_BACKEND, decode_backend),
+    ):
+        for type_byte, bodies in table.items():
+            for body, msg in bodies.items():
+                assert decode(type_byte, body) == msg
