@@ -34,6 +34,7 @@ from bastion.store.models import Grant, SessionRecord, Target
 log = logging.getLogger(__name__)
 
 FORWARDED_ENV_PREFIXES = ("LANG", "LC_")
+_ECHO_SIZE = 256  # target output up to this size, with nothing queued, is written at once
 
 
 class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[bytes]):
@@ -207,6 +208,9 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         # of one per upstream packet. No added latency: flushed in the same pass.
         if self._out and datatype != self._out_type:
             self._flush_out()
+        if not self._out and len(data) <= _ECHO_SIZE:
+            self.chan.write(data, datatype)  # a keystroke's echo: no extra loop pass
+            return
         self._out_type = datatype
         self._out.append(data)
         if not self._out_scheduled:
