@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -372,3 +373,40 @@ def test_slow_client_is_cut_off_at_the_login_timeout(pg: PgTargets) -> None:
     answer = _raw(pg, b"\x00\x00\x00", wait=30)
     assert b"login timed out" in answer
     assert time.monotonic() - started < 25
+
+
+def _logged_in_socket(pg: PgTargets, who: Contractor, token: str) -> ssl.SSLSocket:
+    """A raw TLS connection through the bastion, logged in and ready for queries."""
+    from bastion.pg.encoding import encode
+    from bastion.pg.messages import PasswordMessage, SSLRequest, StartupMessage
+
+    raw = socket.create_connection(("127.0.0.1", pg.harness.pg_port), timeout=15)
+    raw.sendall(encode(SSLRequest()))
+    assert raw.recv(1) == b"S"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sock = ctx.wrap_socket(raw)
+    sock.sendall(encode(StartupMessage({"user": who.name, "database": "pg1"})))
+    assert sock.recv(9)[:1] == b"R"  # AuthenticationCleartextPassword
+    sock.sendall(encode(PasswordMessage(token)))
+    seen = b""
+    while not seen.endswith(b"Z\x00\x00\x00\x05I"):
+        chunk = sock.recv(4096)
+        assert chunk, seen
+        seen += chunk
+    return sock
+
+
+def test_oversized_message_after_login_gets_an_error_and_a_close(pg: PgTargets) -> None:
+    who = _user(pg)
+    with _logged_in_socket(pg, who, pg.token(who)) as sock:
+        sock.sendall(b"Q" + struct.pack("!i", 0x7FFFFF00))  # a 2 GiB query, never sent
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer[:1] == b"E" and b"exceeds the limit" in answer
+    session = pg.session_of(who)
+    assert session.end_reason == "client-protocol-error"
+    shown = pg.harness.cli("sessions", "show", session.id)
+    assert shown.returncode == 0 and "postgres" in shown.stdout, shown.stdout + shown.stderr
