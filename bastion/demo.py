@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -20,10 +21,10 @@ import asyncssh
 from bastion.ca import CertificateAuthority
 from bastion.cli_admin import opened
 from bastion.cli_node import _serve, init_dir
-from bastion.config import load_config
+from bastion.config import Config, load_config
 from bastion.errors import NotFound
 from bastion.mfa import code_for_step, provisioning_uri, qr_text, time_step
-from bastion.openssh_target import OpenSSHTarget
+from bastion.openssh_target import OpenSSHTarget, free_port
 from bastion.secretbox import SecretBox
 from bastion.store import open_store
 from bastion.store.models import Role, TargetKind
@@ -44,10 +45,26 @@ def _user_key(directory: Path) -> tuple[Path, str]:
     return path, path.with_suffix(".pub").read_text().strip()
 
 
+def _demo_pg_listener(config: Config) -> Config:
+    """The demo's PostgreSQL listener on loopback: 6432 if free, else any free port."""
+    text = config.path.read_text()
+    if 'listen = "0.0.0.0:6432"' not in text:
+        return config
+    port = 6432
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    config.path.write_text(text.replace('listen = "0.0.0.0:6432"', f'listen = "127.0.0.1:{port}"'))
+    return load_config(config.path)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Set up (idempotently) and run the demo."""
     directory = Path(args.dir).resolve()
     config = init_dir(directory, f"127.0.0.1:{args.port}", None, "demo")
+    config = _demo_pg_listener(config)
     ca = CertificateAuthority.load(config.ca_key)
     login = getpass.getuser()
     target = OpenSSHTarget(
@@ -107,6 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         os.chmod(askpass, 0o755)
         host = f"-p {args.port} -i {key_path}"
+        pg_port = config.postgres.listen[1] if config.postgres.listen else 0
         print(qr_text(provisioning_uri(secret, DEMO_USER, config.mfa.issuer)))
         print(
             f"""\
@@ -121,6 +139,12 @@ Connect (the bastion asks for a TOTP code after the key):
   ssh {host} {DEMO_USER}%{DEMO_TARGET}@127.0.0.1 uname -a      # target in the user name
   SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force ssh {host} {DEMO_USER}%{DEMO_TARGET}@127.0.0.1 id
   scp -P {args.port} -i {key_path} README.md {DEMO_USER}%{DEMO_TARGET}@127.0.0.1:/tmp/
+
+PostgreSQL listener: 127.0.0.1:{pg_port} (TLS). Add a database with
+  bastion target add db1 --postgres HOST:5432 --database DB --credset rw:USER:env:PGPASS \\
+      --config {config.path}
+  bastion grant add {DEMO_USER} db1 --for 1h --config {config.path}
+  then: ssh {host} {DEMO_USER}@127.0.0.1 db-token db1
 
 Every session is recorded under {config.recordings_dir}.
 Admin: bastion sessions list --config {config.path}; bastion --help for the rest.
