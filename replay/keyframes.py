@@ -48,6 +48,7 @@ __all__ = [
     "decode",
     "dump_state",
     "encode",
+    "iter_keyframes",
     "load_state",
     "seek",
 ]
@@ -101,8 +102,20 @@ def build_keyframes(
     emulator. Keyframes wait for the emulator to be at rest, so they may come a little
     late in a stream that ends mid-sequence.
     """
+    return list(iter_keyframes(events, cols, rows, interval=interval, max_bytes=max_bytes))
+
+
+def iter_keyframes(
+    events: Iterable[Event],
+    cols: int = 80,
+    rows: int = 24,
+    *,
+    interval: float = 5.0,
+    max_bytes: int = 256 * 1024,
+) -> Iterator[Keyframe]:
+    """``build_keyframes`` one keyframe at a time, so a caller can store each as it comes
+    (a gigabyte recording has thousands; holding every state at once costs memory)."""
     emu = TerminalEmulator(cols, rows)
-    keyframes: list[Keyframe] = []
     last_time, pending_bytes = 0.0, 0
     current_time, at_current = None, 0
     for event in events:
@@ -114,9 +127,8 @@ def build_keyframes(
             pending_bytes += len(event.data)
         due = event.time - last_time >= interval or pending_bytes >= max_bytes
         if due and emu.at_rest:
-            keyframes.append(Keyframe(event.time, at_current, dump_state(emu)))
+            yield Keyframe(event.time, at_current, dump_state(emu))
             last_time, pending_bytes = event.time, 0
-    return keyframes
 
 
 def seek(
@@ -242,6 +254,9 @@ def _load_state(state: dict[str, Any]) -> TerminalEmulator:
     emu = TerminalEmulator(cols, rows)
     screen = emu._screen
     styles = [Char(" ", *style) for style in state["styles"]]
+    style_fields = [tuple(style) for style in state["styles"]]
+    default_fields = tuple(screen.default_char)[1:]
+    default_style = next((i for i, f in enumerate(style_fields) if f == default_fields), -1)
     if any(len(style) != len(_STYLE_FIELDS) for style in state["styles"]):
         raise ValueError("style with the wrong number of fields")
 
@@ -257,12 +272,18 @@ def _load_state(state: dict[str, Any]) -> TerminalEmulator:
             y = int(key)
             if not 0 <= y < rows:
                 continue
-            cells, x = result[y], 0
+            cells, x, text = result[y], 0, line["t"]
             for style, run in line["s"]:
-                for _ in range(run):
-                    if x < cols:
-                        cells[x] = styles[style]._replace(data=line["t"][x])
-                    x += 1
+                fields = style_fields[style]
+                end = min(x + run, cols)
+                if style == default_style:  # a blank default cell is what pyte returns anyway
+                    for i in range(x, end):
+                        if text[i] != " ":
+                            cells[i] = Char(text[i], *fields)
+                else:
+                    for i in range(x, end):
+                        cells[i] = Char(text[i], *fields)
+                x += run
             for x, data in line["x"]:
                 if x < cols:
                     cells[x] = cells[x]._replace(data=str(data))
