@@ -1,0 +1,31 @@
+"""Messages screens send to the app: "open this session in the player / live view".
+
+Why messages: screens do not know how the app finds recordings or which screens it
+stacks; they say what the user asked for and the app decides (``ConsoleApp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from replay.source import SessionInfo
+
+__all__ = ["OpenLive", "OpenPlayer"]
+
+
+@dataclass
+class OpenPlayer(Message):
+    """Play a session's recording, optionally from ``start_at`` seconds."""
+
+    session_id: str
+    title: str = ""
+    start_at: float | None = None
+
+
+@dataclass
+class OpenLive(Message):
+    """Watch a live session."""
+
+    session: SessionInfo

@@ -1,0 +1,1 @@
+"""The console's screens: sessions browser, player, live view, and their dialogs."""

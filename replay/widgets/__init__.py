@@ -1,0 +1,1 @@
+"""The console's own widgets: terminal view, timeline, query table."""
