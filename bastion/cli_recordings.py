@@ -82,18 +82,6 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def format_duration(seconds: float) -> str:
-    """A session length as people read it: 42s, 12m05s, 3h07m, 2d04h."""
-    s = max(int(seconds), 0)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 def format_bytes(n: int) -> str:
     """A byte count in 1024 steps (exact counts are in ``--json``)."""
     value = float(n)

@@ -21,7 +21,6 @@ from bastion.cli_recordings import (
     add_recording_commands,
     check_session_recording,
     format_bytes,
-    format_duration,
     node_public_key,
     parse_since,
     printable,
@@ -33,6 +32,7 @@ from bastion.grants import format_time
 from bastion.ids import is_session_id, session_id_time
 from bastion.store import Store
 from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
+from bastion.timeparse import format_duration
 
 #: How far before a session's start its audit rows may be (login, upstream connect).
 _AUDIT_LEAD = 300.0

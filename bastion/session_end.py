@@ -80,6 +80,34 @@ async def finish_session(
     )
 
 
+def recording_broke(
+    node: BastionNode,
+    *,
+    user: str,
+    target: str | None,
+    session_id: str | None,
+    message: str,
+    terminate: Callable[[str, str], None],
+) -> None:
+    """A live recording failed: audit it and, failing closed, end the session."""
+    node.spawn(
+        node.audit(
+            user,
+            "recording.failed",
+            target,
+            session=session_id,
+            error=message,
+            at_start=False,
+            fail_closed=node.recordings.fail_closed,
+        )
+    )
+    if node.recordings.fail_closed:
+        terminate(
+            "recording-failed",
+            "the recording of this session could not be written, and sessions never run unrecorded",
+        )
+
+
 async def repack_recording(
     node: BastionNode, end: SessionEnd, location: str, final_hash: str
 ) -> str:

@@ -1,4 +1,4 @@
-"""Durations and times as admins type them on the command line."""
+"""Durations and times as admins type them on the command line, and as they are shown."""
 
 from __future__ import annotations
 
@@ -40,3 +40,15 @@ def parse_time(text: str, now: float) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def format_duration(seconds: float) -> str:
+    """A session length as people read it: 42s, 12m05s, 3h07m, 2d04h."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from bastion.timeparse import format_duration
+
 __all__ = [
     "format_bytes",
     "format_duration",
@@ -40,18 +42,6 @@ def format_offset(seconds: float) -> str:
     h, rest = divmod(int(seconds), 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}"
-
-
-def format_duration(seconds: float) -> str:
-    """``45s``, ``12m05s``, ``3h04m``, ``2d03h``."""
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def format_bytes(n: int) -> str:

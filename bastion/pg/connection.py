@@ -40,7 +40,7 @@ from bastion.pg.protocol import CLOSED, BackendParser, Sentinel, error_response
 from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from bastion.recording import LiveRecording
-from bastion.session_end import SessionEnd, finish_session
+from bastion.session_end import SessionEnd, finish_session, recording_broke
 
 if TYPE_CHECKING:
     from bastion.pg.listener import PgFrontEnd
@@ -361,25 +361,15 @@ class ClientConnection(asyncio.Protocol):
 
     def recording_failed(self, message: str) -> None:
         """The recording broke: end the session (fail closed) and audit it."""
-        node = self.node
         session = self.session
-        node.spawn(
-            node.audit(
-                session.user.name if session else "-",
-                "recording.failed",
-                session.target.name if session else None,
-                session=self._sid(),
-                error=message,
-                at_start=False,
-                fail_closed=node.recordings.fail_closed,
-            )
+        recording_broke(
+            self.node,
+            user=session.user.name if session else "-",
+            target=session.target.name if session else None,
+            session_id=self._sid(),
+            message=message,
+            terminate=self.terminate,
         )
-        if node.recordings.fail_closed:
-            self.terminate(
-                "recording-failed",
-                "the recording of this session could not be written, and sessions never "
-                "run unrecorded",
-            )
 
     # --- time box (LiveSession handle) -------------------------------------------------
 

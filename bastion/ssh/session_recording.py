@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from bastion.live import LiveSession
 from bastion.recording import LiveRecording, extract_session_commands
 from bastion.service import BastionNode
+from bastion.session_end import recording_broke
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal
 from bastion.store.models import Grant, Target
 from recorder import RecordingWriteError
@@ -86,24 +87,14 @@ class SessionRecording:
 
     def _recording_failed(self, message: str) -> None:
         """The recording broke mid-session: end the session (fail closed) and audit it."""
-        node = self.node
-        node.spawn(
-            node.audit(
-                self.ctx.user.name,
-                "recording.failed",
-                self._target_name(),
-                session=self.session_id,
-                error=message,
-                at_start=False,
-                fail_closed=node.recordings.fail_closed,
-            )
+        recording_broke(
+            self.node,
+            user=self.ctx.user.name,
+            target=self._target_name(),
+            session_id=self.session_id,
+            message=message,
+            terminate=self.terminate,
         )
-        if node.recordings.fail_closed:
-            self.terminate(
-                "recording-failed",
-                "the recording of this session could not be written, and sessions never "
-                "run unrecorded",
-            )
 
     async def _searchable_commands(self, path: str) -> list[tuple[float, str]]:
         """What goes into the command search for this channel.
