@@ -32,6 +32,7 @@ from bastion.target_setup import default_principal
 
 DEMO_USER = "alice"
 DEMO_TARGET = "demo"
+DEMO_ADMIN = "admin"
 DEMO_TARGET_PORT = 2200
 
 
@@ -91,6 +92,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     host_keys=[target.host_key_line],
                     now=now,
                 )
+            if store.get_user(DEMO_ADMIN) is None:  # for the console (bastion tui/watch)
+                store.add_user(DEMO_ADMIN, Role.ADMIN, [], None, now)
             user = store.get_user(DEMO_USER)
             if user is None:
                 from bastion.mfa import new_totp_secret
@@ -145,6 +148,10 @@ PostgreSQL listener: 127.0.0.1:{pg_port} (TLS). Add a database with
       --config {config.path}
   bastion grant add {DEMO_USER} db1 --for 1h --config {config.path}
   then: ssh {host} {DEMO_USER}@127.0.0.1 db-token db1
+
+Watch and replay sessions in the console (as the demo admin):
+  bastion tui --config {config.path} --user {DEMO_ADMIN}
+  bastion watch --config {config.path} --user {DEMO_ADMIN}
 
 Every session is recorded under {config.recordings_dir}.
 Admin: bastion sessions list --config {config.path}; bastion --help for the rest.
