@@ -89,6 +89,8 @@ class LiveRecording:
             op()
         except RecordingWriteError as e:
             self._fail(str(e))
+        except ValueError as e:  # an event the format cannot hold: unrecorded means ended
+            self._fail(f"event could not be recorded: {e}")
 
     def _fail(self, message: str) -> None:
         if self.failed is not None:

@@ -88,6 +88,9 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._paused_by_upstream = False
         self._tls_pending: list[bytes] | None = None
+        self._held: list[bytes] = []
+        self._in_upstream = False
+        self._terminating = False
 
     # --- asyncio Protocol (client side) -----------------------------------------------
 
@@ -120,6 +123,8 @@ class ClientConnection(asyncio.Protocol):
             self._tls_pending.append(data)
         elif not self.door.done:
             self._perform(self.door.receive_data(data))
+        elif not self.closed:
+            self._held.append(data)  # after the password, before the relay: keep in order
 
     def eof_received(self) -> bool | None:
         """The client closed its side: treat it as a disconnect."""
@@ -181,16 +186,25 @@ class ClientConnection(asyncio.Protocol):
             new = await loop.start_tls(self.transport, self, self.front.tls, server_side=True)
         except (OSError, ConnectionError) as e:
             log.info("TLS handshake with %s failed: %s", self.client_addr, e)
-            self._close()
+            self._gone()
             return
         if new is None:
-            self._close()
+            self._gone()
             return
         self.transport = new
         self.door.tls_started()
         early, self._tls_pending = self._tls_pending or [], None
         for data in early:
             self.data_received(data)
+
+    def _gone(self) -> None:
+        """The connection died where asyncio will not call ``connection_lost`` (inside a
+        TLS handshake): release the login slot and the timer ourselves."""
+        self.closed = True
+        self._uncount()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._close()
 
     async def _cancel(self, action: Cancel) -> None:
         self._close()
@@ -215,8 +229,14 @@ class ClientConnection(asyncio.Protocol):
             self._write(error_response(e.sqlstate, f"bastion: {e.message}"))
             self._close()
             return
+        except Exception:  # never leave a client waiting on a bug
+            log.exception("login of %s failed", self.client_addr)
+            self._write(connection_error("internal error during login; see the bastion log"))
+            self._close()
+            return
+        self.session = session
+        self.recording = session.recording
         if self.closed:  # the client left while we logged in
-            self.session = session
             session.upstream.close()
             self._finish_later("client-closed")
             return
@@ -255,10 +275,20 @@ class ClientConnection(asyncio.Protocol):
         )
         self.node.live.add(self.live)
         self.node.live.apply_one(self.live)
-        if self.door.parser.buffered:  # pipelined after the password
-            self._client_data(b"", drain_only=True)
-        if self.backend.buffered:
-            self.from_upstream(b"", drain_only=True)
+        self._t0 = session.t0
+        # Bytes that came with or after the password, and server bytes that came after
+        # its ReadyForQuery, go through the relay like any others, in order.
+        early_client = self.door.parser.take_unparsed() + b"".join(self._held)
+        self._held.clear()
+        early_server = self.backend.take_unparsed() + b"".join(session.upstream.early)
+        session.upstream.early.clear()
+        if early_client:
+            self._client_data(early_client)
+        if early_server:
+            self.from_upstream(early_server)
+        if session.upstream.lost:
+            self.upstream_lost(None)
+            return
         self._resume()
 
     # --- relay -------------------------------------------------------------------------
@@ -266,9 +296,11 @@ class ClientConnection(asyncio.Protocol):
     def _clock(self) -> float:
         return time.monotonic() - self._t0
 
-    def _client_data(self, data: bytes, drain_only: bool = False) -> None:
+    def _client_data(self, data: bytes) -> None:
         session, tracker = self.session, self.tracker
         assert session is not None and tracker is not None
+        if self._terminating:
+            return  # the session is ending: nothing more reaches the target
         parser = self.door.parser
         if data:
             parser.receive_data(data)
@@ -285,16 +317,18 @@ class ClientConnection(asyncio.Protocol):
         except ProtocolViolation as e:
             self._protocol_error(e)
             return
-        if data:
+        if data and not self._terminating:
             self.bytes_in += len(data)
             if self.live is not None:
                 self.live.last_input = self.node.clock()
             session.upstream.write(data)
-        elif drain_only and parser.buffered == 0:
-            pass
 
-    def from_upstream(self, data: bytes, drain_only: bool = False) -> None:
-        """Server bytes: track and record each message, then forward the bytes as they came."""
+    def from_upstream(self, data: bytes) -> None:
+        """Server bytes: track and record each message, then forward the bytes as they came.
+
+        The bastion's own messages raised meanwhile (a recording failure ends the
+        session) are queued and sent after these bytes, at the next message boundary.
+        """
         backend, tracker = self.backend, self.tracker
         assert backend is not None and tracker is not None
         if self.closed:
@@ -302,6 +336,7 @@ class ClientConnection(asyncio.Protocol):
         if data:
             backend.receive_data(data)
         rows = self.rows
+        self._in_upstream = True
         try:
             while True:
                 msg = backend.next_event()
@@ -316,10 +351,12 @@ class ClientConnection(asyncio.Protocol):
                         self.recording.event(ROWS_EVENT, payload)
         except ProtocolViolation as e:
             log.warning("target sent invalid protocol in session %s: %s", self._sid(), e)
+            self._in_upstream = False
             self.terminate("upstream-protocol-error", f"the target sent invalid data: {e.message}")
+            self._close_all()  # framing is lost: no boundary will come
             return
-        if self.closed:  # recording failed just now: nothing more reaches the client
-            return
+        finally:
+            self._in_upstream = False
         if data:
             self.bytes_out += len(data)
             self._write(data)
@@ -384,8 +421,9 @@ class ClientConnection(asyncio.Protocol):
 
     def terminate(self, reason: str, message: str) -> None:
         """End the session now (time box, revocation, admin, recording failure)."""
-        if self.closed:
+        if self.closed or self._terminating:
             return
+        self._terminating = True
         self.end_reason = reason
         if self.recording is not None and reason != "recording-failed":
             self.recording.marker(f"terminated: {reason}")
@@ -400,33 +438,33 @@ class ClientConnection(asyncio.Protocol):
                 message=message,
             )
         )
+        # Client input stops here (see _client_data); the target's current message is
+        # finished first so the error lands on a boundary, then both sides close.
         self._inject(
             error_response(ADMIN_SHUTDOWN, f"bastion: {message}: closing this session"),
             close=True,
         )
-        if session is not None:
-            session.upstream.close()  # nothing more runs on the target
 
     def _inject(self, data: bytes, close: bool = False) -> None:
         """Send our own message between two server messages, never inside one."""
         at_boundary = self.backend is None or self.backend.buffered == 0
-        if at_boundary and not self._pending_out:
+        if at_boundary and not self._pending_out and not self._in_upstream:
             self._write(data)
             if close:
-                self._close()
+                self._close_all()
             return
         self._pending_out.append(data)
-        if close:
+        if close and not self._closing_after_pending:
             self._closing_after_pending = True
             loop = asyncio.get_running_loop()
-            loop.call_later(2.0, self._close)  # a server message that never completes
+            loop.call_later(2.0, self._close_all)  # a server message that never completes
 
     def _flush_pending(self) -> None:
         for data in self._pending_out:
             self._write(data)
         self._pending_out.clear()
         if self._closing_after_pending:
-            self._close()
+            self._close_all()
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -454,6 +492,12 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _close_all(self) -> None:
+        """Close the client and, if logged in, the target (it rolls back what is open)."""
+        self._close()
+        if self.session is not None:
+            self.session.upstream.close()
+
     def _uncount(self) -> None:
         if self.counted:
             self.counted = False
@@ -462,8 +506,9 @@ class ClientConnection(asyncio.Protocol):
     def _login_timeout(self) -> None:
         if not self.relaying and not self.closed:
             log.info("PostgreSQL client %s did not log in in time", self.client_addr)
-            self._write(connection_error("login timed out", "08006"))
-            self._close()
+            if self._tls_pending is None:
+                self._write(connection_error("login timed out", "08006"))
+            self._gone()
 
     def _spawn(self, coro: object) -> None:
         self.node.spawn(coro)

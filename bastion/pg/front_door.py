@@ -16,7 +16,6 @@ audit, close).
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -89,7 +88,8 @@ upstream role's own privileges would still apply.
 """
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}\Z")
-_OPTION = re.compile(r"(?:-c|--)\s*([A-Za-z_.-]+)=(.*)\Z", re.S)
+_OPTION = re.compile(r"(?:-c|--)([A-Za-z_.-]+)=(.*)\Z", re.S)
+_PG_SPACE = frozenset(" \t\n\r\f\v")  # C isspace() in the "C" locale
 
 
 @dataclass(frozen=True)
@@ -157,16 +157,41 @@ def parse_database(database: str) -> tuple[str, str | None]:
     return target, (credset or None)
 
 
-def safe_options(options: str) -> str:
-    """Validate a startup ``options`` string; returns it normalised.
+def split_options(options: str) -> list[str]:
+    """Split a startup ``options`` string exactly as PostgreSQL does (``pg_split_opts``).
 
-    Raises ValueError naming the first setting that may not be set this way.
+    Words are separated by any whitespace; a backslash makes the next character
+    literal (a space, a tab or another backslash) and is dropped.
     """
-    try:
-        words = shlex.split(options.replace("\\ ", "\0"))
-    except ValueError as e:
-        raise ValueError(f"cannot parse startup options: {e}") from e
-    words = [w.replace("\0", " ") for w in words]
+    words: list[str] = []
+    i, n = 0, len(options)
+    while i < n:
+        while i < n and options[i] in _PG_SPACE:
+            i += 1
+        if i >= n:
+            break
+        word: list[str] = []
+        while i < n and options[i] not in _PG_SPACE:
+            if options[i] == "\\" and i + 1 < n:
+                i += 1
+            word.append(options[i])
+            i += 1
+        words.append("".join(word))
+    return words
+
+
+def _escape_option(value: str) -> str:
+    return "".join("\\" + c if c in _PG_SPACE or c == "\\" else c for c in value)
+
+
+def safe_options(options: str) -> str:
+    """Validate a startup ``options`` string; returns it rebuilt from what was checked.
+
+    The words are split with PostgreSQL's own rules and the result is re-escaped, so
+    what the target parses is exactly what was validated. Raises ValueError naming
+    the first setting that may not be set this way.
+    """
+    words = split_options(options)
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -182,8 +207,7 @@ def safe_options(options: str) -> str:
             raise ValueError(
                 f"setting '{name}' may not be changed through the bastion's startup options"
             )
-        value = m.group(2).replace(" ", "\\ ")
-        out.append(f"-c {name}={value}")
+        out.append(f"-c {name}={_escape_option(m.group(2))}")
         i += 1
     return " ".join(out)
 

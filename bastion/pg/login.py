@@ -12,13 +12,14 @@ contractor can act on.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bastion.db_tokens import TokenRefused, check_db_token
 from bastion.errors import AccessDenied
-from bastion.grants import authorize_database, format_time
+from bastion.grants import authorize_database, format_time, is_usable
 from bastion.ids import new_session_id
 from bastion.pg.encoding import encode
 from bastion.pg.front_door import INVALID_AUTHORIZATION, INVALID_PASSWORD, Authenticate
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from bastion.pg.listener import PgFrontEnd
 
 __all__ = ["LoggedIn", "LoginRefused", "log_in"]
+
+log = logging.getLogger(__name__)
 
 _CANNOT_CONNECT = "08001"  # sqlclient_unable_to_establish_sqlconnection
 _INVALID_CATALOG = "3D000"
@@ -107,6 +110,16 @@ async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnectio
         grant = authorize_database(grants, target.name, request.credset or token.credset, now)
     except AccessDenied as e:
         raise await refuse(INVALID_AUTHORIZATION, "no-grant", str(e)) from e
+    if token.grant_id is not None and grant.id != token.grant_id:
+        own = next((g for g in grants if g.id == token.grant_id), None)
+        if own is None or not is_usable(own, now):
+            raise await refuse(
+                INVALID_PASSWORD,
+                "token-grant-ended",
+                f"the grant this token came from (#{token.grant_id}) is no longer usable; "
+                f"get a new token with 'ssh BASTION db-token {target.name}'",
+            )
+        grant = own  # a token works under its own grant, not a neighbour's
     credset = next((c for c in target.credsets if c.name == grant.credset), None)
     if credset is None:
         raise await refuse(
@@ -153,11 +166,16 @@ async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnectio
     )
     try:
         upstream, result = await connect_upstream(target, login, front.config.connect_timeout)
-    except LoginFailed as e:
-        message = f"cannot log in to {target.name}: {e.message}"
+    except Exception as e:  # a bug must not leave the session row open either
+        if isinstance(e, LoginFailed):
+            failure = e
+        else:
+            log.exception("upstream login to %s failed unexpectedly", target.name)
+            failure = LoginFailed(f"internal error while connecting ({type(e).__name__})")
+        message = f"cannot log in to {target.name}: {failure.message}"
         await front.refused(user.name, target.name, "upstream-refused", message, conn, session_id)
         if recording is not None:
-            recording.marker(f"upstream login failed: {e.message}")
+            recording.marker(f"upstream login failed: {failure.message}")
         await _end_unstarted(front, session_id, user, target, recording)
         raise LoginRefused(_CANNOT_CONNECT, message) from e
     if result.backend_key is None:

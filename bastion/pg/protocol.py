@@ -277,6 +277,14 @@ class _Parser(ABC, Generic[_T]):
             self._fail(e)
             raise
 
+    def take_unparsed(self) -> bytes:
+        """Remove and return the bytes received but not yet parsed (a proxy changing
+        hands between two readers forwards them as they came)."""
+        data = bytes(self._buf[self._pos :])
+        self._buf = bytearray()
+        self._pos = 0
+        return data
+
     def events(self) -> Iterator[_T]:
         """Every complete message now available (stops at any Sentinel)."""
         while not isinstance(event := self.next_event(), Sentinel):

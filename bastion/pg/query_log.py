@@ -50,10 +50,37 @@ _TX_NAMES = {
 }
 
 
+_MAX_PARAMS_TOTAL = 256 * 1024
+
+
+def _utf8(text: str) -> str:
+    """``text`` made encodable: bytes that were not UTF-8 (kept as surrogates by the
+    decoder, e.g. a latin1 client) become U+FFFD; ``_raw`` keeps them exactly."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+def _raw(text: str) -> str | None:
+    """Hex of the original bytes when ``_utf8`` had to replace some, else None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").hex()
+    return None
+
+
 def _param(value: Param) -> JSONValue:
     if value is None:
         return None
     if isinstance(value, str):
+        value = _utf8(value)
         return value if len(value) <= _MAX_PARAM else value[:_MAX_PARAM] + "…"
     data = value[: _MAX_PARAM // 2]
     out: dict[str, JSONValue] = {"hex": data.hex()}
@@ -65,11 +92,25 @@ def _param(value: Param) -> JSONValue:
 def query_payload(seq: int, rec: QueryRecord) -> dict[str, JSONValue]:
     """The ``pg.query`` payload of one record (times are seconds since session start)."""
     sql = rec.sql
-    if sql is not None and len(sql) > _MAX_SQL:
-        sql = sql[:_MAX_SQL] + "…"
+    sql_hex = None
+    if sql is not None:
+        sql_hex = _raw(sql)
+        sql = _utf8(sql)
+        if len(sql) > _MAX_SQL:
+            sql = sql[:_MAX_SQL] + "…"
+            sql_hex = sql_hex[: 2 * _MAX_SQL] if sql_hex else None
     error: JSONValue = None
     if rec.error_sqlstate is not None or rec.error_message is not None:
-        error = {"sqlstate": rec.error_sqlstate, "message": rec.error_message}
+        message = _utf8(rec.error_message) if rec.error_message is not None else None
+        error = {"sqlstate": rec.error_sqlstate, "message": message}
+    params: list[JSONValue] = []
+    budget = _MAX_PARAMS_TOTAL
+    for p in rec.params:
+        if budget <= 0:
+            params.append({"omitted": len(rec.params) - len(params)})
+            break
+        params.append(_param(p))
+        budget -= len(p) if p is not None else 1
     copy: JSONValue = None
     if rec.copy_direction is not None:
         copy = {
@@ -81,11 +122,11 @@ def query_payload(seq: int, rec: QueryRecord) -> dict[str, JSONValue]:
         "seq": seq,
         "kind": rec.kind,
         "sql": sql,
-        "params": [_param(p) for p in rec.params],
-        "statement": rec.statement,
-        "portal": rec.portal,
-        "tag": rec.tag,
-        "tags": list(rec.tags),
+        "params": params,
+        "statement": _utf8(rec.statement) if rec.statement is not None else None,
+        "portal": _utf8(rec.portal) if rec.portal is not None else None,
+        "tag": _utf8(rec.tag) if rec.tag is not None else None,
+        "tags": [_utf8(t) for t in rec.tags],
         "rows": rec.rows,
         "error": error,
         "start": round(rec.started_at, 6),
@@ -97,6 +138,8 @@ def query_payload(seq: int, rec: QueryRecord) -> dict[str, JSONValue]:
     }
     if rec.function_oid is not None:
         payload["function_oid"] = rec.function_oid
+    if sql_hex is not None:
+        payload["sql_hex"] = sql_hex  # the exact bytes, when the text is not UTF-8
     return payload
 
 
@@ -144,7 +187,7 @@ class RowCapture:
                 self._rows.append(self._row(msg.values))
             return None
         if isinstance(msg, RowDescription):
-            self._columns = [f.name for f in msg.fields]
+            self._columns = [_utf8(f.name) for f in msg.fields]
             self._masked = [self.rules.masks(c) for c in self._columns]
             self._binary = [f.format == 1 for f in msg.fields]
             self._rows, self._seen, self._open = [], 0, True

@@ -66,6 +66,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[LoginResult] = asyncio.get_running_loop().create_future()
         self.sink: UpstreamSink | None = None
+        self.early: list[bytes] = []
+        """Server bytes that came after the login and before the relay took over."""
         self.lost = False
         self._upgrading = False
 
@@ -80,7 +82,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is not None:
             self.sink.from_upstream(data)
             return
-        if self.ready.done() or self._upgrading:
+        if self.ready.done():
+            self.early.append(data)  # e.g. a NOTICE or ParameterStatus right after login
+            return
+        if self._upgrading:
             return
         try:
             out, start_tls = self.login.receive_data(data)
@@ -163,7 +168,13 @@ async def connect_upstream(
 ) -> tuple[UpstreamConnection, LoginResult]:
     """Connect and log in to ``target``; raises LoginFailed naming the cause."""
     loop = asyncio.get_running_loop()
-    tls = upstream_tls_context(target)
+    try:
+        tls = upstream_tls_context(target)
+    except (OSError, ssl.SSLError) as e:
+        raise LoginFailed(
+            f"cannot load the CA file {target.tls_ca} for {target.name}'s TLS: {e}; "
+            "an admin must fix the target's --ca-file"
+        ) from e
     conn: UpstreamConnection | None = None
 
     def factory() -> UpstreamConnection:

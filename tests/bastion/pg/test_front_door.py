@@ -17,6 +17,7 @@ from bastion.pg.front_door import (
     StartTls,
     parse_database,
     safe_options,
+    split_options,
 )
 from bastion.pg.messages import (
     CancelRequest,
@@ -125,6 +126,10 @@ def test_parse_database_and_options() -> None:
         "-c search_path=app -c statement_timeout=5s"
     )
     assert safe_options("--work-mem=64MB") == "-c work_mem=64MB"
+    # PostgreSQL's own splitting: any whitespace separates, a backslash escapes.
+    assert split_options("-c\tsearch_path=a\\ b  -c x=1") == ["-c", "search_path=a b", "-c", "x=1"]
+    rebuilt = safe_options("-c search_path=a\\\\\\ --role=postgres")
+    assert split_options(rebuilt) == ["-c", "search_path=a\\ --role=postgres"]
     with pytest.raises(ValueError, match="session_authorization"):
         safe_options("-c session_authorization=postgres")
 
