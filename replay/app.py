@@ -25,6 +25,8 @@ from typing import Literal
 from textual.app import App
 from textual.binding import Binding
 
+from recorder import RecordingReader
+from recorder.errors import RecordingError
 from replay.clock import Clock, MonotonicClock
 from replay.messages import OpenLive, OpenPlayer
 from replay.screens.browser import BrowserScreen
@@ -131,7 +133,7 @@ class ConsoleApp(App[None]):
         if self.source is None:
             return
         if not self.admin:
-            self.notify("watching live sessions needs the admin role", severity="error")
+            self._fail("watching live sessions needs the admin role")
             return
         self.push_screen(LiveScreen(self.source, session, admin=self.admin))
 
@@ -155,7 +157,7 @@ class ConsoleApp(App[None]):
         if len(self.screen_stack) <= 1:
             self.exit(return_code=1, message=f"bastion: {message}")
         else:
-            self.notify(message, severity="error", timeout=10)
+            self.notify(message, severity="error", timeout=10, markup=False)
 
     async def on_open_player(self, message: OpenPlayer) -> None:
         """A screen asked to play a session."""
@@ -211,6 +213,12 @@ def start_for(args: argparse.Namespace) -> Start:
 def run_console(args: argparse.Namespace) -> int:
     """Entry point of ``bastion tui``, ``bastion watch`` and ``bastion replay``."""
     start = start_for(args)
+    if start.path is not None:  # a file needs no node: say at once if it cannot be read
+        try:
+            RecordingReader.open(start.path).close()
+        except (RecordingError, OSError) as e:
+            print(f"bastion: cannot open {start.path}: {e}", file=sys.stderr)
+            return 1
     try:
         connect = _connector(args) if start.path is None else None
     except SourceError as e:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import zstandard
@@ -90,14 +91,16 @@ def _save(identity: str, store: KeyframeStore, facts: RecordingFacts) -> None:
 
 
 def open_indexed(
-    path: str | os.PathLike[str], reader: RecordingReader
+    path: str | os.PathLike[str],
+    reader: RecordingReader,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[KeyframeStore, RecordingFacts]:
     """Keyframes and facts of the recording at ``path``: from the cache, else built."""
     identity = recording_identity(path)
     cached = _load(identity) if reader.complete else None
     if cached is not None:
         return cached
-    store, facts = scan_recording(reader, identity)
+    store, facts = scan_recording(reader, identity, stop)
     if reader.complete:
         _save(identity, store, facts)
     return store, facts

@@ -9,7 +9,7 @@ result is cached (``replay.cache``), so later opens start at once.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,10 +69,18 @@ def header_size(reader: RecordingReader) -> tuple[int, int]:
     )
 
 
+class IndexingStopped(Exception):
+    """The caller asked the scan to stop (the player was closed while indexing)."""
+
+
 def scan_recording(
-    reader: RecordingReader, identity: str = ""
+    reader: RecordingReader, identity: str = "", stop: Callable[[], bool] | None = None
 ) -> tuple[KeyframeStore, RecordingFacts]:
-    """Read every event once; return the keyframes and the facts (see the module doc)."""
+    """Read every event once; return the keyframes and the facts (see the module doc).
+
+    ``stop`` is polled between events; when it returns True the scan raises
+    IndexingStopped, so closing the player never waits for a gigabyte to be read.
+    """
     duration = max(reader.duration, 1e-6)
     facts = RecordingFacts(duration=reader.duration)
     kept_input = 0
@@ -81,6 +89,8 @@ def scan_recording(
     def tap() -> Iterator[Event]:
         nonlocal kept_input
         for event in reader.events():
+            if stop is not None and stop():
+                raise IndexingStopped
             slot = min(buckets - 1, int(event.time / duration * buckets))
             if isinstance(event, Output):
                 facts.density[slot] += len(event.data)

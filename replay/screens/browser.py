@@ -70,13 +70,13 @@ def session_row(s: SessionInfo, now: float) -> tuple[str | Text, ...]:
     )
     return (
         _LIVE if s.live else "",
-        one_line(s.user, 9),
-        one_line(s.target, 9),
+        Text(one_line(s.user, 9)),
+        Text(one_line(s.target, 9)),
         "pg" if s.protocol == "postgres" else s.protocol,
         format_when(s.started_at)[5:16],
         format_duration(end - s.started_at),
         volume,
-        one_line(s.end_reason or "", 16),
+        Text(one_line(s.end_reason or "", 16)),
     )
 
 
@@ -169,7 +169,7 @@ class BrowserScreen(Screen[None]):
                 until=parse_when(until, now) if until else None,
             )
         except ValueError as e:
-            self.notify(str(e), severity="error", timeout=8)
+            self.notify(str(e), severity="error", timeout=8, markup=False)
             return False
         return True
 
@@ -182,7 +182,7 @@ class BrowserScreen(Screen[None]):
         parts += [f"{k} {format_when(v)}" for k, v in (("since", f.since), ("until", f.until)) if v]
         if self.hits:
             parts.append(f"{len(self.hits)} search hits")
-        self.query_one("#info", Static).update("bastion sessions · " + " · ".join(parts))
+        self.query_one("#info", Static).update(Text("bastion sessions · " + " · ".join(parts)))
 
     @work(exclusive=True, group="load")
     async def reload(self) -> None:
@@ -197,7 +197,7 @@ class BrowserScreen(Screen[None]):
                 until=f.until,
             )
         except SourceError as e:
-            self.notify(str(e), severity="error", timeout=10)
+            self.notify(str(e), severity="error", timeout=10, markup=False)
             return
         table = self.query_one("#sessions", DataTable)
         selected = self._selected_id()
@@ -222,7 +222,7 @@ class BrowserScreen(Screen[None]):
                 since=f.since,
             )
         except SourceError as e:
-            self.notify(str(e), severity="error", timeout=10)
+            self.notify(str(e), severity="error", timeout=10, markup=False)
             return
         self.hits = hits
         table = self.query_one("#hits", DataTable)
@@ -230,16 +230,16 @@ class BrowserScreen(Screen[None]):
         for i, h in enumerate(hits):
             table.add_row(
                 format_offset(h.offset),
-                one_line(h.user, 9),
-                one_line(h.target, 9),
-                one_line(h.text, 44),
+                Text(one_line(h.user, 9)),
+                Text(one_line(h.target, 9)),
+                Text(one_line(h.text, 44)),
                 key=str(i),
             )
         table.display = True
         self.query_one("#sessions").display = False
         table.focus()
         if not hits:
-            self.notify(f"nothing found for {text!r}", timeout=4)
+            self.notify(f"nothing found for {text!r}", timeout=4, markup=False)
         self._status()
 
     def _selected_id(self) -> str | None:
@@ -295,7 +295,7 @@ class BrowserScreen(Screen[None]):
         """Watch the selected live session."""
         session = self.sessions.get(self._selected_id() or "")
         if session is None or not session.live:
-            self.notify("select a live session to watch", timeout=3)
+            self.notify("select a live session to watch", timeout=3, markup=False)
             return
         self.post_message(OpenLive(session))
 

@@ -6,6 +6,7 @@ written to the audit log, so an empty one is refused in the dialog itself.
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -73,7 +74,7 @@ class JumpDialog(ModalScreen[float | None]):
         try:
             self.dismiss(parse_offset(event.value))
         except ValueError as e:
-            self.query_one("#problem", Label).update(str(e))
+            self.query_one("#problem", Label).update(Text(str(e)))
 
     def action_cancel(self) -> None:
         """Dismiss without jumping."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -106,7 +107,7 @@ class LiveScreen(Screen[None]):
             async for event in self.source.watch(self.session.id):
                 self.apply(event)
         except SourceError as e:
-            self.notify(str(e), severity="error", timeout=10)
+            self.notify(str(e), severity="error", timeout=10, markup=False)
             self.ended = self.ended or f"watch failed: {e}"
             self.dirty = True
         if self.ended is None:
@@ -133,7 +134,7 @@ class LiveScreen(Screen[None]):
             self.emulator.resize(event.cols, event.rows)
             self.session_offset = event.offset
         elif isinstance(event, LiveMarker):
-            self.notify(one_line(event.label, 80), title="marker", timeout=4)
+            self.notify(one_line(event.label, 80), title="marker", timeout=4, markup=False)
         elif isinstance(event, LiveQuery):
             self.query_one(QueryTable).add_query({"start": event.offset, **event.payload})
             self.session_offset = event.offset
@@ -152,14 +153,16 @@ class LiveScreen(Screen[None]):
         typed = self.query_one("#typed", Static)
         typed.display = self.show_typed
         if self.show_typed:
-            typed.update("typed: " + visible_keys(self.typed[-300:]))
+            typed.update(Text("typed: " + visible_keys(self.typed[-300:])))
         s = self.session
         state = f"ENDED: {one_line(self.ended, 30)}" if self.ended is not None else "● LIVE"
         if not self.started and self.ended is None:
             state = "connecting…"
         self.query_one("#info", Static).update(
-            f"{state}  {s.user}@{s.target} ({s.protocol})  {format_offset(self.session_offset)}"
-            f"  {s.id}"
+            Text(
+                f"{state}  {s.user}@{s.target} ({s.protocol})  "
+                f"{format_offset(self.session_offset)}  {s.id}"
+            )
         )
 
     def screen_text(self) -> list[str]:
@@ -194,12 +197,12 @@ class LiveScreen(Screen[None]):
         try:
             if what == "terminate":
                 await self.source.terminate(self.session.id, reason)
-                self.notify(f"terminate sent: {reason}", timeout=4)
+                self.notify(f"terminate sent: {reason}", timeout=4, markup=False)
             else:
                 await self.source.lock_user(self.session.user, reason)
-                self.notify(f"user {self.session.user} locked", timeout=4)
+                self.notify(f"user {self.session.user} locked", timeout=4, markup=False)
         except SourceError as e:
-            self.notify(str(e), severity="error", timeout=10)
+            self.notify(str(e), severity="error", timeout=10, markup=False)
 
     def action_typed(self) -> None:
         """Show or hide what the contractor types."""

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
 
 from recorder import RecordingError, RecordingReader
 from replay.cache import open_indexed
@@ -27,7 +29,7 @@ from replay.formatting import format_offset, one_line
 from replay.keyframe_store import KeyframeStore
 from replay.keyframes import KeyframeError
 from replay.playback import Player
-from replay.recording_facts import RecordingFacts
+from replay.recording_facts import IndexingStopped, RecordingFacts
 from replay.screens.dialogs import JumpDialog
 from replay.screens.help import HelpScreen
 from replay.widgets.query_table import QueryTable
@@ -130,21 +132,34 @@ class PlayerScreen(Screen[None]):
         except (OSError, RecordingError) as e:
             self.app.call_from_thread(self._failed, f"cannot open {self.path}: {e}")
             return
+        worker = get_current_worker()
+        if worker.is_cancelled:
+            player.reader.close()
+            return
         self.app.call_from_thread(self._opened, player)
         try:
             with RecordingReader.open(self.path) as scan_reader:
-                store, facts = open_indexed(self.path, scan_reader)
+                store, facts = open_indexed(
+                    self.path, scan_reader, stop=lambda: worker.is_cancelled
+                )
+        except IndexingStopped:
+            return
         except (OSError, RecordingError, KeyframeError) as e:
             self.app.call_from_thread(self._failed, f"cannot index {self.path}: {e}")
             return
         self.app.call_from_thread(self._indexed, store, facts)
 
     def _failed(self, message: str) -> None:
+        if not self.is_attached:
+            return
         self.problem = message
-        self.notify(message, severity="error", timeout=10)
+        self.notify(message, severity="error", timeout=10, markup=False)
         self._update_info()
 
     def _opened(self, player: Player) -> None:
+        if not self.is_attached:  # the screen was left while the file was opening
+            player.reader.close()
+            return
         self.player = player
         self.database = player.reader.header.meta.get("protocol") == "postgres"
         self._layout()
@@ -152,7 +167,7 @@ class PlayerScreen(Screen[None]):
 
     def _indexed(self, store: KeyframeStore, facts: RecordingFacts) -> None:
         player = self.player
-        if player is None:
+        if player is None or not self.is_attached:
             return
         player.set_index(store, facts)
         self.indexed = True
@@ -194,14 +209,14 @@ class PlayerScreen(Screen[None]):
         typed = self.query_one("#typed", Static)
         typed.display = self.show_typed
         if self.show_typed:
-            typed.update("typed: " + (player.typed_before(300) or "(nothing yet)"))
+            typed.update(Text("typed: " + (player.typed_before(300) or "(nothing yet)")))
         self._update_info()
 
     def _update_info(self) -> None:
         info = self.query_one("#info", Static)
         player = self.player
         if player is None:
-            info.update(self.problem or "opening…")
+            info.update(Text(self.problem or "opening…"))
             return
         state = "▶" if player.playing else "⏸"
         extra = [] if self.indexed else ["indexing…"]
@@ -213,7 +228,7 @@ class PlayerScreen(Screen[None]):
             f"{state} {format_offset(player.position)} / {format_offset(player.duration)}"
             f"  {player.speed:g}x  {one_line(self.session_title, 40)}"
         )
-        info.update(" ".join([text, *extra]))
+        info.update(Text(" ".join([text, *extra])))
 
     # -- actions ------------------------------------------------------------------------
 
@@ -247,7 +262,9 @@ class PlayerScreen(Screen[None]):
             return
         when = player.next_time(times) if direction > 0 else player.previous_time(times)
         if when is None:
-            self.notify(f"no {'next' if direction > 0 else 'previous'} {what}", timeout=2)
+            self.notify(
+                f"no {'next' if direction > 0 else 'previous'} {what}", timeout=2, markup=False
+            )
             return
         player.seek(when)
         self._redraw()

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -66,17 +67,17 @@ def _error(q: dict[str, Any]) -> str:
     return ""
 
 
-def query_row(q: dict[str, Any]) -> tuple[str, ...]:
-    """The table cells of one query payload."""
+def query_row(q: dict[str, Any]) -> tuple[Text, ...]:
+    """The table cells of one query payload (``Text``: recorded SQL is never markup)."""
     duration = q.get("duration_ms")
     return (
-        format_offset(float(q.get("start", 0.0))),
-        one_line(str(q.get("kind") or ""), 8),
-        one_line(str(q.get("sql") or ""), 36),
-        one_line(_result(q), 12),
-        f"{duration:.1f}ms" if isinstance(duration, int | float) else "",
-        one_line(_error(q), 30),
-        one_line(_params(q.get("params")), 24),
+        Text(format_offset(float(q.get("start", 0.0)))),
+        Text(one_line(str(q.get("kind") or ""), 8)),
+        Text(one_line(str(q.get("sql") or ""), 36)),
+        Text(one_line(_result(q), 12)),
+        Text(f"{duration:.1f}ms" if isinstance(duration, int | float) else ""),
+        Text(one_line(_error(q), 30)),
+        Text(one_line(_params(q.get("params")), 24)),
     )
 
 
@@ -87,7 +88,7 @@ def query_text(q: dict[str, Any]) -> str:
     ).lower()
 
 
-class QueryTable(DataTable[str], can_focus=False):
+class QueryTable(DataTable[Text], can_focus=False):
     """See the module docstring. Clicking a row posts ``QueryTable.Seek``; not focusable,
     so the player's keys (``n``/``p`` walk the shown queries) always work."""
 
