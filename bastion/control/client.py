@@ -161,7 +161,11 @@ class ControlClient:
         req_id = self._send(op, fields)
         fut: asyncio.Future[_Reply] = loop.create_future()
         self._pending[req_id] = fut
-        await self._writer.drain()
+        try:
+            await self._writer.drain()
+        except OSError as e:  # the node went away mid-request: one error type for callers
+            self._pending.pop(req_id, None)
+            raise ControlError(f"control connection lost: {e}") from e
         reply = await fut
         if not reply.get("ok"):
             raise ControlError(str(reply.get("error", "the node refused the request")))
