@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastion",
         description=(
-            "Privileged-session bastion: contractors reach SSH targets only through it, "
-            "with public key + TOTP, time-boxed grants and short-lived certificates."
+            "Privileged-session bastion: contractors reach SSH hosts and PostgreSQL "
+            "databases only through it, with public key + TOTP, time-boxed grants and "
+            "credentials they never see; every session is recorded."
         ),
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", help="node name (default: host name)")
     p.set_defaults(func=cli_node.cmd_init)
 
-    p = sub.add_parser("serve", help="run the SSH listener")
+    p = sub.add_parser(
+        "serve", help="run the node: SSH and PostgreSQL listeners, control socket, metrics"
+    )
     _add_config(p)
     p.add_argument("--listen", help="override ssh.listen (HOST:PORT)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
