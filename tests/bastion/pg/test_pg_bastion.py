@@ -199,9 +199,22 @@ def test_pgbench_simple_and_extended_complete(pg: PgTargets) -> None:
         )
         assert run.returncode == 0, run.stderr
         assert "number of transactions actually processed: 50/50" in run.stdout
-    sessions = pg.harness.store.list_sessions(user=who.name, limit=10)
-    assert len(sessions) >= 5  # init + 2 x 2 clients
-    pg.harness.wait_audit(who.name, "session.end")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        sessions = pg.harness.store.list_sessions(user=who.name, limit=20)
+        if len(sessions) >= 5 and all(s.final_hash for s in sessions):
+            break
+        time.sleep(0.2)
+    assert len(sessions) >= 5  # init + 2 x 2 clients, each recorded and sealed
+    queries = [q for s in sessions for q in pg.queries(s)]
+    updates = [q for q in queries if (q.get("sql") or "").startswith("UPDATE pgbench_accounts")]
+    simple = [q for q in updates if q["kind"] == "simple"]
+    extended = [q for q in updates if q["kind"] == "extended"]
+    assert len(simple) == 50 and len(extended) == 50  # every transaction's UPDATE
+    assert all(q["tag"] == "UPDATE 1" and q["rows"] == 1 for q in updates)
+    assert all(len(q["params"]) == 2 for q in extended)  # delta and aid, recorded
+    copy_in = [q for q in queries if q.get("copy") and q["copy"]["direction"] == "in"]
+    assert copy_in and copy_in[0]["rows"] == 100_000  # pgbench -i loads accounts with COPY
 
 
 # --- refusals ----------------------------------------------------------------------------
