@@ -85,7 +85,6 @@ class ClientConnection(asyncio.Protocol):
         self._closing_after_pending = False
         self._indexed: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
         self._paused_by_upstream = False
         self._tls_pending: list[bytes] | None = None
         self._held: list[bytes] = []
