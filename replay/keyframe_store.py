@@ -26,9 +26,9 @@ from replay.keyframes import (
     KEYFRAME_VERSION,
     EventSource,
     KeyframeError,
-    apply_event,
     iter_keyframes,
     load_state,
+    play_from,
 )
 from replay.terminal import TerminalEmulator
 
@@ -111,14 +111,7 @@ class KeyframeStore:
             emu, start, skip = self.emulator_at(index), self.times[index], self.skips[index]
         else:
             emu, start, skip = TerminalEmulator(self.cols, self.rows), 0.0, 0
-        for event in source.events(start):
-            if event.time > time:
-                break
-            if skip and event.time == start:
-                skip -= 1
-                continue
-            apply_event(emu, event)
-        return emu
+        return play_from(emu, source, start, skip, time)
 
     # -- cache file ---------------------------------------------------------------------
 

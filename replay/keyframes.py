@@ -50,6 +50,7 @@ __all__ = [
     "encode",
     "iter_keyframes",
     "load_state",
+    "play_from",
     "seek",
 ]
 
@@ -150,6 +151,14 @@ def seek(
         emu, start, skip = load_state(keyframe.state), keyframe.time, keyframe.skip
     else:
         emu, start, skip = TerminalEmulator(cols, rows), 0.0, 0
+    return play_from(emu, source, start, skip, time)
+
+
+def play_from(
+    emu: TerminalEmulator, source: EventSource, start: float, skip: int, time: float
+) -> TerminalEmulator:
+    """Feed ``emu`` (restored at ``start``, after ``skip`` events at that instant) every
+    later event up to ``time``; the one replay loop behind every seek."""
     for event in source.events(start):
         if event.time > time:
             break
