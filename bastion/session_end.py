@@ -1,4 +1,8 @@
-"""Ending a recorded session, the same way for SSH and PostgreSQL.
+"""Starting and ending a session's recording, the same way for SSH and PostgreSQL.
+
+Starting: the recording is created before anything reaches the target; if it
+cannot be, the attempt is audited and (unless the admin chose to fail open) the
+session is refused with ``RecordingUnavailable``.
 
 The order matters and is the product's promise: close the recording (signed
 trailer), close the session row with the final hash, fill the search index
@@ -15,8 +19,49 @@ from dataclasses import dataclass
 
 from bastion.recording import LiveRecording
 from bastion.service import BastionNode
+from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
+
+UNRECORDABLE = (
+    "this session cannot be recorded right now, and sessions never run "
+    "unrecorded; ask an admin to check the bastion's recording storage"
+)
+
+
+class RecordingUnavailable(Exception):
+    """No recording could be created and the node fails closed: refuse the session."""
+
+
+async def open_session_recording(
+    node: BastionNode,
+    session_id: str,
+    meta: dict[str, object],
+    on_failure: Callable[[str], None],
+    *,
+    user: str,
+    target: str,
+) -> LiveRecording | None:
+    """The new session's recording (None only when the admin chose to fail open).
+
+    Raises RecordingUnavailable (message: ``UNRECORDABLE``) after auditing why.
+    """
+    try:
+        return await node.call(node.recordings.start, session_id, meta, on_failure)
+    except (RecordingWriteError, OSError) as e:
+        await node.audit(
+            user,
+            "recording.failed",
+            target,
+            session=session_id,
+            error=str(e),
+            at_start=True,
+            fail_closed=node.recordings.fail_closed,
+        )
+        if node.recordings.fail_closed:
+            raise RecordingUnavailable(UNRECORDABLE) from e
+        return None
+
 
 CommandSource = Callable[[str], Awaitable[list[tuple[float, str]]]]
 """Given the closed recording's path, the ``(time, text)`` pairs to index."""

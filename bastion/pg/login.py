@@ -27,8 +27,8 @@ from bastion.pg.messages import BackendKeyData, ParameterStatus, ReadyForQuery
 from bastion.pg.upstream import UpstreamConnection, connect_upstream
 from bastion.pg.upstream_login import LoginFailed, UpstreamLogin
 from bastion.recording import LiveRecording
+from bastion.session_end import RecordingUnavailable, open_session_recording
 from bastion.store.models import Credset, Grant, SessionRecord, Target, TargetKind, User
-from recorder import RecordingWriteError
 
 if TYPE_CHECKING:
     from bastion.pg.connection import ClientConnection
@@ -235,24 +235,12 @@ async def _start_recording(
         "started_at": now,
     }
     try:
-        return await node.call(node.recordings.start, session_id, meta, conn.recording_failed)
-    except (RecordingWriteError, OSError) as e:
-        await node.audit(
-            user.name,
-            "recording.failed",
-            target.name,
-            session=session_id,
-            error=str(e),
-            at_start=True,
-            fail_closed=node.recordings.fail_closed,
+        return await open_session_recording(
+            node, session_id, meta, conn.recording_failed, user=user.name, target=target.name
         )
-        if node.recordings.fail_closed:
-            raise LoginRefused(
-                "53100",  # disk_full: the closest standard class for "cannot record"
-                "this session cannot be recorded right now, and sessions never run "
-                "unrecorded; ask an admin to check the bastion's recording storage",
-            ) from e
-        return None
+    except RecordingUnavailable as e:
+        # 53100 disk_full: the closest standard class for "cannot record"
+        raise LoginRefused("53100", str(e)) from e
 
 
 async def _end_unstarted(

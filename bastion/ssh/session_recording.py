@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 from bastion.live import LiveSession
 from bastion.recording import LiveRecording, extract_session_commands
 from bastion.service import BastionNode
-from bastion.session_end import recording_broke
+from bastion.session_end import RecordingUnavailable, open_session_recording, recording_broke
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal
 from bastion.store.models import Grant, Target
-from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +62,17 @@ class SessionRecording:
         if self.pty is not None:
             meta.update(term=self.pty.term_type, cols=self.pty.width, rows=self.pty.height)
         try:
-            self.recording = await node.call(
-                node.recordings.start, self.session_id, meta, self._recording_failed
+            self.recording = await open_session_recording(
+                node,
+                self.session_id,
+                meta,
+                self._recording_failed,
+                user=user.name,
+                target=target.name,
             )
-        except (RecordingWriteError, OSError) as e:
-            await node.audit(
-                user.name,
-                "recording.failed",
-                target.name,
-                session=self.session_id,
-                error=str(e),
-                at_start=True,
-                fail_closed=node.recordings.fail_closed,
-            )
-            if node.recordings.fail_closed:
-                raise Refusal(
-                    "recording-unavailable",
-                    "this session cannot be recorded right now, and sessions never run "
-                    "unrecorded; ask an admin to check the bastion's recording storage",
-                ) from e
+        except RecordingUnavailable as e:
+            raise Refusal("recording-unavailable", str(e)) from e
+        if self.recording is None:
             return None
         return self.recording.writer.location
 
