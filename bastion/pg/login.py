@@ -239,6 +239,7 @@ async def _start_recording(
             node, session_id, meta, conn.recording_failed, user=user.name, target=target.name
         )
     except RecordingUnavailable as e:
+        await front.refused(user.name, target.name, "recording-unavailable", str(e), conn)
         # 53100 disk_full: the closest standard class for "cannot record"
         raise LoginRefused("53100", str(e)) from e
 

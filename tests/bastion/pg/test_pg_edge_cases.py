@@ -9,12 +9,15 @@ what used to go wrong.
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import socket
 import ssl
 import struct
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -249,3 +252,50 @@ def test_missing_target_ca_file_is_a_clean_refusal(pg: PgTargets) -> None:
     sessions = h.store.list_sessions(user=who.name)
     assert "login timed out" not in str(info.value), (took, str(info.value))
     assert all(s.ended_at is not None for s in sessions), "session row left open"
+
+
+# --- fail closed: no recording, no database session ------------------------------------------
+
+
+def test_unrecordable_database_session_is_refused(tmp_path: Path, pg_server: PgServer) -> None:
+    """When the recording cannot be created the connection is refused before anything
+    reaches the target, and both the failure and the refusal are audited."""
+    from bastion.store.models import Credset, TargetKind
+    from tests.peers.bastion_node import make_harness
+
+    b = make_harness(tmp_path / "node")
+    try:
+        role, password = f"fc_{secrets.token_hex(3)}", secrets.token_urlsafe(9)
+        pg_server.create_role(role, password)
+        b.store.add_target(
+            name="pgfc",
+            kind=TargetKind.POSTGRES,
+            host=pg_server.host,
+            port=pg_server.port,
+            logins=[],
+            principal="pgfc",
+            database="postgres",
+            credsets=[Credset("rw", role, password)],
+            now=time.time(),
+        )
+        targets = PgTargets(b, pg_server, role, role)
+        who = b.contractor("db")
+        targets.grant(who, "pgfc", "rw")
+        token = targets.token(who, "pgfc")
+        rec_dir = b.config.recordings_dir
+        shutil.rmtree(rec_dir)
+        rec_dir.write_text("not a directory")  # even root cannot create files below this
+        with pytest.raises(psycopg.OperationalError, match="cannot be recorded"):
+            psycopg.connect(**targets.conninfo(who, password=token, dbname="pgfc")).close()
+        failed = b.wait_audit(who.name, "recording.failed")
+        assert failed and failed[-1].details["fail_closed"] is True
+        refused = b.wait_audit(who.name, "session.refused")
+        assert refused[-1].details["reason"] == "recording-unavailable"
+        assert not b.store.list_sessions(user=who.name)
+        with psycopg.connect(pg_server.dsn()) as admin:
+            seen = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", [role]
+            ).fetchone()
+        assert seen == (0,)  # the bastion never logged in to the target
+    finally:
+        b.close()
