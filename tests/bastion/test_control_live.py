@@ -23,27 +23,13 @@ from tests.peers.bastion_node import BastionHarness, Contractor
 pytestmark = pytest.mark.integration
 
 
-def _socket(bastion: BastionHarness) -> str:
-    path = bastion.config.control.socket
-    assert path is not None
-    deadline = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return str(path)
-
-
-def _pty_ssh(c: Contractor, bastion: BastionHarness, target: str) -> pexpect.spawn:
-    args = [*c.ssh_args(), "-tt", "-p", str(bastion.port), f"{c.login_name(target)}@127.0.0.1"]
-    return pexpect.spawn("ssh", args, env=c.ssh_env(), timeout=30, dimensions=(24, 80))
-
-
 def _live_id(bastion: BastionHarness, c: Contractor) -> str:
     (live,) = bastion.store.list_sessions(live=True, user=c.name)
     return live.id
 
 
 async def test_who_may_connect_and_what_they_may_do(bastion: BastionHarness) -> None:
-    sock = _socket(bastion)
+    sock = bastion.control_socket()
     admin = bastion.contractor("adm", Role.ADMIN)
     auditor = bastion.contractor("aud", Role.AUDITOR)
     contractor = bastion.contractor()
@@ -96,11 +82,11 @@ async def _wait_for(pred: object, timeout: float = 20) -> None:
 
 
 async def test_watch_then_terminate_a_live_shell(bastion: BastionHarness) -> None:
-    sock = _socket(bastion)
+    sock = bastion.control_socket()
     admin = bastion.contractor("adm", Role.ADMIN)
     c = bastion.contractor()
     bastion.grant(c, "web1")
-    child = _pty_ssh(c, bastion, "web1")
+    child = c.ssh_pty("web1")
     received = io.BytesIO()
     child.logfile_read = received
     got: list[LiveEvent] = []
@@ -152,11 +138,11 @@ async def _path(sock: str, user: str, sid: str) -> str:
 
 
 async def test_lock_user_ends_sessions_and_refuses_logins(bastion: BastionHarness) -> None:
-    sock = _socket(bastion)
+    sock = bastion.control_socket()
     admin = bastion.contractor("adm", Role.ADMIN)
     c = bastion.contractor()
     bastion.grant(c, "web2")
-    child = _pty_ssh(c, bastion, "web2")
+    child = c.ssh_pty("web2")
     try:
         child.sendline("echo up-$((3+4))")
         await asyncio.to_thread(child.expect, "up-7")
@@ -177,7 +163,7 @@ async def test_lock_user_ends_sessions_and_refuses_logins(bastion: BastionHarnes
 async def test_late_joiner_after_50_mb_gets_the_current_screen(
     bastion: BastionHarness, tmp_path: Path
 ) -> None:
-    sock = _socket(bastion)
+    sock = bastion.control_socket()
     admin = bastion.contractor("adm", Role.ADMIN)
     c = bastion.contractor()
     bastion.grant(c, "web1")

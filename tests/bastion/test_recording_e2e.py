@@ -77,8 +77,7 @@ def test_pty_session_recording_has_what_the_client_saw_and_resizes(
 ) -> None:
     c = bastion.contractor()
     bastion.grant(c, "web1")
-    args = [*c.ssh_args(), "-tt", "-p", str(bastion.port), f"{c.login_name('web1')}@127.0.0.1"]
-    child = pexpect.spawn("ssh", args, env=c.ssh_env(), timeout=20, dimensions=(24, 80))
+    child = c.ssh_pty("web1", timeout=20)
     seen = bytearray()
 
     class Tee:

@@ -20,16 +20,7 @@ def _spawn(
     rows: int = 24,
     cols: int = 80,
 ) -> pexpect.spawn:
-    args = [
-        *c.ssh_args(),
-        "-tt",
-        "-p",
-        str(bastion.port),
-        f"{c.login_name(target)}@127.0.0.1",
-        *remote,
-    ]
-    child = pexpect.spawn("ssh", args, env=c.ssh_env(), timeout=20, dimensions=(rows, cols))
-    return child
+    return c.ssh_pty(target, *remote, rows=rows, cols=cols, timeout=20)
 
 
 def test_menu_then_shell_with_term_and_size(bastion: BastionHarness) -> None:

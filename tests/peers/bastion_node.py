@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pexpect
 
 from bastion.ca import CertificateAuthority
 from bastion.cli_node import init_dir
@@ -133,6 +134,22 @@ class Contractor:
             capture_output=True,
             env=self.ssh_env(code),
             timeout=timeout,
+        )
+
+    def ssh_pty(
+        self, target: str | None, *remote: str, rows: int = 24, cols: int = 80, timeout: float = 30
+    ) -> pexpect.spawn:
+        """Stock ``ssh -tt`` through the bastion on a real pseudo-terminal (pexpect)."""
+        args = [
+            *self.ssh_args(),
+            "-tt",
+            "-p",
+            str(self.harness.port),
+            f"{self.login_name(target)}@127.0.0.1",
+            *remote,
+        ]
+        return pexpect.spawn(
+            "ssh", args, env=self.ssh_env(), timeout=timeout, dimensions=(rows, cols)
         )
 
     def login_name(self, target: str | None = None, login: str | None = None) -> str:
@@ -296,6 +313,15 @@ class BastionHarness:
             if rows or time.monotonic() > deadline:
                 return rows
             time.sleep(0.05)
+
+    def control_socket(self, timeout: float = 10) -> str:
+        """The node's control socket path, once the node has created it."""
+        path = self.config.control.socket
+        assert path is not None
+        deadline = time.monotonic() + timeout
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return str(path)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the ``bastion`` CLI against this node's config."""

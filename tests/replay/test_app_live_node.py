@@ -22,23 +22,9 @@ from replay.screens.live import LiveScreen
 from replay.source import SessionSource
 from replay.terminal import TerminalEmulator
 from replay.widgets.terminal_view import TerminalView
-from tests.peers.bastion_node import BastionHarness, Contractor
+from tests.peers.bastion_node import BastionHarness
 
 pytestmark = pytest.mark.integration
-
-
-def _socket(bastion: BastionHarness) -> str:
-    path = bastion.config.control.socket
-    assert path is not None
-    deadline = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return str(path)
-
-
-def _contractor_shell(c: Contractor, bastion: BastionHarness) -> pexpect.spawn:
-    args = [*c.ssh_args(), "-tt", "-p", str(bastion.port), f"{c.login_name('web1')}@127.0.0.1"]
-    return pexpect.spawn("ssh", args, env=c.ssh_env(), timeout=30, dimensions=(24, 80))
 
 
 def _client_screen(received: bytes) -> list[str]:
@@ -60,11 +46,11 @@ async def _until(
 
 
 async def test_tui_watches_a_real_session_and_terminates_it(bastion: BastionHarness) -> None:
-    sock = _socket(bastion)
+    sock = bastion.control_socket()
     admin = bastion.contractor("adm", Role.ADMIN)
     c = bastion.contractor()
     bastion.grant(c, "web1")
-    child = _contractor_shell(c, bastion)
+    child = c.ssh_pty("web1")
     received = io.BytesIO()
     child.logfile_read = received
     try:
