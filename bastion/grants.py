@@ -39,6 +39,15 @@ def is_usable(grant: Grant, now: float) -> bool:
     return grant.state_at(now) is GrantState.ACTIVE and grant.not_before <= now < grant.not_after
 
 
+def _longest_or_why_not(usable: Sequence[Grant], explain: Sequence[Grant], now: float) -> Grant:
+    """The usable grant ending last (fewest surprises mid-session); with none, refuse
+    by explaining the state of the most recent grant in ``explain``."""
+    if usable:
+        return max(usable, key=lambda g: (g.not_after, g.id))
+    latest = max(explain, key=lambda g: (g.not_after, g.id))
+    raise AccessDenied(_why_not(latest, now))
+
+
 def authorize(
     grants: Sequence[Grant],
     target_name: str,
@@ -67,11 +76,7 @@ def authorize(
     elif len({g.login for g in usable}) > 1:
         preferred = [g for g in usable if g.login == default_login]
         usable = preferred or usable
-    if usable:
-        return max(usable, key=lambda g: (g.not_after, g.id))
-    # Nothing usable: explain the most recent grant's state.
-    latest = max(grants, key=lambda g: (g.not_after, g.id))
-    raise AccessDenied(_why_not(latest, now))
+    return _longest_or_why_not(usable, grants, now)
 
 
 def authorize_database(
@@ -106,11 +111,8 @@ def authorize_database(
                 f"({', '.join(names)}); name one, e.g. database '{target_name}/{names[0]}' "
                 f"or 'db-token {target_name} {names[0]}'"
             )
-    if usable:
-        return max(usable, key=lambda g: (g.not_after, g.id))
     same_set = [g for g in grants if credset is None or g.credset == credset]
-    latest = max(same_set or grants, key=lambda g: (g.not_after, g.id))
-    raise AccessDenied(_why_not(latest, now))
+    return _longest_or_why_not(usable, same_set or grants, now)
 
 
 def require_option(grant: Grant, *options: str) -> None:
