@@ -15,6 +15,7 @@ import asyncssh
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bastion import event_loop
 from bastion.ca import CertificateAuthority
 from bastion.config import DEFAULT_CONFIG_NAME, Config, load_config, render_config
 from bastion.errors import ConfigError
@@ -202,5 +203,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not config.ssh.host_key.exists():
         raise ConfigError(f"SSH host key {config.ssh.host_key} is missing; run 'bastion init'")
-    asyncio.run(_serve(config, args.listen))
+    event_loop.run(_serve(config, args.listen), config.event_loop)
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import ConfigError
+from bastion.event_loop import LOOP_CHOICES, LoopChoice
 
 DEFAULT_CONFIG_NAME = "bastion.toml"
 
@@ -110,6 +111,7 @@ class Config:
     recording_signing_key: Path
     recording_on_failure: str = "refuse"
     recording_repack_level: int = 9
+    event_loop: LoopChoice = "auto"
     metrics_listen: tuple[str, int] | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
@@ -121,6 +123,13 @@ class Config:
     def base_dir(self) -> Path:
         """The directory the config file lives in."""
         return self.path.parent
+
+
+def _loop_choice(value: object) -> LoopChoice:
+    for choice in LOOP_CHOICES:
+        if value == choice:
+            return choice
+    raise ConfigError(f"node.event_loop must be one of {', '.join(LOOP_CHOICES)}, not {value!r}")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -249,6 +258,7 @@ def load_config(path: Path | str | None = None) -> Config:
     return Config(
         path=path,
         node=str(node.get("name") or socket.gethostname()),
+        event_loop=_loop_choice(node.get("event_loop", "auto")),
         state_url=state_url,
         secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
         ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),
@@ -303,6 +313,9 @@ CONFIG_TEMPLATE = """\
 [node]
 # Name of this node in session records and audit rows (default: the host name).
 name = "{node}"
+# The event loop: "auto" (uvloop when installed, else asyncio's own), "uvloop"
+# (refuse to start without it) or "asyncio". uvloop makes the relays cheaper.
+event_loop = "auto"
 
 [state]
 # Where users, targets, grants, sessions and the audit log live.

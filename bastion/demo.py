@@ -9,7 +9,6 @@ her the target for eight hours, prints how to connect, and serves.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
+from bastion import event_loop
 from bastion.ca import CertificateAuthority
 from bastion.cli_admin import opened
 from bastion.cli_node import _serve, init_dir
@@ -160,7 +160,8 @@ Admin: bastion sessions list --config {config.path}; bastion --help for the rest
         )
         if args.setup_only:
             return 0
-        asyncio.run(_serve(load_config(config.path), None))
+        loaded = load_config(config.path)
+        event_loop.run(_serve(loaded, None), loaded.event_loop)
     finally:
         target.stop()
     return 0
