@@ -3,9 +3,9 @@
 The asyncio adapter around the sans-IO pieces: ``FrontDoor`` (encryption,
 startup, token), ``bastion.pg.login`` (token, grant, recording, upstream
 login), then the relay. The relay forwards the bytes it received unchanged
-(no re-encoding) after the protocol parsers have seen them: the parsers
-validate framing and limits, feed the ``QueryTracker`` and the recording, and
-tell where message boundaries are, so the bastion's own notices and its
+(no re-encoding) after the relay's scanners (``relay_scan``) have seen them:
+they validate framing and limits, feed the ``QueryTracker`` and the recording,
+and tell where message boundaries are, so the bastion's own notices and its
 termination error are only ever injected between two server messages.
 """
 
@@ -31,16 +31,14 @@ from bastion.pg.front_door import (
     StartTls,
     connection_error,
 )
-from bastion.pg.messages import (
-    AuthenticationOk,
-    NoticeResponse,
-    Terminate,
-)
-from bastion.pg.protocol import CLOSED, BackendParser, Sentinel, error_response
+from bastion.pg.messages import AuthenticationOk, NoticeResponse
+from bastion.pg.protocol import error_response
 from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
+from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from bastion.recording import LiveRecording
 from bastion.session_end import SessionEnd, finish_session, recording_broke
+from recorder.events import JSONValue
 
 if TYPE_CHECKING:
     from bastion.pg.listener import PgFrontEnd
@@ -74,9 +72,9 @@ class ClientConnection(asyncio.Protocol):
         self.end_reason: str | None = None
         self.bytes_in = 0
         self.bytes_out = 0
-        self.backend: BackendParser | None = None
+        self.client_scan: ClientScanner | None = None
+        self.server_scan: ServerScanner | None = None
         self.tracker: QueryTracker | None = None
-        self.rows: RowCapture | None = None
         self.recording: LiveRecording | None = None
         self.live: LiveSession | None = None
         self._t0 = time.monotonic()
@@ -244,13 +242,14 @@ class ClientConnection(asyncio.Protocol):
     def _start_relay(self, session: LoggedIn) -> None:
         self.session = session
         self.recording = session.recording
-        self.backend = session.upstream.login.parser
+        backend = session.upstream.login.parser
         self.tracker = QueryTracker(self._clock)
         cfg = self.front.config
-        if cfg.capture_rows > 0:
-            self.rows = RowCapture(cfg.capture_rows, self.front.mask_rules)
-        else:
-            self.backend.decode_rows = False  # rows are only counted
+        rows = RowCapture(cfg.capture_rows, self.front.mask_rules) if cfg.capture_rows else None
+        self.client_scan = ClientScanner(self.tracker, cfg.max_message_bytes)
+        self.server_scan = ServerScanner(
+            self.tracker, backend.max_message_length, self._record, rows, self._record_rows
+        )
         hello = bytearray(encode(AuthenticationOk()))
         self.door.parser.backend_sent(AuthenticationOk())
         hello += session.greeting
@@ -279,7 +278,7 @@ class ClientConnection(asyncio.Protocol):
         # its ReadyForQuery, go through the relay like any others, in order.
         early_client = self.door.parser.take_unparsed() + b"".join(self._held)
         self._held.clear()
-        early_server = self.backend.take_unparsed() + b"".join(session.upstream.early)
+        early_server = backend.take_unparsed() + b"".join(session.upstream.early)
         session.upstream.early.clear()
         if early_client:
             self._client_data(early_client)
@@ -296,31 +295,21 @@ class ClientConnection(asyncio.Protocol):
         return time.monotonic() - self._t0
 
     def _client_data(self, data: bytes) -> None:
-        session, tracker = self.session, self.tracker
-        assert session is not None and tracker is not None
+        session, scanner = self.session, self.client_scan
+        assert session is not None and scanner is not None
         if self._terminating:
             return  # the session is ending: nothing more reaches the target
-        parser = self.door.parser
-        if data:
-            parser.receive_data(data)
         try:
-            while True:
-                msg = parser.next_event()
-                if isinstance(msg, Sentinel):
-                    if msg is CLOSED:
-                        self._close()
-                    break
-                tracker.frontend(msg)
-                if isinstance(msg, Terminate):
-                    self.end_reason = "client-closed"
+            scanner.feed(data)
         except ProtocolViolation as e:
             self._protocol_error(e)
             return
-        if data and not self._terminating:
-            self.bytes_in += len(data)
-            if self.live is not None:
-                self.live.last_input = self.node.clock()
-            session.upstream.write(data)
+        if scanner.terminated:
+            self.end_reason = "client-closed"
+        self.bytes_in += len(data)
+        if self.live is not None:
+            self.live.last_input = self.node.clock()
+        session.upstream.write(data)
 
     def from_upstream(self, data: bytes) -> None:
         """Server bytes: track and record each message, then forward the bytes as they came.
@@ -328,26 +317,13 @@ class ClientConnection(asyncio.Protocol):
         The bastion's own messages raised meanwhile (a recording failure ends the
         session) are queued and sent after these bytes, at the next message boundary.
         """
-        backend, tracker = self.backend, self.tracker
-        assert backend is not None and tracker is not None
+        scanner = self.server_scan
+        assert scanner is not None
         if self.closed:
             return
-        if data:
-            backend.receive_data(data)
-        rows = self.rows
         self._in_upstream = True
         try:
-            while True:
-                msg = backend.next_event()
-                if isinstance(msg, Sentinel):
-                    break
-                records = tracker.backend(msg)
-                if records:
-                    self._record(records)
-                if rows is not None:
-                    payload = rows.backend(msg)
-                    if payload is not None and self.recording is not None:
-                        self.recording.event(ROWS_EVENT, payload)
+            scanner.feed(data)
         except ProtocolViolation as e:
             log.warning("target sent invalid protocol in session %s: %s", self._sid(), e)
             self._in_upstream = False
@@ -356,10 +332,9 @@ class ClientConnection(asyncio.Protocol):
             return
         finally:
             self._in_upstream = False
-        if data:
-            self.bytes_out += len(data)
-            self._write(data)
-        if self._pending_out and backend.buffered == 0:
+        self.bytes_out += len(data)
+        self._write(data)
+        if self._pending_out and scanner.buffered == 0:
             self._flush_pending()
 
     def _record(self, records: list[QueryRecord]) -> None:
@@ -371,6 +346,10 @@ class ClientConnection(asyncio.Protocol):
             sql = rec.sql
             if sql and len(self._indexed) < _MAX_INDEXED and sql not in self._indexed:
                 self._indexed[sql] = rec.started_at
+
+    def _record_rows(self, payload: dict[str, JSONValue]) -> None:
+        if self.recording is not None:
+            self.recording.event(ROWS_EVENT, payload)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         """The target went away: the client cannot continue either."""
@@ -446,7 +425,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _inject(self, data: bytes, close: bool = False) -> None:
         """Send our own message between two server messages, never inside one."""
-        at_boundary = self.backend is None or self.backend.buffered == 0
+        at_boundary = self.server_scan is None or self.server_scan.buffered == 0
         if at_boundary and not self._pending_out and not self._in_upstream:
             self._write(data)
             if close:

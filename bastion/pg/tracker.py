@@ -26,7 +26,7 @@ server messages it cannot pair in ``unmatched``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -214,14 +214,11 @@ class QueryTracker:
     def frontend(self, msg: object) -> None:
         """Note a message the client sent (anything not query-related is ignored)."""
         if isinstance(msg, CopyData | CopyFail):
-            op = self._copy
-            if isinstance(msg, CopyData) and op is not None and op.copy_direction != "out":
-                op.copy_bytes += len(msg.data)
-                op.copy_messages += 1
+            if isinstance(msg, CopyData):
+                self.copy_data_in(len(msg.data))
             return
         if isinstance(msg, Sync):
-            self._skipping = False
-            self._queue.append(_Op("sync", self._clock()))
+            self.sync()
             return
         if self._skipping:  # the server discards everything up to Sync
             return
@@ -229,33 +226,88 @@ class QueryTracker:
         if op is not None:
             self._queue.append(op)
 
+    # The relay's scanner (``relay_scan``) calls these directly with decoded fields
+    # instead of building message objects; ``frontend`` routes messages to the same code.
+
+    def query(self, sql: str) -> None:
+        """A simple Query."""
+        if not self._skipping:
+            self._queue.append(_Op("query", self._clock(), sql=sql))
+
+    def parse(self, name: str, sql: str, param_oids: tuple[int, ...]) -> None:
+        """A Parse: names ``sql`` as statement ``name``."""
+        if not self._skipping:
+            undo = self._define(self._statements, name, _Statement(sql, param_oids))
+            self._queue.append(_Op("parse", self._clock(), sql=sql, statement=name, undo=undo))
+
+    def bind(
+        self,
+        portal: str,
+        statement: str,
+        formats: Sequence[int],
+        values: Sequence[bytes | None],
+    ) -> None:
+        """A Bind: ``values`` (in ``formats``) for ``statement``, as portal ``portal``."""
+        if self._skipping:
+            return
+        stmt = self._statements.get(statement)
+        sql, oids = (stmt.sql, stmt.type_oids) if isinstance(stmt, _Statement) else (None, ())
+        params = decode_params(values, formats, oids)
+        undo = self._define(self._portals, portal, _Portal(statement, sql, params))
+        op = _Op("bind", self._clock(), sql, params, statement=statement, portal=portal, undo=undo)
+        self._queue.append(op)
+
+    def execute(self, portal_name: str) -> None:
+        """An Execute of a bound portal."""
+        if self._skipping:
+            return
+        now = self._clock()
+        portal = self._portals.get(portal_name)
+        if isinstance(portal, _Portal):
+            op = _Op("execute", now, portal.sql, portal.params, portal.statement, portal_name)
+        else:
+            op = _Op("execute", now, portal=portal_name)
+        self._queue.append(op)
+
+    def describe(self, kind: str, name: str) -> None:
+        """A Describe of a statement (``S``) or portal (``P``)."""
+        if not self._skipping:
+            found = (self._statements if kind == "S" else self._portals).get(name)
+            text = found.sql if isinstance(found, _Portal | _Statement) else None
+            self._queue.append(_Op("describe", self._clock(), sql=text))
+
+    def sync(self) -> None:
+        """A Sync: ends an extended-protocol batch and any skipping after an error."""
+        self._skipping = False
+        self._queue.append(_Op("sync", self._clock()))
+
+    def copy_data_in(self, size: int) -> None:
+        """A client CopyData of ``size`` bytes."""
+        op = self._copy
+        if op is not None and op.copy_direction != "out":
+            op.copy_bytes += size
+            op.copy_messages += 1
+
     def _request(self, msg: object) -> _Op | None:
         now = self._clock()
         if isinstance(msg, Query):
             return _Op("query", now, sql=msg.query)
         if isinstance(msg, Parse):
-            parsed = _Statement(msg.query, tuple(msg.param_oids))
-            undo = self._define(self._statements, msg.name, parsed)
-            return _Op("parse", now, sql=msg.query, statement=msg.name, undo=undo)
+            self.parse(msg.name, msg.query, tuple(msg.param_oids))
+            return None
         if isinstance(msg, Bind):
-            stmt = self._statements.get(msg.statement)
-            sql, oids = (stmt.sql, stmt.type_oids) if isinstance(stmt, _Statement) else (None, ())
-            params = decode_params(msg.params, msg.param_formats, oids)
-            undo = self._define(self._portals, msg.portal, _Portal(msg.statement, sql, params))
-            return _Op(
-                "bind", now, sql, params, statement=msg.statement, portal=msg.portal, undo=undo
-            )
+            self.bind(msg.portal, msg.statement, msg.param_formats, msg.params)
+            return None
         if isinstance(msg, Execute):
-            portal = self._portals.get(msg.portal)
-            if isinstance(portal, _Portal):
-                return _Op("execute", now, portal.sql, portal.params, portal.statement, msg.portal)
-            return _Op("execute", now, portal=msg.portal)
-        if isinstance(msg, Describe | Close):
+            self.execute(msg.portal)
+            return None
+        if isinstance(msg, Describe):
+            self.describe(msg.kind, msg.name)
+            return None
+        if isinstance(msg, Close):
             table = self._statements if msg.kind == "S" else self._portals
             found = table.get(msg.name)
             text = found.sql if isinstance(found, _Portal | _Statement) else None
-            if isinstance(msg, Describe):
-                return _Op("describe", now, sql=text)
             closed = None
             if msg.name in table:
                 closed = _unset(table, msg.name, table.pop(msg.name))
@@ -276,32 +328,26 @@ class QueryTracker:
 
     def backend(self, msg: object) -> list[QueryRecord]:
         """Note a server message; return the records it completes (usually none)."""
-        head = self._queue[0] if self._queue else None
         if isinstance(msg, ReadyForQuery):
-            return self._ready(msg.status)
+            return self.ready(msg.status)
         if isinstance(msg, ErrorResponse):
-            return self._error(msg, head)
+            return self._error(msg, self._queue[0] if self._queue else None)
         if isinstance(msg, DataRow):
-            if head is not None and head.action in ("query", "execute"):
-                head.data_rows += 1
-            else:
-                self.unmatched += 1
-        elif isinstance(msg, CommandComplete | EmptyQueryResponse | PortalSuspended):
-            self._statement_end(msg, head)
+            self.data_row()
+        elif isinstance(msg, CommandComplete):
+            self.statement_end(msg.tag, False)
+        elif isinstance(msg, EmptyQueryResponse | PortalSuspended):
+            self.statement_end(None, isinstance(msg, PortalSuspended))
         elif isinstance(msg, RowDescription | NoData):
-            if head is not None and head.action == "describe":
-                self._queue.popleft()
-            elif head is not None and head.action == "query":
-                head.data_rows = 0
-            else:
-                self.unmatched += 1
-        elif isinstance(msg, ParseComplete | BindComplete | CloseComplete):
-            expected = {ParseComplete: "parse", BindComplete: "bind", CloseComplete: "close"}
-            if head is not None and head.action == expected[type(msg)]:
-                self._queue.popleft()
-            else:
-                self.unmatched += 1
+            self.row_description()
+        elif isinstance(msg, ParseComplete):
+            self.completed("parse")
+        elif isinstance(msg, BindComplete):
+            self.completed("bind")
+        elif isinstance(msg, CloseComplete):
+            self.completed("close")
         elif isinstance(msg, CopyInResponse | CopyOutResponse | CopyBothResponse):
+            head = self._queue[0] if self._queue else None
             if head is not None and head.action in ("query", "execute"):
                 head.copy_direction = _COPY_DIRECTION[type(msg)]
                 self._copy = head
@@ -314,16 +360,42 @@ class QueryTracker:
                 op.copy_messages += 1
         return []
 
-    def _statement_end(
-        self, msg: CommandComplete | EmptyQueryResponse | PortalSuspended, head: _Op | None
-    ) -> None:
+    def data_row(self) -> None:
+        """A DataRow: counted for the statement running."""
+        queue = self._queue
+        if queue and queue[0].action in ("query", "execute"):
+            queue[0].data_rows += 1
+        else:
+            self.unmatched += 1
+
+    def row_description(self) -> None:
+        """A RowDescription or NoData: answers a Describe, or starts a result set."""
+        head = self._queue[0] if self._queue else None
+        if head is not None and head.action == "describe":
+            self._queue.popleft()
+        elif head is not None and head.action == "query":
+            head.data_rows = 0
+        else:
+            self.unmatched += 1
+
+    def completed(self, action: Literal["parse", "bind", "close"]) -> None:
+        """ParseComplete, BindComplete or CloseComplete for the request at the head."""
+        queue = self._queue
+        if queue and queue[0].action == action:
+            queue.popleft()
+        else:
+            self.unmatched += 1
+
+    def statement_end(self, tag: str | None, suspended: bool) -> None:
+        """CommandComplete (``tag``), EmptyQueryResponse or PortalSuspended."""
+        head = self._queue[0] if self._queue else None
         if head is None or head.action not in ("query", "execute"):
             self.unmatched += 1
             return
         if self._copy is head:
             self._copy = None
-        head.suspended = isinstance(msg, PortalSuspended)
-        head.statement_done(msg.tag if isinstance(msg, CommandComplete) else None)
+        head.suspended = suspended
+        head.statement_done(tag)
         if head.action == "execute":
             self._queue.popleft()
             self._finished.append((head, None, self._clock(), True))
@@ -358,7 +430,8 @@ class QueryTracker:
         self._skipping = not self._queue
         return []
 
-    def _ready(self, status: TransactionStatus) -> list[QueryRecord]:
+    def ready(self, status: TransactionStatus) -> list[QueryRecord]:
+        """ReadyForQuery: the end of a batch; returns the records it completes."""
         self.tx_status = status
         # Normally the head is the Sync/Query/FunctionCall this answers. If not, we
         # lost step: requests ahead of it got no answer; resynchronise on it.
