@@ -7,6 +7,10 @@ Peers, all on loopback and started by this script, in front of one PostgreSQL 15
 * **pgbouncer** - the Debian package in session mode, scram auth, no TLS;
 * **pgbouncer+TLS** - the same with ``client_tls_sslmode = require`` (what a
   deployment that carries passwords over a network would run);
+* **python floor** - ``bench/pg_floor_relay.py``: the cheapest hop Python can
+  make, a uvloop relay that terminates TLS like the bastion and then only copies
+  bytes (no parsing, tracking or recording): the ceiling for any Python relay
+  with TLS on this machine;
 * **bastion** - ``bastion serve`` (a real subprocess from the test harness),
   TLS required as always, every query recorded; the password is a database
   token fetched with ``ssh ... db-token`` (public key + TOTP) like a contractor.
@@ -154,6 +158,46 @@ def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool)
             proc.wait()
 
 
+@contextmanager
+def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
+    """``bench/pg_floor_relay.py`` in front of ``server``; yields its port."""
+    from bastion.pg.tls_cert import make_self_signed
+
+    base = work / "floor"
+    base.mkdir()
+    make_self_signed(base / "tls.crt", base / "tls.key", "localhost")
+    port = free_port()
+    script = Path(__file__).with_name("pg_floor_relay.py")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            "--listen",
+            str(port),
+            "--upstream",
+            f"{server.host}:{server.port}",
+            "--cert",
+            str(base / "tls.crt"),
+            "--key",
+            str(base / "tls.key"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the floor relay did not start")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def bastion_token(h: BastionHarness, server: PgServer, user: str, password: str) -> tuple[str, str]:
     """Register the target, grant a fresh contractor, fetch a token over SSH."""
     now = time.time()
@@ -205,16 +249,27 @@ def median(values: Sequence[float]) -> float:
 
 
 def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Namespace) -> str:
-    """Markdown table: median TPS and ratio to pgbouncer per workload."""
-    base = {w: median(next(p for p in peers if p.name == "pgbouncer").tps[w]) for w in workloads}
-    head = "| workload | " + " | ".join(p.name for p in peers) + " | bastion / pgbouncer |"
-    sep = "|" + "---|" * (len(peers) + 2)
+    """Markdown table: median TPS per peer and the ratios that matter per workload."""
+
+    def tps(name: str, w: str) -> float:
+        return median(next(p for p in peers if p.name == name).tps[w])
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "-"
+
+    ratios = ("bastion / pgbouncer", "bastion / pgbouncer+TLS", "python floor / pgbouncer")
+    head = "| workload | " + " | ".join([p.name for p in peers] + list(ratios)) + " |"
+    sep = "|" + "---|" * (len(peers) + 1 + len(ratios))
     rows = [head, sep]
     for w in workloads:
         cells = [f"{median(p.tps[w]):,.0f}" for p in peers]
-        bastion = median(next(p for p in peers if p.name == "bastion").tps[w])
-        ratio = bastion / base[w] if base[w] else 0.0
-        rows.append(f"| {w} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+        bastion, bouncer = tps("bastion", w), tps("pgbouncer", w)
+        cells += [
+            ratio(bastion, bouncer),
+            ratio(bastion, tps("pgbouncer+TLS", w)),
+            ratio(tps("python floor", w), bouncer),
+        ]
+        rows.append(f"| {w} | " + " | ".join(cells) + " |")
     note = (
         f"\nMedian TPS of {args.rounds} interleaved rounds, {args.clients} clients, "
         f"2 pgbench threads, {args.seconds} s each, scale {args.scale}; "
@@ -266,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             say("starting pgbouncer (plain and TLS)")
             bouncer = stack.enter_context(pgbouncer(work, server, user, password, tls=False))
             bouncer_tls = stack.enter_context(pgbouncer(work, server, user, password, tls=True))
+            say("starting the python floor relay")
+            floor = stack.enter_context(floor_relay(work, server))
             say("starting the bastion")
             h = make_harness(work / "bastion")
             stack.callback(h.close)
@@ -277,6 +334,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 Peer(
                     "pgbouncer+TLS",
                     {**direct_env, "PGPORT": str(bouncer_tls), "PGSSLMODE": "require"},
+                ),
+                Peer(
+                    "python floor",
+                    {**direct_env, "PGHOST": "127.0.0.1", "PGPORT": str(floor)}
+                    | {"PGSSLMODE": "require"},
                 ),
                 Peer(
                     "bastion",
