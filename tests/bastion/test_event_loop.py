@@ -27,7 +27,7 @@ def test_asyncio_choice_runs_the_standard_loop() -> None:
 
 
 def test_uvloop_demanded_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(event_loop.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(event_loop.EventLoopUnavailable, match="pip install uvloop"):
         event_loop.resolve("uvloop")
     assert event_loop.resolve("auto") == "asyncio"
