@@ -248,6 +248,12 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def _verdict(bastion: float, bouncer: float) -> str:
+    """The issue's target for pgbench -S: at least pgbouncer's TPS, recording every query."""
+    met = bouncer > 0 and bastion >= bouncer
+    return "≥ 1.0x pgbouncer: " + ("met" if met else "**missed**")
+
+
 def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Namespace) -> str:
     """Markdown table: median TPS per peer and the ratios that matter per workload."""
 
@@ -258,8 +264,8 @@ def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Names
         return f"{a / b:.2f}x" if b else "-"
 
     ratios = ("bastion / pgbouncer", "bastion / pgbouncer+TLS", "python floor / pgbouncer")
-    head = "| workload | " + " | ".join([p.name for p in peers] + list(ratios)) + " |"
-    sep = "|" + "---|" * (len(peers) + 1 + len(ratios))
+    head = "| workload | " + " | ".join([*(p.name for p in peers), *ratios, "target"]) + " |"
+    sep = "|" + "---|" * (len(peers) + 2 + len(ratios))
     rows = [head, sep]
     for w in workloads:
         cells = [f"{median(p.tps[w]):,.0f}" for p in peers]
@@ -268,6 +274,7 @@ def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Names
             ratio(bastion, bouncer),
             ratio(bastion, tps("pgbouncer+TLS", w)),
             ratio(tps("python floor", w), bouncer),
+            _verdict(bastion, bouncer) if w.startswith("select-only") else "",
         ]
         rows.append(f"| {w} | " + " | ".join(cells) + " |")
     note = (
