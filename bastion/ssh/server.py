@@ -22,6 +22,7 @@ from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.session import RelaySession
 from bastion.ssh.target_choice import ConnectionContext
 from bastion.ssh.two_factor import TwoFactorServerConnection
+from bastion.ssh.upstream import drop_cbc_chaff
 from bastion.store.models import User
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class BastionSSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         """Remember the peer; drop the connection if too many are still authenticating."""
         self.conn = conn
+        drop_cbc_chaff(conn, self.node.config.ssh.ciphers)
         peer = conn.get_extra_info("peername")
         self.client_addr = f"{peer[0]}:{peer[1]}" if peer else "?"
         if self.node.unauthenticated >= self.node.config.ssh.max_startups:
@@ -348,6 +350,9 @@ async def start_ssh_listener(
         keepalive_interval=60,
         keepalive_count_max=3,
         encryption_algs=list(cfg.ciphers),
+        # Our menu reads lines itself; asyncssh's line editor (inactive with bytes
+        # channels) would only wrap every channel callback in one more call.
+        line_editor=False,
     )
     loop = asyncio.get_running_loop()
 

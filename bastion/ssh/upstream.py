@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncssh
@@ -94,6 +95,37 @@ reuses one and has AES-NI, so relaying costs far less CPU (see docs/decisions.md
 """
 
 
+_MSG_IGNORE = 2  # RFC 4253 §11.2
+_EMPTY_STRING = b"\0\0\0\0"  # an SSH string of length 0
+
+
+def drop_cbc_chaff(
+    conn: asyncssh.SSHClientConnection | asyncssh.SSHServerConnection, ciphers: Iterable[str]
+) -> bool:
+    """Stop ``conn`` sending an empty SSH_MSG_IGNORE before every packet (True if done).
+
+    asyncssh precedes every encrypted packet with one: RFC 4251 §9.3.1's
+    countermeasure for CBC's chained IVs. With AES-GCM, AES-CTR or
+    chacha20-poly1305 it protects nothing, yet on a relay it doubles the
+    packets, encryptions and send syscalls of every keystroke on both legs and
+    wakes each peer twice. Nothing is changed when any of ``ciphers`` (what this
+    connection can negotiate; empty means asyncssh's defaults, which include CBC)
+    is a CBC cipher. Only that exact empty IGNORE is skipped; every other packet
+    goes through asyncssh unchanged.
+    """
+    offered = tuple(ciphers)
+    if not offered or any("-cbc" in c for c in offered):
+        return False
+    send = conn.send_packet
+
+    def send_packet(pkttype: int, *args: bytes, handler: object = None) -> None:
+        if pkttype != _MSG_IGNORE or args != (_EMPTY_STRING,):
+            send(pkttype, *args, handler=handler)  # type: ignore[arg-type]
+
+    conn.send_packet = send_packet  # type: ignore[method-assign]
+    return True
+
+
 async def _dial(
     plan: UpstreamPlan,
     cert: IssuedCertificate,
@@ -104,7 +136,7 @@ async def _dial(
     known_hosts = known_hosts_for(target)
     where = f"{target.name} ({target.host}:{target.port})"
     try:
-        return await asyncio.wait_for(
+        conn = await asyncio.wait_for(
             asyncssh.connect(
                 target.host,
                 target.port,
@@ -138,6 +170,8 @@ async def _dial(
         ) from e
     except (OSError, asyncssh.Error, TimeoutError) as e:
         raise UpstreamError("unreachable", f"cannot connect to {where}: {e}") from e
+    drop_cbc_chaff(conn, UPSTREAM_CIPHERS)
+    return conn
 
 
 async def open_upstream(
