@@ -1,6 +1,6 @@
 """Side-by-side SSH benchmark: bastion against OpenSSH direct and OpenSSH ProxyJump.
 
-Three peers, all on loopback and all started by this script, reach the same
+The peers, all on loopback and all started by this script, reach the same
 OpenSSH sshd target (``bench``, trusting the bastion's user CA) with stock ``ssh``:
 
 * **direct** - ``ssh`` to the target with a certificate from the bastion CA for the
@@ -13,6 +13,11 @@ OpenSSH sshd target (``bench``, trusting the bastion's user CA) with stock ``ssh
   SSH_ASKPASS. TOTP codes are single use per 30 s step per user, so every bastion
   connection is made by a fresh user with its own grant (created before the clock
   starts).
+* **asyncssh floor** - in the throughput and echo figures only: a minimal asyncssh
+  relay with no recording, run by this script in its own process (``FloorPeer``),
+  with the node's event loop, ciphers and asyncssh settings. It logs in to the
+  target with the direct peer's key + certificate and pipes the session; its
+  ratio to ProxyJump is the best an asyncssh hop does on this machine.
 
 Figures (every one interleaves the peers round by round, so the load of a busy
 machine falls on all of them alike; ratios are between medians of the same run):
@@ -50,7 +55,9 @@ temporary directory are removed at the end, also on errors and Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import fcntl
+import json
 import os
 import pwd
 import random
@@ -74,9 +81,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncssh
+
+from bastion import event_loop
 from bastion.ca import CertificateAuthority
 from bastion.cli_sessions import check_session_recording, node_public_key, recording_path
-from bastion.openssh_target import OpenSSHTarget
+from bastion.config import SshConfig
+from bastion.openssh_target import OpenSSHTarget, free_port
+from bastion.ssh.upstream import UPSTREAM_CIPHERS, drop_cbc_chaff
 from bastion.store.models import TargetKind
 from bastion.target_setup import default_principal
 
@@ -94,7 +106,11 @@ except ModuleNotFoundError as exc:  # pragma: no cover - run from the wrong plac
     ) from exc
 
 TARGET = "bench"
+FLOOR = "asyncssh floor"
 PEERS = ("bastion", "direct", "ProxyJump")
+RELAY_PEERS = ("bastion", FLOOR, "direct", "ProxyJump")
+"""The peers of the throughput and echo figures (the floor has no login or concurrency
+figure: its login is a plain key and it keeps no per-session state worth measuring)."""
 SEQ_LINES = 2000
 SAME_KEX = "curve25519-sha256"
 EXPECTED_SEQ = b"up\n" + b"".join(b"%d\n" % i for i in range(1, SEQ_LINES + 1))
@@ -205,6 +221,10 @@ class Peer:
     def before_spawn(self, env: dict[str, str]) -> None:
         """Called right before a prepared command is started (nothing to do by default)."""
 
+    def cpu_pid(self) -> int | None:
+        """The relay process whose CPU use is reported while streaming (none for OpenSSH)."""
+        return None
+
 
 class OpenSSHPeer(Peer):
     """direct or ProxyJump: a host alias in our ssh_config."""
@@ -264,12 +284,279 @@ class BastionPeer(Peer):
         assert self.harness.proc is not None
         return self.harness.proc.pid
 
+    def cpu_pid(self) -> int | None:
+        return self.memory_root()
+
     def before_spawn(self, env: dict[str, str]) -> None:
         """A code for the current step: one prepared long before may be out of the window."""
         path = env["BASTION_TEST_CODE_FILE"]
         who = self._by_code_file[path]
         who.last_step = -1  # unused so far: the code from preparation was never sent
         Path(path).write_text(who.next_code() + "\n")
+
+
+# --- the asyncssh floor: the cheapest asyncssh hop, for reference ------------------------
+
+
+class FloorPeer(Peer):
+    """``ssh`` through a minimal asyncssh relay (no recording, no checks, no bookkeeping).
+
+    The relay runs in its own process (this script with ``--asyncssh-floor SPEC``), on
+    the node's event loop and with the node's asyncssh settings: the same ciphers on
+    each leg, no CBC chaff, no line editor, target output coalesced per loop pass. It
+    logs in to the target with the key and certificate the direct peer uses and pipes
+    the session both ways: PTY request, resizes, EOF, exit status, flow control. It
+    shows the lowest echo latency and the best throughput an asyncssh hop reaches on
+    this machine; the bastion's distance to it is what recording and checks cost.
+    """
+
+    name = FLOOR
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.port = free_port()
+        self.host_key = work / "floor_host_key"
+        self.client_key = work / "floor_client_key"
+        for path in (self.host_key, self.client_key):
+            asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(path))
+            os.chmod(path, 0o600)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.configs: tuple[Path, Path] | None = None
+
+    def host_key_line(self) -> str:
+        key = asyncssh.read_private_key(str(self.host_key))
+        return key.export_public_key().decode().strip()
+
+    def start(self, target: OpenSSHTarget, target_key: Path, known_hosts: Path) -> None:
+        """Start the relay process and wait until it listens."""
+        spec = {
+            "port": self.port,
+            "host_key": str(self.host_key),
+            "client_key": str(self.client_key),
+            "target_host": target.host,
+            "target_port": target.port,
+            "login": LOGIN,
+            "key": str(target_key),
+            "known_hosts": str(known_hosts),
+        }
+        spec_path = self.work / "floor.json"
+        spec_path.write_text(json.dumps(spec))
+        log = open(self.work / "floor.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            argv = [sys.executable, __file__, "--asyncssh-floor", str(spec_path)]
+            self.proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"asyncssh floor exited: {err_tail(self.work / 'floor.log')}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise BenchError("asyncssh floor did not listen")
+
+    def command(
+        self, remote: str, tty_: bool = False, same_kex: bool = False
+    ) -> tuple[list[str], dict[str, str]]:
+        assert self.configs is not None
+        config = self.configs[1 if same_kex else 0]
+        argv = ["ssh", "-F", str(config), *(["-tt"] if tty_ else []), "floor", remote]
+        return argv, client_env()
+
+    def memory_root(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_pid(self) -> int | None:
+        return self.memory_root()
+
+
+def floor_relay_main(spec_path: str) -> None:
+    """The asyncssh floor relay process (see ``FloorPeer``); runs until terminated."""
+    spec = json.loads(Path(spec_path).read_text())
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    event_loop.run(_floor_serve(spec))
+
+
+async def _floor_serve(spec: dict[str, object]) -> None:
+    server_ciphers = SshConfig().ciphers
+    key = asyncssh.read_private_key(str(spec["key"]))
+    cert = asyncssh.read_certificate(str(spec["key"]) + "-cert.pub")
+    client = asyncssh.read_private_key(str(spec["client_key"])).convert_to_public()
+    tasks: set[asyncio.Task[None]] = set()
+
+    class Up(asyncssh.SSHClientSession[bytes]):
+        """Target output to the client, coalesced per loop pass as the node does (one
+        write per pass instead of one per upstream packet; a lone small write, such as
+        a keystroke's echo, goes out at once)."""
+
+        exit_code: int | None = None
+
+        def __init__(self, relay: Relay) -> None:
+            self.relay = relay
+            self.out: list[bytes] = []
+
+        def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+            if datatype is not None or (not self.out and len(data) <= 256):
+                self.flush()
+                self.relay.chan.write(data, datatype)
+                return
+            if not self.out:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self.out.append(data)
+
+        def flush(self) -> None:
+            if self.out:
+                data = b"".join(self.out)
+                self.out.clear()
+                self.relay.chan.write(data)
+
+        def eof_received(self) -> bool:
+            self.flush()
+            self.relay.chan.write_eof()
+            return True
+
+        def exit_status_received(self, status: int) -> None:
+            self.exit_code = status
+
+        def pause_writing(self) -> None:
+            self.relay.chan.pause_reading()
+
+        def resume_writing(self) -> None:
+            self.relay.chan.resume_reading()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.flush()
+            try:
+                self.relay.chan.exit(255 if self.exit_code is None else self.exit_code)
+            except OSError:
+                pass
+
+    class Relay(asyncssh.SSHServerSession[bytes]):
+        chan: asyncssh.SSHServerChannel[bytes]
+
+        def __init__(self) -> None:
+            self.up: asyncssh.SSHClientChannel[bytes] | None = None
+            self.conn: asyncssh.SSHClientConnection | None = None
+            self.pty: tuple[str, tuple[int, int, int, int], dict[int, int]] | None = None
+            self.command: str | None = None
+            self.eof = False
+
+        def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+            self.chan = chan
+
+        def pty_requested(
+            self, term_type: str, term_size: tuple[int, int, int, int], term_modes: object
+        ) -> bool:
+            self.pty = (term_type, term_size, dict(term_modes))  # type: ignore[call-overload]
+            return True
+
+        def shell_requested(self) -> bool:
+            return True
+
+        def exec_requested(self, command: str) -> bool:
+            self.command = command
+            return True
+
+        def session_started(self) -> None:
+            self.chan.pause_reading()  # input waits in asyncssh until the target is there
+            task = asyncio.get_running_loop().create_task(self.connect())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def connect(self) -> None:
+            try:
+                conn = await asyncssh.connect(
+                    str(spec["target_host"]),
+                    int(str(spec["target_port"])),
+                    username=str(spec["login"]),
+                    client_keys=[(key, cert)],
+                    known_hosts=str(spec["known_hosts"]),
+                    config=None,
+                    preferred_auth=["publickey"],
+                    encoding=None,
+                    encryption_algs=UPSTREAM_CIPHERS,
+                )
+                drop_cbc_chaff(conn, UPSTREAM_CIPHERS)
+                self.conn = conn
+                kwargs: dict[str, object] = {"encoding": None, "request_pty": False}
+                if self.pty is not None:
+                    term_type, term_size, modes = self.pty
+                    kwargs.update(
+                        request_pty="force",
+                        term_type=term_type,
+                        term_size=term_size,
+                        term_modes=modes,
+                    )
+                self.up, _ = await conn.create_session(
+                    lambda: Up(self),
+                    self.command,
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            except (OSError, asyncssh.Error) as e:
+                self.chan.write_stderr(f"floor: {e}\r\n".encode())
+                self.chan.exit(255)
+                return
+            if self.eof:
+                self.up.write_eof()
+            self.chan.resume_reading()
+
+        def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+            assert self.up is not None  # reading is paused until it is set
+            self.up.write(data)
+
+        def eof_received(self) -> bool:
+            self.eof = True
+            if self.up is not None:
+                self.up.write_eof()
+            return True
+
+        def terminal_size_changed(self, width: int, height: int, pw: int, ph: int) -> None:
+            if self.up is not None:
+                self.up.change_terminal_size(width, height, pw, ph)
+
+        def pause_writing(self) -> None:
+            if self.up is not None:
+                self.up.pause_reading()
+
+        def resume_writing(self) -> None:
+            if self.up is not None:
+                self.up.resume_reading()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.conn is not None:
+                self.conn.close()
+
+    class Server(asyncssh.SSHServer):
+        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+            drop_cbc_chaff(conn, server_ciphers)
+
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def public_key_auth_supported(self) -> bool:
+            return True
+
+        def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+            return key.public_data == client.public_data
+
+        def session_requested(self) -> Relay:
+            return Relay()
+
+    server = await asyncssh.create_server(
+        Server,
+        "127.0.0.1",
+        int(str(spec["port"])),
+        server_host_keys=[str(spec["host_key"])],
+        encoding=None,
+        line_editor=False,
+        encryption_algs=list(server_ciphers),
+    )
+    async with server:
+        await server.wait_closed()
 
 
 def sshd_pid(target: OpenSSHTarget) -> int:
@@ -299,9 +586,14 @@ def issue_files(ca: CertificateAuthority, principal: str, base: Path, forwarding
 
 
 def ssh_configs(
-    work: Path, target: OpenSSHTarget, jump: OpenSSHTarget, ca: CertificateAuthority
+    work: Path,
+    target: OpenSSHTarget,
+    jump: OpenSSHTarget,
+    ca: CertificateAuthority,
+    floor: FloorPeer,
 ) -> tuple[Path, Path]:
-    """ssh_config files with hosts ``direct``, ``jump`` and ``viajump`` (ProxyJump jump).
+    """ssh_config files with hosts ``direct``, ``jump``, ``viajump`` (ProxyJump jump) and
+    ``floor`` (the asyncssh floor relay).
 
     The second file is the same with KexAlgorithms forced to curve25519-sha256.
     """
@@ -312,6 +604,7 @@ def ssh_configs(
     known.write_text(
         f"[127.0.0.1]:{target.port} {target.host_key_line}\n"
         f"[127.0.0.1]:{jump.port} {jump.host_key_line}\n"
+        f"[127.0.0.1]:{floor.port} {floor.host_key_line()}\n"
     )
     text = f"""Host direct viajump
   HostName 127.0.0.1
@@ -325,6 +618,10 @@ Host jump
   Port {jump.port}
   IdentityFile {jkey}
   CertificateFile {jkey}-cert.pub
+Host floor
+  HostName 127.0.0.1
+  Port {floor.port}
+  IdentityFile {floor.client_key}
 Host *
   User {LOGIN}
   IdentitiesOnly yes
@@ -475,11 +772,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stream_once(
-    peer: Peer, remote: str, expect: int, work: Path, cpu_pid: int
-) -> tuple[float, float]:
+def stream_once(peer: Peer, remote: str, expect: int, work: Path) -> tuple[float, float]:
     """MB/s of one ``ssh -tt`` run's output, first byte to last, and the share of one
-    core that process ``cpu_pid`` (the bastion) used meanwhile."""
+    core that the peer's relay process (bastion, floor; else 0) used meanwhile."""
+    cpu_pid = peer.cpu_pid()
     argv, env = peer.command(remote, tty_=True)
     err = work / "stream.err"
     with open(err, "wb") as e:
@@ -495,10 +791,10 @@ def stream_once(
         now = time.perf_counter()
         if not total:
             first, first_len = now, len(data)
-            cpu0 = cpu_seconds(cpu_pid)
+            cpu0 = cpu_seconds(cpu_pid) if cpu_pid else 0.0
         total += len(data)
         last = now
-    cpu1 = cpu_seconds(cpu_pid)
+    cpu1 = cpu_seconds(cpu_pid) if cpu_pid else 0.0
     rc = reap(proc, timeout=30)
     if rc != 0 or total < expect:
         raise BenchError(
@@ -508,17 +804,17 @@ def stream_once(
 
 
 def measure_stream(
-    peers: Sequence[Peer], remote: str, expect: int, reps: int, work: Path, bastion_pid: int
-) -> tuple[dict[str, list[float]], list[float]]:
-    """MB/s per peer, and the bastion's core use during its own runs."""
+    peers: Sequence[Peer], remote: str, expect: int, reps: int, work: Path
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """MB/s per peer, and each relay process's core use during its own runs."""
     out: dict[str, list[float]] = {p.name: [] for p in peers}
-    cores: list[float] = []
+    cores: dict[str, list[float]] = {p.name: [] for p in peers if p.cpu_pid()}
     for i in range(reps):
         for peer in rotated(peers, i):
-            rate, core = stream_once(peer, remote, expect, work, bastion_pid)
+            rate, core = stream_once(peer, remote, expect, work)
             out[peer.name].append(rate)
-            if peer.name == "bastion":
-                cores.append(core)
+            if peer.name in cores:
+                cores[peer.name].append(core)
             say(f"  {peer.name}: {rate:.0f} MB/s")
     return out, cores
 
@@ -647,7 +943,8 @@ def measure_echo(peers: Sequence[Peer], samples: int) -> dict[str, list[float]]:
     try:
         for i in range(total):
             byte = bytes([97 + i % 26])
-            order = sessions[i % 3 :] + sessions[: i % 3]
+            k = i % len(sessions)
+            order = sessions[k:] + sessions[:k]
             for s in order:
                 dt = s.sample(byte)
                 if i >= ECHO_WARMUP:
@@ -897,8 +1194,8 @@ class Results:
     zero: dict[str, list[float]] = field(default_factory=dict)
     text: dict[str, list[float]] = field(default_factory=dict)
     text_bytes: int = 0
-    zero_cpu: list[float] = field(default_factory=list)
-    text_cpu: list[float] = field(default_factory=list)
+    zero_cpu: dict[str, list[float]] = field(default_factory=dict)
+    text_cpu: dict[str, list[float]] = field(default_factory=dict)
     echo: dict[str, list[float]] = field(default_factory=dict)
     conc: dict[str, Conc] = field(default_factory=dict)
     conc_verified: Verified | None = None
@@ -917,14 +1214,16 @@ def summary(r: Results) -> str:
         target: float,
         higher: bool,
     ) -> None:
-        vals = {p: stat(data[p]) for p in PEERS}
+        vals = {p: stat(data[p]) for p in RELAY_PEERS if p in data}
         ratio = vals["bastion"] / vals["ProxyJump"]
+        floor = f"{vals[FLOOR] / vals['ProxyJump']:.2f}x" if FLOOR in vals else ""
         rel = "≥" if higher else "≤"
         rows.append(
             [
                 figure,
-                *(fmt(vals[p]) for p in PEERS),
+                *(fmt(vals[p]) if p in vals else "-" for p in RELAY_PEERS),
                 f"{ratio:.2f}x",
+                floor,
                 f"{rel} {target:.1f}x",
                 verdict(ratio, target, higher),
             ]
@@ -978,7 +1277,10 @@ def summary(r: Results) -> str:
     rows.append(
         [
             f"{n} concurrent sessions completed (exit 0, exact output)",
-            *(f"{done[p].completed}/{n}" for p in PEERS),
+            f"{done['bastion'].completed}/{n}",
+            "-",
+            *(f"{done[p].completed}/{n}" for p in PEERS[1:]),
+            "",
             "",
             f"all {n}",
             "met" if all_ok else "**missed**",
@@ -993,6 +1295,8 @@ def summary(r: Results) -> str:
             f"{cv.intact}/{cv.total} / {av.intact}/{av.total}",
             "-",
             "-",
+            "-",
+            "",
             "",
             "all",
             "met" if recorded_all and not cv.problems and not av.problems else "**missed**",
@@ -1002,8 +1306,11 @@ def summary(r: Results) -> str:
     rows.append(
         [
             "memory per idle session (USS growth of the hop)",
-            *(f"{kib[p]:.0f} KiB" for p in PEERS),
+            f"{kib['bastion']:.0f} KiB",
+            "-",
+            *(f"{kib[p]:.0f} KiB" for p in PEERS[1:]),
             f"{kib['bastion'] / kib['ProxyJump']:.2f}x" if kib["ProxyJump"] > 0 else "n/a",
+            "",
             "",
             "",
         ]
@@ -1015,6 +1322,8 @@ def summary(r: Results) -> str:
             f"{b.rss_before / 1024:.0f} / {b.rss_idle / 1024:.0f} / {b.rss_peak / 1024:.0f} MiB",
             "-",
             "-",
+            "-",
+            "",
             "",
             "",
             "",
@@ -1026,12 +1335,21 @@ def summary(r: Results) -> str:
             f"{(b.rss_idle - b.rss_before) / max(b.up, 1):.0f} KiB",
             "-",
             "-",
+            "-",
+            "",
             "",
             "",
             "",
         ]
     )
-    head = ["figure", *PEERS, "bastion/ProxyJump", "target", "result"]
+    head = [
+        "figure",
+        *RELAY_PEERS,
+        "bastion/ProxyJump",
+        "floor/ProxyJump",
+        "target",
+        "result",
+    ]
     return table(head, rows)
 
 
@@ -1039,7 +1357,7 @@ def details(r: Results) -> str:
     rows: list[list[str]] = []
 
     def spread(name: str, data: dict[str, list[float]], scale: float, unit: str) -> None:
-        for p in PEERS:
+        for p in [p for p in RELAY_PEERS if p in data]:
             v = [x * scale for x in data[p]]
             rows.append(
                 [
@@ -1143,13 +1461,17 @@ def run(args: argparse.Namespace, scale: Scale, work: Path) -> Results:
             host_keys=[target.host_key_line],
             now=time.time(),
         )
-        cfgs = ssh_configs(work, target, jump, h.ca)
+        floor = FloorPeer(work)
+        cfgs = ssh_configs(work, target, jump, h.ca, floor)
+        floor.configs = cfgs
+        floor.start(target, work / "target_key", work / "known_hosts")
         bastion = BastionPeer(h)
         peers: list[Peer] = [
             bastion,
             OpenSSHPeer("direct", cfgs, "direct", target),
             OpenSSHPeer("ProxyJump", cfgs, "viajump", jump),
         ]
+        relays: list[Peer] = [bastion, floor, *peers[1:]]
 
         say(f"1/4 setup time: {scale.setup_runs} logins per peer (+1 warm-up), stock KEX")
         res.setup = measure_setup(peers, scale.setup_runs, work)
@@ -1159,20 +1481,19 @@ def run(args: argparse.Namespace, scale: Scale, work: Path) -> Results:
 
         say(f"2/4 PTY throughput: head -c {scale.zero_mib}M /dev/zero x{scale.stream_reps}")
         zero = scale.zero_mib << 20
-        bpid = bastion.memory_root()
         res.zero, res.zero_cpu = measure_stream(
-            peers, f"head -c {scale.zero_mib}M /dev/zero", zero, scale.stream_reps, work, bpid
+            relays, f"head -c {scale.zero_mib}M /dev/zero", zero, scale.stream_reps, work
         )
         say(f"    generating a {scale.text_mb} MB coloured log file")
         text = work / "colour.log"
         res.text_bytes = write_log_file(text, scale.text_mb * 1_000_000)
         say(f"    cat of it x{scale.stream_reps}")
         res.text, res.text_cpu = measure_stream(
-            peers, f"cat {text}", res.text_bytes, scale.stream_reps, work, bpid
+            relays, f"cat {text}", res.text_bytes, scale.stream_reps, work
         )
 
         say(f"3/4 keystroke echo: {scale.echo_samples} samples per peer")
-        res.echo = measure_echo(peers, scale.echo_samples)
+        res.echo = measure_echo(relays, scale.echo_samples)
 
         say("verifying the recordings so far, then restarting the node for a clean RSS baseline")
         earlier = verify_recordings(h, bastion.users)
@@ -1229,7 +1550,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--ramp", type=int, default=20, help="logins in flight while opening them (default 20)"
     )
+    parser.add_argument("--asyncssh-floor", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.asyncssh_floor:
+        floor_relay_main(args.asyncssh_floor)
+        return
     scale = QUICK if args.quick else FULL
     if args.sessions:
         scale = Scale(**{**scale.__dict__, "sessions": args.sessions})
@@ -1264,7 +1589,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("Stock: each client's defaults (OpenSSH 9.x to sshd: sntrup761x25519-sha512; asyncssh")
     print("has no sntrup761/ML-KEM without liboqs, so the bastion's two legs use curve25519).")
     print("Ratios are bastion / ProxyJump between medians of the same run; the peers were")
-    print("interleaved round by round. Throughput is bytes received on the client's PTY")
+    print("interleaved round by round. The asyncssh floor is a minimal asyncssh relay with")
+    print("the node's loop, ciphers and asyncssh settings and nothing else (no recording),")
+    print("in throughput and echo only. Throughput is bytes received on the client's PTY")
     print("from the first byte to the last (login excluded); setup is the whole `ssh … true`.")
     print("Memory per idle session: growth of the summed USS (private pages) of the hop's")
     print("processes while the sessions were open and idle, divided by their number:")
@@ -1274,12 +1601,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\n## Spread\n")
     print(details(res))
     print()
-    print(
-        "bastion process CPU while streaming (median, share of one core): "
-        f"/dev/zero {statistics.median(res.zero_cpu) * 100:.0f}%, "
-        f"coloured log {statistics.median(res.text_cpu) * 100:.0f}% "
-        "(relay, recording, and their threads; one asyncio loop)."
-    )
+    for name, what in (("bastion", "relay, recording, and their threads"), (FLOOR, "relay")):
+        print(
+            f"{name} process CPU while streaming (median, share of one core): "
+            f"/dev/zero {statistics.median(res.zero_cpu[name]) * 100:.0f}%, "
+            f"coloured log {statistics.median(res.text_cpu[name]) * 100:.0f}% "
+            f"({what}; one event loop)."
+        )
     print("\n## Concurrency\n")
     print(conc_details(res))
     sys.stdout.flush()
