@@ -347,16 +347,12 @@ class FloorPeer(Peer):
             self.proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"asyncssh floor exited: {err_tail(self.work / 'floor.log')}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError("asyncssh floor did not listen")
+        wait_listening(
+            self.proc,
+            self.port,
+            "asyncssh floor",
+            lambda: f"asyncssh floor exited: {err_tail(self.work / 'floor.log')}",
+        )
 
     def command(
         self, remote: str, tty_: bool = False, same_kex: bool = False
@@ -667,16 +663,23 @@ def restart_node_info_logging(h: BastionHarness) -> None:
         h.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
+    wait_listening(h.proc, h.port, "bastion", lambda: f"bastion exited:\n{h.log()[-3000:]}")
+
+
+def wait_listening(
+    proc: subprocess.Popen[bytes], port: int, what: str, exited: Callable[[], str]
+) -> None:
+    """Wait until ``proc`` accepts connections on ``port`` (BenchError if it dies or not)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if h.proc.poll() is not None:
-            raise BenchError(f"bastion exited:\n{h.log()[-3000:]}")
+        if proc.poll() is not None:
+            raise BenchError(exited())
         try:
-            with socket.create_connection(("127.0.0.1", h.port), timeout=0.5):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise BenchError("bastion did not listen")
+    raise BenchError(f"{what} did not listen")
 
 
 # --- helpers ---------------------------------------------------------------------------
