@@ -85,7 +85,7 @@ import asyncssh
 
 from bastion import event_loop
 from bastion.ca import CertificateAuthority
-from bastion.cli_sessions import check_session_recording, node_public_key, recording_path
+from bastion.cli_recordings import check_session_recording, node_public_key, recording_path
 from bastion.config import SshConfig
 from bastion.openssh_target import OpenSSHTarget, free_port
 from bastion.ssh.upstream import UPSTREAM_CIPHERS, drop_cbc_chaff
