@@ -139,8 +139,18 @@ class LiveRecording:
 
     def event(self, name: str, payload: JSONValue) -> None:
         """A structured event (a PostgreSQL ``pg.query`` and its optional ``pg.rows``)."""
-        self._guard(lambda: self.writer.event(name, payload))
-        if self.subscribers and self.failed is None:
+        # Hot path (every query of a database session): no closure.
+        if self.failed is not None:
+            return
+        try:
+            self.writer.event(name, payload)
+        except RecordingWriteError as e:
+            self._fail(str(e))
+            return
+        except ValueError as e:  # an event the format cannot hold: unrecorded means ended
+            self._fail(f"event could not be recorded: {e}")
+            return
+        if self.subscribers:
             self._publish(Structured(self.writer.last_event_time, name, payload))
 
     def exit(self, status: int | None = None, signal: str | None = None) -> None:

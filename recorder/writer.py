@@ -334,6 +334,10 @@ class RecordingWriter:
         with self._lock:
             self._check_open()
             t_us = self._now_us()
+            size = len(data)
+            if 0 < size <= MAX_EVENT_BYTES and size + len(self._buf) < self._policy.chunk_bytes:
+                self._append(kind, data, t_us)  # the common case (a keystroke, an echo): one piece
+                return
             view = memoryview(data)
             while view:
                 room = self._policy.chunk_bytes - len(self._buf)

@@ -171,3 +171,24 @@ def test_timebox_ignores_sessions_started_during_the_read() -> None:
     assert not h.ended and not h2.ended
     live.apply({7: (GrantState.ACTIVE, 5000.0)})  # without the snapshot: ended wrongly
     assert h2.ended and h2.ended[0][0] == "grant-removed"
+
+
+def test_an_event_the_format_cannot_hold_ends_the_recording(tmp_path: Path) -> None:
+    """Fail closed: a payload the recorder refuses (here NaN, not JSON) fails the
+    recording and tells the session, instead of escaping into the relay."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bastion.recording import LiveRecording
+    from recorder.storage import LocalStorage
+    from recorder.writer import RecordingWriter
+
+    storage = LocalStorage(tmp_path)
+    writer = RecordingWriter.create(storage, "s-nan", {}, Ed25519PrivateKey.generate(), "k1")
+    failures: list[str] = []
+    rec = LiveRecording(writer, failures.append)
+    rec.event("pg.query", {"seq": 1})
+    rec.event("pg.query", {"duration_ms": float("nan")})
+    assert rec.failed is not None and failures == [rec.failed]
+    assert "could not be recorded" in rec.failed
+    rec.event("pg.query", {"seq": 3})  # nothing more is written once failed
+    assert failures == [rec.failed]
