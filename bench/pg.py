@@ -88,6 +88,16 @@ def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> floa
     return float(found.group(1))
 
 
+def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool) -> Iterator[int]:
     """pgbouncer in session mode in front of ``server``; yields its port."""
@@ -150,12 +160,7 @@ def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool)
                 time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @contextmanager
@@ -190,12 +195,7 @@ def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
             raise RuntimeError("the floor relay did not start")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def bastion_token(h: BastionHarness, server: PgServer, user: str, password: str) -> tuple[str, str]:
