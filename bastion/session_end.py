@@ -1,8 +1,9 @@
-"""Starting and ending a session's recording, the same way for SSH and PostgreSQL.
+"""Starting and ending a session, the same way for SSH and PostgreSQL.
 
 Starting: the recording is created before anything reaches the target; if it
 cannot be, the attempt is audited and (unless the admin chose to fail open) the
-session is refused with ``RecordingUnavailable``.
+session is refused with ``RecordingUnavailable``. Then ``begin_session`` writes
+the live session row and audits ``session.start``.
 
 The order matters and is the product's promise: close the recording (signed
 trailer), close the session row with the final hash, fill the search index
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from bastion.recording import LiveRecording
 from bastion.service import BastionNode
+from bastion.store.models import Grant, SessionRecord, Target, User
 from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,50 @@ async def open_session_recording(
         if node.recordings.fail_closed:
             raise RecordingUnavailable(UNRECORDABLE) from e
         return None
+
+
+async def begin_session(
+    node: BastionNode,
+    session_id: str,
+    *,
+    user: User,
+    target: Target,
+    grant: Grant,
+    protocol: str,
+    login: str | None,
+    client_addr: str,
+    started_at: float,
+    recording: str | None,
+    **audit: object,
+) -> None:
+    """Write the live session row and audit ``session.start`` (``audit``: the
+    protocol's own details, added to the row's who, what and where)."""
+    record = SessionRecord(
+        id=session_id,
+        user_id=user.id,
+        user_name=user.name,
+        target_id=target.id,
+        target_name=target.name,
+        grant_id=grant.id,
+        node=node.node,
+        protocol=protocol,
+        login=login,
+        client_addr=client_addr,
+        started_at=started_at,
+        recording=recording,
+    )
+    await node.call(node.store.start_session, record)
+    await node.audit(
+        user.name,
+        "session.start",
+        target.name,
+        session=session_id,
+        grant=grant.id,
+        protocol=protocol,
+        login=login,
+        client=client_addr,
+        **audit,
+    )
 
 
 CommandSource = Callable[[str], Awaitable[list[tuple[float, str]]]]

@@ -27,8 +27,8 @@ from bastion.pg.messages import BackendKeyData, ParameterStatus, ReadyForQuery
 from bastion.pg.upstream import UpstreamConnection, connect_upstream
 from bastion.pg.upstream_login import LoginFailed, UpstreamLogin
 from bastion.recording import LiveRecording
-from bastion.session_end import RecordingUnavailable, open_session_recording
-from bastion.store.models import Credset, Grant, SessionRecord, Target, TargetKind, User
+from bastion.session_end import RecordingUnavailable, begin_session, open_session_recording
+from bastion.store.models import Credset, Grant, Target, TargetKind, User
 
 if TYPE_CHECKING:
     from bastion.pg.connection import ClientConnection
@@ -131,30 +131,18 @@ async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnectio
     session_id = new_session_id()
     recording = await _start_recording(front, conn, session_id, user, target, grant, request, now)
     t0 = time.monotonic()
-    record = SessionRecord(
-        id=session_id,
-        user_id=user.id,
-        user_name=user.name,
-        target_id=target.id,
-        target_name=target.name,
-        grant_id=grant.id,
-        node=node.node,
+    await begin_session(
+        node,
+        session_id,
+        user=user,
+        target=target,
+        grant=grant,
         protocol="postgres",
         login=credset.name,
         client_addr=conn.client_addr,
         started_at=now,
         recording=recording.writer.location if recording else None,
-    )
-    await node.call(store.start_session, record)
-    await node.audit(
-        user.name,
-        "session.start",
-        target.name,
-        session=session_id,
-        grant=grant.id,
         credset=credset.name,
-        protocol="postgres",
-        client=conn.client_addr,
         application_name=request.parameters.get("application_name"),
     )
     login = UpstreamLogin(

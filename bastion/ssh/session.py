@@ -21,7 +21,7 @@ from bastion.grants import authorize, require_option
 from bastion.ids import new_session_id
 from bastion.live import LiveSession
 from bastion.recording import LiveRecording
-from bastion.session_end import SessionEnd, finish_session
+from bastion.session_end import SessionEnd, begin_session, finish_session
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.menu import LineInput
 from bastion.ssh.session_recording import SessionRecording
@@ -29,7 +29,7 @@ from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
-from bastion.store.models import Grant, SessionRecord, Target
+from bastion.store.models import Grant, Target
 
 log = logging.getLogger(__name__)
 
@@ -428,30 +428,18 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
 
         self.session_id = new_session_id()
         location = await self._start_recording(target, grant, now)
-        record = SessionRecord(
-            id=self.session_id,
-            user_id=user.id,
-            user_name=user.name,
-            target_id=target.id,
-            target_name=target.name,
-            grant_id=grant.id,
-            node=node.node,
+        await begin_session(
+            node,
+            self.session_id,
+            user=user,
+            target=target,
+            grant=grant,
             protocol="ssh",
             login=self.login,
             client_addr=self.ctx.client_addr,
             started_at=now,
             recording=location,
-        )
-        await node.call(store.start_session, record)
-        await node.audit(
-            user.name,
-            "session.start",
-            target.name,
-            session=self.session_id,
-            grant=grant.id,
-            login=self.login,
             request=self._describe_request(),
-            client=self.ctx.client_addr,
         )
         await self._connect(target, grant)
 
