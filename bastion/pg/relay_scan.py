@@ -76,22 +76,42 @@ class _Scanner:
             t: (low, min(high, max_message_length) if high >= 0 else max_message_length)
             for t, (low, high) in limits.items()
         }
-        self._tail = b""
+        self._tail = bytearray()  # the start of a message still incomplete
+        self._need = 0  # the tail's length at which that message is complete
+        self._forwarded = 0  # bytes of the tail that came before this feed
+        self._stuck = 0  # after a failure: bytes of an unfinished message passed on
         self._error: ProtocolViolation | None = None
         self._bad: ProtocolViolation | None = None
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete message held back (0: the stream is at a boundary)."""
-        return len(self._tail)
+        """Bytes of an incomplete message seen so far (0: the stream is at a boundary).
 
-    def _start(self, data: bytes) -> bytes:
+        After a ProtocolViolation: the bytes of the unfinished message that came
+        before the failing feed (a relay has passed those on, so it is not at a
+        boundary unless this is 0).
+        """
+        return self._stuck if self._error is not None else len(self._tail)
+
+    def _start(self, data: bytes) -> bytes | None:
+        """The bytes to split now, or None while the message in the tail is incomplete.
+
+        A large message arrives in many reads; they are appended (linear time) and
+        split once, when the message is whole.
+        """
         if self._error is not None:
             raise ProtocolViolation(
                 f"{self._direction} stream already failed: {self._error.message}",
                 self._error.sqlstate,
             ) from self._error
-        return self._tail + data if self._tail else data
+        tail = self._tail
+        self._forwarded = len(tail)
+        if not tail:
+            return data
+        tail += data
+        if len(tail) < self._need:
+            return None
+        return bytes(tail)
 
     def _split(self, buf: bytes) -> list[tuple[int, int, int]]:
         """The complete frames of ``buf`` as (type, body start, end); keeps the rest.
@@ -111,10 +131,13 @@ class _Scanner:
                 break
             end = pos + 1 + length
             if end > size:
-                break
+                self._tail = bytearray(buf[pos:])
+                self._need = end - pos
+                return frames
             frames.append((type_byte, pos + 5, end))
             pos = end
-        self._tail = buf[pos:] if pos < size else b""
+        self._tail = bytearray(buf[pos:])
+        self._need = 5
         return frames
 
     def _violation(self, type_byte: int, length: int) -> ProtocolViolation:
@@ -140,7 +163,8 @@ class _Scanner:
 
     def _fail(self, error: ProtocolViolation) -> ProtocolViolation:
         self._error = error
-        self._tail = b""
+        self._stuck = self._forwarded
+        self._tail = bytearray()
         return error
 
 
@@ -234,6 +258,8 @@ class ClientScanner(_Scanner):
     def feed(self, data: bytes) -> None:
         """Scan ``data`` (more of the client's stream); raises ProtocolViolation."""
         buf = self._start(data)
+        if buf is None:
+            return
         tracker = self._tracker
         try:
             for type_byte, start, end in self._split(buf):
@@ -315,6 +341,8 @@ class ServerScanner(_Scanner):
     def feed(self, data: bytes) -> None:
         """Scan ``data`` (more of the server's stream); raises ProtocolViolation."""
         buf = self._start(data)
+        if buf is None:
+            return
         tracker, rows = self._tracker, self._rows
         try:
             for type_byte, start, end in self._split(buf):
