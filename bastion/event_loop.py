@@ -14,12 +14,14 @@ import importlib.util
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
+from bastion.errors import ConfigError
+
 T = TypeVar("T")
 LoopChoice = Literal["auto", "uvloop", "asyncio"]
 LOOP_CHOICES: tuple[LoopChoice, ...] = ("auto", "uvloop", "asyncio")
 
 
-class EventLoopUnavailable(RuntimeError):
+class EventLoopUnavailable(ConfigError):
     """``event_loop = "uvloop"`` was asked for but uvloop is not installed."""
 
 
