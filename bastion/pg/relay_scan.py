@@ -136,7 +136,10 @@ class _Scanner:
                 return frames
             frames.append((type_byte, pos + 5, end))
             pos = end
-        self._tail = bytearray(buf[pos:])
+        if pos < size:
+            self._tail = bytearray(buf[pos:])
+        elif self._tail:
+            self._tail = bytearray()
         self._need = 5
         return frames
 
