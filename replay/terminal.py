@@ -50,6 +50,7 @@ MAX_ROWS = 512
 """Sizes are clamped to these so a hostile recording cannot make snapshots unbounded."""
 
 _MAX_CLUSTER = 16  # code points kept in one cell: bounds a flood of combining marks
+_GLYPH_TABLES = 256  # attribute sets whose glyphs are kept (coloured output reuses few)
 _ALT_MODES = frozenset({47, 1047, 1049})
 _ANSI_MODES = frozenset({modes.IRM, modes.LNM})
 
@@ -142,6 +143,7 @@ class _Screen(pyte.Screen):
         self.last_char = ""
         self._glyph_attrs: Char | None = None
         self._glyphs: dict[str, Char] = {}
+        self._glyph_tables: dict[Char, dict[str, Char]] = {}
         super().__init__(columns, lines)
 
     # -- whole-screen state -------------------------------------------------------
@@ -302,7 +304,15 @@ class _Screen(pyte.Screen):
         cursor, columns = self.cursor, self.columns
         attrs = cursor.attrs
         if attrs is not self._glyph_attrs:
-            self._glyph_attrs, self._glyphs = attrs, {}
+            # Coloured output switches attributes every few characters and comes back
+            # to the same few: keep a glyph table per attribute set, not just the last.
+            tables = self._glyph_tables
+            found = tables.get(attrs)
+            if found is None:
+                if len(tables) >= _GLYPH_TABLES:
+                    tables.clear()
+                found = tables[attrs] = {}
+            self._glyph_attrs, self._glyphs = attrs, found
         glyphs = self._glyphs
         i, n = 0, len(data)
         while i < n:
