@@ -113,8 +113,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config, listen: str | None) -> None:
+    from bastion.node_reload import reload_node
     from bastion.recording import recover_crashed_sessions
     from bastion.service import BastionNode
+    from bastion.session.drain import drain_sessions
     from bastion.ssh.server import start_ssh_listener
 
     node = BastionNode.from_config(config)
@@ -154,10 +156,23 @@ async def _serve(config: Config, listen: str | None) -> None:
         addr = sock.getsockname()
         log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)
         print(f"bastion: listening on {addr[0]}:{addr[1]}", flush=True)
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_stop_signal() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: ending every session now")
+            hurry.set()
+        else:
+            grace = node.config.stop_grace
+            log.warning("stop signal: no new sessions; live ones end in %gs", grace)
+            stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: node.spawn(reload_node(node, config.path, _set_log_level))
+    )
     await node.audit("node", "node.start", node.node)
     try:
         await stop.wait()
@@ -165,11 +180,20 @@ async def _serve(config: Config, listen: str | None) -> None:
         server.close()
         if pg_server is not None:
             pg_server.close()
+        unsealed = await drain_sessions(node, node.config.stop_grace, hurry)
         if metrics_server is not None:
             metrics_server.close()
         await control.close()
-        await node.audit("node", "node.stop", node.node)
+        await node.audit("node", "node.stop", node.node, unsealed=unsealed)
         await node.close()
+
+
+def _set_log_level(level: str) -> None:
+    """Apply a log level to the node's loggers (at start and on reload)."""
+    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
+    logging.getLogger("asyncssh").setLevel(
+        logging.INFO if level.upper() == "DEBUG" else logging.WARNING
+    )
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -188,19 +212,18 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the node until SIGINT/SIGTERM."""
+    """Run the node until SIGINT/SIGTERM (a routine stop: sessions told, ended, sealed).
+
+    SIGHUP reloads what can change live (``bastion.node_reload``).
+    """
     handler = logging.StreamHandler()
     if args.log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO), handlers=[handler]
-    )
-    logging.getLogger("asyncssh").setLevel(
-        logging.INFO if str(args.log_level).upper() == "DEBUG" else logging.WARNING
-    )
+    logging.basicConfig(handlers=[handler])
     config = load_config(args.config)
+    _set_log_level(config.log_level or str(args.log_level))
     if not config.ssh.host_key.exists():
         raise ConfigError(f"SSH host key {config.ssh.host_key} is missing; run 'bastion init'")
     event_loop.run(_serve(config, args.listen), config.event_loop)

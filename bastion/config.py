@@ -112,6 +112,10 @@ class Config:
     recording_on_failure: str = "refuse"
     recording_repack_level: int = 9
     event_loop: LoopChoice = "auto"
+    stop_grace: float = 5.0
+    """Seconds live sessions get after SIGTERM before they end with reason node-stop."""
+    log_level: str | None = None
+    """``[node] log_level``: overrides ``serve --log-level`` and follows SIGHUP reloads."""
     metrics_listen: tuple[str, int] | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
@@ -130,6 +134,17 @@ def _loop_choice(value: object) -> LoopChoice:
         if value == choice:
             return choice
     raise ConfigError(f"node.event_loop must be one of {', '.join(LOOP_CHOICES)}, not {value!r}")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        raise ConfigError(f"node.log_level must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return value.upper()
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -259,6 +274,8 @@ def load_config(path: Path | str | None = None) -> Config:
         path=path,
         node=str(node.get("name") or socket.gethostname()),
         event_loop=_loop_choice(node.get("event_loop", "auto")),
+        stop_grace=_number(node, "stop_grace", 5, "node.stop_grace"),
+        log_level=_log_level(node.get("log_level")),
         state_url=state_url,
         secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
         ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),
@@ -316,6 +333,13 @@ name = "{node}"
 # The event loop: "auto" (uvloop when installed, else asyncio's own), "uvloop"
 # (refuse to start without it) or "asyncio". uvloop makes the relays cheaper.
 event_loop = "auto"
+# Seconds live sessions get after SIGTERM (systemctl stop) before they end with
+# reason node-stop; every recording is sealed either way. A second SIGTERM ends
+# them at once.
+stop_grace = 5
+# Log level (DEBUG, INFO, WARNING, ERROR); overrides serve --log-level and
+# follows a reload (SIGHUP). Unset: the command line decides.
+# log_level = "INFO"
 
 [state]
 # Where users, targets, grants, sessions and the audit log live.

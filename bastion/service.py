@@ -16,15 +16,20 @@ from typing import Any, ParamSpec, TypeVar
 
 from bastion.ca import CertificateAuthority
 from bastion.config import Config
-from bastion.live import LiveSessions
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.recording import RecordingService
 from bastion.secretbox import SecretBox
+from bastion.session.hooks import Hooks
+from bastion.session.registry import SessionRegistry
+from bastion.session.timebox import LiveSessions
 from bastion.store import Store, open_store
-from bastion.store.models import GrantState
+from bastion.store.models import GrantState, User
 
 log = logging.getLogger(__name__)
+
+POLICY_LOCK_SECONDS = 10 * 365 * 86400.0
+"""A policy lock lasts until an admin unlocks the user."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,12 +59,19 @@ class BastionNode:
         self.live = LiveSessions(
             warn_before=config.timebox.warn_before, idle_timeout=config.ssh.idle_timeout
         )
+        self.sessions = SessionRegistry()
+        """Every session from admission to its final row (the time box holds the live ones)."""
+        self.hooks = Hooks()
+        """Admission, policy and observer hooks registered at start."""
+        self.stopping = False
+        """Set when the node stops: new sessions are refused."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.unauthenticated = 0
         """Connections still authenticating (bounded by ssh.max_startups)."""
         self.metrics = Metrics()
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
+            sessions=lambda: len(self.sessions),
             unauthenticated_connections=lambda: self.unauthenticated,
             live_recordings=lambda: self.recordings.live_count,
         )
@@ -86,6 +98,14 @@ class BastionNode:
         except Exception:
             log.exception("AUDIT WRITE FAILED: %s %s %s %s", actor, action, subject, details)
             raise
+
+    async def lock_user_for_policy(self, user: User, reason: str) -> None:
+        """Lock ``user`` until an admin unlocks (a policy rule with action ``lock``)."""
+        until = self.clock() + POLICY_LOCK_SECONDS
+        await self.call(self.store.lock_user, user.id, until)
+        await self.audit(
+            "policy", "user.locked", user.name, until=until, by="policy", reason=reason
+        )
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Start a background task and keep a reference until it finishes."""

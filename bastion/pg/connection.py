@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from bastion.live import LiveSession
 from bastion.pg.cancel import send_cancel
 from bastion.pg.encoding import encode
 from bastion.pg.errors import ProtocolViolation
@@ -31,18 +30,16 @@ from bastion.pg.front_door import (
     StartTls,
     connection_error,
 )
+from bastion.pg.front_end import Peer, PgFrontEnd
+from bastion.pg.login import LoggedIn, LoginRefused, log_in
 from bastion.pg.messages import AuthenticationOk, NoticeResponse
 from bastion.pg.protocol import error_response
 from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from bastion.recording import LiveRecording
-from bastion.session_end import SessionEnd, finish_session, recording_broke
+from bastion.session.reasons import EndReason
 from recorder.events import JSONValue
-
-if TYPE_CHECKING:
-    from bastion.pg.listener import PgFrontEnd
-    from bastion.pg.login import LoggedIn
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ _MAX_INDEXED = 10_000  # distinct statements kept for the session search index
 
 
 class ClientConnection(asyncio.Protocol):
-    """The contractor's side of one PostgreSQL connection."""
+    """The contractor's side of one PostgreSQL connection: the session core's adapter."""
 
     def __init__(self, front: PgFrontEnd) -> None:
         self.front = front
@@ -69,14 +66,10 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.finished = False
         self.counted = True
-        self.end_reason: str | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.client_scan: ClientScanner | None = None
         self.server_scan: ServerScanner | None = None
         self.tracker: QueryTracker | None = None
         self.recording: LiveRecording | None = None
-        self.live: LiveSession | None = None
         self._t0 = time.monotonic()
         self._seq = 0
         self._pending_out: list[bytes] = []
@@ -136,7 +129,7 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         if session is not None:
             session.upstream.close()
-            self._finish_later(self.end_reason or "client-closed")
+            self._finish_later(EndReason.CLIENT_CLOSED)
 
     def pause_writing(self) -> None:
         """The client is not reading: stop reading from the target."""
@@ -167,7 +160,7 @@ class ClientConnection(asyncio.Protocol):
                 self._write(action.data)
                 self._spawn(
                     self.front.refused(
-                        action.user, action.database, action.reason, action.message, self
+                        action.user, action.database, action.reason, action.message, self._peer()
                     )
                 )
                 self._close()
@@ -217,11 +210,12 @@ class ClientConnection(asyncio.Protocol):
         except (OSError, TimeoutError) as e:
             log.warning("forwarding cancel for session %s failed: %s", route.session_id, e)
 
-    async def _login(self, request: Authenticate) -> None:
-        from bastion.pg.login import LoginRefused, log_in
+    def _peer(self) -> Peer:
+        return Peer(self.client_addr, self.door.tls)
 
+    async def _login(self, request: Authenticate) -> None:
         try:
-            session = await log_in(self.front, request, self)
+            session = await log_in(self.front, request, self._peer(), self)
         except LoginRefused as e:
             self._write(error_response(e.sqlstate, f"bastion: {e.message}"))
             self._close()
@@ -233,9 +227,10 @@ class ClientConnection(asyncio.Protocol):
             return
         self.session = session
         self.recording = session.recording
-        if self.closed:  # the client left while we logged in
+        if self.closed or session.core.ending:  # the client left or an end came meanwhile
             session.upstream.close()
-            self._finish_later("client-closed")
+            self._close()
+            self._finish_later(EndReason.CLIENT_CLOSED)
             return
         self._start_relay(session)
 
@@ -260,19 +255,9 @@ class ClientConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         session.upstream.sink = self
-        now = self.node.clock()
-        self.live = LiveSession(
-            session_id=session.session_id,
-            user=session.user.name,
-            target=session.target.name,
-            grant_id=session.grant.id,
-            not_after=session.grant.not_after,
-            handle=self,
-            started_at=now,
-            last_input=now,
-        )
-        self.node.live.add(self.live)
-        self.node.live.apply_one(self.live)
+        if not session.core.go_live():
+            self._close_all()
+            return
         self._t0 = session.t0
         # Bytes that came with or after the password, and server bytes that came after
         # its ReadyForQuery, go through the relay like any others, in order.
@@ -305,10 +290,8 @@ class ClientConnection(asyncio.Protocol):
             self._protocol_error(e)
             return
         if scanner.terminated:
-            self.end_reason = "client-closed"
-        self.bytes_in += len(data)
-        if self.live is not None:
-            self.live.last_input = self.node.clock()
+            session.core.closed(EndReason.CLIENT_CLOSED)
+        session.core.input_seen(len(data))
         session.upstream.write(data)
 
     def from_upstream(self, data: bytes) -> None:
@@ -327,12 +310,19 @@ class ClientConnection(asyncio.Protocol):
         except ProtocolViolation as e:
             log.warning("target sent invalid protocol in session %s: %s", self._sid(), e)
             self._in_upstream = False
-            self.terminate("upstream-protocol-error", f"the target sent invalid data: {e.message}")
+            session = self.session
+            if session is not None:
+                session.core.terminate(
+                    EndReason.UPSTREAM_PROTOCOL_ERROR,
+                    f"the target sent invalid data: {e.message}",
+                )
             self._close_all()  # framing is lost: no boundary will come
             return
         finally:
             self._in_upstream = False
-        self.bytes_out += len(data)
+        session = self.session
+        if session is not None:
+            session.core.output_seen(len(data))
         self._write(data)
         if self._pending_out and scanner.buffered == 0:
             self._flush_pending()
@@ -355,8 +345,8 @@ class ClientConnection(asyncio.Protocol):
         """The target went away: the client cannot continue either."""
         if self.closed:
             return
-        if self.end_reason is None:
-            self.end_reason = "upstream-closed"
+        if self.session is not None:
+            self.session.core.closed(EndReason.UPSTREAM_CLOSED)
         self._close()
 
     def pause_client(self) -> None:
@@ -371,51 +361,27 @@ class ClientConnection(asyncio.Protocol):
 
     def _protocol_error(self, e: ProtocolViolation) -> None:
         log.info("client %s sent invalid protocol: %s", self.client_addr, e)
-        self.end_reason = "client-protocol-error"
+        if self.session is not None:
+            self.session.core.closed(EndReason.CLIENT_PROTOCOL_ERROR)
         self._inject(error_response(e.sqlstate, f"bastion: {e.message}"), close=True)
 
-    def recording_failed(self, message: str) -> None:
-        """The recording broke: end the session (fail closed) and audit it."""
-        session = self.session
-        recording_broke(
-            self.node,
-            user=session.user.name if session else "-",
-            target=session.target.name if session else None,
-            session_id=self._sid(),
-            message=message,
-            terminate=self.terminate,
-        )
+    # --- what the session core asks (SessionAdapter) -----------------------------------
 
-    # --- time box (LiveSession handle) -------------------------------------------------
-
-    def notify(self, message: str) -> None:
+    def tell(self, message: str) -> None:
         """A WARNING the client shows (psql prints it with its next result)."""
-        if self.recording is not None:
-            self.recording.marker(f"warning: {message}")
         notice = NoticeResponse(
             {"S": "WARNING", "V": "WARNING", "C": "01000", "M": f"bastion: {message}"}
         )
         self._inject(encode(notice))
 
-    def terminate(self, reason: str, message: str) -> None:
-        """End the session now (time box, revocation, admin, recording failure)."""
+    def close(self, reason: str, message: str) -> None:
+        """End the session now (time box, revocation, admin, recording failure, node stop)."""
         if self.closed or self._terminating:
             return
         self._terminating = True
-        self.end_reason = reason
-        if self.recording is not None and reason != "recording-failed":
-            self.recording.marker(f"terminated: {reason}")
-        session = self.session
-        self.node.spawn(
-            self.node.audit(
-                session.user.name if session else "-",
-                "session.terminated",
-                session.target.name if session else None,
-                session=self._sid(),
-                reason=reason,
-                message=message,
-            )
-        )
+        if not self.relaying:  # still logging in: nothing to put on a boundary
+            self._close_all()
+            return
         # Client input stops here (see _client_data); the target's current message is
         # finished first so the error lands on a boundary, then both sides close.
         self._inject(
@@ -499,24 +465,17 @@ class ClientConnection(asyncio.Protocol):
     async def _finish(self, reason: str) -> None:
         session = self.session
         assert session is not None
-        self.node.live.remove(session.session_id)
+        core = session.core
+        core.closed(reason)
         self.front.cancels.forget(session.client_key.pid)
         if self.tracker is not None:
             leftover = self.tracker.close()
             if leftover and self.recording is not None and self.recording.failed is None:
                 self._record(leftover)
-        end = SessionEnd(
-            session_id=session.session_id,
-            user=session.user.name,
-            target=session.target.name,
-            reason=reason,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-        )
-        started = session.started_at
+        started = core.started_at
         indexed = [(started + t, sql) for sql, t in self._indexed.items()]
 
         async def commands(_path: str) -> list[tuple[float, str]]:
             return indexed
 
-        await finish_session(self.node, end, self.recording, commands, queries=self._seq)
+        await core.finish(commands, queries=self._seq)

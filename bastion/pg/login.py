@@ -15,24 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bastion.db_tokens import TokenRefused, check_db_token
-from bastion.errors import AccessDenied
-from bastion.grants import authorize_database, format_time, is_usable
-from bastion.ids import new_session_id
+from bastion.grants import format_time, is_usable
 from bastion.pg.encoding import encode
 from bastion.pg.front_door import INVALID_AUTHORIZATION, INVALID_PASSWORD, Authenticate
+from bastion.pg.front_end import Peer, PgFrontEnd
 from bastion.pg.messages import BackendKeyData, ParameterStatus, ReadyForQuery
 from bastion.pg.upstream import UpstreamConnection, connect_upstream
 from bastion.pg.upstream_login import LoginFailed, UpstreamLogin
 from bastion.recording import LiveRecording
-from bastion.session_end import RecordingUnavailable, begin_session, open_session_recording
-from bastion.store.models import Credset, Grant, Target, TargetKind, User
-
-if TYPE_CHECKING:
-    from bastion.pg.connection import ClientConnection
-    from bastion.pg.listener import PgFrontEnd
+from bastion.session.admission import Access, Refused, credset_of, find_access
+from bastion.session.core import Session, SessionAdapter
+from bastion.session.reasons import EndReason, RefusalReason
+from bastion.store.models import Credset, Grant, Target, User
 
 __all__ = ["LoggedIn", "LoginRefused", "log_in"]
 
@@ -40,6 +36,13 @@ log = logging.getLogger(__name__)
 
 _CANNOT_CONNECT = "08001"  # sqlclient_unable_to_establish_sqlconnection
 _INVALID_CATALOG = "3D000"
+_CANNOT_CONNECT_NOW = "57P03"
+_DISK_FULL = "53100"  # the closest standard class for "cannot record"
+_SQLSTATE_OF_REFUSAL = {
+    RefusalReason.NO_TARGET: _INVALID_CATALOG,
+    RefusalReason.NODE_STOPPING: _CANNOT_CONNECT_NOW,
+    RefusalReason.RECORDING_UNAVAILABLE: _DISK_FULL,
+}
 
 
 class LoginRefused(Exception):
@@ -55,28 +58,55 @@ class LoginRefused(Exception):
 class LoggedIn:
     """A database session that passed every check and is logged in upstream."""
 
-    session_id: str
-    user: User
-    target: Target
-    grant: Grant
+    core: Session
     credset: Credset
     upstream: UpstreamConnection
-    recording: LiveRecording | None
     greeting: bytes
     """ParameterStatus..., our BackendKeyData, ReadyForQuery: what the client gets next."""
     client_key: BackendKeyData
-    started_at: float
     t0: float
     """``time.monotonic()`` when the recording started: the zero of query times."""
 
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return self.core.id
 
-async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnection) -> LoggedIn:
+    @property
+    def user(self) -> User:
+        """The bastion user."""
+        return self.core.user
+
+    @property
+    def target(self) -> Target:
+        """The database target."""
+        return self.core.target
+
+    @property
+    def grant(self) -> Grant:
+        """The grant the session runs under."""
+        return self.core.grant
+
+    @property
+    def recording(self) -> LiveRecording | None:
+        """The session's recording (None only when failing open)."""
+        return self.core.recording
+
+    @property
+    def started_at(self) -> float:
+        """Wall-clock start of the session."""
+        return self.core.started_at
+
+
+async def log_in(
+    front: PgFrontEnd, request: Authenticate, peer: Peer, adapter: SessionAdapter
+) -> LoggedIn:
     """Run every check and the upstream login; raises LoginRefused (audited)."""
     node, store = front.node, front.node.store
     now = node.clock()
 
     async def refuse(sqlstate: str, reason: str, message: str) -> LoginRefused:
-        await front.refused(request.user, request.target, reason, message, conn)
+        await front.refused(request.user, request.target, reason, message, peer)
         return LoginRefused(sqlstate, message)
 
     try:
@@ -100,51 +130,59 @@ async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnectio
             "user-locked",
             f"this user is locked until {format_time(user.locked_until)}",
         )
-    target = await node.call(store.get_target, request.target)
-    if target is None or target.kind != TargetKind.POSTGRES:
-        raise await refuse(
-            _INVALID_CATALOG, "no-target", f"no database target named '{request.target}'"
-        )
-    grants = await node.call(store.list_grants, user_id=user.id, target_id=target.id)
     try:
-        grant = authorize_database(grants, target.name, request.credset or token.credset, now)
-    except AccessDenied as e:
-        raise await refuse(INVALID_AUTHORIZATION, "no-grant", str(e)) from e
-    if token.grant_id is not None and grant.id != token.grant_id:
-        own = next((g for g in grants if g.id == token.grant_id), None)
-        if own is None or not is_usable(own, now):
-            raise await refuse(
-                INVALID_PASSWORD,
-                "token-grant-ended",
-                f"the grant this token came from (#{token.grant_id}) is no longer usable; "
-                f"get a new token with 'ssh BASTION db-token {target.name}'",
-            )
-        grant = own  # a token works under its own grant, not a neighbour's
-    credset = next((c for c in target.credsets if c.name == grant.credset), None)
-    if credset is None:
-        raise await refuse(
-            INVALID_AUTHORIZATION,
-            "no-credset",
-            f"target {target.name} has no credential set '{grant.credset}'",
+        access = await node.call(
+            find_access,
+            store,
+            user=user,
+            target_name=request.target,
+            protocol="postgres",
+            now=now,
+            login=request.credset or token.credset,
         )
+        grant = access.grant
+        if token.grant_id is not None and grant.id != token.grant_id:
+            grants = await node.call(store.list_grants, user_id=user.id, target_id=access.target.id)
+            own = next((g for g in grants if g.id == token.grant_id), None)
+            if own is None or not is_usable(own, now):
+                raise await refuse(
+                    INVALID_PASSWORD,
+                    "token-grant-ended",
+                    f"the grant this token came from (#{token.grant_id}) is no longer usable; "
+                    f"get a new token with 'ssh BASTION db-token {access.target.name}'",
+                )
+            grant = own  # a token works under its own grant, not a neighbour's
+        credset = credset_of(access.target, grant.credset)
+        core = Session(
+            node,
+            Access(access.target, grant, credset.name),
+            user=user,
+            protocol="postgres",
+            kind="postgres",
+            client_addr=peer.client_addr,
+            adapter=adapter,
+        )
+        meta: dict[str, object] = {
+            "database": access.target.database,
+            "application_name": request.parameters.get("application_name"),
+        }
+        await core.start_recording(
+            meta,
+            credset=credset.name,
+            application_name=request.parameters.get("application_name"),
+        )
+    except Refused as e:
+        sqlstate = _SQLSTATE_OF_REFUSAL.get(e.reason, INVALID_AUTHORIZATION)  # type: ignore[call-overload]
+        raise await refuse(sqlstate, e.reason, e.message) from e
+    return await _log_in_upstream(front, request, peer, core, credset)
 
-    session_id = new_session_id()
-    recording = await _start_recording(front, conn, session_id, user, target, grant, request, now)
+
+async def _log_in_upstream(
+    front: PgFrontEnd, request: Authenticate, peer: Peer, core: Session, credset: Credset
+) -> LoggedIn:
+    """Log in to the target with the credential set; the client never sees it."""
     t0 = time.monotonic()
-    await begin_session(
-        node,
-        session_id,
-        user=user,
-        target=target,
-        grant=grant,
-        protocol="postgres",
-        login=credset.name,
-        client_addr=conn.client_addr,
-        started_at=now,
-        recording=recording.writer.location if recording else None,
-        credset=credset.name,
-        application_name=request.parameters.get("application_name"),
-    )
+    target = core.target
     login = UpstreamLogin(
         user=credset.user,
         password=credset.password,
@@ -161,16 +199,17 @@ async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnectio
             log.exception("upstream login to %s failed unexpectedly", target.name)
             failure = LoginFailed(f"internal error while connecting ({type(e).__name__})")
         message = f"cannot log in to {target.name}: {failure.message}"
-        await front.refused(user.name, target.name, "upstream-refused", message, conn, session_id)
-        if recording is not None:
-            recording.marker(f"upstream login failed: {failure.message}")
-        await _end_unstarted(front, session_id, user, target, recording)
+        await front.refused(core.user.name, target.name, "upstream-refused", message, peer, core.id)
+        if core.recording is not None:
+            core.recording.marker(f"upstream login failed: {failure.message}")
+        core.closed(EndReason.UPSTREAM_REFUSED)
+        await core.finish()
         raise LoginRefused(_CANNOT_CONNECT, message) from e
     if result.backend_key is None:
         result.backend_key = BackendKeyData(0, b"\0\0\0\0")
     client_key = front.cancels.issue(
-        session_id=session_id,
-        user=user.name,
+        session_id=core.id,
+        user=core.user.name,
         target=target.name,
         host=target.host,
         port=target.port,
@@ -184,63 +223,10 @@ async def log_in(front: PgFrontEnd, request: Authenticate, conn: ClientConnectio
         greeting += encode(notice)
     greeting += encode(ReadyForQuery(result.status))
     return LoggedIn(
-        session_id=session_id,
-        user=user,
-        target=target,
-        grant=grant,
+        core=core,
         credset=credset,
         upstream=upstream,
-        recording=recording,
         greeting=bytes(greeting),
         client_key=client_key,
-        started_at=now,
         t0=t0,
     )
-
-
-async def _start_recording(
-    front: PgFrontEnd,
-    conn: ClientConnection,
-    session_id: str,
-    user: User,
-    target: Target,
-    grant: Grant,
-    request: Authenticate,
-    now: float,
-) -> LiveRecording | None:
-    """The session's recording; without one the session does not start (fail closed)."""
-    node = front.node
-    meta: dict[str, object] = {
-        "user": user.name,
-        "target": target.name,
-        "login": grant.credset,
-        "grant": grant.id,
-        "node": node.node,
-        "protocol": "postgres",
-        "client": conn.client_addr,
-        "database": target.database,
-        "application_name": request.parameters.get("application_name"),
-        "started_at": now,
-    }
-    try:
-        return await open_session_recording(
-            node, session_id, meta, conn.recording_failed, user=user.name, target=target.name
-        )
-    except RecordingUnavailable as e:
-        await front.refused(user.name, target.name, "recording-unavailable", str(e), conn)
-        # 53100 disk_full: the closest standard class for "cannot record"
-        raise LoginRefused("53100", str(e)) from e
-
-
-async def _end_unstarted(
-    front: PgFrontEnd,
-    session_id: str,
-    user: User,
-    target: Target,
-    recording: LiveRecording | None,
-) -> None:
-    """Close the record of a session whose upstream login failed."""
-    from bastion.session_end import SessionEnd, finish_session
-
-    end = SessionEnd(session_id, user.name, target.name, "upstream-refused", 0, 0)
-    await finish_session(front.node, end, recording)

@@ -4,6 +4,11 @@ The bastion never opens a connection to the destination itself: it asks the
 target's sshd to (direct-tcpip over the upstream connection), so a forward
 reaches only what the target can reach, with a certificate that carries
 ``permit-port-forwarding`` only for grants with ``--allow port-forward``.
+
+All forwards of one client connection are one session of the core: one row,
+one recording (a marker per forward opened and closed, with its destination and
+byte counts; the forwarded bytes themselves are not recorded), one upstream
+connection, ended together by the time box, an admin or a node stop.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from bastion.errors import AccessDenied
-from bastion.grants import authorize, require_option
-from bastion.ids import new_session_id
-from bastion.live import LiveSession
 from bastion.service import BastionNode
+from bastion.session.admission import Refused, find_access
+from bastion.session.core import Session
+from bastion.session.reasons import EndReason
 from bastion.ssh.login_name import LoginName
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
-from bastion.store.models import Grant, User
+from bastion.store.models import User
 
 log = logging.getLogger(__name__)
 
@@ -31,42 +36,34 @@ COPY_CHUNK = 64 * 1024
 
 @dataclass(eq=False)
 class ForwardingContext:
-    """Per client connection: one upstream connection shared by its forwards."""
+    """Per client connection: the forwarding session and its one upstream connection."""
 
     node: BastionNode
     user: User
     login_name: LoginName
     client_addr: str
     upstream: asyncssh.SSHClientConnection | None = None
-    grant: Grant | None = None
-    live: LiveSession | None = None
+    session: Session | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    writers: set[asyncssh.SSHWriter[bytes]] = field(default_factory=set)
 
-    def notify(self, message: str) -> None:
-        """Forward-only connections have no terminal to warn on; the end is audited."""
+    def tell(self, message: str) -> None:
+        """Forward-only connections have no terminal to warn on; the warning is recorded."""
         log.info("forwarding for %s: %s", self.user.name, message)
 
-    def terminate(self, reason: str, message: str) -> None:
-        """Time box: drop the upstream connection and every forward on it."""
-        self.node.spawn(
-            self.node.audit(
-                self.user.name,
-                "forward.terminated",
-                self.login_name.target,
-                reason=reason,
-                message=message,
-            )
-        )
-        self.close()
-
-    def close(self) -> None:
-        """Close the upstream connection (idempotent)."""
+    def close(self, reason: str = EndReason.CLIENT_CLOSED, message: str = "") -> None:
+        """Drop the upstream connection and every forward on it (idempotent)."""
         self.closed = True
-        if self.live is not None:
-            self.node.live.remove(self.live.session_id)
+        for w in list(self.writers):
+            with contextlib.suppress(OSError, asyncssh.Error):
+                w.close()
         if self.upstream is not None:
             self.upstream.close()
+        session = self.session
+        if session is not None:
+            session.closed(reason)
+            self.node.spawn(session.finish())
 
 
 async def _upstream_for(ctx: ForwardingContext) -> asyncssh.SSHClientConnection:
@@ -80,45 +77,56 @@ async def _upstream_for(ctx: ForwardingContext) -> asyncssh.SSHClientConnection:
     async with ctx.lock:
         if ctx.closed:
             raise AccessDenied("the forwarding connection was closed")
-        target = await node.call(node.store.get_target, target_name)
-        if target is None:
-            raise AccessDenied(f"no grant for {target_name}")
-        grants = await node.call(node.store.list_grants, user_id=ctx.user.id, target_id=target.id)
-        now = node.clock()
-        grant = authorize(grants, target.name, ctx.login_name.login, now, target.default_login)
-        require_option(grant, "port-forward")
+        access = await node.call(
+            find_access,
+            node.store,
+            user=ctx.user,
+            target_name=target_name,
+            protocol="ssh",
+            now=node.clock(),
+            login=ctx.login_name.login,
+            options=("port-forward",),
+        )
         if ctx.upstream is not None:
             return ctx.upstream
-        login = ctx.login_name.login or grant.login or target.default_login or ""
-        session_id = new_session_id()
+        session = Session(
+            node,
+            access,
+            user=ctx.user,
+            protocol="ssh",
+            kind="forward",
+            client_addr=ctx.client_addr,
+            adapter=ctx,
+            description="port forwarding",
+        )
+        ctx.session = session
+        await session.start_recording({"request": "port forwarding"}, request="port forwarding")
         plan = UpstreamPlan(
-            target=target,
-            login=login,
-            key_id=f"{ctx.user.name}@{target.name}/{session_id}/forward",
-            not_after=grant.not_after,
+            target=access.target,
+            login=access.login or "",
+            key_id=f"{ctx.user.name}@{access.target.name}/{session.id}/forward",
+            not_after=access.grant.not_after,
             permit_pty=False,
             permit_port_forwarding=True,
             permit_agent_forwarding=False,
         )
-        conn, _cert = await open_upstream(node, plan, user=ctx.user, session_id=session_id)
-        ctx.upstream, ctx.grant = conn, grant
-        ctx.live = LiveSession(
-            session_id=session_id,
-            user=ctx.user.name,
-            target=target.name,
-            grant_id=grant.id,
-            not_after=grant.not_after,
-            handle=ctx,
-            started_at=now,
-            last_input=now,
-        )
-        node.live.add(ctx.live)
+        try:
+            conn, _cert = await open_upstream(node, plan, user=ctx.user, session_id=session.id)
+        except (AccessDenied, UpstreamError) as e:
+            ctx.close(f"upstream-{getattr(e, 'reason', 'refused')}")
+            raise
+        ctx.upstream = conn
+        if ctx.closed or not session.go_live():
+            conn.close()
+            raise AccessDenied("the forwarding connection was closed")
         return conn
 
 
 async def _pipe(
     reader: asyncssh.SSHReader[bytes] | asyncio.StreamReader,
     writer: asyncssh.SSHWriter[bytes] | asyncio.StreamWriter,
+    count: Session | None,
+    inbound: bool,
 ) -> int:
     total = 0
     try:
@@ -127,6 +135,11 @@ async def _pipe(
             if not data:
                 break
             total += len(data)
+            if count is not None:
+                if inbound:
+                    count.input_seen(len(data))
+                else:
+                    count.output_seen(len(data))
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
@@ -149,7 +162,7 @@ async def open_forward(
     try:
         conn = await _upstream_for(ctx)
         up_reader, up_writer = await conn.open_connection(dest_host, dest_port)
-    except (AccessDenied, UpstreamError, asyncssh.Error, OSError) as e:
+    except (AccessDenied, Refused, UpstreamError, asyncssh.Error, OSError) as e:
         await node.audit(
             user,
             "forward.refused",
@@ -157,20 +170,33 @@ async def open_forward(
             destination=dest,
             reason=str(e),
             client=ctx.client_addr,
+            session=ctx.session.id if ctx.session else None,
         )
         writer.close()
         return
+    session = ctx.session
+    if session is not None and session.recording is not None:
+        session.recording.marker(f"forward open: {dest}")
     await node.audit(
         user,
         "forward.open",
         ctx.login_name.target,
         destination=dest,
-        grant=ctx.grant.id if ctx.grant else None,
+        grant=session.grant.id if session else None,
+        session=session.id if session else None,
     )
-    sent, received = await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+    ctx.writers.add(writer)
+    try:
+        sent, received = await asyncio.gather(
+            _pipe(reader, up_writer, session, True), _pipe(up_reader, writer, session, False)
+        )
+    finally:
+        ctx.writers.discard(writer)
     with contextlib.suppress(OSError, asyncssh.Error):
         up_writer.close()
         writer.close()
+    if session is not None and session.recording is not None and not session.ending:
+        session.recording.marker(f"forward close: {dest} in={sent} out={received}")
     await node.audit(
         user,
         "forward.close",
@@ -178,4 +204,5 @@ async def open_forward(
         destination=dest,
         bytes_in=sent,
         bytes_out=received,
+        session=session.id if session else None,
     )

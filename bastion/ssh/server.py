@@ -13,10 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncssh
 
-from bastion.errors import AccessDenied
-from bastion.grants import authorize, require_option
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
+from bastion.session.admission import Refused, find_access
 from bastion.ssh.forwarding import ForwardingContext, open_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.session import RelaySession
@@ -258,23 +257,19 @@ class BastionSSHServer(asyncssh.SSHServer):
         if target_name is None:
             reason = "agent forwarding needs the target in the user name (USER%TARGET@bastion)"
         else:
-            target = await node.call(node.store.get_target, target_name)
-            grants = (
-                await node.call(node.store.list_grants, user_id=user.id, target_id=target.id)
-                if target is not None
-                else []
-            )
             try:
-                grant = authorize(
-                    grants,
-                    target_name,
-                    self.login_name.login,
-                    node.clock(),
-                    target.default_login if target else None,
+                await node.call(
+                    find_access,
+                    node.store,
+                    user=user,
+                    target_name=target_name,
+                    protocol="ssh",
+                    now=node.clock(),
+                    login=self.login_name.login,
+                    options=("agent",),
                 )
-                require_option(grant, "agent")
-            except AccessDenied as e:
-                reason = str(e)
+            except Refused as e:
+                reason = e.message
         if reason is not None:
             await node.audit(
                 user.name, "agent.refused", target_name, reason=reason, client=self.client_addr

@@ -17,19 +17,16 @@ from typing import Any
 import asyncssh
 
 from bastion.errors import AccessDenied
-from bastion.grants import authorize, require_option
-from bastion.ids import new_session_id
-from bastion.live import LiveSession
-from bastion.recording import LiveRecording
-from bastion.session_end import SessionEnd, begin_session, finish_session
+from bastion.recording import LiveRecording, extract_session_commands
+from bastion.session.admission import Refused, find_access
+from bastion.session.core import Session
+from bastion.session.reasons import EndReason, RefusalReason, exit_signal_reason
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.menu import LineInput
-from bastion.ssh.session_recording import SessionRecording
 from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
-from bastion.store.models import Grant, Target
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +34,11 @@ FORWARDED_ENV_PREFIXES = ("LANG", "LC_")
 _ECHO_SIZE = 256  # target output up to this size, with nothing queued, is written at once
 
 
-class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[bytes]):
-    """The contractor side of one session channel."""
+INTERNAL_ERROR = "the bastion could not set up this session; an admin can find why in its log"
+
+
+class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
+    """The contractor side of one session channel: the SSH adapter of the session core."""
 
     def __init__(self, ctx: ConnectionContext) -> None:
         self.ctx = ctx
@@ -56,16 +56,10 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         self.client_eof = False
         self.closed = False
         self.exited = False
-        self.session_id: str | None = None
-        self.live: LiveSession | None = None
-        self.grant: Grant | None = None
-        self.target: Target | None = None
-        self.login: str | None = None
+        self.session: Session | None = None
+        self.target_name: str | None = None
         self.files: FileAuditFeed | None = None
         self.recording: LiveRecording | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.end_reason: str | None = None
         self.finished = False
         self._out: list[bytes] = []
         self._out_type: asyncssh.DataType = None
@@ -111,18 +105,17 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         """Contractor input: to the target, to the menu, or held until the relay starts."""
-        if self.up_chan is not None:
-            self.bytes_in += len(data)
+        up_chan, session = self.up_chan, self.session
+        if up_chan is not None and session is not None:
+            session.input_seen(len(data))
             if self.recording is not None:
                 self.recording.input(data)
                 if self.exited:
                     return
-            if self.live is not None:
-                self.live.touch(self.node.clock())
             if self.files is not None:
                 self.files.client_data(data)
                 self._audit_files()
-            self.up_chan.write(data)
+            up_chan.write(data)
         elif self.line is not None and self.chan is not None and self._line_ready is not None:
             echo = self.line.feed(data)
             if echo:
@@ -186,8 +179,7 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             self._line_ready.set()
         if self.up_conn is not None:
             self.up_conn.close()
-        if self.session_id is not None and not self.finished:
-            self.node.spawn(self._finish(self.end_reason or "client-closed"))
+        self._closed(EndReason.CLIENT_CLOSED)
 
     # --- relay plumbing ------------------------------------------------------------------
 
@@ -195,7 +187,8 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         """Target output to the contractor (called by ``UpstreamChannel``)."""
         if self.chan is None or self.closed:
             return
-        self.bytes_out += len(data)
+        if self.session is not None:
+            self.session.output_seen(len(data))
         if self.recording is not None:
             self.recording.output(data)
             if self.exited:  # the recording just failed and ended the session
@@ -252,20 +245,27 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
         if up.exit_signal is not None:
             signal, core, msg, lang = up.exit_signal
             self._exit(signal=(signal, core, msg, lang))
-            reason = f"exit-signal {signal}"
+            reason = exit_signal_reason(signal)
         elif up.exit_status is not None:
             self._exit(status=up.exit_status)
-            reason = "exit"
+            reason = EndReason.EXIT
         else:
-            if self.end_reason is None:
-                target = self.target.name if self.target else "target"
-                self._stderr(f"bastion: connection to {target} was lost\r\n")
+            if self.session is None or not self.session.ending:
+                self._stderr(f"bastion: connection to {self.target_name or 'target'} was lost\r\n")
             self._exit(status=255)
-            reason = "upstream-lost"
+            reason = EndReason.UPSTREAM_LOST
         if self.up_conn is not None:
             self.up_conn.close()
-        if not self.finished and self.session_id is not None:
-            self.node.spawn(self._finish(self.end_reason or reason))
+        self._closed(reason)
+
+    def _closed(self, reason: str) -> None:
+        """One leg is down: the session ends (for ``reason`` unless decided before)."""
+        session = self.session
+        if session is None or self.finished:
+            return
+        self.finished = True
+        session.closed(reason)
+        self.node.spawn(self._finish())
 
     def _exit(
         self, status: int | None = None, signal: tuple[str, bool, str, str] | None = None
@@ -312,8 +312,8 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
                 self.node.audit(
                     self.ctx.user.name,
                     "file.audit-stopped",
-                    self._target_name(),
-                    session=self.session_id,
+                    self.target_name,
+                    session=self._sid(),
                     protocol=feed.protocol,
                     error=failure,
                 )
@@ -324,8 +324,8 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             self.node.audit(
                 self.ctx.user.name,
                 f"file.{ev.op}",
-                self._target_name(),
-                session=self.session_id,
+                self.target_name,
+                session=self._sid(),
                 path=ev.path,
                 bytes=ev.bytes,
                 ok=ev.ok,
@@ -335,33 +335,18 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             )
         )
 
-    def _target_name(self) -> str | None:
-        return self.target.name if self.target else None
+    def _sid(self) -> str | None:
+        return self.session.id if self.session is not None else None
 
-    # --- time box (LiveSession handle) ----------------------------------------------------
+    # --- what the session core asks (SessionAdapter) ---------------------------------------
 
-    def notify(self, message: str) -> None:
-        """A warning on the contractor's terminal (stderr, so file transfers are untouched)."""
-        if self.recording is not None:
-            self.recording.marker(f"warning: {message}")
+    def tell(self, message: str) -> None:
+        """A line on the contractor's terminal (stderr, so file transfers are untouched)."""
         self._stderr(f"\r\n[bastion] {message}\r\n")
 
-    def terminate(self, reason: str, message: str) -> None:
-        """End the session now (time box, revocation, admin)."""
-        self.end_reason = reason
-        if self.recording is not None and reason != "recording-failed":
-            self.recording.marker(f"terminated: {reason}")
+    def close(self, reason: str, message: str) -> None:
+        """End the session now (time box, revocation, admin, policy, node stop)."""
         self._stderr(f"\r\n[bastion] {message}: closing this session.\r\n")
-        self.node.spawn(
-            self.node.audit(
-                self.ctx.user.name,
-                "session.terminated",
-                self.target.name if self.target else None,
-                session=self.session_id,
-                reason=reason,
-                message=message,
-            )
-        )
         self._exit(status=255)
         if self.up_conn is not None:
             self.up_conn.close()
@@ -375,20 +360,33 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             await self._open()
         except Refusal as e:
             await self._refuse(e)
-        except Exception as e:  # never leave a channel hanging on a bug
-            log.exception("session setup failed")
-            await self._refuse(Refusal("internal-error", f"internal error: {e}", 255))
+        except Refused as e:
+            await self._refuse(Refusal(e.reason, e.message))
+        except Exception:  # never leave a channel hanging on a bug; never show its text
+            log.exception("setting up a session for %s failed", self.ctx.user.name)
+            await self._refuse(Refusal(RefusalReason.INTERNAL_ERROR, INTERNAL_ERROR, 255))
 
     async def _refuse(self, e: Refusal) -> None:
+        session = self.session
+        if session is not None and session.life.recorded:
+            # The session row exists: it ends like any session, for the refusal's reason.
+            if session.recording is not None:
+                session.recording.marker(f"refused: {e}")
+            session.closed(e.reason)
+            self.finished = True
+            self.node.spawn(self._finish())
+        elif session is not None:
+            session.abandon()
         if e.reason not in ("menu-quit", "builtin"):
             await self.node.audit(
                 self.ctx.user.name,
                 "session.refused",
-                self.target.name if self.target else None,
+                self.target_name,
                 reason=e.reason,
                 message=str(e),
                 client=self.ctx.client_addr,
                 request=self._describe_request(),
+                session=self._sid(),
             )
         if str(e):
             self._stderr(f"bastion: {e}\r\n" if e.reason != "builtin" else str(e))
@@ -407,65 +405,64 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             target_name, login = await self._target_from_request()
         if self.closed:
             return
-        node, store, user = self.node, self.node.store, self.ctx.user
-        target = await node.call(store.get_target, target_name)
-        if target is not None and target.kind == "postgres":
-            raise self._postgres_refusal(target)
-        if target is None or target.kind != "ssh":
-            raise Refusal("no-grant", f"no grant for {target_name}")
-        self.target = target
-        grants = await node.call(store.list_grants, user_id=user.id, target_id=target.id)
-        now = node.clock()
-        try:
-            grant = authorize(grants, target.name, login, now, target.default_login)
-        except AccessDenied as e:
-            raise Refusal("no-grant", str(e)) from e
-        self.grant = grant
-        self.login = login or grant.login or target.default_login
-        if self.login is None:
-            raise Refusal("no-login", f"target {target.name} has no login configured")
-        self._check_file_transfer(grant)
-
-        self.session_id = new_session_id()
-        location = await self._start_recording(target, grant, now)
-        await begin_session(
-            node,
-            self.session_id,
-            user=user,
-            target=target,
-            grant=grant,
-            protocol="ssh",
-            login=self.login,
-            client_addr=self.ctx.client_addr,
-            started_at=now,
-            recording=location,
-            request=self._describe_request(),
-        )
-        await self._connect(target, grant)
-
-    def _check_file_transfer(self, grant: Grant) -> None:
+        self.target_name = target_name
+        node, user = self.node, self.ctx.user
         if self.kind == "subsystem" and self.subsystem != "sftp":
             raise Refusal("subsystem", f"subsystem '{self.subsystem}' is not available")
         rule = classify_channel(self.kind, self.command, self.subsystem)
-        if rule is None:
+        access = await node.call(
+            find_access,
+            node.store,
+            user=user,
+            target_name=target_name,
+            protocol="ssh",
+            now=node.clock(),
+            login=login,
+            options=rule.options if rule is not None else (),
+        )
+        if access.login is None:
+            raise Refusal("no-login", f"target {access.target.name} has no login configured")
+        if rule is not None:
+            if rule.refusal is not None:
+                raise Refusal("unauditable-transfer", rule.refusal)
+            self.files = rule.feed
+        session = Session(
+            node,
+            access,
+            user=user,
+            protocol="ssh",
+            kind=self.kind,
+            client_addr=self.ctx.client_addr,
+            adapter=self,
+            description=self._describe_request(),
+        )
+        self.session = session
+        meta: dict[str, object] = {"request": self._describe_request()}
+        if self.pty is not None:
+            meta.update(term=self.pty.term_type, cols=self.pty.width, rows=self.pty.height)
+        await session.start_recording(meta, request=self._describe_request())
+        self.recording = session.recording
+        if self.kind == "exec" and self.command and not session.ending:
+            if not await session.judge("command", self.command, "exact"):
+                if not session.ending:  # denied: nothing reached the target
+                    session.closed(EndReason.POLICY)
+                self._exit(status=1)
+                self._closed(EndReason.POLICY)
+                return
+        if session.ending or self.closed:
+            self._closed(EndReason.CLIENT_CLOSED)
             return
-        try:
-            require_option(grant, *rule.options)
-        except AccessDenied as e:
-            raise Refusal("option-not-granted", str(e)) from e
-        if rule.refusal is not None:
-            raise Refusal("unauditable-transfer", rule.refusal)
-        self.files = rule.feed
+        await self._connect(session)
 
-    async def _connect(self, target: Target, grant: Grant) -> None:
-        node, user = self.node, self.ctx.user
-        assert self.session_id is not None and self.login is not None
+    async def _connect(self, session: Session) -> None:
+        node, user, target, grant = self.node, self.ctx.user, session.target, session.grant
+        assert session.login is not None
         # Set only when create_agent_listener accepted ``ssh -A`` for a grant with "agent".
         agent_path = self.chan.get_agent_path() if self.chan is not None else None
         plan = UpstreamPlan(
             target=target,
-            login=self.login,
-            key_id=f"{user.name}@{target.name}/{self.session_id}",
+            login=session.login,
+            key_id=f"{user.name}@{target.name}/{session.id}",
             not_after=grant.not_after,
             permit_pty=self.pty is not None,
             permit_port_forwarding=False,
@@ -473,16 +470,15 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             agent_path=agent_path,
         )
         try:
-            conn, _cert = await open_upstream(node, plan, user=user, session_id=self.session_id)
+            conn, _cert = await open_upstream(node, plan, user=user, session_id=session.id)
         except AccessDenied as e:
-            self.end_reason = "upstream-refused"
             raise Refusal("upstream-refused", str(e)) from e
         except UpstreamError as e:
-            self.end_reason = f"upstream-{e.reason}"
             raise Refusal(f"upstream-{e.reason}", str(e)) from e
         self.up_conn = conn
-        if self.closed:
+        if self.closed or session.ending:
             conn.close()
+            self._closed(EndReason.CLIENT_CLOSED)
             return
         env = self._forwarded_env()
         kwargs: dict[str, Any] = {"env": env, "encoding": None}
@@ -504,23 +500,15 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             up_chan, _ = await conn.create_session(lambda: UpstreamChannel(self), command, **kwargs)
         except (asyncssh.ChannelOpenError, OSError, asyncssh.Error) as e:
             conn.close()
-            self.end_reason = "upstream-channel-refused"
             raise Refusal(
                 "upstream-channel-refused", f"{target.name} refused the session: {e}"
             ) from e
         self.up_chan = up_chan
-        self.live = LiveSession(
-            session_id=self.session_id,
-            user=user.name,
-            target=target.name,
-            grant_id=grant.id,
-            not_after=grant.not_after,
-            handle=self,
-            started_at=node.clock(),
-            last_input=node.clock(),
-        )
-        node.live.add(self.live)
-        node.live.apply_one(self.live)
+        if not session.go_live():  # ended while the channel opened
+            up_chan.close()
+            conn.close()
+            self._closed(EndReason.CLIENT_CLOSED)
+            return
         if self.pending:
             data, self.pending = bytes(self.pending), bytearray()
             self.data_received(data, None)
@@ -539,18 +527,25 @@ class RelaySession(TargetChoice, SessionRecording, asyncssh.SSHServerSession[byt
             if isinstance(k, str) and isinstance(v, str) and k.startswith(FORWARDED_ENV_PREFIXES)
         }
 
-    async def _finish(self, reason: str) -> None:
-        if self.finished or self.session_id is None:
+    async def _finish(self) -> None:
+        session = self.session
+        if session is None:
             return
-        self.finished = True
-        self.node.live.remove(self.session_id)
         self._audit_files(closing=True)
-        end = SessionEnd(
-            session_id=self.session_id,
-            user=self.ctx.user.name,
-            target=self._target_name(),
-            reason=reason,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-        )
-        await finish_session(self.node, end, self.recording, self._searchable_commands)
+        await session.finish(self._searchable_commands)
+
+    async def _searchable_commands(self, path: str) -> list[tuple[float, str]]:
+        """What goes into the command search for this channel.
+
+        Exec: the command line itself. A terminal: the lines typed into it. A
+        file transfer or a non-terminal stdin carries data, not commands, and is
+        not indexed (its files are in the audit log).
+        """
+        commands: list[tuple[float, str]] = []
+        session = self.session
+        if self.kind == "exec" and self.command and session is not None:
+            started = session.live.started_at if session.live else session.started_at
+            commands.append((started, self.command))
+        if self.pty is not None and self.kind in ("shell", "exec"):
+            commands += await self.node.call(extract_session_commands, path)
+        return commands

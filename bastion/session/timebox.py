@@ -1,4 +1,4 @@
-"""Live sessions on this node, and the time box that ends them.
+"""The time box: live sessions on this node, warned before and ended at their grant's end.
 
 Every relayed session registers here. One watcher task re-reads the state of all
 live sessions' grants in a single query every ``poll_interval`` seconds, so a
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bastion.grants import format_time
+from bastion.session.reasons import EndReason
 from bastion.store.models import GrantState
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class LiveSessions:
         self._sessions: dict[str, LiveSession] = {}
         self.warn_before = tuple(sorted(warn_before, reverse=True))
         self.idle_timeout = idle_timeout
+        self.poll_interval = 0.5
+        """Seconds between passes of ``watch`` (read at every pass: a reload may change it)."""
         self.clock = clock
 
     def add(self, session: LiveSession) -> None:
@@ -99,11 +102,11 @@ class LiveSessions:
         """
         for s in self.list() if sessions is None else sessions:
             if s.grant_id not in states:
-                self._end(s, "grant-removed", f"grant #{s.grant_id} no longer exists")
+                self._end(s, EndReason.GRANT_REMOVED, f"grant #{s.grant_id} no longer exists")
                 continue
             stored, s.not_after = states[s.grant_id]
             if stored is GrantState.REVOKED:
-                self._end(s, "grant-revoked", f"grant #{s.grant_id} was revoked")
+                self._end(s, EndReason.GRANT_REVOKED, f"grant #{s.grant_id} was revoked")
                 continue
             self.apply_one(s)
 
@@ -112,7 +115,7 @@ class LiveSessions:
         for session_id, (by, reason) in requests.items():
             s = self._sessions.get(session_id)
             if s is not None:
-                self._end(s, "admin-terminated", f"terminated by {by}: {reason}")
+                self._end(s, EndReason.ADMIN_TERMINATED, f"terminated by {by}: {reason}")
 
     def apply_one(self, s: LiveSession) -> None:
         """Warn or end one session by the clock alone (also run when a session starts)."""
@@ -120,10 +123,11 @@ class LiveSessions:
             return
         now = self.clock()
         if now >= s.not_after:
-            self._end(s, "grant-ended", f"grant #{s.grant_id} ended at {format_time(s.not_after)}")
+            ended = f"grant #{s.grant_id} ended at {format_time(s.not_after)}"
+            self._end(s, EndReason.GRANT_ENDED, ended)
             return
         if self.idle_timeout and now - s.last_input >= self.idle_timeout:
-            self._end(s, "idle-timeout", f"no input for {int(self.idle_timeout)} seconds")
+            self._end(s, EndReason.IDLE_TIMEOUT, f"no input for {int(self.idle_timeout)} seconds")
             return
         left = s.not_after - now
         # The nearest threshold already passed; warn once for it and for all larger ones.
@@ -146,12 +150,14 @@ class LiveSessions:
     async def watch(
         self,
         read_states: GrantStateReader,
-        poll_interval: float,
+        poll_interval: float | None = None,
         read_terminations: TerminationReader | None = None,
     ) -> None:
         """Run the time box until cancelled."""
+        if poll_interval is not None:
+            self.poll_interval = poll_interval
         while True:
-            await asyncio.sleep(poll_interval)
+            await asyncio.sleep(self.poll_interval)
             sessions = self.list()
             if not sessions:
                 continue

@@ -1,0 +1,87 @@
+"""What every PostgreSQL client connection of a node shares.
+
+``PgFrontEnd`` holds the node, the listener's settings, the TLS context, the
+cancel routes, the masking rules and the count of logins in progress, and
+audits refusals. ``Peer`` is all the login steps need to know of a connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.config import PostgresConfig
+from bastion.errors import ConfigError
+from bastion.pg.cancel import CancelRoutes
+from bastion.pg.query_log import MaskRules
+from bastion.service import BastionNode
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Peer", "PgFrontEnd", "server_tls_context"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a database connection, as far as the login can tell."""
+
+    client_addr: str
+    tls: bool
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The listener's TLS context (TLS 1.2+); raises ConfigError naming the missing file."""
+    for path, what in ((cert, "postgres.tls_cert"), (key, "postgres.tls_key")):
+        if not path.exists():
+            raise ConfigError(
+                f"{what}: {path} does not exist; 'bastion init' makes a self-signed pair, "
+                "or set require_tls = false to run without TLS (passwords in cleartext!)"
+            )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as e:
+        raise ConfigError(f"cannot load the PostgreSQL TLS certificate {cert}: {e}") from e
+    return ctx
+
+
+class PgFrontEnd:
+    """Per-node state of the PostgreSQL listener."""
+
+    def __init__(self, node: BastionNode, config: PostgresConfig | None = None) -> None:
+        self.node = node
+        self.config = config if config is not None else node.config.postgres
+        cfg = self.config
+        if cfg.tls_cert.exists() or cfg.require_tls:
+            self.tls: ssl.SSLContext | None = server_tls_context(cfg.tls_cert, cfg.tls_key)
+        else:
+            self.tls = None
+            log.warning("PostgreSQL listener without TLS: tokens travel in cleartext")
+        self.cancels = CancelRoutes()
+        self.mask_rules = MaskRules(cfg.mask_columns)
+        self.unauthenticated = 0
+        node.metrics.gauges.update(pg_logins_in_progress=lambda: self.unauthenticated)
+
+    async def refused(
+        self,
+        user: str | None,
+        target: str | None,
+        reason: str,
+        message: str,
+        peer: Peer,
+        session_id: str | None = None,
+    ) -> None:
+        """Audit a refused database connection (who claimed to be whom, and why)."""
+        details: dict[str, object] = {
+            "reason": reason,
+            "message": message,
+            "client": peer.client_addr,
+            "protocol": "postgres",
+            "tls": peer.tls,
+        }
+        if session_id is not None:
+            details["session"] = session_id
+        await self.node.audit(user or "-", "session.refused", target, **details)
