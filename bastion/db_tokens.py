@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from bastion.errors import AccessDenied, BastionError
-from bastion.grants import authorize_database, format_time, is_usable
+from bastion.grants import format_time, is_usable
+from bastion.session.admission import Refused, credset_of, find_access
+from bastion.session.reasons import RefusalReason
 from bastion.store import Store
 from bastion.store.models import Grant, Target, TargetKind, TokenPurpose, TokenRecord, User
 
@@ -146,26 +148,27 @@ def issue_for_request(
     an unknown credential set, no usable grant).
     """
     target = store.get_target(target_name)
-    if target is None:
-        raise DbTokenDenied("no-target", f"no grant for {target_name}")
-    if target.kind != TargetKind.POSTGRES:
+    if target is not None and target.kind != TargetKind.POSTGRES:
         raise DbTokenDenied(
             "not-postgres",
             f"{target.name} is an SSH target, not a database; "
             f"connect with: ssh -t {user.name}@BASTION {target.name}",
         )
-    names = [c.name for c in target.credsets]
-    if credset is not None and credset not in names:
-        raise DbTokenDenied(
-            "no-credset",
-            f"target {target.name} has no credential set '{credset}' "
-            f"(it has: {', '.join(names) or 'none'})",
-        )
-    grants = store.list_grants(user_id=user.id, target_id=target.id)
+    if target is not None and credset is not None:
+        try:
+            credset_of(target, credset)
+        except Refused as e:
+            raise DbTokenDenied(e.reason, e.message) from e
     try:
-        grant = authorize_database(grants, target.name, credset, now)
-    except AccessDenied as e:
-        raise DbTokenDenied("no-grant", str(e)) from e
+        access = find_access(
+            store, user=user, target_name=target_name, protocol="postgres", now=now, login=credset
+        )
+    except Refused as e:
+        if e.reason == RefusalReason.NO_TARGET:
+            raise DbTokenDenied("no-target", f"no grant for {target_name}") from e
+        raise DbTokenDenied(e.reason, e.message) from e
+    target, grant = access.target, access.grant
+    names = [c.name for c in target.credsets]
     chosen = credset or grant.credset
     if chosen is None or chosen not in names:
         raise DbTokenDenied(

@@ -8,7 +8,7 @@ import pytest
 
 from bastion.config import load_config, render_config
 from bastion.errors import ConfigError
-from bastion.live import LiveSession, LiveSessions
+from bastion.session.timebox import LiveSession, LiveSessions
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.menu import LineInput, choose
 from bastion.store.models import GrantState
