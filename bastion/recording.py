@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bastion.config import Config
+from bastion.pg.query_event import QUERY_EVENT, searchable_queries
 from bastion.store import Store
 from recorder import (
     LocalStorage,
@@ -138,7 +139,7 @@ class LiveRecording:
             self._publish(Marker(self.writer.last_event_time, label[:200]))
 
     def event(self, name: str, payload: JSONValue) -> None:
-        """A structured event (a PostgreSQL ``pg.query`` and its optional ``pg.rows``)."""
+        """A structured event (``bastion.pg.query_event``: a query and its optional rows)."""
         # Hot path (every query of a database session): no closure.
         if self.failed is not None:
             return
@@ -288,20 +289,22 @@ class RecordedTotals:
     ended_at: float
     """Wall-clock time of the last readable event (the header's start if none)."""
     commands: list[tuple[float, str]]
-    """Typed command lines with absolute times, for the search index."""
+    """Typed command lines and SQL statements with absolute times, for the search index."""
 
 
 def recorded_totals(path: str) -> RecordedTotals:
-    """Counts, end time and commands of the readable events of the recording at ``path``.
+    """Counts, end time and searchable lines of the readable events of the recording at ``path``.
 
-    One pass over the file; damaged chunks are skipped. Raises RecordingFormatError
-    if the file has no readable header, OSError if it cannot be opened.
+    One pass over the file (two for a database session); damaged chunks are skipped.
+    Raises RecordingFormatError if the file has no readable header, OSError if it
+    cannot be opened.
     """
     events = bytes_in = bytes_out = 0
     last = 0.0
+    database = False
 
     def counted(source: Iterator[Event]) -> Iterator[Event]:
-        nonlocal events, bytes_in, bytes_out, last
+        nonlocal events, bytes_in, bytes_out, last, database
         for event in source:
             events += 1
             last = event.time
@@ -309,12 +312,17 @@ def recorded_totals(path: str) -> RecordedTotals:
                 bytes_in += len(event.data)
             elif isinstance(event, Output):
                 bytes_out += len(event.data)
+            elif isinstance(event, Structured) and event.name == QUERY_EVENT:
+                database = True
             yield event
 
     with RecordingReader.open(path) as reader:
         start = reader.header.started_at
         found = extract_commands(counted(reader.events()))
-    commands = [(start + t, text) for t, text in found]
+        commands = [(start + t, text) for t, text in found]
+        if database:  # a second pass, only for database sessions: memory stays bounded
+            commands += searchable_queries(reader.events(), start)
+            commands.sort(key=lambda c: c[0])
     return RecordedTotals(events, bytes_in, bytes_out, start + last, commands)
 
 

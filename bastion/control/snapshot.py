@@ -14,7 +14,8 @@ from typing import Any, BinaryIO
 
 from bastion.control.messages import Snapshot
 from bastion.control.screen_cut import Cut, find_cut
-from recorder import LiveTail, Output, RecordingReader, Structured
+from bastion.pg.query_event import QueryEvent
+from recorder import LiveTail, Output, RecordingReader
 
 __all__ = ["FALLBACK_BYTES", "MAX_QUERIES", "MAX_WINDOW", "build_snapshot", "recorded_size"]
 
@@ -24,7 +25,6 @@ FALLBACK_BYTES = 1024 * 1024
 """Without a cut point in the window, the last this many bytes are replayed (from a line
 start): a watcher emulates ~1 MiB in well under a second."""
 MAX_QUERIES = 200
-QUERY_EVENT = "pg.query"
 _FIRST_WINDOW = 64 * 1024
 _MAX_QUIET_CHUNKS = 64  # chunks read back for queries when a session has no output
 
@@ -66,13 +66,8 @@ def build_snapshot(
                 if cut is None:
                     pieces.append(event.data)
                     have += len(event.data)
-            elif (
-                isinstance(event, Structured)
-                and event.name == QUERY_EVENT
-                and isinstance(event.payload, dict)
-                and len(queries) < MAX_QUERIES
-            ):
-                queries.append(event.payload)
+            elif len(queries) < MAX_QUERIES and (query := QueryEvent.from_event(event)):
+                queries.append(query.to_payload())
         lists += 1
         if cut is None and have >= target:
             found = find_cut(b"".join(reversed(pieces)), rows)

@@ -32,6 +32,7 @@ from bastion.control.messages import (
 )
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher
+from bastion.pg.query_event import QUERY_EVENT
 from bastion.store.models import Role, TokenPurpose, TokenRecord, User
 from recorder import RecordingReader
 from recorder.events import Output
@@ -182,7 +183,7 @@ def test_snapshot_of_a_live_writer_matches_the_whole_stream(tmp_path: Path) -> N
     stream += b"\x1b[?1049h\x1b[H\x1b[2J" + b"~\r\n" * 3 + b"\x1b[2;2Hedit"
     for i in range(0, len(stream), 1000):
         writer.output(stream[i : i + 1000])
-        writer.event("pg.query", {"seq": i})
+        writer.event(QUERY_EVENT, {"seq": i})
     tail = writer.live_tail()
     assert len(tail.chunks) > 10 and tail.pending  # some in the file, some in memory
     with open(tmp_path / "s.bastrec", "rb") as f:
