@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bastion.config import Config
+from bastion.pg.query_event import QUERY_EVENT, searchable_queries
 from bastion.store import Store
 from recorder import (
     LocalStorage,
@@ -138,7 +139,7 @@ class LiveRecording:
             self._publish(Marker(self.writer.last_event_time, label[:200]))
 
     def event(self, name: str, payload: JSONValue) -> None:
-        """A structured event (a PostgreSQL ``pg.query`` and its optional ``pg.rows``)."""
+        """A structured event (``bastion.pg.query_event``: a query and its optional rows)."""
         # Hot path (every query of a database session): no closure.
         if self.failed is not None:
             return
@@ -273,17 +274,67 @@ def _tick_all(live: list[LiveRecording]) -> list[tuple[LiveRecording, str]]:
 
 def extract_session_commands(path: str) -> list[tuple[float, str]]:
     """Typed command lines of a recording with absolute times, for the search index."""
+    return recorded_totals(path).commands
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedTotals:
+    """What the readable events of a recording add up to (a crashed session's totals)."""
+
+    events: int
+    bytes_in: int
+    """Bytes of the recorded input events (what the user sent)."""
+    bytes_out: int
+    """Bytes of the recorded output events (what the target sent)."""
+    ended_at: float
+    """Wall-clock time of the last readable event (the header's start if none)."""
+    commands: list[tuple[float, str]]
+    """Typed command lines and SQL statements with absolute times, for the search index."""
+
+
+def recorded_totals(path: str) -> RecordedTotals:
+    """Counts, end time and searchable lines of the readable events of the recording at ``path``.
+
+    One pass over the file (two for a database session); damaged chunks are skipped.
+    Raises RecordingFormatError if the file has no readable header, OSError if it
+    cannot be opened.
+    """
+    events = bytes_in = bytes_out = 0
+    last = 0.0
+    database = False
+
+    def counted(source: Iterator[Event]) -> Iterator[Event]:
+        nonlocal events, bytes_in, bytes_out, last, database
+        for event in source:
+            events += 1
+            last = event.time
+            if isinstance(event, Input):
+                bytes_in += len(event.data)
+            elif isinstance(event, Output):
+                bytes_out += len(event.data)
+            elif isinstance(event, Structured) and event.name == QUERY_EVENT:
+                database = True
+            yield event
+
     with RecordingReader.open(path) as reader:
         start = reader.header.started_at
-        return [(start + t, text) for t, text in extract_commands(reader.events())]
+        found = extract_commands(counted(reader.events()))
+        commands = [(start + t, text) for t, text in found]
+        if database:  # a second pass, only for database sessions: memory stays bounded
+            commands += searchable_queries(reader.events(), start)
+            commands.sort(key=lambda c: c[0])
+    return RecordedTotals(events, bytes_in, bytes_out, start + last, commands)
 
 
 def recover_crashed_sessions(service: RecordingService, store: Store, node: str) -> list[str]:
     """End sessions this node left live when it died; repair their recordings.
 
     Each recording gets a signed recovery trailer and index (``bastion verify`` then
-    says it was cut short, not altered); the session row gets its final hash and
-    end reason ``node-crash``. Returns the recovered session ids.
+    says it was cut short, not altered); the session row gets its final hash, end
+    reason ``node-crash``, and the counts and end time of what the recording holds:
+    the last recorded event is the last known moment of the session, the restart
+    may be hours later. Without a recording it can repair, it ends now with the stored counts.
+    Returns the recovered session ids.
     """
     recovered: list[str] = []
     now = time.time()
@@ -292,23 +343,25 @@ def recover_crashed_sessions(service: RecordingService, store: Store, node: str)
             continue
         final_hash = signature = None
         detail = "no recording"
+        totals: RecordedTotals | None = None
         if s.recording:
             path = service.path_of(s.recording)
             try:
                 result = recover(path, service.signing_key)
                 final_hash, signature = result.final_hash, result.signature
                 detail = f"recording {result.action}: {result.result}"
-                commands = extract_session_commands(path)
-                store.add_session_commands(s.id, commands)
+                totals = recorded_totals(path)
+                store.add_session_commands(s.id, totals.commands)
             except (RecordingError, OSError) as e:
                 detail = f"recording could not be recovered: {e}"
                 log.error("session %s: %s", s.id, detail)
         store.end_session(
             s.id,
-            ended_at=now,
+            ended_at=min(now, max(s.started_at, totals.ended_at)) if totals else now,
             reason="node-crash",
-            bytes_in=s.bytes_in,
-            bytes_out=s.bytes_out,
+            bytes_in=totals.bytes_in if totals else s.bytes_in,
+            bytes_out=totals.bytes_out if totals else s.bytes_out,
+            events=totals.events if totals else s.events,
             final_hash=final_hash,
             final_signature=signature,
         )

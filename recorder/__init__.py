@@ -38,7 +38,13 @@ from recorder.repack import RepackNote, RepackPolicy, RepackResult, repack, repa
 from recorder.search import extract_commands
 from recorder.storage import LocalStorage, RecordingSink, Storage, StoredRecording
 from recorder.verify import VerifyResult, verify
-from recorder.writer import RecordingSummary, RecordingWriter, WriterPolicy, run_ticker
+from recorder.writer import (
+    LiveTail,
+    RecordingSummary,
+    RecordingWriter,
+    WriterPolicy,
+    run_ticker,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -50,6 +56,7 @@ __all__ = [
     "Input",
     "JSONValue",
     "KeyFileError",
+    "LiveTail",
     "LocalStorage",
     "Marker",
     "Output",

@@ -1,9 +1,15 @@
-"""RecordingReader: header, index, seeking and events of a recording.
+"""RecordingReader: header, index, seeking and events of a recording, either way.
 
 Reading is tolerant: a damaged chunk is skipped (and noted in ``damage``) and the
 rest still reads; a crashed file without footer is indexed by a linear scan. The
 reader does not check hashes or signatures - that is ``verify``'s job - so use it
 to play or export, and ``verify`` to decide whether to trust.
+
+Chunks are independent, so a recording also reads *backwards* (newest events
+first, chunk by chunk from the end): the last screen of a session or its last N
+events cost a few chunks, not the whole file. A live recording reads the same way
+- from a path (what is on disk when it is opened), or from its writer's
+``LiveTail`` (the file's chunks plus the events still in the writer's memory).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from recorder.header import Header, parse_header
 from recorder.index import LoadedIndex, find_start, load_footer_index, scan_index
 from recorder.scan import Damaged, FileScanner, Item
 from recorder.storage import Storage
+from recorder.writer import LiveTail
 
 __all__ = ["RecordingReader"]
 
@@ -30,9 +37,14 @@ __all__ = ["RecordingReader"]
 class RecordingReader:
     """An open recording. Use ``RecordingReader.open(path)`` as a context manager."""
 
-    def __init__(self, f: BinaryIO, *, owns_file: bool = False) -> None:
+    def __init__(
+        self, f: BinaryIO, *, owns_file: bool = False, tail: LiveTail | None = None
+    ) -> None:
         """Read the header and index of the recording in the seekable file ``f``.
 
+        With ``tail`` (from ``RecordingWriter.live_tail()``, ``f`` opened after it was
+        taken) the index is the tail's chunks and the events still in the writer's
+        memory come last: exactly the events recorded when the tail was taken.
         Raises RecordingFormatError if the file does not start with a readable
         header (RecordingVersionError if it is from a newer format version).
         """
@@ -47,24 +59,36 @@ class RecordingReader:
             )
         self._header_record = first.record
         self.header: Header = parse_header(first.record)
-        loaded = load_footer_index(self._scanner)
-        self._loaded: LoadedIndex = (
-            loaded if loaded is not None else scan_index(self._scanner, first.end)
-        )
+        self._pending: list[Event] = []
+        if tail is not None:
+            self._loaded: LoadedIndex = LoadedIndex(list(tail.chunks), last_t_us=tail.last_us)
+        else:
+            loaded = load_footer_index(self._scanner)
+            self._loaded = loaded if loaded is not None else scan_index(self._scanner, first.end)
         self.damage: list[Damaged] = list(self._loaded.damage)
         """Damaged regions found so far (by the index scan or while reading events)."""
+        if tail is not None and tail.pending:
+            try:
+                self._pending = decode_chunk(tail.pending, tail.pending_first_us)
+            except RecordingFormatError as e:  # the writer's own bytes: never expected
+                self._note(Damaged(self._scanner.size, f"the writer's pending events: {e}"))
 
     @classmethod
-    def open(cls, source: str | os.PathLike[str] | BinaryIO) -> RecordingReader:
-        """Open a recording from a path or a seekable binary file object."""
+    def open(
+        cls, source: str | os.PathLike[str] | BinaryIO, *, tail: LiveTail | None = None
+    ) -> RecordingReader:
+        """Open a recording from a path or a seekable binary file object.
+
+        ``tail``: read a live recording as its writer saw it (see ``__init__``).
+        """
         if isinstance(source, str | os.PathLike):
             f = open(source, "rb")  # noqa: SIM115 - owned by the reader
             try:
-                return cls(f, owns_file=True)
+                return cls(f, owns_file=True, tail=tail)
             except BaseException:
                 f.close()
                 raise
-        return cls(source)
+        return cls(source, tail=tail)
 
     @classmethod
     def from_storage(cls, storage: Storage, location: str) -> RecordingReader:
@@ -127,19 +151,60 @@ class RecordingReader:
         """Events with ``start <= time`` (and ``time < end`` if given), in order.
 
         Seeks with a binary search of the index, then decodes chunk by chunk;
-        damaged chunks are skipped and recorded in ``damage``.
+        damaged chunks are skipped and recorded in ``damage``. A live reader's
+        pending events (see ``__init__``) come after the last chunk.
         """
         entries = self._loaded.entries
         first = find_start(entries, math.floor(start * 1_000_000))
-        for entry in entries[first:]:
-            if end is not None and entry.time >= end:
-                return
-            for event in self.chunk_events(entry):
+        for events in self._chunks_from(first, end):
+            for event in events:
                 if event.time < start:
                     continue
                 if end is not None and event.time >= end:
                     return
                 yield event
+
+    def _chunks_from(self, first: int, end: float | None) -> Iterator[list[Event]]:
+        for entry in self._loaded.entries[first:]:
+            if end is not None and entry.time >= end:
+                return
+            yield self.chunk_events(entry)
+        if self._pending:
+            yield self._pending
+
+    def chunks_newest_first(self) -> Iterator[list[Event]]:
+        """The events chunk by chunk from the end: newest chunk first, each in time order.
+
+        A live reader's pending events come first (as one list). A damaged chunk is
+        skipped and noted in ``damage`` (compare its length to notice the gap); every
+        readable event is yielded once. Reads only as many chunks as are consumed.
+        """
+        if self._pending:
+            yield list(self._pending)
+        for entry in reversed(self._loaded.entries):
+            events = self.chunk_events(entry)
+            if events:
+                yield events
+
+    def events_newest_first(self) -> Iterator[Event]:
+        """Every readable event, newest first: the reverse of ``events()``.
+
+        Stop early to get the last events of a long recording cheaply.
+        """
+        for events in self.chunks_newest_first():
+            yield from reversed(events)
+
+    def last_events(self, n: int) -> list[Event]:
+        """The last ``n`` readable events, in time order (fewer if there are fewer)."""
+        if n <= 0:
+            return []
+        newest: list[Event] = []
+        for event in self.events_newest_first():
+            newest.append(event)
+            if len(newest) == n:
+                break
+        newest.reverse()
+        return newest
 
     def chunk_events(self, entry: IndexEntry) -> list[Event]:
         """Decode the events of one chunk; [] (and a ``damage`` note) if it is damaged."""

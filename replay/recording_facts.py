@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from recorder import Event, Input, Marker, Output, RecordingReader, Structured, extract_commands
+from bastion.pg.query_event import QueryEvent
+from recorder import Event, Input, Marker, Output, RecordingReader, extract_commands
 from replay.keyframe_store import KeyframeStore
 
-__all__ = ["QUERY_EVENT", "DENSITY_BUCKETS", "RecordingFacts", "header_size", "scan_recording"]
+__all__ = ["DENSITY_BUCKETS", "RecordingFacts", "header_size", "scan_recording"]
 
-QUERY_EVENT = "pg.query"
 DENSITY_BUCKETS = 400
 _MAX_INPUT = 4 * 1024 * 1024  # typed input kept for the overlay (a paste flood is cut)
 
@@ -100,10 +100,9 @@ def scan_recording(
                     kept_input += len(event.data)
             elif isinstance(event, Marker):
                 facts.markers.append((event.time, event.label))
-            elif isinstance(event, Structured) and event.name == QUERY_EVENT:
-                if isinstance(event.payload, dict):
-                    facts.queries.append({"start": event.time, **event.payload})
-                    facts.density[slot] += 1
+            elif query := QueryEvent.from_event(event):
+                facts.queries.append(query.to_payload())
+                facts.density[slot] += 1
             yield event
 
     cols, rows = header_size(reader)

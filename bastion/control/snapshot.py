@@ -2,26 +2,20 @@
 
 The node never emulates a terminal. When someone starts watching, the session's
 writer hands over a consistent ``LiveTail`` (the chunks already in the file and the
-events still in memory); this module decodes the newest events first, chunk by chunk
-backwards, until ``screen_cut.find_cut`` finds a point that fixes the screen - or the
-window cap is reached - and returns the bytes from there. Runs in a worker thread.
+events still in memory); this module reads them newest first, chunk by chunk
+(``RecordingReader.chunks_newest_first``), until ``screen_cut.find_cut`` finds a
+point that fixes the screen - or the window cap is reached - and returns the bytes
+from there. Runs in a worker thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from bastion.control.messages import Snapshot
 from bastion.control.screen_cut import Cut, find_cut
-from recorder.codec import decode_chunk
-from recorder.compress import decompress_chunk
-from recorder.errors import RecordingFormatError
-from recorder.events import Event, Output, Structured
-from recorder.frames import ChunkMeta, HeaderRecord
-from recorder.header import parse_header
-from recorder.scan import FileScanner, Item
-from recorder.writer import LiveTail
+from bastion.pg.query_event import QueryEvent
+from recorder import LiveTail, Output, RecordingReader
 
 __all__ = ["FALLBACK_BYTES", "MAX_QUERIES", "MAX_WINDOW", "build_snapshot", "recorded_size"]
 
@@ -31,35 +25,13 @@ FALLBACK_BYTES = 1024 * 1024
 """Without a cut point in the window, the last this many bytes are replayed (from a line
 start): a watcher emulates ~1 MiB in well under a second."""
 MAX_QUERIES = 200
-QUERY_EVENT = "pg.query"
 _FIRST_WINDOW = 64 * 1024
 _MAX_QUIET_CHUNKS = 64  # chunks read back for queries when a session has no output
 
 
-def _newest_first(f: BinaryIO, tail: LiveTail) -> Iterator[list[Event]]:
-    """Lists of events, newest list first (pending events, then chunks backwards)."""
-    if tail.pending:
-        yield decode_chunk(tail.pending, tail.pending_first_us)
-    scanner = FileScanner(f)
-    for entry in reversed(tail.chunks):
-        item = scanner.read_at(entry.offset)
-        if not isinstance(item, Item) or not isinstance(item.record, ChunkMeta):
-            return  # a damaged chunk: replay from after it
-        if item.data is None:
-            return
-        try:
-            yield decode_chunk(decompress_chunk(item.data, item.record.raw_len), entry.t_first_us)
-        except RecordingFormatError:
-            return
-
-
-def recorded_size(f: BinaryIO) -> tuple[int, int] | None:
+def recorded_size(reader: RecordingReader) -> tuple[int, int] | None:
     """The terminal size in the recording's header (PTY sessions), if any."""
-    item = FileScanner(f).read_at(0)
-    if not isinstance(item, Item) or not isinstance(item.record, HeaderRecord):
-        return None
-    header = parse_header(item.record)
-    cols, rows = header.meta_int("cols"), header.meta_int("rows")
+    cols, rows = reader.header.meta_int("cols"), reader.header.meta_int("rows")
     return (cols, rows) if cols and rows else None
 
 
@@ -75,8 +47,9 @@ def build_snapshot(
     ``f`` is the recording file opened when ``tail`` was taken; ``size`` is the
     terminal size last recorded (None: the header's, else 80x24).
     """
+    reader = RecordingReader(f, tail=tail)
     if size is None:
-        size = recorded_size(f) or (80, 24)
+        size = recorded_size(reader) or (80, 24)
     cols, rows = size
     pieces: list[bytes] = []  # output, newest first
     have = 0
@@ -85,19 +58,16 @@ def build_snapshot(
     cut: Cut | None = None
     whole = True  # read back to the start of the session
     lists = 0
-    for events in _newest_first(f, tail):
+    for events in reader.chunks_newest_first():
+        if reader.damage:
+            break  # a gap (a damaged chunk): replay from after it
         for event in reversed(events):
             if isinstance(event, Output):
                 if cut is None:
                     pieces.append(event.data)
                     have += len(event.data)
-            elif (
-                isinstance(event, Structured)
-                and event.name == QUERY_EVENT
-                and isinstance(event.payload, dict)
-                and len(queries) < MAX_QUERIES
-            ):
-                queries.append(event.payload)
+            elif len(queries) < MAX_QUERIES and (query := QueryEvent.from_event(event)):
+                queries.append(query.to_payload())
         lists += 1
         if cut is None and have >= target:
             found = find_cut(b"".join(reversed(pieces)), rows)

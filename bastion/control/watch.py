@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
 
 from bastion.control.messages import (
     LiveEvent,
@@ -21,7 +20,8 @@ from bastion.control.messages import (
     LiveQuery,
     LiveResize,
 )
-from recorder.events import Event, Input, Marker, Output, Resize, Structured
+from bastion.pg.query_event import QueryEvent
+from recorder.events import Event, Input, Marker, Output, Resize
 
 __all__ = ["MAX_BEHIND_BYTES", "MAX_BEHIND_EVENTS", "Watcher", "to_live_event"]
 
@@ -39,10 +39,9 @@ def to_live_event(event: Event) -> LiveEvent | None:
         return LiveResize(event.time, event.cols, event.rows)
     if isinstance(event, Marker):
         return LiveMarker(event.time, event.label)
-    if isinstance(event, Structured) and event.name == "pg.query":
-        payload: Any = event.payload
-        if isinstance(payload, dict):
-            return LiveQuery(event.time, payload)
+    query = QueryEvent.from_event(event)
+    if query is not None:
+        return LiveQuery(event.time, query.to_payload())
     return None
 
 

@@ -1,17 +1,18 @@
 """What a database session leaves in its recording: ``pg.query`` and ``pg.rows`` events.
 
 ``query_payload`` turns a tracker ``QueryRecord`` into the JSON the recorder
-stores (the contract the TUI and ``bastion export --format jsonl`` read).
+stores (the contract the TUI and ``bastion export --format jsonl`` read; readers
+use ``bastion.pg.query_event``, where the event names live).
 ``RowCapture`` optionally keeps a bounded sample of result rows, with values of
 columns whose names match a masking rule replaced *before* anything reaches
-the recording. ``searchable_queries`` feeds the session search index.
+the recording.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bastion.pg.messages import (
@@ -24,8 +25,9 @@ from bastion.pg.messages import (
     TransactionStatus,
 )
 from bastion.pg.params import Param
+from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT, searchable_queries
 from bastion.pg.tracker import QueryRecord
-from recorder.events import Event, JSONValue, Structured
+from recorder.events import JSONValue
 
 __all__ = [
     "QUERY_EVENT",
@@ -36,8 +38,6 @@ __all__ = [
     "searchable_queries",
 ]
 
-QUERY_EVENT = "pg.query"
-ROWS_EVENT = "pg.rows"
 MASKED = "***"
 _MAX_SQL = 256 * 1024
 _MAX_PARAM = 4096
@@ -224,16 +224,3 @@ class RowCapture:
                 text = value[:_MAX_VALUE].decode("utf-8", "replace")
                 row.append(text + ("…" if len(value) > _MAX_VALUE else ""))
         return row
-
-
-def searchable_queries(events: Iterable[Event], started_at: float) -> list[tuple[float, str]]:
-    """``(absolute time, SQL)`` of each recorded query, for ``bastion sessions search``."""
-    found: list[tuple[float, str]] = []
-    for ev in events:
-        if isinstance(ev, Structured) and ev.name == QUERY_EVENT and isinstance(ev.payload, dict):
-            sql = ev.payload.get("sql")
-            start = ev.payload.get("start")
-            if isinstance(sql, str) and sql.strip():
-                at = start if isinstance(start, int | float) else ev.time
-                found.append((started_at + float(at), sql.strip()[:4096]))
-    return found

@@ -20,6 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from bastion.pg.query_event import QueryEvent
 from replay.formatting import format_offset, one_line, visible_keys
 from replay.screens.dialogs import ReasonDialog
 from replay.screens.help import HelpScreen
@@ -136,7 +137,9 @@ class LiveScreen(Screen[None]):
         elif isinstance(event, LiveMarker):
             self.notify(one_line(event.label, 80), title="marker", timeout=4, markup=False)
         elif isinstance(event, LiveQuery):
-            self.query_one(QueryTable).add_query({"start": event.offset, **event.payload})
+            query = QueryEvent.from_payload(event.payload, event.offset)
+            if query is not None:
+                self.query_one(QueryTable).add_query(query.to_payload())
             self.session_offset = event.offset
         elif isinstance(event, LiveEnd):
             self.ended = event.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 
@@ -31,7 +32,9 @@ from bastion.control.messages import (
 )
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher
+from bastion.pg.query_event import QUERY_EVENT
 from bastion.store.models import Role, TokenPurpose, TokenRecord, User
+from recorder import RecordingReader
 from recorder.events import Output
 from recorder.writer import RecordingWriter, WriterPolicy
 from replay.terminal import TerminalEmulator
@@ -180,7 +183,7 @@ def test_snapshot_of_a_live_writer_matches_the_whole_stream(tmp_path: Path) -> N
     stream += b"\x1b[?1049h\x1b[H\x1b[2J" + b"~\r\n" * 3 + b"\x1b[2;2Hedit"
     for i in range(0, len(stream), 1000):
         writer.output(stream[i : i + 1000])
-        writer.event("pg.query", {"seq": i})
+        writer.event(QUERY_EVENT, {"seq": i})
     tail = writer.live_tail()
     assert len(tail.chunks) > 10 and tail.pending  # some in the file, some in memory
     with open(tmp_path / "s.bastrec", "rb") as f:
@@ -193,6 +196,34 @@ def test_snapshot_of_a_live_writer_matches_the_whole_stream(tmp_path: Path) -> N
     whole.feed(stream)
     late.feed(snap.screen_bytes)
     assert late.snapshot() == whole.snapshot()
+
+
+def test_snapshot_replays_from_after_a_damaged_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "d.bastrec"
+    writer = RecordingWriter.create(
+        path, "01SNAPDAMAGEAAAAAAAAAAAAAA", {}, Ed25519PrivateKey.generate(),
+        policy=WriterPolicy(chunk_bytes=4096),
+    )  # fmt: skip
+    for i in range(3000):
+        writer.output(b"line %d\r\n" % i)
+    tail = writer.live_tail()
+    writer.close()
+    victim = tail.chunks[-3]
+    data = bytearray(path.read_bytes())
+    data[victim.offset + 8 + 65 + 20] ^= 0x55  # inside the chunk's zstd frame
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as f:
+        snap = build_snapshot(f, tail, "01SNAPDAMAGEAAAAAAAAAAAAAA", None)
+    assert (snap.cols, snap.rows) == (80, 24)
+    with RecordingReader(io.BytesIO(bytes(data)), tail=tail) as r:
+        chunks = list(r.chunks_newest_first())
+        assert len(r.damage) == 1
+    after = b"".join(e.data for c in reversed(chunks[:3]) for e in c if isinstance(e, Output))
+    whole, late = TerminalEmulator(80, 24), TerminalEmulator(80, 24)
+    whole.feed(after)  # the output after the gap: nothing from before it is replayed
+    late.feed(snap.screen_bytes)
+    assert late.snapshot() == whole.snapshot()
+    assert b"line 2999" in snap.screen_bytes and len(snap.screen_bytes) <= len(after)
 
 
 # -- watcher bounds --------------------------------------------------------------------------

@@ -186,10 +186,21 @@ def test_kill_9_loses_at_most_a_second_and_is_recovered(own_bastion: BastionHarn
     assert lines == list(range(1, len(lines) + 1))  # nothing garbled, nothing skipped
     # 0.05 s a line: one second is 20 lines; allow the flush interval plus a tick
     assert lines[-1] >= seen - 30, (lines[-1], seen)
+    with RecordingReader.open(path) as reader:
+        events = list(reader.events())
+        started = reader.header.started_at
+    assert events
     # the node repairs the file and ends the session when it comes back
+    restart = time.time()
     b.start()
     ended = b.store.get_session(live.id)
     assert ended is not None and ended.end_reason == "node-crash" and ended.final_hash
+    # the row keeps what the recording holds, and ends with its last event, not the restart
+    assert ended.events == len(events)
+    assert ended.bytes_out == sum(len(e.data) for e in events if isinstance(e, Output)) > 0
+    assert ended.bytes_in == sum(len(e.data) for e in events if isinstance(e, Input))
+    assert ended.ended_at == pytest.approx(started + events[-1].time, abs=1e-6)
+    assert ended.ended_at is not None and ended.ended_at < restart
     after = verify(path, public, expected_final_hash=ended.final_hash)
     assert after.status == "truncated" and after.recovered, str(after)
     assert b.audit("node", "session.recovered")

@@ -178,6 +178,7 @@ def test_an_event_the_format_cannot_hold_ends_the_recording(tmp_path: Path) -> N
     recording and tells the session, instead of escaping into the relay."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from bastion.pg.query_event import QUERY_EVENT
     from bastion.recording import LiveRecording
     from recorder.storage import LocalStorage
     from recorder.writer import RecordingWriter
@@ -186,9 +187,9 @@ def test_an_event_the_format_cannot_hold_ends_the_recording(tmp_path: Path) -> N
     writer = RecordingWriter.create(storage, "s-nan", {}, Ed25519PrivateKey.generate(), "k1")
     failures: list[str] = []
     rec = LiveRecording(writer, failures.append)
-    rec.event("pg.query", {"seq": 1})
-    rec.event("pg.query", {"duration_ms": float("nan")})
+    rec.event(QUERY_EVENT, {"seq": 1})
+    rec.event(QUERY_EVENT, {"duration_ms": float("nan")})
     assert rec.failed is not None and failures == [rec.failed]
     assert "could not be recorded" in rec.failed
-    rec.event("pg.query", {"seq": 3})  # nothing more is written once failed
+    rec.event(QUERY_EVENT, {"seq": 3})  # nothing more is written once failed
     assert failures == [rec.failed]

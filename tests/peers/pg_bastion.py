@@ -21,9 +21,9 @@ from typing import Any
 
 import psycopg
 
+from bastion.pg.query_event import QueryEvent
 from bastion.store.models import Credset, Grant, SessionRecord, TargetKind
 from recorder import RecordingReader
-from recorder.events import Structured
 from tests.peers.bastion_node import BastionHarness, Contractor
 from tests.peers.postgres import PgServer
 
@@ -155,10 +155,4 @@ class PgTargets:
         assert session.recording is not None
         path = str(self.harness.config.recordings_dir / session.recording)
         with RecordingReader.open(path) as reader:
-            return [
-                dict(e.payload)
-                for e in reader.events()
-                if isinstance(e, Structured)
-                and e.name == "pg.query"
-                and isinstance(e.payload, dict)
-            ]
+            return [q.to_payload() for e in reader.events() if (q := QueryEvent.from_event(e))]

@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bastion.pg.query_event import QUERY_EVENT
 from recorder import RecordingWriter, WriterPolicy
 from tests.replay.capture import SCENARIOS
 
@@ -206,7 +207,7 @@ def database_session(session_id: str) -> None:
             **q,
         }
         clock.now += duration / 1000
-        w.event("pg.query", payload)
+        w.event(QUERY_EVENT, payload)
     clock.now += 5.0
     w.close("client disconnected")
 

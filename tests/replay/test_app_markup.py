@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Static
 
+from bastion.pg.query_event import QUERY_EVENT
 from recorder import RecordingWriter, WriterPolicy
 from replay.app import ConsoleApp, Start
 from replay.clock import ManualClock
@@ -132,7 +133,7 @@ async def test_query_table_shows_sql_with_brackets(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "pg.bastrec",
         {"user": "bob", "target": "db1", "protocol": "postgres"},
-        [("event", ("pg.query", payload))],
+        [("event", (QUERY_EVENT, payload))],
     )
     app = ConsoleApp(Start("replay", path=path), clock=ManualClock())
     async with app.run_test(size=(100, 30)) as pilot:

@@ -12,8 +12,16 @@ from bastion.pg.messages import (
     TransactionStatus,
 )
 from bastion.pg.protocol import BackendParser
-from bastion.pg.query_log import MaskRules, RowCapture, query_payload, searchable_queries
+from bastion.pg.query_event import ROWS_EVENT, QueryEvent
+from bastion.pg.query_log import (
+    QUERY_EVENT,
+    MaskRules,
+    RowCapture,
+    query_payload,
+    searchable_queries,
+)
 from bastion.pg.tracker import QueryRecord
+from recorder.codec import structured_payload
 from recorder.events import Output, Structured
 
 
@@ -65,7 +73,7 @@ def test_query_payload_shape() -> None:
     p = query_payload(7, rec)
     assert p["seq"] == 7 and p["params"] == ["x", {"hex": "0102"}, None]
     assert p["tx"] == "in-transaction" and p["duration_ms"] == 2.5 and p["error"] is None
-    events = [Structured(2.0, "pg.query", p), Output(3.0, b"x")]
+    events = [Structured(2.0, QUERY_EVENT, p), Output(3.0, b"x")]
     assert searchable_queries(events, 1000.0) == [(1001.5, "SELECT $1")]
 
 
@@ -89,3 +97,37 @@ def test_shared_common_messages_equal_their_decoding() -> None:
         for type_byte, bodies in table.items():
             for body, msg in bodies.items():
                 assert decode(type_byte, body) == msg
+
+
+def test_query_event_view_keeps_the_recorded_payload() -> None:
+    rec = QueryRecord(
+        kind="simple",
+        sql="SELEC 1",
+        tag=None,
+        started_at=4.25,
+        finished_at=4.5,
+        error_sqlstate="42601",
+        error_message="syntax error",
+    )
+    p = query_payload(3, rec)
+    q = QueryEvent.from_event(Structured(4.6, QUERY_EVENT, p))
+    assert q is not None
+    assert (q.seq, q.kind, q.sql, q.start, q.duration_ms) == (3, "simple", "SELEC 1", 4.25, 250.0)
+    assert (q.error_sqlstate, q.error_message) == ("42601", "syntax error")
+    assert (q.tag, q.rows) == (None, None)
+    # the recording is a contract: the view hands on exactly what was recorded
+    assert q.to_payload() == p
+    assert structured_payload(QUERY_EVENT, q.to_payload()) == structured_payload(QUERY_EVENT, p)
+    assert ROWS_EVENT == "pg.rows" and QUERY_EVENT == "pg.query"  # names on disk
+
+
+def test_query_event_view_of_odd_payloads() -> None:
+    assert QueryEvent.from_event(Structured(1.0, ROWS_EVENT, {"rows": []})) is None
+    assert QueryEvent.from_event(Output(1.0, b"x")) is None
+    assert QueryEvent.from_payload([1, 2]) is None
+    odd = {"sql": 5, "seq": True, "start": "soon", "error": "boom", "future": [1]}
+    q = QueryEvent.from_payload(odd, 2.5)
+    assert q is not None and (q.sql, q.seq, q.start, q.error_sqlstate) == (None, None, 2.5, None)
+    assert q.to_payload() == {**odd, "start": 2.5}  # unknown fields kept, a time filled in
+    twice = [Structured(t, QUERY_EVENT, {"sql": " SELECT 1 "}) for t in (1.0, 2.0)]
+    assert searchable_queries(twice, 100.0) == [(101.0, "SELECT 1")]  # once, at its first run
