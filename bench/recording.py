@@ -768,7 +768,7 @@ def record_bytes(data: bytes) -> int:
 
 
 def measure_repack(
-    path: Path, key: Ed25519PrivateKey, events: list[object]
+    path: Path, key: Ed25519PrivateKey, events: Sequence[object]
 ) -> tuple[int, int, float]:
     """Repack the closed recording in place; check it still verifies and reads the same.
 
