@@ -50,7 +50,7 @@ import psycopg
 
 from bastion.openssh_target import free_port
 from bastion.store.models import Credset, TargetKind
-from tests.peers.bastion_node import BastionHarness, make_harness
+from node import BastionHarness, make_harness, production_config
 from tests.peers.postgres import PgServer, find_pg_bin, start_pg_server
 
 TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
@@ -233,16 +233,6 @@ def bastion_token(h: BastionHarness, server: PgServer, user: str, password: str)
     return who.name, found.group(1).decode()
 
 
-def production_config(h: BastionHarness) -> None:
-    """Undo the harness's test-only overrides (fast polls, short warnings) and restart."""
-    h.stop()
-    text = h.config.path.read_text()
-    text = text.replace("warn_before = [3, 1.5]", "warn_before = [300, 60]")
-    text = text.replace("poll_interval = 0.2", "poll_interval = 0.5")
-    h.config.path.write_text(text)
-    h.start()
-
-
 def median(values: Sequence[float]) -> float:
     """Median (0 for none)."""
     return statistics.median(values) if values else 0.0
@@ -333,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             say("starting the bastion")
             h = make_harness(work / "bastion")
             stack.callback(h.close)
+            h.stop()
             production_config(h)
+            h.start()
             name, token = bastion_token(h, server, user, password)
             peers = [
                 Peer("direct", direct_env),

@@ -53,6 +53,7 @@ from typing import Protocol
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fake_clock import FakeClock
 from recorder import (
     Input,
     LocalStorage,
@@ -64,6 +65,7 @@ from recorder import (
     verify,
 )
 from recorder.keys import generate_signing_key
+from report import table
 
 OUT, IN = 1, 2
 TICK = 0.25
@@ -579,18 +581,6 @@ def workloads(scale: Scale) -> list[Workload]:
 # -- recording with the real writer, on a fake clock -------------------------------------
 
 
-class FakeClock:
-    """The writer's monotonic clock, moved by ``play``."""
-
-    __slots__ = ("now",)
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Sink(Protocol):
     """What ``play`` feeds: the writer or a peer."""
 
@@ -778,7 +768,7 @@ def record_bytes(data: bytes) -> int:
 
 
 def measure_repack(
-    path: Path, key: Ed25519PrivateKey, events: list[object]
+    path: Path, key: Ed25519PrivateKey, events: Sequence[object]
 ) -> tuple[int, int, float]:
     """Repack the closed recording in place; check it still verifies and reads the same.
 
@@ -1003,17 +993,6 @@ def measure_rss(work: Path, n: int, reps: int) -> list[RssRow]:
 
 def mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB"
-
-
-def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A markdown table with the columns padded for reading in a terminal."""
-    body = [list(head), *[list(r) for r in rows]]
-    widths = [max(len(r[i]) for r in body) for i in range(len(head))]
-    lines = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in body
-    ]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def size_table(rows: list[SizeRow]) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fake_clock import FakeClock
 from recorder import RecordingReader, RecordingWriter, WriterPolicy
 from replay.keyframe_store import KeyframeStore
 
@@ -38,16 +39,6 @@ def _size(text: str) -> int:
     if text and text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
-
-
-class SimClock:
-    """The writer's clock, moved by the generator."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _log_block(rng: random.Random, n: int) -> bytes:
@@ -116,7 +107,7 @@ def _vim_session(rng: random.Random) -> list[bytes]:
 def generate(path: Path, size: int, seed: int = 7) -> tuple[float, float]:
     """Write the recording; returns (session seconds, wall seconds to write)."""
     rng = random.Random(seed)
-    clock = SimClock()
+    clock = FakeClock()
     key = Ed25519PrivateKey.generate()
     started = time.perf_counter()
     w = RecordingWriter.create(
