@@ -29,6 +29,19 @@ class UpstreamError(BastionError):
         self.reason = reason
 
 
+def network_words(e: BaseException) -> str:
+    """A network failure in words for the contractor (the exception itself goes to the audit)."""
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, asyncssh.Error):
+        return e.reason or "SSH error"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return "network error"
+
+
 @dataclass(frozen=True)
 class UpstreamPlan:
     """What to connect to and with which certificate options."""
@@ -76,7 +89,8 @@ async def _source_addresses(
         detected = await asyncio.to_thread(route_source_address, target.host, target.port)
     except OSError as e:
         raise UpstreamError(
-            "unreachable", f"cannot route to {target.name} ({target.host}:{target.port}): {e}"
+            "unreachable",
+            f"cannot route to {target.name} ({target.host}:{target.port}): {network_words(e)}",
         ) from e
     return (detected,), (detected, 0)
 
@@ -169,7 +183,7 @@ async def _dial(
             f"run 'bastion target setup {target.name}' and apply it on the host",
         ) from e
     except (OSError, asyncssh.Error, TimeoutError) as e:
-        raise UpstreamError("unreachable", f"cannot connect to {where}: {e}") from e
+        raise UpstreamError("unreachable", f"cannot connect to {where}: {network_words(e)}") from e
     drop_cbc_chaff(conn, UPSTREAM_CIPHERS)
     return conn
 
@@ -235,7 +249,12 @@ async def open_upstream(
         conn = await _dial(plan, cert, local_addr, cfg.connect_timeout)
     except UpstreamError as e:
         await node.audit(
-            user.name, f"upstream.{e.reason}", target.name, session=session_id, message=str(e)
+            user.name,
+            f"upstream.{e.reason}",
+            target.name,
+            session=session_id,
+            message=str(e),
+            error=repr(e.__cause__) if e.__cause__ is not None else None,
         )
         raise
     return conn, cert
