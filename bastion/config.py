@@ -7,6 +7,7 @@ can also come from an environment variable (named next to each setting).
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import tomllib
@@ -112,6 +113,8 @@ class Config:
     recording_on_failure: str = "refuse"
     recording_repack_level: int = 9
     event_loop: LoopChoice = "auto"
+    stop_grace: float = 5.0
+    """Seconds live sessions get after SIGTERM before they end with reason node-stop."""
     metrics_listen: tuple[str, int] | None = None
     ssh: SshConfig = field(default_factory=SshConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
@@ -123,6 +126,70 @@ class Config:
     def base_dir(self) -> Path:
         """The directory the config file lives in."""
         return self.path.parent
+
+
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "node": frozenset({"name", "event_loop", "stop_grace"}),
+    "state": frozenset({"url", "secret_key_file"}),
+    "ca": frozenset({"key"}),
+    "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level"}),
+    "ssh": frozenset(
+        {
+            "listen",
+            "host_key",
+            "login_timeout",
+            "max_startups",
+            "idle_timeout",
+            "certificate_lifetime",
+            "certificate_backdate",
+            "source_addresses",
+            "connect_timeout",
+            "ciphers",
+        }
+    ),
+    "postgres": frozenset(
+        {
+            "listen",
+            "public_host",
+            "tls_cert",
+            "tls_key",
+            "require_tls",
+            "token_ttl",
+            "login_timeout",
+            "connect_timeout",
+            "max_startups",
+            "max_message_bytes",
+            "capture_rows",
+            "mask_columns",
+        }
+    ),
+    "control": frozenset({"socket", "listen", "tls_cert", "tls_key"}),
+    "mfa": frozenset({"issuer", "max_failures", "failure_window", "lockout", "valid_window"}),
+    "metrics": frozenset({"listen"}),
+    "timebox": frozenset({"warn_before", "poll_interval"}),
+}
+"""Every section and key the loader reads. Anything else in the file is an error: a
+mistyped security setting (``idle_timout``) must not silently fall back to its default."""
+
+
+def _nearest(word: str, choices: frozenset[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_known_keys(data: dict[str, Any], path: Path) -> None:
+    """Raise ConfigError naming the first unknown section or key and the nearest valid one."""
+    for section, table in data.items():
+        known = KNOWN_KEYS.get(section)
+        if known is None:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]{_nearest(section, frozenset(KNOWN_KEYS))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table in the config file")
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key [{section}] {key}{_nearest(key, known)}")
 
 
 def _loop_choice(value: object) -> LoopChoice:
@@ -230,6 +297,7 @@ def load_config(path: Path | str | None = None) -> Config:
         ) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    _check_known_keys(data, path)
     base = path.parent
 
     node = _section(data, "node")
@@ -259,6 +327,7 @@ def load_config(path: Path | str | None = None) -> Config:
         path=path,
         node=str(node.get("name") or socket.gethostname()),
         event_loop=_loop_choice(node.get("event_loop", "auto")),
+        stop_grace=_number(node, "stop_grace", 5.0, "node.stop_grace"),
         state_url=state_url,
         secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
         ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),
@@ -316,6 +385,8 @@ name = "{node}"
 # The event loop: "auto" (uvloop when installed, else asyncio's own), "uvloop"
 # (refuse to start without it) or "asyncio". uvloop makes the relays cheaper.
 event_loop = "auto"
+# seconds live sessions get after SIGTERM before they end with reason node-stop
+stop_grace = 5.0
 
 [state]
 # Where users, targets, grants, sessions and the audit log live.
