@@ -22,7 +22,7 @@ from typing import Any
 import asyncssh
 
 from bastion.config import Config, load_config
-from bastion.errors import BastionError, NotFound
+from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.mfa import new_totp_secret, provisioning_uri, qr_text
 from bastion.secretbox import SecretBox
@@ -110,10 +110,10 @@ def _print_enrolment(config: Config, name: str, secret: str) -> None:
 def cmd_user_add(args: argparse.Namespace) -> int:
     """Add a user with SSH key(s) and a fresh TOTP enrolment."""
     if not valid_name(args.name):
-        raise ValueError(f"'{args.name}' is not a valid user name (letters, digits, . _ -)")
+        raise UsageError(f"'{args.name}' is not a valid user name (letters, digits, . _ -)")
     keys = read_keys(args.key or [])
     if not keys:
-        raise ValueError("give at least one --key PUBKEY_FILE")
+        raise UsageError("give at least one --key PUBKEY_FILE")
     with opened(args) as (config, store):
         secret = new_totp_secret()
         user = store.add_user(args.name, Role(args.role), keys, secret, time.time())

@@ -13,7 +13,7 @@ import json
 import time
 
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened
-from bastion.errors import NotFound
+from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
 from bastion.store.models import Grant, Target, TargetKind, TokenPurpose, TokenRecord
 from bastion.timeparse import parse_duration, parse_time
@@ -26,20 +26,20 @@ def _grant_window(args: argparse.Namespace, now: float) -> tuple[float, float]:
     elif args.until:
         end = parse_time(args.until, now)
     else:
-        raise ValueError("say how long: --for DURATION (e.g. 2h) or --until TIME")
+        raise UsageError("say how long: --for DURATION (e.g. 2h) or --until TIME")
     if end <= start:
-        raise ValueError("the grant would end before it starts")
+        raise UsageError("the grant would end before it starts")
     return start, end
 
 
 def _ssh_login(args: argparse.Namespace, target: Target) -> str | None:
     if args.credset:
-        raise ValueError(
+        raise UsageError(
             f"--credset is for PostgreSQL targets; {target.name} is an SSH target (use --login)"
         )
     login = args.login or target.default_login
     if login not in target.logins:
-        raise ValueError(
+        raise UsageError(
             f"target {target.name} has no login '{login}' (configured: {', '.join(target.logins)})"
         )
     return login
@@ -47,22 +47,22 @@ def _ssh_login(args: argparse.Namespace, target: Target) -> str | None:
 
 def _database_credset(args: argparse.Namespace, target: Target) -> str:
     if args.login:
-        raise ValueError(
+        raise UsageError(
             f"--login is for SSH targets; {target.name} is a PostgreSQL target: "
             "grant a credential set with --credset NAME"
         )
     if args.allow:
-        raise ValueError(f"--allow options are for SSH targets; {target.name} is a database")
+        raise UsageError(f"--allow options are for SSH targets; {target.name} is a database")
     names = [c.name for c in target.credsets]
     if args.credset is None:
         if len(names) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"target {target.name} has several credential sets ({', '.join(names)}); "
                 "choose one with --credset NAME"
             )
         return names[0]
     if args.credset not in names:
-        raise ValueError(
+        raise UsageError(
             f"target {target.name} has no credential set '{args.credset}' "
             f"(configured: {', '.join(names)})"
         )
@@ -73,7 +73,10 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
     """Grant a user time-boxed access to a target (a login, or a database credential set)."""
     now = time.time()
     start, end = _grant_window(args, now)
-    options = parse_options(args.allow or "")
+    try:
+        options = parse_options(args.allow or "")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     with opened(args) as (_c, store):
         user = store.get_user(args.user)
         if user is None:

@@ -27,7 +27,7 @@ from bastion.cli_recordings import (
     recording_path,
 )
 from bastion.config import Config
-from bastion.errors import BastionError, NotFound
+from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id, session_id_time
 from bastion.store import Store
@@ -63,7 +63,7 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
     now = time.time()
     since = parse_since(args.since, now)
     if args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+        raise UsageError("--limit must be at least 1")
     with opened(args) as (_c, store):
         sessions = store.list_sessions(
             live=True if args.live else None,
@@ -189,9 +189,9 @@ def _print_session(
 def cmd_sessions_search(args: argparse.Namespace) -> int:
     """Find the sessions in which a command containing TEXT was typed."""
     if not args.text.strip():
-        raise ValueError("give some text to search for, e.g. 'systemctl restart'")
+        raise UsageError("give some text to search for, e.g. 'systemctl restart'")
     if args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+        raise UsageError("--limit must be at least 1")
     since = parse_since(args.since, time.time())
     with opened(args) as (_c, store):
         hits = store.search_commands(

@@ -134,6 +134,49 @@ def test_errors_are_clear_and_nonzero(
     assert "bastion init" in capsys.readouterr().err
 
 
+def test_expected_errors_are_one_line(
+    node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Usage (2), store, config, access and control errors (1): one line, no traceback."""
+    cases: list[tuple[list[str], int, str]] = [
+        (["grant", "add", "a", "web1", "--for", "1h", "--allow", "telnet"], 2, "unknown grant"),
+        (["grant", "add", "a", "web1", "--until", "yesterday"], 2, "cannot read time"),
+        (["audit", "--since", "a while"], 2, "cannot read time"),
+        (["user", "add", "bad name", "--key", "k"], 2, "not a valid user name"),
+        (["sessions", "list", "--limit", "0"], 2, "--limit must be at least 1"),
+        (["grant", "revoke", "99"], 1, "99"),
+        (["user", "lock", "ghost"], 1, "no user named 'ghost'"),
+        (["control", "sessions", "--as", "root"], 1, "cannot connect to the control socket"),
+        (["user", "control-token", "ghost"], 1, "no user named 'ghost'"),
+    ]
+    for args, want_code, want in cases:
+        code, out, err = run(node_dir, capsys, *args)
+        assert (code, out) == (want_code, ""), args
+        assert err.startswith("bastion: ") and err.count("\n") == 1, (args, err)
+        assert want in err, (args, err)
+    (node_dir / "bastion.toml").write_text("[ssh]\nidle_timout = 0\n")
+    code, _, err = run(node_dir, capsys, "user", "list")
+    assert code == 1 and err.count("\n") == 1 and "did you mean 'idle_timeout'" in err
+
+
+@pytest.mark.parametrize("bug", [ValueError("bad int"), KeyError("x"), TypeError("None")])
+def test_a_bug_keeps_its_traceback(
+    node_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    bug: Exception,
+) -> None:
+    """An error the CLI does not expect is not turned into a tidy line: it propagates."""
+    from bastion import cli_admin
+
+    def broken(args: object) -> int:
+        raise bug
+
+    monkeypatch.setattr(cli_admin, "cmd_audit", broken)
+    with pytest.raises(type(bug)):
+        run(node_dir, capsys, "audit")
+
+
 def test_user_lifecycle_commands(
     node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
