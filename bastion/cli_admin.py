@@ -40,6 +40,14 @@ def actor() -> str:
     return os.environ.get("BASTION_ACTOR") or f"cli:{getpass.getuser()}"
 
 
+def cli_origin() -> dict[str, object]:
+    """Where a CLI action came from, for audit details: the local uid and login name.
+
+    ``actor()`` can be overridden by $BASTION_ACTOR; these cannot, so the row still
+    says which local account ran the command."""
+    return {"via": "cli", "uid": os.getuid(), "login": getpass.getuser()}
+
+
 @contextmanager
 def opened(args: argparse.Namespace) -> Iterator[tuple[Config, Store]]:
     """Config and store for one command; the store is closed afterwards."""

@@ -19,7 +19,7 @@ import asyncssh
 
 from bastion import event_loop
 from bastion.ca import CertificateAuthority
-from bastion.cli_admin import opened
+from bastion.cli_admin import actor, cli_origin, opened
 from bastion.cli_node import _serve, init_dir
 from bastion.config import Config, load_config
 from bastion.errors import NotFound
@@ -169,13 +169,21 @@ Admin: bastion sessions list --config {config.path}; bastion --help for the rest
 
 def cmd_totp_code(args: argparse.Namespace) -> int:
     """Print the code a user's authenticator shows now (the next unused one, for repeated
-    logins within 30 s). Needs the secret key: an admin-only aid for demos and scripts."""
+    logins within 30 s). Needs the secret key: an admin-only aid for demos and scripts.
+
+    It lets whoever runs it pass the user's second factor, so each use is audited
+    (``user.totp-code``: the actor, the local uid and login, for whom) before the
+    code is printed; no audit row, no code."""
     with opened(args) as (_config, store):
         user = store.get_user(args.name)
         if user is None or not user.totp_secret:
             raise NotFound(f"no user named '{args.name}' with a TOTP enrolment")
-        step = time_step(time.time())
+        now = time.time()
+        step = time_step(now)
         if user.totp_last_step is not None and user.totp_last_step >= step:
             step = user.totp_last_step + 1
+        store.append_audit(
+            actor(), "user.totp-code", user.name, {**cli_origin(), "step": step}, now
+        )
         print(code_for_step(user.totp_secret, step))
     return 0

@@ -177,6 +177,41 @@ def test_a_bug_keeps_its_traceback(
         run(node_dir, capsys, "audit")
 
 
+def test_totp_code_is_audited_before_it_is_printed(
+    node_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever prints a user's code can pass her second factor: the row names them."""
+    import getpass
+    import os
+    import re
+
+    from bastion.mfa import code_for_step
+
+    code, out, _ = run(
+        node_dir, capsys, "user", "add", "alice", "--key", str(_pubkey(tmp_path, "a"))
+    )
+    secret = re.search(r"secret=([A-Z2-7]+)", out)
+    assert code == 0 and secret is not None
+    monkeypatch.setenv("BASTION_ACTOR", "ops-script")  # overrides the actor, not the uid
+    code, out, _ = run(node_dir, capsys, "totp-code", "alice")
+    assert code == 0
+    rows = json.loads(run(node_dir, capsys, "audit", "--json", "--action", "user.totp-code")[1])
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["actor"], row["subject"]) == ("ops-script", "alice")
+    details = row["details"]
+    assert details["via"] == "cli"
+    assert (details["uid"], details["login"]) == (os.getuid(), getpass.getuser())
+    assert out.strip() == code_for_step(secret.group(1), details["step"])
+    code, _, err = run(node_dir, capsys, "totp-code", "ghost")
+    assert code == 1 and "no user named 'ghost'" in err
+    rows = json.loads(run(node_dir, capsys, "audit", "--json", "--action", "user.totp-code")[1])
+    assert len(rows) == 1  # a refused request printed nothing and audits nothing
+
+
 def test_user_lifecycle_commands(
     node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
