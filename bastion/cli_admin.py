@@ -8,9 +8,7 @@ it with the operator as actor, and prints a table or ``--json``. Targets live in
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +19,10 @@ from typing import Any
 
 import asyncssh
 
+from bastion import admin_actions
+from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.config import Config, load_config
-from bastion.errors import BastionError, NotFound, UsageError
+from bastion.errors import BastionError, UsageError
 from bastion.grants import format_time
 from bastion.mfa import new_totp_secret, provisioning_uri, qr_text
 from bastion.secretbox import SecretBox
@@ -37,15 +37,7 @@ AddOpt = Callable[[argparse.ArgumentParser], None]
 
 def actor() -> str:
     """Who is running the CLI, for audit rows ($BASTION_ACTOR overrides the login name)."""
-    return os.environ.get("BASTION_ACTOR") or f"cli:{getpass.getuser()}"
-
-
-def cli_origin() -> dict[str, object]:
-    """Where a CLI action came from, for audit details: the local uid and login name.
-
-    ``actor()`` can be overridden by $BASTION_ACTOR; these cannot, so the row still
-    says which local account ran the command."""
-    return {"via": "cli", "uid": os.getuid(), "login": getpass.getuser()}
+    return admin_actions.cli_actor()
 
 
 @contextmanager
@@ -175,26 +167,15 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
         elif action == "enable":
             store.set_user_disabled(args.name, False)
         elif action == "unlock":
-            user = store.get_user(args.name)
-            if user is None:
-                raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
-            store.lock_user(user.id, None)
-            store.clear_auth_failures(user.id)
+            admin_actions.unlock_user(store, Origin.cli(), args.name, time.time())
         elif action == "lock":
-            user = store.get_user(args.name)
-            if user is None:
-                raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
             now = time.time()
-            until = now + parse_duration(args.duration) if args.duration else now + 10 * 365 * 86400
-            store.lock_user(user.id, until)
-            live = store.list_sessions(live=True, user=user.name, limit=10_000)
-            for s in live:
-                store.request_termination(s.id, actor(), f"user {user.name} locked", now)
-            revoked = store.revoke_user_tokens(user.id, actor(), now)
-            details["tokens_revoked"] = revoked
+            span = parse_duration(args.duration) if args.duration else UNTIL_UNLOCKED
+            done = admin_actions.lock_user(store, Origin.cli(), args.name, now + span, None, now)
             print(
-                f"user {user.name} locked until {format_time(until)}; "
-                f"{len(live)} live session(s) will be ended, {revoked} token(s) revoked"
+                f"user {done.user} locked until {format_time(done.until)}; "
+                f"{len(done.sessions)} live session(s) will be ended, "
+                f"{done.tokens_revoked} token(s) revoked"
             )
         elif action == "reset-mfa":
             secret = new_totp_secret()
@@ -203,7 +184,8 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
         elif action == "add-key":
             for key in read_keys(args.key):
                 store.add_user_key(args.name, key)
-        store.append_audit(actor(), f"user.{action}", args.name, details, time.time())
+        if action not in ("lock", "unlock"):  # those audit in their own transaction
+            store.append_audit(actor(), f"user.{action}", args.name, details, time.time())
     print(f"user {args.name}: {action} done")
     return 0
 

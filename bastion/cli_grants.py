@@ -12,6 +12,7 @@ import argparse
 import json
 import time
 
+from bastion.admin_actions import Origin, revoke_grant
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened
 from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
@@ -169,14 +170,7 @@ def cmd_grant_revoke(args: argparse.Namespace) -> int:
     """Revoke a grant; its live sessions end within a second and its tokens stop working."""
     grant_id = int(str(args.id).lstrip("#"))
     with opened(args) as (_c, store):
-        grant = store.revoke_grant(grant_id, actor(), time.time())
-        store.append_audit(
-            actor(),
-            "grant.revoke",
-            f"grant #{grant.id}",
-            {"user": grant.user_name, "target": grant.target_name},
-            time.time(),
-        )
+        grant = revoke_grant(store, Origin.cli(), grant_id, time.time())
     print(f"revoked grant #{grant.id} ({grant.user_name} -> {grant.target_name})")
     return 0
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bastion.cli_admin import AddOpt, Sub, actor, emit, opened
+from bastion.admin_actions import Origin, terminate_session
+from bastion.cli_admin import AddOpt, Sub, emit, opened
 
 #: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
 from bastion.cli_recordings import (
@@ -218,10 +219,7 @@ def cmd_sessions_terminate(args: argparse.Namespace) -> int:
     """Ask whichever node runs a live session to end it (within half a second)."""
     now = time.time()
     with opened(args) as (_config, store):
-        store.request_termination(args.id, actor(), args.reason, now)
-        store.append_audit(
-            actor(), "session.terminate-requested", args.id, {"reason": args.reason}, now
-        )
+        terminate_session(store, Origin.cli(), args.id, args.reason, now)
     print(f"session {args.id}: termination requested ({args.reason})")
     return 0
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import asyncssh
 
 from bastion import event_loop
+from bastion.admin_actions import Origin
 from bastion.ca import CertificateAuthority
-from bastion.cli_admin import actor, cli_origin, opened
+from bastion.cli_admin import opened
 from bastion.cli_node import _serve, init_dir
 from bastion.config import Config, load_config
 from bastion.errors import NotFound
@@ -182,8 +183,9 @@ def cmd_totp_code(args: argparse.Namespace) -> int:
         step = time_step(now)
         if user.totp_last_step is not None and user.totp_last_step >= step:
             step = user.totp_last_step + 1
+        origin = Origin.cli()
         store.append_audit(
-            actor(), "user.totp-code", user.name, {**cli_origin(), "step": step}, now
+            origin.actor, "user.totp-code", user.name, {**origin.details, "step": step}, now
         )
         print(code_for_step(user.totp_secret, step))
     return 0

@@ -229,6 +229,54 @@ def test_user_lifecycle_commands(
     assert len(users[0]["ssh_keys"]) == 2
 
 
+def test_terminate_and_unlock_audit_with_the_local_account(
+    node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI goes through bastion.admin_actions: the rows say via=cli, uid and login."""
+    import getpass
+    import os
+
+    from bastion.store.models import SessionRecord
+
+    run(node_dir, capsys, "user", "add", "dave", "--key", str(_pubkey(tmp_path, "d")))
+    run(node_dir, capsys, "target", "add", "web1", "--ssh", "10.0.0.5:22", "--login", "deploy",
+        "--host-key", str(_pubkey(tmp_path, "host")))  # fmt: skip
+    sid = "01SESSIONAAAAAAAAAAAAAAAAA"
+    with _open_store(node_dir) as store:
+        user, target = store.get_user("dave"), store.get_target("web1")
+        store.start_session(
+            SessionRecord(
+                id=sid,
+                user_id=user.id,
+                user_name="dave",
+                target_id=target.id,
+                target_name="web1",
+                grant_id=None,
+                node="n1",
+                protocol="ssh",
+                login="deploy",
+                client_addr="192.0.2.7:5555",
+                started_at=time.time(),
+            )  # fmt: skip
+        )
+    code, out, err = run(node_dir, capsys, "sessions", "terminate", sid, "--reason", "incident")
+    assert code == 0 and "termination requested" in out, err
+    code, _, err = run(node_dir, capsys, "sessions", "terminate", "01NOSUCHAAAAAAAAAAAAAAAAAA",
+                       "--reason", "x")  # fmt: skip
+    assert code == 1 and "no session" in err
+    assert run(node_dir, capsys, "user", "unlock", "dave")[0] == 0
+    rows = json.loads(run(node_dir, capsys, "audit", "--json")[1])
+    by_action = {r["action"]: r for r in rows}
+    assert "session.terminate-requested" in by_action and "user.unlock" in by_action
+    for action in ("session.terminate-requested", "user.unlock"):
+        details = by_action[action]["details"]
+        assert details["via"] == "cli" and details["uid"] == os.getuid()
+        assert details["login"] == getpass.getuser()
+    assert by_action["session.terminate-requested"]["subject"] == sid
+    assert by_action["session.terminate-requested"]["details"]["reason"] == "incident"
+    assert len([r for r in rows if r["action"].startswith("session.")]) == 1
+
+
 def test_every_command_has_help() -> None:
     parser = build_parser()
     seen = 0
