@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from bastion import audit_actions as actions
 from bastion.store import Store
 from bastion.store.models import Grant
 
@@ -73,7 +74,9 @@ def terminate_session(
 
     Raises NotFound, or StoreError if the session already ended.
     """
-    with store.audited_change(origin.actor, "session.terminate-requested", session_id, now) as c:
+    with store.audited_change(
+        origin.actor, actions.SESSION_TERMINATE_REQUESTED, session_id, now
+    ) as c:
         c.request_termination(session_id, origin.actor, reason, now)
         c.details.update(origin.details, reason=reason)
 
@@ -86,7 +89,7 @@ def lock_user(
     Audits ``user.lock``. Raises NotFound.
     """
     message = f"user {name} locked: {reason}" if reason else f"user {name} locked"
-    with store.audited_change(origin.actor, "user.lock", name, now) as c:
+    with store.audited_change(origin.actor, actions.USER_LOCK, name, now) as c:
         user = c.user(name)
         c.lock_user(user.id, until)
         sessions = c.request_user_terminations(user.id, origin.actor, message, now)
@@ -102,7 +105,7 @@ def unlock_user(store: Store, origin: Origin, name: str, now: float) -> None:
 
     Audits ``user.unlock``. Raises NotFound.
     """
-    with store.audited_change(origin.actor, "user.unlock", name, now) as c:
+    with store.audited_change(origin.actor, actions.USER_UNLOCK, name, now) as c:
         user = c.user(name)
         c.lock_user(user.id, None)
         c.clear_auth_failures(user.id)
@@ -114,7 +117,7 @@ def revoke_grant(store: Store, origin: Origin, grant_id: int, now: float) -> Gra
 
     Audits ``grant.revoke``. Raises NotFound, or StoreError if it was already revoked.
     """
-    with store.audited_change(origin.actor, "grant.revoke", f"grant #{grant_id}", now) as c:
+    with store.audited_change(origin.actor, actions.GRANT_REVOKE, f"grant #{grant_id}", now) as c:
         grant = c.revoke_grant(grant_id, origin.actor, now)
         c.details.update(origin.details, user=grant.user_name, target=grant.target_name)
     return grant

@@ -20,6 +20,7 @@ from typing import Any
 import asyncssh
 
 from bastion import admin_actions
+from bastion import audit_actions as actions
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.config import Config, load_config
 from bastion.errors import BastionError, UsageError
@@ -119,7 +120,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         user = store.add_user(args.name, Role(args.role), keys, secret, time.time())
         store.append_audit(
             actor(),
-            "user.add",
+            actions.USER_ADD,
             user.name,
             {"role": user.role.value, "keys": len(keys)},
             time.time(),
@@ -158,6 +159,14 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+_USER_ACTIONS = {
+    "disable": actions.USER_DISABLE,
+    "enable": actions.USER_ENABLE,
+    "reset-mfa": actions.USER_RESET_MFA,
+    "add-key": actions.USER_ADD_KEY,
+}
+
+
 def _user_change(args: argparse.Namespace, action: str) -> int:
     details: dict[str, Any] = {}
     with opened(args) as (config, store):
@@ -185,7 +194,7 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
             for key in read_keys(args.key):
                 store.add_user_key(args.name, key)
         if action not in ("lock", "unlock"):  # those audit in their own transaction
-            store.append_audit(actor(), f"user.{action}", args.name, details, time.time())
+            store.append_audit(actor(), _USER_ACTIONS[action], args.name, details, time.time())
     print(f"user {args.name}: {action} done")
     return 0
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import time
 
+from bastion import audit_actions as actions
 from bastion.admin_actions import Origin, revoke_grant
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened
 from bastion.errors import NotFound, UsageError
@@ -106,7 +107,7 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
         )
         store.append_audit(
             actor(),
-            "grant.add",
+            actions.GRANT_ADD,
             f"grant #{grant.id}",
             {
                 "user": user.name,
@@ -260,7 +261,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         token = store.revoke_token(token_id, actor(), now)
         store.append_audit(
             actor(),
-            f"{token.purpose.value}-token.revoke",
+            actions.token_revoke(token.purpose.value),
             f"token #{token.id}",
             {"user": token.user_name, "target": token.target_name, "credset": token.credset},
             now,

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.ca import CertificateAuthority
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened, read_keys
 from bastion.errors import BastionError, NotFound, UsageError
@@ -179,7 +180,7 @@ def cmd_target_add(args: argparse.Namespace) -> int:
             }
         else:
             details |= {"logins": list(target.logins), "principal": target.principal}
-        store.append_audit(actor(), "target.add", target.name, details, time.time())
+        store.append_audit(actor(), actions.TARGET_ADD, target.name, details, time.time())
     if args.json:
         print(json.dumps(jsonable(target), indent=2))
         return 0
@@ -216,7 +217,7 @@ def cmd_target_remove(args: argparse.Namespace) -> int:
     """Remove a target; its active grants are revoked."""
     with opened(args) as (_c, store):
         store.remove_target(args.name, time.time())
-        store.append_audit(actor(), "target.remove", args.name, {}, time.time())
+        store.append_audit(actor(), actions.TARGET_REMOVE, args.name, {}, time.time())
     print(f"removed target {args.name}")
     return 0
 

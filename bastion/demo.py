@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion import event_loop
 from bastion.admin_actions import Origin
 from bastion.ca import CertificateAuthority
@@ -185,7 +186,7 @@ def cmd_totp_code(args: argparse.Namespace) -> int:
             step = user.totp_last_step + 1
         origin = Origin.cli()
         store.append_audit(
-            origin.actor, "user.totp-code", user.name, {**origin.details, "step": step}, now
+            origin.actor, actions.USER_TOTP_CODE, user.name, {**origin.details, "step": step}, now
         )
         print(code_for_step(user.totp_secret, step))
     return 0

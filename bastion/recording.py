@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bastion import audit_actions as actions
 from bastion.config import Config
 from bastion.store import Store
 from recorder import (
@@ -314,7 +315,7 @@ def recover_crashed_sessions(service: RecordingService, store: Store, node: str)
         )
         store.append_audit(
             "node",
-            "session.recovered",
+            actions.SESSION_RECOVERED,
             s.target_name,
             {"session": s.id, "user": s.user_name, "detail": detail},
             now,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion import admin_actions
+from bastion import audit_actions as actions
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.control.auth import (
     authorize_operator,
@@ -50,9 +51,6 @@ from bastion.store.models import SessionRecord
 __all__ = ["ControlServer", "session_info"]
 
 log = logging.getLogger(__name__)
-
-SESSION_TERMINATE_REQUESTED = "session.terminate-requested"
-USER_LOCK = "user.lock"
 
 
 def session_info(s: SessionRecord) -> SessionInfo:
@@ -239,7 +237,7 @@ class _Connection:
             await self.send({"id": req_id, "ok": False, "error": str(e)})
             return
         try:
-            await node.audit(self.operator.name, "control.watch", session_id)
+            await node.audit(self.operator.name, actions.CONTROL_WATCH, session_id)
             snap = await asyncio.to_thread(build_snapshot, f, tail, session_id, rec.size)
             await self.send({"id": req_id, "event": event_to_wire(snap)})
             end = await self._stream(req_id, watcher)
@@ -438,7 +436,7 @@ class ControlServer:
         await node.call(
             admin_actions.terminate_session, node.store, origin, session_id, reason, node.clock()
         )
-        node.metrics.count(SESSION_TERMINATE_REQUESTED)
+        node.metrics.count(actions.SESSION_TERMINATE_REQUESTED)
         # ... and at once if that is this node.
         node.live.apply_terminations({session_id: (actor, reason)})
         return {}
@@ -458,7 +456,7 @@ class ControlServer:
             reason,
             now,
         )
-        node.metrics.count(USER_LOCK)
+        node.metrics.count(actions.USER_LOCK)
         ended = {sid: (actor, done.message) for sid in done.sessions}
         node.live.apply_terminations(ended)
         return {"sessions_ended": len(ended)}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.ca import IssuedCertificate
 from bastion.errors import AccessDenied, BastionError
 from bastion.service import BastionNode
@@ -222,7 +223,7 @@ async def open_upstream(
         )
         await node.audit(
             user.name,
-            "certificate.issued",
+            actions.CERTIFICATE_ISSUED,
             target.name,
             session=session_id,
             serial=cert.serial,
@@ -235,7 +236,11 @@ async def open_upstream(
         conn = await _dial(plan, cert, local_addr, cfg.connect_timeout)
     except UpstreamError as e:
         await node.audit(
-            user.name, f"upstream.{e.reason}", target.name, session=session_id, message=str(e)
+            user.name,
+            actions.upstream_failure(e.reason),
+            target.name,
+            session=session_id,
+            message=str(e),
         )
         raise
     return conn, cert
