@@ -9,10 +9,14 @@ her the target for eight hours, prints how to connect, and serves.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
+import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncssh
@@ -63,8 +67,55 @@ def _demo_pg_listener(config: Config) -> Config:
     return load_config(config.path)
 
 
+_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Besides Ctrl-C (SIGINT, KeyboardInterrupt): ``kill`` and closing the terminal."""
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so ``finally`` stops the demo's sshd.
+
+    Their default action ends the process on the spot, and the sshd child (which
+    takes SIGHUP as "re-read the config") would outlive the demo."""
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sshd_never_outlives_us() -> Iterator[None]:
+    """SIGTERM/SIGHUP end the demo through its ``finally``; restored afterwards."""
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in _EXIT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Let the clean-up finish even if the terminal closes or Ctrl-C comes again."""
+    sigs = (signal.SIGINT, *_EXIT_SIGNALS)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _serve_demo(config: Config) -> None:
+    """``bastion serve``, with SIGHUP (the demo's terminal closing) taken as SIGTERM."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, signal.raise_signal, signal.SIGTERM)
+    await _serve(config, None)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Set up (idempotently) and run the demo."""
+    """Set up (idempotently) and run the demo; its sshd stops on every way out."""
+    with _sshd_never_outlives_us():
+        return _run_demo(args)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     directory = Path(args.dir).resolve()
     config = init_dir(directory, f"127.0.0.1:{args.port}", None, "demo")
     config = _demo_pg_listener(config)
@@ -77,8 +128,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         [login],
         port=DEMO_TARGET_PORT,
     )
-    target.start()
     try:
+        target.start()  # inside: a signal while it waits for sshd still stops sshd
         key_path, key_line = _user_key(directory)
         store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
         now = time.time()
@@ -163,9 +214,10 @@ Admin: bastion sessions list --config {config.path}; bastion --help for the rest
         if args.setup_only:
             return 0
         loaded = load_config(config.path)
-        event_loop.run(_serve(loaded, None), loaded.event_loop)
+        event_loop.run(_serve_demo(loaded), loaded.event_loop)
     finally:
-        target.stop()
+        with _signals_ignored():
+            target.stop()
     return 0
 
 
