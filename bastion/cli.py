@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bastion import __version__
-from bastion.errors import BastionError
+from bastion.control.messages import ControlError
+from bastion.errors import BastionError, UsageError
+from recorder.errors import RecordingError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -115,18 +117,24 @@ def _add_console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bastion`` console script."""
+    """Entry point of the ``bastion`` console script.
+
+    The errors a person can act on (bastion's own, the control API's, a recording
+    file's) become one line and a non-zero exit: 2 for a malformed command line
+    (argparse exits 2 itself), 1 otherwise. Anything else is a bug and keeps its
+    traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Handler = args.func
     try:
         return func(args)
-    except BastionError as e:
-        print(f"bastion: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:
+    except UsageError as e:
         print(f"bastion: {e}", file=sys.stderr)
         return 2
+    except (BastionError, ControlError, RecordingError) as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

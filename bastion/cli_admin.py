@@ -8,9 +8,7 @@ it with the operator as actor, and prints a table or ``--json``. Targets live in
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +19,11 @@ from typing import Any
 
 import asyncssh
 
+from bastion import admin_actions
+from bastion import audit_actions as actions
+from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.config import Config, load_config
-from bastion.errors import BastionError, NotFound
+from bastion.errors import BastionError, UsageError
 from bastion.grants import format_time
 from bastion.mfa import new_totp_secret, provisioning_uri, qr_text
 from bastion.secretbox import SecretBox
@@ -37,7 +38,7 @@ AddOpt = Callable[[argparse.ArgumentParser], None]
 
 def actor() -> str:
     """Who is running the CLI, for audit rows ($BASTION_ACTOR overrides the login name)."""
-    return os.environ.get("BASTION_ACTOR") or f"cli:{getpass.getuser()}"
+    return admin_actions.cli_actor()
 
 
 @contextmanager
@@ -110,16 +111,16 @@ def _print_enrolment(config: Config, name: str, secret: str) -> None:
 def cmd_user_add(args: argparse.Namespace) -> int:
     """Add a user with SSH key(s) and a fresh TOTP enrolment."""
     if not valid_name(args.name):
-        raise ValueError(f"'{args.name}' is not a valid user name (letters, digits, . _ -)")
+        raise UsageError(f"'{args.name}' is not a valid user name (letters, digits, . _ -)")
     keys = read_keys(args.key or [])
     if not keys:
-        raise ValueError("give at least one --key PUBKEY_FILE")
+        raise UsageError("give at least one --key PUBKEY_FILE")
     with opened(args) as (config, store):
         secret = new_totp_secret()
         user = store.add_user(args.name, Role(args.role), keys, secret, time.time())
         store.append_audit(
             actor(),
-            "user.add",
+            actions.USER_ADD,
             user.name,
             {"role": user.role.value, "keys": len(keys)},
             time.time(),
@@ -158,6 +159,14 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+_USER_ACTIONS = {
+    "disable": actions.USER_DISABLE,
+    "enable": actions.USER_ENABLE,
+    "reset-mfa": actions.USER_RESET_MFA,
+    "add-key": actions.USER_ADD_KEY,
+}
+
+
 def _user_change(args: argparse.Namespace, action: str) -> int:
     details: dict[str, Any] = {}
     with opened(args) as (config, store):
@@ -167,26 +176,15 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
         elif action == "enable":
             store.set_user_disabled(args.name, False)
         elif action == "unlock":
-            user = store.get_user(args.name)
-            if user is None:
-                raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
-            store.lock_user(user.id, None)
-            store.clear_auth_failures(user.id)
+            admin_actions.unlock_user(store, Origin.cli(), args.name, time.time())
         elif action == "lock":
-            user = store.get_user(args.name)
-            if user is None:
-                raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
             now = time.time()
-            until = now + parse_duration(args.duration) if args.duration else now + 10 * 365 * 86400
-            store.lock_user(user.id, until)
-            live = store.list_sessions(live=True, user=user.name, limit=10_000)
-            for s in live:
-                store.request_termination(s.id, actor(), f"user {user.name} locked", now)
-            revoked = store.revoke_user_tokens(user.id, actor(), now)
-            details["tokens_revoked"] = revoked
+            span = parse_duration(args.duration) if args.duration else UNTIL_UNLOCKED
+            done = admin_actions.lock_user(store, Origin.cli(), args.name, now + span, None, now)
             print(
-                f"user {user.name} locked until {format_time(until)}; "
-                f"{len(live)} live session(s) will be ended, {revoked} token(s) revoked"
+                f"user {done.user} locked until {format_time(done.until)}; "
+                f"{len(done.sessions)} live session(s) will be ended, "
+                f"{done.tokens_revoked} token(s) revoked"
             )
         elif action == "reset-mfa":
             secret = new_totp_secret()
@@ -195,7 +193,8 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
         elif action == "add-key":
             for key in read_keys(args.key):
                 store.add_user_key(args.name, key)
-        store.append_audit(actor(), f"user.{action}", args.name, details, time.time())
+        if action not in ("lock", "unlock"):  # those audit in their own transaction
+            store.append_audit(actor(), _USER_ACTIONS[action], args.name, details, time.time())
     print(f"user {args.name}: {action} done")
     return 0
 

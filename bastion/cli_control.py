@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from bastion import audit_actions as actions
 from bastion.cli_admin import actor, opened
 from bastion.config import load_config
 from bastion.control.auth import token_hash
@@ -137,7 +138,7 @@ def cmd_control_token(args: argparse.Namespace) -> int:
             created_from=actor(),
         )
         store.append_audit(
-            actor(), "user.control-token", args.name, {"token": record.id}, time.time()
+            actor(), actions.USER_CONTROL_TOKEN, args.name, {"token": record.id}, time.time()
         )
     print(token)
     print(

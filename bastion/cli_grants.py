@@ -12,8 +12,10 @@ import argparse
 import json
 import time
 
+from bastion import audit_actions as actions
+from bastion.admin_actions import Origin, revoke_grant
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened
-from bastion.errors import NotFound
+from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
 from bastion.store.models import Grant, Target, TargetKind, TokenPurpose, TokenRecord
 from bastion.timeparse import parse_duration, parse_time
@@ -26,20 +28,20 @@ def _grant_window(args: argparse.Namespace, now: float) -> tuple[float, float]:
     elif args.until:
         end = parse_time(args.until, now)
     else:
-        raise ValueError("say how long: --for DURATION (e.g. 2h) or --until TIME")
+        raise UsageError("say how long: --for DURATION (e.g. 2h) or --until TIME")
     if end <= start:
-        raise ValueError("the grant would end before it starts")
+        raise UsageError("the grant would end before it starts")
     return start, end
 
 
 def _ssh_login(args: argparse.Namespace, target: Target) -> str | None:
     if args.credset:
-        raise ValueError(
+        raise UsageError(
             f"--credset is for PostgreSQL targets; {target.name} is an SSH target (use --login)"
         )
     login = args.login or target.default_login
     if login not in target.logins:
-        raise ValueError(
+        raise UsageError(
             f"target {target.name} has no login '{login}' (configured: {', '.join(target.logins)})"
         )
     return login
@@ -47,22 +49,22 @@ def _ssh_login(args: argparse.Namespace, target: Target) -> str | None:
 
 def _database_credset(args: argparse.Namespace, target: Target) -> str:
     if args.login:
-        raise ValueError(
+        raise UsageError(
             f"--login is for SSH targets; {target.name} is a PostgreSQL target: "
             "grant a credential set with --credset NAME"
         )
     if args.allow:
-        raise ValueError(f"--allow options are for SSH targets; {target.name} is a database")
+        raise UsageError(f"--allow options are for SSH targets; {target.name} is a database")
     names = [c.name for c in target.credsets]
     if args.credset is None:
         if len(names) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"target {target.name} has several credential sets ({', '.join(names)}); "
                 "choose one with --credset NAME"
             )
         return names[0]
     if args.credset not in names:
-        raise ValueError(
+        raise UsageError(
             f"target {target.name} has no credential set '{args.credset}' "
             f"(configured: {', '.join(names)})"
         )
@@ -73,7 +75,10 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
     """Grant a user time-boxed access to a target (a login, or a database credential set)."""
     now = time.time()
     start, end = _grant_window(args, now)
-    options = parse_options(args.allow or "")
+    try:
+        options = parse_options(args.allow or "")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     with opened(args) as (_c, store):
         user = store.get_user(args.user)
         if user is None:
@@ -102,7 +107,7 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
         )
         store.append_audit(
             actor(),
-            "grant.add",
+            actions.GRANT_ADD,
             f"grant #{grant.id}",
             {
                 "user": user.name,
@@ -166,14 +171,7 @@ def cmd_grant_revoke(args: argparse.Namespace) -> int:
     """Revoke a grant; its live sessions end within a second and its tokens stop working."""
     grant_id = int(str(args.id).lstrip("#"))
     with opened(args) as (_c, store):
-        grant = store.revoke_grant(grant_id, actor(), time.time())
-        store.append_audit(
-            actor(),
-            "grant.revoke",
-            f"grant #{grant.id}",
-            {"user": grant.user_name, "target": grant.target_name},
-            time.time(),
-        )
+        grant = revoke_grant(store, Origin.cli(), grant_id, time.time())
     print(f"revoked grant #{grant.id} ({grant.user_name} -> {grant.target_name})")
     return 0
 
@@ -263,7 +261,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         token = store.revoke_token(token_id, actor(), now)
         store.append_audit(
             actor(),
-            f"{token.purpose.value}-token.revoke",
+            actions.token_revoke(token.purpose.value),
             f"token #{token.id}",
             {"user": token.user_name, "target": token.target_name, "credset": token.credset},
             now,

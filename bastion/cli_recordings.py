@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.cli_admin import AddOpt, Sub, opened
 from bastion.config import Config, load_config
-from bastion.errors import BastionError, ConfigError, NotFound
+from bastion.errors import BastionError, ConfigError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id
 from bastion.store.models import SessionRecord
@@ -167,7 +167,7 @@ def node_public_key(config: Config) -> Ed25519PublicKey:
 
 def _lookup_session(args: argparse.Namespace, session_id: str) -> tuple[Config, SessionRecord]:
     if Path(session_id).exists():
-        raise ValueError(f"{session_id} is not a regular file")
+        raise UsageError(f"{session_id} is not a regular file")
     if not is_session_id(session_id) and (os.sep in session_id or session_id.endswith(".bastrec")):
         raise NotFound(f"no file {session_id}")
     try:
@@ -312,11 +312,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if expected is not None and (
             len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
         ):
-            raise ValueError("--expect-hash must be 64 hex digits (a SHA-256 final hash)")
+            raise UsageError("--expect-hash must be 64 hex digits (a SHA-256 final hash)")
         verdict = check_recording(Path(target), key, expected)
     else:
         if args.expect_hash:
-            raise ValueError(
+            raise UsageError(
                 "--expect-hash is for a FILE; for a session id the state store's hash is used"
             )
         config, session = _lookup_session(args, target)

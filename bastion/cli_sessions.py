@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bastion.cli_admin import AddOpt, Sub, actor, emit, opened
+from bastion.admin_actions import Origin, terminate_session
+from bastion.cli_admin import AddOpt, Sub, emit, opened
 
 #: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
 from bastion.cli_recordings import (
@@ -27,7 +28,7 @@ from bastion.cli_recordings import (
     recording_path,
 )
 from bastion.config import Config
-from bastion.errors import BastionError, NotFound
+from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id, session_id_time
 from bastion.store import Store
@@ -63,7 +64,7 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
     now = time.time()
     since = parse_since(args.since, now)
     if args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+        raise UsageError("--limit must be at least 1")
     with opened(args) as (_c, store):
         sessions = store.list_sessions(
             live=True if args.live else None,
@@ -189,9 +190,9 @@ def _print_session(
 def cmd_sessions_search(args: argparse.Namespace) -> int:
     """Find the sessions in which a command containing TEXT was typed."""
     if not args.text.strip():
-        raise ValueError("give some text to search for, e.g. 'systemctl restart'")
+        raise UsageError("give some text to search for, e.g. 'systemctl restart'")
     if args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+        raise UsageError("--limit must be at least 1")
     since = parse_since(args.since, time.time())
     with opened(args) as (_c, store):
         hits = store.search_commands(
@@ -218,10 +219,7 @@ def cmd_sessions_terminate(args: argparse.Namespace) -> int:
     """Ask whichever node runs a live session to end it (within half a second)."""
     now = time.time()
     with opened(args) as (_config, store):
-        store.request_termination(args.id, actor(), args.reason, now)
-        store.append_audit(
-            actor(), "session.terminate-requested", args.id, {"reason": args.reason}, now
-        )
+        terminate_session(store, Origin.cli(), args.id, args.reason, now)
     print(f"session {args.id}: termination requested ({args.reason})")
     return 0
 

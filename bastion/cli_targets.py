@@ -19,9 +19,10 @@ from typing import Any
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.ca import CertificateAuthority
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened, read_keys
-from bastion.errors import BastionError, NotFound
+from bastion.errors import BastionError, NotFound, UsageError
 from bastion.ssh.login_name import valid_name
 from bastion.store.models import TLS_MODES, Credset, Target, TargetKind
 from bastion.target_setup import default_principal, render_target_setup
@@ -36,7 +37,7 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
     try:
         return host.strip("[]"), int(port)
     except ValueError as e:
-        raise ValueError(f"'{text}' must be HOST or HOST:PORT") from e
+        raise UsageError(f"'{text}' must be HOST or HOST:PORT") from e
 
 
 def _scan_host_key(host: str, port: int) -> str:
@@ -58,7 +59,7 @@ def parse_credset(text: str) -> Credset:
     name, sep, rest = text.partition(":")
     user, _, source = rest.partition(":")
     if not sep or not valid_name(name) or not user:
-        raise ValueError(f"--credset '{text}' must be {CREDSET_FORMS}")
+        raise UsageError(f"--credset '{text}' must be {CREDSET_FORMS}")
     if not source:
         return Credset(name, user, None)
     kind, _, where = source.partition(":")
@@ -78,7 +79,7 @@ def parse_credset(text: str) -> Credset:
             )
         password = value
     else:
-        raise ValueError(f"--credset '{text}': unknown password source; use {CREDSET_FORMS}")
+        raise UsageError(f"--credset '{text}': unknown password source; use {CREDSET_FORMS}")
     if not password:
         raise BastionError(f"credential set {name}: the password from {source} is empty")
     return Credset(name, user, password)
@@ -86,9 +87,9 @@ def parse_credset(text: str) -> Credset:
 
 def _ssh_target_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.database or args.credset or args.tls or args.ca_file:
-        raise ValueError("--database, --credset, --tls and --ca-file are for --postgres targets")
+        raise UsageError("--database, --credset, --tls and --ca-file are for --postgres targets")
     if not args.login:
-        raise ValueError("an SSH target needs at least one --login (the OS user on the host)")
+        raise UsageError("an SSH target needs at least one --login (the OS user on the host)")
     host, port = _host_port(args.ssh, 22)
     host_keys: list[str] = []
     if args.host_key:
@@ -104,7 +105,7 @@ def _ssh_target_fields(args: argparse.Namespace) -> dict[str, Any]:
         host_keys = [line]
     host_ca = read_keys(args.host_ca) if args.host_ca else []
     if not host_keys and not host_ca:
-        raise ValueError("pin the target's host key: --host-key FILE, --host-ca FILE or --scan")
+        raise UsageError("pin the target's host key: --host-key FILE, --host-ca FILE or --scan")
     return {
         "kind": TargetKind.SSH,
         "host": host,
@@ -118,19 +119,19 @@ def _ssh_target_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _postgres_target_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.login or args.host_key or args.scan or args.host_ca or args.principal:
-        raise ValueError(
+        raise UsageError(
             "--login, --host-key, --scan, --host-ca and --principal are for --ssh targets; "
             "a --postgres target takes --database, --credset, --tls and --ca-file"
         )
     if not args.database:
-        raise ValueError("a PostgreSQL target needs --database DB (the database on that server)")
+        raise UsageError("a PostgreSQL target needs --database DB (the database on that server)")
     if not args.credset:
-        raise ValueError(f"a PostgreSQL target needs at least one --credset ({CREDSET_FORMS})")
+        raise UsageError(f"a PostgreSQL target needs at least one --credset ({CREDSET_FORMS})")
     tls = args.tls or "prefer"
     ca_file: str | None = None
     if args.ca_file:
         if tls != "verify-full":
-            raise ValueError("--ca-file is only used with --tls verify-full")
+            raise UsageError("--ca-file is only used with --tls verify-full")
         path = Path(args.ca_file).resolve()
         if not path.is_file():
             raise BastionError(f"CA certificate file {path} does not exist")
@@ -165,7 +166,7 @@ def _describe(target: Target) -> str:
 def cmd_target_add(args: argparse.Namespace) -> int:
     """Add an SSH target (pinned host key or host CA) or a PostgreSQL target (credential sets)."""
     if not valid_name(args.name):
-        raise ValueError(f"'{args.name}' is not a valid target name (letters, digits, . _ -)")
+        raise UsageError(f"'{args.name}' is not a valid target name (letters, digits, . _ -)")
     fields = _postgres_target_fields(args) if args.postgres else _ssh_target_fields(args)
     with opened(args) as (_config, store):
         target = store.add_target(name=args.name, now=time.time(), **fields)
@@ -179,7 +180,7 @@ def cmd_target_add(args: argparse.Namespace) -> int:
             }
         else:
             details |= {"logins": list(target.logins), "principal": target.principal}
-        store.append_audit(actor(), "target.add", target.name, details, time.time())
+        store.append_audit(actor(), actions.TARGET_ADD, target.name, details, time.time())
     if args.json:
         print(json.dumps(jsonable(target), indent=2))
         return 0
@@ -216,7 +217,7 @@ def cmd_target_remove(args: argparse.Namespace) -> int:
     """Remove a target; its active grants are revoked."""
     with opened(args) as (_c, store):
         store.remove_target(args.name, time.time())
-        store.append_audit(actor(), "target.remove", args.name, {}, time.time())
+        store.append_audit(actor(), actions.TARGET_REMOVE, args.name, {}, time.time())
     print(f"removed target {args.name}")
     return 0
 

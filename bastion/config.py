@@ -7,6 +7,7 @@ can also come from an environment variable (named next to each setting).
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import tomllib
@@ -129,6 +130,70 @@ class Config:
         return self.path.parent
 
 
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "node": frozenset({"name", "event_loop", "stop_grace", "log_level"}),
+    "state": frozenset({"url", "secret_key_file"}),
+    "ca": frozenset({"key"}),
+    "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level"}),
+    "ssh": frozenset(
+        {
+            "listen",
+            "host_key",
+            "login_timeout",
+            "max_startups",
+            "idle_timeout",
+            "certificate_lifetime",
+            "certificate_backdate",
+            "source_addresses",
+            "connect_timeout",
+            "ciphers",
+        }
+    ),
+    "postgres": frozenset(
+        {
+            "listen",
+            "public_host",
+            "tls_cert",
+            "tls_key",
+            "require_tls",
+            "token_ttl",
+            "login_timeout",
+            "connect_timeout",
+            "max_startups",
+            "max_message_bytes",
+            "capture_rows",
+            "mask_columns",
+        }
+    ),
+    "control": frozenset({"socket", "listen", "tls_cert", "tls_key"}),
+    "mfa": frozenset({"issuer", "max_failures", "failure_window", "lockout", "valid_window"}),
+    "metrics": frozenset({"listen"}),
+    "timebox": frozenset({"warn_before", "poll_interval"}),
+}
+"""Every section and key the loader reads. Anything else in the file is an error: a
+mistyped security setting (``idle_timout``) must not silently fall back to its default."""
+
+
+def _nearest(word: str, choices: frozenset[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_known_keys(data: dict[str, Any], path: Path) -> None:
+    """Raise ConfigError naming the first unknown section or key and the nearest valid one."""
+    for section, table in data.items():
+        known = KNOWN_KEYS.get(section)
+        if known is None:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]{_nearest(section, frozenset(KNOWN_KEYS))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table in the config file")
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key [{section}] {key}{_nearest(key, known)}")
+
+
 def _loop_choice(value: object) -> LoopChoice:
     for choice in LOOP_CHOICES:
         if value == choice:
@@ -245,6 +310,7 @@ def load_config(path: Path | str | None = None) -> Config:
         ) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    _check_known_keys(data, path)
     base = path.parent
 
     node = _section(data, "node")

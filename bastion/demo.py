@@ -21,7 +21,9 @@ from pathlib import Path
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion import event_loop
+from bastion.admin_actions import Origin
 from bastion.ca import CertificateAuthority
 from bastion.cli_admin import opened
 from bastion.cli_node import _serve, init_dir
@@ -221,13 +223,22 @@ Admin: bastion sessions list --config {config.path}; bastion --help for the rest
 
 def cmd_totp_code(args: argparse.Namespace) -> int:
     """Print the code a user's authenticator shows now (the next unused one, for repeated
-    logins within 30 s). Needs the secret key: an admin-only aid for demos and scripts."""
+    logins within 30 s). Needs the secret key: an admin-only aid for demos and scripts.
+
+    It lets whoever runs it pass the user's second factor, so each use is audited
+    (``user.totp-code``: the actor, the local uid and login, for whom) before the
+    code is printed; no audit row, no code."""
     with opened(args) as (_config, store):
         user = store.get_user(args.name)
         if user is None or not user.totp_secret:
             raise NotFound(f"no user named '{args.name}' with a TOTP enrolment")
-        step = time_step(time.time())
+        now = time.time()
+        step = time_step(now)
         if user.totp_last_step is not None and user.totp_last_step >= step:
             step = user.totp_last_step + 1
+        origin = Origin.cli()
+        store.append_audit(
+            origin.actor, actions.USER_TOTP_CODE, user.name, {**origin.details, "step": step}, now
+        )
         print(code_for_step(user.totp_secret, step))
     return 0

@@ -27,3 +27,11 @@ class AlreadyExists(StoreError):
 
 class AccessDenied(BastionError):
     """A policy check refused access; the message says what is missing."""
+
+
+class UsageError(BastionError, ValueError):
+    """A command-line value is malformed (a duration, a name, a missing option).
+
+    A ``ValueError`` too, so parsers that raise it (``timeparse``) keep their contract;
+    the CLI exits 2 for it, as argparse does for its own usage errors.
+    """

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bastion import audit_actions as actions
 from bastion.config import Config
 from bastion.pg.query_event import QUERY_EVENT, searchable_queries
 from bastion.store import Store
@@ -367,7 +368,7 @@ def recover_crashed_sessions(service: RecordingService, store: Store, node: str)
         )
         store.append_audit(
             "node",
-            "session.recovered",
+            actions.SESSION_RECOVERED,
             s.target_name,
             {"session": s.id, "user": s.user_name, "detail": detail},
             now,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from bastion.errors import UsageError
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
-    """'90s', '30m', '2h', '1d', '1h30m' -> seconds (raises ValueError with an example)."""
+    """'90s', '30m', '2h', '1d', '1h30m' -> seconds (raises UsageError, a ValueError)."""
     s = text.strip().replace(" ", "")
     pos, total = 0, 0.0
     for m in _DURATION.finditer(s):
@@ -19,7 +21,7 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * _UNITS[m.group(2).lower()]
         pos = m.end()
     if pos != len(s) or pos == 0 or total <= 0:
-        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 30m, 2h, 1d or 1h30m")
+        raise UsageError(f"cannot read duration {text!r}; use e.g. 90s, 30m, 2h, 1d or 1h30m")
     return total
 
 
@@ -33,7 +35,7 @@ def parse_time(text: str, now: float) -> float:
     try:
         dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError as e:
-        raise ValueError(
+        raise UsageError(
             f"cannot read time {text!r}; use ISO 8601 like 2026-11-30T09:00 (UTC), "
             "2026-11-30T09:00+01:00, 'now' or +2h"
         ) from e

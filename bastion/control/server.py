@@ -22,6 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bastion import admin_actions
+from bastion import audit_actions as actions
+from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.control.auth import (
     authorize_operator,
     check_token,
@@ -48,9 +51,6 @@ from bastion.store.models import SessionRecord
 __all__ = ["ControlServer", "session_info"]
 
 log = logging.getLogger(__name__)
-
-LOCK_SECONDS = 10 * 365 * 86400.0
-"""``lock_user`` locks until an admin unlocks (like ``bastion user lock`` without --for)."""
 
 
 def session_info(s: SessionRecord) -> SessionInfo:
@@ -237,7 +237,7 @@ class _Connection:
             await self.send({"id": req_id, "ok": False, "error": str(e)})
             return
         try:
-            await node.audit(self.operator.name, "control.watch", session_id)
+            await node.audit(self.operator.name, actions.CONTROL_WATCH, session_id)
             snap = await asyncio.to_thread(build_snapshot, f, tail, session_id, rec.size)
             await self.send({"id": req_id, "event": event_to_wire(snap)})
             end = await self._stream(req_id, watcher)
@@ -431,9 +431,12 @@ class ControlServer:
         node, actor = self.node, conn.operator.name
         session_id = _str(req, "session_id")
         reason = _str(req, "reason")
+        origin = Origin.control(actor, node.node)
         # Through the store so it reaches whichever node runs the session ...
-        await node.call(node.store.request_termination, session_id, actor, reason, time.time())
-        await node.audit(actor, "control.terminate", session_id, reason=reason)
+        await node.call(
+            admin_actions.terminate_session, node.store, origin, session_id, reason, node.clock()
+        )
+        node.metrics.count(actions.SESSION_TERMINATE_REQUESTED)
         # ... and at once if that is this node.
         node.live.apply_terminations({session_id: (actor, reason)})
         return {}
@@ -443,27 +446,18 @@ class ControlServer:
         node, actor = self.node, conn.operator.name
         name = _str(req, "name")
         reason = _str(req, "reason")
-        user = await node.call(node.store.get_user, name)
-        if user is None:
-            raise NotFound(f"no user named '{name}'; see 'bastion user list'")
-        now = time.time()
-        await node.call(node.store.lock_user, user.id, now + LOCK_SECONDS)
-        revoked = await node.call(node.store.revoke_user_tokens, user.id, actor, now)
-        live = await node.call(node.store.list_sessions, live=True, user=name, limit=10_000)
-        message = f"user {name} locked: {reason}"
-        ended: dict[str, tuple[str, str]] = {}
-        for s in live:
-            with contextlib.suppress(BastionError):  # it may have ended meanwhile
-                await node.call(node.store.request_termination, s.id, actor, message, now)
-                ended[s.id] = (actor, message)
-        await node.audit(
-            actor,
-            "control.lock",
+        now = node.clock()
+        done = await node.call(
+            admin_actions.lock_user,
+            node.store,
+            Origin.control(actor, node.node),
             name,
-            reason=reason,
-            sessions=sorted(ended),
-            tokens_revoked=revoked,
+            now + UNTIL_UNLOCKED,
+            reason,
+            now,
         )
+        node.metrics.count(actions.USER_LOCK)
+        ended = {sid: (actor, done.message) for sid in done.sessions}
         node.live.apply_terminations(ended)
         return {"sessions_ended": len(ended)}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.ca import IssuedCertificate
 from bastion.errors import AccessDenied, BastionError
 from bastion.service import BastionNode
@@ -236,7 +237,7 @@ async def open_upstream(
         )
         await node.audit(
             user.name,
-            "certificate.issued",
+            actions.CERTIFICATE_ISSUED,
             target.name,
             session=session_id,
             serial=cert.serial,
@@ -250,7 +251,7 @@ async def open_upstream(
     except UpstreamError as e:
         await node.audit(
             user.name,
-            f"upstream.{e.reason}",
+            actions.upstream_failure(e.reason),
             target.name,
             session=session_id,
             message=str(e),

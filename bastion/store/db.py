@@ -10,12 +10,14 @@ SecretBox before they reach the database and opened on the way out.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from bastion.errors import AlreadyExists, NotFound, StoreError
 from bastion.secretbox import SecretBox
 from bastion.store import rows
+from bastion.store.audited import AuditedChange
 from bastion.store.backends import Backend, Tx, connect
 from bastion.store.history import History, where_clause
 from bastion.store.migrations import migrate, schema_version
@@ -215,14 +217,20 @@ class Store(History, Tokens):
     def clear_auth_failures(self, user_id: int) -> None:
         """Forget failed attempts after a successful login."""
         with self._db.transaction(write=True) as tx:
-            tx.run("DELETE FROM auth_failures WHERE user_id = ?", [user_id])
+            self._clear_auth_failures_tx(tx, user_id)
+
+    def _clear_auth_failures_tx(self, tx: Tx, user_id: int) -> None:
+        tx.run("DELETE FROM auth_failures WHERE user_id = ?", [user_id])
 
     def lock_user(self, user_id: int, until: float | None) -> None:
         """Refuse logins until ``until`` (None unlocks). Raises NotFound."""
         with self._db.transaction(write=True) as tx:
-            lock = None if until is None else float(until)
-            if tx.run("UPDATE users SET locked_until = ? WHERE id = ?", [lock, user_id]) == 0:
-                raise _no_user_id(user_id)
+            self._lock_user_tx(tx, user_id, until)
+
+    def _lock_user_tx(self, tx: Tx, user_id: int, until: float | None) -> None:
+        lock = None if until is None else float(until)
+        if tx.run("UPDATE users SET locked_until = ? WHERE id = ?", [lock, user_id]) == 0:
+            raise _no_user_id(user_id)
 
     # ----------------------------------------------------------------- targets
 
@@ -453,17 +461,36 @@ class Store(History, Tokens):
     def revoke_grant(self, grant_id: int, by: str, at: float) -> Grant:
         """End a grant now. Raises NotFound, or StoreError if it was already revoked."""
         with self._db.transaction(write=True) as tx:
-            changed = tx.run(
-                "UPDATE grants SET state = ?, revoked_at = ?, revoked_by = ?"
-                " WHERE id = ? AND state <> ?",
-                [GrantState.REVOKED.value, float(at), by, grant_id, GrantState.REVOKED.value],
-            )
-            found = self._grant(tx, grant_id)
+            return self._revoke_grant_tx(tx, grant_id, by, at)
+
+    def _revoke_grant_tx(self, tx: Tx, grant_id: int, by: str, at: float) -> Grant:
+        changed = tx.run(
+            "UPDATE grants SET state = ?, revoked_at = ?, revoked_by = ?"
+            " WHERE id = ? AND state <> ?",
+            [GrantState.REVOKED.value, float(at), by, grant_id, GrantState.REVOKED.value],
+        )
+        found = self._grant(tx, grant_id)
         if found is None:
             raise _no_grant(grant_id)
         if changed == 0:
             raise StoreError(f"grant #{grant_id} is already revoked")
         return found
+
+    # ------------------------------------------------------------ audited changes
+
+    @contextmanager
+    def audited_change(
+        self, actor: str, action: str, subject: str | None, at: float
+    ) -> Iterator[AuditedChange]:
+        """One write transaction for an admin action and its audit row: both or neither.
+
+        The body changes state through the yielded ``AuditedChange`` and fills its
+        ``details``; the audit row is appended last, in the same transaction.
+        """
+        with self._db.transaction(write=True) as tx:
+            change = AuditedChange(self, tx)
+            yield change
+            change.event = self._append_audit_tx(tx, actor, action, subject, change.details, at)
 
     def grant_states(self, grant_ids: Sequence[int]) -> dict[int, tuple[GrantState, float]]:
         """Stored state and not_after of each known grant, for the live-session watcher."""

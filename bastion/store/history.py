@@ -19,7 +19,7 @@ from bastion.store.audit_chain import (
     first_broken,
     normalize_details,
 )
-from bastion.store.backends import Backend
+from bastion.store.backends import Backend, Tx
 from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
 
 #: Advisory lock key serialising audit appends across nodes ("bastion" + 0x02).
@@ -151,16 +151,32 @@ class History:
         Raises NotFound, or StoreError if the session already ended.
         """
         with self._db.transaction(write=True) as tx:
-            changed = tx.run(
-                "UPDATE sessions SET terminate_requested_at = ?, terminate_by = ?,"
-                " terminate_reason = ? WHERE id = ? AND ended_at IS NULL",
-                [float(at), by, reason, session_id],
-            )
-            if changed == 0:
-                row = tx.one("SELECT end_reason FROM sessions WHERE id = ?", [session_id])
-                if row is None:
-                    raise NotFound(f"no session {session_id}; see 'bastion sessions list --live'")
-                raise StoreError(f"session {session_id} already ended ({row['end_reason']})")
+            self._request_termination_tx(tx, session_id, by, reason, at)
+
+    def _request_termination_tx(
+        self, tx: Tx, session_id: str, by: str, reason: str, at: float
+    ) -> None:
+        changed = tx.run(
+            "UPDATE sessions SET terminate_requested_at = ?, terminate_by = ?,"
+            " terminate_reason = ? WHERE id = ? AND ended_at IS NULL",
+            [float(at), by, reason, session_id],
+        )
+        if changed == 0:
+            row = tx.one("SELECT end_reason FROM sessions WHERE id = ?", [session_id])
+            if row is None:
+                raise NotFound(f"no session {session_id}; see 'bastion sessions list --live'")
+            raise StoreError(f"session {session_id} already ended ({row['end_reason']})")
+
+    def _request_user_terminations_tx(
+        self, tx: Tx, user_id: int, by: str, reason: str, at: float
+    ) -> list[str]:
+        """Ask for the end of every live session of a user; return their ids."""
+        found = tx.all(
+            "UPDATE sessions SET terminate_requested_at = ?, terminate_by = ?,"
+            " terminate_reason = ? WHERE user_id = ? AND ended_at IS NULL RETURNING id",
+            [float(at), by, reason, user_id],
+        )
+        return sorted(str(r["id"]) for r in found)
 
     def termination_requests(self, session_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(by, reason) for each of these live sessions an admin asked to end."""
@@ -268,22 +284,34 @@ class History:
         at: float | None = None,
     ) -> AuditEvent:
         """Append a hash-chained audit event (serialised across processes and nodes)."""
+        with self._db.transaction(write=True) as tx:
+            return self._append_audit_tx(tx, actor, action, subject, details, at)
+
+    def _append_audit_tx(
+        self,
+        tx: Tx,
+        actor: str,
+        action: str,
+        subject: str | None,
+        details: Mapping[str, Any] | None,
+        at: float | None,
+    ) -> AuditEvent:
+        """``append_audit`` inside a caller's write transaction (see ``audited_change``)."""
         when = float(time.time() if at is None else at)
         clean = normalize_details(details)
         body = canonical_json(clean)
-        with self._db.transaction(write=True) as tx:
-            tx.lock(AUDIT_LOCK)
-            last = tx.one("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-            event_id = int(last["id"]) + 1 if last else 1
-            prev = str(last["hash"]) if last else GENESIS_HASH
-            digest = event_hash(
-                prev, id=event_id, at=when, actor=actor, action=action, subject=subject,
-                details=clean,
-            )  # fmt: skip
-            tx.run(
-                f"INSERT INTO audit ({rows.AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [event_id, when, actor, action, subject, body, prev, digest],
-            )
+        tx.lock(AUDIT_LOCK)
+        last = tx.one("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+        event_id = int(last["id"]) + 1 if last else 1
+        prev = str(last["hash"]) if last else GENESIS_HASH
+        digest = event_hash(
+            prev, id=event_id, at=when, actor=actor, action=action, subject=subject,
+            details=clean,
+        )  # fmt: skip
+        tx.run(
+            f"INSERT INTO audit ({rows.AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [event_id, when, actor, action, subject, body, prev, digest],
+        )
         return AuditEvent(event_id, when, actor, action, subject, clean, prev, digest)
 
     def list_audit(

@@ -128,13 +128,18 @@ class Tokens:
         self, user_id: int, by: str, at: float, purpose: TokenPurpose | None = None
     ) -> int:
         """Revoke every unexpired, unrevoked token of a user (e.g. on lock); return how many."""
+        with self._db.transaction(write=True) as tx:
+            return self._revoke_user_tokens_tx(tx, user_id, by, at, purpose)
+
+    def _revoke_user_tokens_tx(
+        self, tx: Tx, user_id: int, by: str, at: float, purpose: TokenPurpose | None = None
+    ) -> int:
         where = "user_id = ? AND revoked_at IS NULL AND expires_at > ?"
         params: list[Any] = [float(at), by, user_id, float(at)]
         if purpose is not None:
             where += " AND purpose = ?"
             params.append(TokenPurpose(purpose).value)
-        with self._db.transaction(write=True) as tx:
-            return tx.run(f"UPDATE tokens SET revoked_at = ?, revoked_by = ? WHERE {where}", params)
+        return tx.run(f"UPDATE tokens SET revoked_at = ?, revoked_by = ? WHERE {where}", params)
 
     def touch_token(self, token_id: int, at: float) -> None:
         """Remember when a token was last used (shown by 'bastion token list')."""

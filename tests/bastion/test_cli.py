@@ -134,6 +134,84 @@ def test_errors_are_clear_and_nonzero(
     assert "bastion init" in capsys.readouterr().err
 
 
+def test_expected_errors_are_one_line(
+    node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Usage (2), store, config, access and control errors (1): one line, no traceback."""
+    cases: list[tuple[list[str], int, str]] = [
+        (["grant", "add", "a", "web1", "--for", "1h", "--allow", "telnet"], 2, "unknown grant"),
+        (["grant", "add", "a", "web1", "--until", "yesterday"], 2, "cannot read time"),
+        (["audit", "--since", "a while"], 2, "cannot read time"),
+        (["user", "add", "bad name", "--key", "k"], 2, "not a valid user name"),
+        (["sessions", "list", "--limit", "0"], 2, "--limit must be at least 1"),
+        (["grant", "revoke", "99"], 1, "99"),
+        (["user", "lock", "ghost"], 1, "no user named 'ghost'"),
+        (["control", "sessions", "--as", "root"], 1, "cannot connect to the control socket"),
+        (["user", "control-token", "ghost"], 1, "no user named 'ghost'"),
+    ]
+    for args, want_code, want in cases:
+        code, out, err = run(node_dir, capsys, *args)
+        assert (code, out) == (want_code, ""), args
+        assert err.startswith("bastion: ") and err.count("\n") == 1, (args, err)
+        assert want in err, (args, err)
+    (node_dir / "bastion.toml").write_text("[ssh]\nidle_timout = 0\n")
+    code, _, err = run(node_dir, capsys, "user", "list")
+    assert code == 1 and err.count("\n") == 1 and "did you mean 'idle_timeout'" in err
+
+
+@pytest.mark.parametrize("bug", [ValueError("bad int"), KeyError("x"), TypeError("None")])
+def test_a_bug_keeps_its_traceback(
+    node_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    bug: Exception,
+) -> None:
+    """An error the CLI does not expect is not turned into a tidy line: it propagates."""
+    from bastion import cli_admin
+
+    def broken(args: object) -> int:
+        raise bug
+
+    monkeypatch.setattr(cli_admin, "cmd_audit", broken)
+    with pytest.raises(type(bug)):
+        run(node_dir, capsys, "audit")
+
+
+def test_totp_code_is_audited_before_it_is_printed(
+    node_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever prints a user's code can pass her second factor: the row names them."""
+    import getpass
+    import os
+    import re
+
+    from bastion.mfa import code_for_step
+
+    code, out, _ = run(
+        node_dir, capsys, "user", "add", "alice", "--key", str(_pubkey(tmp_path, "a"))
+    )
+    secret = re.search(r"secret=([A-Z2-7]+)", out)
+    assert code == 0 and secret is not None
+    monkeypatch.setenv("BASTION_ACTOR", "ops-script")  # overrides the actor, not the uid
+    code, out, _ = run(node_dir, capsys, "totp-code", "alice")
+    assert code == 0
+    rows = json.loads(run(node_dir, capsys, "audit", "--json", "--action", "user.totp-code")[1])
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["actor"], row["subject"]) == ("ops-script", "alice")
+    details = row["details"]
+    assert details["via"] == "cli"
+    assert (details["uid"], details["login"]) == (os.getuid(), getpass.getuser())
+    assert out.strip() == code_for_step(secret.group(1), details["step"])
+    code, _, err = run(node_dir, capsys, "totp-code", "ghost")
+    assert code == 1 and "no user named 'ghost'" in err
+    rows = json.loads(run(node_dir, capsys, "audit", "--json", "--action", "user.totp-code")[1])
+    assert len(rows) == 1  # a refused request printed nothing and audits nothing
+
+
 def test_user_lifecycle_commands(
     node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,6 +227,54 @@ def test_user_lifecycle_commands(
     )
     users = json.loads(run(node_dir, capsys, "user", "list", "--json")[1])
     assert len(users[0]["ssh_keys"]) == 2
+
+
+def test_terminate_and_unlock_audit_with_the_local_account(
+    node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI goes through bastion.admin_actions: the rows say via=cli, uid and login."""
+    import getpass
+    import os
+
+    from bastion.store.models import SessionRecord
+
+    run(node_dir, capsys, "user", "add", "dave", "--key", str(_pubkey(tmp_path, "d")))
+    run(node_dir, capsys, "target", "add", "web1", "--ssh", "10.0.0.5:22", "--login", "deploy",
+        "--host-key", str(_pubkey(tmp_path, "host")))  # fmt: skip
+    sid = "01SESSIONAAAAAAAAAAAAAAAAA"
+    with _open_store(node_dir) as store:
+        user, target = store.get_user("dave"), store.get_target("web1")
+        store.start_session(
+            SessionRecord(
+                id=sid,
+                user_id=user.id,
+                user_name="dave",
+                target_id=target.id,
+                target_name="web1",
+                grant_id=None,
+                node="n1",
+                protocol="ssh",
+                login="deploy",
+                client_addr="192.0.2.7:5555",
+                started_at=time.time(),
+            )  # fmt: skip
+        )
+    code, out, err = run(node_dir, capsys, "sessions", "terminate", sid, "--reason", "incident")
+    assert code == 0 and "termination requested" in out, err
+    code, _, err = run(node_dir, capsys, "sessions", "terminate", "01NOSUCHAAAAAAAAAAAAAAAAAA",
+                       "--reason", "x")  # fmt: skip
+    assert code == 1 and "no session" in err
+    assert run(node_dir, capsys, "user", "unlock", "dave")[0] == 0
+    rows = json.loads(run(node_dir, capsys, "audit", "--json")[1])
+    by_action = {r["action"]: r for r in rows}
+    assert "session.terminate-requested" in by_action and "user.unlock" in by_action
+    for action in ("session.terminate-requested", "user.unlock"):
+        details = by_action[action]["details"]
+        assert details["via"] == "cli" and details["uid"] == os.getuid()
+        assert details["login"] == getpass.getuser()
+    assert by_action["session.terminate-requested"]["subject"] == sid
+    assert by_action["session.terminate-requested"]["details"]["reason"] == "incident"
+    assert len([r for r in rows if r["action"].startswith("session.")]) == 1
 
 
 def test_every_command_has_help() -> None:

@@ -123,8 +123,10 @@ async def test_watch_then_terminate_a_live_shell(bastion: BastionHarness) -> Non
     late.feed(watched)
     assert late.text() == whole.text()
     rows = bastion.audit(admin.name, "control.")
-    assert {r.action for r in rows} == {"control.watch", "control.terminate"}
-    assert all(r.subject == sid for r in rows)
+    assert {r.action for r in rows} == {"control.watch"}
+    (row,) = bastion.audit(admin.name, "session.terminate-requested")  # as from the CLI
+    assert row.details["via"] == "control" and row.details["admin"] == admin.name
+    assert all(r.subject == sid for r in [*rows, row])
     ended = bastion.store.get_session(sid)
     assert ended is not None and ended.end_reason == "admin-terminated"
 
@@ -154,8 +156,9 @@ async def test_lock_user_ends_sessions_and_refuses_logins(bastion: BastionHarnes
         await asyncio.to_thread(child.expect, pexpect.EOF, 15)
     finally:
         child.close()
-    (row,) = bastion.audit(admin.name, "control.lock")
+    (row,) = bastion.audit(admin.name, "user.lock")  # the same action as 'bastion user lock'
     assert row.subject == c.name and row.details["reason"] == "leaked key"
+    assert row.details["via"] == "control" and len(row.details["sessions"]) == 1
     r = await asyncio.to_thread(c.ssh, "true", target="web2")
     assert r.returncode == 255 and b"is locked" in r.stderr
 

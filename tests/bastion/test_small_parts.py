@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from bastion.config import load_config, render_config
+from bastion.config import KNOWN_KEYS, load_config, render_config
 from bastion.errors import ConfigError
 from bastion.session.timebox import LiveSession, LiveSessions
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
@@ -67,6 +68,42 @@ def test_config_template_round_trips(tmp_path: Path) -> None:
     assert cfg.state_url == f"sqlite:///{tmp_path / 'state.db'}"
     assert cfg.timebox.warn_before == (300.0, 60.0)
     assert cfg.ssh.certificate_lifetime == 120
+    assert cfg.stop_grace == 5.0
+
+
+def test_config_template_names_every_known_key() -> None:
+    """The template documents every key the loader reads (control.listen as a comment)."""
+    data = tomllib.loads(render_config("n1", "127.0.0.1:2299"))
+    shown = {(section, key) for section, table in data.items() for key in table}
+    known = {(section, key) for section, keys in KNOWN_KEYS.items() for key in keys}
+    assert known - shown == {("control", "listen")}
+    assert shown <= known
+
+
+def test_config_unknown_keys_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bastion.toml"
+    path.write_text(render_config("n1", "127.0.0.1:2299").replace("idle_timeout", "idle_timout"))
+    with pytest.raises(
+        ConfigError, match=r"unknown key \[ssh\] idle_timout; did you mean 'idle_timeout'"
+    ):
+        load_config(path)
+    path.write_text("[node]\nstop_grace = 2\n[postgres]\nrequire_tsl = false\n")
+    with pytest.raises(ConfigError, match=r"\[postgres\] require_tsl; did you mean 'require_tls'"):
+        load_config(path)
+    path.write_text('[sssh]\nlisten = "127.0.0.1:2299"\n')
+    with pytest.raises(ConfigError, match=r"unknown section \[sssh\]; did you mean 'ssh'"):
+        load_config(path)
+    path.write_text("[ssh.upstream]\nciphers = []\n")  # a nested table is a key of [ssh]
+    with pytest.raises(ConfigError, match=r"unknown key \[ssh\] upstream"):
+        load_config(path)
+    path.write_text("[[timebox]]\npoll_interval = 1\n")  # an array of tables is not a table
+    with pytest.raises(ConfigError, match=r"\[timebox\] must be a table"):
+        load_config(path)
+    path.write_text("[mfa]\nzzz = 1\n")  # nothing close: no suggestion
+    with pytest.raises(ConfigError, match=r"unknown key \[mfa\] zzz$"):
+        load_config(path)
+    path.write_text("[node]\nstop_grace = 2.5\n")
+    assert load_config(path).stop_grace == 2.5
 
 
 def test_config_errors_name_the_setting(tmp_path: Path) -> None:

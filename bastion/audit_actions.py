@@ -1,0 +1,116 @@
+"""Every audit action bastion writes, by name.
+
+The action strings are a contract: auditors filter on them (``bastion audit
+--action login.``), alerting and SIEM rules match them, and old rows keep them
+forever. So they live here, once, as plain ``str`` constants (plain strings, not
+an enum: they go straight into the audit table and the hash chain, and
+``audit_actions.LOGIN_OK == "login.ok"`` on both sides of every comparison).
+Change a value only with a note in the release and the decisions log.
+
+Actions are ``<area>.<event>``. A few are built from a value at run time; their
+builders are below the constants and ``PREFIXES`` lists their areas.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- node ---------------------------------------------------------------------------
+NODE_START: Final = "node.start"
+"""``bastion serve`` started (actor ``node``)."""
+NODE_STOP: Final = "node.stop"
+"""``bastion serve`` stopped cleanly."""
+
+# --- logins (SSH) -------------------------------------------------------------------
+LOGIN_OK: Final = "login.ok"
+"""Key and TOTP accepted."""
+LOGIN_FAILED: Final = "login.failed"
+"""A login refused; ``reason`` says why (unknown-user, locked, wrong-code, ...)."""
+USER_LOCKED: Final = "user.locked"
+"""The MFA lockout locked a user after too many failures (``by: lockout``)."""
+AGENT_ALLOWED: Final = "agent.allowed"
+AGENT_REFUSED: Final = "agent.refused"
+CERTIFICATE_ISSUED: Final = "certificate.issued"
+"""An upstream certificate was signed (serial, key id, validity)."""
+
+# --- sessions -----------------------------------------------------------------------
+SESSION_START: Final = "session.start"
+SESSION_END: Final = "session.end"
+SESSION_REFUSED: Final = "session.refused"
+SESSION_TERMINATED: Final = "session.terminated"
+"""The node ended a session (grant ended, admin request, idle, node stop, ...)."""
+SESSION_TERMINATE_REQUESTED: Final = "session.terminate-requested"
+"""An admin asked for a session's end, from the CLI or the control API (both write this;
+the control API wrote ``control.terminate`` before the two were unified)."""
+SESSION_RECOVERED: Final = "session.recovered"
+"""A session left open by a crashed node was closed at the next start."""
+
+# --- recordings ---------------------------------------------------------------------
+RECORDING_FAILED: Final = "recording.failed"
+RECORDING_REPACKED: Final = "recording.repacked"
+RECORDING_REPACK_FAILED: Final = "recording.repack-failed"
+
+# --- files and forwarding -----------------------------------------------------------
+FILE_AUDIT_STOPPED: Final = "file.audit-stopped"
+"""The scp/sftp parser gave up on a stream: later transfers in it are not itemised."""
+FORWARD_OPEN: Final = "forward.open"
+FORWARD_CLOSE: Final = "forward.close"
+FORWARD_REFUSED: Final = "forward.refused"
+FORWARD_TERMINATED: Final = "forward.terminated"
+
+# --- PostgreSQL and database tokens -------------------------------------------------
+PG_CANCEL: Final = "pg.cancel"
+DB_TOKEN_ISSUE: Final = "db-token.issue"
+DB_TOKEN_REFUSED: Final = "db-token.refused"
+DB_TOKEN_REVOKE: Final = "db-token.revoke"
+CONTROL_TOKEN_REVOKE: Final = "control-token.revoke"
+
+# --- control API --------------------------------------------------------------------
+CONTROL_WATCH: Final = "control.watch"
+
+# --- admin changes (CLI and control API) --------------------------------------------
+USER_ADD: Final = "user.add"
+USER_DISABLE: Final = "user.disable"
+USER_ENABLE: Final = "user.enable"
+USER_LOCK: Final = "user.lock"
+"""An admin locked a user (the control API wrote ``control.lock`` before unification)."""
+USER_UNLOCK: Final = "user.unlock"
+USER_RESET_MFA: Final = "user.reset-mfa"
+USER_ADD_KEY: Final = "user.add-key"
+USER_CONTROL_TOKEN: Final = "user.control-token"
+USER_TOTP_CODE: Final = "user.totp-code"
+"""Someone printed a user's next TOTP code (``bastion totp-code``)."""
+TARGET_ADD: Final = "target.add"
+TARGET_REMOVE: Final = "target.remove"
+GRANT_ADD: Final = "grant.add"
+GRANT_REVOKE: Final = "grant.revoke"
+
+# --- built at run time --------------------------------------------------------------
+FILE_PREFIX: Final = "file."
+UPSTREAM_PREFIX: Final = "upstream."
+PREFIXES: Final = (FILE_PREFIX, UPSTREAM_PREFIX)
+"""Areas whose second part comes from a value (a file operation, an upstream failure)."""
+
+
+def file_op(op: str) -> str:
+    """``file.<op>`` for one scp/sftp operation (upload, download, rename, ...)."""
+    return FILE_PREFIX + op
+
+
+def upstream_failure(reason: str) -> str:
+    """``upstream.<reason>`` (host-key-mismatch, refused, unreachable, grant-ended)."""
+    return UPSTREAM_PREFIX + reason
+
+
+def token_revoke(purpose: str) -> str:
+    """``db-token.revoke`` or ``control-token.revoke`` for a token's purpose."""
+    action = f"{purpose}-token.revoke"
+    if action not in (DB_TOKEN_REVOKE, CONTROL_TOKEN_REVOKE):
+        raise ValueError(f"no token purpose {purpose!r}")
+    return action
+
+
+ALL: Final = frozenset(
+    value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
+) - {FILE_PREFIX, UPSTREAM_PREFIX}
+"""Every fixed action name (the ``PREFIXES`` areas aside)."""

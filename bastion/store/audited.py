@@ -1,0 +1,62 @@
+"""State changes that commit together with their audit row.
+
+``Store.audited_change`` opens one write transaction and yields an
+``AuditedChange``: the admin actions (``bastion.admin_actions``) change state
+through it, and the audit row is appended at the end of the same transaction. A
+crash or a refused change leaves neither the change nor the row, on SQLite and
+PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bastion.errors import NotFound
+from bastion.store.backends import Tx
+from bastion.store.models import AuditEvent, Grant, User
+
+if TYPE_CHECKING:
+    from bastion.store.db import Store
+
+
+class AuditedChange:
+    """The store's write operations an admin action needs, bound to one transaction."""
+
+    def __init__(self, store: Store, tx: Tx) -> None:
+        self._store = store
+        self._tx = tx
+        self.details: dict[str, Any] = {}
+        """What the audit row records besides actor, action and subject."""
+        self.event: AuditEvent | None = None
+        """The audit row, once the transaction has appended it."""
+
+    def user(self, name: str) -> User:
+        """The user named ``name``; raises NotFound."""
+        found = self._store._user_row(self._tx, "name", name)
+        if found is None:
+            raise NotFound(f"no user named '{name}'; see 'bastion user list'")
+        return found
+
+    def lock_user(self, user_id: int, until: float | None) -> None:
+        """Refuse logins until ``until`` (None unlocks); raises NotFound."""
+        self._store._lock_user_tx(self._tx, user_id, until)
+
+    def clear_auth_failures(self, user_id: int) -> None:
+        """Forget a user's failed logins (so an unlock is not undone by the next failure)."""
+        self._store._clear_auth_failures_tx(self._tx, user_id)
+
+    def revoke_user_tokens(self, user_id: int, by: str, at: float) -> int:
+        """Revoke the user's live tokens; return how many."""
+        return self._store._revoke_user_tokens_tx(self._tx, user_id, by, at)
+
+    def request_termination(self, session_id: str, by: str, reason: str, at: float) -> None:
+        """Ask for a live session's end; raises NotFound, or StoreError if it ended."""
+        self._store._request_termination_tx(self._tx, session_id, by, reason, at)
+
+    def request_user_terminations(self, user_id: int, by: str, reason: str, at: float) -> list[str]:
+        """Ask for the end of every live session of the user; return their ids."""
+        return self._store._request_user_terminations_tx(self._tx, user_id, by, reason, at)
+
+    def revoke_grant(self, grant_id: int, by: str, at: float) -> Grant:
+        """End a grant now; raises NotFound, or StoreError if it was already revoked."""
+        return self._store._revoke_grant_tx(self._tx, grant_id, by, at)
