@@ -207,6 +207,8 @@ class Session:
         )
         self.node.live.add(self.live)
         self.node.live.apply_one(self.live)
+        if self.life.ending:  # the time box ended it at once (the grant ran out meanwhile)
+            return False
         self.observe(SessionStarted())
         return True
 
