@@ -231,7 +231,8 @@ class Session:
         """Target bytes relayed to the contractor."""
         self.bytes_out += n
         if self.bytes_out >= self._volume_mark:
-            self._volume_mark *= 2
+            while self._volume_mark <= self.bytes_out:  # one big chunk may pass several marks
+                self._volume_mark *= 2
             self.observe(VolumeCrossed(self.bytes_out, self.bytes_in))
 
     def observe(self, event: SessionEvent) -> None:
