@@ -10,11 +10,15 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion.ca import CertificateAuthority
+from bastion.cli_node import init_dir
 from bastion.config import Config
+from bastion.secretbox import SecretBox
 from bastion.service import BastionNode
 from bastion.session.admission import Access, find_access
 from bastion.session.core import Session
-from bastion.store.models import AuditEvent, Grant, SessionRecord, Target, User
+from bastion.store import open_store
+from bastion.store.models import AuditEvent, Grant, Role, SessionRecord, Target, TargetKind, User
 from recorder import RecordingReader, VerifyResult, verify
 from recorder.events import Marker
 from recorder.keys import load_public_key
@@ -148,3 +152,42 @@ class Kit:
     def markers(self, row: SessionRecord) -> list[str]:
         with RecordingReader.open(str(self.recording_path(row))) as reader:
             return [e.label for e in reader.events() if isinstance(e, Marker)]
+
+
+def build_kit(directory: Path) -> Kit:
+    """A node initialised in ``directory`` with alice, target web1 and her one-hour grant.
+
+    The node's clock and the time box's clock are one ``Clock`` at ``T0``.
+    """
+    config = init_dir(directory, "127.0.0.1:0", None, "n1")
+    store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
+    node = BastionNode(config, store, CertificateAuthority.load(config.ca_key))
+    clock = Clock()
+    node.clock = clock
+    node.live.clock = clock
+    now = clock()
+    user = store.add_user("alice", Role.CONTRACTOR, [], None, now - 86400)
+    target = store.add_target(
+        name="web1",
+        kind=TargetKind.SSH,
+        host="10.0.0.5",
+        port=22,
+        logins=["deploy"],
+        principal="bastion-web1",
+        host_keys=["ssh-ed25519 AAAAhost"],
+        now=now - 86400,
+    )
+    grant = store.add_grant(
+        user_id=user.id,
+        target_id=target.id,
+        login="deploy",
+        credset=None,
+        not_before=now - 60,
+        not_after=now + GRANT_SECONDS,
+        reason="ticket 42",
+        requested_by="alice",
+        approved_by="root",
+        options=(),
+        now=now - 60,
+    )
+    return Kit(node=node, config=config, clock=clock, user=user, target=target, grant=grant)
