@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def test_start_recording_writes_the_live_row_and_audits_session_start(kit: Kit) -> None:
     s, adapter = kit.session()
-    assert s.phase is Phase.ADMITTED and kit.node.sessions.get(s.id) is s
+    assert s.life.history == [Phase.ADMITTED] and kit.node.sessions.get(s.id) is s
     assert kit.node.store.get_session(s.id) is None
     await s.start_recording({"request": "shell"}, request="shell")
     assert s.phase is Phase.RECORDING
@@ -161,7 +161,7 @@ async def test_terminated_while_the_recording_opens_then_finished(kit: Kit) -> N
     s, adapter = kit.session()
     starting = asyncio.ensure_future(s.start_recording({"request": "shell"}))
     await asyncio.sleep(0)  # start_recording is now waiting for the file and the row
-    assert not starting.done() and s.phase is Phase.ADMITTED
+    assert not starting.done() and s.life.history == [Phase.ADMITTED]
     s.terminate(EndReason.ADMIN_TERMINATED, "terminated by root: now")
     assert adapter.closes == [("admin-terminated", "terminated by root: now")]
     assert s.closed(EndReason.CLIENT_CLOSED) == "admin-terminated"
