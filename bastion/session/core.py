@@ -247,9 +247,13 @@ class Session:
 
     def warn(self, message: str) -> None:
         """Warn the contractor; the warning is a marker in the recording."""
-        if self.recording is not None:
-            self.recording.marker(f"warning: {message}")
+        self._mark(f"warning: {message}")
         self.adapter.tell(message)
+
+    def _mark(self, label: str) -> None:
+        """A marker in the recording, unless finishing began (the file is being sealed)."""
+        if self.recording is not None and not self._finishing:
+            self.recording.marker(label)
 
     async def judge(self, kind: str, text: str, extra: str = "") -> bool:
         """Ask the policy hooks about a command, statement or file; True if it may run.
@@ -272,8 +276,7 @@ class Session:
         if verdict is Verdict.ALLOW:
             return True
         what = f"{kind} {text!r}"
-        if self.recording is not None:
-            self.recording.marker(f"policy {verdict.value}: {what}: {decision.reason}")
+        self._mark(f"policy {verdict.value}: {what}: {decision.reason}")
         self.node.spawn(
             self.node.audit(
                 self.user.name,

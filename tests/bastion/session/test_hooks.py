@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -319,3 +320,40 @@ async def test_one_big_output_crosses_each_mark_once(kit: Kit) -> None:
     assert watcher.events == [VolumeCrossed(5 * MIB, 0)]
     s.output_seen(3 * MIB)
     assert watcher.events[-1] == VolumeCrossed(8 * MIB + 2, 0) and len(watcher.events) == 2
+
+
+class Slow(SessionHook):
+    """A policy hook that answers only when the test says so."""
+
+    name = "slow"
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def command(self, session: Session, text: str, exact: bool) -> Decision:
+        self.asked.set()
+        await self.answer.wait()
+        return self.decision
+
+
+async def test_a_verdict_arriving_after_the_final_row_leaves_the_recording_sealed(
+    kit: Kit,
+) -> None:
+    slow = Slow(Decision(Verdict.DENY, "not now", rule="r5"))
+    kit.node.hooks.register(slow)
+    s, adapter = await kit.live_session()
+    judging = asyncio.ensure_future(s.judge("command", "reboot", "exact"))
+    await slow.asked.wait()
+    s.terminate(EndReason.ADMIN_TERMINATED)  # meanwhile an admin ends the session
+    s.closed(EndReason.CLIENT_CLOSED)
+    await s.finish()
+    row = kit.row(s.id)
+    slow.answer.set()
+    assert await judging is False
+    s.warn("too late")
+    await kit.settle()
+    assert kit.audit("recording.failed", s.id) == []
+    assert kit.row(s.id) == row and kit.verify(row).status == "intact"
+    assert len(adapter.closes) == 1
