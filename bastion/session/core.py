@@ -207,6 +207,8 @@ class Session:
         )
         self.node.live.add(self.live)
         self.node.live.apply_one(self.live)
+        if self.life.ending:  # the time box ended it at once (the grant ran out meanwhile)
+            return False
         self.observe(SessionStarted())
         return True
 
@@ -229,7 +231,8 @@ class Session:
         """Target bytes relayed to the contractor."""
         self.bytes_out += n
         if self.bytes_out >= self._volume_mark:
-            self._volume_mark *= 2
+            while self._volume_mark <= self.bytes_out:  # one big chunk may pass several marks
+                self._volume_mark *= 2
             self.observe(VolumeCrossed(self.bytes_out, self.bytes_in))
 
     def observe(self, event: SessionEvent) -> None:
@@ -244,9 +247,13 @@ class Session:
 
     def warn(self, message: str) -> None:
         """Warn the contractor; the warning is a marker in the recording."""
-        if self.recording is not None:
-            self.recording.marker(f"warning: {message}")
+        self._mark(f"warning: {message}")
         self.adapter.tell(message)
+
+    def _mark(self, label: str) -> None:
+        """A marker in the recording, unless finishing began (the file is being sealed)."""
+        if self.recording is not None and not self._finishing:
+            self.recording.marker(label)
 
     async def judge(self, kind: str, text: str, extra: str = "") -> bool:
         """Ask the policy hooks about a command, statement or file; True if it may run.
@@ -269,8 +276,7 @@ class Session:
         if verdict is Verdict.ALLOW:
             return True
         what = f"{kind} {text!r}"
-        if self.recording is not None:
-            self.recording.marker(f"policy {verdict.value}: {what}: {decision.reason}")
+        self._mark(f"policy {verdict.value}: {what}: {decision.reason}")
         self.node.spawn(
             self.node.audit(
                 self.user.name,
