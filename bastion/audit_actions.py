@@ -19,7 +19,11 @@ from typing import Final
 NODE_START: Final = "node.start"
 """``bastion serve`` started (actor ``node``)."""
 NODE_STOP: Final = "node.stop"
-"""``bastion serve`` stopped cleanly."""
+"""``bastion serve`` stopped cleanly (details: ``unsealed`` sessions, normally 0)."""
+NODE_RELOAD: Final = "node.reload"
+"""SIGHUP applied the file's live settings (details: ``applied``, ``needs_restart``)."""
+NODE_RELOAD_REFUSED: Final = "node.reload-refused"
+"""SIGHUP found a file that does not load; nothing changed (details: ``error``)."""
 
 # --- logins (SSH) -------------------------------------------------------------------
 LOGIN_OK: Final = "login.ok"
@@ -88,7 +92,8 @@ GRANT_REVOKE: Final = "grant.revoke"
 # --- built at run time --------------------------------------------------------------
 FILE_PREFIX: Final = "file."
 UPSTREAM_PREFIX: Final = "upstream."
-PREFIXES: Final = (FILE_PREFIX, UPSTREAM_PREFIX)
+POLICY_PREFIX: Final = "policy."
+PREFIXES: Final = (FILE_PREFIX, UPSTREAM_PREFIX, POLICY_PREFIX)
 """Areas whose second part comes from a value (a file operation, an upstream failure)."""
 
 
@@ -102,6 +107,11 @@ def upstream_failure(reason: str) -> str:
     return UPSTREAM_PREFIX + reason
 
 
+def policy_decision(verdict: str) -> str:
+    """``policy.<verdict>`` (warn, hold, deny, terminate, lock) for a hook's decision."""
+    return POLICY_PREFIX + verdict
+
+
 def token_revoke(purpose: str) -> str:
     """``db-token.revoke`` or ``control-token.revoke`` for a token's purpose."""
     action = f"{purpose}-token.revoke"
@@ -112,5 +122,5 @@ def token_revoke(purpose: str) -> str:
 
 ALL: Final = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
-) - {FILE_PREFIX, UPSTREAM_PREFIX}
+) - {FILE_PREFIX, UPSTREAM_PREFIX, POLICY_PREFIX}
 """Every fixed action name (the ``PREFIXES`` areas aside)."""

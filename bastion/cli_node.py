@@ -15,6 +15,7 @@ import asyncssh
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bastion import audit_actions as actions
 from bastion import event_loop
 from bastion.ca import CertificateAuthority
 from bastion.config import DEFAULT_CONFIG_NAME, Config, load_config, render_config
@@ -173,7 +174,7 @@ async def _serve(config: Config, listen: str | None) -> None:
     loop.add_signal_handler(
         signal.SIGHUP, lambda: node.spawn(reload_node(node, config.path, _set_log_level))
     )
-    await node.audit("node", "node.start", node.node)
+    await node.audit("node", actions.NODE_START, node.node)
     try:
         await stop.wait()
     finally:
@@ -184,7 +185,7 @@ async def _serve(config: Config, listen: str | None) -> None:
         if metrics_server is not None:
             metrics_server.close()
         await control.close()
-        await node.audit("node", "node.stop", node.node, unsealed=unsealed)
+        await node.audit("node", actions.NODE_STOP, node.node, unsealed=unsealed)
         await node.close()
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bastion import audit_actions as actions
 from bastion.config import Config, load_config
 from bastion.errors import ConfigError
 from bastion.mfa import LockoutPolicy
@@ -104,7 +105,7 @@ async def reload_node(
         new = await node.call(load_config, path)
     except ConfigError as e:
         log.error("reload refused, nothing changed: %s", e)
-        await node.audit("node", "node.reload-refused", node.node, error=str(e))
+        await node.audit("node", actions.NODE_RELOAD_REFUSED, node.node, error=str(e))
         return None
     result = plan_reload(node.config, new)
     apply_config(node, merged_config(node.config, new))
@@ -120,7 +121,7 @@ async def reload_node(
     )
     await node.audit(
         "node",
-        "node.reload",
+        actions.NODE_RELOAD,
         node.node,
         applied=result.applied,
         needs_restart=result.needs_restart,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from bastion import audit_actions as actions
 from bastion.ca import CertificateAuthority
 from bastion.config import Config
 from bastion.metrics import Metrics
@@ -104,7 +105,7 @@ class BastionNode:
         until = self.clock() + POLICY_LOCK_SECONDS
         await self.call(self.store.lock_user, user.id, until)
         await self.audit(
-            "policy", "user.locked", user.name, until=until, by="policy", reason=reason
+            "policy", actions.USER_LOCKED, user.name, until=until, by="policy", reason=reason
         )
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:

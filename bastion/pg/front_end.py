@@ -12,6 +12,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion import audit_actions as actions
 from bastion.config import PostgresConfig
 from bastion.errors import ConfigError
 from bastion.pg.cancel import CancelRoutes
@@ -84,4 +85,4 @@ class PgFrontEnd:
         }
         if session_id is not None:
             details["session"] = session_id
-        await self.node.audit(user or "-", "session.refused", target, **details)
+        await self.node.audit(user or "-", actions.SESSION_REFUSED, target, **details)

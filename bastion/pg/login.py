@@ -26,7 +26,7 @@ from bastion.pg.upstream import UpstreamConnection, connect_upstream
 from bastion.pg.upstream_login import LoginFailed, UpstreamLogin
 from bastion.recording import LiveRecording
 from bastion.session.admission import Access, Refused, credset_of, find_access
-from bastion.session.core import Session, SessionAdapter
+from bastion.session.core import Session, SessionAdapter, run_admission_hooks
 from bastion.session.reasons import EndReason, RefusalReason
 from bastion.store.models import Credset, Grant, Target, User
 
@@ -153,9 +153,18 @@ async def log_in(
                 )
             grant = own  # a token works under its own grant, not a neighbour's
         credset = credset_of(access.target, grant.credset)
+        admitted = Access(access.target, grant, credset.name)
+        await run_admission_hooks(
+            node,
+            admitted,
+            user=user,
+            protocol="postgres",
+            kind="postgres",
+            client_addr=peer.client_addr,
+        )
         core = Session(
             node,
-            Access(access.target, grant, credset.name),
+            admitted,
             user=user,
             protocol="postgres",
             kind="postgres",

@@ -16,10 +16,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from bastion import audit_actions as actions
 from bastion.ids import new_session_id
 from bastion.recording import LiveRecording
 from bastion.session.admission import Access, Refused
 from bastion.session.hooks import (
+    AdmissionRequest,
     CommandSeen,
     FileSeen,
     SessionEnded,
@@ -280,7 +282,7 @@ class Session:
         self.node.spawn(
             self.node.audit(
                 self.user.name,
-                f"policy.{verdict.value}",
+                actions.policy_decision(verdict.value),
                 self.target.name,
                 session=self.id,
                 kind=kind,
@@ -322,7 +324,7 @@ class Session:
         self.node.spawn(
             self.node.audit(
                 self.user.name,
-                "session.terminated",
+                actions.SESSION_TERMINATED,
                 self.target.name,
                 session=self.id,
                 reason=reason,
@@ -390,3 +392,34 @@ def _words(reason: str) -> str:
     except ValueError:
         return reason
 
+
+async def run_admission_hooks(
+    node: BastionNode,
+    access: Access,
+    *,
+    user: User,
+    protocol: str,
+    kind: str,
+    client_addr: str,
+    command: str | None = None,
+) -> None:
+    """Ask every admission hook (requests, engagements, hours) before a session exists.
+
+    Raises Refused (``hook-refused``) with the hook's words; a hook that fails refuses.
+    """
+    request = AdmissionRequest(
+        user=user,
+        target=access.target,
+        grant=access.grant,
+        protocol=protocol,
+        kind=kind,
+        login=access.login,
+        client_addr=client_addr,
+        command=command,
+    )
+    decision = await node.hooks.admit(request)
+    if not decision.verdict.lets_through:
+        by = f" ({decision.hook})" if decision.hook else ""
+        raise Refused(
+            RefusalReason.HOOK_REFUSED, decision.reason or f"refused by a bastion check{by}"
+        )

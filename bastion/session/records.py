@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bastion import audit_actions as actions
 from bastion.recording import LiveRecording
 from bastion.service import BastionNode
 from bastion.store.models import Grant, SessionRecord, Target, User
@@ -53,7 +54,7 @@ async def open_session_recording(
     except (RecordingWriteError, OSError) as e:
         await node.audit(
             user,
-            "recording.failed",
+            actions.RECORDING_FAILED,
             target,
             session=session_id,
             error=str(e),
@@ -98,7 +99,7 @@ async def begin_session(
     await node.call(node.store.start_session, record)
     await node.audit(
         user.name,
-        "session.start",
+        actions.SESSION_START,
         target.name,
         session=session_id,
         grant=grant.id,
@@ -159,7 +160,7 @@ async def finish_session(
         final_hash = await repack_recording(node, end, summary.location, summary.final_hash)
     await node.audit(
         end.user,
-        "session.end",
+        actions.SESSION_END,
         end.target,
         session=end.session_id,
         reason=end.reason,
@@ -184,7 +185,7 @@ def recording_broke(
     node.spawn(
         node.audit(
             user,
-            "recording.failed",
+            actions.RECORDING_FAILED,
             target,
             session=session_id,
             error=message,
@@ -213,7 +214,7 @@ async def repack_recording(
         log.exception("repacking session %s failed", end.session_id)
         await node.audit(
             end.user,
-            "recording.repack-failed",
+            actions.RECORDING_REPACK_FAILED,
             end.target,
             session=end.session_id,
             error=str(e),
@@ -226,7 +227,7 @@ async def repack_recording(
     )
     await node.audit(
         end.user,
-        "recording.repacked",
+        actions.RECORDING_REPACKED,
         end.target,
         session=end.session_id,
         old_final_hash=result.old_final_hash,

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.errors import AccessDenied
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access
-from bastion.session.core import Session
+from bastion.session.core import Session, run_admission_hooks
 from bastion.session.reasons import EndReason
 from bastion.ssh.login_name import LoginName
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
@@ -89,6 +90,14 @@ async def _upstream_for(ctx: ForwardingContext) -> asyncssh.SSHClientConnection:
         )
         if ctx.upstream is not None:
             return ctx.upstream
+        await run_admission_hooks(
+            node,
+            access,
+            user=ctx.user,
+            protocol="ssh",
+            kind="forward",
+            client_addr=ctx.client_addr,
+        )
         session = Session(
             node,
             access,
@@ -165,7 +174,7 @@ async def open_forward(
     except (AccessDenied, Refused, UpstreamError, asyncssh.Error, OSError) as e:
         await node.audit(
             user,
-            "forward.refused",
+            actions.FORWARD_REFUSED,
             ctx.login_name.target,
             destination=dest,
             reason=str(e),
@@ -179,7 +188,7 @@ async def open_forward(
         session.recording.marker(f"forward open: {dest}")
     await node.audit(
         user,
-        "forward.open",
+        actions.FORWARD_OPEN,
         ctx.login_name.target,
         destination=dest,
         grant=session.grant.id if session else None,
@@ -199,7 +208,7 @@ async def open_forward(
         session.recording.marker(f"forward close: {dest} in={sent} out={received}")
     await node.audit(
         user,
-        "forward.close",
+        actions.FORWARD_CLOSE,
         ctx.login_name.target,
         destination=dest,
         bytes_in=sent,

@@ -16,10 +16,11 @@ from typing import Any
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.errors import AccessDenied
 from bastion.recording import LiveRecording, extract_session_commands
 from bastion.session.admission import Refused, find_access
-from bastion.session.core import Session
+from bastion.session.core import Session, run_admission_hooks
 from bastion.session.reasons import EndReason, RefusalReason, exit_signal_reason
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.menu import LineInput
@@ -311,7 +312,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             self.node.spawn(
                 self.node.audit(
                     self.ctx.user.name,
-                    "file.audit-stopped",
+                    actions.FILE_AUDIT_STOPPED,
                     self.target_name,
                     session=self._sid(),
                     protocol=feed.protocol,
@@ -323,7 +324,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self.node.spawn(
             self.node.audit(
                 self.ctx.user.name,
-                f"file.{ev.op}",
+                actions.file_op(ev.op),
                 self.target_name,
                 session=self._sid(),
                 path=ev.path,
@@ -380,7 +381,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         if e.reason not in ("menu-quit", "builtin"):
             await self.node.audit(
                 self.ctx.user.name,
-                "session.refused",
+                actions.SESSION_REFUSED,
                 self.target_name,
                 reason=e.reason,
                 message=str(e),
@@ -426,6 +427,15 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             if rule.refusal is not None:
                 raise Refusal("unauditable-transfer", rule.refusal)
             self.files = rule.feed
+        await run_admission_hooks(
+            node,
+            access,
+            user=user,
+            protocol="ssh",
+            kind=self.kind,
+            client_addr=self.ctx.client_addr,
+            command=self.command if self.kind == "exec" else None,
+        )
         session = Session(
             node,
             access,

@@ -13,7 +13,8 @@ from bastion import audit_actions as actions
 #: Every fixed action name, spelled out: changing one breaks stored rows' meaning and
 #: every filter on it, so it must be a deliberate edit here too.
 CONTRACT = {
-    "node.start", "node.stop", "login.ok", "login.failed", "user.locked", "agent.allowed",
+    "node.start", "node.stop", "node.reload", "node.reload-refused", "login.ok", "login.failed",
+    "user.locked", "agent.allowed",
     "agent.refused", "certificate.issued", "session.start", "session.end",
     "session.refused", "session.terminated", "session.terminate-requested",
     "session.recovered", "recording.failed", "recording.repacked",
