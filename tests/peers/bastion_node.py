@@ -34,6 +34,7 @@ from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Grant, Role, Target, TargetKind, User
 from bastion.target_setup import default_principal
+from tests.peers.lane import require_integration
 
 LOGIN = getpass.getuser()
 
@@ -204,6 +205,7 @@ class BastionHarness:
 
     def start(self) -> None:
         """Start ``bastion serve`` and wait for its port."""
+        require_integration("a bastion node (bastion serve)")
         log = open(self.dir / "bastion.log", "ab")  # noqa: SIM115
         limit = self.fsize_limit
 
@@ -357,6 +359,7 @@ def make_harness(
     overrides: dict[str, str] | None = None,
 ) -> BastionHarness:
     """Initialise a bastion dir, start two targets and the node."""
+    require_integration("OpenSSH sshd targets and a bastion node")
     port = free_port()
     metrics_port = free_port()
     pg_port = free_port()

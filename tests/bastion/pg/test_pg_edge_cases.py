@@ -28,7 +28,7 @@ from tests.peers.bastion_node import BastionHarness, Contractor
 from tests.peers.pg_bastion import PgTargets
 from tests.peers.postgres import PgServer
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
