@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from bastion.store import Store, open_store
 from bastion.store.models import Grant, Role, Target, TargetKind, User
 from bastion.target_setup import default_principal
 from tests.peers.lane import require_integration
+from tests.waiting import wait_until
 
 LOGIN = getpass.getuser()
 
@@ -232,16 +234,19 @@ class BastionHarness:
             preexec_fn=limit_file_size if limit is not None else None,
         )
         log.close()
+        # the SSH port, and the metrics port that tests read gauges from
+        ports = [self.port] + [m[1] for m in [self.config.metrics_listen] if m is not None]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bastion exited:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                for port in ports:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"bastion did not listen:\n{self.log()}")
+        raise RuntimeError(f"bastion did not listen on {ports}:\n{self.log()}")
 
     def stop(self) -> None:
         """Stop the node (SIGTERM, then SIGKILL)."""
@@ -332,13 +337,22 @@ class BastionHarness:
                 return rows
             time.sleep(0.05)
 
+    def gauge(self, name: str) -> float:
+        """One gauge from the node's ``/metrics`` (``bastion_`` prefix implied)."""
+        listen = self.config.metrics_listen
+        assert listen is not None
+        with urllib.request.urlopen(f"http://{listen[0]}:{listen[1]}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f"bastion_{name} "):
+                return float(line.split()[1])
+        raise AssertionError(f"no gauge {name} in {text}")
+
     def control_socket(self, timeout: float = 10) -> str:
         """The node's control socket path, once the node has created it."""
         path = self.config.control.socket
         assert path is not None
-        deadline = time.monotonic() + timeout
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(path.exists, timeout, f"the node's control socket {path}")
         return str(path)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -350,6 +364,15 @@ class BastionHarness:
             timeout=60,
             env={**os.environ, "BASTION_ACTOR": "test-admin"},
         )
+
+
+def reports_size(child: pexpect.spawn, size: str) -> bool:
+    """Run ``stty size`` in ``child``'s shell; True if it printed ``size`` ("ROWS COLS") within 1 s.
+
+    For ``wait_until`` after a resize: ssh relays SIGWINCH on its own time.
+    """
+    child.sendline("stty size")
+    return child.expect([size, pexpect.TIMEOUT], timeout=1) == 0
 
 
 def make_harness(
