@@ -132,7 +132,6 @@ class BastionPeer(Peer):
         """A code for the current step: one prepared long before may be out of the window."""
         path = env["BASTION_TEST_CODE_FILE"]
         who = self._by_code_file[path]
-        who.last_step = -1  # unused so far: the code from preparation was never sent
         Path(path).write_text(who.next_code() + "\n")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.peers import lane
 from tests.peers.bastion_node import BastionHarness, make_harness
 from tests.peers.postgres import pg_server, pg_tls_server, pg_url
 
@@ -21,3 +22,13 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionHarness
         yield harness
     finally:
         harness.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Let the peer launchers see which test starts them (see tests/peers/lane.py)."""
+    lane.running(item)
+    try:
+        yield
+    finally:
+        lane.running(None)

@@ -13,7 +13,8 @@ import pytest
 
 from recorder import Exit, Input, Marker, Output, RecordingReader, Resize, verify
 from recorder.keys import load_public_key
-from tests.peers.bastion_node import BastionHarness, make_harness
+from tests.peers.bastion_node import BastionHarness, make_harness, reports_size
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -92,9 +93,8 @@ def test_pty_session_recording_has_what_the_client_saw_and_resizes(
         child.sendline("echo recorded-$((3*4)); printf 'caf\\303\\251 \\342\\234\\223\\n'")
         child.expect("recorded-12")
         child.setwinsize(50, 120)
-        time.sleep(0.5)
-        child.sendline("stty size; echo done-$((1+1))")
-        child.expect("50 120")
+        wait_until(lambda: reports_size(child, "50 120"), 20, "the target's pty to be 50x120")
+        child.sendline("echo done-$((1+1))")
         child.expect("done-2")
         child.sendline("exit 4")
         child.expect(pexpect.EOF)
@@ -295,10 +295,8 @@ def test_search_indexes_exec_commands_but_not_transferred_data(
         stdin=subprocess.DEVNULL,
     )
     assert scp.returncode == 0, scp.stderr
-    deadline = time.monotonic() + 10
-    while len(bastion.audit(c.name, "session.end")) < 2:  # both indexed and final
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    # both sessions (the exec, then the scp) ended and were indexed
+    wait_until(lambda: len(bastion.audit(c.name, "session.end")) >= 2, 10, "2 session.end")
     hits = bastion.store.search_commands("indexed-exec-marker-77", user=c.name)
     assert [h.text for h in hits] == ["echo indexed-exec-marker-77"]
     assert bastion.store.search_commands("not-a-command-marker-88", user=c.name) == []

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.peers.bastion_node import BastionHarness, Contractor
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -302,10 +303,7 @@ def test_agent_forwarding_only_when_granted(bastion: BastionHarness, tmp_path: P
     sock = str(tmp_path / "agent.sock")
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
     try:
-        for _ in range(50):
-            if Path(sock).exists():
-                break
-            time.sleep(0.1)
+        wait_until(Path(sock).exists, 10, "ssh-agent to create its socket")
         key = tmp_path / "agent_key"
         subprocess.run(
             [

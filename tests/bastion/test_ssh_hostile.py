@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.bastion_node import BastionHarness, make_harness
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,15 +61,24 @@ def _still_serves(b: BastionHarness) -> None:
 
 def test_idle_connection_flood_is_bounded(strict_bastion: BastionHarness) -> None:
     b = strict_bastion
+    before = b.gauge("unauthenticated_connections")
     idle = [_connect(b) for _ in range(4)]
     try:
-        time.sleep(0.3)
+        wait_until(
+            lambda: b.gauge("unauthenticated_connections") >= 4,
+            10,
+            "the node to count the 4 idle connections (max_startups = 4)",
+        )
         with _connect(b) as extra:
             assert _closed_within(extra, 3), "a 5th unauthenticated connection was kept"
     finally:
         for s in idle:
             s.close()
-    time.sleep(0.3)
+    wait_until(
+        lambda: b.gauge("unauthenticated_connections") <= before,
+        10,
+        "the node to free the closed connections' slots",
+    )
     _still_serves(b)
 
 

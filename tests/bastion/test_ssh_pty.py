@@ -7,7 +7,8 @@ import time
 import pexpect
 import pytest
 
-from tests.peers.bastion_node import BastionHarness, Contractor
+from tests.peers.bastion_node import BastionHarness, Contractor, reports_size
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,9 @@ def test_menu_then_shell_with_term_and_size(bastion: BastionHarness) -> None:
         assert "TERM=xterm" in before or "TERM=" in before
         assert "30 100" in before
         child.setwinsize(40, 132)
-        time.sleep(0.5)
-        child.sendline("stty size; echo marker2-$((6*7))")
-        child.expect("40 132")
+        # ssh relays the SIGWINCH when it gets to it: ask until the target has the new size
+        wait_until(lambda: reports_size(child, "40 132"), 20, "the target's pty to be 40x132")
+        child.sendline("echo marker2-$((6*7))")
         child.expect("marker2-42")
         child.sendline("exit 5")
         child.expect(pexpect.EOF)
@@ -66,8 +67,8 @@ def test_named_target_shell_and_ctrl_c(bastion: BastionHarness) -> None:
     bastion.grant(c, "web2")
     child = _spawn(c, bastion, "web2")
     try:
-        child.sendline("sleep 30; echo not-interrupted")
-        time.sleep(1)
+        child.sendline("echo sleeping-$((2+3)); sleep 30; echo not-interrupted")
+        child.expect("sleeping-5")  # the target's shell runs the line: Ctrl-C hits the sleep
         child.sendcontrol("c")
         child.sendline("echo after-$((1+1))")
         child.expect("after-2")

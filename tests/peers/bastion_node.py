@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Grant, Role, Target, TargetKind, User
 from bastion.target_setup import default_principal
+from tests.peers.lane import require_integration
+from tests.waiting import wait_until
 
 LOGIN = getpass.getuser()
 
@@ -45,6 +48,20 @@ TEST_CONFIG_OVERRIDES = {
 }
 
 
+def rewind_totp_step(store: Store, user_id: int, step: int) -> None:
+    """TEST ONLY: let ``step`` be accepted once more for this user.
+
+    If the user's last accepted TOTP step is ``step`` or later, set it to
+    ``step - 1``; otherwise change nothing. No node code path does this: it
+    reaches into the store's backend, which only the harness may do.
+    """
+    with store._db.transaction(write=True) as tx:
+        tx.run(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step >= ?",
+            [step - 1, user_id, step],
+        )
+
+
 @dataclass
 class Contractor:
     """A user with a key pair on disk and the TOTP secret, able to produce fresh codes."""
@@ -54,17 +71,19 @@ class Contractor:
     secret: str
     user: User
     harness: BastionHarness
-    last_step: int = -1
 
     def next_code(self) -> str:
-        """A code for a step not used yet by this user (waits for the next step if needed)."""
-        while True:
-            now_step = time_step(time.time())
-            step = max(now_step, self.last_step + 1)
-            if step <= now_step + 1:  # within the server's drift window
-                self.last_step = step
-                return code_for_step(self.secret, step)
-            time.sleep(1)
+        """The code of the current step, made usable again for this user's next login.
+
+        The node accepts each step once per user (the replay guard). Rather than
+        sleep up to 30 s for a fresh step, the harness rewinds the user's stored
+        last-accepted step just below the current one (test-only, through the
+        state store it shares with the node). The node's rule is untouched: a
+        test that reuses a code it was given still meets the guard.
+        """
+        step = time_step(time.time())
+        rewind_totp_step(self.harness.store, self.user.id, step)
+        return code_for_step(self.secret, step)
 
     def wrong_code(self) -> str:
         """A code that matches no step near now."""
@@ -188,6 +207,7 @@ class BastionHarness:
 
     def start(self) -> None:
         """Start ``bastion serve`` and wait for its port."""
+        require_integration("a bastion node (bastion serve)")
         log = open(self.dir / "bastion.log", "ab")  # noqa: SIM115
         limit = self.fsize_limit
 
@@ -214,16 +234,19 @@ class BastionHarness:
             preexec_fn=limit_file_size if limit is not None else None,
         )
         log.close()
+        # the SSH port, and the metrics port that tests read gauges from
+        ports = [self.port] + [m[1] for m in [self.config.metrics_listen] if m is not None]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bastion exited:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                for port in ports:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"bastion did not listen:\n{self.log()}")
+        raise RuntimeError(f"bastion did not listen on {ports}:\n{self.log()}")
 
     def stop(self) -> None:
         """Stop the node (SIGTERM, then SIGKILL)."""
@@ -314,13 +337,22 @@ class BastionHarness:
                 return rows
             time.sleep(0.05)
 
+    def gauge(self, name: str) -> float:
+        """One gauge from the node's ``/metrics`` (``bastion_`` prefix implied)."""
+        listen = self.config.metrics_listen
+        assert listen is not None
+        with urllib.request.urlopen(f"http://{listen[0]}:{listen[1]}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith(f"bastion_{name} "):
+                return float(line.split()[1])
+        raise AssertionError(f"no gauge {name} in {text}")
+
     def control_socket(self, timeout: float = 10) -> str:
         """The node's control socket path, once the node has created it."""
         path = self.config.control.socket
         assert path is not None
-        deadline = time.monotonic() + timeout
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(path.exists, timeout, f"the node's control socket {path}")
         return str(path)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -334,6 +366,15 @@ class BastionHarness:
         )
 
 
+def reports_size(child: pexpect.spawn, size: str) -> bool:
+    """Run ``stty size`` in ``child``'s shell; True if it printed ``size`` ("ROWS COLS") within 1 s.
+
+    For ``wait_until`` after a resize: ssh relays SIGWINCH on its own time.
+    """
+    child.sendline("stty size")
+    return child.expect([size, pexpect.TIMEOUT], timeout=1) == 0
+
+
 def make_harness(
     directory: Path,
     state_url: str | None = None,
@@ -341,6 +382,7 @@ def make_harness(
     overrides: dict[str, str] | None = None,
 ) -> BastionHarness:
     """Initialise a bastion dir, start two targets and the node."""
+    require_integration("OpenSSH sshd targets and a bastion node")
     port = free_port()
     metrics_port = free_port()
     pg_port = free_port()

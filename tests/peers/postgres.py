@@ -41,6 +41,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.peers.lane import require_integration
+
 __all__ = ["PgServer", "find_pg_bin", "pg_server", "pg_tls_server", "pg_url", "start_pg_server"]
 
 SUPERUSER = "postgres"
@@ -245,6 +247,7 @@ def start_pg_server(bin_dir: Path, tls: bool = False) -> Iterator[PgServer]:
     ``tls``: also accept TLS with a self-signed certificate (for 127.0.0.1 and
     localhost) written to ``<data dir>/server.crt``, usable as a client's root CA.
     """
+    require_integration("a PostgreSQL server")
     runner = _Runner(bin_dir)
     base = Path(tempfile.mkdtemp(prefix="bastion-pg-"))
     proc: subprocess.Popen[bytes] | None = None

@@ -314,7 +314,7 @@ def test_concurrent_repacks_are_serialised(
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         waiting = threading.Thread(target=lambda: results.append(repack(rec.path, key)))
         waiting.start()
-        time.sleep(0.2)
+        time.sleep(0.2)  # time to finish if the lock were ignored: nothing to poll for
         assert not results  # blocked on the lock
         first = repack(copy, key)
         os.replace(copy, rec.path)  # as the lock holder's own repack would

@@ -10,7 +10,7 @@ import pytest
 from bastion.pg.upstream_login import LoginFailed, LoginResult, UpstreamLogin
 from tests.peers.postgres import PgServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def _run(server: PgServer, login: UpstreamLogin) -> LoginResult:
