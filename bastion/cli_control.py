@@ -32,7 +32,7 @@ from bastion.timeparse import parse_duration
 
 __all__ = ["add_control_commands", "cmd_control_token"]
 
-CONTROL_TOKEN_PREFIX = "bct_"
+CONTROL_TOKEN_PREFIX = "bct_"  # noqa: S105  a public prefix
 AddOpt = Callable[[argparse.ArgumentParser], None]
 
 

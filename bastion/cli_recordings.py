@@ -348,7 +348,7 @@ def _output(dest: str | None) -> Iterator[BinaryIO]:
             stdout.flush()
         return
     try:
-        f = open(dest, "wb")  # noqa: SIM115 - closed below
+        f = open(dest, "wb")  # closed below
     except OSError as e:
         raise BastionError(f"cannot write {dest}: {e.strerror or e}") from e
     try:

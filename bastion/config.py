@@ -25,7 +25,7 @@ DEFAULT_CONFIG_NAME = "bastion.toml"
 class SshConfig:
     """The contractor-facing SSH listener and the upstream client."""
 
-    listen_host: str = "0.0.0.0"
+    listen_host: str = "0.0.0.0"  # noqa: S104  documented default
     listen_port: int = 2222
     host_key: Path = Path("keys/ssh_host_ed25519_key")
     login_timeout: float = 30.0
@@ -50,7 +50,7 @@ class SshConfig:
 class PostgresConfig:
     """The contractor-facing PostgreSQL listener, its TLS, tokens and query capture."""
 
-    listen: tuple[str, int] | None = ("0.0.0.0", 6432)
+    listen: tuple[str, int] | None = ("0.0.0.0", 6432)  # noqa: S104  documented default
     """None: no PostgreSQL listener on this node."""
     public_host: str = ""
     """Host name printed in ``db-token`` connection strings (default: this node's FQDN)."""

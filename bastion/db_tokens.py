@@ -39,7 +39,7 @@ __all__ = [
     "new_token_text",
 ]
 
-TOKEN_PREFIX = "bdt_"
+TOKEN_PREFIX = "bdt_"  # noqa: S105  a public prefix
 """Marks a bastion database token, so secret scanners and people recognise a leaked one."""
 
 

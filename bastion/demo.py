@@ -155,7 +155,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                     DEMO_USER, Role.CONTRACTOR, [key_line], new_totp_secret(), now
                 )
             t = store.get_target(DEMO_TARGET)
-            assert t is not None
+            assert t is not None  # noqa: S101  added just above
             if not store.list_grants(user_id=user.id, target_id=t.id, active_at=now + 60):
                 store.add_grant(
                     user_id=user.id,
@@ -178,7 +178,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             "#!/bin/sh\n# Prints alice's current TOTP code (demo only: a real user types it).\n"
             f"exec bastion totp-code --config '{config.path}' {DEMO_USER}\n"
         )
-        os.chmod(askpass, 0o755)
+        os.chmod(askpass, 0o700)  # run by its owner's ssh only
         host = f"-p {args.port} -i {key_path}"
         pg_port = config.postgres.listen[1] if config.postgres.listen else 0
         print(qr_text(provisioning_uri(secret, DEMO_USER, config.mfa.issuer)))

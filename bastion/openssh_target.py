@@ -61,7 +61,7 @@ class OpenSSHTarget:
     def write_files(self) -> Path:
         """Write host key, CA, principals and sshd_config (start() calls it; tests may first)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.workdir, 0o755)
+        os.chmod(self.workdir, 0o755)  # noqa: S103  sshd reads it as the user
         if not self.host_key_path.exists():
             key = asyncssh.generate_private_key("ssh-ed25519", comment=f"{self.principal} host")
             self.host_key_path.write_bytes(key.export_private_key("openssh"))
@@ -109,9 +109,9 @@ class OpenSSHTarget:
         for _attempt in range(5):
             self.port = self.fixed_port or free_port(self.host)
             config = self.write_files()
-            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+            log = open(self.log_path, "ab")  # handed to the child
             try:
-                self._proc = subprocess.Popen(
+                self._proc = subprocess.Popen(  # noqa: S603  fixed argv: sshd, our config
                     [SSHD, "-D", "-e", "-f", str(config)],
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if bin_dir is None:
         raise SystemExit("PostgreSQL binaries not found (set BASTION_PG_BIN)")
     work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    os.chmod(work, 0o755)
+    os.chmod(work, 0o755)  # noqa: S103  postgres must reach it
     try:
         with ExitStack() as stack:
             say("starting PostgreSQL")

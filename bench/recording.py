@@ -271,7 +271,7 @@ def ls_format(entries: list[LsEntry], path: str | None = None) -> str:
     return "".join(lines)
 
 
-def usr_dirs(r: random.Random, packages: Sequence[str]) -> list[tuple[str, list[LsEntry]]]:
+def usr_dirs(r: random.Random, packages: Sequence[str]) -> list[tuple[str, list[LsEntry]]]:  # noqa: C901  one branch per entry kind
     """One package's directories under /usr, in the shapes a real ``ls -lR /usr`` shows.
 
     Package names recur (in doc, lib, man, locale trees) as on a real system.

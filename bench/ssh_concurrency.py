@@ -102,7 +102,7 @@ class _Sess:
     eof: bool = False
 
 
-def measure_concurrency(peer: Peer, n: int, ramp: int, work: Path, bastion_pid: int) -> Conc:
+def measure_concurrency(peer: Peer, n: int, ramp: int, work: Path, bastion_pid: int) -> Conc:  # noqa: C901  a linear script
     """N sessions held open idle, then all released at once (see the module docstring)."""
     res = Conc(n=n)
     cmds = [peer.command("echo up; read x; seq 1 2000") for _ in range(n)]
@@ -112,7 +112,7 @@ def measure_concurrency(peer: Peer, n: int, ramp: int, work: Path, bastion_pid: 
     res.rss_before = rss_kib(bastion_pid)
     sel = selectors.DefaultSelector()
     sessions: list[_Sess] = []
-    err = open(work / f"conc-{peer.name}.err", "wb")  # noqa: SIM115 - closed below
+    err = open(work / f"conc-{peer.name}.err", "wb")  # closed below
     connecting = 0
     todo = list(cmds)
     t0 = time.monotonic()

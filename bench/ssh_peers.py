@@ -181,7 +181,7 @@ class FloorPeer(Peer):
         }
         spec_path = self.work / "floor.json"
         spec_path.write_text(json.dumps(spec))
-        log = open(self.work / "floor.log", "wb")  # noqa: SIM115 - handed to the child
+        log = open(self.work / "floor.log", "wb")  # handed to the child
         try:
             argv = [sys.executable, str(FLOOR_SCRIPT), str(spec_path)]
             self.proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -319,7 +319,7 @@ def start_node(work: Path) -> BastionHarness:
 def restart_node_info_logging(h: BastionHarness) -> None:
     """(Re)start the node at the production log level (the harness runs it with DEBUG)."""
     h.stop()
-    log = open(h.dir / "bastion.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(h.dir / "bastion.log", "ab")  # handed to the child
     try:
         argv = [sys.executable, "-m", "bastion", "serve", "--config", str(h.config.path)]
         h.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

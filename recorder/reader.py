@@ -82,7 +82,7 @@ class RecordingReader:
         ``tail``: read a live recording as its writer saw it (see ``__init__``).
         """
         if isinstance(source, str | os.PathLike):
-            f = open(source, "rb")  # noqa: SIM115 - owned by the reader
+            f = open(source, "rb")  # owned by the reader
             try:
                 return cls(f, owns_file=True, tail=tail)
             except BaseException:

@@ -453,7 +453,7 @@ class _Job:
         self.buf_events += meta.n_events
 
     def _cut(self) -> None:
-        assert self.compressor is not None
+        assert self.compressor is not None  # noqa: S101  set by _copy() first
         data: bytes = self.compressor.compress(bytes(self.buf))
         self.seq += 1
         meta = ChunkMeta(
@@ -511,12 +511,12 @@ class _Job:
         index_frame = frame(IndexRecord(entries).encode())
         footer = Footer(self.offset + len(trailer_frame), self.offset)
         self._write(trailer_frame + index_frame + frame(footer.encode()))
-        assert self.sink is not None
+        assert self.sink is not None  # noqa: S101  set by _copy() first
         self.sink.sync()
         self.sink.close()
 
     def _write(self, data: bytes) -> None:
-        assert self.sink is not None
+        assert self.sink is not None  # noqa: S101  set by _copy() first
         self.sink.write(data)
         self.offset += len(data)
 

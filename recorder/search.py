@@ -34,6 +34,15 @@ def _delete_word(line: list[str]) -> None:
         line.pop()
 
 
+def _escape_after(escape: str, ch: str) -> str:
+    """The escape state once ``ch`` is read inside an escape sequence ("": it ended)."""
+    if escape == "esc":
+        return {"[": "csi", "O": "ss3"}.get(ch, "")
+    if escape == "csi":
+        return "" if "\x40" <= ch <= "\x7e" else "csi"
+    return ""  # "ss3": the one byte after ESC O
+
+
 def extract_commands(events: Iterable[Event]) -> list[tuple[float, str]]:
     """Lines typed by the user, as ``(time of Enter, text)``; see the module docstring.
 
@@ -49,17 +58,9 @@ def extract_commands(events: Iterable[Event]) -> list[tuple[float, str]]:
         if not isinstance(event, Input):
             continue
         for ch in decoder.decode(event.data):
-            if escape == "esc":
-                escape = {"[": "csi", "O": "ss3"}.get(ch, "")
-                continue
-            if escape == "csi":
-                if "\x40" <= ch <= "\x7e":
-                    escape = ""
-                continue
-            if escape == "ss3":
-                escape = ""
-                continue
-            if ch == _ESC:
+            if escape:
+                escape = _escape_after(escape, ch)
+            elif ch == _ESC:
                 escape = "esc"
             elif ch in "\r\n":
                 text = "".join(line).strip()
@@ -67,8 +68,7 @@ def extract_commands(events: Iterable[Event]) -> list[tuple[float, str]]:
                     commands.append((event.time, text))
                 line.clear()
             elif ch in "\x7f\x08":
-                if line:
-                    line.pop()
+                del line[-1:]  # nothing to erase on an empty line
             elif ch == "\x15" or ch == "\x03":
                 line.clear()
             elif ch == "\x17":

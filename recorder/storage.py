@@ -196,7 +196,7 @@ class LocalStorage:
 
     def open_read(self, location: str) -> BinaryIO:
         """Open a recording for reading."""
-        return open(self.path_of(location), "rb")  # noqa: SIM115 - caller closes
+        return open(self.path_of(location), "rb")  # caller closes
 
     def list_recordings(self, prefix: str = "") -> Iterator[StoredRecording]:
         """Yield recordings in location order (which is date order, then session id)."""

@@ -140,28 +140,7 @@ def _walk(
     if first is None or isinstance(first, Torn):
         w.torn = first or Torn(0, "the file is empty")
         return
-    if isinstance(first, Damaged) or not isinstance(first.record, HeaderRecord):
-        why = first.reason if isinstance(first, Damaged) else "first record is not a header"
-        raise _Altered(f"no valid header: {why}", 0, 0, 0)
-    record = first.record
-    try:
-        w.header = parse_header(record)
-    except RecordingFormatError as e:
-        if type(e) is not RecordingFormatError:
-            raise
-        raise _Altered(f"header unreadable: {e}", 0, 0, 0) from e
-    if header_hash(record) != record.hash:
-        raise _Altered("header altered (its hash does not match)", 0, 0, 0)
-    if expected_sid is not None and w.header.session_id != expected_sid:
-        raise _Altered(
-            f"header mismatch: the file is session {w.header.session_id!r}, "
-            f"expected {expected_sid!r}",
-            0,
-            0,
-            0,
-        )
-    w.last_seq, w.prev_hash, w.valid_end = 0, record.hash, first.end
-    offset = first.end
+    offset = _header(first, w, expected_sid)
     while True:
         item = scanner.read_at(offset)
         if item is None:
@@ -183,14 +162,42 @@ def _walk(
         elif isinstance(rec, IndexRecord):
             _index(w, item, rec)
         elif isinstance(rec, Footer):
-            if rec.index_offset != w.index_offset or rec.trailer_offset != w.trailer_offset:
-                raise _Altered(
-                    "footer points at the wrong index or trailer", None, None, item.offset
-                )
-            w.footer_seen = True
+            _footer(w, item, rec)
         else:
             raise _Altered("a second header record", w.last_seq + 1, w.last_t_us, item.offset)
         offset = w.valid_end = item.end
+
+
+def _header(first: Item | Damaged, w: Walk, expected_sid: str | None) -> int:
+    """Check the header record and start the chain from it; returns where the next starts."""
+    if isinstance(first, Damaged) or not isinstance(first.record, HeaderRecord):
+        why = first.reason if isinstance(first, Damaged) else "first record is not a header"
+        raise _Altered(f"no valid header: {why}", 0, 0, 0)
+    record = first.record
+    try:
+        w.header = parse_header(record)
+    except RecordingFormatError as e:
+        if type(e) is not RecordingFormatError:
+            raise
+        raise _Altered(f"header unreadable: {e}", 0, 0, 0) from e
+    if header_hash(record) != record.hash:
+        raise _Altered("header altered (its hash does not match)", 0, 0, 0)
+    if expected_sid is not None and w.header.session_id != expected_sid:
+        raise _Altered(
+            f"header mismatch: the file is session {w.header.session_id!r}, "
+            f"expected {expected_sid!r}",
+            0,
+            0,
+            0,
+        )
+    w.last_seq, w.prev_hash, w.valid_end = 0, record.hash, first.end
+    return first.end
+
+
+def _footer(w: Walk, item: Item, footer: Footer) -> None:
+    if footer.index_offset != w.index_offset or footer.trailer_offset != w.trailer_offset:
+        raise _Altered("footer points at the wrong index or trailer", None, None, item.offset)
+    w.footer_seen = True
 
 
 def _chunk(scanner: FileScanner, w: Walk, item: Item, meta: ChunkMeta) -> None:

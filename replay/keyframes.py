@@ -258,7 +258,7 @@ def load_state(state: dict[str, Any]) -> TerminalEmulator:
         raise KeyframeError(f"invalid keyframe state: {e!r}") from e
 
 
-def _load_state(state: dict[str, Any]) -> TerminalEmulator:
+def _load_state(state: dict[str, Any]) -> TerminalEmulator:  # noqa: C901  one decoder per format
     cols, rows = (int(v) for v in state["size"])
     emu = TerminalEmulator(cols, rows)
     screen = emu._screen

@@ -283,13 +283,7 @@ class _Screen(pyte.Screen):
                 width = 1
             cursor = self.cursor
             if cursor.x + width > self.columns:
-                if awm:
-                    if cursor.x < self.columns and width == 2:
-                        self._put(cursor.x, " ")
-                    self.carriage_return()
-                    self.linefeed()
-                else:
-                    cursor.x = self.columns - width
+                self._no_room(width, awm)
             if modes.IRM in self.mode:
                 self.insert_characters(width)
             self._put(cursor.x, char)
@@ -334,6 +328,17 @@ class _Screen(pyte.Screen):
             cursor.x = x
         self.last_char = data[-1]
         self.dirty.add(cursor.y)
+
+    def _no_room(self, width: int, awm: bool) -> None:
+        """``width`` cells do not fit at the cursor: wrap (DECAWM) or overwrite the end."""
+        cursor = self.cursor
+        if awm:
+            if cursor.x < self.columns and width == 2:
+                self._put(cursor.x, " ")
+            self.carriage_return()
+            self.linefeed()
+        else:
+            cursor.x = self.columns - width
 
     def _put(self, x: int, data: str) -> None:
         self.buffer[self.cursor.y][x] = self.cursor.attrs._replace(data=data)
@@ -402,7 +407,7 @@ class _Screen(pyte.Screen):
         """SGR from plain parameters (pyte calls this itself for DECSCNM)."""
         self.sgr([[a] for a in attrs] or [[0]])
 
-    def sgr(self, groups: list[list[int | None]]) -> None:
+    def sgr(self, groups: list[list[int | None]]) -> None:  # noqa: C901  one branch per attribute
         """SGR with sub-parameters: ``groups`` is ``[[38, 2, None, r, g, b], [1]...]``."""
         attrs = self.cursor.attrs
         i = 0

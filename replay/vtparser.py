@@ -183,7 +183,7 @@ class VTParser:
             self._finish_csi(char, prefix, params, intermediates)
         return None
 
-    def _finish_csi(self, final: str, prefix: str, params: str, intermediates: str) -> None:
+    def _finish_csi(self, final: str, prefix: str, params: str, intermediates: str) -> None:  # noqa: C901  one branch per final byte
         """Dispatch a complete, well-formed CSI sequence to the screen."""
         groups = [
             [min(int(s), 65535) if s else None for s in p.split(":")]

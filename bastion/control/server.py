@@ -220,7 +220,7 @@ class _Connection:
 
     async def _watch(self, req_id: Any, session_id: str) -> None:
         node = self.node
-        assert self.operator is not None
+        assert self.operator is not None  # noqa: S101  set by the handshake
         try:
             rec = node.recordings.find(session_id)
             if rec is None:
@@ -228,7 +228,7 @@ class _Connection:
             # No await from here to subscribe(): every event is either in the tail
             # (file chunks + pending buffer) or delivered to the watcher, never both.
             tail = rec.writer.live_tail()
-            f = open(node.recordings.path_of(rec.writer.location), "rb")  # noqa: SIM115
+            f = open(node.recordings.path_of(rec.writer.location), "rb")  # noqa: ASYNC230  no await before subscribe
             watcher = Watcher(asyncio.get_running_loop())
             rec.subscribe(watcher)
             if node.recordings.find(session_id) is not rec:
@@ -297,7 +297,7 @@ class ControlServer:
         """Listen on a Unix socket (mode 0660; a stale socket file is replaced)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            path.unlink()  # noqa: ASYNC240  start-up
         old = os.umask(0o117)
         try:
             server = await asyncio.start_unix_server(self._on_unix, path=str(path))
@@ -357,7 +357,7 @@ class ControlServer:
 
     async def _run(self, conn: _Connection) -> None:
         task = asyncio.current_task()
-        assert task is not None
+        assert task is not None  # noqa: S101  set by the handshake
         self._connections.add(task)
         try:
             await conn.run()
@@ -367,7 +367,7 @@ class ControlServer:
     # -- operations ---------------------------------------------------------------------
 
     async def _whoami(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
-        assert conn.operator is not None
+        assert conn.operator is not None  # noqa: S101  set by the handshake
         return {"operator": asdict(conn.operator), "node": self.node.node}
 
     async def _list_sessions(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
@@ -427,7 +427,7 @@ class ControlServer:
         return {"path": node.recordings.path_of(s.recording)}
 
     async def _terminate(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
-        assert conn.operator is not None
+        assert conn.operator is not None  # noqa: S101  set by the handshake
         node, actor = self.node, conn.operator.name
         session_id = _str(req, "session_id")
         reason = _str(req, "reason")
@@ -442,7 +442,7 @@ class ControlServer:
         return {}
 
     async def _lock_user(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
-        assert conn.operator is not None
+        assert conn.operator is not None  # noqa: S101  set by the handshake
         node, actor = self.node, conn.operator.name
         name = _str(req, "name")
         reason = _str(req, "reason")

@@ -78,23 +78,27 @@ def build_snapshot(
         if (cut is not None or have == 0) and (queries_done or not queries and have):
             whole = False
             break
-    data = b"".join(reversed(pieces))
-    if whole:  # the whole session's output: exact from the start, shorter if a cut exists
-        found = find_cut(data, rows)
-        screen = found.apply(data) if found.exact else data
-    else:
-        assert cut is not None or have == 0
-        screen = cut.apply(data) if cut is not None else b""
-        if cut is not None and not cut.exact and len(data) - cut.offset > FALLBACK_BYTES:
-            start = len(data) - FALLBACK_BYTES
-            nl = data.find(b"\n", start)
-            screen = cut.prefix + data[nl + 1 if nl >= 0 else start :]
     queries.reverse()
     return Snapshot(
         session_id=session_id,
         cols=cols,
         rows=rows,
         offset=tail.last_us / 1_000_000,
-        screen_bytes=screen,
+        screen_bytes=_screen(b"".join(reversed(pieces)), rows, whole, cut),
         queries=queries,
     )
+
+
+def _screen(data: bytes, rows: int, whole: bool, cut: Cut | None) -> bytes:
+    """What to replay of ``data``, the output read back (``whole``: back to the start)."""
+    if whole:  # the whole session's output: exact from the start, shorter if a cut exists
+        found = find_cut(data, rows)
+        return found.apply(data) if found.exact else data
+    if cut is None:  # reading stopped before any output (have == 0)
+        return b""
+    screen = cut.apply(data)
+    if not cut.exact and len(data) - cut.offset > FALLBACK_BYTES:
+        start = len(data) - FALLBACK_BYTES
+        nl = data.find(b"\n", start)
+        screen = cut.prefix + data[nl + 1 if nl >= 0 else start :]
+    return screen

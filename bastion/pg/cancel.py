@@ -70,7 +70,7 @@ class CancelRoutes:
         return len(self._routes)
 
 
-async def send_cancel(route: CancelRoute, timeout: float) -> None:
+async def send_cancel(route: CancelRoute, timeout: float) -> None:  # noqa: ASYNC109  caller in pg/connection.py
     """Replay a cancel to the target with its real key (PostgreSQL answers by closing)."""
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(route.host, route.port), timeout

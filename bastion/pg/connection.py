@@ -170,7 +170,7 @@ class ClientConnection(asyncio.Protocol):
                 self._close()
 
     async def _start_tls(self) -> None:
-        assert self.transport is not None and self.front.tls is not None
+        assert self.transport is not None and self.front.tls is not None  # noqa: S101  set before any event
         loop = asyncio.get_running_loop()
         try:
             new = await loop.start_tls(self.transport, self, self.front.tls, server_side=True)
@@ -281,7 +281,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _client_data(self, data: bytes) -> None:
         session, scanner = self.session, self.client_scan
-        assert session is not None and scanner is not None
+        assert session is not None and scanner is not None  # noqa: S101  set before any event
         if self._terminating:
             return  # the session is ending: nothing more reaches the target
         try:
@@ -301,7 +301,7 @@ class ClientConnection(asyncio.Protocol):
         session) are queued and sent after these bytes, at the next message boundary.
         """
         scanner = self.server_scan
-        assert scanner is not None
+        assert scanner is not None  # noqa: S101  set before any event
         if self.closed:
             return
         self._in_upstream = True
@@ -464,7 +464,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _finish(self, reason: str) -> None:
         session = self.session
-        assert session is not None
+        assert session is not None  # noqa: S101  set before any event
         core = session.core
         core.closed(reason)
         self.front.cancels.forget(session.client_key.pid)

@@ -60,7 +60,7 @@ __all__ = [
 
 INVALID_AUTHORIZATION = "28000"
 """SQLSTATE invalid_authorization_specification (no grant, plaintext refused)."""
-INVALID_PASSWORD = "28P01"
+INVALID_PASSWORD = "28P01"  # noqa: S105  an SQLSTATE code
 """SQLSTATE invalid_password (wrong, expired or revoked token)."""
 _INVALID_CATALOG = "3D000"  # invalid_catalog_name: no such target
 _CONNECTION_EXCEPTION = "08000"
@@ -312,7 +312,7 @@ class FrontDoor:
             )
         if not self._user:
             return self._reject(INVALID_AUTHORIZATION, "no-user", "no user name given")
-        assert self._database is not None
+        assert self._database is not None  # noqa: S101  the parser's order
         try:
             self._target = parse_database(self._database)
         except ValueError as e:
@@ -335,7 +335,7 @@ class FrontDoor:
         return out
 
     def _password(self, msg: PasswordMessage) -> list[Action]:
-        assert self._user is not None and self._target is not None
+        assert self._user is not None and self._target is not None  # noqa: S101  the parser's order
         self.done = True
         if not msg.password:
             return self._reject(

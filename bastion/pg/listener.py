@@ -16,7 +16,7 @@ async def start_pg_listener(
 ) -> tuple[asyncio.Server, PgFrontEnd]:
     """Listen for database clients; returns the server (its sockets tell the port)."""
     front = PgFrontEnd(node)
-    listen = front.config.listen or ("0.0.0.0", 6432)
+    listen = front.config.listen or ("0.0.0.0", 6432)  # noqa: S104  documented default
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: ClientConnection(front),

@@ -326,7 +326,7 @@ class QueryTracker:
 
     # ----------------------------------------------------------------- server side
 
-    def backend(self, msg: object) -> list[QueryRecord]:
+    def backend(self, msg: object) -> list[QueryRecord]:  # noqa: C901  one branch per message type
         """Note a server message; return the records it completes (usually none)."""
         if isinstance(msg, ReadyForQuery):
             return self.ready(msg.status)

@@ -103,7 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.ready.set_result(self.login.result)
 
     async def _start_tls(self) -> None:
-        assert self.transport is not None
+        assert self.transport is not None  # noqa: S101  set before this runs
         if self.tls is None:
             self._fail(LoginFailed("the target offered TLS but none was configured"))
             return
@@ -164,7 +164,9 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 
 async def connect_upstream(
-    target: Target, login: UpstreamLogin, timeout: float
+    target: Target,
+    login: UpstreamLogin,
+    timeout: float,  # noqa: ASYNC109  LoginFailed names it
 ) -> tuple[UpstreamConnection, LoginResult]:
     """Connect and log in to ``target``; raises LoginFailed naming the cause."""
     loop = asyncio.get_running_loop()
@@ -185,7 +187,7 @@ async def connect_upstream(
     try:
         async with asyncio.timeout(timeout):
             await loop.create_connection(factory, target.host, target.port)
-            assert conn is not None
+            assert conn is not None  # noqa: S101  set before this runs
             result = await conn.ready
     except TimeoutError as e:
         if conn is not None:

@@ -45,7 +45,7 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    async def wait_empty(self, timeout: float) -> bool:
+    async def wait_empty(self, timeout: float) -> bool:  # noqa: ASYNC109  answers False on timeout
         """Wait until no session is held; False if ``timeout`` passed first."""
         try:
             await asyncio.wait_for(self._empty.wait(), timeout)

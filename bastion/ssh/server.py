@@ -250,7 +250,7 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     async def agent_forwarding_allowed(self) -> bool:
         """Agent forwarding needs the target in the user name and a grant with ``agent``."""
-        assert self.user is not None and self.login_name is not None
+        assert self.user is not None and self.login_name is not None  # noqa: S101  set by authentication
         node, user = self.node, self.user
         target_name = self.login_name.target
         reason = None
@@ -282,7 +282,7 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
         """Every session channel is relayed (or answered by the bastion's own menu)."""
-        assert self.conn is not None and self.user is not None and self.login_name is not None
+        assert self.conn is not None and self.user is not None and self.login_name is not None  # noqa: S101  set by authentication
         chan = self.conn.create_server_channel(encoding=None)
         ctx = ConnectionContext(
             node=self.node,
@@ -297,7 +297,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]:
         """Local port forwarding (-L): relayed through the target only when granted."""
-        assert self.user is not None and self.login_name is not None
+        assert self.user is not None and self.login_name is not None  # noqa: S101  set by authentication
         if self._forwarding is None:
             self._forwarding = ForwardingContext(
                 node=self.node,
@@ -316,7 +316,7 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         """Remote forwarding (-R) would open a listener on the target: never allowed."""
-        assert self.user is not None
+        assert self.user is not None  # noqa: S101  set by authentication
         user = self.user.name
         self.node.spawn(
             self.node.audit(

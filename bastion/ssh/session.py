@@ -466,7 +466,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
 
     async def _connect(self, session: Session) -> None:
         node, user, target, grant = self.node, self.ctx.user, session.target, session.grant
-        assert session.login is not None
+        assert session.login is not None  # noqa: S101  set by admission
         # Set only when create_agent_listener accepted ``ssh -A`` for a grant with "agent".
         agent_path = self.chan.get_agent_path() if self.chan is not None else None
         plan = UpstreamPlan(

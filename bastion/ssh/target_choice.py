@@ -23,8 +23,8 @@ from bastion.ssh.login_name import LoginName, valid_name
 from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
 from bastion.store.models import Grant, Target, User
 
-DB_TOKEN_USAGE = "usage: ssh USER@BASTION db-token TARGET [CREDSET]\n"
-DB_TOKEN_HELP = "  ssh alice@BASTION db-token DB     password for psql (DB [CREDSET])\n"
+DB_TOKEN_USAGE = "usage: ssh USER@BASTION db-token TARGET [CREDSET]\n"  # noqa: S105  help text
+DB_TOKEN_HELP = "  ssh alice@BASTION db-token DB     password for psql (DB [CREDSET])\n"  # noqa: S105  help text
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,12 @@ class TargetChoice:
             text = USAGE + DB_TOKEN_HELP
         if self.pty is not None:
             text = text.replace("\n", "\r\n")
-        assert self.chan is not None
+        assert self.chan is not None  # noqa: S101  set on channel open
         self.chan.write(text.encode())
         raise Refusal("builtin", "", 0)
 
     async def _menu(self) -> Grant:
-        assert self.chan is not None
+        assert self.chan is not None  # noqa: S101  set on channel open
         grants = await self._live_grants()
         self.chan.write(render_menu(self.ctx.user.name, grants).encode())
         if not grants:
@@ -210,6 +210,6 @@ class TargetChoice:
         text = connection_help(issued, target=target, user=user.name, host=host, port=port, ttl=ttl)
         if self.pty is not None:
             text = text.replace("\n", "\r\n")
-        assert self.chan is not None
+        assert self.chan is not None  # noqa: S101  set on channel open
         self.chan.write(text.encode())
         raise Refusal("builtin", "", 0)

@@ -24,8 +24,7 @@ def canonical_json(value: Any) -> str:
 
 def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     """Details exactly as they will read back from storage (tuples become lists, etc.)."""
-    loaded = json.loads(canonical_json(dict(details or {})))
-    assert isinstance(loaded, dict)
+    loaded: dict[str, Any] = json.loads(canonical_json(dict(details or {})))  # a dict's JSON
     return loaded
 
 

@@ -54,7 +54,7 @@ CERTIFICATE_COLUMNS = (
 )
 AUDIT_COLUMNS = "id, at, actor, action, subject, details, prev_hash, hash"
 TOKEN_SELECT = (
-    "SELECT k.id, k.purpose, k.user_id, u.name AS user_name, k.target_id,"
+    "SELECT k.id, k.purpose, k.user_id, u.name AS user_name, k.target_id,"  # noqa: S105  an SQL query
     " t.name AS target_name, k.grant_id, k.credset, k.token_hash, k.created_at,"
     " k.expires_at, k.revoked_at, k.revoked_by, k.last_used_at, k.created_from"
     " FROM tokens k JOIN users u ON u.id = k.user_id LEFT JOIN targets t ON t.id = k.target_id"

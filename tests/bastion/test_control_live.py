@@ -180,8 +180,8 @@ async def test_late_joiner_after_50_mb_gets_the_current_screen(
         f"{c.login_name('web1')}@127.0.0.1",
         "seq 1 7000000; echo MARK-$((40+2)); sleep 60",
     ]
-    with open(out_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, env=c.ssh_env())
+    with open(out_path, "wb") as out:  # noqa: ASYNC230  test set-up
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, env=c.ssh_env())  # noqa: ASYNC220  test set-up
     try:
         await _wait_for(lambda: b"MARK-42" in out_path.read_bytes()[-100:], timeout=90)
         assert out_path.stat().st_size > 50_000_000

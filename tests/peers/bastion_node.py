@@ -198,7 +198,7 @@ class BastionHarness:
     def __post_init__(self) -> None:
         self.askpass = self.dir / "askpass"
         self.askpass.write_text('#!/bin/sh\ncat "$BASTION_TEST_CODE_FILE"\n')
-        os.chmod(self.askpass, 0o755)
+        os.chmod(self.askpass, 0o755)  # noqa: S103  holds no secret
         host_pub = self.config.ssh.host_key.with_name(self.config.ssh.host_key.name + ".pub")
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub.read_text().strip()}\n")
@@ -208,7 +208,7 @@ class BastionHarness:
     def start(self) -> None:
         """Start ``bastion serve`` and wait for its port."""
         require_integration("a bastion node (bastion serve)")
-        log = open(self.dir / "bastion.log", "ab")  # noqa: SIM115
+        log = open(self.dir / "bastion.log", "ab")
         limit = self.fsize_limit
 
         def limit_file_size() -> None:  # simulates a full disk for the node's writes

@@ -140,7 +140,7 @@ def test_copy_in_and_out(relay: Relay, dbname: str) -> None:
                     copy.write_row(row)
             with cur.copy("COPY t TO STDOUT") as copy:
                 out = b"".join(bytes(chunk) for chunk in copy)
-        with pytest.raises(psycopg.errors.QueryCanceled), conn.cursor() as cur:  # noqa: SIM117
+        with pytest.raises(psycopg.errors.QueryCanceled), conn.cursor() as cur:
             with cur.copy("COPY t FROM STDIN") as copy:
                 copy.write_row((1, "x"))
                 raise psycopg.errors.QueryCanceled("client abort")  # psycopg sends CopyFail

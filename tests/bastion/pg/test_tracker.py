@@ -44,11 +44,11 @@ class Play:
         return new
 
 
-def F(*msgs: Any) -> list[tuple[str, Any]]:  # noqa: N802 - reads like the playbook column
+def F(*msgs: Any) -> list[tuple[str, Any]]:  # reads like the playbook column
     return [("F", x) for x in msgs]
 
 
-def B(*msgs: Any) -> list[tuple[str, Any]]:  # noqa: N802
+def B(*msgs: Any) -> list[tuple[str, Any]]:
     return [("B", x) for x in msgs]
 
 
