@@ -113,7 +113,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: Config, listen: str | None) -> None:
+async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True) -> None:
     from bastion.node_reload import reload_node
     from bastion.recording import recover_crashed_sessions
     from bastion.service import BastionNode
@@ -171,9 +171,10 @@ async def _serve(config: Config, listen: str | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop_signal)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: node.spawn(reload_node(node, config.path, _set_log_level))
-    )
+    if reload_on_hup:  # the demo takes SIGHUP (its terminal closing) as a stop instead
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: node.spawn(reload_node(node, config.path, _set_log_level))
+        )
     await node.audit("node", actions.NODE_START, node.node)
     try:
         await stop.wait()
