@@ -138,7 +138,7 @@ class Contractor:
 
     def ssh_pty(
         self, target: str | None, *remote: str, rows: int = 24, cols: int = 80, timeout: float = 30
-    ) -> pexpect.spawn:
+    ) -> pexpect.spawn[bytes]:
         """Stock ``ssh -tt`` through the bastion on a real pseudo-terminal (pexpect)."""
         args = [
             *self.ssh_args(),

@@ -205,6 +205,7 @@ def test_latin1_statement_is_recorded_and_session_survives(pg: PgTargets) -> Non
     except psycopg.OperationalError as e:
         lost = str(e)
     rw = next(c for c in pg.harness.target("pg1").credsets if c.name == "readwrite")
+    assert rw.password is not None
     with psycopg.connect(pg.server.dsn("app", rw.user, rw.password)) as direct:
         ran = direct.execute("SELECT count(*) FROM items WHERE name = %s", [marker]).fetchone()
     queries = pg.queries(pg.session_of(who))
