@@ -54,11 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cli_node.cmd_init)
 
     p = sub.add_parser(
-        "serve", help="run the node: SSH and PostgreSQL listeners, control socket, metrics"
+        "serve",
+        help="run the node: SSH and PostgreSQL listeners, control socket, metrics",
+        description=(
+            "Run the node until stopped. SIGTERM or SIGINT is a routine stop: new sessions "
+            "are refused, live ones are told and end after [node] stop_grace seconds with "
+            "reason node-stop, every recording is sealed, exit 0 (a second signal ends them "
+            "at once). SIGHUP reloads the settings that can change live (time box, MFA "
+            "limits, stop_grace, log_level) without dropping sessions."
+        ),
     )
     _add_config(p)
     p.add_argument("--listen", help="override ssh.listen (HOST:PORT)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        help="DEBUG, INFO, WARNING (default INFO; [node] log_level in the file wins)",
+    )
     p.add_argument(
         "--log-format",
         choices=["text", "json"],
@@ -73,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setup-only", action="store_true", help="prepare everything, do not serve")
     p.set_defaults(func=demo.cmd_demo)
 
-    p = sub.add_parser("totp-code", help="print the current TOTP code of a user (demo/testing aid)")
+    p = sub.add_parser(
+        "totp-code",
+        help="print the current TOTP code of a user (demo/testing aid; audited as user.totp-code)",
+    )
     _add_config(p)
     p.add_argument("name")
     p.set_defaults(func=demo.cmd_totp_code)
