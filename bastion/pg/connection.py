@@ -226,7 +226,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         self.session = session
-        self.recording = session.recording
+        self.recording = session.core.recording
         if self.closed or session.core.ending:  # the client left or an end came meanwhile
             session.upstream.close()
             self._close()
@@ -236,7 +236,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start_relay(self, session: LoggedIn) -> None:
         self.session = session
-        self.recording = session.recording
+        self.recording = session.core.recording
         backend = session.upstream.login.parser
         self.tracker = QueryTracker(self._clock)
         cfg = self.front.config
@@ -413,7 +413,7 @@ class ClientConnection(asyncio.Protocol):
     # --- plumbing ----------------------------------------------------------------------
 
     def _sid(self) -> str | None:
-        return self.session.session_id if self.session else None
+        return self.session.core.id if self.session else None
 
     def _write(self, data: bytes) -> None:
         transport = self.transport

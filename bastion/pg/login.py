@@ -24,11 +24,10 @@ from bastion.pg.front_end import Peer, PgFrontEnd
 from bastion.pg.messages import BackendKeyData, ParameterStatus, ReadyForQuery
 from bastion.pg.upstream import UpstreamConnection, connect_upstream
 from bastion.pg.upstream_login import LoginFailed, UpstreamLogin
-from bastion.recording import LiveRecording
 from bastion.session.admission import Access, Refused, credset_of, find_access
 from bastion.session.core import Session, SessionAdapter, run_admission_hooks
 from bastion.session.reasons import EndReason, RefusalReason
-from bastion.store.models import Credset, Grant, Target, User
+from bastion.store.models import Credset
 
 __all__ = ["LoggedIn", "LoginRefused", "log_in"]
 
@@ -66,36 +65,6 @@ class LoggedIn:
     client_key: BackendKeyData
     t0: float
     """``time.monotonic()`` when the recording started: the zero of query times."""
-
-    @property
-    def session_id(self) -> str:
-        """The session's id."""
-        return self.core.id
-
-    @property
-    def user(self) -> User:
-        """The bastion user."""
-        return self.core.user
-
-    @property
-    def target(self) -> Target:
-        """The database target."""
-        return self.core.target
-
-    @property
-    def grant(self) -> Grant:
-        """The grant the session runs under."""
-        return self.core.grant
-
-    @property
-    def recording(self) -> LiveRecording | None:
-        """The session's recording (None only when failing open)."""
-        return self.core.recording
-
-    @property
-    def started_at(self) -> float:
-        """Wall-clock start of the session."""
-        return self.core.started_at
 
 
 async def log_in(

@@ -110,19 +110,8 @@ def test_sigterm_tells_ends_and_seals_every_session(
     pty.sendline("echo pty-$((40+2))")
     pty.expect("pty-42")
     # 2. an exec streaming output
-    streamer = subprocess.Popen(
-        [
-            "ssh",
-            *exec_user.ssh_args(),
-            "-p",
-            str(b.port),
-            f"{exec_user.login_name('web1')}@127.0.0.1",
-            "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.02; done",
-        ],
-        env=exec_user.ssh_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+    streamer = exec_user.ssh_stream(
+        "web1", "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.02; done"
     )
     # 3. an SFTP upload slow enough to be under way when the node stops
     big = tmp_path / "big.bin"
@@ -214,20 +203,7 @@ def test_second_sigterm_ends_sessions_at_once(tmp_path: Path) -> None:
     try:
         c = b.contractor()
         b.grant(c, "web1")
-        streamer = subprocess.Popen(
-            [
-                "ssh",
-                *c.ssh_args(),
-                "-p",
-                str(b.port),
-                f"{c.login_name('web1')}@127.0.0.1",
-                "while true; do echo tick; sleep 0.05; done",
-            ],
-            env=c.ssh_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
+        streamer = c.ssh_stream("web1", "while true; do echo tick; sleep 0.05; done")
         assert streamer.stdout is not None
         assert streamer.stdout.readline() == b"tick\n"
         assert b.proc is not None

@@ -145,19 +145,10 @@ def test_kill_9_loses_at_most_a_second_and_is_recovered(own_bastion: BastionHarn
     b = own_bastion
     c = b.contractor()
     b.grant(c, "web1")
-    proc = subprocess.Popen(
-        [
-            "ssh",
-            *c.ssh_args(),
-            "-p",
-            str(b.port),
-            f"{c.login_name('web1')}@127.0.0.1",
-            "i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line-$i; sleep 0.05; done",
-        ],
-        env=c.ssh_env(),
-        stdout=subprocess.PIPE,
+    proc = c.ssh_stream(
+        "web1",
+        "i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line-$i; sleep 0.05; done",
         stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     last = b""

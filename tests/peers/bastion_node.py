@@ -155,6 +155,25 @@ class Contractor:
             timeout=timeout,
         )
 
+    def ssh_stream(
+        self, target: str, *remote: str, stderr: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        """Stock ``ssh`` through the bastion, left running (output on a pipe, no stdin)."""
+        return subprocess.Popen(
+            [
+                "ssh",
+                *self.ssh_args(),
+                "-p",
+                str(self.harness.port),
+                f"{self.login_name(target)}@127.0.0.1",
+                *remote,
+            ],
+            env=self.ssh_env(),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+
     def ssh_pty(
         self, target: str | None, *remote: str, rows: int = 24, cols: int = 80, timeout: float = 30
     ) -> pexpect.spawn[bytes]:
