@@ -62,6 +62,22 @@ FORWARD_CLOSE: Final = "forward.close"
 FORWARD_REFUSED: Final = "forward.refused"
 FORWARD_TERMINATED: Final = "forward.terminated"
 
+# --- access requests (bastion.request_flow) ---------------------------------------
+REQUEST_CREATED: Final = "request.created"
+"""A contractor asked for access or an extension (details: request, duration, reason)."""
+REQUEST_APPROVED: Final = "request.approved"
+"""One approval (``final`` false while more are needed) or the decision with its grants."""
+REQUEST_DENIED: Final = "request.denied"
+"""An approver denied a request (details: reason)."""
+REQUEST_LAPSED: Final = "request.lapsed"
+"""Nobody decided within ``[requests] pending_ttl``."""
+REQUEST_BREAK_GLASS: Final = "request.break-glass"
+"""Immediate, capped access; reviewed afterwards."""
+REQUEST_REVIEWED: Final = "request.reviewed"
+"""A break-glass request's after-the-fact review was closed (details: note)."""
+REQUEST_DROPPED: Final = "request.dropped"
+"""A contractor gave a grant back early."""
+
 # --- PostgreSQL and database tokens -------------------------------------------------
 PG_CANCEL: Final = "pg.cancel"
 DB_TOKEN_ISSUE: Final = "db-token.issue"

@@ -17,6 +17,8 @@ from typing import Any
 
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
+from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
+from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 
 DEFAULT_CONFIG_NAME = "bastion.toml"
 
@@ -123,6 +125,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
+    requests: RequestsConfig = field(default_factory=RequestsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -169,6 +172,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "mfa": frozenset({"issuer", "max_failures", "failure_window", "lockout", "valid_window"}),
     "metrics": frozenset({"listen"}),
     "timebox": frozenset({"warn_before", "poll_interval"}),
+    "requests": KNOWN_REQUEST_KEYS,
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
 mistyped security setting (``idle_timout``) must not silently fall back to its default."""
@@ -386,6 +390,7 @@ def load_config(path: Path | str | None = None) -> Config:
             warn_before=tuple(sorted((float(w) for w in warn), reverse=True)),
             poll_interval=_number(tb, "poll_interval", 0.5, "timebox.poll_interval"),
         ),
+        requests=parse_requests(_section(data, "requests")),
     )
 
 
@@ -515,7 +520,7 @@ listen = ""
 warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
-"""
+""" + REQUESTS_TEMPLATE
 
 
 def render_config(node: str, listen: str) -> str:

@@ -24,6 +24,8 @@ CONTRACT = {
     "user.add", "user.disable", "user.enable", "user.lock", "user.unlock",
     "user.reset-mfa", "user.add-key", "user.control-token", "user.totp-code",
     "target.add", "target.remove", "grant.add", "grant.revoke",
+    "request.created", "request.approved", "request.denied", "request.lapsed",
+    "request.break-glass", "request.reviewed", "request.dropped",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.
