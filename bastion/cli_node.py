@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncssh
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +23,9 @@ from bastion.config import DEFAULT_CONFIG_NAME, Config, load_config, render_conf
 from bastion.errors import ConfigError
 from bastion.secretbox import SecretBox
 from bastion.store import open_store
+
+if TYPE_CHECKING:
+    from bastion.service import BastionNode
 
 log = logging.getLogger("bastion")
 
@@ -113,8 +117,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: Config, listen: str | None) -> None:
-    from bastion.node_reload import reload_node
+async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True) -> None:
     from bastion.recording import recover_crashed_sessions
     from bastion.service import BastionNode
     from bastion.session.drain import drain_sessions
@@ -158,22 +161,7 @@ async def _serve(config: Config, listen: str | None) -> None:
         log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)
         print(f"bastion: listening on {addr[0]}:{addr[1]}", flush=True)
     stop, hurry = asyncio.Event(), asyncio.Event()
-
-    def on_stop_signal() -> None:
-        if stop.is_set():
-            log.warning("second stop signal: ending every session now")
-            hurry.set()
-        else:
-            grace = node.config.stop_grace
-            log.warning("stop signal: no new sessions; live ones end in %gs", grace)
-            stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_stop_signal)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: node.spawn(reload_node(node, config.path, _set_log_level))
-    )
+    _install_signals(node, config, stop, hurry, reload_on_hup)
     await node.audit("node", actions.NODE_START, node.node)
     try:
         await stop.wait()
@@ -187,6 +175,30 @@ async def _serve(config: Config, listen: str | None) -> None:
         await control.close()
         await node.audit("node", actions.NODE_STOP, node.node, unsealed=unsealed)
         await node.close()
+
+
+def _install_signals(
+    node: BastionNode, config: Config, stop: asyncio.Event, hurry: asyncio.Event, reload: bool
+) -> None:
+    """SIGTERM/SIGINT: a routine stop (a second one hurries it); SIGHUP: reload."""
+    from bastion.node_reload import reload_node
+
+    def on_stop_signal() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: ending every session now")
+            hurry.set()
+        else:
+            grace = node.config.stop_grace
+            log.warning("stop signal: no new sessions; live ones end in %gs", grace)
+            stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_stop_signal)
+    if reload:  # the demo takes SIGHUP (its terminal closing) as a stop instead
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: node.spawn(reload_node(node, config.path, _set_log_level))
+        )
 
 
 def _set_log_level(level: str) -> None:

@@ -106,7 +106,7 @@ async def _serve_demo(config: Config) -> None:
     """``bastion serve``, with SIGHUP (the demo's terminal closing) taken as SIGTERM."""
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, signal.raise_signal, signal.SIGTERM)
-    await _serve(config, None)
+    await _serve(config, None, reload_on_hup=False)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

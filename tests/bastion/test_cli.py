@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -280,11 +281,11 @@ def test_terminate_and_unlock_audit_with_the_local_account(
 def test_every_command_has_help() -> None:
     parser = build_parser()
     seen = 0
-    stack = [([], parser)]
+    stack: list[tuple[list[str], argparse.ArgumentParser]] = [([], parser)]
     while stack:
         prefix, p = stack.pop()
         for action in p._actions:
-            if isinstance(action, type(parser._subparsers._group_actions[0])):  # type: ignore[union-attr]
+            if isinstance(action, argparse._SubParsersAction):
                 for name, sub in action.choices.items():
                     stack.append(([*prefix, name], sub))
         r = subprocess.run(

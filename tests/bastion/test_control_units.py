@@ -23,6 +23,7 @@ from bastion.control.framing import ControlProtocolError, LineFramer, encode
 from bastion.control.messages import (
     ControlError,
     LiveEnd,
+    LiveEvent,
     LiveOutput,
     LiveQuery,
     Operator,
@@ -92,7 +93,7 @@ def test_framing_refuses_endless_lines() -> None:
 
 
 def test_live_events_round_trip_on_the_wire() -> None:
-    events = [
+    events: list[LiveEvent] = [
         Snapshot("S", 80, 24, 1.5, b"\x1b[2J\xff", [{"sql": "SELECT 1"}]),
         LiveOutput(2.0, b"\x00\x01bytes"),
         LiveQuery(3.0, {"seq": 1, "kind": "simple"}),

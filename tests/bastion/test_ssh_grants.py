@@ -92,7 +92,7 @@ def test_grants_builtin_lists_live_grants(bastion: BastionHarness) -> None:
 
 
 def _scp(
-    c, bastion: BastionHarness, *args: str, legacy: bool = False
+    c: Contractor, bastion: BastionHarness, *args: str, legacy: bool = False
 ) -> subprocess.CompletedProcess[bytes]:
     cmd = ["scp", *(["-O"] if legacy else []), *c.ssh_args(), "-P", str(bastion.port), *args]
     return subprocess.run(
@@ -101,7 +101,7 @@ def _scp(
 
 
 def _sftp(
-    c, bastion: BastionHarness, login_name: str, batch: str
+    c: Contractor, bastion: BastionHarness, login_name: str, batch: str
 ) -> subprocess.CompletedProcess[bytes]:
     # sftp -b implies BatchMode=yes (no prompts); ssh keeps the first value it sees.
     cmd = [
@@ -145,7 +145,7 @@ def test_sftp_refused_without_option(bastion: BastionHarness, tmp_path: Path) ->
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["scp-sftp-protocol", "scp-legacy"])
 def test_scp_upload_and_download_with_option(
-    bastion: BastionHarness, tmp_path, legacy: bool
+    bastion: BastionHarness, tmp_path: Path, legacy: bool
 ) -> None:
     c = bastion.contractor()
     bastion.grant(c, "web1", options=("scp",))

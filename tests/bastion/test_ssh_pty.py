@@ -20,7 +20,7 @@ def _spawn(
     target: str | None = None,
     rows: int = 24,
     cols: int = 80,
-) -> pexpect.spawn:
+) -> pexpect.spawn[bytes]:
     return c.ssh_pty(target, *remote, rows=rows, cols=cols, timeout=20)
 
 
@@ -36,7 +36,7 @@ def test_menu_then_shell_with_term_and_size(bastion: BastionHarness) -> None:
         child.send("web1\r")
         child.sendline("echo TERM=$TERM; stty size; echo marker-$((6*7))")
         child.expect("marker-42")
-        before = child.before.decode()
+        before = (child.before or b"").decode()
         assert "TERM=xterm" in before or "TERM=" in before
         assert "30 100" in before
         child.setwinsize(40, 132)
@@ -72,6 +72,7 @@ def test_named_target_shell_and_ctrl_c(bastion: BastionHarness) -> None:
         child.sendcontrol("c")
         child.sendline("echo after-$((1+1))")
         child.expect("after-2")
+        assert child.before is not None
         assert b"\nnot-interrupted" not in child.before  # the echo of the typed line has it
         child.sendline("exit")
         child.expect(pexpect.EOF)

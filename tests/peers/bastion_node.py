@@ -157,7 +157,7 @@ class Contractor:
 
     def ssh_pty(
         self, target: str | None, *remote: str, rows: int = 24, cols: int = 80, timeout: float = 30
-    ) -> pexpect.spawn:
+    ) -> pexpect.spawn[bytes]:
         """Stock ``ssh -tt`` through the bastion on a real pseudo-terminal (pexpect)."""
         args = [
             *self.ssh_args(),
@@ -366,7 +366,7 @@ class BastionHarness:
         )
 
 
-def reports_size(child: pexpect.spawn, size: str) -> bool:
+def reports_size(child: pexpect.spawn[bytes], size: str) -> bool:
     """Run ``stty size`` in ``child``'s shell; True if it printed ``size`` ("ROWS COLS") within 1 s.
 
     For ``wait_until`` after a resize: ssh relays SIGWINCH on its own time.

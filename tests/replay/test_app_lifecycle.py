@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import replay.app
+import replay.cache
 import replay.screens.player as player_module
-from recorder import RecordingReader, RecordingWriter, WriterPolicy
+from recorder import LiveTail, RecordingReader, RecordingWriter, WriterPolicy
 from replay.app import ConsoleApp, Start, run_console
 from replay.clock import ManualClock
 from replay.screens.browser import BrowserScreen
@@ -62,7 +64,7 @@ async def test_quitting_while_indexing_stops_the_indexing_thread(
     path = _busy_recording(tmp_path / "busy.bastrec")
     exited = threading.Event()
     timing: dict[str, float] = {}
-    real = player_module.open_indexed
+    real = replay.cache.open_indexed  # what the player imported
 
     def open_indexed(p: Any, reader: RecordingReader, stop: Any = None) -> Any:
         exited.wait(10)  # the user quits while the index is being built
@@ -99,9 +101,11 @@ async def test_leaving_while_opening_closes_the_recording(
 
     class SlowReader(RecordingReader):
         @classmethod
-        def open(cls, source: Any) -> RecordingReader:
+        def open(
+            cls, source: str | os.PathLike[str] | BinaryIO, *, tail: LiveTail | None = None
+        ) -> RecordingReader:
             left.wait(5)
-            reader = RecordingReader.open(source)
+            reader = RecordingReader.open(source, tail=tail)
             readers.append(reader)
             return reader
 

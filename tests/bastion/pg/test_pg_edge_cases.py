@@ -16,6 +16,7 @@ import ssl
 import struct
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -179,7 +180,7 @@ def test_stalled_tls_handshake_does_not_keep_a_login_slot(pg: PgTargets) -> None
             "the stalled handshakes' login slots to be freed at login_timeout (5 s)",
         )
         for s in socks:
-            wait_until(lambda s=s: _closed_by_peer(s), 10, "the node to close a stalled handshake")
+            wait_until(partial(_closed_by_peer, s), 10, "the node to close a stalled handshake")
     finally:
         for s in socks:
             s.close()
@@ -207,6 +208,7 @@ def test_latin1_statement_is_recorded_and_session_survives(pg: PgTargets) -> Non
     except psycopg.OperationalError as e:
         lost = str(e)
     rw = next(c for c in pg.harness.target("pg1").credsets if c.name == "readwrite")
+    assert rw.password is not None
     with psycopg.connect(pg.server.dsn("app", rw.user, rw.password)) as direct:
         ran = direct.execute("SELECT count(*) FROM items WHERE name = %s", [marker]).fetchone()
     queries = pg.queries(pg.session_of(who))

@@ -22,7 +22,7 @@ from bastion.pg.query_log import (
 )
 from bastion.pg.tracker import QueryRecord
 from recorder.codec import structured_payload
-from recorder.events import Output, Structured
+from recorder.events import Event, JSONValue, Output, Structured
 
 
 def _desc(*names: str, binary: int = -1) -> RowDescription:
@@ -73,7 +73,7 @@ def test_query_payload_shape() -> None:
     p = query_payload(7, rec)
     assert p["seq"] == 7 and p["params"] == ["x", {"hex": "0102"}, None]
     assert p["tx"] == "in-transaction" and p["duration_ms"] == 2.5 and p["error"] is None
-    events = [Structured(2.0, QUERY_EVENT, p), Output(3.0, b"x")]
+    events: list[Event] = [Structured(2.0, QUERY_EVENT, p), Output(3.0, b"x")]
     assert searchable_queries(events, 1000.0) == [(1001.5, "SELECT $1")]
 
 
@@ -125,7 +125,13 @@ def test_query_event_view_of_odd_payloads() -> None:
     assert QueryEvent.from_event(Structured(1.0, ROWS_EVENT, {"rows": []})) is None
     assert QueryEvent.from_event(Output(1.0, b"x")) is None
     assert QueryEvent.from_payload([1, 2]) is None
-    odd = {"sql": 5, "seq": True, "start": "soon", "error": "boom", "future": [1]}
+    odd: dict[str, JSONValue] = {
+        "sql": 5,
+        "seq": True,
+        "start": "soon",
+        "error": "boom",
+        "future": [1],
+    }
     q = QueryEvent.from_payload(odd, 2.5)
     assert q is not None and (q.sql, q.seq, q.start, q.error_sqlstate) == (None, None, 2.5, None)
     assert q.to_payload() == {**odd, "start": 2.5}  # unknown fields kept, a time filled in
