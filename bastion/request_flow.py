@@ -423,7 +423,7 @@ class RequestFlow:
             policy = self._policy(change, request)
             if not auto:
                 who = change.user(approver)
-                approver_allowed(who, self.store.user_groups(who.id), request, policy)
+                approver_allowed(who, change.user_groups(who.id), request, policy)
             elif request.state is not RequestState.PENDING:
                 raise RequestRefused(f"request #{request_id} is {request.state.value}")
             narrowed(request, duration=duration, targets=targets, options=opts)
@@ -439,33 +439,44 @@ class RequestFlow:
                     change, request=request_id, approvals=have, needed=needed, final=False,
                     duration=duration, targets=targets, reason=reason,
                 )  # fmt: skip
-                return Outcome(
-                    request, approvers=self._approvers(policy, request.user_name),
-                    needed=needed - have,
-                )  # fmt: skip
-            decided_by = ",".join(a.approver for a in request.approvals)
-            if request.kind is RequestKind.EXTEND:
-                grants = self._extend(change, request, policy, now)
+                partial = True
             else:
-                change.decide_request(
-                    request_id, RequestState.APPROVED, by=decided_by, at=now, reason=reason
-                )
-                grants = self._grants_for(
-                    change, request, decided_by, now, policy, request.approvals
-                )
-            request = change.request(request_id)
-            self._audit(
-                change, request=request_id, approvals=have, needed=needed, final=True,
-                grants=[g.id for g in grants],
-                not_after=max((g.not_after for g in grants), default=None),
-                duration=duration, targets=targets, reason=reason, auto=auto or None,
-            )  # fmt: skip
+                partial = False
+                grants = self._decide(change, request, policy, now, reason)
+                request = change.request(request_id)
+                self._audit(
+                    change, request=request_id, approvals=have, needed=needed, final=True,
+                    grants=[g.id for g in grants],
+                    not_after=max((g.not_after for g in grants), default=None),
+                    duration=duration, targets=targets, reason=reason, auto=auto or None,
+                )  # fmt: skip
+        if partial:
+            approvers = self._approvers(policy, request.user_name)
+            return Outcome(request, approvers=approvers, needed=needed - have)
+        decided_by = ",".join(a.approver for a in request.approvals)
         event = "request.extended" if request.kind is RequestKind.EXTEND else "request.approved"
         self._tell(
             RequestEvent(event, request, decided_by, decision="approved", reason=reason,
                          grants=grants)
         )  # fmt: skip
         return Outcome(request, grants=grants)
+
+    def _decide(
+        self,
+        change: AuditedChange,
+        request: AccessRequest,
+        policy: RequestPolicy,
+        now: float,
+        reason: str | None,
+    ) -> tuple[Grant, ...]:
+        """Enough approvals: make the grants (or move the extended grant's end)."""
+        decided_by = ",".join(a.approver for a in request.approvals)
+        if request.kind is RequestKind.EXTEND:
+            return self._extend(change, request, policy, now)
+        change.decide_request(
+            request.id, RequestState.APPROVED, by=decided_by, at=now, reason=reason
+        )
+        return self._grants_for(change, request, decided_by, now, policy, request.approvals)
 
     def _extend(
         self, change: AuditedChange, request: AccessRequest, policy: RequestPolicy, now: float
@@ -498,7 +509,7 @@ class RequestFlow:
             who = change.user(approver)
             policy = self._policy(change, request)
             approver_allowed(
-                who, self.store.user_groups(who.id),
+                who, change.user_groups(who.id),
                 request if not request.approvals else _without(request, approver), policy,
             )  # fmt: skip
             request = change.decide_request(

@@ -76,6 +76,10 @@ class AuditedChange:
         found = self._store._targets(self._tx, "name = ? AND removed_at IS NULL", [name])
         return found[0] if found else None
 
+    def user_groups(self, user_id: int) -> tuple[str, ...]:
+        """The groups a user belongs to."""
+        return self._store._user_groups_tx(self._tx, user_id)
+
     def request(self, request_id: int) -> AccessRequest:
         """The request (with approvals and grants); raises NotFound."""
         return self._store._request_tx(self._tx, request_id)

@@ -276,12 +276,15 @@ class Requests:
     def user_groups(self, user_id: int) -> tuple[str, ...]:
         """The groups a user belongs to, sorted."""
         with self._db.transaction() as tx:
-            return tuple(
-                r["name"]
-                for r in tx.all(
-                    "SELECT name FROM user_groups WHERE user_id = ? ORDER BY name", [user_id]
-                )
+            return self._user_groups_tx(tx, user_id)
+
+    def _user_groups_tx(self, tx: Tx, user_id: int) -> tuple[str, ...]:
+        return tuple(
+            r["name"]
+            for r in tx.all(
+                "SELECT name FROM user_groups WHERE user_id = ? ORDER BY name", [user_id]
             )
+        )
 
     def set_user_groups(self, user_id: int, groups: Iterable[str]) -> None:
         """Replace a user's groups."""
