@@ -105,6 +105,11 @@ TARGET_REMOVE: Final = "target.remove"
 GRANT_ADD: Final = "grant.add"
 GRANT_REVOKE: Final = "grant.revoke"
 
+# --- notifications ------------------------------------------------------------------
+NOTIFY_FAILED: Final = "notify.failed"
+"""A notification did not reach a sink: last retry failed, dropped from a full queue, or
+still pending at node stop (subject: the sink; details: ``event``, ``id``, ``error``)."""
+
 # --- built at run time --------------------------------------------------------------
 FILE_PREFIX: Final = "file."
 UPSTREAM_PREFIX: Final = "upstream."

@@ -17,6 +17,7 @@ from typing import Any
 
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
+from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 
@@ -126,6 +127,8 @@ class Config:
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
     requests: RequestsConfig = field(default_factory=RequestsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
 
     @property
     def base_dir(self) -> Path:
@@ -173,9 +176,16 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "metrics": frozenset({"listen"}),
     "timebox": frozenset({"warn_before", "poll_interval"}),
     "requests": KNOWN_REQUEST_KEYS,
+    "notify": frozenset({"webhook", "syslog"}),
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
 mistyped security setting (``idle_timout``) must not silently fall back to its default."""
+
+KNOWN_ARRAY_KEYS: dict[tuple[str, str], frozenset[str]] = {
+    ("notify", "webhook"): WEBHOOK_KEYS,
+    ("notify", "syslog"): SYSLOG_KEYS,
+}
+"""Keys of the arrays of tables (``[[notify.webhook]]``): each entry is checked like a section."""
 
 
 def _nearest(word: str, choices: frozenset[str]) -> str:
@@ -196,6 +206,18 @@ def _check_known_keys(data: dict[str, Any], path: Path) -> None:
         for key in table:
             if key not in known:
                 raise ConfigError(f"{path}: unknown key [{section}] {key}{_nearest(key, known)}")
+            if (section, key) in KNOWN_ARRAY_KEYS:
+                _check_array(table[key], f"{section}.{key}", KNOWN_ARRAY_KEYS[section, key], path)
+
+
+def _check_array(value: object, name: str, known: frozenset[str], path: Path) -> None:
+    """Each table of ``[[name]]`` holds only ``known`` keys."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(f"{path}: [{name}] must be an array of tables: write [[{name}]]")
+    for entry in value:
+        for key in entry:
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key [[{name}]] {key}{_nearest(key, known)}")
 
 
 def _loop_choice(value: object) -> LoopChoice:
@@ -391,6 +413,7 @@ def load_config(path: Path | str | None = None) -> Config:
             poll_interval=_number(tb, "poll_interval", 0.5, "timebox.poll_interval"),
         ),
         requests=parse_requests(_section(data, "requests")),
+        notify=parse_notify(_section(data, "notify"), base),
     )
 
 
@@ -520,6 +543,27 @@ listen = ""
 warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
+
+# Notifications (access requests, alerts, engagements): none by default. Each sink
+# is an array entry; repeat the block for more. Delivery is in the background with
+# retries; a notification that cannot be delivered is audited as notify.failed.
+#
+# [[notify.webhook]]
+# url = "https://hooks.example.com/bastion"
+# # "json" (the event's fields) or "slack" (a Slack incoming-webhook message).
+# format = "json"
+# # Globs over event names (request.*, alert.*, engagement.*); default: all.
+# events = ["request.*", "alert.*"]
+# # Key for X-Bastion-Signature: sha256=<HMAC-SHA256 hex of the body>.
+# secret_file = "keys/webhook.secret"
+# timeout = 10
+#
+# [[notify.syslog]]
+# # "/dev/log", "udp://HOST:514" or "tcp://HOST:601" (RFC 5424; TCP octet-counted).
+# address = "/dev/log"
+# facility = "authpriv"
+# events = ["*"]
+# timeout = 10
 """ + REQUESTS_TEMPLATE
 
 

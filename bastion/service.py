@@ -19,6 +19,7 @@ from bastion.ca import CertificateAuthority
 from bastion.config import Config
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
+from bastion.notify import Notifier
 from bastion.recording import RecordingService
 from bastion.secretbox import SecretBox
 from bastion.session.hooks import Hooks
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 POLICY_LOCK_SECONDS = 10 * 365 * 86400.0
 """A policy lock lasts until an admin unlocks the user."""
+NOTIFY_FLUSH_SECONDS = 5.0
+"""At stop, how long pending notifications get before they are audited as not delivered."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,12 +72,15 @@ class BastionNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.unauthenticated = 0
         """Connections still authenticating (bounded by ssh.max_startups)."""
+        self.notifier = Notifier.from_config(config.notify, self.audit, config.node)
+        """Webhook and syslog sinks: ``notifier.send(Notification(...))`` returns at once."""
         self.metrics = Metrics()
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
             sessions=lambda: len(self.sessions),
             unauthenticated_connections=lambda: self.unauthenticated,
             live_recordings=lambda: self.recordings.live_count,
+            notifications_pending=lambda: self.notifier.pending,
         )
 
     @classmethod
@@ -134,9 +140,11 @@ class BastionNode:
             )
         )
         self.spawn(self.recordings.run_ticker())
+        self.notifier.start()
 
     async def close(self) -> None:
-        """Cancel background tasks and close the store."""
+        """Flush notifications, cancel background tasks and close the store."""
+        await self.notifier.close(NOTIFY_FLUSH_SECONDS)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -26,6 +26,7 @@ CONTRACT = {
     "target.add", "target.remove", "grant.add", "grant.revoke",
     "request.created", "request.approved", "request.denied", "request.lapsed",
     "request.break-glass", "request.reviewed", "request.dropped",
+    "notify.failed",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

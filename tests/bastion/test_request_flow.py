@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import time as dtime
 from collections.abc import Iterator
+from datetime import time as dtime
 from pathlib import Path
 
 import pytest

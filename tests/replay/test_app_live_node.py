@@ -106,7 +106,7 @@ async def test_tui_watches_a_real_session_and_terminates_it(bastion: BastionHarn
             assert screen.ended == "admin-terminated"
     finally:
         child.close()
-    rows = bastion.wait_audit(admin.name, "control.terminate")
+    rows = bastion.wait_audit(admin.name, "session.terminate-requested")
     assert [r.subject for r in rows] == [live.id]
     assert bastion.audit(admin.name, "control.watch")
     ended = bastion.store.get_session(live.id)
