@@ -263,6 +263,19 @@ class Requests:
     def _link_grant_tx(self, tx: Tx, grant_id: int, request_id: int) -> None:
         tx.run("UPDATE grants SET request_id = ? WHERE id = ?", [request_id, grant_id])
 
+    def start_grant_clock(self, grant_id: int, now: float, duration: float) -> bool:
+        """On a grant's first session: end it at ``now + duration`` if that is earlier.
+
+        True if the grant changed; a grant already used keeps its end.
+        """
+        with self._db.transaction(write=True) as tx:
+            changed = tx.run(
+                "UPDATE grants SET not_after = ? WHERE id = ? AND not_after > ?"
+                " AND NOT EXISTS (SELECT 1 FROM sessions WHERE grant_id = ?)",
+                [float(now + duration), grant_id, float(now + duration), grant_id],
+            )
+        return changed > 0
+
     def _extend_grant_tx(self, tx: Tx, grant_id: int, not_after: float) -> None:
         changed = tx.run(
             "UPDATE grants SET not_after = ? WHERE id = ? AND state = ? AND not_after < ?",
