@@ -544,6 +544,7 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
+""" + REQUESTS_TEMPLATE + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.
@@ -564,7 +565,7 @@ poll_interval = 0.5
 # facility = "authpriv"
 # events = ["*"]
 # timeout = 10
-""" + REQUESTS_TEMPLATE
+"""
 
 
 def render_config(node: str, listen: str) -> str:
