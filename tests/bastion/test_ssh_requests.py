@@ -380,6 +380,22 @@ def test_break_glass_gives_access_at_once_capped_and_for_review(bastion: Bastion
     assert bastion.audit(alice.name, "request.break-glass")
 
 
+def test_ctrl_c_stops_waiting_and_the_request_stays(bastion: BastionHarness) -> None:
+    alice = bastion.contractor("rqca")
+    child = alice.ssh_pty(None, "request", "web1", "--for", "1h", "--reason", "later", "--wait")
+    try:
+        request_id = _expect_pending(child)
+        child.expect("waiting for a decision")
+        child.send("\x03")
+        child.expect(f"stopped waiting; request #{request_id} stays pending")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    assert bastion.store.get_request(request_id).state is RequestState.PENDING  # type: ignore[union-attr]
+    assert b"request web1 --for 2h --reason TEXT" in _ok(alice.ssh("help")).encode()
+
+
 def test_errors_are_on_stderr_with_exit_status(bastion: BastionHarness) -> None:
     alice = bastion.contractor("rqerr")
     _refused(alice.ssh("request", "web1", "--for", "2h"), "bastion: say why with --reason", 2)
