@@ -80,6 +80,27 @@ class AuditedChange:
         """The groups a user belongs to."""
         return self._store._user_groups_tx(self._tx, user_id)
 
+    def set_user_groups(self, user_id: int, groups: Iterable[str]) -> None:
+        """Replace a user's groups."""
+        self._store._set_user_groups_tx(self._tx, user_id, groups)
+
+    def set_target_request_policy(
+        self,
+        name: str,
+        *,
+        approvals: int | None,
+        approvers: Sequence[str] | None,
+        max_request: float | None,
+    ) -> Target:
+        """Set a live target's request policy (None leaves a part); raises NotFound."""
+        self._store._set_target_request_policy_tx(
+            self._tx, name, approvals=approvals, approvers=approvers, max_request=max_request
+        )
+        found = self.target(name)
+        if found is None:
+            raise NotFound(f"no target named '{name}'; see 'bastion target list'")
+        return found
+
     def request(self, request_id: int) -> AccessRequest:
         """The request (with approvals and grants); raises NotFound."""
         return self._store._request_tx(self._tx, request_id)

@@ -302,9 +302,12 @@ class Requests:
     def set_user_groups(self, user_id: int, groups: Iterable[str]) -> None:
         """Replace a user's groups."""
         with self._db.transaction(write=True) as tx:
-            tx.run("DELETE FROM user_groups WHERE user_id = ?", [user_id])
-            for g in sorted(set(groups)):
-                tx.run("INSERT INTO user_groups (user_id, name) VALUES (?, ?)", [user_id, g])
+            self._set_user_groups_tx(tx, user_id, groups)
+
+    def _set_user_groups_tx(self, tx: Tx, user_id: int, groups: Iterable[str]) -> None:
+        tx.run("DELETE FROM user_groups WHERE user_id = ?", [user_id])
+        for g in sorted(set(groups)):
+            tx.run("INSERT INTO user_groups (user_id, name) VALUES (?, ?)", [user_id, g])
 
     def group_members(self, group: str) -> tuple[str, ...]:
         """Names of the users in a group."""
@@ -327,6 +330,20 @@ class Requests:
         max_request: float | None,
     ) -> None:
         """Set a target's request policy (None leaves that part as it is)."""
+        with self._db.transaction(write=True) as tx:
+            self._set_target_request_policy_tx(
+                tx, name, approvals=approvals, approvers=approvers, max_request=max_request
+            )
+
+    def _set_target_request_policy_tx(
+        self,
+        tx: Tx,
+        name: str,
+        *,
+        approvals: int | None,
+        approvers: Sequence[str] | None,
+        max_request: float | None,
+    ) -> None:
         sets: list[str] = []
         params: list[Any] = []
         if approvals is not None:
@@ -342,10 +359,9 @@ class Requests:
             params.append(float(max_request))
         if not sets:
             return
-        with self._db.transaction(write=True) as tx:
-            changed = tx.run(
-                f"UPDATE targets SET {', '.join(sets)} WHERE name = ? AND removed_at IS NULL",  # noqa: S608  fixed column names
-                [*params, name],
-            )
-            if changed == 0:
-                raise NotFound(f"no target named '{name}'; see 'bastion target list'")
+        changed = tx.run(
+            f"UPDATE targets SET {', '.join(sets)} WHERE name = ? AND removed_at IS NULL",  # noqa: S608  fixed column names
+            [*params, name],
+        )
+        if changed == 0:
+            raise NotFound(f"no target named '{name}'; see 'bastion target list'")
