@@ -46,7 +46,7 @@ async def test_who_may_connect_and_what_they_may_do(bastion: BastionHarness) -> 
             await client.terminate("01XXXXXXXXXXXXXXXXXXXXXXXX", "no")
         with pytest.raises(ControlError, match="needs the admin role"):
             await client.lock_user(contractor.name, "no")
-    with pytest.raises(ControlError, match="for admins and auditors"):
+    with pytest.raises(ControlError, match="for admins, auditors and approvers"):
         await ControlClient.connect(sock, user=contractor.name)
     with pytest.raises(ControlError, match="no bastion user named 'nobody-here'"):
         await ControlClient.connect(sock, user="nobody-here")
@@ -58,7 +58,7 @@ def test_control_cli_and_control_token(bastion: BastionHarness) -> None:
     r = bastion.cli("control", "sessions", "--as", admin.name, "--json")
     assert r.returncode == 0, r.stderr
     r = bastion.cli("control", "sessions", "--as", contractor.name)
-    assert r.returncode == 1 and "for admins and auditors" in r.stderr
+    assert r.returncode == 1 and "for admins, auditors and approvers" in r.stderr
     r = bastion.cli("user", "control-token", admin.name, "--ttl", "1h")
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
@@ -66,7 +66,7 @@ def test_control_cli_and_control_token(bastion: BastionHarness) -> None:
     assert record is not None and record.user_name == admin.name
     assert record.purpose == TokenPurpose.CONTROL
     r = bastion.cli("user", "control-token", contractor.name)
-    assert r.returncode == 1 and "for admins and auditors" in r.stderr
+    assert r.returncode == 1 and "for admins, auditors and approvers" in r.stderr
 
 
 async def _collect(client: ControlClient, sid: str, got: list[LiveEvent]) -> None:
