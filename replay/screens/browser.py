@@ -92,7 +92,7 @@ class BrowserScreen(Screen[None]):
         Binding("l", "live_only", "Live only", tooltip="show only live sessions, or all"),
         Binding("r", "reload", "Reload"),
         Binding("p", "requests", "Requests", tooltip="the access requests (pending first)"),
-        Binding("escape", "clear", "Clear", tooltip="clear the search results"),
+        Binding("escape", "clear", "Clear", tooltip="clear the search results", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -322,6 +322,11 @@ class BrowserScreen(Screen[None]):
             self.notify("select a live session to watch", timeout=3, markup=False)
             return
         self.post_message(OpenLive(session))
+
+    def action_reload(self) -> None:
+        """Ask the node again (sessions and the pending count)."""
+        self.reload()
+        self.count_requests()
 
     def action_requests(self) -> None:
         """Open the access requests."""

@@ -78,6 +78,11 @@ async def test_browser_counts_pending_requests_and_opens_them() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert "2 pending requests (p)" in text_of(app, "#info")
+        source.requests.append(replace(REQUESTS[0], id=13, reason="one more"))
+        await pilot.press("r")
+        await settle(pilot)
+        assert "3 pending requests (p)" in text_of(app, "#info")
+        source.requests.pop()
         await open_requests(pilot, app)
         assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows(app)] == [
             ("12", "PENDING", "alice", "web1", "2h00m"),
