@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from bastion import audit_actions as actions
 from bastion.store import Store
-from bastion.store.models import Grant
+from bastion.store.models import Grant, Target
 
 UNTIL_UNLOCKED = 10 * 365 * 86400.0
 """How long a lock without a duration lasts: in effect until an admin unlocks."""
@@ -121,3 +121,55 @@ def revoke_grant(store: Store, origin: Origin, grant_id: int, now: float) -> Gra
         grant = c.revoke_grant(grant_id, origin.actor, now)
         c.details.update(origin.details, user=grant.user_name, target=grant.target_name)
     return grant
+
+
+def set_user_groups(
+    store: Store,
+    origin: Origin,
+    name: str,
+    *,
+    groups: Iterable[str] | None = None,
+    add: Iterable[str] = (),
+    remove: Iterable[str] = (),
+    now: float,
+) -> tuple[str, ...]:
+    """Replace a user's groups (``groups``), or add and remove some; returns them now.
+
+    Groups name approvers (``@sre`` in a target's approvers) and match auto-approve
+    rules. Audits ``user.set-groups``. Raises NotFound.
+    """
+    with store.audited_change(origin.actor, actions.USER_SET_GROUPS, name, now) as c:
+        user = c.user(name)
+        before = c.user_groups(user.id)
+        after = set(before if groups is None else groups)
+        after = (after | set(add)) - set(remove)
+        c.set_user_groups(user.id, after)
+        c.details.update(origin.details, groups=sorted(after), before=list(before))
+    return tuple(sorted(after))
+
+
+def set_target_policy(
+    store: Store,
+    origin: Origin,
+    name: str,
+    *,
+    approvals: int | None = None,
+    approvers: Sequence[str] | None = None,
+    max_request: float | None = None,
+    now: float,
+) -> Target:
+    """Set a target's request policy (None leaves a part as it is); returns the target.
+
+    Audits ``target.set-policy``. Raises NotFound, or StoreError for 0 approvals.
+    """
+    with store.audited_change(origin.actor, actions.TARGET_SET_POLICY, name, now) as c:
+        target = c.set_target_request_policy(
+            name, approvals=approvals, approvers=approvers, max_request=max_request
+        )
+        c.details.update(
+            origin.details,
+            approvals=target.approvals,
+            approvers=list(target.approvers),
+            max_request=target.max_request,
+        )
+    return target

@@ -33,7 +33,15 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (kept in one place so --help stays complete)."""
-    from bastion import cli_admin, cli_grants, cli_node, cli_sessions, cli_targets, demo
+    from bastion import (
+        cli_admin,
+        cli_grants,
+        cli_node,
+        cli_requests,
+        cli_sessions,
+        cli_targets,
+        demo,
+    )
 
     parser = argparse.ArgumentParser(
         prog="bastion",
@@ -97,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_targets.add_target_commands(sub, _add_config, _add_json)
     cli_grants.add_grant_commands(sub, _add_config, _add_json)
     cli_grants.add_token_commands(sub, _add_config, _add_json)
+    cli_requests.add_request_commands(sub, _add_config, _add_json)
     cli_admin.add_audit_commands(sub, _add_config, _add_json)
     cli_sessions.add_session_commands(sub, _add_config, _add_json)
     from bastion import cli_control

@@ -108,6 +108,15 @@ def _print_enrolment(config: Config, name: str, secret: str) -> None:
     print(f"secret:      {secret}")
 
 
+def group_names(values: Sequence[str] | None) -> list[str]:
+    """Group names from repeatable, comma-separated options (``sre`` or ``@sre``)."""
+    names = [g.strip().lstrip("@") for v in values or () for g in v.split(",") if g.strip()]
+    for g in names:
+        if not valid_name(g):
+            raise UsageError(f"'{g}' is not a valid group name (letters, digits, . _ -)")
+    return sorted(set(names))
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
     """Add a user with SSH key(s) and a fresh TOTP enrolment."""
     if not valid_name(args.name):
@@ -115,19 +124,23 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     keys = read_keys(args.key or [])
     if not keys:
         raise UsageError("give at least one --key PUBKEY_FILE")
+    groups = group_names(args.group)
     with opened(args) as (config, store):
         secret = new_totp_secret()
         user = store.add_user(args.name, Role(args.role), keys, secret, time.time())
+        if groups:
+            store.set_user_groups(user.id, groups)
         store.append_audit(
             actor(),
             actions.USER_ADD,
             user.name,
-            {"role": user.role.value, "keys": len(keys)},
+            {"role": user.role.value, "keys": len(keys), "groups": groups, **Origin.cli().details},
             time.time(),
         )
         if args.json:
             out = jsonable(user) | {
-                "otpauth_uri": provisioning_uri(secret, user.name, config.mfa.issuer)
+                "groups": groups,
+                "otpauth_uri": provisioning_uri(secret, user.name, config.mfa.issuer),
             }
             print(json.dumps(out, indent=2))
         else:
@@ -141,6 +154,10 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     now = time.time()
     with opened(args) as (_c, store):
         users = store.list_users()
+        groups = {u.id: store.user_groups(u.id) for u in users}
+    if args.json:
+        print(json.dumps([jsonable(u) | {"groups": list(groups[u.id])} for u in users], indent=2))
+        return 0
 
     def row(u: Any) -> str:
         state = (
@@ -153,9 +170,28 @@ def cmd_user_list(args: argparse.Namespace) -> int:
             )
         )
         mfa = "totp" if u.totp_secret else "no-mfa"
-        return f"{u.name:<20} {u.role.value:<10} keys={len(u.ssh_keys)} {mfa:<6} {state}"
+        in_groups = ",".join(groups[u.id]) or "-"
+        return (
+            f"{u.name:<20} {u.role.value:<10} keys={len(u.ssh_keys)} {mfa:<6} "
+            f"groups={in_groups:<16} {state}"
+        )
 
     emit(args, users, row)
+    return 0
+
+
+def cmd_user_set(args: argparse.Namespace) -> int:
+    """Change a user's groups: replace them (--group) or add and remove some."""
+    replace = group_names(args.group) if args.group is not None or args.no_groups else None
+    add, remove = group_names(args.add_group), group_names(args.remove_group)
+    if replace is None and not add and not remove:
+        raise UsageError("say what to change: --group G, --add-group G, --remove-group G")
+    with opened(args) as (_c, store):
+        now = admin_actions.set_user_groups(
+            store, Origin.cli(), args.name, groups=replace, add=add, remove=remove,
+            now=time.time(),
+        )  # fmt: skip
+    print(f"user {args.name}: groups {', '.join(now) or '(none)'}")
     return 0
 
 
@@ -208,11 +244,44 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     p.add_argument(
         "--key", action="append", metavar="PUBKEY_FILE", help="OpenSSH public key file (repeatable)"
     )
-    p.add_argument("--role", choices=[r.value for r in Role], default="contractor")
+    p.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default="contractor",
+        help="contractor (default) connects; approver decides others' access requests; "
+        "admin administers (and approves); auditor reads",
+    )
+    p.add_argument(
+        "--group",
+        action="append",
+        metavar="GROUP",
+        help="put the user in this group (repeatable): targets name approvers as @GROUP, "
+        "auto-approve rules match groups",
+    )
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_user_add)
-    p = us.add_parser("list", help="list users")
+    p = us.add_parser(
+        "set",
+        help="change a user's groups (who approves what, auto-approve rules)",
+        description="Groups decide who may approve a target's requests (@GROUP in "
+        "'bastion target set --approvers') and which auto-approve rules match. Audited.",
+    )
+    p.add_argument("name")
+    replace = p.add_mutually_exclusive_group()
+    replace.add_argument(
+        "--group", action="append", metavar="GROUP", help="replace the groups (repeatable)"
+    )
+    replace.add_argument(
+        "--no-groups", action="store_true", help="remove the user from every group"
+    )
+    p.add_argument("--add-group", action="append", metavar="GROUP", help="add to this group")
+    p.add_argument(
+        "--remove-group", action="append", metavar="GROUP", help="remove from this group"
+    )
+    add_config(p)
+    p.set_defaults(func=cmd_user_set)
+    p = us.add_parser("list", help="list users with role, groups and lock state")
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_user_list)

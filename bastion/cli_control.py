@@ -22,12 +22,12 @@ from typing import Any
 from bastion import audit_actions as actions
 from bastion.cli_admin import actor, opened
 from bastion.config import load_config
-from bastion.control.auth import token_hash
+from bastion.control.auth import CONTROL_ROLES, token_hash
 from bastion.control.client import ControlClient
 from bastion.control.messages import ControlError, LiveEnd, LiveOutput, Snapshot
 from bastion.errors import ConfigError, NotFound
 from bastion.grants import format_time
-from bastion.store.models import Role, TokenPurpose
+from bastion.store.models import TokenPurpose
 from bastion.timeparse import parse_duration
 
 __all__ = ["add_control_commands", "cmd_control_token"]
@@ -117,15 +117,15 @@ def _run(coro: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namesp
 
 
 def cmd_control_token(args: argparse.Namespace) -> int:
-    """Issue a control-API token for an admin or auditor (printed once, stored hashed)."""
+    """Issue a control-API token for an admin, auditor or approver (printed once, stored hashed)."""
     with opened(args) as (_config, store):
         user = store.get_user(args.name)
         if user is None:
             raise NotFound(f"no user named '{args.name}'; see 'bastion user list'")
-        if user.role not in (Role.ADMIN, Role.AUDITOR):
+        if user.role not in CONTROL_ROLES:
             raise ConfigError(
-                f"user {args.name} is a {user.role.value}; control tokens are for admins and "
-                "auditors"
+                f"user {args.name} is a {user.role.value}; control tokens are for admins, "
+                "auditors and approvers"
             )
         now = time.time()
         token = CONTROL_TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -20,12 +20,17 @@ from typing import Any
 import asyncssh
 
 from bastion import audit_actions as actions
+from bastion.access_requests import policy_for
+from bastion.admin_actions import Origin, set_target_policy
 from bastion.ca import CertificateAuthority
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened, read_keys
+from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
 from bastion.ssh.login_name import valid_name
+from bastion.store import Store
 from bastion.store.models import TLS_MODES, Credset, Target, TargetKind
 from bastion.target_setup import default_principal, render_target_setup
+from bastion.timeparse import format_duration, parse_duration
 
 CREDSET_FORMS = "NAME:USER, NAME:USER:file:/path/to/password or NAME:USER:env:VARIABLE"
 
@@ -192,24 +197,117 @@ def cmd_target_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_text(t: Target) -> str:
+    """The target's own request policy (what overrides ``[requests]``), or ''."""
+    parts = []
+    if t.approvals is not None:
+        parts.append(f"approvals={t.approvals}")
+    if t.approvers:
+        parts.append(f"approvers={','.join(t.approvers)}")
+    if t.max_request is not None:
+        parts.append(f"max-request={format_duration(t.max_request)}")
+    return (" " + " ".join(parts)) if parts else ""
+
+
 def _target_line(t: Target) -> str:
     if t.kind == TargetKind.POSTGRES:
         sets = ",".join(c.name for c in t.credsets) or "-"
         return (
             f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
-            f"database={t.database} credsets={sets} tls={t.tls_mode}"
+            f"database={t.database} credsets={sets} tls={t.tls_mode}" + _policy_text(t)
         )
     return (
         f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
-        f"logins={','.join(t.logins)} principal={t.principal}"
+        f"logins={','.join(t.logins)} principal={t.principal}" + _policy_text(t)
     )
+
+
+def _target_json(t: Target, config: Config) -> dict[str, Any]:
+    """The target, and the request policy in effect (its own, else ``[requests]``)."""
+    policy = policy_for([t], config.requests)
+    out: dict[str, Any] = jsonable(t)
+    out["request_policy"] = {
+        "approvals": policy.approvals,
+        "approvers": list(policy.approvers),
+        "max_request": policy.max_duration,
+    }
+    return out
 
 
 def cmd_target_list(args: argparse.Namespace) -> int:
     """List targets with kind and address; databases with credential-set names, no passwords."""
-    with opened(args) as (_c, store):
+    with opened(args) as (config, store):
         targets = store.list_targets()
+    if args.json:
+        print(json.dumps([_target_json(t, config) for t in targets], indent=2))
+        return 0
     emit(args, targets, _target_line)
+    return 0
+
+
+def cmd_target_show(args: argparse.Namespace) -> int:
+    """One target: address, logins or credential sets, and its access-request policy."""
+    with opened(args) as (config, store):
+        target = store.get_target(args.name)
+        if target is None:
+            raise NotFound(f"no target named '{args.name}'; see 'bastion target list'")
+    if args.json:
+        print(json.dumps(_target_json(target, config), indent=2))
+        return 0
+    t = target
+    print(f"target {t.name} ({t.kind.value}) at {t.host}:{t.port}")
+    if t.kind == TargetKind.POSTGRES:
+        print(f"  database        {t.database}, upstream TLS {t.tls_mode}")
+        print(f"  credential sets {', '.join(c.name for c in t.credsets)}")
+    else:
+        print(f"  logins          {', '.join(t.logins)} (principal {t.principal})")
+    policy = policy_for([t], config.requests)
+    own = "" if t.approvals is not None else " (default)"
+    print(f"  approvals       {policy.approvals}{own} distinct approver(s) per request")
+    who = ", ".join(t.approvers) if t.approvers else "any approver or admin"
+    print(f"  approvers       {who}")
+    own = "" if t.max_request is not None else " (default)"
+    print(f"  max request     {format_duration(policy.max_duration)}{own}")
+    return 0
+
+
+def _approver_names(store: Store, values: list[str] | None, clear: bool) -> list[str] | None:
+    if clear:
+        return []
+    if values is None:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    for n in names:
+        bare = n.removeprefix("@")
+        if not valid_name(bare):
+            raise UsageError(f"'{n}' is neither a user name nor @GROUP")
+        if not n.startswith("@") and store.get_user(n) is None:
+            raise NotFound(f"no user named '{n}' (a group is written @{n})")
+    if not names:
+        raise UsageError("--approvers needs at least one NAME or @GROUP (or use --any-approver)")
+    return sorted(set(names))
+
+
+def cmd_target_set(args: argparse.Namespace) -> int:
+    """Set a target's access-request policy: approvals needed, approvers, longest request."""
+    max_request = parse_duration(args.max_request) if args.max_request else None
+    if args.approvals is not None and args.approvals < 1:
+        raise UsageError("--approvals must be at least 1")
+    nothing = args.approvals is None and args.approvers is None and max_request is None
+    if nothing and not args.any_approver:
+        raise UsageError(
+            "say what to set: --approvals N, --approvers NAME|@GROUP, --max-request DURATION"
+        )
+    with opened(args) as (config, store):
+        approvers = _approver_names(store, args.approvers, args.any_approver)
+        target = set_target_policy(
+            store, Origin.cli(), args.name, approvals=args.approvals, approvers=approvers,
+            max_request=max_request, now=time.time(),
+        )  # fmt: skip
+    if args.json:
+        print(json.dumps(_target_json(target, config), indent=2))
+    else:
+        print(f"target {target.name}:{_policy_text(target) or ' default request policy'}")
     return 0
 
 
@@ -290,10 +388,44 @@ def add_target_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_target_add)
-    p = ts.add_parser("list", help="list targets")
+    p = ts.add_parser("list", help="list targets (with their own request policy, if any)")
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_target_list)
+    p = ts.add_parser("show", help="one target and the request policy in effect for it")
+    p.add_argument("name")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_target_show)
+    p = ts.add_parser(
+        "set",
+        help="set who must approve requests for a target, and for how long at most",
+        description="Overrides the [requests] defaults for one target: a request for it "
+        "needs N distinct approvers, only from the names and @groups listed, and may last "
+        "at most DURATION. A request for several targets gets the strictest of them. "
+        "Audited.",
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--approvals", type=int, metavar="N", help="distinct approvals a request needs (>= 1)"
+    )
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--approvers",
+        nargs="+",
+        action="extend",
+        metavar="NAME|@GROUP",
+        help="only these users and groups may approve (replaces the list)",
+    )
+    who.add_argument(
+        "--any-approver", action="store_true", help="any approver or admin may approve again"
+    )
+    p.add_argument(
+        "--max-request", metavar="DURATION", help="longest access a request may get (e.g. 4h)"
+    )
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_target_set)
     p = ts.add_parser("remove", help="remove a target (revokes its grants)")
     p.add_argument("name")
     add_config(p)

@@ -18,6 +18,8 @@ from typing import Any
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
+from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
+from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 
 DEFAULT_CONFIG_NAME = "bastion.toml"
 
@@ -124,6 +126,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
+    requests: RequestsConfig = field(default_factory=RequestsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
 
@@ -172,6 +175,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "mfa": frozenset({"issuer", "max_failures", "failure_window", "lockout", "valid_window"}),
     "metrics": frozenset({"listen"}),
     "timebox": frozenset({"warn_before", "poll_interval"}),
+    "requests": KNOWN_REQUEST_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
@@ -408,6 +412,7 @@ def load_config(path: Path | str | None = None) -> Config:
             warn_before=tuple(sorted((float(w) for w in warn), reverse=True)),
             poll_interval=_number(tb, "poll_interval", 0.5, "timebox.poll_interval"),
         ),
+        requests=parse_requests(_section(data, "requests")),
         notify=parse_notify(_section(data, "notify"), base),
     )
 
@@ -539,6 +544,7 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
+""" + REQUESTS_TEMPLATE + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.

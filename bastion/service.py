@@ -21,6 +21,8 @@ from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.notify import Notifier
 from bastion.recording import RecordingService
+from bastion.request_flow import RequestEvent, RequestFlow
+from bastion.request_hooks import FirstConnectClock, notification_of, run_lapses
 from bastion.secretbox import SecretBox
 from bastion.session.hooks import Hooks
 from bastion.session.registry import SessionRegistry
@@ -73,6 +75,14 @@ class BastionNode:
         self.unauthenticated = 0
         """Connections still authenticating (bounded by ssh.max_startups)."""
         self.notifier = Notifier.from_config(config.notify, self.audit, config.node)
+        self.requests = RequestFlow(
+            store,
+            config.requests,
+            clock=lambda: self.clock(),
+            announce=self._announce_request,
+            origin={"via": "ssh", "node": config.node},
+        )
+        """The access-request workflow (blocking: run its steps through ``call``)."""
         """Webhook and syslog sinks: ``notifier.send(Notification(...))`` returns at once."""
         self.metrics = Metrics()
         self.metrics.gauges.update(
@@ -105,6 +115,10 @@ class BastionNode:
         except Exception:
             log.exception("AUDIT WRITE FAILED: %s %s %s %s", actor, action, subject, details)
             raise
+
+    def _announce_request(self, event: RequestEvent) -> None:
+        """A request changed: tell the notification sinks (never blocks)."""
+        self.notifier.send(notification_of(event, self.clock()))
 
     async def lock_user_for_policy(self, user: User, reason: str) -> None:
         """Lock ``user`` until an admin unlocks (a policy rule with action ``lock``)."""
@@ -141,6 +155,9 @@ class BastionNode:
         )
         self.spawn(self.recordings.run_ticker())
         self.notifier.start()
+        self.spawn(run_lapses(self))
+        if self.config.requests.clock == "first-connect":
+            self.hooks.register(FirstConnectClock(self))
 
     async def close(self) -> None:
         """Flush notifications, cancel background tasks and close the store."""

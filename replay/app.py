@@ -1,7 +1,8 @@
 """The bastion console: one Textual app for browsing, replaying and watching sessions.
 
-``bastion tui`` opens the sessions browser, ``bastion watch [ID]`` the live sessions
-(or one live session), ``bastion replay ID|FILE`` the player. The app reaches a node
+``bastion tui`` opens the sessions browser (an approver, who may not browse
+sessions, gets the access requests instead), ``bastion watch [ID]`` the live
+sessions (or one live session), ``bastion replay ID|FILE`` the player. The app reaches a node
 only through a ``SessionSource`` (in production ``ControlClient`` on the node's
 control socket, connected inside the app's event loop) and reads recordings with
 ``recorder``; ``bastion replay FILE`` needs no node at all.
@@ -28,10 +29,11 @@ from textual.binding import Binding
 from recorder import RecordingReader
 from recorder.errors import RecordingError
 from replay.clock import Clock, MonotonicClock
-from replay.messages import OpenLive, OpenPlayer
+from replay.messages import OpenLive, OpenPlayer, OpenRequests
 from replay.screens.browser import BrowserScreen
 from replay.screens.live import LiveScreen
 from replay.screens.player import PlayerScreen
+from replay.screens.requests import RequestsScreen
 from replay.source import SessionInfo, SessionSource, SourceError
 
 __all__ = ["ConsoleApp", "Start", "run_console", "start_for"]
@@ -75,6 +77,7 @@ class ConsoleApp(App[None]):
         self.refresh_interval = refresh_interval
         self.source: SessionSource | None = None
         self.admin = False
+        self.role = ""
 
     async def on_mount(self) -> None:
         """Connect (unless replaying a file) and open the first screen."""
@@ -92,8 +95,11 @@ class ConsoleApp(App[None]):
             self.exit(return_code=1, message=f"bastion: {e}")
             return
         self.admin = operator.role == "admin"
+        self.role = operator.role
         self.sub_title = f"{operator.name} ({operator.role})"
-        if start.mode == "replay" and start.session_id is not None:
+        if operator.role == "approver":  # approvers decide requests, they do not browse
+            self.open_requests()
+        elif start.mode == "replay" and start.session_id is not None:
             await self.open_player(start.session_id, title=start.session_id)
         elif start.mode == "watch" and start.session_id is not None:
             await self.open_live_by_id(start.session_id)
@@ -137,6 +143,19 @@ class ConsoleApp(App[None]):
             return
         self.push_screen(LiveScreen(self.source, session, admin=self.admin))
 
+    def open_requests(self) -> None:
+        """Open the access requests view."""
+        if self.source is None:
+            return
+        self.push_screen(
+            RequestsScreen(
+                self.source,
+                role=self.role,
+                wall_clock=self.wall_clock,
+                refresh_interval=self.refresh_interval,
+            )
+        )
+
     async def open_live_by_id(self, session_id: str) -> None:
         """``bastion watch ID``: find the live session and watch it."""
         if self.source is None:
@@ -166,6 +185,10 @@ class ConsoleApp(App[None]):
     def on_open_live(self, message: OpenLive) -> None:
         """A screen asked to watch a session."""
         self.open_live(message.session)
+
+    def on_open_requests(self, message: OpenRequests) -> None:
+        """A screen asked for the access requests."""
+        self.open_requests()
 
 
 # -- command line -----------------------------------------------------------------------

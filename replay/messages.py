@@ -1,4 +1,5 @@
-"""Messages screens send to the app: "open this session in the player / live view".
+"""Messages screens send to the app: "open this session in the player / live view",
+"open the access requests".
 
 Why messages: screens do not know how the app finds recordings or which screens it
 stacks; they say what the user asked for and the app decides (``ConsoleApp``).
@@ -12,7 +13,7 @@ from textual.message import Message
 
 from replay.source import SessionInfo
 
-__all__ = ["OpenLive", "OpenPlayer"]
+__all__ = ["OpenLive", "OpenPlayer", "OpenRequests"]
 
 
 @dataclass
@@ -29,3 +30,8 @@ class OpenLive(Message):
     """Watch a live session."""
 
     session: SessionInfo
+
+
+@dataclass
+class OpenRequests(Message):
+    """Show the access requests (pending first)."""

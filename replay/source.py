@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from bastion.control.messages import (
+    ApprovalInfo,
     ControlError,
+    HistoryEntry,
     LiveEnd,
     LiveEvent,
     LiveInput,
@@ -27,12 +29,15 @@ from bastion.control.messages import (
     LiveQuery,
     LiveResize,
     Operator,
+    RequestInfo,
     SearchHit,
     SessionInfo,
     Snapshot,
 )
 
 __all__ = [
+    "ApprovalInfo",
+    "HistoryEntry",
     "LiveEnd",
     "LiveEvent",
     "LiveInput",
@@ -41,6 +46,7 @@ __all__ = [
     "LiveQuery",
     "LiveResize",
     "Operator",
+    "RequestInfo",
     "SearchHit",
     "SessionInfo",
     "SessionSource",
@@ -99,6 +105,22 @@ class SessionSource(Protocol):
 
     async def lock_user(self, name: str, reason: str) -> None:
         """Refuse the user's logins and end their live sessions."""
+        ...
+
+    async def list_requests(
+        self, *, pending_only: bool = False, limit: int = 50
+    ) -> list[RequestInfo]:
+        """Pending access requests (longest waiting first), then recent decided ones."""
+        ...
+
+    async def approve_request(
+        self, request_id: int, *, duration: float | None = None, reason: str | None = None
+    ) -> RequestInfo:
+        """Approve as this operator, optionally for less time than asked."""
+        ...
+
+    async def deny_request(self, request_id: int, reason: str) -> RequestInfo:
+        """Deny a pending request; the requester sees ``reason``."""
         ...
 
     async def close(self) -> None:

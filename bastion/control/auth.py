@@ -2,11 +2,12 @@
 
 Over the Unix socket the gate is the operating system first (like the ``bastion``
 CLI, which needs the config and keys): the peer process must run as root or as the
-node's own uid. Then the ``hello`` must name a bastion user with role admin or
-auditor that is neither disabled nor locked. Over TCP a control token (``bastion
-user control-token NAME``) is required instead of the uid check. Admins may do
-everything; auditors may browse, search and read recordings, not watch live,
-terminate or lock.
+node's own uid. Then the ``hello`` must name a bastion user with role admin,
+auditor or approver that is neither disabled nor locked. Over TCP a control token
+(``bastion user control-token NAME``) is required instead of the uid check. Admins
+may do everything; auditors may browse, search and read recordings and list access
+requests, not watch live, terminate, lock or decide requests; approvers may list
+and decide access requests and nothing else (they are not auditors of sessions).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from bastion.store.models import Role, TokenPurpose, TokenRecord, User
 
 __all__ = [
     "ADMIN_ONLY",
+    "APPROVER_OPS",
+    "CONTROL_ROLES",
+    "DECISIONS",
     "authorize_operator",
     "check_token",
     "peer_uid",
@@ -30,6 +34,15 @@ __all__ = [
 
 ADMIN_ONLY = frozenset({"watch", "terminate", "lock_user"})
 """Operations that act on live sessions or users (auditors only read)."""
+
+DECISIONS = frozenset({"approve_request", "deny_request"})
+"""Deciding access requests: admins and approvers (the request flow checks the rest)."""
+
+APPROVER_OPS = frozenset({"whoami", "list_requests"}) | DECISIONS
+"""All an approver may do through the control API."""
+
+CONTROL_ROLES = (Role.ADMIN, Role.AUDITOR, Role.APPROVER)
+"""Who may use the control API at all (contractors may not)."""
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -48,10 +61,10 @@ def authorize_operator(name: str, user: User | None, now: float) -> Operator:
     """The operator for a ``hello`` naming ``name`` (raises ControlError if refused)."""
     if user is None:
         raise ControlError(f"no bastion user named '{name}'; see 'bastion user list'")
-    if user.role not in (Role.ADMIN, Role.AUDITOR):
+    if user.role not in CONTROL_ROLES:
         raise ControlError(
-            f"user {name} is a {user.role.value}; the control API is for admins and auditors "
-            f"(an admin can change the role)"
+            f"user {name} is a {user.role.value}; the control API is for admins, auditors "
+            f"and approvers (an admin can change the role)"
         )
     if user.disabled:
         raise ControlError(f"user {name} is disabled; ask an admin to 'bastion user enable'")
@@ -62,6 +75,18 @@ def authorize_operator(name: str, user: User | None, now: float) -> Operator:
 
 def require_role(operator: Operator, op: str) -> None:
     """Raise ControlError if ``operator`` may not run ``op``."""
+    if operator.role == Role.APPROVER.value:
+        if op not in APPROVER_OPS:
+            raise ControlError(
+                f"'{op}' needs the admin or auditor role; {operator.name} is an approver "
+                "(approvers can list, approve and deny access requests)"
+            )
+        return
+    if op in DECISIONS and operator.role != Role.ADMIN.value:
+        raise ControlError(
+            f"'{op}' needs the approver or admin role; {operator.name} is an {operator.role} "
+            "(auditors can list access requests, not decide them)"
+        )
     if op in ADMIN_ONLY and operator.role != Role.ADMIN.value:
         raise ControlError(
             f"'{op}' needs the admin role; {operator.name} is an {operator.role} "

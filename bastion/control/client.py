@@ -19,10 +19,12 @@ from bastion.control.messages import (
     LiveEnd,
     LiveEvent,
     Operator,
+    RequestInfo,
     SearchHit,
     SessionInfo,
     event_from_wire,
     from_dict,
+    request_from_wire,
 )
 
 __all__ = ["ControlClient"]
@@ -258,3 +260,27 @@ class ControlClient:
     async def lock_user(self, name: str, reason: str) -> None:
         """Lock a user (no more logins) and end their live sessions."""
         await self._request("lock_user", name=name, reason=reason)
+
+    async def list_requests(
+        self, *, pending_only: bool = False, limit: int = 50
+    ) -> list[RequestInfo]:
+        """Pending access requests (longest waiting first), then unless ``pending_only``
+        the ``limit`` most recent decided ones, newest first."""
+        reply = await self._request("list_requests", pending_only=pending_only, limit=limit)
+        return [request_from_wire(r) for r in reply.get("requests", [])]
+
+    async def approve_request(
+        self, request_id: int, *, duration: float | None = None, reason: str | None = None
+    ) -> RequestInfo:
+        """Approve as this operator (``duration``: shorter than asked); the request as it
+        is now (still pending if it needs more approvers). Refusals (own request, not an
+        approver, not pending, longer than asked) raise ControlError saying why."""
+        reply = await self._request(
+            "approve_request", request=request_id, duration=duration, reason=reason
+        )
+        return request_from_wire(reply.get("request"))
+
+    async def deny_request(self, request_id: int, reason: str) -> RequestInfo:
+        """Deny a pending request; the requester is told ``reason``."""
+        reply = await self._request("deny_request", request=request_id, reason=reason)
+        return request_from_wire(reply.get("request"))

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
 __all__ = [
+    "ApprovalInfo",
     "ControlError",
+    "HistoryEntry",
     "LiveEnd",
     "LiveEvent",
     "LiveInput",
@@ -22,12 +24,15 @@ __all__ = [
     "LiveQuery",
     "LiveResize",
     "Operator",
+    "RequestInfo",
     "SearchHit",
     "SessionInfo",
     "Snapshot",
     "b64",
     "event_from_wire",
     "event_to_wire",
+    "request_from_wire",
+    "request_to_wire",
     "unb64",
 ]
 
@@ -42,7 +47,7 @@ class Operator:
 
     name: str
     role: str
-    """"admin" or "auditor"."""
+    """"admin", "auditor" or "approver"."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,58 @@ class LiveEnd:
     reason: str
 
 
+@dataclass(frozen=True)
+class ApprovalInfo:
+    """One approver's yes, and how they narrowed the request (None: as asked)."""
+
+    approver: str
+    at: float
+    duration: float | None
+    targets: tuple[str, ...] | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One step in a request's life, for the console's history pane."""
+
+    at: float
+    who: str
+    what: str
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """An access request as the console lists it: what is asked, why, and what happened."""
+
+    id: int
+    kind: str
+    """"access", "extend" or "break-glass"."""
+    requester: str
+    targets: tuple[str, ...]
+    login: str | None
+    options: tuple[str, ...]
+    duration: float
+    """Seconds asked for."""
+    start_at: float | None
+    reason: str
+    state: str
+    """"pending", "approved", "denied", "lapsed" or "dropped"."""
+    created_at: float
+    lapses_at: float
+    extends_grant: int | None
+    decided_at: float | None
+    decided_by: str | None
+    decision_reason: str | None
+    approvals: tuple[ApprovalInfo, ...]
+    grants: tuple[int, ...]
+    needed: int
+    """Approvals still missing (0 unless pending)."""
+    approvers: tuple[str, ...]
+    """Who could approve it now (pending requests; empty otherwise)."""
+    history: tuple[HistoryEntry, ...]
+
+
 LiveEvent: TypeAlias = (
     Snapshot | LiveOutput | LiveInput | LiveResize | LiveMarker | LiveQuery | LiveEnd
 )
@@ -209,3 +266,46 @@ def from_dict(cls: type[Any], body: object) -> Any:
         return cls(**body)
     except TypeError as e:
         raise ControlError(f"malformed {cls.__name__} in the reply: {e}") from e
+
+
+def request_to_wire(info: RequestInfo) -> dict[str, Any]:
+    """A request as a JSON object (tuples become lists)."""
+    return asdict(info)
+
+
+def _list(body: dict[str, Any], key: str) -> list[Any] | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, list):
+        raise ControlError(f"'{key}' of a request must be a list")
+    return value
+
+
+def _names(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
+    value = _list(body, key)
+    if value is None:
+        return None
+    if not all(isinstance(v, str) for v in value):
+        raise ControlError(f"'{key}' of a request must be a list of strings")
+    return tuple(value)
+
+
+def request_from_wire(body: object) -> RequestInfo:
+    """Parse a request; raises ControlError if it is malformed."""
+    if not isinstance(body, dict):
+        raise ControlError("expected a RequestInfo object in the reply")
+    fields = dict(body)
+    approvals = []
+    for raw in _list(fields, "approvals") or ():
+        if not isinstance(raw, dict):
+            raise ControlError("an approval must be a JSON object")
+        approvals.append(from_dict(ApprovalInfo, {**raw, "targets": _names(raw, "targets")}))
+    fields["approvals"] = tuple(approvals)
+    fields["history"] = tuple(from_dict(HistoryEntry, h) for h in _list(fields, "history") or ())
+    for key in ("targets", "options", "approvers"):
+        fields[key] = _names(fields, key) or ()
+    grants = _list(fields, "grants") or []
+    if not all(isinstance(g, int) and not isinstance(g, bool) for g in grants):
+        raise ControlError("'grants' of a request must be a list of grant ids")
+    fields["grants"] = tuple(grants)
+    info: RequestInfo = from_dict(RequestInfo, fields)
+    return info

@@ -18,7 +18,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,13 @@ from bastion.control.messages import (
     SearchHit,
     SessionInfo,
     event_to_wire,
+    request_to_wire,
 )
+from bastion.control.request_view import list_requests, request_of
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher, to_live_event
 from bastion.errors import BastionError, NotFound
+from bastion.request_flow import RequestFlow
 from bastion.service import BastionNode
 from bastion.store.models import SessionRecord
 
@@ -94,6 +97,13 @@ def _opt_float(req: dict[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ControlError(f"'{key}' must be a number (Unix seconds)")
     return float(value)
+
+
+def _request_id(req: dict[str, Any]) -> int:
+    value = req.get("request")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ControlError("'request' must be a request id (a positive integer)")
+    return value
 
 
 def _limit(req: dict[str, Any], default: int) -> int:
@@ -291,6 +301,9 @@ class ControlServer:
             "terminate": self._terminate,
             "lock_user": self._lock_user,
             "unwatch": self._unwatch,
+            "list_requests": self._list_requests,
+            "approve_request": self._approve_request,
+            "deny_request": self._deny_request,
         }
 
     async def start_unix(self, path: Path) -> asyncio.AbstractServer:
@@ -460,6 +473,43 @@ class ControlServer:
         ended = {sid: (actor, done.message) for sid in done.sessions}
         node.live.apply_terminations(ended)
         return {"sessions_ended": len(ended)}
+
+    def _flow(self, conn: _Connection) -> tuple[RequestFlow, str]:
+        """The node's request flow audited as coming from this control connection."""
+        assert conn.operator is not None  # noqa: S101  set by the handshake
+        actor = conn.operator.name
+        origin = Origin.control(actor, self.node.node).details
+        return replace(self.node.requests, origin=dict(origin)), actor
+
+    async def _list_requests(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+        pending_only = req.get("pending_only", False)
+        if not isinstance(pending_only, bool):
+            raise ControlError("'pending_only' must be true or false")
+        flow, _actor = self._flow(conn)
+        found = await self.node.call(
+            list_requests, flow, pending_only=pending_only, limit=_limit(req, 50)
+        )
+        return {"requests": [request_to_wire(r) for r in found]}
+
+    async def _approve_request(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+        request_id = _request_id(req)
+        duration = _opt_float(req, "duration")
+        if duration is not None and duration <= 0:
+            raise ControlError("'duration' must be a positive number of seconds")
+        flow, actor = self._flow(conn)
+        out = await self.node.call(
+            flow.approve, request_id, actor, duration=duration, reason=_opt_str(req, "reason")
+        )
+        info = await self.node.call(request_of, flow, out.request)
+        return {"request": request_to_wire(info)}
+
+    async def _deny_request(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+        request_id = _request_id(req)
+        reason = _str(req, "reason")
+        flow, actor = self._flow(conn)
+        out = await self.node.call(flow.deny, request_id, actor, reason)
+        info = await self.node.call(request_of, flow, out.request)
+        return {"request": request_to_wire(info)}
 
     async def _unwatch(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
         task = conn.watches.get(req.get("watch"))

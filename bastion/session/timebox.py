@@ -104,7 +104,10 @@ class LiveSessions:
             if s.grant_id not in states:
                 self._end(s, EndReason.GRANT_REMOVED, f"grant #{s.grant_id} no longer exists")
                 continue
-            stored, s.not_after = states[s.grant_id]
+            stored, not_after = states[s.grant_id]
+            if not_after > s.not_after:
+                s.warned.clear()  # extended: warn again before the new end
+            s.not_after = not_after
             if stored is GrantState.REVOKED:
                 self._end(s, EndReason.GRANT_REVOKED, f"grant #{s.grant_id} was revoked")
                 continue

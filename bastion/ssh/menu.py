@@ -82,4 +82,13 @@ bastion: name a target. Ways to connect:
   ssh alice%TARGET@BASTION ...      target in the user name (scp, sftp, rsync, -L)
   ssh alice%TARGET%LOGIN@BASTION    ... as a specific login
   ssh alice@BASTION grants          list your grants
+Access requests (approved by someone else; the clock starts at approval):
+  ssh alice@BASTION request web1 --for 2h --reason TEXT [--wait]   ask for access
+      [--login L] [--allow scp,sftp,port-forward,agent] [--start TIME]
+  ssh alice@BASTION request --extend GRANT_ID --for 1h --reason TEXT
+  ssh alice@BASTION request web1 --break-glass --reason TEXT       access now, reviewed
+  ssh alice@BASTION requests        your requests;  drop GRANT_ID  give access back
+  ssh bob@BASTION requests --pending                requests you may decide
+  ssh bob@BASTION approve ID [--for SHORTER] [--targets A,B] [--allow X|none] [--reason T]
+  ssh bob@BASTION deny ID --reason TEXT
 """

@@ -3,8 +3,11 @@
 ``ssh alice@bastion web1 CMD`` names it in the command, ``ssh -t alice@bastion``
 gets a menu of live grants, ``ssh alice@bastion grants`` lists them and
 ``ssh alice@bastion db-token pg1 [CREDSET]`` issues a database token for the
-PostgreSQL listener. This mixin holds that dialogue so the relay module stays
-about relaying.
+PostgreSQL listener, and ``request``/``requests``/``approve``/``deny``/``drop``
+are the access-request built-ins (``bastion.ssh.request_dialogue``). A built-in's
+word wins over a target of that name in the command form; such a target is still
+reached as ``ssh alice%NAME@bastion`` or from the menu. This mixin holds that
+dialogue so the relay module stays about relaying.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from bastion.grants import format_time, is_usable
 from bastion.service import BastionNode
 from bastion.ssh.login_name import LoginName, valid_name
 from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
+from bastion.ssh.request_commands import COMMANDS as REQUEST_COMMANDS
+from bastion.ssh.request_commands import CommandError
+from bastion.ssh.request_dialogue import RequestDialogue
 from bastion.store.models import Grant, Target, User
 
 DB_TOKEN_USAGE = "usage: ssh USER@BASTION db-token TARGET [CREDSET]\n"  # noqa: S105  help text
@@ -88,6 +94,8 @@ class TargetChoice:
                 await self._builtin(first)
             if first == "db-token":
                 await self._db_token(words[1].split() if len(words) > 1 else [])
+            if first in REQUEST_COMMANDS:
+                await self._request_command(first, words[1] if len(words) > 1 else "")
             if not valid_name(first):
                 raise Refusal("usage", f"'{first}' is not a target name\r\n{USAGE}", 2)
             rest = words[1] if len(words) > 1 else ""
@@ -213,3 +221,32 @@ class TargetChoice:
         assert self.chan is not None  # noqa: S101  set on channel open
         self.chan.write(text.encode())
         raise Refusal("builtin", "", 0)
+
+    async def _request_command(self, name: str, rest: str) -> None:
+        """An access-request built-in; on a terminal, Ctrl-C or Enter stops a ``--wait``."""
+        assert self.chan is not None  # noqa: S101  set on channel open
+        chan, pty = self.chan, self.pty is not None
+        if pty:
+            self.line, self._line_ready = LineInput(), asyncio.Event()
+            if self.pending:
+                data, self.pending = bytes(self.pending), bytearray()
+                self.data_received(data, None)
+                chan.resume_reading()
+
+        def write(text: str) -> None:
+            if not self.closed:
+                chan.write((text.replace("\n", "\r\n") if pty else text).encode())
+
+        def stopped() -> bool:
+            return self.closed or (self.line is not None and self.line.done)
+
+        ctx = self.ctx
+        dialogue = RequestDialogue(self.node, ctx.user, ctx.client_addr, write, stopped)
+        try:
+            status = await dialogue.run(name, rest)
+        except CommandError as e:
+            message = f"bastion: {e}".rstrip("\n").replace("\n", "\r\n") + "\r\n"
+            raise Refusal("builtin", message, e.status) from e
+        finally:
+            self.line = None
+        raise Refusal("builtin", "", status)

@@ -9,11 +9,19 @@ PostgreSQL alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import NotFound
 from bastion.store.backends import Tx
-from bastion.store.models import AuditEvent, Grant, User
+from bastion.store.models import (
+    AccessRequest,
+    AuditEvent,
+    Grant,
+    RequestState,
+    Target,
+    User,
+)
 
 if TYPE_CHECKING:
     from bastion.store.db import Store
@@ -60,3 +68,97 @@ class AuditedChange:
     def revoke_grant(self, grant_id: int, by: str, at: float) -> Grant:
         """End a grant now; raises NotFound, or StoreError if it was already revoked."""
         return self._store._revoke_grant_tx(self._tx, grant_id, by, at)
+
+    # --- access requests (bastion.request_flow) ------------------------------------
+
+    def target(self, name: str) -> Target | None:
+        """The live target named ``name``, or None."""
+        found = self._store._targets(self._tx, "name = ? AND removed_at IS NULL", [name])
+        return found[0] if found else None
+
+    def user_groups(self, user_id: int) -> tuple[str, ...]:
+        """The groups a user belongs to."""
+        return self._store._user_groups_tx(self._tx, user_id)
+
+    def set_user_groups(self, user_id: int, groups: Iterable[str]) -> None:
+        """Replace a user's groups."""
+        self._store._set_user_groups_tx(self._tx, user_id, groups)
+
+    def set_target_request_policy(
+        self,
+        name: str,
+        *,
+        approvals: int | None,
+        approvers: Sequence[str] | None,
+        max_request: float | None,
+    ) -> Target:
+        """Set a live target's request policy (None leaves a part); raises NotFound."""
+        self._store._set_target_request_policy_tx(
+            self._tx, name, approvals=approvals, approvers=approvers, max_request=max_request
+        )
+        found = self.target(name)
+        if found is None:
+            raise NotFound(f"no target named '{name}'; see 'bastion target list'")
+        return found
+
+    def request(self, request_id: int) -> AccessRequest:
+        """The request (with approvals and grants); raises NotFound."""
+        return self._store._request_tx(self._tx, request_id)
+
+    def add_request(self, **fields: object) -> AccessRequest:
+        """A new pending request (fields of ``Requests._add_request_tx``)."""
+        return self._store._add_request_tx(self._tx, **fields)  # type: ignore[arg-type]
+
+    def add_approval(
+        self,
+        request_id: int,
+        approver: str,
+        at: float,
+        *,
+        duration: float | None,
+        targets: Sequence[str] | None,
+        options: Iterable[str] | None,
+        reason: str | None,
+    ) -> None:
+        """One approver's yes; raises StoreError if they already approved."""
+        self._store._add_approval_tx(
+            self._tx,
+            request_id,
+            approver,
+            at,
+            duration=duration,
+            targets=targets,
+            options=options,
+            reason=reason,
+        )
+
+    def decide_request(
+        self, request_id: int, state: RequestState, *, by: str | None, at: float,
+        reason: str | None,
+    ) -> AccessRequest:  # fmt: skip
+        """Move a pending request to ``state``; raises StoreError if it is no longer pending."""
+        return self._store._decide_request_tx(
+            self._tx, request_id, state, by=by, at=at, reason=reason
+        )
+
+    def review_request(self, request_id: int, by: str, at: float, note: str) -> AccessRequest:
+        """Close a break-glass request's review."""
+        return self._store._review_request_tx(self._tx, request_id, by, at, note)
+
+    def add_grant(self, **fields: object) -> Grant:
+        """A grant (fields of ``Store.add_grant``)."""
+        return self._store._add_grant_tx(self._tx, **fields)  # type: ignore[arg-type]
+
+    def extend_grant(self, grant_id: int, not_after: float) -> Grant:
+        """Move an active grant's end later; raises StoreError otherwise."""
+        self._store._extend_grant_tx(self._tx, grant_id, not_after)
+        found = self._store._grant(self._tx, grant_id)
+        if found is None:
+            raise NotFound(f"no grant #{grant_id}")
+        return found
+
+    def grant(self, grant_id: int) -> Grant | None:
+        """The grant with this id, or None."""
+        return self._store._grant(self._tx, grant_id)
+
+

@@ -31,6 +31,7 @@ from bastion.store.models import (
     TargetKind,
     User,
 )
+from bastion.store.requests import Requests
 from bastion.store.tokens import Tokens
 
 _IN_CHUNK = 500
@@ -60,7 +61,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens):
+class Store(History, Tokens, Requests):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:
@@ -400,36 +401,74 @@ class Store(History, Tokens):
         options: Iterable[str],
         now: float,
         state: GrantState = GrantState.ACTIVE,
+        request_id: int | None = None,
     ) -> Grant:
         """Record a grant. Raises NotFound for an unknown user or removed target."""
+        with self._db.transaction(write=True) as tx:
+            return self._add_grant_tx(
+                tx,
+                user_id=user_id,
+                target_id=target_id,
+                login=login,
+                credset=credset,
+                not_before=not_before,
+                not_after=not_after,
+                reason=reason,
+                requested_by=requested_by,
+                approved_by=approved_by,
+                options=options,
+                now=now,
+                state=state,
+                request_id=request_id,
+            )
+
+    def _add_grant_tx(
+        self,
+        tx: Tx,
+        *,
+        user_id: int,
+        target_id: int,
+        login: str | None,
+        credset: str | None,
+        not_before: float,
+        not_after: float,
+        reason: str,
+        requested_by: str,
+        approved_by: str | None,
+        options: Iterable[str],
+        now: float,
+        state: GrantState = GrantState.ACTIVE,
+        request_id: int | None = None,
+    ) -> Grant:
         if not not_after > not_before:
             raise StoreError("a grant must end after it starts (not_after > not_before)")
-        with self._db.transaction(write=True) as tx:
-            self._require_user_id(tx, user_id)
-            live = tx.one("SELECT removed_at FROM targets WHERE id = ?", [target_id])
-            if live is None or live["removed_at"] is not None:
-                raise NotFound(f"no target with id {target_id}; see 'bastion target list'")
-            grant_id = tx.insert(
-                "INSERT INTO grants (user_id, target_id, login, credset, not_before, not_after,"
-                " reason, requested_by, approved_by, state, options, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                [
-                    user_id,
-                    target_id,
-                    login,
-                    credset,
-                    float(not_before),
-                    float(not_after),
-                    reason,
-                    requested_by,
-                    approved_by,
-                    GrantState(state).value,
-                    rows.dump_list(sorted(set(options))),
-                    float(now),
-                ],
-            )
-            found = self._grant(tx, grant_id)
-        assert found is not None  # noqa: S101  inserted just above
+        self._require_user_id(tx, user_id)
+        live = tx.one("SELECT removed_at FROM targets WHERE id = ?", [target_id])
+        if live is None or live["removed_at"] is not None:
+            raise NotFound(f"no target with id {target_id}; see 'bastion target list'")
+        grant_id = tx.insert(
+            "INSERT INTO grants (user_id, target_id, login, credset, not_before, not_after,"
+            " reason, requested_by, approved_by, state, options, created_at, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [
+                user_id,
+                target_id,
+                login,
+                credset,
+                float(not_before),
+                float(not_after),
+                reason,
+                requested_by,
+                approved_by,
+                GrantState(state).value,
+                rows.dump_list(sorted(set(options))),
+                float(now),
+                request_id,
+            ],
+        )
+        found = self._grant(tx, grant_id)
+        if found is None:  # pragma: no cover - inserted just above
+            raise StoreError(f"grant #{grant_id} vanished inside its own transaction")
         return found
 
     def get_grant(self, grant_id: int) -> Grant | None:

@@ -203,6 +203,58 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE targets ADD COLUMN tls_ca TEXT",
         ),
     ),
+    Migration(
+        5,
+        "access requests, approvals, groups and per-target request policy",
+        (
+            # A contractor's request for access (or an extension, or break-glass),
+            # kept for good whatever becomes of it.
+            """CREATE TABLE access_requests (
+                id {ID},
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                kind TEXT NOT NULL,
+                targets TEXT NOT NULL,
+                login TEXT,
+                options TEXT NOT NULL,
+                duration {FLOAT} NOT NULL,
+                start_at {FLOAT},
+                reason TEXT NOT NULL,
+                state TEXT NOT NULL,
+                extends_grant_id {BIGINT} REFERENCES grants (id),
+                created_at {FLOAT} NOT NULL,
+                lapses_at {FLOAT} NOT NULL,
+                decided_at {FLOAT},
+                decided_by TEXT,
+                decision_reason TEXT,
+                reviewed_at {FLOAT},
+                reviewed_by TEXT,
+                review_note TEXT,
+                client_addr TEXT
+            )""",
+            "CREATE INDEX access_requests_state ON access_requests (state, lapses_at)",
+            "CREATE INDEX access_requests_user ON access_requests (user_id, id)",
+            # One row per approval (N-of-M): who, when, and how they narrowed it.
+            """CREATE TABLE request_approvals (
+                request_id {BIGINT} NOT NULL REFERENCES access_requests (id),
+                approver TEXT NOT NULL,
+                at {FLOAT} NOT NULL,
+                duration {FLOAT},
+                targets TEXT,
+                options TEXT,
+                reason TEXT,
+                PRIMARY KEY (request_id, approver)
+            )""",
+            """CREATE TABLE user_groups (
+                user_id {BIGINT} NOT NULL REFERENCES users (id),
+                name TEXT NOT NULL,
+                PRIMARY KEY (user_id, name)
+            )""",
+            "ALTER TABLE targets ADD COLUMN approvals INTEGER",
+            "ALTER TABLE targets ADD COLUMN approvers TEXT",
+            "ALTER TABLE targets ADD COLUMN max_request {FLOAT}",
+            "ALTER TABLE grants ADD COLUMN request_id {BIGINT}",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

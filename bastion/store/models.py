@@ -18,6 +18,8 @@ class Role(StrEnum):
     CONTRACTOR = "contractor"
     ADMIN = "admin"
     AUDITOR = "auditor"
+    APPROVER = "approver"
+    """Decides other people's access requests (over SSH, the CLI or the console)."""
 
 
 class TargetKind(StrEnum):
@@ -95,6 +97,12 @@ class Target:
     """Upstream TLS for a postgres target: disable, prefer, require or verify-full."""
     tls_ca: str | None = None
     """CA certificate file that verify-full checks the server against (None: system CAs)."""
+    approvals: int | None = None
+    """Distinct approvals a request for this target needs (None: ``[requests] approvals``)."""
+    approvers: tuple[str, ...] = ()
+    """Who may approve (names and ``@group``s); empty: any approver or admin."""
+    max_request: float | None = None
+    """Longest access a request may get (None: ``[requests] max_duration``)."""
 
     @property
     def default_login(self) -> str | None:
@@ -123,6 +131,8 @@ class Grant:
     created_at: float
     revoked_at: float | None = None
     revoked_by: str | None = None
+    request_id: int | None = None
+    """The access request this grant came from (None: typed by an admin)."""
 
     def state_at(self, now: float) -> GrantState:
         """The effective state at ``now``: stored state, or EXPIRED once past not_after."""
@@ -224,3 +234,64 @@ class TokenRecord:
     def live_at(self, now: float) -> bool:
         """Not revoked and not yet expired at ``now``."""
         return self.revoked_at is None and now < self.expires_at
+
+
+class RequestKind(StrEnum):
+    """What a request asks for."""
+
+    ACCESS = "access"
+    EXTEND = "extend"
+    BREAK_GLASS = "break-glass"
+
+
+class RequestState(StrEnum):
+    """Where a request is; only ``approved`` ever grants anything."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    LAPSED = "lapsed"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approver's yes, and how they narrowed the request (None: as asked)."""
+
+    approver: str
+    at: float
+    duration: float | None
+    targets: tuple[str, ...] | None
+    options: frozenset[str] | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """A contractor's request for access, an extension, or break-glass."""
+
+    id: int
+    user_id: int
+    user_name: str
+    kind: RequestKind
+    targets: tuple[str, ...]
+    login: str | None
+    options: frozenset[str]
+    duration: float
+    start_at: float | None
+    reason: str
+    state: RequestState
+    created_at: float
+    lapses_at: float
+    extends_grant_id: int | None = None
+    decided_at: float | None = None
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    reviewed_at: float | None = None
+    reviewed_by: str | None = None
+    review_note: str | None = None
+    client_addr: str | None = None
+    approvals: tuple[Approval, ...] = ()
+    grant_ids: tuple[int, ...] = ()
+    """The grants it became (one per target), once approved."""
+

@@ -33,12 +33,13 @@ USER_COLUMNS = (
 )
 TARGET_COLUMNS = (
     "id, name, kind, host, port, logins, principal, host_keys, host_ca_keys, dbname,"
-    " created_at, removed_at, tls_mode, tls_ca"
+    " created_at, removed_at, tls_mode, tls_ca, approvals, approvers, max_request"
 )
 GRANT_SELECT = (
     "SELECT g.id, g.user_id, u.name AS user_name, g.target_id, t.name AS target_name,"
     " g.login, g.credset, g.not_before, g.not_after, g.reason, g.requested_by,"
-    " g.approved_by, g.state, g.options, g.created_at, g.revoked_at, g.revoked_by"
+    " g.approved_by, g.state, g.options, g.created_at, g.revoked_at, g.revoked_by,"
+    " g.request_id"
     " FROM grants g JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id"
 )
 SESSION_SELECT = (
@@ -137,6 +138,9 @@ def target(row: Row, credsets: Sequence[Credset]) -> Target:
         created_at=float(row["created_at"]),
         tls_mode=row["tls_mode"],
         tls_ca=row["tls_ca"],
+        approvals=None if row["approvals"] is None else int(row["approvals"]),
+        approvers=tuple(load_list(row["approvers"])) if row["approvers"] else (),
+        max_request=_opt_float(row["max_request"]),
     )
 
 
@@ -160,6 +164,7 @@ def grant(row: Row) -> Grant:
         created_at=float(row["created_at"]),
         revoked_at=_opt_float(row["revoked_at"]),
         revoked_by=row["revoked_by"],
+        request_id=None if row["request_id"] is None else int(row["request_id"]),
     )
 
 

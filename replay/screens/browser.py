@@ -4,7 +4,8 @@ Filters (user, target, since, until, live only) go to the node as ``list_session
 arguments; search (``/``) asks the node for commands and queries containing the text
 and lists the hits, each of which opens the player at its moment. Enter on a session
 opens the player; on a live session an admin gets the live view instead (``w``
-always watches). Requests run in async workers, so a slow node never freezes keys.
+always watches). The status line counts pending access requests; ``p`` opens them.
+Requests run in async workers, so a slow node never freezes keys.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from replay.formatting import (
     one_line,
     parse_when,
 )
-from replay.messages import OpenLive, OpenPlayer
+from replay.messages import OpenLive, OpenPlayer, OpenRequests
 from replay.screens.help import HelpScreen
 from replay.source import SearchHit, SessionInfo, SessionSource, SourceError
 
@@ -90,7 +91,8 @@ class BrowserScreen(Screen[None]):
         Binding("f", "filter", "Filter", tooltip="edit the user/target/date filters"),
         Binding("l", "live_only", "Live only", tooltip="show only live sessions, or all"),
         Binding("r", "reload", "Reload"),
-        Binding("escape", "clear", "Clear", tooltip="clear the search results"),
+        Binding("p", "requests", "Requests", tooltip="the access requests (pending first)"),
+        Binding("escape", "clear", "Clear", tooltip="clear the search results", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -114,6 +116,8 @@ class BrowserScreen(Screen[None]):
         self.sessions: dict[str, SessionInfo] = {}
         self.hits: list[SearchHit] = []
         self.filters = Filters()
+        self.pending_requests: int | None = None
+        """Pending access requests at the last reload (None: the node did not say)."""
 
     def compose(self) -> ComposeResult:
         """Filters, search box, sessions table, search hits, status, keys."""
@@ -143,8 +147,10 @@ class BrowserScreen(Screen[None]):
         hits.display = False
         table.focus()
         self.reload()
+        self.count_requests()
         if self.refresh_interval:
             self.set_interval(self.refresh_interval, self.reload)
+            self.set_interval(self.refresh_interval, self.count_requests)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Watching is for admins only."""
@@ -182,6 +188,9 @@ class BrowserScreen(Screen[None]):
         parts += [f"{k} {format_when(v)}" for k, v in (("since", f.since), ("until", f.until)) if v]
         if self.hits:
             parts.append(f"{len(self.hits)} search hits")
+        if self.pending_requests:
+            n = self.pending_requests
+            parts.append(f"{n} pending request{'s' if n != 1 else ''} (p)")
         self.query_one("#info", Static).update(Text("bastion sessions · " + " · ".join(parts)))
 
     @work(exclusive=True, group="load")
@@ -209,6 +218,21 @@ class BrowserScreen(Screen[None]):
         if selected in self.sessions:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         self._status()
+
+    @work(exclusive=True, group="requests")
+    async def count_requests(self) -> None:
+        """How many access requests wait for a decision (silent if the node cannot say)."""
+        try:
+            pending = await self.source.list_requests(pending_only=True)
+        except SourceError:
+            return
+        self.pending_requests = len(pending)
+        self._status()
+
+    def on_screen_resume(self) -> None:
+        """Back from another screen (e.g. after deciding requests): count again."""
+        if self.is_mounted:
+            self.count_requests()
 
     @work(exclusive=True, group="search")
     async def run_search(self, text: str) -> None:
@@ -298,6 +322,15 @@ class BrowserScreen(Screen[None]):
             self.notify("select a live session to watch", timeout=3, markup=False)
             return
         self.post_message(OpenLive(session))
+
+    def action_reload(self) -> None:
+        """Ask the node again (sessions and the pending count)."""
+        self.reload()
+        self.count_requests()
+
+    def action_requests(self) -> None:
+        """Open the access requests."""
+        self.post_message(OpenRequests())
 
     def action_search(self) -> None:
         """Focus the search box."""

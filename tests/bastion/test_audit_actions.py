@@ -23,7 +23,11 @@ CONTRACT = {
     "db-token.refused", "db-token.revoke", "control-token.revoke", "control.watch",
     "user.add", "user.disable", "user.enable", "user.lock", "user.unlock",
     "user.reset-mfa", "user.add-key", "user.control-token", "user.totp-code",
-    "target.add", "target.remove", "grant.add", "grant.revoke", "notify.failed",
+    "user.set-groups", "target.add", "target.remove", "target.set-policy", "grant.add",
+    "grant.revoke",
+    "request.created", "request.approved", "request.denied", "request.lapsed",
+    "request.break-glass", "request.reviewed", "request.dropped",
+    "notify.failed",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

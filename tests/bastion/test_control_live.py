@@ -14,6 +14,7 @@ import pytest
 from bastion.control.auth import token_hash
 from bastion.control.client import ControlClient
 from bastion.control.messages import ControlError, LiveEnd, LiveEvent, LiveOutput, Snapshot
+from bastion.request_flow import RequestFlow
 from bastion.store.models import Role, TokenPurpose
 from recorder import RecordingReader
 from recorder.events import Output
@@ -46,7 +47,7 @@ async def test_who_may_connect_and_what_they_may_do(bastion: BastionHarness) -> 
             await client.terminate("01XXXXXXXXXXXXXXXXXXXXXXXX", "no")
         with pytest.raises(ControlError, match="needs the admin role"):
             await client.lock_user(contractor.name, "no")
-    with pytest.raises(ControlError, match="for admins and auditors"):
+    with pytest.raises(ControlError, match="for admins, auditors and approvers"):
         await ControlClient.connect(sock, user=contractor.name)
     with pytest.raises(ControlError, match="no bastion user named 'nobody-here'"):
         await ControlClient.connect(sock, user="nobody-here")
@@ -58,7 +59,7 @@ def test_control_cli_and_control_token(bastion: BastionHarness) -> None:
     r = bastion.cli("control", "sessions", "--as", admin.name, "--json")
     assert r.returncode == 0, r.stderr
     r = bastion.cli("control", "sessions", "--as", contractor.name)
-    assert r.returncode == 1 and "for admins and auditors" in r.stderr
+    assert r.returncode == 1 and "for admins, auditors and approvers" in r.stderr
     r = bastion.cli("user", "control-token", admin.name, "--ttl", "1h")
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
@@ -66,7 +67,7 @@ def test_control_cli_and_control_token(bastion: BastionHarness) -> None:
     assert record is not None and record.user_name == admin.name
     assert record.purpose == TokenPurpose.CONTROL
     r = bastion.cli("user", "control-token", contractor.name)
-    assert r.returncode == 1 and "for admins and auditors" in r.stderr
+    assert r.returncode == 1 and "for admins, auditors and approvers" in r.stderr
 
 
 async def _collect(client: ControlClient, sid: str, got: list[LiveEvent]) -> None:
@@ -203,3 +204,46 @@ async def test_late_joiner_after_50_mb_gets_the_current_screen(
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_approvers_list_approve_and_deny_requests(bastion: BastionHarness) -> None:
+    sock = bastion.control_socket()
+    approver = bastion.contractor("apr", Role.APPROVER)
+    auditor = bastion.contractor("aud", Role.AUDITOR)
+    admin = bastion.contractor("adm", Role.ADMIN)
+    c = bastion.contractor()
+    flow = RequestFlow(bastion.store, bastion.config.requests)
+    asked = flow.create(c.user, targets=["web1"], duration=7200, reason="JIRA-7")
+    other = flow.create(c.user, targets=["web2"], duration=600, reason="JIRA-8")
+    own = flow.create(admin.user, targets=["web1"], duration=600, reason="mine")
+    async with await ControlClient.connect(sock, user=auditor.name) as client:
+        listed = {r.id: r for r in await client.list_requests(pending_only=True)}
+        assert listed[asked.request.id].reason == "JIRA-7"
+        assert approver.name in listed[asked.request.id].approvers
+        with pytest.raises(ControlError, match="needs the approver or admin role"):
+            await client.approve_request(asked.request.id)
+    async with await ControlClient.connect(sock, user=admin.name) as client:
+        with pytest.raises(ControlError, match="own request"):
+            await client.approve_request(own.request.id)
+    async with await ControlClient.connect(sock, user=approver.name) as client:
+        assert (await client.whoami()).role == "approver"
+        with pytest.raises(ControlError, match="approvers can list, approve and deny"):
+            await client.list_sessions()
+        with pytest.raises(ControlError, match="never lengthen it"):
+            await client.approve_request(asked.request.id, duration=3 * 3600)
+        done = await client.approve_request(asked.request.id, duration=1800, reason="half")
+        assert done.state == "approved" and len(done.grants) == 1
+        assert [h.who for h in done.history] == [c.name, approver.name, approver.name]
+        denied = await client.deny_request(other.request.id, "not today")
+        assert denied.state == "denied" and denied.decision_reason == "not today"
+        with pytest.raises(ControlError, match="is denied, not pending"):
+            await client.approve_request(other.request.id)
+        recent = {r.id: r.state for r in await client.list_requests()}
+        assert recent[asked.request.id] == "approved" and recent[other.request.id] == "denied"
+    (grant,) = bastion.store.list_grants(user_id=c.user.id)
+    assert grant.request_id == asked.request.id and grant.approved_by == approver.name
+    assert grant.not_after - grant.not_before == 1800
+    (row,) = bastion.audit(approver.name, "request.approved")
+    assert row.details["via"] == "control" and row.details["node"] == "test-node"
+    (row,) = bastion.audit(approver.name, "request.denied")
+    assert row.details["reason"] == "not today" and row.details["via"] == "control"

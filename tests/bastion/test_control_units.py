@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +29,22 @@ from bastion.control.messages import (
     LiveOutput,
     LiveQuery,
     Operator,
+    RequestInfo,
     Snapshot,
     event_from_wire,
     event_to_wire,
+    request_from_wire,
+    request_to_wire,
 )
+from bastion.control.request_view import history_of, list_requests, request_of
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher
 from bastion.pg.query_event import QUERY_EVENT
-from bastion.store.models import Role, TokenPurpose, TokenRecord, User
+from bastion.request_flow import RequestFlow
+from bastion.requests_config import RequestsConfig
+from bastion.secretbox import SecretBox
+from bastion.store import Store, open_store
+from bastion.store.models import Role, TargetKind, TokenPurpose, TokenRecord, User
 from recorder import RecordingReader
 from recorder.events import Output
 from recorder.writer import RecordingWriter, WriterPolicy
@@ -125,7 +135,7 @@ def test_who_gets_in_and_what_they_may_do() -> None:
     assert admin == Operator("ann", "admin") and auditor.role == "auditor"
     for refused, why in [
         (None, "no bastion user"),
-        (_user(Role.CONTRACTOR), "for admins and auditors"),
+        (_user(Role.CONTRACTOR), "for admins, auditors and approvers"),
         (_user(Role.ADMIN, disabled=True), "disabled"),
         (_user(Role.ADMIN, locked_until=now + 60), "locked"),
     ]:
@@ -135,8 +145,25 @@ def test_who_gets_in_and_what_they_may_do() -> None:
         require_role(admin, op)
         with pytest.raises(ControlError, match="needs the admin role"):
             require_role(auditor, op)
-    for op in ("list_sessions", "search", "recording_path", "whoami"):
+    for op in ("list_sessions", "search", "recording_path", "whoami", "list_requests"):
         require_role(auditor, op)
+
+
+def test_approvers_decide_requests_and_see_nothing_else() -> None:
+    now = time.time()
+    admin = authorize_operator("ann", _user(Role.ADMIN), now)
+    auditor = authorize_operator("ann", _user(Role.AUDITOR), now)
+    approver = authorize_operator("ann", _user(Role.APPROVER), now)
+    assert approver == Operator("ann", "approver")
+    for op in ("whoami", "list_requests", "approve_request", "deny_request"):
+        require_role(approver, op)
+        require_role(admin, op)
+    for op in ("list_sessions", "search", "recording_path", "watch", "terminate", "lock_user"):
+        with pytest.raises(ControlError, match="approvers can list, approve and deny"):
+            require_role(approver, op)
+    for op in ("approve_request", "deny_request"):
+        with pytest.raises(ControlError, match="needs the approver or admin role"):
+            require_role(auditor, op)
 
 
 def test_control_tokens() -> None:
@@ -245,3 +272,93 @@ async def test_slow_watcher_is_dropped_not_waited_for() -> None:
     assert len(await other.next_batch()) == 1
     await asyncio.sleep(0)
     assert other.ended == "exit"
+
+
+# -- access requests as the console sees them ---------------------------------------------
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'state.db'}", SecretBox(SecretBox.generate_key()))
+    for name in ("web1", "web2"):
+        s.add_target(
+            name=name, kind=TargetKind.SSH, host="127.0.0.1", port=22, logins=["ops"],
+            principal=name, host_keys=[], now=T0,
+        )  # fmt: skip
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _flow(store: Store, clock: list[float]) -> RequestFlow:
+    return RequestFlow(store, RequestsConfig(), lambda: clock[0], None, {"via": "test"})
+
+
+def _wire(info: RequestInfo) -> RequestInfo:
+    return request_from_wire(json.loads(json.dumps(request_to_wire(info))))
+
+
+def test_requests_listed_with_who_may_approve_and_their_history(store: Store) -> None:
+    clock = [T0]
+    flow = _flow(store, clock)
+    alice, _bob, _dan = (
+        store.add_user(name=name, role=role, ssh_keys=[], totp_secret=None, now=T0)
+        for name, role in (
+            ("alice", Role.CONTRACTOR),
+            ("bob", Role.APPROVER),
+            ("dan", Role.APPROVER),
+        )
+    )
+    store.set_target_request_policy("web2", approvals=2, approvers=None, max_request=None)
+    done = flow.create(alice, targets=["web1"], duration=7200, reason="JIRA-1")
+    clock[0] += 60
+    two = flow.create(alice, targets=["web2"], duration=3600, reason="JIRA-2", options=["scp"])
+    clock[0] += 60
+    flow.approve(two.request.id, "bob", duration=1800, reason="half is enough")
+    clock[0] += 60
+    flow.approve(done.request.id, "dan", duration=3600)
+    clock[0] += 60
+    denied = flow.create(alice, targets=["web1"], duration=600, reason="JIRA-3")
+    flow.deny(denied.request.id, "bob", "use the staging box")
+
+    shown = [_wire(r) for r in list_requests(flow, pending_only=False, limit=10)]
+    assert [(r.id, r.state) for r in shown] == [
+        (two.request.id, "pending"),
+        (denied.request.id, "denied"),
+        (done.request.id, "approved"),
+    ]
+    pending = shown[0]
+    assert pending.needed == 1 and pending.approvers == ("dan",)  # bob already approved
+    assert pending.options == ("scp",) and pending.reason == "JIRA-2"
+    assert pending.approvals[0].approver == "bob" and pending.approvals[0].duration == 1800
+    assert [(h.who, h.what) for h in pending.history] == [
+        ("alice", "asked for web2 with scp for 1h00m: JIRA-2"),
+        ("bob", "approved for 30m00s: half is enough"),
+    ]
+    approved = shown[2]
+    assert approved.needed == 0 and approved.approvers == () and len(approved.grants) == 1
+    assert approved.history[-1].who == "dan"
+    assert approved.history[-1].what == f"approved: grant #{approved.grants[0]}"
+    assert shown[1].history[-1].what == "denied: use the staging box"
+    assert [r.id for r in list_requests(flow, pending_only=True, limit=10)] == [two.request.id]
+    stored = store.get_request(pending.id)
+    assert stored is not None and request_of(flow, stored) == pending
+    stored = store.get_request(done.request.id)
+    assert stored is not None and history_of(stored) == approved.history
+    assert [h.at for h in approved.history] == sorted(h.at for h in approved.history)
+
+
+def test_malformed_requests_on_the_wire_are_refused() -> None:
+    for bad, why in [
+        ([], "RequestInfo object"),
+        ({"targets": "web1"}, "must be a list"),
+        ({"targets": [1]}, "list of strings"),
+        ({"grants": ["x"]}, "grant ids"),
+        ({"approvals": ["x"]}, "JSON object"),
+        ({"id": 1}, "malformed RequestInfo"),
+    ]:
+        with pytest.raises(ControlError, match=why):
+            request_from_wire(bad)

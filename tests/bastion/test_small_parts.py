@@ -83,6 +83,7 @@ def test_config_template_names_every_known_key() -> None:
         ("node", "log_level"),
         ("notify", "webhook"),
         ("notify", "syslog"),
+        ("requests", "auto_approve"),
     }
     assert shown <= known
 

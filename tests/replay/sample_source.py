@@ -5,7 +5,9 @@ names and recordings never change, so Pilot assertions and SVG snapshots are sta
 Search answers from the recordings themselves (typed commands, SQL), the way the
 node's index does. A live session plays a scripted list of events and then waits
 for more (``push``); ``terminate``/``lock_user`` are recorded and end the watch, as
-the node would. The real node is exercised by ``test_app_live_node.py``.
+the node would. Access requests are decided the way the node would for the few rules
+a screen must show (self-approval refused, never longer than asked). The real node
+is exercised by ``test_app_live_node.py`` and ``test_app_requests.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from pathlib import Path
 
 from recorder import RecordingReader, Structured, extract_commands
 from replay.source import (
+    ApprovalInfo,
+    HistoryEntry,
     LiveEnd,
     LiveEvent,
     Operator,
+    RequestInfo,
     SearchHit,
     SessionInfo,
     SourceError,
@@ -68,6 +73,52 @@ SESSIONS = [
 ]
 
 
+def _request(
+    rid: int, who: str, targets: str, duration: float, reason: str, state: str, created: float,
+    **kw: object,
+) -> RequestInfo:  # fmt: skip
+    fields: dict[str, object] = {
+        "id": rid,
+        "kind": "access",
+        "requester": who,
+        "targets": tuple(targets.split(",")),
+        "login": None,
+        "options": (),
+        "duration": duration,
+        "start_at": None,
+        "reason": reason,
+        "state": state,
+        "created_at": created,
+        "lapses_at": created + 3600,
+        "extends_grant": None,
+        "decided_at": None,
+        "decided_by": None,
+        "decision_reason": None,
+        "approvals": (),
+        "grants": (),
+        "needed": 1 if state == "pending" else 0,
+        "approvers": ("bob", "eve") if state == "pending" else (),
+        "history": (HistoryEntry(created, who, f"asked for {targets}: {reason}"),),
+    }
+    fields.update(kw)
+    return RequestInfo(**fields)  # type: ignore[arg-type]
+
+
+_BOB_OK = ApprovalInfo("bob", NOW - 300, None, None, "fine by me")
+REQUESTS = [
+    _request(12, "alice", "web1", 7200, "INC-4711 restart nginx after the cert renewal",
+             "pending", NOW - 900),
+    _request(11, "carol", "db1", 1800, "JIRA-88 check the failed invoices", "pending",
+             NOW - 1200, login="readonly", approvals=(_BOB_OK,), approvers=("eve",),
+             history=(HistoryEntry(NOW - 1200, "carol", "asked for db1 as readonly for 30m"),
+                      HistoryEntry(_BOB_OK.at, "bob", "approved: fine by me"))),
+    _request(10, "dave", "web2", 3600, "deploy 2025.05", "approved", START,
+             decided_at=START + 60, decided_by="eve", grants=(7,)),
+    _request(9, "alice", "db1", 8 * 3600, "debug", "denied", START - 600,
+             decided_at=START - 300, decided_by="bob", decision_reason="too long; ask for 1h"),
+]  # fmt: skip
+
+
 class SampleSource:
     """See the module docstring."""
 
@@ -76,9 +127,11 @@ class SampleSource:
         role: str = "admin",
         sessions: list[SessionInfo] | None = None,
         feeds: dict[str, list[LiveEvent]] | None = None,
+        requests: list[RequestInfo] | None = None,
     ) -> None:
         self.operator = Operator("eve", role)
         self.sessions = list(SESSIONS if sessions is None else sessions)
+        self.requests = list(REQUESTS if requests is None else requests)
         self.feeds = feeds or {}
         self.queues: dict[str, asyncio.Queue[LiveEvent]] = {}
         self.calls: list[tuple[str, ...]] = []
@@ -171,6 +224,53 @@ class SampleSource:
 
     async def lock_user(self, name: str, reason: str) -> None:
         self.calls.append(("lock_user", name, reason))
+
+    async def list_requests(
+        self, *, pending_only: bool = False, limit: int = 50
+    ) -> list[RequestInfo]:
+        self.calls.append(("list_requests", str(pending_only)))
+        if self.operator.role not in ("admin", "auditor", "approver"):
+            raise SourceError("the control API is for admins, auditors and approvers")
+        return [r for r in self.requests if r.state == "pending" or not pending_only][:limit]
+
+    def _decidable(self, request_id: int) -> RequestInfo:
+        if self.operator.role not in ("admin", "approver"):
+            raise SourceError("'approve_request' needs the approver or admin role")
+        r = next((r for r in self.requests if r.id == request_id), None)
+        if r is None:
+            raise SourceError(f"no request #{request_id}")
+        if r.state != "pending":
+            raise SourceError(f"request #{r.id} is {r.state}, not pending")
+        if r.requester == self.operator.name:
+            raise SourceError("nobody approves their own request, admins included")
+        return r
+
+    def _store(self, r: RequestInfo, what: str, **changes: object) -> RequestInfo:
+        step = HistoryEntry(NOW, self.operator.name, what)
+        done = replace(r, history=(*r.history, step), **changes)  # type: ignore[arg-type]
+        self.requests = [done if x.id == r.id else x for x in self.requests]
+        return done
+
+    async def approve_request(
+        self, request_id: int, *, duration: float | None = None, reason: str | None = None
+    ) -> RequestInfo:
+        self.calls.append(("approve_request", str(request_id), str(duration), str(reason)))
+        r = self._decidable(request_id)
+        if duration is not None and duration > r.duration:
+            raise SourceError(f"an approval may shorten request #{r.id}, never lengthen it")
+        approval = ApprovalInfo(self.operator.name, NOW, duration, None, reason)
+        return self._store(
+            r, "approved", state="approved", approvals=(*r.approvals, approval), needed=0,
+            approvers=(), grants=(100 + r.id,), decided_at=NOW, decided_by=self.operator.name,
+        )  # fmt: skip
+
+    async def deny_request(self, request_id: int, reason: str) -> RequestInfo:
+        self.calls.append(("deny_request", str(request_id), reason))
+        r = self._decidable(request_id)
+        return self._store(
+            r, f"denied: {reason}", state="denied", needed=0, approvers=(), decided_at=NOW,
+            decided_by=self.operator.name, decision_reason=reason,
+        )  # fmt: skip
 
     async def close(self) -> None:
         self.closed = True

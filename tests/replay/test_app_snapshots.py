@@ -103,3 +103,13 @@ def test_terminate_dialog(snap_compare: Compare) -> None:
 def test_player_help(snap_compare: Compare) -> None:
     app = console(Start("replay", path=recording("s-vim")))
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps("question_mark"))
+
+
+def test_requests_view(snap_compare: Compare) -> None:
+    app = console(Start("browse"), SampleSource())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps("p", "down"))
+
+
+def test_approve_dialog(snap_compare: Compare) -> None:
+    app = console(Start("browse"), SampleSource())
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps("p", "a", *"30m"))

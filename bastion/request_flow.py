@@ -1,0 +1,582 @@
+"""The access-request workflow: create, approve, deny, lapse, break-glass, extend, drop, review.
+
+Each step applies the rules of ``bastion.access_requests`` and changes state and
+its audit row in one store transaction (``Store.audited_change``), so a decision
+that happened is always audited and an audit row always means it happened. An
+approved request becomes ordinary grants (one per target) that carry its id,
+so the time box, revocation and every session path treat them like any grant.
+After the transaction, ``announce`` is told (notifications); it must not block.
+
+Synchronous like the store: the SSH front end runs it through ``BastionNode.call``,
+the CLI calls it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion import audit_actions as actions
+from bastion.access_requests import (
+    RequestPolicy,
+    RequestRefused,
+    approved_scope,
+    approver_allowed,
+    check_new_request,
+    distinct_approvers,
+    extended_end,
+    grant_window,
+    narrowed,
+    policy_for,
+    who_can_approve,
+)
+from bastion.errors import NotFound, StoreError
+from bastion.requests_config import RequestsConfig
+from bastion.store import Store
+from bastion.store.audited import AuditedChange
+from bastion.store.models import (
+    AccessRequest,
+    Approval,
+    Grant,
+    GrantState,
+    RequestKind,
+    RequestState,
+    Target,
+    TargetKind,
+    User,
+)
+
+AUTO_APPROVER = "bastion:auto-approve"
+"""The approver name of requests approved by an ``[[requests.auto_approve]]`` rule."""
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """Something happened to a request: what notification sinks are told."""
+
+    event: str
+    """``request.created``, ``request.approved``, ``request.denied``, ``request.lapsed``,
+    ``request.break-glass``, ``request.extended``, ``request.dropped``, ``request.reviewed``."""
+    request: AccessRequest
+    actor: str
+    decision: str | None = None
+    reason: str | None = None
+    approvers: tuple[str, ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+    def details(self) -> dict[str, Any]:
+        """The JSON body's fields: event, request, requester, targets, reason, decision, who."""
+        r = self.request
+        return {
+            "event": self.event,
+            "request": r.id,
+            "kind": r.kind.value,
+            "requester": r.user_name,
+            "targets": list(r.targets),
+            "duration": r.duration,
+            "reason": r.reason,
+            "state": r.state.value,
+            "decision": self.decision,
+            "decided_by": self.actor if self.decision else None,
+            "decision_reason": self.reason,
+            "approvers": list(self.approvers),
+            "grants": [g.id for g in self.grants],
+            "not_after": max((g.not_after for g in self.grants), default=None),
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step did: the request as it is now, its grants, and who can still approve."""
+
+    request: AccessRequest
+    grants: tuple[Grant, ...] = ()
+    approvers: tuple[str, ...] = ()
+    needed: int = 0
+    """Approvals still missing (0 once approved)."""
+
+
+Announce = Callable[[RequestEvent], None]
+
+
+@dataclass
+class RequestFlow:
+    """The workflow over one store and the ``[requests]`` settings."""
+
+    store: Store
+    config: RequestsConfig
+    clock: Callable[[], float] = time.time
+    announce: Announce | None = None
+    origin: Mapping[str, Any] = field(default_factory=dict)
+    """Added to every audit row's details (``via``, ``uid``, ``node``...)."""
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _targets(self, change: AuditedChange, names: Sequence[str]) -> list[Target]:
+        found = []
+        for name in dict.fromkeys(names):
+            t = change.target(name)
+            if t is None:
+                raise RequestRefused(f"no target named '{name}'")
+            found.append(t)
+        return found
+
+    def _policy(self, change: AuditedChange, request: AccessRequest) -> RequestPolicy:
+        return policy_for(self._targets(change, request.targets), self.config)
+
+    def _approvers(self, policy: RequestPolicy, requester: str) -> tuple[str, ...]:
+        users = self.store.list_users()
+        groups = {u.name: self.store.user_groups(u.id) for u in users}
+        return tuple(who_can_approve(policy, users, requester, groups))
+
+    def _tell(self, event: RequestEvent) -> None:
+        if self.announce is not None:
+            self.announce(event)
+
+    def _audit(self, change: AuditedChange, **details: Any) -> None:
+        change.details.update({**self.origin, **details})
+
+    def _login_for(self, target: Target, login: str | None) -> tuple[str | None, str | None]:
+        """(ssh login, credential set) the grant for ``target`` gets."""
+        if target.kind is TargetKind.POSTGRES:
+            names = [c.name for c in target.credsets]
+            if login is None and len(names) == 1:
+                return None, names[0]
+            if login is None or login not in names:
+                raise RequestRefused(
+                    f"{target.name} is a database: name its credential set with --login "
+                    f"({', '.join(names) or 'none configured'})"
+                )
+            return None, login
+        return login or target.default_login, None
+
+    def _grants_for(
+        self,
+        change: AuditedChange,
+        request: AccessRequest,
+        approved_by: str,
+        approved_at: float,
+        policy: RequestPolicy,
+        approvals: Sequence[Approval],
+    ) -> tuple[Grant, ...]:
+        scope = approved_scope(request, approvals)
+        not_before, not_after = grant_window(
+            request, approved_at, scope.duration, policy, self.config
+        )
+        made = []
+        for target in self._targets(change, scope.targets):
+            login, credset = self._login_for(target, request.login)
+            made.append(
+                change.add_grant(
+                    user_id=request.user_id,
+                    target_id=target.id,
+                    login=login,
+                    credset=credset,
+                    not_before=not_before,
+                    not_after=not_after,
+                    reason=f"request #{request.id}: {request.reason}",
+                    requested_by=request.user_name,
+                    approved_by=approved_by,
+                    options=scope.options,
+                    now=approved_at,
+                    state=GrantState.ACTIVE,
+                    request_id=request.id,
+                )
+            )
+        return tuple(made)
+
+    # --- contractor steps --------------------------------------------------------------
+
+    def create(
+        self,
+        user: User,
+        *,
+        targets: Sequence[str],
+        duration: float,
+        reason: str,
+        login: str | None = None,
+        options: Sequence[str] = (),
+        start_at: float | None = None,
+        client_addr: str | None = None,
+    ) -> Outcome:
+        """A request for access; approved at once by a matching auto-approve rule.
+
+        Raises RequestRefused naming what the rules do not allow.
+        """
+        if not reason.strip():
+            raise RequestRefused("say why with --reason (it goes to the approvers)")
+        now = self.clock()
+        with self.store.audited_change(
+            user.name, actions.REQUEST_CREATED, ",".join(targets), now
+        ) as change:
+            found = self._targets(change, targets)
+            policy = policy_for(found, self.config)
+            opts = frozenset(options)
+            check_new_request(
+                targets=found, duration=duration, options=opts, login=login, policy=policy,
+                kind=RequestKind.ACCESS, config=self.config,
+            )  # fmt: skip
+            for t in found:
+                self._login_for(t, login)
+            request = change.add_request(
+                user_id=user.id,
+                kind=RequestKind.ACCESS,
+                targets=[t.name for t in found],
+                login=login,
+                options=opts,
+                duration=duration,
+                start_at=start_at,
+                reason=reason,
+                now=now,
+                lapses_at=now + self.config.pending_ttl,
+                client_addr=client_addr,
+            )
+            self._audit(
+                change, request=request.id, duration=duration, reason=reason,
+                options=sorted(opts), login=login, lapses_at=request.lapses_at,
+            )  # fmt: skip
+        approvers = self._approvers(policy, user.name)
+        self._tell(RequestEvent("request.created", request, user.name, approvers=approvers))
+        rule = self._auto_rule(user, request)
+        if rule is not None:
+            return self._approve(request.id, AUTO_APPROVER, reason=rule, auto=True)
+        return Outcome(request, approvers=approvers, needed=policy.approvals)
+
+    def _auto_rule(self, user: User, request: AccessRequest) -> str | None:
+        groups = self.store.user_groups(user.id)
+        for rule in self.config.auto_approve:
+            if rule.matches(
+                user=user.name, groups=groups, targets=request.targets,
+                duration=request.duration, now=self.clock(),
+            ):  # fmt: skip
+                return rule.describe()
+        return None
+
+    def break_glass(
+        self,
+        user: User,
+        *,
+        targets: Sequence[str],
+        reason: str,
+        duration: float | None = None,
+        login: str | None = None,
+        options: Sequence[str] = (),
+        client_addr: str | None = None,
+    ) -> Outcome:
+        """Access at once, capped at ``break_glass_max``, marked for review after the fact."""
+        if not reason.strip():
+            raise RequestRefused("break-glass needs a --reason; every approver is told")
+        now = self.clock()
+        length = min(duration or self.config.break_glass_max, self.config.break_glass_max)
+        with self.store.audited_change(
+            user.name, actions.REQUEST_BREAK_GLASS, ",".join(targets), now
+        ) as change:
+            found = self._targets(change, targets)
+            policy = policy_for(found, self.config)
+            opts = frozenset(options)
+            check_new_request(
+                targets=found, duration=length, options=opts, login=login, policy=policy,
+                kind=RequestKind.BREAK_GLASS, config=self.config,
+            )  # fmt: skip
+            request = change.add_request(
+                user_id=user.id,
+                kind=RequestKind.BREAK_GLASS,
+                targets=[t.name for t in found],
+                login=login,
+                options=opts,
+                duration=length,
+                start_at=None,
+                reason=reason,
+                now=now,
+                lapses_at=now,
+                client_addr=client_addr,
+            )
+            request = change.decide_request(
+                request.id, RequestState.APPROVED, by="break-glass", at=now, reason=reason
+            )
+            grants = self._grants_for(change, request, "break-glass", now, policy, ())
+            request = change.request(request.id)
+            self._audit(
+                change, request=request.id, duration=length, reason=reason,
+                grants=[g.id for g in grants], not_after=grants[0].not_after if grants else None,
+            )  # fmt: skip
+        approvers = self._approvers(policy, user.name)
+        self._tell(
+            RequestEvent(
+                "request.break-glass", request, user.name, decision="approved",
+                reason=reason, approvers=approvers, grants=grants,
+            )
+        )  # fmt: skip
+        return Outcome(request, grants=grants, approvers=approvers)
+
+    def extend(
+        self, user: User, *, grant_id: int, duration: float, reason: str,
+        client_addr: str | None = None,
+    ) -> Outcome:  # fmt: skip
+        """Ask for a grant's end to move later (approved like any request)."""
+        if not reason.strip():
+            raise RequestRefused("say why with --reason (it goes to the approvers)")
+        grant = self.store.get_grant(grant_id)
+        if grant is None or grant.user_id != user.id:
+            raise RequestRefused(f"you have no grant #{grant_id}; see 'ssh BASTION grants'")
+        if grant.state_at(self.clock()) is not GrantState.ACTIVE:
+            raise RequestRefused(f"grant #{grant_id} is no longer active; request new access")
+        now = self.clock()
+        with self.store.audited_change(
+            user.name, actions.REQUEST_CREATED, grant.target_name, now
+        ) as change:
+            found = self._targets(change, [grant.target_name])
+            policy = policy_for(found, self.config)
+            check_new_request(
+                targets=found, duration=duration, options=grant.options, login=None,
+                policy=policy, kind=RequestKind.EXTEND, config=self.config,
+            )  # fmt: skip
+            request = change.add_request(
+                user_id=user.id,
+                kind=RequestKind.EXTEND,
+                targets=[grant.target_name],
+                login=grant.login or grant.credset,
+                options=grant.options,
+                duration=duration,
+                start_at=None,
+                reason=reason,
+                now=now,
+                lapses_at=now + self.config.pending_ttl,
+                extends_grant_id=grant.id,
+                client_addr=client_addr,
+            )
+            self._audit(
+                change, request=request.id, extends=grant.id, duration=duration, reason=reason
+            )
+        approvers = self._approvers(policy, user.name)
+        self._tell(RequestEvent("request.created", request, user.name, approvers=approvers))
+        return Outcome(request, approvers=approvers, needed=policy.approvals)
+
+    def drop(self, user: User, grant_id: int) -> Grant:
+        """Give a grant back early (its live sessions end at the time box's next pass)."""
+        now = self.clock()
+        grant = self.store.get_grant(grant_id)
+        if grant is None or grant.user_id != user.id:
+            raise RequestRefused(f"you have no grant #{grant_id}; see 'ssh BASTION grants'")
+        with self.store.audited_change(
+            user.name, actions.REQUEST_DROPPED, grant.target_name, now
+        ) as change:
+            try:
+                dropped = change.revoke_grant(grant_id, f"{user.name} (dropped)", now)
+            except StoreError as e:
+                raise RequestRefused(str(e)) from e
+            self._audit(change, grant=grant_id, request=grant.request_id)
+        if grant.request_id is not None:
+            request = self.store.get_request(grant.request_id)
+            if request is not None:
+                self._tell(
+                    RequestEvent(
+                        "request.dropped", request, user.name, decision="dropped",
+                        grants=(dropped,),
+                    )
+                )  # fmt: skip
+        return dropped
+
+    # --- approver steps ------------------------------------------------------------------
+
+    def approve(
+        self,
+        request_id: int,
+        approver: str,
+        *,
+        duration: float | None = None,
+        targets: Sequence[str] | None = None,
+        options: Sequence[str] | None = None,
+        reason: str | None = None,
+    ) -> Outcome:
+        """One approval; the request is approved once it has enough distinct approvers.
+
+        Raises RequestRefused (self-approval, not an approver, widening, not
+        pending) and NotFound for an unknown request or approver.
+        """
+        return self._approve(
+            request_id, approver, duration=duration, targets=targets, options=options,
+            reason=reason,
+        )  # fmt: skip
+
+    def _approve(
+        self,
+        request_id: int,
+        approver: str,
+        *,
+        duration: float | None = None,
+        targets: Sequence[str] | None = None,
+        options: Sequence[str] | None = None,
+        reason: str | None = None,
+        auto: bool = False,
+    ) -> Outcome:
+        now = self.clock()
+        opts = None if options is None else frozenset(options)
+        with self.store.audited_change(
+            approver, actions.REQUEST_APPROVED, f"request #{request_id}", now
+        ) as change:
+            request = change.request(request_id)
+            if request.state is RequestState.PENDING and request.lapses_at <= now:
+                raise RequestRefused(f"request #{request_id} lapsed; it can no longer be approved")
+            policy = self._policy(change, request)
+            if not auto:
+                who = change.user(approver)
+                approver_allowed(who, change.user_groups(who.id), request, policy)
+            elif request.state is not RequestState.PENDING:
+                raise RequestRefused(f"request #{request_id} is {request.state.value}")
+            narrowed(request, duration=duration, targets=targets, options=opts)
+            change.add_approval(
+                request_id, approver, now, duration=duration, targets=targets, options=opts,
+                reason=reason,
+            )  # fmt: skip
+            request = change.request(request_id)
+            have = distinct_approvers(request.approvals)
+            needed = 1 if auto else policy.approvals
+            if have < needed:
+                self._audit(
+                    change, request=request_id, approvals=have, needed=needed, final=False,
+                    duration=duration, targets=targets, reason=reason,
+                )  # fmt: skip
+                partial = True
+            else:
+                partial = False
+                grants = self._decide(change, request, policy, now, reason)
+                request = change.request(request_id)
+                self._audit(
+                    change, request=request_id, approvals=have, needed=needed, final=True,
+                    grants=[g.id for g in grants],
+                    not_after=max((g.not_after for g in grants), default=None),
+                    duration=duration, targets=targets, reason=reason, auto=auto or None,
+                )  # fmt: skip
+        if partial:
+            approvers = self._approvers(policy, request.user_name)
+            return Outcome(request, approvers=approvers, needed=needed - have)
+        decided_by = ",".join(a.approver for a in request.approvals)
+        event = "request.extended" if request.kind is RequestKind.EXTEND else "request.approved"
+        self._tell(
+            RequestEvent(event, request, decided_by, decision="approved", reason=reason,
+                         grants=grants)
+        )  # fmt: skip
+        return Outcome(request, grants=grants)
+
+    def _decide(
+        self,
+        change: AuditedChange,
+        request: AccessRequest,
+        policy: RequestPolicy,
+        now: float,
+        reason: str | None,
+    ) -> tuple[Grant, ...]:
+        """Enough approvals: make the grants (or move the extended grant's end)."""
+        decided_by = ",".join(a.approver for a in request.approvals)
+        if request.kind is RequestKind.EXTEND:
+            return self._extend(change, request, policy, now)
+        change.decide_request(
+            request.id, RequestState.APPROVED, by=decided_by, at=now, reason=reason
+        )
+        return self._grants_for(change, request, decided_by, now, policy, request.approvals)
+
+    def _extend(
+        self, change: AuditedChange, request: AccessRequest, policy: RequestPolicy, now: float
+    ) -> tuple[Grant, ...]:
+        assert request.extends_grant_id is not None  # noqa: S101  kind EXTEND always names one
+        grant = change.grant(request.extends_grant_id)
+        if grant is None or grant.state_at(now) is not GrantState.ACTIVE:
+            raise RequestRefused(
+                f"grant #{request.extends_grant_id} ended before the extension was approved"
+            )
+        scope = approved_scope(request, request.approvals)
+        end = extended_end(grant, scope.duration, now, policy)
+        change.decide_request(
+            request.id, RequestState.APPROVED,
+            by=",".join(a.approver for a in request.approvals), at=now, reason=None,
+        )  # fmt: skip
+        if end <= grant.not_after:
+            return (grant,)
+        return (change.extend_grant(grant.id, end),)
+
+    def deny(self, request_id: int, approver: str, reason: str) -> Outcome:
+        """Deny a pending request with a reason the requester sees."""
+        if not reason.strip():
+            raise RequestRefused("say why with --reason (the requester is told)")
+        now = self.clock()
+        with self.store.audited_change(
+            approver, actions.REQUEST_DENIED, f"request #{request_id}", now
+        ) as change:
+            request = change.request(request_id)
+            who = change.user(approver)
+            policy = self._policy(change, request)
+            approver_allowed(
+                who, change.user_groups(who.id),
+                request if not request.approvals else _without(request, approver), policy,
+            )  # fmt: skip
+            request = change.decide_request(
+                request_id, RequestState.DENIED, by=approver, at=now, reason=reason
+            )
+            self._audit(change, request=request_id, reason=reason)
+        self._tell(RequestEvent("request.denied", request, approver, "denied", reason))
+        return Outcome(request)
+
+    def review(self, request_id: int, reviewer: str, note: str) -> AccessRequest:
+        """Close the after-the-fact review of a break-glass request."""
+        now = self.clock()
+        with self.store.audited_change(
+            reviewer, actions.REQUEST_REVIEWED, f"request #{request_id}", now
+        ) as change:
+            request = change.request(request_id)
+            if reviewer == request.user_name:
+                raise RequestRefused("nobody reviews their own break-glass access")
+            who = change.user(reviewer)
+            if who.role.value not in ("approver", "admin"):
+                raise RequestRefused(f"{reviewer} is not an approver or admin")
+            try:
+                request = change.review_request(request_id, reviewer, now, note)
+            except StoreError as e:
+                raise RequestRefused(str(e)) from e
+            self._audit(change, request=request_id, note=note)
+        self._tell(RequestEvent("request.reviewed", request, reviewer, "reviewed", note))
+        return request
+
+    def lapse_due(self) -> list[AccessRequest]:
+        """Lapse every pending request past its ``lapses_at`` (each audited)."""
+        now = self.clock()
+        lapsed = []
+        for request_id in self.store.due_lapses(now):
+            try:
+                with self.store.audited_change(
+                    "bastion", actions.REQUEST_LAPSED, f"request #{request_id}", now
+                ) as change:
+                    request = change.decide_request(
+                        request_id, RequestState.LAPSED, by=None, at=now,
+                        reason="nobody decided in time",
+                    )  # fmt: skip
+                    self._audit(change, request=request_id)
+            except StoreError:
+                continue  # decided meanwhile (another node, an approver)
+            lapsed.append(request)
+            self._tell(RequestEvent("request.lapsed", request, "bastion", "lapsed"))
+        return lapsed
+
+    def approvers_for(self, request: AccessRequest) -> tuple[str, ...]:
+        """Who could approve ``request`` now (for the requester and listings)."""
+        targets = [t for name in request.targets if (t := self.store.get_target(name))]
+        return self._approvers(policy_for(targets, self.config), request.user_name)
+
+
+def _without(request: AccessRequest, approver: str) -> AccessRequest:
+    """The request as if ``approver`` had not approved (an approver may deny after all)."""
+    from dataclasses import replace
+
+    return replace(request, approvals=tuple(a for a in request.approvals if a.approver != approver))
+
+
+__all__ = [
+    "AUTO_APPROVER",
+    "NotFound",
+    "Outcome",
+    "RequestEvent",
+    "RequestFlow",
+    "RequestRefused",
+]
