@@ -176,6 +176,19 @@ def test_timebox_late_start_warns_once_for_the_nearest_threshold() -> None:
     assert len(h.notes) == 1
 
 
+def test_timebox_warns_again_before_an_extended_end() -> None:
+    clock = [1000.0]
+    live, s, h = _live(clock, 1000 + 50)
+    live.apply({7: (GrantState.ACTIVE, 1050.0)})
+    assert len(h.notes) == 1  # both thresholds passed: one warning
+    live.apply({7: (GrantState.ACTIVE, 1050.0 + 3600)})  # an approved extension
+    assert s.warned == set() and len(h.notes) == 1 and not h.ended
+    clock[0] = 1050 + 3600 - 200
+    s.touch(clock[0])
+    live.apply({7: (GrantState.ACTIVE, 1050.0 + 3600)})
+    assert len(h.notes) == 2 and "ends in 3 minute" in h.notes[1]
+
+
 def test_timebox_revocation_extension_and_idle() -> None:
     clock = [1000.0]
     live, s, h = _live(clock, 5000)
