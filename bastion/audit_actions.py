@@ -109,6 +109,16 @@ TARGET_SET_POLICY: Final = "target.set-policy"
 GRANT_ADD: Final = "grant.add"
 GRANT_REVOKE: Final = "grant.revoke"
 
+# --- guardrails (bastion.policy) -----------------------------------------------------
+POLICY_RULE_ADD: Final = "policy.rule-add"
+"""A guardrail rule was added (details: ``rule``, all its fields; ``before``)."""
+POLICY_RULE_REMOVE: Final = "policy.rule-remove"
+"""A guardrail rule was removed (details: ``rule``, all its fields as they were)."""
+POLICY_SHADOW: Final = "policy.shadow"
+"""A ``--shadow`` rule matched: reported, not enforced (details: ``rule``, ``text``)."""
+POLICY_UNANALYSABLE: Final = "policy.unanalysable"
+"""A command or statement could not be analysed (details: why, and what it got)."""
+
 # --- notifications ------------------------------------------------------------------
 NOTIFY_FAILED: Final = "notify.failed"
 """A notification did not reach a sink: last retry failed, dropped from a full queue, or

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_admin,
         cli_grants,
         cli_node,
+        cli_policy,
         cli_requests,
         cli_sessions,
         cli_targets,
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_requests.add_request_commands(sub, _add_config, _add_json)
     cli_admin.add_audit_commands(sub, _add_config, _add_json)
     cli_sessions.add_session_commands(sub, _add_config, _add_json)
+    cli_policy.add_policy_commands(sub, _add_config, _add_json)
     from bastion import cli_control
 
     cli_control.add_control_commands(sub, _add_config, _add_json)

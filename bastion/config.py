@@ -18,6 +18,8 @@ from typing import Any
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
+from bastion.policy_config import CONFIG_TEMPLATE_SECTION as POLICY_TEMPLATE
+from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 
@@ -129,6 +131,8 @@ class Config:
     requests: RequestsConfig = field(default_factory=RequestsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """``[policy]``: the guardrails' default action and hold timeout."""
 
     @property
     def base_dir(self) -> Path:
@@ -177,6 +181,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "timebox": frozenset({"warn_before", "poll_interval"}),
     "requests": KNOWN_REQUEST_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
+    "policy": KNOWN_POLICY_KEYS,
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
 mistyped security setting (``idle_timout``) must not silently fall back to its default."""
@@ -414,6 +419,7 @@ def load_config(path: Path | str | None = None) -> Config:
         ),
         requests=parse_requests(_section(data, "requests")),
         notify=parse_notify(_section(data, "notify"), base),
+        policy=parse_policy(_section(data, "policy")),
     )
 
 
@@ -544,7 +550,7 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
-""" + REQUESTS_TEMPLATE + """
+""" + REQUESTS_TEMPLATE + POLICY_TEMPLATE + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LIVE_SECTIONS = ("timebox", "mfa")
+_LIVE_SECTIONS = ("timebox", "mfa", "policy")
 _LIVE_NODE_KEYS = ("stop_grace", "log_level")
 _LIVE_SSH_KEYS = ("idle_timeout",)
 
@@ -73,6 +73,7 @@ def merged_config(old: Config, new: Config) -> Config:
         old,
         timebox=new.timebox,
         mfa=new.mfa,
+        policy=new.policy,
         stop_grace=new.stop_grace,
         log_level=new.log_level,
         ssh=dataclasses.replace(old.ssh, idle_timeout=new.ssh.idle_timeout),
@@ -85,6 +86,7 @@ def apply_config(node: BastionNode, config: Config) -> None:
     node.live.warn_before = tuple(sorted(config.timebox.warn_before, reverse=True))
     node.live.poll_interval = config.timebox.poll_interval
     node.live.idle_timeout = config.ssh.idle_timeout
+    node.policy.invalidate()  # re-check the stored rules at the next decision
     node.lockout = LockoutPolicy(
         max_failures=config.mfa.max_failures,
         window=config.mfa.failure_window,

@@ -20,6 +20,7 @@ from bastion.config import Config
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.notify import Notifier
+from bastion.policy.hook import PolicyHook
 from bastion.recording import RecordingService
 from bastion.request_flow import RequestEvent, RequestFlow
 from bastion.request_hooks import FirstConnectClock, notification_of, run_lapses
@@ -69,6 +70,8 @@ class BastionNode:
         """Every session from admission to its final row (the time box holds the live ones)."""
         self.hooks = Hooks()
         """Admission, policy and observer hooks registered at start."""
+        self.policy = PolicyHook(self)
+        """Guardrail rules from the state store (registered in ``start_background``)."""
         self.stopping = False
         """Set when the node stops: new sessions are refused."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,6 +159,7 @@ class BastionNode:
         self.spawn(self.recordings.run_ticker())
         self.notifier.start()
         self.spawn(run_lapses(self))
+        self.hooks.register(self.policy)
         if self.config.requests.clock == "first-connect":
             self.hooks.register(FirstConnectClock(self))
 

@@ -275,23 +275,14 @@ class Session:
         else:
             self.observe(FileSeen(text, extra, decision))
         verdict = decision.verdict
+        what = f"{kind} {text!r}"
+        for flag in decision.flags:  # reported, never enforced
+            self._mark(f"policy {flag.name}: {what}: {flag.words}")
+            self._audit_policy(flag.name, kind, text, flag.rule, decision.hook, flag.words)
         if verdict is Verdict.ALLOW:
             return True
-        what = f"{kind} {text!r}"
         self._mark(f"policy {verdict.value}: {what}: {decision.reason}")
-        self.node.spawn(
-            self.node.audit(
-                self.user.name,
-                actions.policy_decision(verdict.value),
-                self.target.name,
-                session=self.id,
-                kind=kind,
-                text=text,
-                rule=decision.rule,
-                hook=decision.hook,
-                reason=decision.reason,
-            )
-        )
+        self._audit_policy(verdict.value, kind, text, decision.rule, decision.hook, decision.reason)
         rule = f" (rule {decision.rule})" if decision.rule else ""
         if verdict is Verdict.WARN:
             self.adapter.tell(f"warning{rule}: {decision.reason}")
@@ -305,6 +296,23 @@ class Session:
             return False
         self.terminate(EndReason.POLICY, f"denied{rule}: {decision.reason}")
         return False
+
+    def _audit_policy(
+        self, name: str, kind: str, text: str, rule: str | None, hook: str | None, reason: str
+    ) -> None:
+        self.node.spawn(
+            self.node.audit(
+                self.user.name,
+                actions.policy_decision(name),
+                self.target.name,
+                session=self.id,
+                kind=kind,
+                text=text,
+                rule=rule,
+                hook=hook,
+                reason=reason,
+            )
+        )
 
     # --- the end ---------------------------------------------------------------------------
 

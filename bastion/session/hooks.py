@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -58,6 +58,16 @@ _SEVERITY = {v: i for i, v in enumerate(Verdict)}
 
 
 @dataclass(frozen=True)
+class Flag:
+    """Something a judging hook reports without changing its verdict (an alert)."""
+
+    name: str
+    """``shadow`` (a rule being tried matched), ``unanalysable`` (could not be judged)."""
+    words: str
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     """A hook's answer: the verdict, the words for the contractor and the rule behind it."""
 
@@ -65,6 +75,8 @@ class Decision:
     reason: str = ""
     rule: str | None = None
     hook: str | None = None
+    flags: tuple[Flag, ...] = ()
+    """Reported, not enforced: the core writes a marker and a ``policy.<name>`` row each."""
 
 
 ALLOW = Decision(Verdict.ALLOW)
@@ -230,7 +242,9 @@ class Hooks:
             except Exception:
                 log.exception("policy hook %s failed; denying", hook.name)
                 return Decision(Verdict.DENY, "a bastion check failed", hook=hook.name)
-        return _strictest(answers)
+        best = _strictest(answers)
+        flags = tuple(f for a in answers for f in a.flags)
+        return replace(best, flags=flags) if flags != best.flags else best
 
     def observe(self, session: Session, event: SessionEvent) -> None:
         """Tell every observer; a failing observer is logged and skipped."""

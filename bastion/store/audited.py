@@ -25,6 +25,7 @@ from bastion.store.models import (
 
 if TYPE_CHECKING:
     from bastion.store.db import Store
+    from bastion.store.policy import StoredRule
 
 
 class AuditedChange:
@@ -161,4 +162,12 @@ class AuditedChange:
         """The grant with this id, or None."""
         return self._store._grant(self._tx, grant_id)
 
+    # --- guardrail rules (bastion.policy.manage) -----------------------------------
 
+    def add_policy_rule(self, rule: StoredRule, before: str | None) -> StoredRule:
+        """Insert a rule at the end or just before ``before``; raises AlreadyExists, NotFound."""
+        return self._store._add_policy_rule_tx(self._tx, rule, before)
+
+    def remove_policy_rule(self, name: str) -> StoredRule:
+        """Delete a rule and return it as it was; raises NotFound."""
+        return self._store._remove_policy_rule_tx(self._tx, name)

@@ -31,6 +31,7 @@ from bastion.store.models import (
     TargetKind,
     User,
 )
+from bastion.store.policy import Policies
 from bastion.store.requests import Requests
 from bastion.store.tokens import Tokens
 
@@ -61,7 +62,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests):
+class Store(History, Tokens, Requests, Policies):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:

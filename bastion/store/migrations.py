@@ -255,6 +255,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE grants ADD COLUMN request_id {BIGINT}",
         ),
     ),
+    Migration(
+        6,
+        "policy rules",
+        (
+            # Guardrail rules, in order (position: first match wins). Lists are JSON text.
+            """CREATE TABLE policy_rules (
+                id {ID},
+                name TEXT NOT NULL UNIQUE,
+                position INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                programs TEXT NOT NULL,
+                args_regex TEXT,
+                sql_classes TEXT NOT NULL,
+                tables TEXT NOT NULL,
+                file_glob TEXT,
+                targets TEXT NOT NULL,
+                users TEXT NOT NULL,
+                action TEXT NOT NULL,
+                shadow {BOOL} NOT NULL DEFAULT FALSE,
+                created_at {FLOAT} NOT NULL,
+                created_by TEXT NOT NULL
+            )""",
+            # One row: bumped by every change, so nodes reload only when rules changed.
+            """CREATE TABLE policy_version (
+                id INTEGER PRIMARY KEY,
+                version {BIGINT} NOT NULL
+            )""",
+            "INSERT INTO policy_version (id, version) VALUES (1, 0)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -28,6 +28,7 @@ CONTRACT = {
     "request.created", "request.approved", "request.denied", "request.lapsed",
     "request.break-glass", "request.reviewed", "request.dropped",
     "notify.failed",
+    "policy.rule-add", "policy.rule-remove", "policy.shadow", "policy.unanalysable",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

@@ -1,0 +1,184 @@
+"""``bastion policy``: guardrail rules (add, list, remove) and what a node would decide.
+
+Rules live in the state store, so every node applies the same ones within a poll
+interval. ``bastion policy test`` decides through the very code a node runs
+(``bastion.policy.stored.decide``) over the stored rules and ``[policy] default``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from bastion.admin_actions import Origin
+from bastion.cli_admin import AddOpt, Sub, opened
+from bastion.errors import UsageError
+from bastion.policy.rules import RuleError
+from bastion.policy.stored import (
+    add_rule,
+    decide,
+    describe,
+    policy_of,
+    remove_rule,
+    rule_details,
+    user_groups_of,
+)
+from bastion.session.hooks import Verdict
+from bastion.store.policy import StoredRule
+
+ACTIONS = [v.value for v in Verdict]
+
+
+def _csv(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(x.strip() for v in values or () for x in v.split(",") if x.strip())
+
+
+def _stored(args: argparse.Namespace) -> StoredRule:
+    """The rule the options describe (exactly one of --command, --sql, --file)."""
+    given = [k for k in ("command", "sql", "file") if getattr(args, k)]
+    if len(given) != 1:
+        raise UsageError("say what the rule looks at: one of --command, --sql or --file")
+    if args.args is not None and not args.command:
+        raise UsageError("--args goes with --command")
+    if args.tables and not args.sql:
+        raise UsageError("--tables goes with --sql")
+    kind = {"command": "command", "sql": "sql", "file": "file"}[given[0]]
+    return StoredRule(
+        name=args.name,
+        kind=kind,
+        action=args.action,
+        programs=_csv(args.command),
+        args_regex=args.args,
+        sql_classes=_csv(args.sql),
+        tables=_csv(args.tables),
+        file_glob=args.file,
+        targets=tuple(args.target or ()),
+        users=tuple(args.user or ()),
+        shadow=args.shadow,
+    )
+
+
+def cmd_policy_add(args: argparse.Namespace) -> int:
+    """Add a rule at the end of the list (first match wins) or before another one."""
+    rule = _stored(args)
+    with opened(args) as (_c, store):
+        try:
+            saved = add_rule(store, Origin.cli(), rule, args.before, time.time())
+        except RuleError as e:
+            raise UsageError(str(e)) from e
+    where = f" before {args.before}" if args.before else ""
+    print(f"policy rule {saved.name} added{where}: {describe(saved)}")
+    return 0
+
+
+def cmd_policy_list(args: argparse.Namespace) -> int:
+    """The rules in the order they are tried, and the default."""
+    with opened(args) as (config, store):
+        rules = store.policy_rules()
+    if args.json:
+        print(
+            json.dumps(
+                {"default": config.policy.default, "rules": [rule_details(r) for r in rules]},
+                indent=2,
+            )
+        )
+        return 0
+    for i, r in enumerate(rules, 1):
+        print(f"{i:3} {describe(r)}")
+    print(f"    default: {config.policy.default}")
+    return 0
+
+
+def cmd_policy_remove(args: argparse.Namespace) -> int:
+    """Remove a rule (its audit row keeps the whole rule)."""
+    with opened(args) as (_c, store):
+        gone = remove_rule(store, Origin.cli(), args.name, time.time())
+    print(f"policy rule {gone.name} removed: {describe(gone)}")
+    return 0
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    """Print the rule that matches and the action, exactly as a node would decide."""
+    if (args.command is None) == (args.sql is None):
+        raise UsageError("give one of --command TEXT or --sql TEXT")
+    kind, text = ("command", args.command) if args.command is not None else ("statement", args.sql)
+    with opened(args) as (config, store):
+        try:
+            policy = policy_of(store.policy_rules(), config.policy.default)
+        except RuleError as e:
+            raise UsageError(f"a stored rule cannot apply: {e}") from e
+        groups = user_groups_of(store, args.user)
+    # Targets have no labels yet: label rules (KEY=VALUE) match no target, on nodes as here.
+    d = decide(
+        policy, kind, user=args.user, groups=groups, target=args.target, labels={}, text=text
+    )
+    if args.json:
+        out = {
+            "action": d.action.value,
+            "rule": d.rule,
+            "reason": d.reason,
+            "part": d.part,
+            "shadow": list(d.shadow),
+            "unanalysable": d.unanalysable,
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{d.action.value}: {d.reason}" if d.reason else d.action.value)
+    print(f"rule: {d.rule or '(default)'}")
+    for name in d.shadow:
+        print(f"shadow match: {name} (reported, not enforced)")
+    if d.unanalysable:
+        print(f"unanalysable: {d.unanalysable}")
+    return 0
+
+
+def add_policy_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
+    """``bastion policy add|list|remove|test``."""
+    top = sub.add_parser(
+        "policy",
+        help="guardrail rules for commands, SQL statements and file paths",
+        description="Ordered rules, first match wins; [policy] default decides the rest. "
+        "Every node applies the stored rules within a poll interval.",
+    )
+    psub = top.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+
+    p = psub.add_parser("add", help="add a rule (at the end, or --before another)")
+    add_config(p)
+    p.add_argument("name")
+    p.add_argument(
+        "--command", action="append", metavar="PROG", help="program base names or globs (rm,mkfs*)"
+    )
+    p.add_argument("--args", metavar="REGEX", help="searched in the command's arguments")
+    p.add_argument("--sql", action="append", metavar="CLASS[,CLASS...]", help="statement classes")
+    p.add_argument("--tables", action="append", metavar="GLOB", help="tables the SQL touches")
+    p.add_argument("--file", metavar="GLOB", help="scp/sftp path glob (* crosses /)")
+    p.add_argument("--action", required=True, choices=ACTIONS)
+    p.add_argument(
+        "--target", action="append", metavar="GLOB|KEY=VALUE", help="repeatable; default: all"
+    )
+    p.add_argument(
+        "--user", action="append", metavar="NAME|@GROUP", help="repeatable; default: all"
+    )
+    p.add_argument("--shadow", action="store_true", help="only report matches (try a rule first)")
+    p.add_argument("--before", metavar="RULE", help="insert just before this rule")
+    p.set_defaults(func=cmd_policy_add)
+
+    p = psub.add_parser("list", help="the rules in order, and the default")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_policy_list)
+
+    p = psub.add_parser("remove", help="remove a rule")
+    add_config(p)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_policy_remove)
+
+    p = psub.add_parser("test", help="what a node would decide for a user, target and text")
+    add_config(p)
+    add_json(p)
+    p.add_argument("--user", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--command", metavar="TEXT", help="a shell command line (as an exec request)")
+    p.add_argument("--sql", metavar="TEXT", help="a SQL text")
+    p.set_defaults(func=cmd_policy_test)
