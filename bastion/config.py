@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion.alerts.settings import CONFIG_TEMPLATE_SECTION as ALERTS_TEMPLATE
+from bastion.alerts.settings import KNOWN_ALERT_KEYS, AlertsConfig, parse_alerts
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
@@ -129,6 +131,7 @@ class Config:
     requests: RequestsConfig = field(default_factory=RequestsConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -177,6 +180,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "timebox": frozenset({"warn_before", "poll_interval"}),
     "requests": KNOWN_REQUEST_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
+    "alerts": KNOWN_ALERT_KEYS,
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
 mistyped security setting (``idle_timout``) must not silently fall back to its default."""
@@ -414,10 +418,12 @@ def load_config(path: Path | str | None = None) -> Config:
         ),
         requests=parse_requests(_section(data, "requests")),
         notify=parse_notify(_section(data, "notify"), base),
+        alerts=parse_alerts(_section(data, "alerts")),
     )
 
 
-CONFIG_TEMPLATE = """\
+CONFIG_TEMPLATE = (
+    """\
 # bastion configuration. Relative paths are relative to this file's directory.
 # Every setting shown has its default value.
 
@@ -544,7 +550,10 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
-""" + REQUESTS_TEMPLATE + """
+"""
+    + REQUESTS_TEMPLATE
+    + ALERTS_TEMPLATE
+    + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.
@@ -566,6 +575,7 @@ poll_interval = 0.5
 # events = ["*"]
 # timeout = 10
 """
+)
 
 
 def render_config(node: str, listen: str) -> str:

@@ -158,6 +158,10 @@ class BastionNode:
         self.spawn(run_lapses(self))
         if self.config.requests.clock == "first-connect":
             self.hooks.register(FirstConnectClock(self))
+        if self.config.alerts.any:
+            from bastion.alerts.detectors import AlertHook
+
+            self.hooks.register(AlertHook(self))
 
     async def close(self) -> None:
         """Flush notifications, cancel background tasks and close the store."""
