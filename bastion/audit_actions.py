@@ -128,7 +128,8 @@ still pending at node stop (subject: the sink; details: ``event``, ``id``, ``err
 FILE_PREFIX: Final = "file."
 UPSTREAM_PREFIX: Final = "upstream."
 POLICY_PREFIX: Final = "policy."
-PREFIXES: Final = (FILE_PREFIX, UPSTREAM_PREFIX, POLICY_PREFIX)
+ALERT_PREFIX: Final = "alert."
+PREFIXES: Final = (FILE_PREFIX, UPSTREAM_PREFIX, POLICY_PREFIX, ALERT_PREFIX)
 """Areas whose second part comes from a value (a file operation, an upstream failure)."""
 
 
@@ -147,6 +148,13 @@ def policy_decision(verdict: str) -> str:
     return POLICY_PREFIX + verdict
 
 
+def alert(name: str) -> str:
+    """``alert.<name>`` for a detector (mfa-failures, new-source, session-bytes-out, ...)."""
+    if not name or any(c.isspace() or c == "." for c in name):
+        raise ValueError(f"alert names are one word such as 'mfa-failures', not {name!r}")
+    return ALERT_PREFIX + name
+
+
 def token_revoke(purpose: str) -> str:
     """``db-token.revoke`` or ``control-token.revoke`` for a token's purpose."""
     action = f"{purpose}-token.revoke"
@@ -157,5 +165,5 @@ def token_revoke(purpose: str) -> str:
 
 ALL: Final = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
-) - {FILE_PREFIX, UPSTREAM_PREFIX, POLICY_PREFIX}
+) - {FILE_PREFIX, UPSTREAM_PREFIX, POLICY_PREFIX, ALERT_PREFIX}
 """Every fixed action name (the ``PREFIXES`` areas aside)."""

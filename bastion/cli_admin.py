@@ -324,6 +324,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             since = now - parse_duration(args.since)
         except ValueError:
             since = parse_time(args.since, now)
+    if args.follow or args.after is not None:
+        return _follow_audit(args)
     with opened(args) as (_c, store):
         rows = store.list_audit(
             since=since, actor=args.user, action_prefix=args.action, limit=args.limit
@@ -346,6 +348,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow_audit(args: argparse.Namespace) -> int:
+    from bastion import cli_audit_feed
+
+    with opened(args) as (_c, store):
+        try:
+            cursor = cli_audit_feed.start_cursor(args, store)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        if not args.follow:  # --after alone: what is there now, then stop
+            for event in store.audit_after(
+                cursor, actor=args.user, action_prefix=args.action, limit=args.limit
+            ):
+                print(cli_audit_feed.feed_line(event, args.json))
+            return 0
+        return cli_audit_feed.follow(args, store, cursor)
+
+
 def add_audit_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     """``bastion audit``"""
     p = sub.add_parser("audit", help="show the audit log")
@@ -354,6 +373,18 @@ def add_audit_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     p.add_argument("--action", help="only actions starting with this (e.g. login.)")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--verify", action="store_true", help="also check the hash chain")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="stream rows as they are written, each with its cursor (JSON lines with --json)",
+    )
+    p.add_argument(
+        "--after",
+        type=int,
+        metavar="CURSOR",
+        help="only rows after this cursor (resume a feed; 0: from the first row)",
+    )
+    p.add_argument("--interval", type=float, default=0.5, help="--follow: seconds between polls")
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_audit)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion.alerts.settings import CONFIG_TEMPLATE_SECTION as ALERTS_TEMPLATE
+from bastion.alerts.settings import KNOWN_ALERT_KEYS, AlertsConfig, parse_alerts
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
@@ -133,6 +135,7 @@ class Config:
     """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """``[policy]``: the guardrails' default action and hold timeout."""
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -182,6 +185,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "requests": KNOWN_REQUEST_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
     "policy": KNOWN_POLICY_KEYS,
+    "alerts": KNOWN_ALERT_KEYS,
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
 mistyped security setting (``idle_timout``) must not silently fall back to its default."""
@@ -420,10 +424,12 @@ def load_config(path: Path | str | None = None) -> Config:
         requests=parse_requests(_section(data, "requests")),
         notify=parse_notify(_section(data, "notify"), base),
         policy=parse_policy(_section(data, "policy")),
+        alerts=parse_alerts(_section(data, "alerts")),
     )
 
 
-CONFIG_TEMPLATE = """\
+CONFIG_TEMPLATE = (
+    """\
 # bastion configuration. Relative paths are relative to this file's directory.
 # Every setting shown has its default value.
 
@@ -550,7 +556,7 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
-""" + REQUESTS_TEMPLATE + POLICY_TEMPLATE + """
+""" + REQUESTS_TEMPLATE + POLICY_TEMPLATE + ALERTS_TEMPLATE + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.
@@ -572,6 +578,7 @@ poll_interval = 0.5
 # events = ["*"]
 # timeout = 10
 """
+)
 
 
 def render_config(node: str, listen: str) -> str:

@@ -162,6 +162,10 @@ class BastionNode:
         self.hooks.register(self.policy)
         if self.config.requests.clock == "first-connect":
             self.hooks.register(FirstConnectClock(self))
+        if self.config.alerts.any:
+            from bastion.alerts.detectors import AlertHook
+
+            self.hooks.register(AlertHook(self))
 
     async def close(self) -> None:
         """Flush notifications, cancel background tasks and close the store."""

@@ -252,6 +252,10 @@ class Session:
         self._mark(f"warning: {message}")
         self.adapter.tell(message)
 
+    def mark(self, label: str) -> None:
+        """A marker in the recording for others (alerts); nothing once sealing began."""
+        self._mark(label)
+
     def _mark(self, label: str) -> None:
         """A marker in the recording, unless finishing began (the file is being sealed)."""
         if self.recording is not None and not self._finishing:

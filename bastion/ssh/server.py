@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncssh
 
+from bastion.alerts import detectors as alerts
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access
@@ -204,6 +205,7 @@ class BastionSSHServer(asyncssh.SSHServer):
             await self._mfa_failed(user, e, now)
             return False
         await node.call(node.store.clear_auth_failures, user.id)
+        alerts.login_ok(node, user, self.client_addr, now)
         await node.audit(
             user.name,
             "login.ok",
@@ -231,6 +233,7 @@ class BastionSSHServer(asyncssh.SSHServer):
             key=self.key_fingerprint,
             failures=failures,
         )
+        alerts.mfa_failed(node, user, failures, self.client_addr)
         if until is not None:
             await node.call(node.store.lock_user, user.id, until)
             await node.audit(

@@ -343,6 +343,39 @@ class History:
             found = tx.all(sql, [*params, int(limit)])
         return [rows.audit_event(r) for r in reversed(found)]
 
+    def audit_after(
+        self,
+        cursor: int,
+        *,
+        actor: str | None = None,
+        action_prefix: str | None = None,
+        limit: int = 500,
+    ) -> list[AuditEvent]:
+        """Up to ``limit`` events with an id above ``cursor``, in id order (``audit --follow``).
+
+        Without gaps: an id is assigned under ``AUDIT_LOCK`` inside the appending
+        transaction (SQLite: one writer at a time), so a row can only commit after
+        every row with a smaller id did (docs/decisions.md, "The audit feed").
+        """
+        where = ["id > ?"]
+        params: list[Any] = [int(cursor)]
+        if actor is not None:
+            where.append("actor = ?")
+            params.append(actor)
+        if action_prefix:
+            where.append("substr(action, 1, CAST(? AS INTEGER)) = ?")
+            params += [len(action_prefix), action_prefix]
+        sql = f"SELECT {rows.AUDIT_COLUMNS} FROM audit{where_clause(where)} ORDER BY id LIMIT ?"  # noqa: S608  fixed SQL, ? values
+        with self._db.transaction() as tx:
+            found = tx.all(sql, [*params, int(limit)])
+        return [rows.audit_event(r) for r in found]
+
+    def last_audit_id(self) -> int:
+        """The id of the newest audit event (0 when there is none): a cursor for "from now"."""
+        with self._db.transaction() as tx:
+            row = tx.one("SELECT MAX(id) AS last FROM audit")
+        return int(row["last"]) if row is not None and row["last"] is not None else 0
+
     def verify_audit_chain(self) -> int | None:
         """None if the chain is intact, else the id of the first row that does not fit.
 

@@ -54,6 +54,12 @@ def test_every_literal_action_in_bastion_is_a_known_one() -> None:
 def test_builders() -> None:
     assert actions.file_op("upload") == "file.upload"
     assert actions.upstream_failure("refused") == "upstream.refused"
+    assert actions.policy_decision("deny") == "policy.deny"
+    assert actions.alert("mfa-failures") == "alert.mfa-failures"
+    assert actions.alert("mfa-failures").startswith(actions.PREFIXES)
+    for bad in ("", "a b", "x.y"):
+        with pytest.raises(ValueError, match="alert names"):
+            actions.alert(bad)
     assert actions.token_revoke("db") == "db-token.revoke"
     assert actions.token_revoke("control") == "control-token.revoke"
     with pytest.raises(ValueError, match="no token purpose"):
