@@ -20,6 +20,8 @@ from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
+from bastion.users_config import CONFIG_TEMPLATE_SECTION as USERS_TEMPLATE
+from bastion.users_config import KNOWN_USERS_KEYS, UsersConfig, parse_users
 
 DEFAULT_CONFIG_NAME = "bastion.toml"
 
@@ -127,6 +129,8 @@ class Config:
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
     requests: RequestsConfig = field(default_factory=RequestsConfig)
+    users: UsersConfig = field(default_factory=UsersConfig)
+    """``[users]``: whether a contractor needs an end date."""
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
 
@@ -176,6 +180,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "metrics": frozenset({"listen"}),
     "timebox": frozenset({"warn_before", "poll_interval"}),
     "requests": KNOWN_REQUEST_KEYS,
+    "users": KNOWN_USERS_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
 }
 """Every section and key the loader reads. Anything else in the file is an error: a
@@ -413,6 +418,7 @@ def load_config(path: Path | str | None = None) -> Config:
             poll_interval=_number(tb, "poll_interval", 0.5, "timebox.poll_interval"),
         ),
         requests=parse_requests(_section(data, "requests")),
+        users=parse_users(_section(data, "users")),
         notify=parse_notify(_section(data, "notify"), base),
     )
 
@@ -544,7 +550,7 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
-""" + REQUESTS_TEMPLATE + """
+""" + REQUESTS_TEMPLATE + USERS_TEMPLATE + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.
