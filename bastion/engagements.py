@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bastion import audit_actions as actions
+from bastion.admin_actions import Origin
+from bastion.errors import BastionError, UsageError
 from bastion.grants import format_time
 from bastion.notify import Notification
 from bastion.notify.event import ENGAGEMENT_ENDED, ENGAGEMENT_REMINDER
 from bastion.session.reasons import EndReason
-from bastion.store.models import User
+from bastion.store.models import Role, User
 
 if TYPE_CHECKING:
     from bastion.service import BastionNode
@@ -127,6 +129,10 @@ class Ended:
     sessions: tuple[str, ...]
     tokens_revoked: int
     requests_dropped: tuple[int, ...]
+
+
+class Refused(BastionError):
+    """The acting user may not change this engagement."""
 
 
 class _AlreadyEnded(Exception):
@@ -247,3 +253,91 @@ async def run_engagements(node: BastionNode) -> None:
             continue
         if remind:
             last_reminders = now
+
+
+# --- admin side: checks and the audited change --------------------------------------------
+
+
+def check_new_user(
+    store: Store,
+    *,
+    name: str,
+    role: Role,
+    sponsor: str | None,
+    until: float | None,
+    require_end_date: bool,
+    now: float,
+) -> None:
+    """Refuse a new user's engagement that breaks the rules (raises UsageError).
+
+    A contractor needs an end date unless ``[users] require_end_date = false``; an
+    end date needs a sponsor (someone to remind and to extend it) who is an
+    existing user other than a contractor, and lies in the future.
+    """
+    if role is Role.CONTRACTOR and until is None and require_end_date:
+        raise UsageError(
+            f"contractor {name} needs an end date: --sponsor NAME --until DATE "
+            "(e.g. 2027-01-31); [users] require_end_date = false allows none"
+        )
+    if until is not None:
+        if until <= now:
+            raise UsageError(f"--until {format_time(until)} is not in the future")
+        if sponsor is None:
+            raise UsageError("an end date needs a sponsor: --sponsor NAME (reminded, may extend)")
+    if sponsor is not None:
+        check_sponsor(store, sponsor, name)
+
+
+def check_sponsor(store: Store, sponsor: str, name: str) -> User:
+    """The sponsor, if it may sponsor ``name`` (raises UsageError)."""
+    found = store.get_user(sponsor)
+    if found is None:
+        raise UsageError(f"no user named '{sponsor}' to sponsor {name}; add them first")
+    if found.role is Role.CONTRACTOR or found.name == name:
+        raise UsageError(f"{sponsor} cannot sponsor {name}: a sponsor is an admin or approver")
+    return found
+
+
+def set_engagement(
+    store: Store,
+    origin: Origin,
+    name: str,
+    *,
+    until: float | None = None,
+    sponsor: str | None = None,
+    org: str | None = None,
+    now: float,
+) -> User:
+    """Change a user's end date (the sponsor or an admin), sponsor or org (an admin).
+
+    ``origin.actor`` is the acting bastion user (``--as``). Audits
+    ``user.set-engagement``. Raises NotFound, or Refused when the actor may not.
+    """
+    actor = store.get_user(origin.actor)
+    if actor is None or actor.disabled:
+        raise Refused(f"no enabled user named '{origin.actor}' to act as")
+    with store.audited_change(origin.actor, actions.USER_SET_ENGAGEMENT, name, now) as c:
+        user = c.user(name)
+        admin = actor.role is Role.ADMIN
+        if until is not None and not (admin or (user.sponsor and actor.name == user.sponsor)):
+            who = f"its sponsor ({user.sponsor}) or an admin" if user.sponsor else "an admin"
+            raise Refused(f"{actor.name} may not change the end of {name}'s engagement: {who} may")
+        if (sponsor is not None or org is not None) and not admin:
+            raise Refused(f"only an admin may change the sponsor or organisation of {name}")
+        if until is not None and until <= now:
+            raise UsageError(f"--until {format_time(until)} is not in the future")
+        if sponsor is not None:
+            check_sponsor(store, sponsor, name)
+        fields: dict[str, object] = {}
+        if until is not None:
+            fields["until"] = until
+        if sponsor is not None:
+            fields["sponsor"] = sponsor
+        if org is not None:
+            fields["org"] = org
+        after = c.set_engagement(name, **fields)
+        c.details.update(
+            origin.details, until=after.engagement_until, before=user.engagement_until,
+            sponsor=after.sponsor, org=after.org, acting_role=actor.role.value,
+        )  # fmt: skip
+    return after
