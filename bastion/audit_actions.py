@@ -99,6 +99,9 @@ USER_RESET_MFA: Final = "user.reset-mfa"
 USER_ADD_KEY: Final = "user.add-key"
 USER_SET_GROUPS: Final = "user.set-groups"
 """A user's groups changed (details: ``groups`` now, ``before``)."""
+USER_SET_ENGAGEMENT: Final = "user.set-engagement"
+"""A user's engagement changed (details: ``until``, ``before``, ``sponsor``, ``org``);
+the actor is the sponsor or admin named by ``--as``."""
 USER_CONTROL_TOKEN: Final = "user.control-token"
 USER_TOTP_CODE: Final = "user.totp-code"
 """Someone printed a user's next TOTP code (``bastion totp-code``)."""
@@ -118,6 +121,14 @@ POLICY_SHADOW: Final = "policy.shadow"
 """A ``--shadow`` rule matched: reported, not enforced (details: ``rule``, ``text``)."""
 POLICY_UNANALYSABLE: Final = "policy.unanalysable"
 """A command or statement could not be analysed (details: why, and what it got)."""
+
+# --- engagements (actor ``bastion``) -------------------------------------------------
+ENGAGEMENT_ENDED: Final = "engagement.ended"
+"""A contractor's engagement reached its end: user disabled, sessions ended, tokens and
+pending requests revoked (details: ``until``, ``sponsor``, ``sessions``, ``tokens_revoked``,
+``requests_dropped``). Written once, by the node that won the conditional update."""
+ENGAGEMENT_REMINDED: Final = "engagement.reminded"
+"""The sponsor was reminded of an engagement's end (details: ``days``, ``until``)."""
 
 # --- notifications ------------------------------------------------------------------
 NOTIFY_FAILED: Final = "notify.failed"

@@ -19,10 +19,11 @@ from typing import Any
 
 import asyncssh
 
-from bastion import admin_actions
+from bastion import admin_actions, engagements
 from bastion import audit_actions as actions
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.config import Config, load_config
+from bastion.engagements import user_state
 from bastion.errors import BastionError, UsageError
 from bastion.grants import format_time
 from bastion.mfa import new_totp_secret, provisioning_uri, qr_text
@@ -125,18 +126,30 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if not keys:
         raise UsageError("give at least one --key PUBKEY_FILE")
     groups = group_names(args.group)
+    now = time.time()
+    until = parse_time(args.until, now) if args.until else None
     with opened(args) as (config, store):
+        engagements.check_new_user(
+            store, name=args.name, role=Role(args.role), sponsor=args.sponsor, until=until,
+            require_end_date=config.users.require_end_date, now=now,
+        )  # fmt: skip
         secret = new_totp_secret()
-        user = store.add_user(args.name, Role(args.role), keys, secret, time.time())
+        user = store.add_user(args.name, Role(args.role), keys, secret, now)
         if groups:
             store.set_user_groups(user.id, groups)
+        if args.sponsor or until is not None or args.org:
+            user = store.set_engagement(user.name, sponsor=args.sponsor, until=until, org=args.org)
         store.append_audit(
             actor(),
             actions.USER_ADD,
             user.name,
-            {"role": user.role.value, "keys": len(keys), "groups": groups, **Origin.cli().details},
+            {
+                "role": user.role.value, "keys": len(keys), "groups": groups,
+                "sponsor": user.sponsor, "until": user.engagement_until, "org": user.org,
+                **Origin.cli().details,
+            },
             time.time(),
-        )
+        )  # fmt: skip
         if args.json:
             out = jsonable(user) | {
                 "groups": groups,
@@ -145,6 +158,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=2))
         else:
             print(f"added {user.role.value} {user.name} with {len(keys)} key(s)")
+            if user.engagement_until is not None:
+                print(
+                    f"engagement ends {format_time(user.engagement_until)} "
+                    f"(sponsor {user.sponsor}); extend with 'bastion user set {user.name} "
+                    f"--until DATE --as {user.sponsor}'"
+                )
             _print_enrolment(config, user.name, secret)
     return 0
 
@@ -156,19 +175,23 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         users = store.list_users()
         groups = {u.id: store.user_groups(u.id) for u in users}
     if args.json:
-        print(json.dumps([jsonable(u) | {"groups": list(groups[u.id])} for u in users], indent=2))
+        print(
+            json.dumps(
+                [
+                    jsonable(u) | {"groups": list(groups[u.id]), "state": user_state(u, now)}
+                    for u in users
+                ],
+                indent=2,
+            )
+        )
         return 0
 
     def row(u: Any) -> str:
-        state = (
-            "disabled"
-            if u.disabled
-            else (
-                f"locked until {format_time(u.locked_until)}"
-                if u.locked_until and u.locked_until > now
-                else "ok"
-            )
-        )
+        state = user_state(u, now)
+        if state == "locked":
+            state = f"locked until {format_time(u.locked_until)}"
+        if u.engagement_until is not None:
+            state += f" until={format_time(u.engagement_until)} sponsor={u.sponsor or '-'}"
         mfa = "totp" if u.totp_secret else "no-mfa"
         in_groups = ",".join(groups[u.id]) or "-"
         return (
@@ -181,11 +204,18 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def cmd_user_set(args: argparse.Namespace) -> int:
-    """Change a user's groups: replace them (--group) or add and remove some."""
+    """Change a user's groups (replace, add, remove) and/or engagement (--until, as --as)."""
     replace = group_names(args.group) if args.group is not None or args.no_groups else None
     add, remove = group_names(args.add_group), group_names(args.remove_group)
-    if replace is None and not add and not remove:
-        raise UsageError("say what to change: --group G, --add-group G, --remove-group G")
+    engagement = args.until or args.sponsor or args.org
+    if replace is None and not add and not remove and not engagement:
+        raise UsageError(
+            "say what to change: --group G, --add-group G, --remove-group G, --until DATE"
+        )
+    if engagement:
+        _set_engagement(args)
+        if replace is None and not add and not remove:
+            return 0
     with opened(args) as (_c, store):
         now = admin_actions.set_user_groups(
             store, Origin.cli(), args.name, groups=replace, add=add, remove=remove,
@@ -193,6 +223,22 @@ def cmd_user_set(args: argparse.Namespace) -> int:
         )  # fmt: skip
     print(f"user {args.name}: groups {', '.join(now) or '(none)'}")
     return 0
+
+
+def _set_engagement(args: argparse.Namespace) -> None:
+    if not args.acting:
+        raise UsageError("say who is changing the engagement: --as NAME (its sponsor or an admin)")
+    now = time.time()
+    until = parse_time(args.until, now) if args.until else None
+    with opened(args) as (_c, store):
+        origin = Origin(args.acting, Origin.cli().details)
+        user = engagements.set_engagement(
+            store, origin, args.name, until=until, sponsor=args.sponsor, org=args.org, now=now
+        )
+    end = format_time(user.engagement_until) if user.engagement_until else "none"
+    print(f"user {user.name}: engagement ends {end}, sponsor {user.sponsor or '-'}")
+    if user.disabled:
+        print(f"user {user.name} is still disabled; an admin re-enables: bastion user enable")
 
 
 _USER_ACTIONS = {
@@ -258,14 +304,26 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
         help="put the user in this group (repeatable): targets name approvers as @GROUP, "
         "auto-approve rules match groups",
     )
+    p.add_argument(
+        "--sponsor", metavar="NAME",
+        help="who vouches for a contractor (an admin or approver): reminded before the "
+        "end, may extend it",
+    )  # fmt: skip
+    p.add_argument(
+        "--until", metavar="DATE",
+        help="when the engagement ends, e.g. 2027-01-31 (00:00 UTC) or 2027-01-31T18:00; "
+        "required for contractors unless [users] require_end_date = false",
+    )  # fmt: skip
+    p.add_argument("--org", metavar="ORG", help="the contractor's organisation")
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_user_add)
     p = us.add_parser(
         "set",
-        help="change a user's groups (who approves what, auto-approve rules)",
+        help="change a user's groups or engagement (end date, sponsor, organisation)",
         description="Groups decide who may approve a target's requests (@GROUP in "
-        "'bastion target set --approvers') and which auto-approve rules match. Audited.",
+        "'bastion target set --approvers') and which auto-approve rules match. "
+        "--until moves an engagement's end: its sponsor or an admin, named by --as. Audited.",
     )
     p.add_argument("name")
     replace = p.add_mutually_exclusive_group()
@@ -279,9 +337,21 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     p.add_argument(
         "--remove-group", action="append", metavar="GROUP", help="remove from this group"
     )
+    p.add_argument(
+        "--until", metavar="DATE",
+        help="move the engagement's end (the sponsor or an admin, named by --as)",
+    )  # fmt: skip
+    p.add_argument("--sponsor", metavar="NAME", help="change the sponsor (an admin)")
+    p.add_argument("--org", metavar="ORG", help="change the organisation (an admin)")
+    p.add_argument(
+        "--as", dest="acting", metavar="NAME",
+        help="who changes the engagement: its sponsor or an admin (audited with your uid)",
+    )  # fmt: skip
     add_config(p)
     p.set_defaults(func=cmd_user_set)
-    p = us.add_parser("list", help="list users with role, groups and lock state")
+    p = us.add_parser(
+        "list", help="list users with role, groups, state (active/ended/disabled/locked), end date"
+    )
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_user_list)

@@ -24,6 +24,8 @@ from bastion.policy_config import CONFIG_TEMPLATE_SECTION as POLICY_TEMPLATE
 from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
+from bastion.users_config import CONFIG_TEMPLATE_SECTION as USERS_TEMPLATE
+from bastion.users_config import KNOWN_USERS_KEYS, UsersConfig, parse_users
 
 DEFAULT_CONFIG_NAME = "bastion.toml"
 
@@ -131,6 +133,8 @@ class Config:
     mfa: MfaConfig = field(default_factory=MfaConfig)
     timebox: TimeboxConfig = field(default_factory=TimeboxConfig)
     requests: RequestsConfig = field(default_factory=RequestsConfig)
+    users: UsersConfig = field(default_factory=UsersConfig)
+    """``[users]``: whether a contractor needs an end date."""
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     """``[[notify.webhook]]`` and ``[[notify.syslog]]`` sinks (none by default)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -183,6 +187,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "metrics": frozenset({"listen"}),
     "timebox": frozenset({"warn_before", "poll_interval"}),
     "requests": KNOWN_REQUEST_KEYS,
+    "users": KNOWN_USERS_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
     "policy": KNOWN_POLICY_KEYS,
     "alerts": KNOWN_ALERT_KEYS,
@@ -422,6 +427,7 @@ def load_config(path: Path | str | None = None) -> Config:
             poll_interval=_number(tb, "poll_interval", 0.5, "timebox.poll_interval"),
         ),
         requests=parse_requests(_section(data, "requests")),
+        users=parse_users(_section(data, "users")),
         notify=parse_notify(_section(data, "notify"), base),
         policy=parse_policy(_section(data, "policy")),
         alerts=parse_alerts(_section(data, "alerts")),
@@ -556,7 +562,7 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
-""" + REQUESTS_TEMPLATE + POLICY_TEMPLATE + ALERTS_TEMPLATE + """
+""" + REQUESTS_TEMPLATE + POLICY_TEMPLATE + ALERTS_TEMPLATE + USERS_TEMPLATE + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.

@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from bastion import audit_actions as actions
 from bastion.ca import CertificateAuthority
 from bastion.config import Config
+from bastion.engagements import run_engagements
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.notify import Notifier
@@ -160,6 +161,7 @@ class BastionNode:
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)
+        self.spawn(run_engagements(self))
         if self.config.requests.clock == "first-connect":
             self.hooks.register(FirstConnectClock(self))
         if self.config.alerts.any:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from bastion.db_tokens import TokenRefused, check_db_token
+from bastion.engagements import refusal as engagement_refusal
 from bastion.grants import format_time, is_usable
 from bastion.pg.encoding import encode
 from bastion.pg.front_door import INVALID_AUTHORIZATION, INVALID_PASSWORD, Authenticate
@@ -89,8 +90,14 @@ async def log_in(
             credset=request.credset,
         )
     except TokenRefused as e:
-        raise await refuse(INVALID_PASSWORD, f"token-{e.reason}", e.message) from e
+        message = e.message
+        if e.reason == "revoked":  # revoked because the engagement ended? say when
+            owner = await node.call(store.get_user, request.user)
+            message = (owner and engagement_refusal(owner, now)) or message
+        raise await refuse(INVALID_PASSWORD, f"token-{e.reason}", message) from e
     user = await node.call(store.get_user, request.user)
+    if user is not None and (ended := engagement_refusal(user, now)) is not None:
+        raise await refuse(INVALID_AUTHORIZATION, RefusalReason.ENGAGEMENT_ENDED, ended)
     if user is None or user.disabled:
         raise await refuse(INVALID_AUTHORIZATION, "user-disabled", "this user is disabled")
     if user.locked_until is not None and user.locked_until > now:

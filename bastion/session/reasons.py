@@ -24,6 +24,7 @@ class EndReason(StrEnum):
     CLIENT_PROTOCOL_ERROR = "client-protocol-error"
     ADMIN_TERMINATED = "admin-terminated"
     USER_LOCKED = "user-locked"
+    ENGAGEMENT_ENDED = "engagement-ended"
     GRANT_REVOKED = "grant-revoked"
     GRANT_REMOVED = "grant-removed"
     GRANT_ENDED = "grant-ended"
@@ -43,6 +44,7 @@ class EndReason(StrEnum):
 _WORDS: dict[EndReason, str] = {
     EndReason.ADMIN_TERMINATED: "an administrator ended this session",
     EndReason.USER_LOCKED: "your account was locked",
+    EndReason.ENGAGEMENT_ENDED: "your engagement has ended",
     EndReason.GRANT_REVOKED: "your grant was revoked",
     EndReason.GRANT_REMOVED: "your grant no longer exists",
     EndReason.GRANT_ENDED: "your grant has ended",
@@ -79,6 +81,7 @@ class RefusalReason(StrEnum):
     USAGE = "usage"
     USER_DISABLED = "user-disabled"
     USER_LOCKED = "user-locked"
+    ENGAGEMENT_ENDED = "engagement-ended"
     RECORDING_UNAVAILABLE = "recording-unavailable"
     UPSTREAM_REFUSED = "upstream-refused"
     UPSTREAM_CHANNEL_REFUSED = "upstream-channel-refused"

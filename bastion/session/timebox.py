@@ -120,6 +120,13 @@ class LiveSessions:
             if s is not None:
                 self._end(s, EndReason.ADMIN_TERMINATED, f"terminated by {by}: {reason}")
 
+    def end_user(self, user: str, reason: str, message: str) -> tuple[str, ...]:
+        """End every live session of ``user`` on this node (an engagement's end); their ids."""
+        ended = [s for s in self.list() if s.user == user and not s.ending]
+        for s in ended:
+            self._end(s, reason, message)
+        return tuple(s.session_id for s in ended)
+
     def apply_one(self, s: LiveSession) -> None:
         """Warn or end one session by the clock alone (also run when a session starts)."""
         if s.ending:

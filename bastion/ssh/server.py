@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncssh
 
 from bastion.alerts import detectors as alerts
+from bastion.engagements import banner_line as engagement_banner
+from bastion.engagements import refusal as engagement_refusal
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access
@@ -143,7 +145,10 @@ class BastionSSHServer(asyncssh.SSHServer):
         now = self.node.clock()
         reason: str | None = None
         message = ""
-        if user.disabled:
+        ended = engagement_refusal(user, now)
+        if ended is not None:
+            reason, message = "engagement-ended", ended
+        elif user.disabled:
             reason, message = "disabled", f"user {user.name} is disabled; ask an admin"
         elif user.locked_until is not None and user.locked_until > now:
             reason, message = "locked", locked_message(user.name, user.locked_until, now)
@@ -164,6 +169,9 @@ class BastionSSHServer(asyncssh.SSHServer):
                 key=self.key_fingerprint,
             )
             return False
+        reminder = engagement_banner(user, now)
+        if reminder is not None:
+            self._banner(f"bastion: {reminder}\r\n")
         return True
 
     def get_kbdint_challenge(

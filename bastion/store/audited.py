@@ -58,6 +58,22 @@ class AuditedChange:
         """Revoke the user's live tokens; return how many."""
         return self._store._revoke_user_tokens_tx(self._tx, user_id, by, at)
 
+    def end_engagement(self, user_id: int, now: float) -> bool:
+        """Disable a user whose engagement ended; False if another node already did."""
+        return self._store._end_engagement_tx(self._tx, user_id, now)
+
+    def drop_user_requests(self, user_id: int, at: float, reason: str) -> list[int]:
+        """Drop a user's pending requests; returns their ids."""
+        return self._store._drop_user_requests_tx(self._tx, user_id, at, reason)
+
+    def live_sessions(self, user_id: int) -> list[str]:
+        """Ids of a user's live sessions (on any node)."""
+        return self._store._live_session_ids_tx(self._tx, user_id)
+
+    def set_engagement(self, name: str, **fields: Any) -> User:
+        """Change a user's sponsor, end date or organisation (see ``Store.set_engagement``)."""
+        return self._store._set_engagement_tx(self._tx, name, **fields)
+
     def request_termination(self, session_id: str, by: str, reason: str, at: float) -> None:
         """Ask for a live session's end; raises NotFound, or StoreError if it ended."""
         self._store._request_termination_tx(self._tx, session_id, by, reason, at)

@@ -19,6 +19,7 @@ from bastion.secretbox import SecretBox
 from bastion.store import rows
 from bastion.store.audited import AuditedChange
 from bastion.store.backends import Backend, Tx, connect
+from bastion.store.engagements import Engagements
 from bastion.store.history import History, where_clause
 from bastion.store.migrations import migrate, schema_version
 from bastion.store.models import (
@@ -62,7 +63,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests, Policies):
+class Store(History, Tokens, Requests, Policies, Engagements):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:

@@ -285,6 +285,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO policy_version (id, version) VALUES (1, 0)",
         ),
     ),
+    Migration(
+        8,
+        "engagements",
+        (
+            # A contractor's engagement: who vouches for them, when their access ends,
+            # their organisation. engagement_reminded is the smallest number of days
+            # before the end already reminded (7, then 1); engagement_ended_at is set by
+            # the one node whose conditional UPDATE ended the engagement.
+            "ALTER TABLE users ADD COLUMN sponsor TEXT",
+            "ALTER TABLE users ADD COLUMN engagement_until {FLOAT}",
+            "ALTER TABLE users ADD COLUMN org TEXT",
+            "ALTER TABLE users ADD COLUMN engagement_reminded INTEGER",
+            "ALTER TABLE users ADD COLUMN engagement_ended_at {FLOAT}",
+            "CREATE INDEX users_engagement ON users (engagement_until)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

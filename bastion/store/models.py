@@ -66,6 +66,16 @@ class User:
     locked_until: float | None
     disabled: bool
     created_at: float
+    sponsor: str | None = None
+    """Who vouches for a contractor: is reminded before the end and may extend it."""
+    engagement_until: float | None = None
+    """When the engagement ends (None: no end date); at that second access ends."""
+    org: str | None = None
+    """The contractor's organisation, for listings."""
+    engagement_reminded: int | None = None
+    """Smallest days-before-the-end reminder already sent (7, then 1); None: none yet."""
+    engagement_ended_at: float | None = None
+    """When the bastion ended the engagement (disabled the user); None: not ended."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from bastion.store.models import (
 )
 
 USER_COLUMNS = (
-    "id, name, role, ssh_keys, totp_secret, totp_last_step, locked_until, disabled, created_at"
+    "id, name, role, ssh_keys, totp_secret, totp_last_step, locked_until, disabled, created_at,"
+    " sponsor, engagement_until, org, engagement_reminded, engagement_ended_at"
 )
 TARGET_COLUMNS = (
     "id, name, kind, host, port, logins, principal, host_keys, host_ca_keys, dbname,"
@@ -109,6 +110,13 @@ def user(row: Row, box: SecretBox) -> User:
         locked_until=_opt_float(row["locked_until"]),
         disabled=bool(row["disabled"]),
         created_at=float(row["created_at"]),
+        sponsor=row["sponsor"],
+        engagement_until=_opt_float(row["engagement_until"]),
+        org=row["org"],
+        engagement_reminded=(
+            None if row["engagement_reminded"] is None else int(row["engagement_reminded"])
+        ),
+        engagement_ended_at=_opt_float(row["engagement_ended_at"]),
     )
 
 

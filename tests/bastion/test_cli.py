@@ -21,7 +21,16 @@ def node_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     assert main(["init", "--dir", str(tmp_path), "--listen", "127.0.0.1:2299"]) == 0
     out = capsys.readouterr().out
     assert out.count("ssh-ed25519 ") == 1  # the CA line targets must trust
+    open_ended(tmp_path)
     return tmp_path
+
+
+def open_ended(node_dir: Path) -> None:
+    """Let contractors be added without an end date (engagements have their own tests)."""
+    config = node_dir / "bastion.toml"
+    text = config.read_text()
+    assert "require_end_date = true" in text
+    config.write_text(text.replace("require_end_date = true", "require_end_date = false"))
 
 
 def run(node_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -27,6 +27,7 @@ from bastion.request_flow import RequestFlow
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from tests.bastion.notify.receivers import closed_port, http_receiver
+from tests.bastion.test_cli import open_ended
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,6 +105,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "127.0.0.1:2299"],
         check=True, capture_output=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
+    open_ended(node)
     key = node / "key.pub"
     key.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh"))
     for name, role, groups in [
