@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -39,18 +38,6 @@ APPLIED = [
     "timebox.warn_before",
 ]
 NEEDS_RESTART = ["recording_repack_level", "ssh.listen_port"]
-
-
-@pytest.fixture()
-async def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kit]:
-    for name in ("BASTION_CONFIG", "BASTION_SECRET_KEY", "BASTION_STATE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    k = build_kit(tmp_path / "node")
-    try:
-        yield k
-    finally:
-        await k.settle()
-        await k.node.close()
 
 
 def _edit(path: Path, changes: dict[str, str]) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -13,21 +11,9 @@ from bastion.alerts.settings import AlertsConfig, parse_alerts
 from bastion.errors import ConfigError
 from bastion.session.core import Session
 from bastion.session.reasons import EndReason
-from tests.bastion.session.kit import T0, Kit, build_kit
+from tests.bastion.session.kit import T0, Kit
 
 MIB = 1 << 20
-
-
-@pytest.fixture()
-async def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kit]:
-    for name in ("BASTION_CONFIG", "BASTION_SECRET_KEY", "BASTION_STATE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    k = build_kit(tmp_path / "node")
-    try:
-        yield k
-    finally:
-        await k.settle()
-        await k.node.close()
 
 
 def arm(kit: Kit, **thresholds: object) -> None:

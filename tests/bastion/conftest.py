@@ -1,4 +1,4 @@
-"""The session-core fixture: a real node on SQLite in tmp_path, no listeners, a test clock."""
+"""Shared fixtures of tests/bastion: the session-core kit (a real node on SQLite, no listeners)."""
 
 from __future__ import annotations
 
