@@ -187,6 +187,50 @@ class RequestFlow:
             )
         return tuple(made)
 
+    def _new_request(
+        self,
+        change: AuditedChange,
+        user: User,
+        kind: RequestKind,
+        target_names: Sequence[str],
+        *,
+        duration: float,
+        login: str | None,
+        options: frozenset[str],
+        start_at: float | None,
+        reason: str,
+        now: float,
+        lapses_at: float,
+        client_addr: str | None,
+        extends_grant_id: int | None = None,
+    ) -> tuple[AccessRequest, RequestPolicy]:
+        """Check a new request against the rules and store it (pending)."""
+        found = self._targets(change, target_names)
+        policy = policy_for(found, self.config)
+        extending = kind is RequestKind.EXTEND  # the grant's own login, already checked
+        check_new_request(
+            targets=found, duration=duration, options=options,
+            login=None if extending else login, policy=policy, kind=kind, config=self.config,
+        )  # fmt: skip
+        if kind is RequestKind.ACCESS:
+            for t in found:
+                self._login_for(t, login)
+        request = change.add_request(
+            user_id=user.id,
+            kind=kind,
+            targets=[t.name for t in found],
+            login=login,
+            options=options,
+            duration=duration,
+            start_at=start_at,
+            reason=reason,
+            now=now,
+            lapses_at=lapses_at,
+            extends_grant_id=extends_grant_id,
+            client_addr=client_addr,
+        )
+        return request, policy
+
     # --- contractor steps --------------------------------------------------------------
 
     def create(
@@ -211,28 +255,12 @@ class RequestFlow:
         with self.store.audited_change(
             user.name, actions.REQUEST_CREATED, ",".join(targets), now
         ) as change:
-            found = self._targets(change, targets)
-            policy = policy_for(found, self.config)
             opts = frozenset(options)
-            check_new_request(
-                targets=found, duration=duration, options=opts, login=login, policy=policy,
-                kind=RequestKind.ACCESS, config=self.config,
+            request, policy = self._new_request(
+                change, user, RequestKind.ACCESS, targets, duration=duration, login=login,
+                options=opts, start_at=start_at, reason=reason, now=now,
+                lapses_at=now + self.config.pending_ttl, client_addr=client_addr,
             )  # fmt: skip
-            for t in found:
-                self._login_for(t, login)
-            request = change.add_request(
-                user_id=user.id,
-                kind=RequestKind.ACCESS,
-                targets=[t.name for t in found],
-                login=login,
-                options=opts,
-                duration=duration,
-                start_at=start_at,
-                reason=reason,
-                now=now,
-                lapses_at=now + self.config.pending_ttl,
-                client_addr=client_addr,
-            )
             self._audit(
                 change, request=request.id, duration=duration, reason=reason,
                 options=sorted(opts), login=login, lapses_at=request.lapses_at,
@@ -273,26 +301,11 @@ class RequestFlow:
         with self.store.audited_change(
             user.name, actions.REQUEST_BREAK_GLASS, ",".join(targets), now
         ) as change:
-            found = self._targets(change, targets)
-            policy = policy_for(found, self.config)
-            opts = frozenset(options)
-            check_new_request(
-                targets=found, duration=length, options=opts, login=login, policy=policy,
-                kind=RequestKind.BREAK_GLASS, config=self.config,
+            request, policy = self._new_request(
+                change, user, RequestKind.BREAK_GLASS, targets, duration=length, login=login,
+                options=frozenset(options), start_at=None, reason=reason, now=now,
+                lapses_at=now, client_addr=client_addr,
             )  # fmt: skip
-            request = change.add_request(
-                user_id=user.id,
-                kind=RequestKind.BREAK_GLASS,
-                targets=[t.name for t in found],
-                login=login,
-                options=opts,
-                duration=length,
-                start_at=None,
-                reason=reason,
-                now=now,
-                lapses_at=now,
-                client_addr=client_addr,
-            )
             request = change.decide_request(
                 request.id, RequestState.APPROVED, by="break-glass", at=now, reason=reason
             )
@@ -327,26 +340,12 @@ class RequestFlow:
         with self.store.audited_change(
             user.name, actions.REQUEST_CREATED, grant.target_name, now
         ) as change:
-            found = self._targets(change, [grant.target_name])
-            policy = policy_for(found, self.config)
-            check_new_request(
-                targets=found, duration=duration, options=grant.options, login=None,
-                policy=policy, kind=RequestKind.EXTEND, config=self.config,
+            request, policy = self._new_request(
+                change, user, RequestKind.EXTEND, [grant.target_name], duration=duration,
+                login=grant.login or grant.credset, options=grant.options, start_at=None,
+                reason=reason, now=now, lapses_at=now + self.config.pending_ttl,
+                client_addr=client_addr, extends_grant_id=grant.id,
             )  # fmt: skip
-            request = change.add_request(
-                user_id=user.id,
-                kind=RequestKind.EXTEND,
-                targets=[grant.target_name],
-                login=grant.login or grant.credset,
-                options=grant.options,
-                duration=duration,
-                start_at=None,
-                reason=reason,
-                now=now,
-                lapses_at=now + self.config.pending_ttl,
-                extends_grant_id=grant.id,
-                client_addr=client_addr,
-            )
             self._audit(
                 change, request=request.id, extends=grant.id, duration=duration, reason=reason
             )
