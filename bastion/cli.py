@@ -34,6 +34,7 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree (kept in one place so --help stays complete)."""
     from bastion import (
+        cli_access,
         cli_admin,
         cli_grants,
         cli_node,
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_audit_commands(sub, _add_config, _add_json)
     cli_sessions.add_session_commands(sub, _add_config, _add_json)
     cli_policy.add_policy_commands(sub, _add_config, _add_json)
+    cli_access.add_access_commands(sub, _add_config, _add_json)
     from bastion import cli_control
 
     cli_control.add_control_commands(sub, _add_config, _add_json)

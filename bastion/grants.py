@@ -19,7 +19,8 @@ def format_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
-def _why_not(grant: Grant, now: float) -> str:
+def why_not(grant: Grant, now: float) -> str:
+    """Why ``grant`` does not let anyone in at ``now`` (for refusals and ``bastion access``)."""
     state = grant.state_at(now)
     if state is GrantState.REVOKED:
         by = f" by {grant.revoked_by}" if grant.revoked_by else ""
@@ -45,7 +46,7 @@ def _longest_or_why_not(usable: Sequence[Grant], explain: Sequence[Grant], now: 
     if usable:
         return max(usable, key=lambda g: (g.not_after, g.id))
     latest = max(explain, key=lambda g: (g.not_after, g.id))
-    raise AccessDenied(_why_not(latest, now))
+    raise AccessDenied(why_not(latest, now))
 
 
 def authorize(

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bastion.engagements import refusal as engagement_refusal
 from bastion.errors import AccessDenied, BastionError
 from bastion.grants import authorize, authorize_database, require_option
+from bastion.mfa import locked_message
 from bastion.session.reasons import RefusalReason
 from bastion.store import Store
 from bastion.store.models import Credset, Grant, Target, TargetKind, User
@@ -40,6 +42,28 @@ class Access:
     target: Target
     grant: Grant
     login: str | None
+
+
+def login_refusal(user: User, now: float) -> tuple[str, str] | None:
+    """Why ``user`` may not log in over SSH at all now: (audit reason, words), or None.
+
+    The first check of every SSH login (after the key, before the TOTP code), and
+    what ``bastion access`` reports, so the two cannot disagree. In order: the
+    engagement ended, disabled, locked, no TOTP enrolment.
+    """
+    ended = engagement_refusal(user, now)
+    if ended is not None:
+        return "engagement-ended", ended
+    if user.disabled:
+        return "disabled", f"user {user.name} is disabled; ask an admin"
+    if user.locked_until is not None and user.locked_until > now:
+        return "locked", locked_message(user.name, user.locked_until, now)
+    if not user.totp_secret:
+        return "no-mfa", (
+            f"user {user.name} has no TOTP enrolment; ask an admin to run "
+            f"'bastion user reset-mfa {user.name}'"
+        )
+    return None
 
 
 def _target(store: Store, user: User, name: str, protocol: str) -> Target:

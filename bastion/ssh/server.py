@@ -15,10 +15,9 @@ import asyncssh
 
 from bastion.alerts import detectors as alerts
 from bastion.engagements import banner_line as engagement_banner
-from bastion.engagements import refusal as engagement_refusal
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
-from bastion.session.admission import Refused, find_access
+from bastion.session.admission import Refused, find_access, login_refusal
 from bastion.ssh.forwarding import ForwardingContext, open_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.session import RelaySession
@@ -143,22 +142,9 @@ class BastionSSHServer(asyncssh.SSHServer):
         if user is None:
             return False
         now = self.node.clock()
-        reason: str | None = None
-        message = ""
-        ended = engagement_refusal(user, now)
-        if ended is not None:
-            reason, message = "engagement-ended", ended
-        elif user.disabled:
-            reason, message = "disabled", f"user {user.name} is disabled; ask an admin"
-        elif user.locked_until is not None and user.locked_until > now:
-            reason, message = "locked", locked_message(user.name, user.locked_until, now)
-        elif not user.totp_secret:
-            reason = "no-mfa"
-            message = (
-                f"user {user.name} has no TOTP enrolment; ask an admin to run "
-                f"'bastion user reset-mfa {user.name}'"
-            )
-        if reason is not None:
+        refused = login_refusal(user, now)
+        if refused is not None:
+            reason, message = refused
             self._banner(f"bastion: {message}\r\n")
             await self.node.audit(
                 user.name,
