@@ -31,6 +31,8 @@ class GrantWhy:
     id: int
     profile: str | None
     """The access profile the grant names (None: a grant for this target directly)."""
+    selector: str | None
+    """That profile's label selector, which the target's labels match now."""
     request: int | None
     """The access request the grant was made from (None: typed by an admin)."""
     request_kind: str | None
@@ -65,6 +67,8 @@ class TargetAccess:
     kind: str
     """"ssh" or "postgres"."""
     removed: bool
+    labels: dict[str, str]
+    """The target's labels now (what profile selectors match)."""
     reachable: bool
     ways: tuple[Way, ...]
     """What the grants allow now, as the node's admission picks (also when ``blocked``)."""
@@ -152,7 +156,7 @@ def when(t: float) -> str:
 
 def grant_line(g: GrantWhy) -> str:
     """``grant #3 via profile staging-web from request #9: usable, as deploy, …``."""
-    source = f"via profile {g.profile}" if g.profile else "direct"
+    source = f"via profile {g.profile} ({g.selector})" if g.profile else "direct"
     if g.request is not None:
         source += f" from {g.request_kind or 'access'} request #{g.request}"
     what = f"as {g.login}" if g.login else f"credential set {g.credset}" if g.credset else ""

@@ -5,7 +5,10 @@ verdict here comes from the code a connection goes through: ``login_refusal`` (t
 first check of every SSH login: engagement ended, disabled, locked, no TOTP) and
 ``find_access`` (target, the user's grants for it, the pick, with the same
 refusal words) once for each login or credential set a usable grant names, and
-once with none (the ``USER%TARGET`` a contractor types). So a grant that has not
+once with none (the ``USER%TARGET`` a contractor types). A profile grant comes
+the way admission sees it: ``Store.list_grants(target_id=...)`` fills it in for
+every live target whose labels its profile's selector matches at that moment, so
+a target labelled later is listed and one whose label went is not. A grant that has not
 started, a revoked or expired one, a removed target, a disabled or ended user
 all read exactly as the node would refuse them. What admission hooks decide per
 session (none of the stock ones refuses) is outside this answer.
@@ -16,6 +19,7 @@ Blocking (store calls), like ``find_access``: the node runs it in a worker threa
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from bastion.access_report import GrantWhy, TargetAccess, UserAccess, Way
 from bastion.engagements import user_state
@@ -53,14 +57,37 @@ def _protocol(target: Target) -> str:
     return "postgres" if target.kind is TargetKind.POSTGRES else "ssh"
 
 
-def _why(
-    grant: Grant, now: float, requests: dict[int, AccessRequest | None], profile: str | None
-) -> GrantWhy:
-    found = requests.get(grant.request_id) if grant.request_id is not None else None
+@dataclass
+class _Lookups:
+    """Requests and profiles read once per report, not once per grant."""
+
+    store: Store
+    requests: dict[int, AccessRequest | None] = field(default_factory=dict)
+    selectors: dict[int, str | None] = field(default_factory=dict)
+
+    def request(self, request_id: int | None) -> AccessRequest | None:
+        if request_id is None:
+            return None
+        if request_id not in self.requests:
+            self.requests[request_id] = self.store.get_request(request_id)
+        return self.requests[request_id]
+
+    def selector(self, profile_id: int | None) -> str | None:
+        if profile_id is None:
+            return None
+        if profile_id not in self.selectors:
+            found = self.store.get_profile_by_id(profile_id)
+            self.selectors[profile_id] = found.selector if found is not None else None
+        return self.selectors[profile_id]
+
+
+def _why(grant: Grant, now: float, look: _Lookups) -> GrantWhy:
+    found = look.request(grant.request_id)
     usable = is_usable(grant, now)
     return GrantWhy(
         id=grant.id,
-        profile=profile,
+        profile=grant.profile_name,
+        selector=look.selector(grant.profile_id),
         request=grant.request_id,
         request_kind=found.kind.value if found is not None else None,
         login=grant.login,
@@ -75,17 +102,6 @@ def _why(
     )
 
 
-def _profile_of(grant: Grant) -> str | None:
-    """The profile a grant names (None before profiles exist, or for a direct grant)."""
-    name = getattr(grant, "profile_name", None)
-    return str(name) if name else None
-
-
-def _requests_of(store: Store, grants: list[Grant]) -> dict[int, AccessRequest | None]:
-    ids = {g.request_id for g in grants if g.request_id is not None}
-    return {i: store.get_request(i) for i in sorted(ids)}
-
-
 def target_access(
     store: Store,
     user: User,
@@ -94,6 +110,7 @@ def target_access(
     *,
     grants: list[Grant] | None = None,
     include_all: bool = False,
+    look: _Lookups | None = None,
 ) -> TargetAccess | None:
     """``user`` on the live ``target`` at ``now``; None when there is nothing to say
     (no grant at all, or with ``include_all`` False no grant that is current)."""
@@ -130,38 +147,44 @@ def target_access(
         blocked.append(refused[1])
     if not ways:
         blocked.append(refusal or f"no usable grant for {target.name}")
-    requests = _requests_of(store, shown)
+    look = look or _Lookups(store)
     return TargetAccess(
         target=target.name,
         kind=target.kind.value,
         removed=False,
+        labels=dict(target.labels),
         reachable=bool(ways) and refused is None,
         ways=tuple(ways[k] for k in sorted(ways, key=lambda k: k or "")),
         blocked=tuple(blocked),
-        grants=tuple(_why(g, now, requests, _profile_of(g)) for g in shown),
+        grants=tuple(_why(g, now, look) for g in shown),
     )
 
 
-def _removed(store: Store, user: User, now: float, live_ids: set[int]) -> list[TargetAccess]:
-    """Targets that were removed, for ``--all``: their grants are history, nothing is reachable."""
+def _removed(
+    store: Store, user: User, now: float, live_ids: set[int], look: _Lookups
+) -> list[TargetAccess]:
+    """Targets that were removed, for ``--all``: their grants are history, nothing is reachable.
+
+    (Profile grants name no target as stored: what they reach is only ever "now".)
+    """
     by_target: dict[int, list[Grant]] = defaultdict(list)
     for g in store.list_grants(user_id=user.id):
-        if g.target_id not in live_ids:
+        if g.target_id is not None and g.target_id not in live_ids:
             by_target[g.target_id].append(g)
     out = []
-    for grants in by_target.values():
-        requests = _requests_of(store, grants)
-        target = store.get_target_by_id(grants[0].target_id)
-        name = target.name if target is not None else grants[0].target_name
+    for target_id, grants in by_target.items():
+        target = store.get_target_by_id(target_id)
+        name = target.name if target is not None else str(grants[0].target_name)
         out.append(
             TargetAccess(
                 target=name,
                 kind=target.kind.value if target is not None else "ssh",
                 removed=True,
+                labels=dict(target.labels) if target is not None else {},
                 reachable=False,
                 ways=(),
                 blocked=(f"target {name} was removed",),
-                grants=tuple(_why(g, now, requests, _profile_of(g)) for g in grants),
+                grants=tuple(_why(g, now, look) for g in grants),
             )
         )
     return sorted(out, key=lambda t: t.target)
@@ -195,13 +218,15 @@ def user_access(store: Store, name: str, now: float, *, include_all: bool = Fals
     and removed targets), each with how or why not. Raises NotFound."""
     user = _user(store, name)
     live = store.list_targets()
+    look = _Lookups(store)
     found = [
         t
         for target in live
-        if (t := target_access(store, user, target, now, include_all=include_all)) is not None
+        if (t := target_access(store, user, target, now, include_all=include_all, look=look))
+        is not None
     ]
     if include_all:
-        found += _removed(store, user, now, {t.id for t in live})
+        found += _removed(store, user, now, {t.id for t in live}, look)
     return _report(store, user, now, found)
 
 
@@ -214,8 +239,9 @@ def who_can_reach(
     if target is None:
         raise NotFound(f"no target named '{target_name}'; see 'bastion target list'")
     out = []
+    look = _Lookups(store)
     for user in store.list_users():
-        t = target_access(store, user, target, now, include_all=include_all)
+        t = target_access(store, user, target, now, include_all=include_all, look=look)
         if t is not None:
             out.append(_report(store, user, now, [t]))
     return sorted(out, key=lambda a: (not a.targets[0].reachable, a.user))

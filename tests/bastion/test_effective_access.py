@@ -243,3 +243,34 @@ def test_the_command_prints_text_and_json(
     assert code == 2 and "name a user" in err
     code, _, err = cli(node_dir, capsys, "nobody")
     assert code == 1 and "no user named 'nobody'" in err
+
+
+def test_a_profile_grant_reaches_what_its_selector_matches_now(store: Store) -> None:
+    alice = user(store)
+    profile = store.add_profile(
+        name="staging-web", selector="env=staging,role=web", logins=["deploy"],
+        created_by="admin", now=T0 - HOUR,
+    )  # fmt: skip
+    store.set_target_labels("web1", {"env": "staging", "role": "web"})
+    store.set_target_labels("web2", {"env": "prod", "role": "web"})
+    g = store.add_grant(
+        user_id=alice.id, target_id=None, profile_id=profile.id, login=None, credset=None,
+        not_before=T0 - 60, not_after=T0 + HOUR, reason="TICKET-2", requested_by="admin",
+        approved_by="admin", options=frozenset(), now=T0 - HOUR,
+    )  # fmt: skip
+    (t,) = user_access(store, "alice", T0).targets
+    assert t.target == "web1" and t.reachable and t.labels == {"env": "staging", "role": "web"}
+    assert [(w.login, w.grant) for w in t.ways] == [("deploy", g.id)]
+    (why,) = t.grants
+    assert why.profile == "staging-web" and why.selector == "env=staging,role=web"
+    assert "via profile staging-web (env=staging,role=web)" in "\n".join(
+        describe(user_access(store, "alice", T0))
+    )
+    store.set_target_labels("web2", {"env": "staging"})  # labelled later: covered at once
+    assert {t.target for t in user_access(store, "alice", T0).targets} == {"web1", "web2"}
+    store.set_target_labels("web1", {}, remove=["env"])  # label removed: access to it ends
+    assert [t.target for t in user_access(store, "alice", T0).targets] == ["web2"]
+    assert [a.user for a in who_can_reach(store, "web1", T0)] == []
+    assert [a.user for a in who_can_reach(store, "web2", T0, include_all=True)] == ["alice"]
+    # with --all the stored grant (no target) is not mistaken for a removed target
+    assert all(not t.removed for t in user_access(store, "alice", T0, include_all=True).targets)
