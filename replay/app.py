@@ -29,7 +29,8 @@ from textual.binding import Binding
 from recorder import RecordingReader
 from recorder.errors import RecordingError
 from replay.clock import Clock, MonotonicClock
-from replay.messages import OpenLive, OpenPlayer, OpenRequests
+from replay.messages import OpenAccess, OpenLive, OpenPlayer, OpenRequests
+from replay.screens.access import AccessScreen
 from replay.screens.browser import BrowserScreen
 from replay.screens.live import LiveScreen
 from replay.screens.player import PlayerScreen
@@ -189,6 +190,11 @@ class ConsoleApp(App[None]):
     def on_open_requests(self, message: OpenRequests) -> None:
         """A screen asked for the access requests."""
         self.open_requests()
+
+    def on_open_access(self, message: OpenAccess) -> None:
+        """A screen asked for a user's effective access."""
+        if self.source is not None:
+            self.push_screen(AccessScreen(self.source, message.user))
 
 
 # -- command line -----------------------------------------------------------------------

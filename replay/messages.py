@@ -1,5 +1,5 @@
 """Messages screens send to the app: "open this session in the player / live view",
-"open the access requests".
+"open the access requests", "show this user's access".
 
 Why messages: screens do not know how the app finds recordings or which screens it
 stacks; they say what the user asked for and the app decides (``ConsoleApp``).
@@ -13,7 +13,7 @@ from textual.message import Message
 
 from replay.source import SessionInfo
 
-__all__ = ["OpenLive", "OpenPlayer", "OpenRequests"]
+__all__ = ["OpenAccess", "OpenLive", "OpenPlayer", "OpenRequests"]
 
 
 @dataclass
@@ -35,3 +35,10 @@ class OpenLive(Message):
 @dataclass
 class OpenRequests(Message):
     """Show the access requests (pending first)."""
+
+
+@dataclass
+class OpenAccess(Message):
+    """Show what ``user`` can reach now and why."""
+
+    user: str

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from bastion.access_report import GrantWhy, TargetAccess, UserAccess, Way
 from bastion.control.messages import (
     ApprovalInfo,
     ControlError,
@@ -37,6 +38,7 @@ from bastion.control.messages import (
 
 __all__ = [
     "ApprovalInfo",
+    "GrantWhy",
     "HistoryEntry",
     "LiveEnd",
     "LiveEvent",
@@ -52,6 +54,9 @@ __all__ = [
     "SessionSource",
     "Snapshot",
     "SourceError",
+    "TargetAccess",
+    "UserAccess",
+    "Way",
 ]
 
 
@@ -121,6 +126,10 @@ class SessionSource(Protocol):
 
     async def deny_request(self, request_id: int, reason: str) -> RequestInfo:
         """Deny a pending request; the requester sees ``reason``."""
+        ...
+
+    async def user_access(self, name: str, *, include_all: bool = False) -> UserAccess:
+        """What ``name`` can reach now and why (``include_all``: history too)."""
         ...
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+from bastion.access_report import UserAccess, access_from_wire
 from bastion.control.framing import ControlProtocolError, LineFramer, encode
 from bastion.control.messages import (
     ControlError,
@@ -284,3 +285,12 @@ class ControlClient:
         """Deny a pending request; the requester is told ``reason``."""
         reply = await self._request("deny_request", request=request_id, reason=reason)
         return request_from_wire(reply.get("request"))
+
+    async def user_access(self, name: str, *, include_all: bool = False) -> UserAccess:
+        """What user ``name`` can reach now and why (``include_all``: ended grants and
+        removed targets too); the same answer as ``bastion access NAME``."""
+        reply = await self._request("user_access", name=name, all=include_all)
+        try:
+            return access_from_wire(reply.get("access"))
+        except ValueError as e:
+            raise ControlError(f"malformed user_access reply: {e}") from e

@@ -24,6 +24,7 @@ from typing import Any
 
 from bastion import admin_actions
 from bastion import audit_actions as actions
+from bastion.access_report import access_to_wire
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
 from bastion.control.auth import (
     authorize_operator,
@@ -46,6 +47,7 @@ from bastion.control.messages import (
 from bastion.control.request_view import list_requests, request_of
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher, to_live_event
+from bastion.effective_access import user_access
 from bastion.errors import BastionError, NotFound
 from bastion.request_flow import RequestFlow
 from bastion.service import BastionNode
@@ -304,6 +306,7 @@ class ControlServer:
             "list_requests": self._list_requests,
             "approve_request": self._approve_request,
             "deny_request": self._deny_request,
+            "user_access": self._user_access,
         }
 
     async def start_unix(self, path: Path) -> asyncio.AbstractServer:
@@ -510,6 +513,16 @@ class ControlServer:
         out = await self.node.call(flow.deny, request_id, actor, reason)
         info = await self.node.call(request_of, flow, out.request)
         return {"request": request_to_wire(info)}
+
+    async def _user_access(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+        include_all = req.get("all", False)
+        if not isinstance(include_all, bool):
+            raise ControlError("'all' must be true or false")
+        node = self.node
+        found = await node.call(
+            user_access, node.store, _str(req, "name"), node.clock(), include_all=include_all
+        )
+        return {"access": access_to_wire(found)}
 
     async def _unwatch(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
         task = conn.watches.get(req.get("watch"))

@@ -5,6 +5,7 @@ arguments; search (``/``) asks the node for commands and queries containing the 
 and lists the hits, each of which opens the player at its moment. Enter on a session
 opens the player; on a live session an admin gets the live view instead (``w``
 always watches). The status line counts pending access requests; ``p`` opens them.
+``u`` shows the effective access of the selected session's user.
 Requests run in async workers, so a slow node never freezes keys.
 """
 
@@ -30,7 +31,7 @@ from replay.formatting import (
     one_line,
     parse_when,
 )
-from replay.messages import OpenLive, OpenPlayer, OpenRequests
+from replay.messages import OpenAccess, OpenLive, OpenPlayer, OpenRequests
 from replay.screens.help import HelpScreen
 from replay.source import SearchHit, SessionInfo, SessionSource, SourceError
 
@@ -92,6 +93,10 @@ class BrowserScreen(Screen[None]):
         Binding("l", "live_only", "Live only", tooltip="show only live sessions, or all"),
         Binding("r", "reload", "Reload"),
         Binding("p", "requests", "Requests", tooltip="the access requests (pending first)"),
+        Binding(
+            "u", "access", "Access", tooltip="what the selected session's user can reach now",
+            show=False,
+        ),
         Binding("escape", "clear", "Clear", tooltip="clear the search results", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -331,6 +336,14 @@ class BrowserScreen(Screen[None]):
     def action_requests(self) -> None:
         """Open the access requests."""
         self.post_message(OpenRequests())
+
+    def action_access(self) -> None:
+        """Open the effective access of the selected session's user."""
+        session = self.sessions.get(self._selected_id() or "")
+        if session is None:
+            self.notify("select a session to see its user's access", timeout=3, markup=False)
+            return
+        self.post_message(OpenAccess(session.user))
 
     def action_search(self) -> None:
         """Focus the search box."""

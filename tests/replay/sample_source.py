@@ -20,6 +20,7 @@ from pathlib import Path
 from recorder import RecordingReader, Structured, extract_commands
 from replay.source import (
     ApprovalInfo,
+    GrantWhy,
     HistoryEntry,
     LiveEnd,
     LiveEvent,
@@ -28,6 +29,9 @@ from replay.source import (
     SearchHit,
     SessionInfo,
     SourceError,
+    TargetAccess,
+    UserAccess,
+    Way,
 )
 
 RECORDINGS = Path(__file__).resolve().parent / "fixtures" / "recordings"
@@ -117,6 +121,41 @@ REQUESTS = [
     _request(9, "alice", "db1", 8 * 3600, "debug", "denied", START - 600,
              decided_at=START - 300, decided_by="bob", decision_reason="too long; ask for 1h"),
 ]  # fmt: skip
+
+
+def _grant(gid: int, login: str, start: float, end: float, state: str, **kw: object) -> GrantWhy:
+    fields: dict[str, object] = {
+        "id": gid, "profile": None, "selector": None, "request": None, "request_kind": None,
+        "login": login, "credset": None, "options": (), "not_before": start, "not_after": end,
+        "state": state, "why_not": "", "reason": "INC-4711", "approved_by": "bob",
+    }  # fmt: skip
+    fields.update(kw)
+    return GrantWhy(**fields)  # type: ignore[arg-type]
+
+
+_STARTS = "grant #8 starts at 2025-05-02 09:00:00 UTC"
+ACCESS = {
+    "alice": UserAccess(
+        user="alice", role="contractor", state="active", sponsor="bob",
+        engagement_until=NOW + 20 * 86400, login_refused=None, at=NOW, pending_requests=(12,),
+        targets=(
+            TargetAccess(
+                target="web1", kind="ssh", removed=False, labels={"env": "prod"},
+                reachable=True, ways=(Way("deploy", 5, NOW + 3600),), blocked=(),
+                grants=(_grant(5, "deploy", NOW - 600, NOW + 3600, "usable", request=4,
+                               request_kind="access"),),
+            ),
+            TargetAccess(
+                target="web2", kind="ssh", removed=False, labels={"env": "staging"},
+                reachable=False, ways=(), blocked=(_STARTS,),
+                grants=(_grant(8, "deploy", NOW + 75600, NOW + 90000, "not-started",
+                               profile="staging-web", selector="env=staging",
+                               why_not=_STARTS),),
+            ),
+        ),
+    ),
+}  # fmt: skip
+"""What the sample node answers to ``user_access`` (others are unknown users)."""
 
 
 class SampleSource:
@@ -271,6 +310,15 @@ class SampleSource:
             r, f"denied: {reason}", state="denied", needed=0, approvers=(), decided_at=NOW,
             decided_by=self.operator.name, decision_reason=reason,
         )  # fmt: skip
+
+    async def user_access(self, name: str, *, include_all: bool = False) -> UserAccess:
+        self.calls.append(("user_access", name, str(include_all)))
+        if self.operator.role not in ("admin", "auditor"):
+            raise SourceError("'user_access' needs the admin or auditor role")
+        found = ACCESS.get(name)
+        if found is None:
+            raise SourceError(f"no user named '{name}'; see 'bastion user list'")
+        return found
 
     async def close(self) -> None:
         self.closed = True
