@@ -1,4 +1,4 @@
-"""``bastion target label``, ``bastion profile ...`` and ``grant add --profile`` (in-process CLI)."""
+"""``bastion target label``, ``bastion profile ...``, ``grant add --profile`` (in-process)."""
 
 from __future__ import annotations
 
