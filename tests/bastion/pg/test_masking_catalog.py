@@ -43,7 +43,7 @@ class Db:
     def key(self, sql: str) -> PlanKey:
         """The PlanKey of ``sql`` as the relay would build it from the real RowDescription."""
         with psycopg.connect(self.dsn) as conn, conn.cursor() as cur:
-            cur.execute(sql)  # type: ignore[arg-type]
+            cur.execute(sql)
             assert cur.pgresult is not None
             res = cur.pgresult
             fields = tuple(
