@@ -84,8 +84,8 @@ def _quoted(name: str) -> str:
 class _Facts:
     """A TTL map of catalog answers; a miss is a KeyError."""
 
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
-        self.ttl, self.clock = ttl, clock
+    def __init__(self, ttl: float, clock: Callable[[], float], max_items: int = 50_000) -> None:
+        self.ttl, self.clock, self.max_items = ttl, clock, max_items
         self._items: dict[object, tuple[float, object]] = {}
 
     def get(self, key: object) -> object:
@@ -96,8 +96,8 @@ class _Facts:
         return value
 
     def put(self, key: object, value: object) -> None:
-        if len(self._items) > 50_000:
-            self._items.clear()
+        if len(self._items) >= self.max_items:
+            self._items.clear()  # rare: start afresh rather than track ages
         self._items[key] = (self.clock(), value)
 
     def clear(self) -> None:
@@ -120,7 +120,7 @@ class TargetCatalog:
         self.target, self.credset, self.rules = target, credset, rules
         self.timeout = timeout
         self._facts = _Facts(ttl, clock)
-        self._plans = _Facts(ttl, clock)
+        self._plans = _Facts(ttl, clock, _MAX_PLANS)
         self._lock = asyncio.Lock()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.lookups = 0

@@ -233,6 +233,21 @@ class RowCapture:
         self._open = False
         self._count = 0
         self._queue: deque[_Set] = deque()
+        self._expect: tuple[str | None, int] | None = None
+
+    @property
+    def checking(self) -> bool:
+        """True until the first row of a described result has been matched to its statement."""
+        return self._expect is not None
+
+    def first_row(self, source: tuple[str | None, int]) -> None:
+        """The statement the first DataRow after a description belongs to: a description
+        of one statement followed by rows of another (Describe S1, Execute S2) masks
+        the whole set rather than apply S1's plan to S2's values."""
+        expect, self._expect = self._expect, None
+        if expect != source and self._desc is not None:
+            width = len(self._desc.columns)
+            self._desc = _Desc(self._desc.columns, self._desc.binary, (True,) * width)
 
     @property
     def pending(self) -> int:
@@ -287,6 +302,7 @@ class RowCapture:
         if self.masks is None:
             return _Desc(columns, binary, tuple(self.rules.masks(c) for c in columns))
         sql, index = self.source
+        self._expect = self.source
         key: PlanKey = (sql, index, tuple((f.name, f.table_oid, f.column) for f in msg.fields))
         desc = _Desc(columns, binary, None)
         desc.flags = self.masks.request(key, None, self._resolver(desc))

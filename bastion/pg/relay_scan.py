@@ -393,6 +393,9 @@ class ServerScanner(_Scanner):
     def _capture(self, type_byte: int, body: bytes) -> None:
         msg = decode_backend(type_byte, body)
         if isinstance(msg, DataRow):
+            assert self._rows is not None  # noqa: S101  only when rows are kept
+            if self._rows.checking:  # once per described result, not per row
+                self._rows.first_row(self._tracker.result_source())
             self._tracker.data_row()
         elif isinstance(msg, RowDescription):
             assert self._rows is not None  # noqa: S101  only when rows are kept

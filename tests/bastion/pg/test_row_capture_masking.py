@@ -153,3 +153,25 @@ def test_the_templates_pattern_examples_compile() -> None:
     for pattern in found:
         re.compile(pattern)
     assert re.search(found[0], "id AKIAQWERTYUIOPASDFGH") and not re.search(found[3], "42")
+
+
+def test_rows_of_another_statement_than_the_described_one_are_masked() -> None:
+    """Describe S1 (harmless), then rows of S2 without a Describe: S1's plan must not
+    be applied to S2's values."""
+    source = Deferred()
+    capture, out = _capture(source)
+    capture.source = ("select 1 as x", 0)
+    capture.backend(RowDescription([FieldDescription("x", 0, 0)]))
+    assert capture.checking
+    capture.first_row(("select password from accounts", 0))
+    capture.backend(DataRow([b"SECRET"]))
+    capture.backend(CommandComplete("SELECT 1"))
+    source.answer(0, (False,))
+    assert out[0]["rows"] == [["***"]]
+    capture.source = ("select 1 as x", 0)
+    capture.backend(RowDescription([FieldDescription("x", 0, 0)]))
+    capture.first_row(("select 1 as x", 0))
+    capture.backend(DataRow([b"1"]))
+    capture.backend(CommandComplete("SELECT 1"))
+    source.answer(1, (False,))
+    assert out[1]["rows"] == [["1"]] and not capture.checking
