@@ -14,6 +14,7 @@ import pytest
 
 from bastion.config import CONFIG_TEMPLATE, load_config, render_config
 from bastion.errors import ConfigError
+from bastion.pg import messages as m
 from bastion.pg.messages import (
     CommandComplete,
     CopyData,
@@ -22,7 +23,10 @@ from bastion.pg.messages import (
     FieldDescription,
     RowDescription,
 )
+from bastion.pg.protocol import encode
 from bastion.pg.query_log import MaskRules, PlanKey, RowCapture
+from bastion.pg.relay_scan import ClientScanner, ServerScanner
+from bastion.pg.tracker import QueryTracker
 from recorder.events import JSONValue
 
 Flags = tuple[bool, ...]
@@ -175,3 +179,43 @@ def test_rows_of_another_statement_than_the_described_one_are_masked() -> None:
     capture.backend(CommandComplete("SELECT 1"))
     source.answer(1, (False,))
     assert out[1]["rows"] == [["1"]] and not capture.checking
+
+
+def test_scanner_matches_rows_to_the_described_statement() -> None:
+    """Through the relay scanners: Parse S1, S2; Describe S1; Bind and Execute S2."""
+    source = Deferred()
+    capture, out = _capture(source)
+    tracker = QueryTracker(lambda: 0.0)
+    client = ClientScanner(tracker, 1 << 20)
+    server = ServerScanner(tracker, 1 << 20, lambda _records: None, capture, None)
+    client.feed(
+        b"".join(
+            encode(x)
+            for x in (
+                m.Parse("s1", "select 1 as x"),
+                m.Parse("s2", "select password from accounts"),
+                m.Describe("S", "s1"),
+                m.Bind("", "s2"),
+                m.Execute(""),
+                m.Sync(),
+            )
+        )
+    )
+    server.feed(
+        b"".join(
+            encode(x)
+            for x in (
+                m.ParseComplete(),
+                m.ParseComplete(),
+                m.ParameterDescription([]),
+                m.RowDescription([FieldDescription("x", 0, 0)]),
+                m.BindComplete(),
+                m.DataRow([b"SECRET"]),
+                m.CommandComplete("SELECT 1"),
+                m.ReadyForQuery(m.TransactionStatus.IDLE),
+            )
+        )
+    )
+    assert source.waiting[0][0][0] == "select 1 as x"
+    source.answer(0, (False,))
+    assert out[0]["rows"] == [["***"]]
