@@ -145,6 +145,9 @@ class TargetCatalog:
             return found
         width = copy_columns if copy_columns is not None else len(key[2])
         async with self._lock:
+            found = self.cached_plan(key)  # another session may have just planned it
+            if found is not None:
+                return found
             try:
                 async with asyncio.timeout(self.timeout):
                     flags = await MaskPlanner(self, self.rules).plan(key, copy_columns)

@@ -3,9 +3,11 @@
 ``query_payload`` turns a tracker ``QueryRecord`` into the JSON the recorder
 stores (the contract the TUI and ``bastion export --format jsonl`` read; readers
 use ``bastion.pg.query_event``, where the event names live).
-``RowCapture`` optionally keeps a bounded sample of result rows, with values of
-columns whose names match a masking rule replaced *before* anything reaches
-the recording.
+``RowCapture`` optionally keeps a bounded sample of result rows (and COPY TO
+STDOUT lines), with masked values replaced *before* anything reaches the
+recording: which columns are masked comes from a ``MaskSource`` that follows each
+value to its origin (``bastion.pg.masking``), or, without one, from the output
+names alone; ``mask_patterns`` regexes mask values by content.
 """
 
 from __future__ import annotations
@@ -319,7 +321,8 @@ class RowCapture:
             # binary COPY cannot be split here; without origins nothing is known
             return _Desc(columns, binary, (True,) * width, output)
         desc = _Desc(columns, binary, None, output)
-        desc.flags = self.masks.request((sql, index, ()), width, self._resolver(desc))
+        key: PlanKey = (sql, index, (("COPY", -1, width),))
+        desc.flags = self.masks.request(key, width, self._resolver(desc))
         return desc
 
     def _resolver(self, desc: _Desc) -> Callable[[Flags], None]:
