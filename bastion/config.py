@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -74,7 +75,10 @@ class PostgresConfig:
     capture_rows: int = 0
     """Result rows kept per statement in the recording (0: none, the default)."""
     mask_columns: tuple[str, ...] = ("*password*", "*secret*", "*token*")
-    """Column-name patterns whose captured values are replaced by ``***``."""
+    """Column-name patterns whose captured values are replaced by ``***`` (matched
+    against the column a value comes from, through aliases, expressions and views)."""
+    mask_patterns: tuple[str, ...] = ()
+    """Regexes: a captured value matching any is replaced by ``***`` whatever its column."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "max_message_bytes",
             "capture_rows",
             "mask_columns",
+            "mask_patterns",
         }
     ),
     "control": frozenset({"socket", "listen", "tls_cert", "tls_key"}),
@@ -323,7 +328,22 @@ def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
         mask_columns=_strings(
             pg, "mask_columns", PostgresConfig.mask_columns, "postgres.mask_columns"
         ),
+        mask_patterns=_regexes(pg, "mask_patterns", "postgres.mask_patterns"),
     )
+
+
+def _regexes(section: dict[str, Any], key: str, setting: str) -> tuple[str, ...]:
+    """A list of regexes, each compiled now so a typo fails at load, not in a session."""
+    patterns = _strings(section, key, (), setting)
+    for i, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(
+                f"{setting}[{i}] is not a valid regular expression ({e}): {pattern!r}; "
+                "use Python re syntax, e.g. '\\bAKIA[0-9A-Z]{{16}}\\b'"
+            ) from e
+    return patterns
 
 
 def _control(section: dict[str, Any], base: Path) -> ControlConfig:
@@ -525,10 +545,25 @@ connect_timeout = 10
 max_startups = 100
 # Largest client message (a Query, Bind or CopyData) accepted, in bytes.
 max_message_bytes = 67108864
-# Result rows recorded per statement (0 = none). Values of columns whose names
-# match mask_columns (shell patterns, case-insensitive) are recorded as ***.
+# Result rows recorded per statement (0 = none). A value is recorded as *** when
+# the table column it comes from matches mask_columns (shell patterns,
+# case-insensitive), whatever the query calls it: aliases, expressions
+# (upper(api_token)), whole rows (row_to_json(t)) and views are followed through
+# the target's catalog and the statement's parse tree; a value whose origin
+# cannot be established (unparsable text, EXECUTE, FETCH, a function outside
+# pg_catalog) is masked too.
 capture_rows = 0
 mask_columns = ["*password*", "*secret*", "*token*"]
+# Regexes (Python syntax): a captured value matching any is recorded as ***
+# whatever its column. None by default; for example:
+# mask_patterns = [
+#   '\\bAKIA[0-9A-Z]{{16}}\\b',                  # AWS access key id
+#   '\\b(ghp|gho|ghs)_[A-Za-z0-9]{{36}}\\b',     # GitHub tokens
+#   '\\b(sk|rk)_live_[A-Za-z0-9]{{16,}}',       # Stripe live keys
+#   '\\b(?:\\d[ -]?){{13,16}}\\b',                # card-number-like digit runs
+#   '-----BEGIN [A-Z ]*PRIVATE KEY-----',
+# ]
+mask_patterns = []
 
 [control]
 # Control API for admins and auditors (bastion tui, bastion control ...): a Unix

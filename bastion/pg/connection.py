@@ -32,6 +32,7 @@ from bastion.pg.front_door import (
 )
 from bastion.pg.front_end import Peer, PgFrontEnd
 from bastion.pg.login import LoggedIn, LoginRefused, log_in
+from bastion.pg.masking import SessionMasks
 from bastion.pg.messages import AuthenticationOk, NoticeResponse
 from bastion.pg.protocol import error_response
 from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 ADMIN_SHUTDOWN = "57P01"
 """SQLSTATE admin_shutdown: what the client sees when the bastion ends its session."""
 _MAX_INDEXED = 10_000  # distinct statements kept for the session search index
+_DDL_TAGS = ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "SELECT INTO")
 
 
 class ClientConnection(asyncio.Protocol):
@@ -81,6 +83,8 @@ class ClientConnection(asyncio.Protocol):
         self._held: list[bytes] = []
         self._in_upstream = False
         self._terminating = False
+        self.rows: RowCapture | None = None
+        self.masks: SessionMasks | None = None
 
     # --- asyncio Protocol (client side) -----------------------------------------------
 
@@ -240,7 +244,18 @@ class ClientConnection(asyncio.Protocol):
         backend = session.upstream.login.parser
         self.tracker = QueryTracker(self._clock)
         cfg = self.front.config
-        rows = RowCapture(cfg.capture_rows, self.front.mask_rules) if cfg.capture_rows else None
+        rows = None
+        if cfg.capture_rows:
+            catalog = self.front.masking.catalog(session.core.target, session.credset)
+            self.masks = SessionMasks(catalog, self.node.spawn)
+            rows = RowCapture(
+                cfg.capture_rows,
+                self.front.mask_rules,
+                self.front.mask_patterns,
+                self.masks,
+                self._record_rows,
+            )
+        self.rows = rows
         self.client_scan = ClientScanner(self.tracker, cfg.max_message_bytes)
         self.server_scan = ServerScanner(
             self.tracker, backend.max_message_length, self._record, rows, self._record_rows
@@ -331,6 +346,8 @@ class ClientConnection(asyncio.Protocol):
         recording = self.recording
         for rec in records:
             self._seq += 1
+            if self.masks is not None and any(t.startswith(_DDL_TAGS) for t in rec.tags):
+                self.masks.catalog.invalidate()  # columns and views may have changed
             if recording is not None:
                 recording.event(QUERY_EVENT, query_payload(self._seq, rec))
             sql = rec.sql
@@ -468,6 +485,9 @@ class ClientConnection(asyncio.Protocol):
         core = session.core
         core.closed(reason)
         self.front.cancels.forget(session.client_key.pid)
+        if self.rows is not None and self.masks is not None:
+            await self.masks.settle(self.front.config.connect_timeout)
+            self.rows.fail_closed()  # a plan still unknown masks its whole result
         if self.tracker is not None:
             leftover = self.tracker.close()
             if leftover and self.recording is not None and self.recording.failed is None:

@@ -8,6 +8,7 @@ audits refusals. ``Peer`` is all the login steps need to know of a connection.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from bastion import audit_actions as actions
 from bastion.config import PostgresConfig
 from bastion.errors import ConfigError
 from bastion.pg.cancel import CancelRoutes
+from bastion.pg.masking import Masking
 from bastion.pg.query_log import MaskRules
 from bastion.service import BastionNode
 
@@ -63,6 +65,8 @@ class PgFrontEnd:
             log.warning("PostgreSQL listener without TLS: tokens travel in cleartext")
         self.cancels = CancelRoutes()
         self.mask_rules = MaskRules(cfg.mask_columns)
+        self.mask_patterns = tuple(re.compile(p) for p in cfg.mask_patterns)
+        self.masking = Masking(self.mask_rules, timeout=cfg.connect_timeout)
         self.unauthenticated = 0
         node.metrics.gauges.update(pg_logins_in_progress=lambda: self.unauthenticated)
 

@@ -3,20 +3,27 @@
 ``query_payload`` turns a tracker ``QueryRecord`` into the JSON the recorder
 stores (the contract the TUI and ``bastion export --format jsonl`` read; readers
 use ``bastion.pg.query_event``, where the event names live).
-``RowCapture`` optionally keeps a bounded sample of result rows, with values of
-columns whose names match a masking rule replaced *before* anything reaches
-the recording.
+``RowCapture`` optionally keeps a bounded sample of result rows (and COPY TO
+STDOUT lines), with masked values replaced *before* anything reaches the
+recording: which columns are masked comes from a ``MaskSource`` that follows each
+value to its origin (``bastion.pg.masking``), or, without one, from the output
+names alone; ``mask_patterns`` regexes mask values by content.
 """
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bastion.pg.messages import (
     CommandComplete,
+    CopyData,
+    CopyOutResponse,
     DataRow,
     EmptyQueryResponse,
     ErrorResponse,
@@ -24,6 +31,7 @@ from bastion.pg.messages import (
     RowDescription,
     TransactionStatus,
 )
+from bastion.pg.origins import Output, statement_outputs
 from bastion.pg.params import Param
 from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT, searchable_queries
 from bastion.pg.tracker import QueryRecord
@@ -33,6 +41,8 @@ __all__ = [
     "QUERY_EVENT",
     "ROWS_EVENT",
     "MaskRules",
+    "MaskSource",
+    "PlanKey",
     "RowCapture",
     "query_payload",
     "searchable_queries",
@@ -160,67 +170,236 @@ class MaskRules:
         return any(c.match(name) for c in self._compiled)
 
 
+FieldKey = tuple[str, int, int]
+"""(output name, table OID, attribute number) of one RowDescription field."""
+PlanKey = tuple[str | None, int, tuple[FieldKey, ...]]
+"""(statement text or None, index of the statement in it, fields) of one result."""
+Flags = tuple[bool, ...]
+
+
+class MaskSource(Protocol):
+    """Decides which columns of a result to mask from where their values come from."""
+
+    def request(
+        self, key: PlanKey, copy_columns: int | None, done: Callable[[Flags], None]
+    ) -> Flags | None:
+        """The flags now if known, else None and ``done(flags)`` later (exactly once)."""
+
+
+@dataclass
+class _Desc:
+    columns: list[str]
+    binary: list[bool]
+    flags: Flags | None
+    copy: Output | None = None  # the COPY statement, for CopyData rows
+
+
+@dataclass
+class _Set:
+    desc: _Desc
+    rows: list[list[bytes | None] | bytes]
+    seen: int
+    tag: str | None
+
+
 class RowCapture:
     """A bounded sample of each result set, masked, as ``pg.rows`` payloads.
 
-    Feed every server message with ``backend``; it returns a payload when a
-    result set ends (CommandComplete, PortalSuspended, error). At most
-    ``max_rows`` rows per result set are kept, each value cut to 1 KiB.
+    Feed every server message with ``backend`` (and ``source`` with the statement
+    the next RowDescription or CopyOutResponse answers). At most ``max_rows``
+    rows per result set are kept, each value cut to 1 KiB. Without a ``MaskSource``
+    columns are masked by output name only and ``backend`` returns each payload.
+    With one, the origin of every column decides; a set whose flags are still
+    being resolved is held (raw, bounded) and the payloads go to ``emit`` in
+    stream order once known. Values matching a ``patterns`` regex are masked
+    whatever their column.
     """
 
-    def __init__(self, max_rows: int, rules: MaskRules) -> None:
+    def __init__(
+        self,
+        max_rows: int,
+        rules: MaskRules,
+        patterns: Sequence[re.Pattern[str]] = (),
+        masks: MaskSource | None = None,
+        emit: Callable[[dict[str, JSONValue]], None] | None = None,
+    ) -> None:
         self.max_rows = max_rows
         self.rules = rules
-        self._columns: list[str] = []
-        self._masked: list[bool] = []
-        self._binary: list[bool] = []
-        self._rows: list[list[JSONValue]] = []
+        self.patterns = tuple(patterns)
+        self.masks = masks
+        self.emit = emit
+        self.source: tuple[str | None, int] = (None, 0)
+        self._desc: _Desc | None = None
+        self._rows: list[list[bytes | None] | bytes] = []
         self._seen = 0
         self._open = False
         self._count = 0
+        self._queue: deque[_Set] = deque()
+        self._expect: tuple[str | None, int] | None = None
+
+    @property
+    def checking(self) -> bool:
+        """True until the first row of a described result has been matched to its statement."""
+        return self._expect is not None
+
+    def first_row(self, source: tuple[str | None, int]) -> None:
+        """The statement the first DataRow after a description belongs to: a description
+        of one statement followed by rows of another (Describe S1, Execute S2) masks
+        the whole set rather than apply S1's plan to S2's values."""
+        expect, self._expect = self._expect, None
+        if expect != source and self._desc is not None:
+            width = len(self._desc.columns)
+            self._desc = _Desc(self._desc.columns, self._desc.binary, (True,) * width)
+
+    @property
+    def pending(self) -> int:
+        """Result sets held until their masking is known."""
+        return len(self._queue)
 
     def backend(self, msg: object) -> dict[str, JSONValue] | None:
-        """Note one server message; a ``pg.rows`` payload when a result set is complete."""
+        """Note one server message; a ``pg.rows`` payload when a result set is complete
+        (without ``emit``; with it the payloads go there)."""
         if isinstance(msg, DataRow):
             self._seen += 1
             if self._open and len(self._rows) < self.max_rows:
-                self._rows.append(self._row(msg.values))
+                self._rows.append([None if v is None else v[: _MAX_VALUE + 1] for v in msg.values])
+            return None
+        if isinstance(msg, CopyData):
+            if self._open and self._desc is not None and self._desc.copy is not None:
+                self._seen += 1
+                if len(self._rows) < self.max_rows:
+                    self._rows.append(msg.data)
             return None
         if isinstance(msg, RowDescription):
-            self._columns = [_utf8(f.name) for f in msg.fields]
-            self._masked = [self.rules.masks(c) for c in self._columns]
-            self._binary = [f.format == 1 for f in msg.fields]
-            self._rows, self._seen, self._open = [], 0, True
+            self._start(self._describe(msg))
+            return None
+        if isinstance(msg, CopyOutResponse):
+            self._start(self._copy(msg))
             return None
         if isinstance(msg, CommandComplete | PortalSuspended | EmptyQueryResponse | ErrorResponse):
-            if not self._open:
+            if not self._open or self._desc is None:
                 return None
-            self._count += 1
-            payload: dict[str, JSONValue] = {
-                "set": self._count,
-                "columns": list(self._columns),
-                "masked": [c for c, m in zip(self._columns, self._masked, strict=False) if m],
-                "rows": list(self._rows),
-                "total": self._seen,
-                "truncated": self._seen > len(self._rows),
-                "tag": msg.tag if isinstance(msg, CommandComplete) else None,
-            }
+            tag = msg.tag if isinstance(msg, CommandComplete) else None
+            self._queue.append(_Set(self._desc, self._rows, self._seen, tag))
             # A suspended portal continues with more DataRows and no new RowDescription.
             self._open = isinstance(msg, PortalSuspended)
             self._rows, self._seen = [], 0
-            return payload
+            return self._drain()
         return None
 
-    def _row(self, values: Sequence[bytes | None]) -> list[JSONValue]:
+    def fail_closed(self) -> None:
+        """Mask every column of the sets still waiting (the session is ending)."""
+        for item in self._queue:
+            if item.desc.flags is None:
+                item.desc.flags = (True,) * len(item.desc.columns)
+        self._drain()
+
+    def _start(self, desc: _Desc) -> None:
+        self._desc = desc
+        self._rows, self._seen, self._open = [], 0, True
+
+    def _describe(self, msg: RowDescription) -> _Desc:
+        columns = [_utf8(f.name) for f in msg.fields]
+        binary = [f.format == 1 for f in msg.fields]
+        if self.masks is None:
+            return _Desc(columns, binary, tuple(self.rules.masks(c) for c in columns))
+        sql, index = self.source
+        self._expect = self.source
+        key: PlanKey = (sql, index, tuple((f.name, f.table_oid, f.column) for f in msg.fields))
+        desc = _Desc(columns, binary, None)
+        desc.flags = self.masks.request(key, None, self._resolver(desc))
+        return desc
+
+    def _copy(self, msg: CopyOutResponse) -> _Desc:
+        sql, index = self.source
+        outputs = statement_outputs(sql) if sql is not None else ()
+        output = outputs[index] if index < len(outputs) else Output(None, "unknown")
+        width = len(msg.column_formats)
+        columns = [f"#{i + 1}" for i in range(width)]
+        binary = [False] * width
+        if msg.format == 1 or output.copy_format == "binary" or self.masks is None:
+            # binary COPY cannot be split here; without origins nothing is known
+            return _Desc(columns, binary, (True,) * width, output)
+        desc = _Desc(columns, binary, None, output)
+        key: PlanKey = (sql, index, (("COPY", -1, width),))
+        desc.flags = self.masks.request(key, width, self._resolver(desc))
+        return desc
+
+    def _resolver(self, desc: _Desc) -> Callable[[Flags], None]:
+        def done(flags: Flags) -> None:
+            desc.flags = flags
+            self._drain()
+
+        return done
+
+    def _drain(self) -> dict[str, JSONValue] | None:
+        last = None
+        while self._queue and self._queue[0].desc.flags is not None:
+            payload = self._payload(self._queue.popleft())
+            if self.emit is not None:
+                self.emit(payload)
+            else:
+                last = payload
+        return last
+
+    def _payload(self, item: _Set) -> dict[str, JSONValue]:
+        self._count += 1
+        desc = item.desc
+        flags = desc.flags or ()
+        columns = desc.columns
+        rows: list[JSONValue] = [
+            self._copy_row(r, desc) if isinstance(r, bytes) else self._row(r, desc)
+            for r in item.rows
+        ]
+        return {
+            "set": self._count,
+            "columns": list(columns),
+            "masked": [c for c, m in zip(columns, flags, strict=False) if m],
+            "rows": rows,
+            "total": item.seen,
+            "truncated": item.seen > len(item.rows),
+            "tag": item.tag,
+        }
+
+    def _row(self, values: Sequence[bytes | None], desc: _Desc) -> list[JSONValue]:
+        flags, binary = desc.flags or (), desc.binary
         row: list[JSONValue] = []
         for i, value in enumerate(values):
-            if i < len(self._masked) and self._masked[i]:
-                row.append(None if value is None else MASKED)
-            elif value is None:
+            if value is None:
                 row.append(None)
-            elif i < len(self._binary) and self._binary[i]:
+            elif i >= len(flags) or flags[i] or self._matches(value):
+                row.append(MASKED)
+            elif i < len(binary) and binary[i]:
                 row.append({"hex": value[: _MAX_VALUE // 2].hex()})
             else:
                 text = value[:_MAX_VALUE].decode("utf-8", "replace")
                 row.append(text + ("…" if len(value) > _MAX_VALUE else ""))
         return row
+
+    def _copy_row(self, data: bytes, desc: _Desc) -> list[JSONValue]:
+        """One CopyData line split into fields (text or CSV); a line that does not
+        split into the described columns is masked whole."""
+        width = len(desc.columns)
+        output = desc.copy
+        fields: list[bytes | None] | None = None
+        if output is not None and output.copy_format == "text":
+            delim = (output.copy_delimiter or "\t").encode()
+            delim = b"\t" if delim == b"\\t" else delim
+            parts = data.rstrip(b"\n").split(delim)
+            fields = [None if p == b"\\N" else p for p in parts]
+        elif output is not None and output.copy_format == "csv":
+            line = data.decode("utf-8", "replace").rstrip("\r\n")
+            try:
+                parsed = next(csv.reader([line], delimiter=output.copy_delimiter or ","))
+            except (csv.Error, StopIteration):
+                parsed = None
+            fields = [p.encode() for p in parsed] if parsed is not None else None
+        if fields is None or len(fields) != width:
+            return [MASKED] * width
+        return self._row(fields, desc)
+
+    def _matches(self, value: bytes) -> bool:
+        if not self.patterns:
+            return False
+        text = value[:_MAX_VALUE].decode("utf-8", "replace")
+        return any(p.search(text) for p in self.patterns)

@@ -30,7 +30,7 @@ from bastion.pg.decoding import (
     decode_frontend,
 )
 from bastion.pg.errors import PROGRAM_LIMIT_EXCEEDED, ProtocolViolation
-from bastion.pg.messages import DataRow, RowDescription, TransactionStatus
+from bastion.pg.messages import CopyOutResponse, DataRow, RowDescription, TransactionStatus
 from bastion.pg.query_log import RowCapture
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from recorder.events import JSONValue
@@ -382,6 +382,8 @@ class ServerScanner(_Scanner):
 
     def _general(self, type_byte: int, body: bytes) -> None:
         msg = decode_backend(type_byte, body)
+        if self._rows is not None and isinstance(msg, CopyOutResponse):
+            self._rows.source = self._tracker.result_source()
         done = self._tracker.backend(msg)
         if done:
             self._on_records(done)
@@ -391,8 +393,13 @@ class ServerScanner(_Scanner):
     def _capture(self, type_byte: int, body: bytes) -> None:
         msg = decode_backend(type_byte, body)
         if isinstance(msg, DataRow):
+            assert self._rows is not None  # noqa: S101  only when rows are kept
+            if self._rows.checking:  # once per described result, not per row
+                self._rows.first_row(self._tracker.result_source())
             self._tracker.data_row()
         elif isinstance(msg, RowDescription):
+            assert self._rows is not None  # noqa: S101  only when rows are kept
+            self._rows.source = self._tracker.result_source()  # before a Describe is popped
             self._tracker.row_description()
         self._rows_event(msg)
 

@@ -360,6 +360,14 @@ class QueryTracker:
                 op.copy_messages += 1
         return []
 
+    def result_source(self) -> tuple[str | None, int]:
+        """The SQL text the next RowDescription or COPY answers and the index of the
+        statement in it (a simple Query may hold several); (None, 0) if not known."""
+        head = self._queue[0] if self._queue else None
+        if head is None or head.action not in ("query", "execute", "describe"):
+            return None, 0
+        return head.sql, len(head.tags) if head.action == "query" else 0
+
     def data_row(self) -> None:
         """A DataRow: counted for the statement running."""
         queue = self._queue
