@@ -252,6 +252,8 @@ class RequestKind(StrEnum):
     ACCESS = "access"
     EXTEND = "extend"
     BREAK_GLASS = "break-glass"
+    COMMAND = "command"
+    """A command, statement or file operation held by a ``hold`` rule until approved."""
 
 
 class RequestState(StrEnum):
@@ -304,4 +306,16 @@ class AccessRequest:
     approvals: tuple[Approval, ...] = ()
     grant_ids: tuple[int, ...] = ()
     """The grants it became (one per target), once approved."""
+    held: HeldCommand | None = None
+    """What a ``command`` request holds (None for other kinds)."""
 
+
+@dataclass(frozen=True)
+class HeldCommand:
+    """The command (statement, file operation) a ``hold`` rule stopped, and where."""
+
+    kind: str
+    """"command", "statement" or "file" (what ``Session.judge`` was asked about)."""
+    text: str
+    session_id: str
+    rule: str | None

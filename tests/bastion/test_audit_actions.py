@@ -30,6 +30,7 @@ CONTRACT = {
     "request.break-glass", "request.reviewed", "request.dropped",
     "notify.failed",
     "policy.rule-add", "policy.rule-remove", "policy.shadow", "policy.unanalysable",
+    "policy.hold-approved", "policy.hold-denied", "policy.hold-dropped",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.
