@@ -121,6 +121,14 @@ POLICY_SHADOW: Final = "policy.shadow"
 """A ``--shadow`` rule matched: reported, not enforced (details: ``rule``, ``text``)."""
 POLICY_UNANALYSABLE: Final = "policy.unanalysable"
 """A command or statement could not be analysed (details: why, and what it got)."""
+POLICY_HOLD_APPROVED: Final = "policy.hold-approved"
+"""A held command was approved and runs (details: ``request``, ``approver``, ``text``)."""
+POLICY_HOLD_DENIED: Final = "policy.hold-denied"
+"""A held command was denied: by an approver, on ``[policy] hold_timeout``, or because
+nobody can approve it (details: ``request``, ``outcome`` denied|lapsed|unapprovable,
+``approver``, ``reason``)."""
+POLICY_HOLD_DROPPED: Final = "policy.hold-dropped"
+"""The session ended while its command was held; the request was dropped."""
 
 # --- engagements (actor ``bastion``) -------------------------------------------------
 ENGAGEMENT_ENDED: Final = "engagement.ended"

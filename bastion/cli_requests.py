@@ -72,6 +72,12 @@ def _line(request: AccessRequest, needed: int, now: float) -> str:
     approvals = (
         f"{len(request.approvals)}/{needed}" if request.kind is not RequestKind.BREAK_GLASS else "-"
     )
+    if request.held is not None:  # what an approver decides on is the command itself
+        return (
+            f"#{request.id:<5} {request.user_name:<16} {request.kind.value:<11} "
+            f"{_state(request, now):<20} {','.join(request.targets):<24} "
+            f"held {request.held.kind} {request.held.text!r} approvals {approvals:<5}"
+        )
     return (
         f"#{request.id:<5} {request.user_name:<16} {request.kind.value:<11} "
         f"{_state(request, now):<20} {','.join(request.targets):<24} "
@@ -195,7 +201,12 @@ def cmd_request_show(args: argparse.Namespace) -> int:
         what += f", allowing {','.join(sorted(r.options))}"
     print(f"  targets    {what}")
     start = f"from {format_time(r.start_at)}" if r.start_at else "from approval"
-    print(f"  for        {format_duration(r.duration)} {start}")
+    if r.held is not None:
+        print(f"  held       {r.held.kind} {r.held.text!r}")
+        print(f"  session    {r.held.session_id} (live: bastion tui, requests, key w)")
+        print(f"  rule       {r.held.rule or '-'}")
+    else:
+        print(f"  for        {format_duration(r.duration)} {start}")
     if r.extends_grant_id is not None:
         print(f"  extends    grant #{r.extends_grant_id}")
     print(f"  reason     {r.reason}")
@@ -330,6 +341,8 @@ def cmd_request_approve(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"request #{r.id} approved by {r.decided_by}")
+    if r.held is not None:
+        print(f"the held {r.held.kind} of {r.user_name} runs now: {r.held.text!r}")
     now = time.time()
     for g in out.grants:
         if r.kind is RequestKind.EXTEND:

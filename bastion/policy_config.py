@@ -24,7 +24,7 @@ class PolicyConfig:
     default: str = "allow"
     """``allow`` or ``deny``."""
     hold_timeout: float = 300.0
-    """A ``hold`` not approved within this is denied (holding is not wired up yet)."""
+    """A command held by a ``hold`` rule and not approved within this is denied (lapsed)."""
 
 
 def parse_policy(section: dict[str, Any]) -> PolicyConfig:

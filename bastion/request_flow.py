@@ -41,6 +41,7 @@ from bastion.store.models import (
     Approval,
     Grant,
     GrantState,
+    HeldCommand,
     RequestKind,
     RequestState,
     Target,
@@ -84,7 +85,20 @@ class RequestEvent:
             "approvers": list(self.approvers),
             "grants": [g.id for g in self.grants],
             "not_after": max((g.not_after for g in self.grants), default=None),
+            **_held_details(r),
         }
+
+
+def _held_details(r: AccessRequest) -> dict[str, Any]:
+    """What a ``command`` request holds, for notifications (nothing for other kinds)."""
+    if r.held is None:
+        return {}
+    return {
+        "command": r.held.text,
+        "held_kind": r.held.kind,
+        "session": r.held.session_id,
+        "rule": r.held.rule,
+    }
 
 
 @dataclass(frozen=True)
@@ -430,6 +444,11 @@ class RequestFlow:
                 approver_allowed(who, change.user_groups(who.id), request, policy)
             elif request.state is not RequestState.PENDING:
                 raise RequestRefused(f"request #{request_id} is {request.state.value}")
+            if request.kind is RequestKind.COMMAND and (duration or targets or opts is not None):
+                raise RequestRefused(
+                    f"request #{request_id} holds a command: it is approved as it is "
+                    "(leave out --for, --targets and --allow)"
+                )
             narrowed(request, duration=duration, targets=targets, options=opts)
             change.add_approval(
                 request_id, approver, now, duration=duration, targets=targets, options=opts,
@@ -477,6 +496,11 @@ class RequestFlow:
         decided_by = ",".join(a.approver for a in request.approvals)
         if request.kind is RequestKind.EXTEND:
             return self._extend(change, request, policy, now)
+        if request.kind is RequestKind.COMMAND:  # the held command runs; nothing is granted
+            change.decide_request(
+                request.id, RequestState.APPROVED, by=decided_by, at=now, reason=reason
+            )
+            return ()
         change.decide_request(
             request.id, RequestState.APPROVED, by=decided_by, at=now, reason=reason
         )
@@ -541,6 +565,61 @@ class RequestFlow:
                 raise RequestRefused(str(e)) from e
             self._audit(change, request=request_id, note=note)
         self._tell(RequestEvent("request.reviewed", request, reviewer, "reviewed", note))
+        return request
+
+    # --- held commands (``hold`` rules; the session core waits on these) -----------
+
+    def hold(
+        self,
+        user: User,
+        *,
+        target: str,
+        login: str | None,
+        held: HeldCommand,
+        reason: str,
+        timeout: float,
+        client_addr: str | None = None,
+    ) -> Outcome:
+        """Store a command a ``hold`` rule stopped, pending until approved or ``timeout``.
+
+        The same approver rules as access requests apply (the target's approvers,
+        N distinct approvals, never the contractor), so the outcome names who can approve.
+        """
+        now = self.clock()
+        with self.store.audited_change(user.name, actions.REQUEST_CREATED, target, now) as change:
+            policy = policy_for(self._targets(change, [target]), self.config)
+            request = change.add_request(
+                user_id=user.id, kind=RequestKind.COMMAND, targets=[target], login=login,
+                options=(), duration=timeout, start_at=None, reason=reason, now=now,
+                lapses_at=now + timeout, client_addr=client_addr, held=held,
+            )  # fmt: skip
+            self._audit(
+                change, request=request.id, kind=RequestKind.COMMAND.value, held=held.kind,
+                text=held.text, session=held.session_id, rule=held.rule,
+                lapses_at=request.lapses_at,
+            )  # fmt: skip
+        approvers = self._approvers(policy, user.name)
+        self._tell(RequestEvent("request.created", request, user.name, approvers=approvers))
+        return Outcome(request, approvers=approvers, needed=policy.approvals)
+
+    def settle(self, request_id: int, state: RequestState, reason: str) -> AccessRequest:
+        """Close a request nobody decided: ``lapsed`` (timed out) or ``dropped`` (its
+        session ended). Returns the request as stored: decided meanwhile, it is left as
+        it is (the store is the truth, whichever node or door decided it)."""
+        now = self.clock()
+        action = actions.REQUEST_LAPSED if state is RequestState.LAPSED else actions.REQUEST_DROPPED
+        try:
+            with self.store.audited_change(
+                "bastion", action, f"request #{request_id}", now
+            ) as change:
+                request = change.decide_request(request_id, state, by=None, at=now, reason=reason)
+                self._audit(change, request=request_id, reason=reason)
+        except StoreError:
+            found = self.store.get_request(request_id)
+            if found is None:
+                raise
+            return found
+        self._tell(RequestEvent(action, request, "bastion", state.value, reason))
         return request
 
     def lapse_due(self) -> list[AccessRequest]:

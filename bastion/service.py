@@ -26,6 +26,7 @@ from bastion.recording import RecordingService
 from bastion.request_flow import RequestEvent, RequestFlow
 from bastion.request_hooks import FirstConnectClock, notification_of, run_lapses
 from bastion.secretbox import SecretBox
+from bastion.session.hold import HoldWaits
 from bastion.session.hooks import Hooks
 from bastion.session.registry import SessionRegistry
 from bastion.session.timebox import LiveSessions
@@ -79,6 +80,8 @@ class BastionNode:
         self.unauthenticated = 0
         """Connections still authenticating (bounded by ssh.max_startups)."""
         self.notifier = Notifier.from_config(config.notify, self.audit, config.node)
+        self.hold_waits = HoldWaits()
+        """Commands held for approval here: a decision announced on this node wakes them."""
         self.requests = RequestFlow(
             store,
             config.requests,
@@ -121,7 +124,8 @@ class BastionNode:
             raise
 
     def _announce_request(self, event: RequestEvent) -> None:
-        """A request changed: tell the notification sinks (never blocks)."""
+        """A request changed: tell the notification sinks (never blocks), wake a held command."""
+        self.hold_waits.wake(event.request.id)
         self.notifier.send(notification_of(event, self.clock()))
 
     async def lock_user_for_policy(self, user: User, reason: str) -> None:

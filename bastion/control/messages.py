@@ -172,7 +172,7 @@ class RequestInfo:
 
     id: int
     kind: str
-    """"access", "extend" or "break-glass"."""
+    """"access", "extend", "break-glass" or "command" (held for approval)."""
     requester: str
     targets: tuple[str, ...]
     login: str | None
@@ -196,6 +196,14 @@ class RequestInfo:
     approvers: tuple[str, ...]
     """Who could approve it now (pending requests; empty otherwise)."""
     history: tuple[HistoryEntry, ...]
+    held: str | None = None
+    """A ``command`` request: the command (statement, file path) a hold rule stopped."""
+    held_kind: str | None = None
+    """"command", "statement" or "file"."""
+    session_id: str | None = None
+    """A ``command`` request: the session that waits (watch it live)."""
+    rule: str | None = None
+    """A ``command`` request: the hold rule."""
 
 
 LiveEvent: TypeAlias = (

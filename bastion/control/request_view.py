@@ -11,16 +11,23 @@ record of *how* each step was made (door, uid, node).
 
 from __future__ import annotations
 
-from bastion.access_requests import distinct_approvers, policy_for
+from bastion.access_requests import (
+    RequestRefused,
+    approver_allowed,
+    distinct_approvers,
+    policy_for,
+)
 from bastion.control.messages import ApprovalInfo, HistoryEntry, RequestInfo
 from bastion.request_flow import RequestFlow
-from bastion.store.models import AccessRequest, RequestKind, RequestState
+from bastion.store.models import AccessRequest, RequestKind, RequestState, User
 from bastion.timeparse import format_duration
 
-__all__ = ["history_of", "list_requests", "request_info", "request_of"]
+__all__ = ["history_of", "list_requests", "may_watch_held", "request_info", "request_of"]
 
 
 def _asked(r: AccessRequest) -> str:
+    if r.held is not None:
+        return f"ran {r.held.kind} {r.held.text!r}, held for approval: {r.reason}"
     if r.kind is RequestKind.EXTEND:
         return f"asked to extend grant #{r.extends_grant_id} by {format_duration(r.duration)}"
     what = "broke glass on" if r.kind is RequestKind.BREAK_GLASS else "asked for"
@@ -82,6 +89,10 @@ def request_info(r: AccessRequest, *, approvers: tuple[str, ...], needed: int) -
         needed=needed,
         approvers=approvers,
         history=history_of(r),
+        held=r.held.text if r.held else None,
+        held_kind=r.held.kind if r.held else None,
+        session_id=r.held.session_id if r.held else None,
+        rule=r.held.rule if r.held else None,
     )
 
 
@@ -108,3 +119,20 @@ def list_requests(flow: RequestFlow, *, pending_only: bool, limit: int) -> list[
         recent = store.list_requests(limit=limit)
         shown += [r for r in recent if r.state is not RequestState.PENDING]
     return [request_of(flow, r) for r in shown]
+
+
+def may_watch_held(flow: RequestFlow, approver: User, session_id: str) -> bool:
+    """An approver may watch a session whose held command they may decide now: seeing
+    the live screen is part of deciding (the control API lets approvers do no more)."""
+    store = flow.store
+    groups = store.user_groups(approver.id)
+    for r in store.list_requests(state=RequestState.PENDING):
+        if r.held is None or r.held.session_id != session_id:
+            continue
+        targets = [t for name in r.targets if (t := store.get_target(name)) is not None]
+        try:
+            approver_allowed(approver, groups, r, policy_for(targets, flow.config))
+        except RequestRefused:
+            continue
+        return True
+    return False

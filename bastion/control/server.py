@@ -44,14 +44,14 @@ from bastion.control.messages import (
     event_to_wire,
     request_to_wire,
 )
-from bastion.control.request_view import list_requests, request_of
+from bastion.control.request_view import list_requests, may_watch_held, request_of
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher, to_live_event
 from bastion.effective_access import user_access
 from bastion.errors import BastionError, NotFound
 from bastion.request_flow import RequestFlow
 from bastion.service import BastionNode
-from bastion.store.models import SessionRecord
+from bastion.store.models import Role, SessionRecord
 
 __all__ = ["ControlServer", "session_info"]
 
@@ -175,7 +175,10 @@ class _Connection:
             elif self.operator is None:
                 raise ControlError("say hello first: {'op': 'hello', 'user': NAME}")
             else:
-                require_role(self.operator, op)
+                if op == "watch" and self.operator.role == Role.APPROVER.value:
+                    await self._approver_watch(_str(req, "session_id"))
+                else:
+                    require_role(self.operator, op)
                 if op == "watch":
                     self.start_watch(req_id, _str(req, "session_id"))
                     return
@@ -211,6 +214,17 @@ class _Connection:
         return {"operator": asdict(self.operator), "node": node.node}
 
     # -- watch ----------------------------------------------------------------------
+
+    async def _approver_watch(self, session_id: str) -> None:
+        """Approvers watch only a session whose held command they may decide now."""
+        assert self.operator is not None  # noqa: S101  set by the handshake
+        node, name = self.node, self.operator.name
+        user = await node.call(node.store.get_user, name)
+        if user is None or not await node.call(may_watch_held, node.requests, user, session_id):
+            raise ControlError(
+                f"{name} is an approver: approvers watch only a session whose held command "
+                "they may decide (see the requests view); admins and auditors watch any"
+            )
 
     def start_watch(self, req_id: Any, session_id: str) -> None:
         if req_id in self.watches:

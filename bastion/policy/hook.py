@@ -8,8 +8,8 @@ re-read only when it moved, so a change reaches every node within a poll.
 Decisions come from ``bastion.policy.stored.decide``, the same code as
 ``bastion policy test``. Shadow matches and unanalysable texts are allowed (or
 whatever the rules say) but reported as ``Flag``s: the core writes a marker and a
-``policy.shadow`` / ``policy.unanalysable`` audit row. ``hold`` is not wired to
-approvals yet: it refuses, saying so.
+``policy.shadow`` / ``policy.unanalysable`` audit row. A ``hold`` decision goes to
+the session core, which waits for approval (``bastion.session.hold``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from bastion.session.hooks import Decision, Flag, SessionHook, Verdict
 if TYPE_CHECKING:
     from bastion.service import BastionNode
     from bastion.session.core import Session
-
-HOLD_NOT_AVAILABLE = "held for approval is not available yet"
 
 
 class PolicyHook(SessionHook):
@@ -114,6 +112,4 @@ def _hook_decision(d: PolicyDecision, hook: str) -> Decision:
             Flag("unanalysable", f"cannot be analysed ({d.unanalysable}); {d.action.value}")
         )
     base = d.hook_decision(hook)
-    if d.action is Verdict.HOLD:
-        base = Decision(Verdict.HOLD, f"{d.reason}; {HOLD_NOT_AVAILABLE}", d.rule, hook)
     return Decision(base.verdict, base.reason, base.rule, base.hook, tuple(flags))

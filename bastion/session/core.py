@@ -20,6 +20,7 @@ from bastion import audit_actions as actions
 from bastion.ids import new_session_id
 from bastion.recording import LiveRecording
 from bastion.session.admission import Access, Refused
+from bastion.session.hold import wait_for_approval
 from bastion.session.hooks import (
     AdmissionRequest,
     CommandSeen,
@@ -108,6 +109,8 @@ class Session:
         self._volume_mark = _FIRST_VOLUME_MARK
         self._finishing = False
         self._starting: asyncio.Future[None] | None = None
+        self.holding: asyncio.Event | None = None
+        """Set while a command waits for approval: the end of the session wakes the wait."""
         node.sessions.add(self)
 
     # --- state ---------------------------------------------------------------------------
@@ -292,7 +295,9 @@ class Session:
         if verdict is Verdict.WARN:
             self.adapter.tell(f"warning{rule}: {decision.reason}")
             return True
-        if verdict in (Verdict.DENY, Verdict.HOLD):
+        if verdict is Verdict.HOLD:  # waits for an approver; other sessions go on
+            return await wait_for_approval(self, kind, text, decision)
+        if verdict is Verdict.DENY:
             self.adapter.tell(f"denied{rule}: {decision.reason}")
             return False
         if verdict is Verdict.LOCK:
@@ -329,6 +334,7 @@ class Session:
         """
         if not self.life.end(reason, message):
             return
+        self._wake_hold()
         words = message or _words(reason)
         if self.live is not None:
             self.live.ending = True
@@ -364,8 +370,13 @@ class Session:
         Returns the reason the session ends with. The adapter then calls ``finish``.
         """
         if self.life.end(reason):
+            self._wake_hold()
             self.observe(SessionEnded(reason))
         return self.life.end_reason or reason
+
+    def _wake_hold(self) -> None:
+        if self.holding is not None:
+            self.holding.set()
 
     async def finish(self, commands: CommandSource | None = None, **audit: object) -> None:
         """Seal the recording, write the final row, index, repack, audit ``session.end``.

@@ -288,6 +288,9 @@ def grant_lines(grants: Sequence[Grant]) -> list[str]:
 
 
 def _what(r: AccessRequest) -> str:
+    if r.held is not None:
+        h, login = r.held, f" as {r.login}" if r.login else ""
+        return f"{h.kind} on {r.targets[0]}{login}: {h.text!r} (session {h.session_id})"
     if r.kind is RequestKind.EXTEND:
         return (
             f"extend grant #{r.extends_grant_id} ({r.targets[0]}) by {format_duration(r.duration)}"
@@ -401,6 +404,8 @@ def approve_text(
     request: AccessRequest, grants: Sequence[Grant], approvers: Sequence[str], needed: int
 ) -> str:
     """After ``approve``: approved (the grants) or how many approvals are still missing."""
+    if request.state is RequestState.APPROVED and request.held is not None:
+        return f"request #{request.id} of {request.user_name} approved: the held command runs now\n"
     if request.state is RequestState.APPROVED:
         what = "extended" if request.kind is RequestKind.EXTEND else "approved"
         return (

@@ -363,6 +363,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX grants_profile ON grants (profile_id)",
         ),
     ),
+    Migration(
+        10,
+        "commands held for approval",
+        (
+            # A request of kind 'command': what a hold rule stopped (held_kind is
+            # command, statement or file), in which live session, by which rule.
+            "ALTER TABLE access_requests ADD COLUMN held_kind TEXT",
+            "ALTER TABLE access_requests ADD COLUMN held_text TEXT",
+            "ALTER TABLE access_requests ADD COLUMN held_session TEXT",
+            "ALTER TABLE access_requests ADD COLUMN held_rule TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -287,6 +287,8 @@ class RequestKind(StrEnum):
     ACCESS = "access"
     EXTEND = "extend"
     BREAK_GLASS = "break-glass"
+    COMMAND = "command"
+    """A command, statement or file operation held by a ``hold`` rule until approved."""
 
 
 class RequestState(StrEnum):
@@ -341,3 +343,17 @@ class AccessRequest:
     """The grants it became (one per target), once approved."""
     profile: str | None = None
     """The access profile asked for instead of targets (``targets`` is then empty)."""
+
+    held: HeldCommand | None = None
+    """What a ``command`` request holds (None for other kinds)."""
+
+
+@dataclass(frozen=True)
+class HeldCommand:
+    """The command (statement, file operation) a ``hold`` rule stopped, and where."""
+
+    kind: str
+    """"command", "statement" or "file" (what ``Session.judge`` was asked about)."""
+    text: str
+    session_id: str
+    rule: str | None

@@ -19,6 +19,7 @@ from bastion.store.models import (
     AccessRequest,
     Approval,
     GrantState,
+    HeldCommand,
     RequestKind,
     RequestState,
 )
@@ -27,7 +28,8 @@ _REQUEST_SELECT = (
     "SELECT r.id, r.user_id, u.name AS user_name, r.kind, r.targets, r.login, r.options,"
     " r.duration, r.start_at, r.reason, r.state, r.extends_grant_id, r.created_at,"
     " r.lapses_at, r.decided_at, r.decided_by, r.decision_reason, r.reviewed_at,"
-    " r.reviewed_by, r.review_note, r.client_addr"
+    " r.reviewed_by, r.review_note, r.client_addr,"
+    " r.held_kind, r.held_text, r.held_session, r.held_rule"
     " FROM access_requests r JOIN users u ON u.id = r.user_id"
 )
 
@@ -38,6 +40,12 @@ def _no_request(request_id: int) -> NotFound:
 
 def _opt(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _held(r: Any) -> HeldCommand | None:
+    if r["held_kind"] is None:
+        return None
+    return HeldCommand(r["held_kind"], r["held_text"], r["held_session"], r["held_rule"])
 
 
 # SQL here is built only from fixed text and "?" marks; every value is a parameter.
@@ -98,6 +106,7 @@ class Requests:
             client_addr=r["client_addr"],
             approvals=self._approvals(tx, request_id),
             grant_ids=grant_ids,
+            held=_held(r),
         )
 
     def _request_tx(self, tx: Tx, request_id: int) -> AccessRequest:
@@ -156,13 +165,15 @@ class Requests:
         lapses_at: float,
         extends_grant_id: int | None = None,
         client_addr: str | None = None,
+        held: HeldCommand | None = None,
     ) -> AccessRequest:
         if duration <= 0:
             raise StoreError("a request's duration must be positive")
         request_id = tx.insert(
             "INSERT INTO access_requests (user_id, kind, targets, login, options, duration,"
-            " start_at, reason, state, extends_grant_id, created_at, lapses_at, client_addr)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " start_at, reason, state, extends_grant_id, created_at, lapses_at, client_addr,"
+            " held_kind, held_text, held_session, held_rule)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 user_id,
                 RequestKind(kind).value,
@@ -177,6 +188,10 @@ class Requests:
                 float(now),
                 float(lapses_at),
                 client_addr,
+                held.kind if held else None,
+                held.text if held else None,
+                held.session_id if held else None,
+                held.rule if held else None,
             ],
         )
         return self._request_tx(tx, request_id)

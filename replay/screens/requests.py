@@ -6,6 +6,11 @@ in full (reason, who may still approve, history). Approvers and admins approve
 requester sees); the node applies every rule (no self-approval, distinct
 approvers, never longer than asked) and its refusal is shown as it comes.
 Auditors see the same list without the decision keys.
+
+A command held for approval (a ``hold`` guardrail rule) is a request of kind
+``command``: the row shows the command itself, and ``w`` watches the session
+that waits for it, so the approver sees what the contractor is doing before
+deciding (approvers may watch only such a session).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from textual.widgets import DataTable, Footer, Static
 from replay.formatting import format_duration, format_when, one_line
 from replay.screens.dialogs import ApproveChoice, ApproveDialog, ReasonDialog
 from replay.screens.help import HelpScreen
-from replay.source import RequestInfo, SessionSource, SourceError
+from replay.screens.live import LiveScreen
+from replay.source import RequestInfo, SessionInfo, SessionSource, SourceError
 from replay.widgets.request_detail import RequestDetail
 
 __all__ = ["DECIDERS", "RequestsScreen", "request_row"]
@@ -50,6 +56,10 @@ def request_row(r: RequestInfo) -> tuple[Text, ...]:
     state = _PENDING if r.state == "pending" else Text(r.state)
     if r.kind == "break-glass":
         state = Text("GLASS", style="bold white on dark_red")
+    if r.held is not None:  # the command is what the approver decides on
+        what = r.held
+        if r.state == "pending":
+            state = Text("HELD", style="bold black on yellow")
     return (
         Text(str(r.id)),
         state,
@@ -67,6 +77,7 @@ class RequestsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve", tooltip="approve the selected request (or shorter)"),
         Binding("d", "deny", "Deny", tooltip="deny the selected request (asks for a reason)"),
+        Binding("w", "watch", "Watch", tooltip="watch the session whose command is held"),
         Binding("r", "reload", "Reload"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("escape,q", "back", "Back"),
@@ -215,6 +226,30 @@ class RequestsScreen(Screen[None]):
             said = f"request #{r.id} {now.state}"
         self.notify(said, timeout=5, markup=False)
         self.reload()
+
+    def action_watch(self) -> None:
+        """Watch the live screen of the session a held command waits in."""
+        r = self.selected()
+        if r is None or r.session_id is None:
+            self.notify("only a held command has a session to watch", timeout=4, markup=False)
+            return
+        session = SessionInfo(
+            id=r.session_id,
+            user=r.requester,
+            target=",".join(r.targets),
+            protocol="postgres" if r.held_kind == "statement" else "ssh",
+            login=r.login,
+            client_addr="",
+            node="",
+            started_at=r.created_at,
+            ended_at=None,
+            end_reason=None,
+            bytes_in=0,
+            bytes_out=0,
+            events=0,
+            live=True,
+        )
+        self.app.push_screen(LiveScreen(self.source, session, admin=self.role == "admin"))
 
     # -- the rest -----------------------------------------------------------------------
 

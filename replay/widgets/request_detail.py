@@ -27,8 +27,14 @@ def describe_request(r: RequestInfo, now: float) -> Text:
         head += f" as {r.login}"
     if r.options:
         head += f" with {','.join(r.options)}"
-    head += f" · for {format_duration(r.duration)} · {r.state}"
+    if r.held is None:
+        head += f" · for {format_duration(r.duration)}"
+    head += f" · {r.state}"
     text = Text(one_line(head, 200), style="bold")
+    if r.held is not None:
+        text.append(f"\nheld {r.held_kind or 'command'}: ", style="dim")
+        text.append(one_line(r.held, 500), style="bold")
+        text.append(f"\nsession {r.session_id} (w: watch it live)", style="dim")
     text.append("\nreason: ", style="dim")
     text.append(one_line(r.reason, 500))
     if r.state == "pending":

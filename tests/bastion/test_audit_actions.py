@@ -31,6 +31,8 @@ CONTRACT = {
     "notify.failed",
     "policy.rule-add", "policy.rule-remove", "policy.shadow", "policy.unanalysable",
     "target.label", "profile.add", "profile.set", "profile.remove",
+
+    "policy.hold-approved", "policy.hold-denied", "policy.hold-dropped",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

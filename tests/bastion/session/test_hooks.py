@@ -194,8 +194,8 @@ async def test_warn_tells_and_lets_through(kit: Kit) -> None:
     assert "policy warn: statement 'DELETE FROM t': production database" in markers
 
 
-@pytest.mark.parametrize("verdict", [Verdict.DENY, Verdict.HOLD])
-async def test_deny_tells_and_blocks_but_the_session_goes_on(kit: Kit, verdict: Verdict) -> None:
+async def test_deny_tells_and_blocks_but_the_session_goes_on(kit: Kit) -> None:
+    verdict = Verdict.DENY  # a hold waits for approval: tests/bastion/session/test_hold.py
     kit.node.hooks.register(Fixed(Decision(verdict, "not here", rule="r2")))
     s, adapter = await kit.live_session()
     assert await s.judge("command", "reboot", "exact") is False
