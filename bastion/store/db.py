@@ -118,24 +118,35 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         """Create a user. Raises AlreadyExists if the name is taken."""
         if not name:
             raise StoreError("a user needs a name")
-        keys = [k.strip() for k in ssh_keys if k.strip()]
         try:  # the UNIQUE constraint decides, so two nodes cannot both create the name
             with self._db.transaction(write=True) as tx:
-                tx.run(
-                    "INSERT INTO users (name, role, ssh_keys, totp_secret, disabled, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        name,
-                        Role(role).value,
-                        rows.dump_list(keys),
-                        rows.seal(self._box, totp_secret, rows.totp_context(name)),
-                        False,
-                        float(now),
-                    ],
-                )
-                return self._require_user(tx, name)
+                return self._add_user_tx(tx, name, role, ssh_keys, totp_secret, now)
         except AlreadyExists as e:
             raise AlreadyExists(f"user '{name}' already exists; see 'bastion user list'") from e
+
+    def _add_user_tx(
+        self,
+        tx: Tx,
+        name: str,
+        role: Role,
+        ssh_keys: Sequence[str],
+        totp_secret: str | None,
+        now: float,
+    ) -> User:
+        keys = [k.strip() for k in ssh_keys if k.strip()]
+        tx.run(
+            "INSERT INTO users (name, role, ssh_keys, totp_secret, disabled, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                name,
+                Role(role).value,
+                rows.dump_list(keys),
+                rows.seal(self._box, totp_secret, rows.totp_context(name)),
+                False,
+                float(now),
+            ],
+        )
+        return self._require_user(tx, name)
 
     def get_user(self, name: str) -> User | None:
         """The user with this name, or None."""
@@ -156,9 +167,12 @@ class Store(History, Tokens, Requests, Policies, Engagements):
     def set_user_disabled(self, name: str, disabled: bool) -> User:
         """Disable (or re-enable) a user. Raises NotFound."""
         with self._db.transaction(write=True) as tx:
-            if tx.run("UPDATE users SET disabled = ? WHERE name = ?", [disabled, name]) == 0:
-                raise _no_user(name)
-            return self._require_user(tx, name)
+            return self._set_user_disabled_tx(tx, name, disabled)
+
+    def _set_user_disabled_tx(self, tx: Tx, name: str, disabled: bool) -> User:
+        if tx.run("UPDATE users SET disabled = ? WHERE name = ?", [disabled, name]) == 0:
+            raise _no_user(name)
+        return self._require_user(tx, name)
 
     def reset_totp(self, name: str, secret: str) -> User:
         """Enrol a new TOTP secret; forget the replay guard, failures and lock. Raises NotFound."""
@@ -352,25 +366,28 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         The row stays for history; the name becomes free for a new target.
         """
         with self._db.transaction(write=True) as tx:
-            target = self._live_target(tx, name)
-            tx.run("UPDATE targets SET removed_at = ? WHERE id = ?", [float(at), target.id])
-            tx.run(
-                "UPDATE grants SET state = ?, revoked_at = ?, revoked_by = ?"
-                " WHERE target_id = ? AND state IN (?, ?)",
-                [
-                    GrantState.REVOKED.value,
-                    float(at),
-                    "target-removed",
-                    target.id,
-                    *_LIVE_GRANT_STATES,
-                ],
-            )
-            tx.run(
-                "UPDATE tokens SET revoked_at = ?, revoked_by = ?"
-                " WHERE target_id = ? AND revoked_at IS NULL",
-                [float(at), "target-removed", target.id],
-            )
-            return target
+            return self._remove_target_tx(tx, name, at)
+
+    def _remove_target_tx(self, tx: Tx, name: str, at: float) -> Target:
+        target = self._live_target(tx, name)
+        tx.run("UPDATE targets SET removed_at = ? WHERE id = ?", [float(at), target.id])
+        tx.run(
+            "UPDATE grants SET state = ?, revoked_at = ?, revoked_by = ?"
+            " WHERE target_id = ? AND state IN (?, ?)",
+            [
+                GrantState.REVOKED.value,
+                float(at),
+                "target-removed",
+                target.id,
+                *_LIVE_GRANT_STATES,
+            ],
+        )
+        tx.run(
+            "UPDATE tokens SET revoked_at = ?, revoked_by = ?"
+            " WHERE target_id = ? AND revoked_at IS NULL",
+            [float(at), "target-removed", target.id],
+        )
+        return target
 
     def set_target_host_keys(self, name: str, host_keys: Sequence[str]) -> Target:
         """Replace a target's pinned host keys. Raises NotFound."""

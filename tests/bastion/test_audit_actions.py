@@ -30,6 +30,7 @@ CONTRACT = {
     "request.break-glass", "request.reviewed", "request.dropped",
     "notify.failed",
     "policy.rule-add", "policy.rule-remove", "policy.shadow", "policy.unanalysable",
+    "user.set-role", "user.set-keys", "target.update",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.
