@@ -336,6 +336,11 @@ class RequestFlow:
             raise RequestRefused(f"you have no grant #{grant_id}; see 'ssh BASTION grants'")
         if grant.state_at(self.clock()) is not GrantState.ACTIVE:
             raise RequestRefused(f"grant #{grant_id} is no longer active; request new access")
+        if grant.target_name is None:
+            raise RequestRefused(
+                f"grant #{grant_id} is under profile {grant.profile_name}: ask for it again "
+                f"with 'request --profile {grant.profile_name} --for DURATION --reason ...'"
+            )
         now = self.clock()
         with self.store.audited_change(
             user.name, actions.REQUEST_CREATED, grant.target_name, now

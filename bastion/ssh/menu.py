@@ -55,8 +55,9 @@ def render_menu(user: str, grants: Sequence[Grant]) -> str:
     lines = [f"bastion: choose a target, {user}:", ""]
     for i, g in enumerate(grants, 1):
         lines.append(
-            f"  {i:>2}) {g.target_name:<20} as {g.login or '-':<12} "
-            f"until {format_time(g.not_after)}  (grant #{g.id})"
+            f"  {i:>2}) {g.target_name or '-':<20} as {g.login or '-':<12} "
+            f"until {format_time(g.not_after)}  (grant #{g.id}"
+            + (f", profile {g.profile_name})" if g.profile_name else ")")
         )
     lines += ["", "Number or name (Enter or Ctrl-C to quit): "]
     return "\r\n".join(lines)

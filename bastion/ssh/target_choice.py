@@ -105,13 +105,15 @@ class TargetChoice:
             return first, None
         if self.kind == "shell" and self.pty is not None:
             grant = await self._menu()
+            assert grant.target_name is not None  # noqa: S101  expanded: one view per target
             return grant.target_name, grant.login
         raise Refusal("usage", USAGE.replace("\n", "\r\n") if self.pty else USAGE, 2)
 
     async def _live_grants(self) -> list[Grant]:
+        """Usable grants now, a profile grant once per target its selector matches now."""
         now = self.node.clock()
         grants = await self.node.call(
-            self.node.store.list_grants, user_id=self.ctx.user.id, active_at=now
+            self.node.store.list_grants, user_id=self.ctx.user.id, active_at=now, expand=True
         )
         return [g for g in grants if is_usable(g, now)]
 
@@ -121,9 +123,10 @@ class TargetChoice:
             targets = await self.node.call(self.node.store.list_targets)
             kinds = {t.id: t.kind.value for t in targets}
             lines = [
-                f"#{g.id}\t{g.target_name}\t{kinds.get(g.target_id, '?')}"
+                f"#{g.id}\t{g.target_name}\t{kinds.get(g.target_id or 0, '?')}"
                 f"\t{g.login or g.credset or '-'}\tuntil {format_time(g.not_after)}"
                 f"\t{','.join(sorted(g.options)) or '-'}"
+                + (f"\tprofile {g.profile_name}" if g.profile_name else "")
                 for g in grants
             ] or ["no active grants"]
             text = "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ SecretBox before they reach the database and opened on the way out.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from bastion.store.models import (
     User,
 )
 from bastion.store.policy import Policies
+from bastion.store.profiles import Profiles
 from bastion.store.requests import Requests
 from bastion.store.tokens import Tokens
 
@@ -63,7 +64,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests, Policies, Engagements):
+class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:
@@ -269,7 +270,8 @@ class Store(History, Tokens, Requests, Policies, Engagements):
             ):
                 tid = int(c["target_id"])
                 by_id[tid].append(rows.credset(c, names[tid], self._box))
-        return [rows.target(r, by_id[int(r["id"])]) for r in found]
+        labels = self._labels_of(tx, ids)
+        return [rows.target(r, by_id[int(r["id"])], labels.get(int(r["id"]))) for r in found]
 
     def _live_target(self, tx: Tx, name: str) -> Target:
         found = self._targets(tx, "name = ? AND removed_at IS NULL", [name])
@@ -292,6 +294,7 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         credsets: Sequence[Credset] = (),
         tls_mode: str = "prefer",
         tls_ca: str | None = None,
+        labels: Mapping[str, str] | None = None,
         now: float,
     ) -> Target:
         """Register a host or database. Raises AlreadyExists if a live target has the name."""
@@ -339,6 +342,7 @@ class Store(History, Tokens, Requests, Policies, Engagements):
                             rows.seal(self._box, c.password, rows.credset_context(name, c.name)),
                         ],
                     )
+                self._set_labels_tx(tx, target_id, labels or {}, ())
                 return self._targets(tx, "id = ?", [target_id])[0]
         except AlreadyExists as e:
             raise AlreadyExists(taken) from e
@@ -409,7 +413,7 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         self,
         *,
         user_id: int,
-        target_id: int,
+        target_id: int | None,
         login: str | None,
         credset: str | None,
         not_before: float,
@@ -421,8 +425,12 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         now: float,
         state: GrantState = GrantState.ACTIVE,
         request_id: int | None = None,
+        profile_id: int | None = None,
     ) -> Grant:
-        """Record a grant. Raises NotFound for an unknown user or removed target."""
+        """Record a grant for one target, or (``profile_id``, no target) under a profile.
+
+        Raises NotFound for an unknown user, a removed target or a removed profile.
+        """
         with self._db.transaction(write=True) as tx:
             return self._add_grant_tx(
                 tx,
@@ -439,6 +447,7 @@ class Store(History, Tokens, Requests, Policies, Engagements):
                 now=now,
                 state=state,
                 request_id=request_id,
+                profile_id=profile_id,
             )
 
     def _add_grant_tx(
@@ -446,7 +455,7 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         tx: Tx,
         *,
         user_id: int,
-        target_id: int,
+        target_id: int | None,
         login: str | None,
         credset: str | None,
         not_before: float,
@@ -458,17 +467,26 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         now: float,
         state: GrantState = GrantState.ACTIVE,
         request_id: int | None = None,
+        profile_id: int | None = None,
     ) -> Grant:
         if not not_after > not_before:
             raise StoreError("a grant must end after it starts (not_after > not_before)")
+        if (target_id is None) == (profile_id is None):
+            raise StoreError("a grant names either one target or one profile")
         self._require_user_id(tx, user_id)
-        live = tx.one("SELECT removed_at FROM targets WHERE id = ?", [target_id])
-        if live is None or live["removed_at"] is not None:
-            raise NotFound(f"no target with id {target_id}; see 'bastion target list'")
+        if target_id is not None:
+            live = tx.one("SELECT removed_at FROM targets WHERE id = ?", [target_id])
+            if live is None or live["removed_at"] is not None:
+                raise NotFound(f"no target with id {target_id}; see 'bastion target list'")
+        else:
+            live = tx.one("SELECT removed_at FROM profiles WHERE id = ?", [profile_id])
+            if live is None or live["removed_at"] is not None:
+                raise NotFound(f"no profile with id {profile_id}; see 'bastion profile list'")
         grant_id = tx.insert(
             "INSERT INTO grants (user_id, target_id, login, credset, not_before, not_after,"
-            " reason, requested_by, approved_by, state, options, created_at, request_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " reason, requested_by, approved_by, state, options, created_at, request_id,"
+            " profile_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 user_id,
                 target_id,
@@ -483,6 +501,7 @@ class Store(History, Tokens, Requests, Policies, Engagements):
                 rows.dump_list(sorted(set(options))),
                 float(now),
                 request_id,
+                profile_id,
             ],
         )
         found = self._grant(tx, grant_id)
@@ -501,22 +520,48 @@ class Store(History, Tokens, Requests, Policies, Engagements):
         user_id: int | None = None,
         target_id: int | None = None,
         active_at: float | None = None,
+        expand: bool = False,
     ) -> list[Grant]:
-        """Grants by id; ``active_at`` keeps active ones with not_before <= t < not_after."""
+        """Grants by id; ``active_at`` keeps active ones with not_before <= t < not_after.
+
+        With ``target_id``, the profile grants whose profile's selector matches that
+        target's labels now come too, filled in for that target (one per login of
+        the profile when the grant names none): admission sees one list. With
+        ``expand``, every profile grant comes once per target it reaches now (the
+        menu, ``grants``); otherwise a profile grant comes as stored, target None.
+        """
         where: list[str] = []
         params: list[Any] = []
         if user_id is not None:
             where.append("g.user_id = ?")
             params.append(user_id)
-        if target_id is not None:
-            where.append("g.target_id = ?")
-            params.append(target_id)
         if active_at is not None:
             where.append("g.state = ? AND g.not_before <= ? AND g.not_after > ?")
             params += [GrantState.ACTIVE.value, float(active_at), float(active_at)]
-        sql = rows.GRANT_SELECT + where_clause(where) + " ORDER BY g.id"
         with self._db.transaction() as tx:
-            return [rows.grant(r) for r in tx.all(sql, params)]
+            if target_id is None and not expand:
+                sql = rows.GRANT_SELECT + where_clause(where) + " ORDER BY g.id"
+                return [rows.grant(r) for r in tx.all(sql, params)]
+            fixed = [
+                *where,
+                "g.target_id = ?" if target_id is not None else "g.target_id IS NOT NULL",
+            ]
+            sql = rows.GRANT_SELECT + where_clause(fixed) + " ORDER BY g.id"
+            found = [
+                rows.grant(r)
+                for r in tx.all(sql, [*params, *([target_id] if target_id is not None else [])])
+            ]
+            sql = rows.GRANT_SELECT + where_clause([*where, "g.profile_id IS NOT NULL"])
+            under = [rows.grant(r) for r in tx.all(sql + " ORDER BY g.id", params)]
+            if under:
+                target = None
+                if target_id is not None:
+                    live = self._targets(tx, "id = ? AND removed_at IS NULL", [target_id])
+                    if not live:
+                        return found
+                    target = live[0]
+                found += self._expand_tx(tx, under, target)
+        return sorted(found, key=lambda g: (g.id, g.target_name or "", g.login or ""))
 
     def revoke_grant(self, grant_id: int, by: str, at: float) -> Grant:
         """End a grant now. Raises NotFound, or StoreError if it was already revoked."""

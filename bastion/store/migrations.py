@@ -14,7 +14,8 @@ one that has shipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bastion.errors import StoreError
 from bastion.store.backends import Backend, Tx
@@ -30,6 +31,11 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    by_backend: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Statements for one backend only (by ``Backend.name``), run after ``statements``:
+    for the few changes the two cannot spell the same way."""
+    after: tuple[str, ...] = ()
+    """Shared statements run after the backend-specific ones."""
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -301,6 +307,62 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX users_engagement ON users (engagement_until)",
         ),
     ),
+    Migration(
+        9,
+        "target labels and access profiles",
+        (
+            # Labels describe a target (env=prod, role=db); profiles select targets by
+            # them. One row per (target, key): a key has one value.
+            """CREATE TABLE target_labels (
+                target_id {BIGINT} NOT NULL REFERENCES targets (id),
+                key TEXT NOT NULL,
+                value TEXT NOT NULL,
+                PRIMARY KEY (target_id, key)
+            )""",
+            # A profile: a label selector plus what a grant under it allows. Removed
+            # profiles keep their row (grants point at it); only live names are unique.
+            """CREATE TABLE profiles (
+                id {ID},
+                name TEXT NOT NULL,
+                selector TEXT NOT NULL,
+                logins TEXT NOT NULL,
+                credset TEXT,
+                options TEXT NOT NULL,
+                max_duration {FLOAT},
+                approvals INTEGER,
+                approvers TEXT NOT NULL,
+                created_at {FLOAT} NOT NULL,
+                created_by TEXT NOT NULL,
+                removed_at {FLOAT}
+            )""",
+            "CREATE UNIQUE INDEX profiles_live_name ON profiles (name) WHERE removed_at IS NULL",
+            # A request may name a profile instead of targets.
+            "ALTER TABLE access_requests ADD COLUMN profile TEXT",
+        ),
+        {
+            # A profile grant names a profile and no target, so target_id becomes
+            # nullable. SQLite cannot drop NOT NULL in place and a rebuild of grants
+            # is refused while sessions and tokens reference it with foreign keys
+            # on; dropping a NOT NULL constraint leaves the stored rows as they
+            # are, so the table's definition is edited (the documented way, see
+            # "Making Other Kinds Of Table Schema Changes" in SQLite's ALTER TABLE
+            # page); RESET reloads the schema, the next DDL bumps the schema cookie
+            # so other connections reload it too.
+            "postgresql": ("ALTER TABLE grants ALTER COLUMN target_id DROP NOT NULL",),
+            "sqlite": (
+                "PRAGMA writable_schema = ON",
+                "UPDATE sqlite_master SET sql = replace(sql,"
+                " 'target_id INTEGER NOT NULL REFERENCES targets (id)',"
+                " 'target_id INTEGER REFERENCES targets (id)')"
+                " WHERE type = 'table' AND name = 'grants'",
+                "PRAGMA writable_schema = RESET",
+            ),
+        },
+        (
+            "ALTER TABLE grants ADD COLUMN profile_id {BIGINT} REFERENCES profiles (id)",
+            "CREATE INDEX grants_profile ON grants (profile_id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -348,7 +410,7 @@ def migrate(backend: Backend, now: float, migrations: tuple[Migration, ...] = MI
         for m in migrations:
             if m.version <= current:
                 continue
-            for statement in m.statements:
+            for statement in (*m.statements, *m.by_backend.get(backend.name, ()), *m.after):
                 tx.run(render(statement, backend))
             tx.run(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",

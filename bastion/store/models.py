@@ -7,6 +7,7 @@ Times are POSIX seconds (float, UTC).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -113,6 +114,8 @@ class Target:
     """Who may approve (names and ``@group``s); empty: any approver or admin."""
     max_request: float | None = None
     """Longest access a request may get (None: ``[requests] max_duration``)."""
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Labels (``env=staging``) that access profiles select targets by."""
 
     @property
     def default_login(self) -> str | None:
@@ -121,14 +124,43 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A named set of targets (a label selector) and what a grant under it allows.
+
+    ``removed_at`` set: retired; it stays for history and grants nothing.
+    """
+
+    id: int
+    name: str
+    selector: str
+    logins: tuple[str, ...]
+    credset: str | None
+    options: frozenset[str]
+    max_duration: float | None
+    """Longest grant or request under this profile (None: no cap of its own)."""
+    approvals: int | None
+    """Approvals a request for this profile needs (None: ``[requests] approvals``)."""
+    approvers: tuple[str, ...]
+    """Who may approve its requests (names and ``@group``s); empty: any approver."""
+    created_at: float
+    created_by: str
+    removed_at: float | None = None
+
+
+@dataclass(frozen=True)
 class Grant:
-    """Permission for one user to reach one target as one login, inside a window."""
+    """Permission for one user to reach one target as one login, inside a window.
+
+    A profile grant names a profile instead of a target: as stored, ``target_id``
+    and ``target_name`` are None; ``Store.list_grants(target_id=...)`` hands it out
+    filled in for each target its profile's selector matches at that moment.
+    """
 
     id: int
     user_id: int
     user_name: str
-    target_id: int
-    target_name: str
+    target_id: int | None
+    target_name: str | None
     login: str | None
     credset: str | None
     not_before: float
@@ -143,6 +175,9 @@ class Grant:
     revoked_by: str | None = None
     request_id: int | None = None
     """The access request this grant came from (None: typed by an admin)."""
+    profile_id: int | None = None
+    profile_name: str | None = None
+    """The access profile this grant is under (None: a grant for one target)."""
 
     def state_at(self, now: float) -> GrantState:
         """The effective state at ``now``: stored state, or EXPIRED once past not_after."""
@@ -304,4 +339,5 @@ class AccessRequest:
     approvals: tuple[Approval, ...] = ()
     grant_ids: tuple[int, ...] = ()
     """The grants it became (one per target), once approved."""
-
+    profile: str | None = None
+    """The access profile asked for instead of targets (``targets`` is then empty)."""

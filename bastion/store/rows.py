@@ -8,7 +8,7 @@ what they belong to so a sealed value cannot be moved to another row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bastion.secretbox import SecretBox
@@ -19,6 +19,7 @@ from bastion.store.models import (
     Credset,
     Grant,
     GrantState,
+    Profile,
     Role,
     SessionRecord,
     Target,
@@ -40,8 +41,9 @@ GRANT_SELECT = (
     "SELECT g.id, g.user_id, u.name AS user_name, g.target_id, t.name AS target_name,"
     " g.login, g.credset, g.not_before, g.not_after, g.reason, g.requested_by,"
     " g.approved_by, g.state, g.options, g.created_at, g.revoked_at, g.revoked_by,"
-    " g.request_id"
-    " FROM grants g JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id"
+    " g.request_id, g.profile_id, p.name AS profile_name"
+    " FROM grants g JOIN users u ON u.id = g.user_id LEFT JOIN targets t ON t.id = g.target_id"
+    " LEFT JOIN profiles p ON p.id = g.profile_id"
 )
 SESSION_SELECT = (
     "SELECT s.id, s.user_id, u.name AS user_name, s.target_id, t.name AS target_name,"
@@ -129,8 +131,34 @@ def credset(row: Row, target_name: str, box: SecretBox) -> Credset:
     )
 
 
-def target(row: Row, credsets: Sequence[Credset]) -> Target:
-    """A targets row (plus its credential sets) as a Target."""
+PROFILE_COLUMNS = (
+    "id, name, selector, logins, credset, options, max_duration, approvals, approvers,"
+    " created_at, created_by, removed_at"
+)
+
+
+def profile(row: Row) -> Profile:
+    """A profiles row as a Profile."""
+    return Profile(
+        id=int(row["id"]),
+        name=row["name"],
+        selector=row["selector"],
+        logins=load_list(row["logins"]),
+        credset=row["credset"],
+        options=frozenset(load_list(row["options"])),
+        max_duration=_opt_float(row["max_duration"]),
+        approvals=None if row["approvals"] is None else int(row["approvals"]),
+        approvers=load_list(row["approvers"]),
+        created_at=float(row["created_at"]),
+        created_by=row["created_by"],
+        removed_at=_opt_float(row["removed_at"]),
+    )
+
+
+def target(
+    row: Row, credsets: Sequence[Credset], labels: Mapping[str, str] | None = None
+) -> Target:
+    """A targets row (plus its credential sets and labels) as a Target."""
     return Target(
         id=int(row["id"]),
         name=row["name"],
@@ -149,6 +177,7 @@ def target(row: Row, credsets: Sequence[Credset]) -> Target:
         approvals=None if row["approvals"] is None else int(row["approvals"]),
         approvers=tuple(load_list(row["approvers"])) if row["approvers"] else (),
         max_request=_opt_float(row["max_request"]),
+        labels=dict(labels or {}),
     )
 
 
@@ -158,7 +187,7 @@ def grant(row: Row) -> Grant:
         id=int(row["id"]),
         user_id=int(row["user_id"]),
         user_name=row["user_name"],
-        target_id=int(row["target_id"]),
+        target_id=None if row["target_id"] is None else int(row["target_id"]),
         target_name=row["target_name"],
         login=row["login"],
         credset=row["credset"],
@@ -173,6 +202,8 @@ def grant(row: Row) -> Grant:
         revoked_at=_opt_float(row["revoked_at"]),
         revoked_by=row["revoked_by"],
         request_id=None if row["request_id"] is None else int(row["request_id"]),
+        profile_id=None if row["profile_id"] is None else int(row["profile_id"]),
+        profile_name=row["profile_name"],
     )
 
 
