@@ -298,6 +298,37 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         now: float,
     ) -> Target:
         """Register a host or database. Raises AlreadyExists if a live target has the name."""
+        taken = f"target '{name}' already exists; see 'bastion target list'"
+        try:  # the partial unique index on live names decides
+            with self._db.transaction(write=True) as tx:
+                return self._add_target_tx(
+                    tx, name=name, kind=kind, host=host, port=port, logins=logins,
+                    principal=principal, host_keys=host_keys, host_ca_keys=host_ca_keys,
+                    database=database, credsets=credsets, tls_mode=tls_mode, tls_ca=tls_ca,
+                    labels=labels, now=now,
+                )  # fmt: skip
+        except AlreadyExists as e:
+            raise AlreadyExists(taken) from e
+
+    def _add_target_tx(
+        self,
+        tx: Tx,
+        *,
+        name: str,
+        kind: TargetKind,
+        host: str,
+        port: int,
+        logins: Sequence[str],
+        principal: str,
+        host_keys: Sequence[str] = (),
+        host_ca_keys: Sequence[str] = (),
+        database: str | None = None,
+        credsets: Sequence[Credset] = (),
+        tls_mode: str = "prefer",
+        tls_ca: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        now: float,
+    ) -> Target:
         if not name:
             raise StoreError("a target needs a name")
         if tls_mode not in TLS_MODES:
@@ -309,43 +340,37 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
             if c.name in seen:
                 raise AlreadyExists(f"credential set '{c.name}' is listed twice for '{name}'")
             seen.add(c.name)
-        taken = f"target '{name}' already exists; see 'bastion target list'"
-        try:  # the partial unique index on live names decides
-            with self._db.transaction(write=True) as tx:
-                target_id = tx.insert(
-                    "INSERT INTO targets (name, kind, host, port, logins, principal, host_keys,"
-                    " host_ca_keys, dbname, created_at, tls_mode, tls_ca)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [
-                        name,
-                        TargetKind(kind).value,
-                        host,
-                        int(port),
-                        rows.dump_list(logins),
-                        principal,
-                        rows.dump_list(host_keys),
-                        rows.dump_list(host_ca_keys),
-                        database,
-                        float(now),
-                        tls_mode,
-                        tls_ca,
-                    ],
-                )
-                for c in credsets:
-                    tx.run(
-                        "INSERT INTO credsets (target_id, name, db_user, password)"
-                        " VALUES (?, ?, ?, ?)",
-                        [
-                            target_id,
-                            c.name,
-                            c.user,
-                            rows.seal(self._box, c.password, rows.credset_context(name, c.name)),
-                        ],
-                    )
-                self._set_labels_tx(tx, target_id, labels or {}, ())
-                return self._targets(tx, "id = ?", [target_id])[0]
-        except AlreadyExists as e:
-            raise AlreadyExists(taken) from e
+        target_id = tx.insert(
+            "INSERT INTO targets (name, kind, host, port, logins, principal, host_keys,"
+            " host_ca_keys, dbname, created_at, tls_mode, tls_ca)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [
+                name,
+                TargetKind(kind).value,
+                host,
+                int(port),
+                rows.dump_list(logins),
+                principal,
+                rows.dump_list(host_keys),
+                rows.dump_list(host_ca_keys),
+                database,
+                float(now),
+                tls_mode,
+                tls_ca,
+            ],
+        )
+        for c in credsets:
+            tx.run(
+                "INSERT INTO credsets (target_id, name, db_user, password) VALUES (?, ?, ?, ?)",
+                [
+                    target_id,
+                    c.name,
+                    c.user,
+                    rows.seal(self._box, c.password, rows.credset_context(name, c.name)),
+                ],
+            )
+        self._set_labels_tx(tx, target_id, labels or {}, ())
+        return self._targets(tx, "id = ?", [target_id])[0]
 
     def get_target(self, name: str) -> Target | None:
         """The live target with this name, or None."""
