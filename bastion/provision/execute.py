@@ -20,7 +20,7 @@ from bastion import audit_actions as actions
 from bastion.admin_actions import Origin, cli_actor, disable_user_in
 from bastion.errors import NotFound
 from bastion.grants import is_usable
-from bastion.provision.plan import (
+from bastion.provision.changes import (
     APPLY_REQUESTER,
     AddGrant,
     AddTarget,

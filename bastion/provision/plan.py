@@ -5,167 +5,36 @@ snapshot of the store and returns the changes in the order they are applied
 (users who sponsor first, removals last), each with the diff line a person reads.
 Nothing here reads the store or the clock, so every rule is tested without one.
 
-Standing grants are those ``apply`` created (``requested_by = "apply"``); grants
-made by hand or by access requests are never touched. A standing grant is
-identified by (user, target, login or credential set). Its end is ``until``, or
-``for`` after it was first created: re-applying never moves that end, and a
-standing grant that has expired is *not* renewed by re-applying the same file (it
-would otherwise never end); the plan says so, and a later ``until`` (or a longer
-``for``) renews it.
+Standing grants have their own module, ``grant_plan``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bastion.grants import format_time
-from bastion.provision.spec import Desired, GrantSpec, SpecError, TargetSpec, UserSpec
-from bastion.store.models import Credset, Grant, GrantState, Role, Target, TargetKind, User
-
-APPLY_REQUESTER = "apply"
-"""``requested_by`` of the standing grants ``apply`` creates and manages."""
-
-
-@dataclass(frozen=True)
-class Current:
-    """The part of the store ``apply`` manages, read once before planning."""
-
-    users: Mapping[str, User] = field(default_factory=dict)
-    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    targets: Mapping[str, Target] = field(default_factory=dict)
-    """Live targets by name."""
-    grants: tuple[Grant, ...] = ()
-    """Standing grants (``requested_by = "apply"``), in every state."""
-    other_grants: int = 0
-    """Active grants made by hand or by requests: never touched, counted in the summary."""
-
-
-@dataclass(frozen=True)
-class Change:
-    """One step of the plan; ``line`` is its diff line (``+ user alice: ...``)."""
-
-    sign: str
-    kind: str
-    subject: str
-    details: tuple[str, ...] = ()
-
-    @property
-    def line(self) -> str:
-        """The diff line a person reads."""
-        text = f"{self.sign} {self.kind} {self.subject}"
-        return f"{text}: {', '.join(self.details)}" if self.details else text
-
-
-@dataclass(frozen=True)
-class AddUser(Change):
-    """Create a user (without TOTP: enrolment stays per user)."""
-
-    spec: UserSpec | None = None
-
-
-@dataclass(frozen=True)
-class UpdateUser(Change):
-    """Change a user's role, keys, groups, engagement or enabled state (None: keep)."""
-
-    spec: UserSpec | None = None
-    role: Role | None = None
-    keys: tuple[str, ...] | None = None
-    groups: tuple[str, ...] | None = None
-    engagement: bool = False
-    enable: bool = False
-
-
-@dataclass(frozen=True)
-class DisableUser(Change):
-    """Disable a user, end their live sessions and revoke their tokens (never delete)."""
-
-    why: str = ""
-
-
-@dataclass(frozen=True)
-class AddTarget(Change):
-    """Register a target."""
-
-    spec: TargetSpec | None = None
-
-
-@dataclass(frozen=True)
-class UpdateTarget(Change):
-    """Change a live target in place (its id, grants and sessions stay)."""
-
-    spec: TargetSpec | None = None
-
-
-@dataclass(frozen=True)
-class RemoveTarget(Change):
-    """Retire a target (its grants and tokens are revoked; the row stays for history)."""
-
-
-@dataclass(frozen=True)
-class AddGrant(Change):
-    """Create a standing grant for a resolved target and login or credential set."""
-
-    user: str = ""
-    target: str = ""
-    login: str | None = None
-    credset: str | None = None
-    options: frozenset[str] = frozenset()
-    not_before: float = 0.0
-    not_after: float = 0.0
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class RevokeGrant(Change):
-    """End a standing grant the file no longer names (or one being replaced)."""
-
-    grant_id: int = 0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The changes in order, and what the file leaves alone."""
-
-    changes: tuple[Change, ...]
-    left_alone: tuple[str, ...] = ()
-    """Things in the store the file does not name, kept because there was no --prune."""
-    notes: tuple[str, ...] = ()
-    """Facts worth knowing that change nothing (an expired grant not renewed)."""
-
-    def render(self) -> str:
-        """The plan as a person reads it: diff lines, notes, one summary line."""
-        lines = [c.line for c in self.changes]
-        lines += [f"  note: {n}" for n in self.notes]
-        if self.changes:
-            counts = {s: sum(1 for c in self.changes if c.sign == s) for s in "+~-"}
-            lines.append(
-                f"{len(self.changes)} change(s): {counts['+']} to add, {counts['~']} to change, "
-                f"{counts['-']} to remove or disable"
-            )
-        else:
-            lines.append("no changes")
-        if self.left_alone:
-            lines.append(
-                "left alone (not in the file; --prune disables or removes them): "
-                + "; ".join(self.left_alone)
-            )
-        return "\n".join(lines) + "\n"
-
-
-def key_body(line: str) -> str:
-    """An OpenSSH public key without its comment: two lines with one body are one key."""
-    return " ".join(line.split()[:2])
-
-
-class _Checker:
-    """Raises SpecError in the file's words for a plan that breaks a rule."""
-
-    def __init__(self, desired: Desired) -> None:
-        self.path = desired.path
-
-    def fail(self, where: str, problem: str) -> SpecError:
-        return SpecError(f"{self.path}: {where}: {problem}")
+from bastion.provision.changes import (
+    AddProfile,
+    AddTarget,
+    AddUser,
+    Change,
+    Checker,
+    Current,
+    DisableUser,
+    Plan,
+    RemoveProfile,
+    RemoveTarget,
+    RevokeGrant,
+    UpdateProfile,
+    UpdateTarget,
+    UpdateUser,
+    key_body,
+)
+from bastion.provision.grant_plan import grant_subject, plan_grants
+from bastion.provision.spec import Desired, ProfileSpec, TargetSpec, UserSpec
+from bastion.store.models import Credset, GrantState, Profile, Role, Target, TargetKind, User
+from bastion.timeparse import format_duration
 
 
 def make_plan(
@@ -183,31 +52,33 @@ def make_plan(
     an end date, an end in the past, a grant naming an unknown user, target,
     login or credential set.
     """
-    check = _Checker(desired)
+    check = Checker(desired)
     _check_users(desired, current, now, check, require_end_date)
     out = _Building()
     _plan_users(desired, current, now, out)
     _plan_targets(desired, current, check, out)
+    _plan_profiles(desired, current, out)
     removed_targets = {n for n in current.targets if n not in desired.targets}
-    gone = removed_targets if prune else set()
-    grant_changes, kept, grant_notes = _plan_grants(desired, current, now, check, gone)
+    removed_profiles = {n for n in current.profiles if n not in desired.profiles}
+    gone = (removed_targets | {f"profile {n}" for n in removed_profiles}) if prune else set()
+    grant_changes, kept, grant_notes = plan_grants(desired, current, now, check, gone)
     out.notes += grant_notes
     stale = [
         g
         for g in current.grants
         if g.id not in kept
         and g.state_at(now) in (GrantState.ACTIVE, GrantState.PENDING)
-        and g.target_name not in gone
+        and (g.target_name or f"profile {g.profile_name}") not in gone
     ]
     revokes = [c for c in grant_changes if isinstance(c, RevokeGrant)]
     if prune:
         revokes += [
-            RevokeGrant("-", "grant", _grant_subject(g), ("not in the file",), g.id) for g in stale
+            RevokeGrant("-", "grant", grant_subject(g), ("not in the file",), g.id) for g in stale
         ]
     elif stale:
         out.left.append("standing grants " + ", ".join(f"#{g.id}" for g in stale))
     out.changes += revokes + [c for c in grant_changes if not isinstance(c, RevokeGrant)]
-    _plan_removals(desired, current, prune, sorted(removed_targets), out)
+    _plan_removals(desired, current, prune, sorted(removed_targets), sorted(removed_profiles), out)
     if current.other_grants:
         out.notes.append(
             f"{current.other_grants} active grant(s) made by hand or by requests are not "
@@ -244,7 +115,7 @@ def _plan_users(desired: Desired, current: Current, now: float, out: _Building) 
             out.disables.append(DisableUser("-", "user", spec.name, ("disabled = true",), "file"))
 
 
-def _plan_targets(desired: Desired, current: Current, check: _Checker, out: _Building) -> None:
+def _plan_targets(desired: Desired, current: Current, check: Checker, out: _Building) -> None:
     for spec in sorted(desired.targets.values(), key=lambda t: t.name):
         target = current.targets.get(spec.name)
         if target is None:
@@ -257,17 +128,71 @@ def _plan_targets(desired: Desired, current: Current, check: _Checker, out: _Bui
                 "give the new one another name (or remove the old one first)",
             )
         diff = _target_diff(spec, target)
+        want = dict(spec.labels)
+        have = dict(target.labels)
+        set_labels = tuple((k, v) for k, v in spec.labels if have.get(k) != v)
+        remove = tuple(sorted(k for k in have if k not in want))
+        labels = [
+            f"label {k} {have[k]} -> {v}" if k in have else f"label {k}={v} added"
+            for k, v in set_labels
+        ] + [f"label {k} removed" for k in remove]
+        if diff or labels:
+            out.changes.append(
+                UpdateTarget(
+                    "~",
+                    "target",
+                    spec.name,
+                    (*diff, *labels),
+                    spec,
+                    bool(diff),
+                    set_labels,
+                    remove,
+                )  # fmt: skip
+            )
+
+
+def _profile_text(p: ProfileSpec | Profile) -> dict[str, str]:
+    """A profile's fields as a person reads them, for diffs."""
+    return {
+        "select": p.selector,
+        "logins": ",".join(p.logins) or "-",
+        "credset": p.credset or "-",
+        "allow": ",".join(sorted(p.options)) or "-",
+        "max": format_duration(p.max_duration) if p.max_duration is not None else "-",
+        "approvals": "-" if p.approvals is None else str(p.approvals),
+        "approvers": ",".join(sorted(p.approvers)) or "-",
+    }
+
+
+def _plan_profiles(desired: Desired, current: Current, out: _Building) -> None:
+    for spec in sorted(desired.profiles.values(), key=lambda p: p.name):
+        want = _profile_text(spec)
+        profile = current.profiles.get(spec.name)
+        if profile is None:
+            parts = tuple(f"{k} {v}" for k, v in want.items() if v != "-")
+            out.changes.append(AddProfile("+", "profile", spec.name, parts, spec))
+            continue
+        have = _profile_text(profile)
+        diff = tuple(f"{k} {have[k]} -> {v}" for k, v in want.items() if have[k] != v)
         if diff:
-            out.changes.append(UpdateTarget("~", "target", spec.name, tuple(diff), spec))
+            out.changes.append(UpdateProfile("~", "profile", spec.name, diff, spec))
 
 
 def _plan_removals(
-    desired: Desired, current: Current, prune: bool, gone_targets: list[str], out: _Building
+    desired: Desired,
+    current: Current,
+    prune: bool,
+    gone_targets: list[str],
+    gone_profiles: list[str],
+    out: _Building,
 ) -> None:
     gone_users = sorted(
         n for n, u in current.users.items() if n not in desired.users and not u.disabled
     )
     if prune:
+        out.changes += [
+            RemoveProfile("-", "profile", n, ("not in the file",)) for n in gone_profiles
+        ]
         out.changes += [RemoveTarget("-", "target", n, ("not in the file",)) for n in gone_targets]
         out.disables += [
             DisableUser("-", "user", n, ("not in the file: disabled, live sessions end",), "prune")
@@ -278,13 +203,15 @@ def _plan_removals(
         out.left.append("users " + ", ".join(gone_users))
     if gone_targets:
         out.left.append("targets " + ", ".join(gone_targets))
+    if gone_profiles:
+        out.left.append("profiles " + ", ".join(gone_profiles))
 
 
 # --- users ------------------------------------------------------------------------------
 
 
 def _check_users(
-    desired: Desired, current: Current, now: float, check: _Checker, require_end_date: bool
+    desired: Desired, current: Current, now: float, check: Checker, require_end_date: bool
 ) -> None:
     for spec in desired.users.values():
         where = f"users.{spec.name}"
@@ -448,141 +375,3 @@ def _credset_diff(spec: TargetSpec, have: Sequence[Credset]) -> list[str]:
         if o.password != c.password:
             diff.append(f"credset {name} password changed ({sources.get(name, 'trust')})")
     return diff
-
-
-# --- grants -----------------------------------------------------------------------------
-
-
-def _grant_subject(g: Grant) -> str:
-    how = f"as {g.login}" if g.login else f"credset {g.credset}" if g.credset else ""
-    return f"#{g.id} {g.user_name} -> {g.target_name} {how}".rstrip()
-
-
-def _resolve(
-    g: GrantSpec,
-    desired: Desired,
-    current: Current,
-    check: _Checker,
-    gone: set[str],
-) -> tuple[str, str | None, str | None]:
-    """(target, login, credset) of a target grant, defaults filled in and checked."""
-    if g.user not in desired.users and g.user not in current.users:
-        raise check.fail(f"{g.where}.user", f"no user named '{g.user}' in the file or the store")
-    name = g.target or ""
-    spec = desired.targets.get(name)
-    stored = current.targets.get(name)
-    if spec is None and stored is None:
-        raise check.fail(f"{g.where}.target", f"no target named '{name}' in the file or the store")
-    if spec is None and name in gone:
-        raise check.fail(
-            f"{g.where}.target", f"target {name} is not in the file, so --prune removes it"
-        )
-    kind = spec.kind if spec else stored.kind if stored else TargetKind.SSH
-    logins = spec.logins if spec else stored.logins if stored else ()
-    credsets = [c.name for c in (spec.credsets if spec else stored.credsets if stored else ())]
-    if kind is TargetKind.SSH:
-        if g.credset is not None:
-            raise check.fail(f"{g.where}.credset", f"{name} is an SSH target: give a login")
-        login = g.login or (logins[0] if logins else None)
-        if login not in logins:
-            raise check.fail(
-                f"{g.where}.login", f"target {name} has no login '{login}' ({', '.join(logins)})"
-            )
-        return name, login, None
-    if g.login is not None:
-        raise check.fail(f"{g.where}.login", f"{name} is a database: give a credset")
-    if g.options:
-        raise check.fail(
-            f"{g.where}.allow", f"allow options are for SSH targets; {name} is a database"
-        )
-    credset = g.credset
-    if credset is None:
-        if len(credsets) != 1:
-            raise check.fail(
-                f"{g.where}.credset", f"target {name} has several credential sets; name one"
-            )
-        credset = credsets[0]
-    if credset not in credsets:
-        raise check.fail(f"{g.where}.credset", f"target {name} has no credential set '{credset}'")
-    return name, None, credset
-
-
-def _plan_grants(
-    desired: Desired,
-    current: Current,
-    now: float,
-    check: _Checker,
-    gone: set[str],
-) -> tuple[list[Change], set[int], list[str]]:
-    """Grant additions and replacements, the ids of standing grants the file still names."""
-    changes: list[Change] = []
-    kept: set[int] = set()
-    notes: list[str] = []
-    for g in desired.grants:
-        target, login, credset = _resolve(g, desired, current, check, gone)
-        stored = current.targets.get(target)
-        same = [
-            x
-            for x in current.grants
-            if stored is not None
-            and x.target_id == stored.id
-            and x.user_name == g.user
-            and x.login == login
-            and x.credset == credset
-            and x.state is not GrantState.REVOKED
-        ]
-        last = max(same, key=lambda x: x.id) if same else None
-        start = last.not_before if last is not None else now
-        if g.until is not None:
-            end = g.until
-        else:
-            assert g.duration is not None  # noqa: S101  the spec has one of them
-            end = start + g.duration
-        how = f"as {login}" if login else f"credset {credset}"
-        subject = f"{g.user} -> {target} {how}"
-        details = [f"until {format_time(end)}"]
-        if g.options:
-            details.append(f"allow {','.join(sorted(g.options))}")
-        add = AddGrant(
-            "+", "grant", subject, tuple(details), g.user, target, login, credset,
-            g.options, start, end, g.reason,
-        )  # fmt: skip
-        if last is None:
-            if end <= now:
-                notes.append(f"{g.where} ({subject}) ended {format_time(end)}: not created")
-            else:
-                changes.append(add)
-            continue
-        kept.add(last.id)
-        if last.not_after == end and last.options == g.options:
-            if last.state_at(now) is GrantState.EXPIRED:
-                notes.append(
-                    f"grant #{last.id} ({subject}) expired {format_time(end)}: not renewed "
-                    "(a later until renews it)"
-                )
-            continue
-        if end <= now:
-            notes.append(
-                f"{g.where} ({subject}) would end {format_time(end)}, in the past: skipped"
-            )
-            continue
-        if last.state_at(now) is not GrantState.EXPIRED:
-            changes.append(RevokeGrant("-", "grant", _grant_subject(last), ("replaced",), last.id))
-        renewed = "renewed" if last.state_at(now) is GrantState.EXPIRED else "replaces"
-        changes.append(
-            AddGrant(
-                "+",
-                "grant",
-                subject,
-                (*details, f"{renewed} #{last.id}"),
-                g.user,
-                target,
-                login,
-                credset,
-                g.options,
-                start,
-                end,
-                g.reason,
-            )  # fmt: skip
-        )
-    return changes, kept, notes

@@ -24,6 +24,7 @@ import asyncssh
 
 from bastion.errors import BastionError, UsageError
 from bastion.grants import parse_options
+from bastion.profiles import Selector, check_key, check_value
 from bastion.ssh.login_name import valid_name
 from bastion.store.models import TLS_MODES, Credset, Role, TargetKind
 from bastion.target_setup import default_principal
@@ -82,6 +83,20 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class ProfileSpec:
+    """An access profile as the file wants it (``selector`` in canonical form)."""
+
+    name: str
+    selector: str
+    logins: tuple[str, ...] = ()
+    credset: str | None = None
+    options: frozenset[str] = frozenset()
+    max_duration: float | None = None
+    approvals: int | None = None
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GrantSpec:
     """A standing grant: one user, one target or profile, one login or credential set.
 
@@ -109,6 +124,7 @@ class Desired:
     sha256: str
     users: Mapping[str, UserSpec] = field(default_factory=dict)
     targets: Mapping[str, TargetSpec] = field(default_factory=dict)
+    profiles: Mapping[str, ProfileSpec] = field(default_factory=dict)
     grants: tuple[GrantSpec, ...] = ()
 
 
@@ -236,6 +252,7 @@ def parse(raw: bytes, path: Path, *, environ: Mapping[str, str]) -> Desired:
     base = path.parent
     users = _named(top, "users", lambda t, n: _user(t, n, base))
     targets = _named(top, "targets", lambda t, n: _target(t, n, base, environ))
+    profiles = _named(top, "profiles", lambda t, n: _profile(t, n))
     grants = _grants(top)
     top.done()
     return Desired(
@@ -243,6 +260,7 @@ def parse(raw: bytes, path: Path, *, environ: Mapping[str, str]) -> Desired:
         sha256=hashlib.sha256(raw).hexdigest(),
         users=users,
         targets=targets,
+        profiles=profiles,
         grants=grants,
     )
 
@@ -340,12 +358,56 @@ def _labels(t: _Table) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for key, value in table.data.items():
         table.seen.add(key)
-        if not valid_name(key):
-            table.fail(key, "is not a valid label key (letters, digits, . _ -)")
-        if not isinstance(value, str) or not valid_name(value):
-            table.fail(key, f"label value must be a word (letters, digits, . _ -), not {value!r}")
-        out.append((key, str(value)))
+        if not isinstance(value, str):
+            table.fail(key, f"a label value is a string, not {_kind(value)}")
+        try:
+            out.append((check_key(key), check_value(key, value)))
+        except UsageError as e:
+            table.fail(key, str(e))
     return tuple(sorted(out))
+
+
+def _profile(t: _Table, name: str) -> ProfileSpec:
+    text = t.text("select", required=True)
+    assert text is not None  # noqa: S101  required
+    try:
+        selector = str(Selector.parse(text))
+    except UsageError as e:
+        t.fail("select", str(e))
+    logins = t.texts("logins")
+    for login in logins:
+        if not valid_name(login):
+            t.fail("logins", f"'{login}' is not a valid login name")
+    try:
+        options = parse_options(list(t.texts("allow")))
+    except ValueError as e:
+        t.fail("allow", str(e))
+    max_duration: float | None = None
+    max_text = t.text("max")
+    if max_text is not None:
+        try:
+            max_duration = parse_duration(max_text)
+        except UsageError as e:
+            t.fail("max", str(e))
+    approvals = t.get("approvals")
+    if approvals is not None and (
+        not isinstance(approvals, int) or isinstance(approvals, bool) or approvals < 0
+    ):
+        t.fail("approvals", f"must be a whole number, 0 or more, not {_kind(approvals)}")
+    approvers = t.texts("approvers")
+    for who in approvers:
+        if not valid_name(who.removeprefix("@")):
+            t.fail("approvers", f"'{who}' is neither a user name nor @GROUP")
+    return ProfileSpec(
+        name=name,
+        selector=selector,
+        logins=logins,
+        credset=t.text("credset"),
+        options=options,
+        max_duration=max_duration,
+        approvals=approvals,
+        approvers=tuple(sorted(set(approvers))),
+    )
 
 
 def _target(t: _Table, name: str, base: Path, environ: Mapping[str, str]) -> TargetSpec:

@@ -175,7 +175,9 @@ def test_a_bad_file_is_one_line_naming_where(
     node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[targets.db]\npostgres = 'h'\ndatabase = 'x'\ncredsets.ro = {user='u', password='pw'}\n")
+    bad.write_text(
+        "[targets.db]\npostgres = 'h'\ndatabase = 'x'\ncredsets.ro = {user='u', password='pw'}\n"
+    )
     code, out = bastion(node_dir, capsys, "apply", str(bad))
     assert code == 1
     assert out == (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.provision.plan import (
+from bastion.provision.changes import (
     APPLY_REQUESTER,
     AddGrant,
     AddTarget,
@@ -19,8 +19,8 @@ from bastion.provision.plan import (
     RevokeGrant,
     UpdateTarget,
     UpdateUser,
-    make_plan,
 )
+from bastion.provision.plan import make_plan
 from bastion.provision.spec import Desired, SpecError, parse
 from bastion.store.models import Credset, Grant, GrantState, Role, Target, TargetKind, User
 
