@@ -136,6 +136,16 @@ pending requests revoked (details: ``until``, ``sponsor``, ``sessions``, ``token
 ENGAGEMENT_REMINDED: Final = "engagement.reminded"
 """The sponsor was reminded of an engagement's end (details: ``days``, ``until``)."""
 
+# --- labels and access profiles ---------------------------------------------------
+TARGET_LABEL: Final = "target.label"
+"""A target's labels changed (details: ``set``, ``removed``, ``labels`` now, ``before``)."""
+PROFILE_ADD: Final = "profile.add"
+"""An access profile was created (details: its fields)."""
+PROFILE_SET: Final = "profile.set"
+"""An access profile changed (details: its fields now, ``before``)."""
+PROFILE_REMOVE: Final = "profile.remove"
+"""An access profile was retired; its grants reach nothing (details: its fields as they were)."""
+
 # --- notifications ------------------------------------------------------------------
 NOTIFY_FAILED: Final = "notify.failed"
 """A notification did not reach a sink: last retry failed, dropped from a full queue, or

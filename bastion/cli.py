@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_user_commands(sub, _add_config, _add_json)
     cli_targets.add_target_commands(sub, _add_config, _add_json)
     cli_grants.add_grant_commands(sub, _add_config, _add_json)
+    from bastion import cli_profiles
+
+    cli_profiles.add_profile_commands(sub, _add_config, _add_json)
     cli_grants.add_token_commands(sub, _add_config, _add_json)
     cli_requests.add_request_commands(sub, _add_config, _add_json)
     cli_admin.add_audit_commands(sub, _add_config, _add_json)

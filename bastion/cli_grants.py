@@ -17,6 +17,7 @@ from bastion.admin_actions import Origin, revoke_grant
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened
 from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
+from bastion.profile_actions import add_profile_grant
 from bastion.store.models import Grant, Target, TargetKind, TokenPurpose, TokenRecord
 from bastion.timeparse import parse_duration, parse_time
 
@@ -79,6 +80,10 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
         options = parse_options(args.allow or "")
     except ValueError as e:
         raise UsageError(str(e)) from e
+    if (args.target is None) == (args.profile is None):
+        raise UsageError("name a TARGET or --profile NAME (one of them)")
+    if args.profile is not None:
+        return _grant_profile(args, start, end, sorted(options) if args.allow else None, now)
     with opened(args) as (_c, store):
         user = store.get_user(args.user)
         if user is None:
@@ -137,9 +142,33 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grant_profile(
+    args: argparse.Namespace, start: float, end: float, options: list[str] | None, now: float
+) -> int:
+    with opened(args) as (_c, store):
+        grant = add_profile_grant(
+            store, Origin.cli(), user=args.user, profile=args.profile, not_before=start,
+            not_after=end, login=args.login, credset=args.credset, options=options,
+            reason=args.reason or "", now=now,
+        )  # fmt: skip
+        reached = [t.name for t in store.targets_reached_by(args.profile)]
+    if args.json:
+        print(json.dumps(jsonable(grant) | {"reaches": reached}, indent=2))
+        return 0
+    print(
+        f"grant #{grant.id}: {grant.user_name} -> profile {args.profile} "
+        f"from {format_time(start)} until {format_time(end)}"
+        + (f" as {grant.login}" if grant.login else "")
+        + (f" allowing {','.join(sorted(grant.options))}" if grant.options else "")
+    )
+    print(f"reaches now (labels decide at each connect): {', '.join(reached) or '-'}")
+    return 0
+
+
 def _grant_line(g: Grant, now: float) -> str:
+    where = g.target_name or f"profile:{g.profile_name}"
     return (
-        f"#{g.id:<5} {g.user_name:<16} {g.target_name:<16} {g.login or g.credset or '-':<10} "
+        f"#{g.id:<5} {g.user_name:<16} {where:<16} {g.login or g.credset or '-':<10} "
         f"{g.state_at(now).value:<8} {format_time(g.not_before)} -> {format_time(g.not_after)} "
         f"{','.join(sorted(g.options)) or '-'} {g.reason}"
     )
@@ -172,7 +201,8 @@ def cmd_grant_revoke(args: argparse.Namespace) -> int:
     grant_id = int(str(args.id).lstrip("#"))
     with opened(args) as (_c, store):
         grant = revoke_grant(store, Origin.cli(), grant_id, time.time())
-    print(f"revoked grant #{grant.id} ({grant.user_name} -> {grant.target_name})")
+    where = grant.target_name or f"profile {grant.profile_name}"
+    print(f"revoked grant #{grant.id} ({grant.user_name} -> {where})")
     return 0
 
 
@@ -180,9 +210,16 @@ def add_grant_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     """``bastion grant ...``"""
     grant = sub.add_parser("grant", help="manage time-boxed grants")
     gs = grant.add_subparsers(dest="grant_command", metavar="ACTION", required=True)
-    p = gs.add_parser("add", help="grant USER access to TARGET for a while")
+    p = gs.add_parser(
+        "add",
+        help="grant USER access to TARGET (or to a profile's targets) for a while",
+        description="A grant names one TARGET, or --profile NAME: then it reaches every "
+        "target the profile's selector matches when the user connects; login, credential "
+        "set and options default from the profile and its --max caps the duration.",
+    )
     p.add_argument("user")
-    p.add_argument("target")
+    p.add_argument("target", nargs="?")
+    p.add_argument("--profile", metavar="NAME", help="grant a profile instead of one target")
     p.add_argument(
         "--login", help="SSH targets: login on the target (default: the target's first login)"
     )

@@ -26,6 +26,8 @@ from bastion.ca import CertificateAuthority
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened, read_keys
 from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
+from bastion.profile_actions import label_target
+from bastion.profiles import check_key, format_labels, parse_labels
 from bastion.ssh.login_name import valid_name
 from bastion.store import Store
 from bastion.store.models import TLS_MODES, Credset, Target, TargetKind
@@ -173,8 +175,9 @@ def cmd_target_add(args: argparse.Namespace) -> int:
     if not valid_name(args.name):
         raise UsageError(f"'{args.name}' is not a valid target name (letters, digits, . _ -)")
     fields = _postgres_target_fields(args) if args.postgres else _ssh_target_fields(args)
+    labels = parse_labels(args.label or [])
     with opened(args) as (_config, store):
-        target = store.add_target(name=args.name, now=time.time(), **fields)
+        target = store.add_target(name=args.name, now=time.time(), labels=labels, **fields)
         details: dict[str, object] = {"kind": target.kind.value, "host": target.host}
         details["port"] = target.port
         if target.kind == TargetKind.POSTGRES:
@@ -185,11 +188,13 @@ def cmd_target_add(args: argparse.Namespace) -> int:
             }
         else:
             details |= {"logins": list(target.logins), "principal": target.principal}
+        if labels:
+            details["labels"] = dict(target.labels)
         store.append_audit(actor(), actions.TARGET_ADD, target.name, details, time.time())
     if args.json:
         print(json.dumps(jsonable(target), indent=2))
         return 0
-    print(_describe(target))
+    print(_describe(target) + (f", labels {format_labels(target.labels)}" if labels else ""))
     if target.kind == TargetKind.SSH:
         print(f"next: bastion target setup {target.name}   # lines to apply on the host")
     else:
@@ -214,12 +219,18 @@ def _target_line(t: Target) -> str:
         sets = ",".join(c.name for c in t.credsets) or "-"
         return (
             f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
-            f"database={t.database} credsets={sets} tls={t.tls_mode}" + _policy_text(t)
+            f"database={t.database} credsets={sets} tls={t.tls_mode}"
+            + _policy_text(t)
+            + _labels_text(t)
         )
     return (
         f"{t.name:<20} {t.kind.value:<8} {t.host}:{t.port:<6} "
-        f"logins={','.join(t.logins)} principal={t.principal}" + _policy_text(t)
+        f"logins={','.join(t.logins)} principal={t.principal}" + _policy_text(t) + _labels_text(t)
     )
+
+
+def _labels_text(t: Target) -> str:
+    return f" labels={format_labels(t.labels)}" if t.labels else ""
 
 
 def _target_json(t: Target, config: Config) -> dict[str, Any]:
@@ -261,6 +272,7 @@ def cmd_target_show(args: argparse.Namespace) -> int:
         print(f"  credential sets {', '.join(c.name for c in t.credsets)}")
     else:
         print(f"  logins          {', '.join(t.logins)} (principal {t.principal})")
+    print(f"  labels          {format_labels(t.labels)}")
     policy = policy_for([t], config.requests)
     own = "" if t.approvals is not None else " (default)"
     print(f"  approvals       {policy.approvals}{own} distinct approver(s) per request")
@@ -308,6 +320,25 @@ def cmd_target_set(args: argparse.Namespace) -> int:
         print(json.dumps(_target_json(target, config), indent=2))
     else:
         print(f"target {target.name}:{_policy_text(target) or ' default request policy'}")
+    return 0
+
+
+def cmd_target_label(args: argparse.Namespace) -> int:
+    """Set and remove a target's labels; access profiles see the change at the next connect."""
+    set_ = parse_labels(args.labels)
+    remove = [check_key(k) for k in args.remove or []]
+    if not set_ and not remove:
+        raise UsageError("say what to change: KEY=VALUE ... and/or --remove KEY")
+    with opened(args) as (config, store):
+        target = label_target(
+            store, Origin.cli(), args.name, set_=set_, remove=remove, now=time.time()
+        )
+    if args.json:
+        print(json.dumps(_target_json(target, config), indent=2))
+    else:
+        print(f"target {target.name}: labels {format_labels(target.labels)}")
+        if remove:
+            print("live sessions under access profiles that no longer reach it end within a poll")
     return 0
 
 
@@ -385,6 +416,12 @@ def add_target_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
         help="TLS to the server: disable, prefer (default), require, verify-full",
     )
     pg.add_argument("--ca-file", metavar="FILE", help="CA certificate for --tls verify-full")
+    p.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a label access profiles select by, e.g. env=staging (repeatable)",
+    )
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_target_add)
@@ -426,6 +463,22 @@ def add_target_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_target_set)
+    p = ts.add_parser(
+        "label",
+        help="set or remove a target's labels (what access profiles select)",
+        description="Set labels (KEY=VALUE, replacing a key's value) and remove others "
+        "(--remove KEY). Profiles are evaluated when a contractor connects: a new label "
+        "gives access at once, a removed one ends it, live sessions included "
+        "(reason label-removed). Audited.",
+    )
+    p.add_argument("name")
+    p.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="labels to set")
+    p.add_argument(
+        "--remove", action="append", metavar="KEY", help="remove this label (repeatable)"
+    )
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_target_label)
     p = ts.add_parser("remove", help="remove a target (revokes its grants)")
     p.add_argument("name")
     add_config(p)

@@ -150,11 +150,17 @@ class BastionNode:
     async def _terminations(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         return await self.call(self.store.termination_requests, list(ids))
 
+    async def _unreached(self, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+        return await self.call(self.store.unreached, list(pairs))
+
     def start_background(self) -> None:
         """Start the time box (grant end, revocation, idleness) and the recording ticker."""
         self.spawn(
             self.live.watch(
-                self._grant_states, self.config.timebox.poll_interval, self._terminations
+                self._grant_states,
+                self.config.timebox.poll_interval,
+                self._terminations,
+                self._unreached,
             )
         )
         self.spawn(self.recordings.run_ticker())

@@ -206,6 +206,7 @@ class Session:
             handle=self,
             started_at=now,
             last_input=now,
+            under_profile=self.grant.profile_id is not None,
         )
         self.node.live.add(self.live)
         self.node.live.apply_one(self.live)

@@ -28,6 +28,8 @@ class EndReason(StrEnum):
     GRANT_REVOKED = "grant-revoked"
     GRANT_REMOVED = "grant-removed"
     GRANT_ENDED = "grant-ended"
+    LABEL_REMOVED = "label-removed"
+    """The grant's access profile no longer reaches the target (labels or profile changed)."""
     IDLE_TIMEOUT = "idle-timeout"
     POLICY = "policy"
     NODE_STOP = "node-stop"
@@ -48,6 +50,10 @@ _WORDS: dict[EndReason, str] = {
     EndReason.GRANT_REVOKED: "your grant was revoked",
     EndReason.GRANT_REMOVED: "your grant no longer exists",
     EndReason.GRANT_ENDED: "your grant has ended",
+    EndReason.LABEL_REMOVED: (
+        "this target is no longer covered by your access profile (its labels or the profile "
+        "changed)"
+    ),
     EndReason.IDLE_TIMEOUT: "the session was idle too long",
     EndReason.POLICY: "a bastion policy ended this session",
     EndReason.NODE_STOP: "this node is stopping for maintenance; reconnect to continue",

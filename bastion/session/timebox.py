@@ -4,7 +4,8 @@ Every relayed session registers here. One watcher task re-reads the state of all
 live sessions' grants in a single query every ``poll_interval`` seconds, so a
 revocation made by any process (the CLI, another node) ends the session within
 that interval; it also warns before a grant's end, ends sessions at the end, and
-closes idle ones.
+closes idle ones. Sessions under an access profile are also checked against the
+labels and profile as they are now: one no longer reached ends (``label-removed``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class LiveSession:
     last_input: float
     warned: set[float] = field(default_factory=set)
     ending: bool = False
+    under_profile: bool = False
+    """The grant is a profile grant: its reach is re-read at every pass."""
 
     def touch(self, now: float) -> None:
         """Note contractor input (for the idle timeout)."""
@@ -55,6 +58,8 @@ class LiveSession:
 
 GrantStateReader = Callable[[Sequence[int]], Awaitable[dict[int, tuple[GrantState, float]]]]
 TerminationReader = Callable[[Sequence[str]], Awaitable[dict[str, tuple[str, str]]]]
+ReachReader = Callable[[Sequence[tuple[int, str]]], Awaitable[set[tuple[int, str]]]]
+"""(grant id, target name) pairs of profile sessions -> those no longer reached."""
 
 
 class LiveSessions:
@@ -120,6 +125,19 @@ class LiveSessions:
             if s is not None:
                 self._end(s, EndReason.ADMIN_TERMINATED, f"terminated by {by}: {reason}")
 
+    def apply_unreached(
+        self, gone: set[tuple[int, str]], sessions: Sequence[LiveSession] | None = None
+    ) -> None:
+        """End the profile sessions whose (grant, target) the profile no longer reaches."""
+        for s in self.list() if sessions is None else sessions:
+            if (s.grant_id, s.target) in gone:
+                self._end(
+                    s,
+                    EndReason.LABEL_REMOVED,
+                    f"{s.target} is no longer covered by the access profile of grant "
+                    f"#{s.grant_id} (its labels or the profile changed)",
+                )
+
     def end_user(self, user: str, reason: str, message: str) -> tuple[str, ...]:
         """End every live session of ``user`` on this node (an engagement's end); their ids."""
         ended = [s for s in self.list() if s.user == user and not s.ending]
@@ -162,6 +180,7 @@ class LiveSessions:
         read_states: GrantStateReader,
         poll_interval: float | None = None,
         read_terminations: TerminationReader | None = None,
+        read_unreached: ReachReader | None = None,
     ) -> None:
         """Run the time box until cancelled."""
         if poll_interval is not None:
@@ -178,8 +197,15 @@ class LiveSessions:
                     if read_terminations is not None
                     else {}
                 )
+                profiled = sorted({(s.grant_id, s.target) for s in sessions if s.under_profile})
+                gone = (
+                    await read_unreached(profiled)
+                    if read_unreached is not None and profiled
+                    else set()
+                )
             except Exception:  # keep the watcher alive through a store hiccup
                 log.exception("cannot read grant states; retrying")
                 continue
             self.apply_terminations(requests)
+            self.apply_unreached(gone, sessions)
             self.apply(states, sessions)

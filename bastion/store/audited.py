@@ -9,7 +9,7 @@ PostgreSQL alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +20,13 @@ from bastion.store.models import (
     AccessRequest,
     AuditEvent,
     Grant,
+    Profile,
     RequestState,
     Role,
     Target,
     User,
 )
+from bastion.store.profiles import UNSET
 
 if TYPE_CHECKING:
     from bastion.store.db import Store
@@ -41,6 +43,8 @@ class AuditedChange:
         """What the audit row records besides actor, action and subject."""
         self.event: AuditEvent | None = None
         """The audit row, once the transaction has appended it."""
+        self.subject: str | None = None
+        """Set to replace the row's subject (one known only inside, e.g. a new grant's id)."""
 
     def user(self, name: str) -> User:
         """The user named ``name``; raises NotFound."""
@@ -76,6 +80,30 @@ class AuditedChange:
     def set_engagement(self, name: str, **fields: Any) -> User:
         """Change a user's sponsor, end date or organisation (see ``Store.set_engagement``)."""
         return self._store._set_engagement_tx(self._tx, name, **fields)
+
+    def set_target_labels(
+        self, name: str, set_: Mapping[str, str], remove: Iterable[str]
+    ) -> Target:
+        """Set and remove labels of a live target (see ``Store.set_target_labels``)."""
+        return self._store._set_target_labels_tx(self._tx, name, set_, remove)
+
+    def profile(self, name: str) -> Profile:
+        """The live profile named ``name``; raises NotFound."""
+        return self._store._live_profile(self._tx, name)
+
+    def add_profile(self, **fields: Any) -> Profile:
+        """Create a profile (see ``Store.add_profile``)."""
+        return self._store._add_profile_tx(self._tx, **fields)
+
+    def set_profile(self, name: str, **fields: Any) -> Profile:
+        """Change a profile (see ``Store.set_profile``; missing fields stay as they are)."""
+        keys = ("selector", "logins", "credset", "options", "max_duration", "approvals")
+        full = {k: fields.get(k, UNSET) for k in (*keys, "approvers")}
+        return self._store._set_profile_tx(self._tx, name, **full)
+
+    def remove_profile(self, name: str, at: float) -> Profile:
+        """Retire a profile (see ``Store.remove_profile``)."""
+        return self._store._remove_profile_tx(self._tx, name, at)
 
     def request_termination(self, session_id: str, by: str, reason: str, at: float) -> None:
         """Ask for a live session's end; raises NotFound, or StoreError if it ended."""
@@ -247,6 +275,8 @@ class AuditedBatch:
         """One change and its audit row, inside the batch's transaction."""
         change = AuditedChange(self._store, self._tx)
         yield change
+        if change.subject is not None:
+            subject = change.subject
         change.event = self._store._append_audit_tx(
             self._tx, actor, action, subject, change.details, at
         )

@@ -620,6 +620,7 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         with self._db.transaction(write=True) as tx:
             change = AuditedChange(self, tx)
             yield change
+            subject = change.subject if change.subject is not None else subject
             change.event = self._append_audit_tx(tx, actor, action, subject, change.details, at)
 
     def grant_states(self, grant_ids: Sequence[int]) -> dict[int, tuple[GrantState, float]]:

@@ -31,6 +31,7 @@ CONTRACT = {
     "notify.failed",
     "policy.rule-add", "policy.rule-remove", "policy.shadow", "policy.unanalysable",
     "user.set-role", "user.set-keys", "target.update",
+    "target.label", "profile.add", "profile.set", "profile.remove",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.
