@@ -20,21 +20,25 @@ from bastion import audit_actions as actions
 from bastion.admin_actions import Origin, cli_actor, disable_user_in
 from bastion.errors import NotFound
 from bastion.grants import is_usable
+from bastion.profile_actions import profile_details
 from bastion.provision.changes import (
     APPLY_REQUESTER,
     AddGrant,
+    AddProfile,
     AddTarget,
     AddUser,
     Change,
     Current,
     DisableUser,
     Plan,
+    RemoveProfile,
     RemoveTarget,
     RevokeGrant,
+    UpdateProfile,
     UpdateTarget,
     UpdateUser,
 )
-from bastion.provision.spec import Desired, TargetSpec
+from bastion.provision.spec import Desired, ProfileSpec, TargetSpec
 from bastion.store import Store
 from bastion.store.audited import AuditedBatch, AuditedChange, audited_batch
 from bastion.store.models import AuditEvent, GrantState, Target, TargetKind
@@ -64,6 +68,7 @@ def snapshot(store: Store, now: float) -> Current:
         users={u.name: u for u in users},
         groups={u.name: store.user_groups(u.id) for u in users},
         targets={t.name: t for t in store.list_targets()},
+        profiles={p.name: p for p in store.list_profiles()},
         grants=tuple(g for g in grants if g.requested_by == APPLY_REQUESTER),
         other_grants=sum(
             1 for g in grants if g.requested_by != APPLY_REQUESTER and is_usable(g, now)
@@ -172,17 +177,32 @@ def _add_target(batch: AuditedBatch, change: Any, origin: Origin, now: float) ->
     assert isinstance(change, AddTarget) and change.spec is not None  # noqa: S101
     spec = change.spec
     with batch.change(origin.actor, actions.TARGET_ADD, spec.name, now) as c:
-        c.add_target(name=spec.name, kind=spec.kind, now=now, **_target_fields(spec))
-        c.details.update(origin.details, **_target_details(spec))
+        c.add_target(
+            name=spec.name, kind=spec.kind, labels=dict(spec.labels), now=now,
+            **_target_fields(spec),
+        )  # fmt: skip
+        c.details.update(origin.details, **_target_details(spec), labels=dict(spec.labels))
 
 
 def _update_target(batch: AuditedBatch, change: Any, origin: Origin, now: float) -> None:
     assert isinstance(change, UpdateTarget) and change.spec is not None  # noqa: S101
     spec = change.spec
-    with batch.change(origin.actor, actions.TARGET_UPDATE, spec.name, now) as c:
-        target = _live(c, spec.name)
-        c.update_target(target, **_target_fields(spec))
-        c.details.update(origin.details, changes=list(change.details), **_target_details(spec))
+    if change.fields:
+        with batch.change(origin.actor, actions.TARGET_UPDATE, spec.name, now) as c:
+            target = _live(c, spec.name)
+            c.update_target(target, **_target_fields(spec))
+            changes = [d for d in change.details if not d.startswith("label ")]
+            c.details.update(origin.details, changes=changes, **_target_details(spec))
+    if change.set_labels or change.remove_labels:
+        with batch.change(origin.actor, actions.TARGET_LABEL, spec.name, now) as c:
+            before = _live(c, spec.name)
+            after = c.set_target_labels(
+                spec.name, dict(change.set_labels), list(change.remove_labels)
+            )
+            c.details.update(
+                origin.details, set=dict(change.set_labels), removed=list(change.remove_labels),
+                labels=dict(after.labels), before=dict(before.labels),
+            )  # fmt: skip
 
 
 def _remove_target(batch: AuditedBatch, change: Any, origin: Origin, now: float) -> None:
@@ -192,21 +212,75 @@ def _remove_target(batch: AuditedBatch, change: Any, origin: Origin, now: float)
         c.details.update(origin.details)
 
 
+def _profile_fields(spec: ProfileSpec) -> dict[str, Any]:
+    return {
+        "selector": spec.selector,
+        "logins": list(spec.logins),
+        "credset": spec.credset,
+        "options": sorted(spec.options),
+        "max_duration": spec.max_duration,
+        "approvals": spec.approvals,
+        "approvers": list(spec.approvers),
+    }
+
+
+def _add_profile(batch: AuditedBatch, change: Any, origin: Origin, now: float) -> None:
+    assert isinstance(change, AddProfile) and change.spec is not None  # noqa: S101
+    spec = change.spec
+    with batch.change(origin.actor, actions.PROFILE_ADD, spec.name, now) as c:
+        profile = c.add_profile(
+            name=spec.name, created_by=origin.actor, now=now, **_profile_fields(spec)
+        )
+        c.details.update(origin.details, **_profile_audit(profile_details(profile)))
+
+
+def _update_profile(batch: AuditedBatch, change: Any, origin: Origin, now: float) -> None:
+    assert isinstance(change, UpdateProfile) and change.spec is not None  # noqa: S101
+    spec = change.spec
+    with batch.change(origin.actor, actions.PROFILE_SET, spec.name, now) as c:
+        before = c.profile(spec.name)
+        after = c.set_profile(spec.name, **_profile_fields(spec))
+        c.details.update(
+            origin.details, **_profile_audit(profile_details(after)),
+            before=_profile_audit(profile_details(before)), changes=list(change.details),
+        )  # fmt: skip
+
+
+def _remove_profile(batch: AuditedBatch, change: Any, origin: Origin, now: float) -> None:
+    assert isinstance(change, RemoveProfile)  # noqa: S101
+    with batch.change(origin.actor, actions.PROFILE_REMOVE, change.subject, now) as c:
+        profile = c.remove_profile(change.subject, now)
+        c.details.update(origin.details, **_profile_audit(profile_details(profile)))
+
+
+def _profile_audit(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k not in ("id", "name", "created_at", "created_by")}
+
+
 def _add_grant(batch: AuditedBatch, change: Any, origin: Origin, now: float) -> None:
     assert isinstance(change, AddGrant)  # noqa: S101
     with batch.change(origin.actor, actions.GRANT_ADD, change.subject, now) as c:
         user = c.user(change.user)
-        target = _live(c, change.target)
+        target_id = profile_id = None
+        where: dict[str, Any] = {}
+        if change.target is not None:
+            target_id = _live(c, change.target).id
+            where["target"] = change.target
+        else:
+            profile = c.profile(change.profile or "")
+            profile_id = profile.id
+            where |= {"profile": profile.name, "selector": profile.selector}
         grant = c.add_grant(
-            user_id=user.id, target_id=target.id, login=change.login, credset=change.credset,
-            not_before=change.not_before, not_after=change.not_after, reason=change.reason,
-            requested_by=APPLY_REQUESTER, approved_by=origin.actor, options=change.options,
-            now=now, state=GrantState.ACTIVE,
+            user_id=user.id, target_id=target_id, profile_id=profile_id, login=change.login,
+            credset=change.credset, not_before=change.not_before, not_after=change.not_after,
+            reason=change.reason, requested_by=APPLY_REQUESTER, approved_by=origin.actor,
+            options=change.options, now=now, state=GrantState.ACTIVE,
         )  # fmt: skip
+        c.subject = f"grant #{grant.id}"
         c.details.update(
-            origin.details, grant=grant.id, user=user.name, target=target.name,
-            login=change.login, credset=change.credset, not_before=change.not_before,
-            not_after=change.not_after, options=sorted(change.options), reason=change.reason,
+            origin.details, user=user.name, **where, login=change.login,
+            credset=change.credset, not_before=change.not_before, not_after=change.not_after,
+            options=sorted(change.options), reason=change.reason,
         )  # fmt: skip
 
 
@@ -214,8 +288,11 @@ def _revoke_grant(batch: AuditedBatch, change: Any, origin: Origin, now: float) 
     assert isinstance(change, RevokeGrant)  # noqa: S101
     with batch.change(origin.actor, actions.GRANT_REVOKE, f"grant #{change.grant_id}", now) as c:
         grant = c.revoke_grant(change.grant_id, origin.actor, now)
+        where = {"target": grant.target_name} if grant.target_name else {}
+        if grant.profile_name:
+            where["profile"] = grant.profile_name
         c.details.update(
-            origin.details, user=grant.user_name, target=grant.target_name,
+            origin.details, user=grant.user_name, **where,
             why=change.details[0] if change.details else None,
         )  # fmt: skip
 
@@ -234,6 +311,9 @@ _STEPS: dict[type[Change], Callable[[AuditedBatch, Change, Origin, float], None]
     AddTarget: _add_target,
     UpdateTarget: _update_target,
     RemoveTarget: _remove_target,
+    AddProfile: _add_profile,
+    UpdateProfile: _update_profile,
+    RemoveProfile: _remove_profile,
     AddGrant: _add_grant,
     RevokeGrant: _revoke_grant,
 }

@@ -19,6 +19,7 @@ from bastion.grants import format_time
 from bastion.provision.changes import AddGrant, Change, Checker, Current, RevokeGrant
 from bastion.provision.spec import Desired, GrantSpec
 from bastion.store.models import Grant, GrantState, TargetKind
+from bastion.timeparse import format_duration
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Resolved:
     login: str | None
     credset: str | None
     options: frozenset[str]
+    max_duration: float | None = None
+    """The profile's longest grant (None: no cap)."""
 
     @property
     def subject(self) -> str:
@@ -155,12 +158,9 @@ def _resolve_profile(
             f"profile {name} does not allow {', '.join(sorted(extra))} "
             f"(it allows: {', '.join(sorted(source.options)) or 'nothing extra'})",
         )
-    if g.duration is not None and source.max_duration is not None:
-        if g.duration > source.max_duration:
-            raise check.fail(f"{g.where}.for", f"longer than profile {name}'s max")
     credset = g.credset if g.credset is not None else source.credset
     options = g.options or source.options
-    return Resolved(g.user, None, name, g.login, credset, options)
+    return Resolved(g.user, None, name, g.login, credset, options, source.max_duration)
 
 
 def plan_grants(
@@ -189,6 +189,13 @@ def plan_grants(
                         "(a later until renews it)"
                     )
                 continue
+        if r.max_duration is not None and end - start > r.max_duration + 1e-6:
+            key = "for" if g.duration is not None else "until"
+            raise check.fail(
+                f"{g.where}.{key}",
+                f"profile {r.profile} allows at most {format_duration(r.max_duration)} per "
+                f"grant; this one lasts {format_duration(end - start)}",
+            )
         if end <= now:
             notes.append(f"{g.where} ({r.subject}) ends {format_time(end)}, in the past: skipped")
             continue

@@ -82,7 +82,10 @@ def test_apply_the_example_then_nothing_then_prune_and_dry_run(
     assert "+ target appdb: postgres 10.0.0.9:5432, database app, credset ro (env:APPDB_RO" in out
     assert "+ grant ann -> web1 as deploy: until 2030-06-30 00:00:00 UTC, allow scp,sftp" in out
     assert "ro-secret" not in out and "rw-secret" not in out
-    assert "applied 8 change(s) in one transaction (8 audit rows)" in out
+    assert "+ target web1: ssh 10.0.0.5:22, logins deploy,www-data, label env=staging, label" in out
+    assert "+ profile prod-db: select env=prod,role=db, credset ro, max 12h00m, approvals 2" in out
+    assert "+ grant ann -> profile staging-web: until 2030-06-30 00:00:00 UTC, allow scp" in out
+    assert "applied 11 change(s) in one transaction (11 audit rows)" in out
 
     users = {u["name"]: u for u in as_json(node_dir, capsys, "user", "list")}
     assert users["ann"]["sponsor"] == "sam" and users["ann"]["org"] == "Acme"
@@ -95,11 +98,17 @@ def test_apply_the_example_then_nothing_then_prune_and_dry_run(
         db = store.get_target("appdb")
         assert db is not None
         assert {c.name: c.password for c in db.credsets} == {"ro": "ro-secret", "rw": "rw-secret"}
+    assert targets["web1"]["labels"] == {"env": "staging", "role": "web"}
     grants = as_json(node_dir, capsys, "grant", "list")
-    assert [(g["user_name"], g["target_name"], g["requested_by"]) for g in grants] == [
-        ("ann", "web1", "apply"),
-        ("raj", "appdb", "apply"),
+    assert [
+        (g["user_name"], g["target_name"], g["profile_name"], g["requested_by"]) for g in grants
+    ] == [
+        ("ann", "web1", None, "apply"),
+        ("raj", "appdb", None, "apply"),
+        ("ann", None, "staging-web", "apply"),
     ]
+    with store_of(node_dir) as store:
+        assert [t.name for t in store.targets_reached_by("staging-web")] == ["web1"]
     audit = as_json(node_dir, capsys, "audit", "--action", "user.add")
     assert {r["subject"] for r in audit} == {"sam", "ann", "raj"}
     details = audit[0]["details"]
@@ -116,8 +125,9 @@ def test_apply_the_example_then_nothing_then_prune_and_dry_run(
     text = example.read_text()
     start = text.index("[users.raj]")
     trimmed = text[:start] + text[text.index("# --- targets") :]
-    trimmed = trimmed[: trimmed.rindex("[[grants]]")]
-    example.write_text(trimmed)
+    raj_grant = trimmed.index('[[grants]]\nuser = "raj"')
+    end = trimmed.index("[[grants]]", raj_grant + 1)
+    example.write_text(trimmed[:raj_grant] + trimmed[end:])
     code, out = bastion(node_dir, capsys, "apply", str(example))
     assert code == 0
     assert out.startswith("no changes\nleft alone (not in the file; --prune disables or removes")
@@ -194,13 +204,20 @@ def test_json_output_and_changes_in_place(
     [old] = [t for t in as_json(node_dir, capsys, "target", "list") if t["name"] == "web2"]
     text = example.read_text().replace('ssh = "10.0.0.6"', 'ssh = "10.0.0.7:2022"')
     text = text.replace('groups = ["web"]', 'groups = ["web", "db"]')
+    text = text.replace(
+        'labels = { env = "prod", role = "web" }', 'labels = { env = "staging", role = "web" }'
+    )
     example.write_text(text)
     out = as_json(node_dir, capsys, "apply", str(example))
     assert [(c["sign"], c["subject"], c["details"]) for c in out["changes"]] == [
         ("~", "ann", ["groups web -> db,web"]),
-        ("~", "web2", ["address 10.0.0.6:22 -> 10.0.0.7:2022"]),
+        ("~", "web2", ["address 10.0.0.6:22 -> 10.0.0.7:2022", "label env prod -> staging"]),
     ]
-    assert out["audit_rows"] == 2
+    assert out["audit_rows"] == 3
+    with store_of(node_dir) as store:  # the profile grant now reaches web2 too
+        assert [t.name for t in store.targets_reached_by("staging-web")] == ["web1", "web2"]
+    [row] = as_json(node_dir, capsys, "audit", "--action", "target.label")
+    assert row["details"]["before"] == {"env": "prod", "role": "web"}
     [web2] = [t for t in as_json(node_dir, capsys, "target", "list") if t["name"] == "web2"]
     assert (web2["host"], web2["port"], web2["id"]) == ("10.0.0.7", 2022, old["id"])
     [row] = as_json(node_dir, capsys, "audit", "--action", "target.update")

@@ -15,14 +15,25 @@ from bastion.provision.changes import (
     Current,
     DisableUser,
     Plan,
+    RemoveProfile,
     RemoveTarget,
     RevokeGrant,
+    UpdateProfile,
     UpdateTarget,
     UpdateUser,
 )
 from bastion.provision.plan import make_plan
 from bastion.provision.spec import Desired, SpecError, parse
-from bastion.store.models import Credset, Grant, GrantState, Role, Target, TargetKind, User
+from bastion.store.models import (
+    Credset,
+    Grant,
+    GrantState,
+    Profile,
+    Role,
+    Target,
+    TargetKind,
+    User,
+)
 
 NOW = 1_880_000_000.0  # 2029-07-28; the file's dates lie after it
 DAY = 86400.0
@@ -217,7 +228,7 @@ def test_an_expired_standing_grant_is_not_renewed_until_the_end_moves() -> None:
         desired(BASE.replace("until = 2030-01-01", "until = 2030-03-01")), cur, later
     )
     [add] = renewed.changes
-    assert isinstance(add, AddGrant) and add.line.endswith("renewed #1")
+    assert isinstance(add, AddGrant) and add.line.endswith("renews #1")
     assert add.not_before == cur.grants[0].not_before
 
 
@@ -306,3 +317,98 @@ def test_disabled_true_disables_after_everything_else() -> None:
     text = BASE.replace('org = "Acme"', 'org = "Acme"\ndisabled = true')
     plan = make_plan(desired(text), matching(), NOW)
     assert lines(plan) == ["- user ann: disabled = true"]
+
+
+# --- labels, profiles and profile grants -----------------------------------------------------
+
+PROFILES = (
+    BASE.replace('host_keys = ["', 'labels = { env = "staging", role = "web" }\nhost_keys = ["')
+    + """
+[profiles.web]
+select = "role=web, env=staging"
+logins = ["deploy"]
+allow = ["scp"]
+max = "30d"
+[[grants]]
+user = "ann"
+profile = "web"
+for = "7d"
+"""
+)
+
+
+def with_profiles() -> Current:
+    cur = matching()
+    web1 = dataclasses.replace(cur.targets["web1"], labels={"env": "staging", "role": "web"})
+    web = Profile(
+        id=1, name="web", selector="role=web,env=staging", logins=("deploy",), credset=None,
+        options=frozenset({"scp"}), max_duration=30 * DAY, approvals=None, approvers=(),
+        created_at=0.0, created_by="x",
+    )  # fmt: skip
+    under = grant(
+        2, cur.users["ann"], web1, target_id=None, target_name=None, profile_id=1,
+        profile_name="web", login=None, options=frozenset({"scp"}), not_before=NOW,
+        not_after=NOW + 7 * DAY,
+    )  # fmt: skip
+    return dataclasses.replace(
+        cur,
+        targets={**cur.targets, "web1": web1},
+        profiles={"web": web},
+        grants=(*cur.grants, under),
+    )
+
+
+def test_labels_and_profiles_from_empty_and_when_matching() -> None:
+    plan = make_plan(desired(PROFILES), Current(), NOW)
+    text = plan.render()
+    assert (
+        "+ target web1: ssh 10.0.0.5:22, logins deploy,www, label env=staging, label role=web"
+        in text
+    )
+    assert (
+        "+ profile web: select role=web,env=staging, logins deploy, allow scp, max 30d00h" in text
+    )
+    assert "+ grant ann -> profile web: until 2029-08-05 06:13:20 UTC, allow scp" in text
+    assert make_plan(desired(PROFILES), with_profiles(), NOW).changes == ()
+
+
+def test_a_label_change_is_one_line_and_touches_nothing_else() -> None:
+    text = PROFILES.replace('env = "staging", role = "web"', 'env = "prod", tier = "1"')
+    [change] = make_plan(desired(text), with_profiles(), NOW).changes
+    assert change.line == (
+        "~ target web1: label env staging -> prod, label tier=1 added, label role removed"
+    )
+    assert isinstance(change, UpdateTarget) and not change.fields
+    assert change.set_labels == (("env", "prod"), ("tier", "1")) and change.remove_labels == (
+        "role",
+    )
+
+
+def test_a_profile_change_and_prune_of_profiles() -> None:
+    text = PROFILES.replace('select = "role=web, env=staging"', 'select = "role=web"')
+    [change] = make_plan(desired(text), with_profiles(), NOW).changes
+    assert isinstance(change, UpdateProfile)
+    assert change.line == "~ profile web: select role=web,env=staging -> role=web"
+    cur = with_profiles()
+    old = dataclasses.replace(cur.profiles["web"], id=2, name="old")
+    cur = dataclasses.replace(cur, profiles={**cur.profiles, "old": old})
+    assert "profiles old" in make_plan(desired(PROFILES), cur, NOW).render()
+    [gone] = make_plan(desired(PROFILES), cur, NOW, prune=True).changes
+    assert isinstance(gone, RemoveProfile) and gone.line == "- profile old: not in the file"
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (('for = "7d"', 'for = "40d"'), "grants[1].for: profile web allows at most 30d00h"),
+        (('for = "7d"', 'for = "7d"\nallow = ["sftp"]'),
+         "grants[1].allow: profile web does not allow sftp"),
+        (('for = "7d"', 'for = "7d"\nlogin = "www"'),
+         "grants[1].login: profile web allows the logins deploy"),
+        (('profile = "web"', 'profile = "nope"'), "grants[1].profile: no profile named 'nope'"),
+    ],
+)  # fmt: skip
+def test_profile_grants_stay_inside_their_profile(edit: tuple[str, str], words: str) -> None:
+    with pytest.raises(SpecError) as e:
+        make_plan(desired(PROFILES.replace(*edit)), Current(), NOW)
+    assert str(e.value).startswith(f"/srv/apply.toml: {words}")

@@ -55,10 +55,14 @@ def test_the_example_loads_completely(tmp_path: Path) -> None:
     }
     assert d.targets["web2"].port == 22 and d.targets["web2"].principal == "bastion-web2"
     assert dict(d.targets["web1"].labels) == {"env": "staging", "role": "web"}
-    assert [(g.user, g.target, g.duration) for g in d.grants] == [
-        ("ann", "web1", None),
-        ("raj", "appdb", 90 * 86400.0),
+    assert [(g.user, g.target, g.profile, g.duration) for g in d.grants] == [
+        ("ann", "web1", None, None),
+        ("raj", "appdb", None, 90 * 86400.0),
+        ("ann", None, "staging-web", None),
     ]
+    prod = d.profiles["prod-db"]
+    assert (prod.selector, prod.credset, prod.max_duration) == ("env=prod,role=db", "ro", 43200.0)
+    assert prod.approvals == 2 and prod.approvers == ("@sre",)
     assert len(d.sha256) == 64
 
 
@@ -106,6 +110,12 @@ def test_the_example_loads_completely(tmp_path: Path) -> None:
         ("users = 3\n", "users", "must be a table"),
         ("version = 2\n", "version", "format version 1"),
         ("colour = 'red'\n", "colour", "unknown key"),
+        ("[targets.t]\nssh='h'\nlogins=['x']\nlabels={env=3}\n", "targets.t.labels.env", "string"),
+        ("[targets.t]\nssh='h'\nlogins=['x']\nlabels={env='a b'}\n", "targets.t.labels.env", "bad"),
+        ("[profiles.p]\nlogins=['x']\n", "profiles.p.select", "is required"),
+        ("[profiles.p]\nselect='env=='\n", "profiles.p.select", ""),
+        ("[profiles.p]\nselect='env=a'\napprovals=-1\n", "profiles.p.approvals", "0 or more"),
+        ("[profiles.p]\nselect='env=a'\nmax='x'\n", "profiles.p.max", "duration"),
     ],
 )
 def test_errors_name_file_table_and_key(tmp_path: Path, text: str, where: str, words: str) -> None:
