@@ -298,6 +298,7 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         now: float,
     ) -> Target:
         """Register a host or database. Raises AlreadyExists if a live target has the name."""
+        _check_new_target(name, tls_mode, port, credsets)
         taken = f"target '{name}' already exists; see 'bastion target list'"
         try:  # the partial unique index on live names decides
             with self._db.transaction(write=True) as tx:
@@ -329,17 +330,7 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         labels: Mapping[str, str] | None = None,
         now: float,
     ) -> Target:
-        if not name:
-            raise StoreError("a target needs a name")
-        if tls_mode not in TLS_MODES:
-            raise StoreError(f"unknown TLS mode '{tls_mode}'; choose from {', '.join(TLS_MODES)}")
-        if not 0 < port < 65536:
-            raise StoreError(f"target port {port} is out of range (1-65535)")
-        seen: set[str] = set()
-        for c in credsets:
-            if c.name in seen:
-                raise AlreadyExists(f"credential set '{c.name}' is listed twice for '{name}'")
-            seen.add(c.name)
+        _check_new_target(name, tls_mode, port, credsets)
         target_id = tx.insert(
             "INSERT INTO targets (name, kind, host, port, logins, principal, host_keys,"
             " host_ca_keys, dbname, created_at, tls_mode, tls_ca)"
@@ -638,6 +629,21 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
                 ):
                     result[int(r["id"])] = (GrantState(r["state"]), float(r["not_after"]))
         return result
+
+
+def _check_new_target(name: str, tls_mode: str, port: int, credsets: Sequence[Credset]) -> None:
+    """Refuse a new target's fields before any row is written (StoreError, AlreadyExists)."""
+    if not name:
+        raise StoreError("a target needs a name")
+    if tls_mode not in TLS_MODES:
+        raise StoreError(f"unknown TLS mode '{tls_mode}'; choose from {', '.join(TLS_MODES)}")
+    if not 0 < port < 65536:
+        raise StoreError(f"target port {port} is out of range (1-65535)")
+    seen: set[str] = set()
+    for c in credsets:
+        if c.name in seen:
+            raise AlreadyExists(f"credential set '{c.name}' is listed twice for '{name}'")
+        seen.add(c.name)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
