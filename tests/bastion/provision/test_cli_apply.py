@@ -224,3 +224,28 @@ def test_json_output_and_changes_in_place(
     assert row["details"]["changes"] == ["address 10.0.0.6:22 -> 10.0.0.7:2022"]
     code, out_text = bastion(node_dir, capsys, "apply", str(example))
     assert out_text == "no changes\n"
+
+
+def test_user_disable_takes_the_same_path_and_ends_live_sessions(
+    node_dir: Path, example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bastion(node_dir, capsys, "apply", str(example))[0] == 0
+    with store_of(node_dir) as store:
+        ann, web1 = store.get_user("ann"), store.get_target("web1")
+        assert ann is not None and web1 is not None
+        store.start_session(
+            SessionRecord(
+                id="s-ann", user_id=ann.id, user_name="ann", target_id=web1.id,
+                target_name="web1", grant_id=1, node="n1", protocol="ssh", login="deploy",
+                client_addr="127.0.0.1", started_at=time.time(),
+            )
+        )  # fmt: skip
+    code, out = bastion(node_dir, capsys, "user", "disable", "ann")
+    assert code == 0 and "1 live session(s) will be ended" in out
+    [row] = as_json(node_dir, capsys, "audit", "--action", "user.disable")
+    assert row["details"]["sessions"] == ["s-ann"] and row["details"]["via"] == "cli"
+    with store_of(node_dir) as store:
+        assert store.termination_requests(["s-ann"])["s-ann"][1] == "user ann disabled"
+    # The file still names ann, enabled: applying it enables her again, audited.
+    code, out = bastion(node_dir, capsys, "apply", str(example))
+    assert out.startswith("~ user ann: enabled\n")
