@@ -245,6 +245,14 @@ def parse(raw: bytes, path: Path, *, environ: Mapping[str, str]) -> Desired:
         raise SpecError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{name}: not valid TOML: {e}") from e
+    return from_data(data, path, hashlib.sha256(raw).hexdigest(), environ=environ)
+
+
+def from_data(
+    data: dict[str, Any], path: Path, sha256: str, *, environ: Mapping[str, str]
+) -> Desired:
+    """Check already-decoded TOML data (what ``parse`` does after ``tomllib``)."""
+    name = str(path)
     top = _Table(name, "", data)
     version = top.get("version")
     if version is not None and version != FORMAT_VERSION:
@@ -257,7 +265,7 @@ def parse(raw: bytes, path: Path, *, environ: Mapping[str, str]) -> Desired:
     top.done()
     return Desired(
         path=name,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=sha256,
         users=users,
         targets=targets,
         profiles=profiles,

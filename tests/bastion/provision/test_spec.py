@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.provision.spec import SpecError, load, parse
+from bastion.provision.spec import SpecError, from_data, load, parse
 from bastion.store.models import Role, TargetKind
 from tests.fuzzing import Mutation, apply_mutations, byte_mutations
 
@@ -178,3 +178,66 @@ def test_fuzz_arbitrary_text_loads_or_says_why(text: str) -> None:
         parse(text.encode(), path, environ={})
     except SpecError as e:
         assert str(e).startswith(str(path))
+
+
+# --- structured fuzz: the right tables, values of any TOML type ---------------------------------
+
+_SCALARS = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["contractor", "admin", "sam", "web1", "1d", "h:22", "env=a", "env:X"]),
+    st.sampled_from([KEY, "file:nope", "2030-01-01", "scp", "-1"]),
+    st.integers(-3, 70000),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.dates(),
+    st.datetimes(),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["user", "password", "env", "x"]), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+_USER_KEYS = ["role", "keys", "groups", "sponsor", "until", "org", "disabled", "key_files"]
+_TARGET_KEYS = ["ssh", "postgres", "logins", "host_keys", "database", "credsets", "tls", "labels"]
+_PROFILE_KEYS = ["select", "logins", "credset", "allow", "max", "approvals", "approvers"]
+_GRANT_KEYS = ["user", "target", "profile", "login", "credset", "allow", "until", "for"]
+
+
+def _table(keys: list[str]) -> st.SearchStrategy[dict[str, object]]:
+    return st.dictionaries(st.sampled_from(keys), _VALUES, max_size=5)
+
+
+_FILES = st.fixed_dictionaries(
+    {},
+    optional={
+        "users": st.dictionaries(
+            st.sampled_from(["sam", "ann", "a b"]), _table(_USER_KEYS), max_size=2
+        ),
+        "targets": st.dictionaries(
+            st.sampled_from(["web1", "db"]), _table(_TARGET_KEYS), max_size=2
+        ),
+        "profiles": st.dictionaries(st.sampled_from(["p"]), _table(_PROFILE_KEYS), max_size=1),
+        "grants": st.lists(_table(_GRANT_KEYS), max_size=2) | _VALUES,
+        "version": _SCALARS,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=_FILES)
+def test_fuzz_any_values_in_the_right_tables_load_and_plan_or_say_why(
+    data: dict[str, object],
+) -> None:
+    """Checked, then planned against an empty store: SpecError or a plan, never a traceback."""
+    from bastion.provision.changes import Current
+    from bastion.provision.plan import make_plan
+
+    path = Path("/nonexistent/f.toml")
+    try:
+        desired = from_data(data, path, "0" * 64, environ={"X": "pw"})
+        make_plan(desired, Current(), 1_880_000_000.0)
+    except SpecError as e:
+        assert str(e).startswith(f"{path}: ")
