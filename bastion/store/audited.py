@@ -288,4 +288,3 @@ def audited_batch(store: Store) -> Iterator[AuditedBatch]:
     """Open one write transaction for a batch of audited changes (``bastion apply``)."""
     with store._db.transaction(write=True) as tx:
         yield AuditedBatch(store, tx)
-

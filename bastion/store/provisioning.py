@@ -70,7 +70,9 @@ def update_target_tx(
         tx.run(
             "INSERT INTO credsets (target_id, name, db_user, password) VALUES (?, ?, ?, ?)",
             [
-                target_id, c.name, c.user,
+                target_id,
+                c.name,
+                c.user,
                 rows.seal(box, c.password, rows.credset_context(name, c.name)),
             ],  # fmt: skip
         )

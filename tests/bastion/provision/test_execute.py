@@ -83,9 +83,9 @@ def test_every_kind_of_change_round_trips_to_no_changes(store: Store, example: P
     assert sam is not None and sam.role is Role.ADMIN and sam.ssh_keys[0].endswith("sam@laptop")
     assert db is not None and {c.name: c.password for c in db.credsets}["ro"] == "new-ro"
     assert db.labels == {"env": "prod", "role": "db", "tier": "1"}
-    [old, new] = [g for g in store.list_grants() if g.user_name == "ann" and g.target_name]
-    assert old.revoked_by is not None and new.options == frozenset({"scp"})
-    assert new.not_before == old.not_before  # a replacement keeps the start
+    [before, after] = [g for g in store.list_grants() if g.user_name == "ann" and g.target_name]
+    assert before.revoked_by is not None and after.options == frozenset({"scp"})
+    assert after.not_before == before.not_before  # a replacement keeps the start
 
 
 def test_a_refused_step_leaves_nothing_behind(store: Store, example: Path) -> None:
