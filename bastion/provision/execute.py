@@ -127,7 +127,14 @@ def _update_user(batch: AuditedBatch, change: Any, origin: Origin, now: float) -
     if change.engagement:
         with batch.change(origin.actor, actions.USER_SET_ENGAGEMENT, name, now) as c:
             before = c.user(name)
-            after = c.set_engagement(name, sponsor=spec.sponsor, until=spec.until, org=spec.org)
+            fields: dict[str, Any] = {}  # only what changed: a new end resets its reminders
+            if before.sponsor != spec.sponsor:
+                fields["sponsor"] = spec.sponsor
+            if before.org != spec.org:
+                fields["org"] = spec.org
+            if before.engagement_until != spec.until:
+                fields["until"] = spec.until
+            after = c.set_engagement(name, **fields)
             c.details.update(
                 origin.details, until=after.engagement_until, before=before.engagement_until,
                 sponsor=after.sponsor, org=after.org,

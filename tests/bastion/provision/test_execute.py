@@ -126,3 +126,14 @@ def test_prune_retires_profiles_and_targets_keeping_history(store: Store, exampl
     assert store.get_target("appdb") is None
     grant = store.get_grant(2)
     assert grant is not None and grant.revoked_by == "target-removed"
+
+
+def test_changing_the_org_keeps_the_reminders_already_sent(store: Store, example: Path) -> None:
+    apply(store, load(example, environ=ENV))
+    ann = store.get_user("ann")
+    assert ann is not None and ann.engagement_until is not None
+    assert store.claim_reminder(ann.id, 7, ann.engagement_until)
+    example.write_text(example.read_text().replace('org = "Acme"\n', 'org = "Acme Ltd"\n', 1))
+    assert apply(store, load(example, environ=ENV)) == 1
+    after = store.get_user("ann")
+    assert after is not None and after.org == "Acme Ltd" and after.engagement_reminded == 7
