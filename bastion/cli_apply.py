@@ -1,4 +1,4 @@
-"""``bastion apply FILE.toml``: make users, targets and standing grants match a file.
+"""``bastion apply FILE.toml``: make users, targets, profiles and standing grants match a file.
 
 Reads and checks the file (``bastion.provision.spec``), compares it with the
 store (``plan``), prints the plan as a diff, and unless ``--dry-run`` applies it
@@ -66,7 +66,7 @@ def add_apply_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     """``bastion apply``"""
     p = sub.add_parser(
         "apply",
-        help="make users, targets and standing grants match a TOML file (prints a diff)",
+        help="make users, targets, profiles and standing grants match a TOML file (a diff)",
         description=(
             "Declarative provisioning: compare FILE with the state store, print the plan as a "
             "diff (+ add, ~ change, - remove or disable) and apply it in one audited "
@@ -83,7 +83,7 @@ def add_apply_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
         "--prune",
         action="store_true",
         help="also disable users (never delete; their live sessions end) and remove "
-        "targets and standing grants the file no longer names",
+        "targets, profiles and standing grants the file no longer names",
     )
     add_config(p)
     add_json(p)
