@@ -6,6 +6,7 @@ under --prune (disabled, history kept), and --dry-run changing nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -60,6 +61,16 @@ def as_json(node: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 def store_of(node: Path) -> Store:
     config = load_config(str(node / "bastion.toml"))
     return open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
+
+
+def database_bytes(node: Path) -> str:
+    """A digest of the SQLite store's files (the database and any write-ahead log)."""
+    h = hashlib.sha256()
+    files = sorted(node.glob("state.db*"))
+    assert files, f"no SQLite store in {node}"
+    for path in files:
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
 
 
 def state(node: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -146,9 +157,11 @@ def test_apply_the_example_then_nothing_then_prune_and_dry_run(
             )
         )  # fmt: skip
 
-    # --dry-run --prune prints the plan and changes nothing.
+    # --dry-run --prune prints the plan and changes nothing (not even a byte of the store).
     before = state(node_dir, capsys)
+    digest = database_bytes(node_dir)
     code, out = bastion(node_dir, capsys, "apply", str(example), "--prune", "--dry-run")
+    assert database_bytes(node_dir) == digest
     assert code == 0
     assert out.splitlines() == [
         "- grant #2 raj -> appdb credset ro: not in the file",
