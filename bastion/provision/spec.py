@@ -10,36 +10,27 @@ reference read now; a literal one is refused.
 
 from __future__ import annotations
 
-import datetime as dt
-import difflib
 import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import asyncssh
 
-from bastion.errors import BastionError, UsageError
+from bastion.errors import UsageError
 from bastion.grants import parse_options
 from bastion.profiles import Selector, check_key, check_value
+from bastion.provision.table import SpecError as SpecError  # the loader's error, re-exported
+from bastion.provision.table import Table, kind_of
 from bastion.ssh.login_name import valid_name
 from bastion.store.models import TLS_MODES, Credset, Role, TargetKind
 from bastion.target_setup import default_principal
-from bastion.timeparse import parse_duration, parse_time
+from bastion.timeparse import parse_duration
 
 FORMAT_VERSION = 1
-
-SECRET_KEYS = frozenset(
-    {"password", "secret", "totp", "totp_secret", "token", "private_key", "otpauth_uri"}
-)
-"""Keys refused anywhere in the file, with a message saying where the secret belongs."""
-
-
-class SpecError(BastionError):
-    """The provisioning file is malformed; the message names file, table and key."""
 
 
 @dataclass(frozen=True)
@@ -128,104 +119,6 @@ class Desired:
     grants: tuple[GrantSpec, ...] = ()
 
 
-class _Table:
-    """One TOML table being read: typed getters, and unknown keys refused at ``done``."""
-
-    def __init__(self, file: str, where: str, data: Any) -> None:
-        self.file, self.where = file, where
-        if not isinstance(data, dict):
-            self.fail(None, f"must be a table, not {_kind(data)}")
-        self.data: dict[str, Any] = data
-        self.seen: set[str] = set()
-
-    def fail(self, key: str | None, problem: str) -> NoReturn:
-        at = f"{self.where}.{key}" if key and self.where else (key or self.where or "top level")
-        raise SpecError(f"{self.file}: {at}: {problem}")
-
-    def get(self, key: str) -> Any:
-        self.seen.add(key)
-        return self.data.get(key)
-
-    def text(self, key: str, *, required: bool = False) -> str | None:
-        value = self.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "is required")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string, not {_kind(value)}")
-        return str(value).strip()
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        value = self.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            self.fail(key, "must be a list of non-empty strings")
-        return tuple(str(v).strip() for v in value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, not {_kind(value)}")
-        return bool(value)
-
-    def sub(self, key: str) -> _Table | None:
-        value = self.get(key)
-        if value is None:
-            return None
-        return _Table(self.file, f"{self.where}.{key}" if self.where else key, value)
-
-    def time(self, key: str) -> float | None:
-        """An absolute time: a TOML date or date-time, or an ISO 8601 string (UTC if no zone)."""
-        value = self.get(key)
-        if value is None:
-            return None
-        if isinstance(value, dt.datetime):
-            when = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-            return when.timestamp()
-        if isinstance(value, dt.date):
-            return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp()
-        if isinstance(value, str) and value.strip() and value.strip()[0].isdigit():
-            try:
-                return parse_time(value, 0.0)
-            except UsageError:
-                pass
-        self.fail(
-            key,
-            f"{value!r} is not a date; write 2027-01-31 or 2027-01-31T18:00:00Z "
-            "(a fixed time, so applying the file twice gives the same result)",
-        )
-
-    def done(self) -> None:
-        for key in self.data:
-            if key in self.seen:
-                continue
-            if key in SECRET_KEYS:
-                self.fail(key, _WHERE_SECRETS_GO)
-            known = sorted(self.seen)
-            near = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(known)}"
-            self.fail(key, f"unknown key{hint}")
-
-
-_WHERE_SECRETS_GO = (
-    "secrets are never written into the provisioning file: TOTP is enrolled per user "
-    "(bastion user reset-mfa NAME) and a database password is referenced as "
-    "password = 'file:/path' or 'env:VARIABLE'"
-)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
-
-
 def load(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Desired:
     """Read and check a provisioning file. Raises SpecError naming file, table and key."""
     p = Path(path)
@@ -253,7 +146,7 @@ def from_data(
 ) -> Desired:
     """Check already-decoded TOML data (what ``parse`` does after ``tomllib``)."""
     name = str(path)
-    top = _Table(name, "", data)
+    top = Table(name, "", data)
     version = top.get("version")
     if version is not None and version != FORMAT_VERSION:
         top.fail("version", f"this bastion reads format version {FORMAT_VERSION}, not {version!r}")
@@ -273,7 +166,7 @@ def from_data(
     )
 
 
-def _named(top: _Table, key: str, read: Any) -> dict[str, Any]:
+def _named(top: Table, key: str, read: Any) -> dict[str, Any]:
     section = top.sub(key)
     if section is None:
         return {}
@@ -289,7 +182,7 @@ def _named(top: _Table, key: str, read: Any) -> dict[str, Any]:
     return out
 
 
-def _read_file(t: _Table, key: str, rel: str, base: Path) -> str:
+def _read_file(t: Table, key: str, rel: str, base: Path) -> str:
     p = (base / rel).expanduser()
     try:
         return p.read_text()
@@ -297,7 +190,7 @@ def _read_file(t: _Table, key: str, rel: str, base: Path) -> str:
         t.fail(key, f"cannot read {p}: {e.strerror}")
 
 
-def _public_keys(t: _Table, key: str, lines: list[str]) -> list[str]:
+def _public_keys(t: Table, key: str, lines: list[str]) -> list[str]:
     keys: list[str] = []
     for line in lines:
         line = line.strip()
@@ -313,14 +206,14 @@ def _public_keys(t: _Table, key: str, lines: list[str]) -> list[str]:
     return keys
 
 
-def _keys(t: _Table, inline: str, files: str, base: Path) -> tuple[str, ...]:
+def _keys(t: Table, inline: str, files: str, base: Path) -> tuple[str, ...]:
     keys = _public_keys(t, inline, list(t.texts(inline)))
     for rel in t.texts(files):
         keys += _public_keys(t, files, _read_file(t, files, rel, base).splitlines())
     return tuple(keys)
 
 
-def _user(t: _Table, name: str, base: Path) -> UserSpec:
+def _user(t: Table, name: str, base: Path) -> UserSpec:
     role_text = t.text("role") or Role.CONTRACTOR.value
     try:
         role = Role(role_text)
@@ -350,7 +243,7 @@ def _user(t: _Table, name: str, base: Path) -> UserSpec:
     )
 
 
-def _address(t: _Table, key: str, text: str, default_port: int) -> tuple[str, int]:
+def _address(t: Table, key: str, text: str, default_port: int) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         return text, default_port
@@ -359,7 +252,7 @@ def _address(t: _Table, key: str, text: str, default_port: int) -> tuple[str, in
     return host.strip("[]"), int(port)
 
 
-def _labels(t: _Table) -> tuple[tuple[str, str], ...]:
+def _labels(t: Table) -> tuple[tuple[str, str], ...]:
     table = t.sub("labels")
     if table is None:
         return ()
@@ -367,7 +260,7 @@ def _labels(t: _Table) -> tuple[tuple[str, str], ...]:
     for key, value in table.data.items():
         table.seen.add(key)
         if not isinstance(value, str):
-            table.fail(key, f"a label value is a string, not {_kind(value)}")
+            table.fail(key, f"a label value is a string, not {kind_of(value)}")
         try:
             out.append((check_key(key), check_value(key, value)))
         except UsageError as e:
@@ -375,7 +268,7 @@ def _labels(t: _Table) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-def _profile(t: _Table, name: str) -> ProfileSpec:
+def _profile(t: Table, name: str) -> ProfileSpec:
     text = t.text("select", required=True)
     assert text is not None  # noqa: S101  required
     try:
@@ -401,7 +294,7 @@ def _profile(t: _Table, name: str) -> ProfileSpec:
     if approvals is not None and (
         not isinstance(approvals, int) or isinstance(approvals, bool) or approvals < 0
     ):
-        t.fail("approvals", f"must be a whole number, 0 or more, not {_kind(approvals)}")
+        t.fail("approvals", f"must be a whole number, 0 or more, not {kind_of(approvals)}")
     approvers = t.texts("approvers")
     for who in approvers:
         if not valid_name(who.removeprefix("@")):
@@ -418,7 +311,7 @@ def _profile(t: _Table, name: str) -> ProfileSpec:
     )
 
 
-def _target(t: _Table, name: str, base: Path, environ: Mapping[str, str]) -> TargetSpec:
+def _target(t: Table, name: str, base: Path, environ: Mapping[str, str]) -> TargetSpec:
     ssh, postgres = t.text("ssh"), t.text("postgres")
     if (ssh is None) == (postgres is None):
         t.fail(None, "say what it is: ssh = 'HOST:PORT' or postgres = 'HOST:PORT' (one of them)")
@@ -482,7 +375,7 @@ def _target(t: _Table, name: str, base: Path, environ: Mapping[str, str]) -> Tar
 
 
 def _credsets(
-    t: _Table, environ: Mapping[str, str], base: Path
+    t: Table, environ: Mapping[str, str], base: Path
 ) -> tuple[tuple[Credset, ...], tuple[tuple[str, str], ...]]:
     table = t.sub("credsets")
     if table is None or not table.data:
@@ -509,7 +402,7 @@ def _credsets(
     return tuple(sets), tuple(sources)
 
 
-def _password(t: _Table, source: str, environ: Mapping[str, str], base: Path) -> str:
+def _password(t: Table, source: str, environ: Mapping[str, str], base: Path) -> str:
     kind, sep, where = source.partition(":")
     if not sep or kind not in ("file", "env") or not where:
         t.fail(
@@ -529,7 +422,7 @@ def _password(t: _Table, source: str, environ: Mapping[str, str], base: Path) ->
     return password
 
 
-def _grants(top: _Table) -> tuple[GrantSpec, ...]:
+def _grants(top: Table) -> tuple[GrantSpec, ...]:
     value = top.get("grants")
     if value is None:
         return ()
@@ -538,7 +431,7 @@ def _grants(top: _Table) -> tuple[GrantSpec, ...]:
     out: list[GrantSpec] = []
     seen: dict[tuple[str, str, str, str | None], str] = {}
     for i, item in enumerate(value):
-        t = _Table(top.file, f"grants[{i}]", item)
+        t = Table(top.file, f"grants[{i}]", item)
         g = _grant(t)
         t.done()
         key = g_key(g)
@@ -556,7 +449,7 @@ def g_key(g: GrantSpec) -> tuple[str, str, str, str | None]:
     return (g.user, "target", g.target or "", g.login or g.credset)
 
 
-def _grant(t: _Table) -> GrantSpec:
+def _grant(t: Table) -> GrantSpec:
     user = t.text("user", required=True)
     assert user is not None  # noqa: S101  required
     target, profile = t.text("target"), t.text("profile")
