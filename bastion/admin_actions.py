@@ -22,6 +22,7 @@ from typing import Any
 
 from bastion import audit_actions as actions
 from bastion.store import Store
+from bastion.store.audited import AuditedChange
 from bastion.store.models import Grant, Target
 
 UNTIL_UNLOCKED = 10 * 365 * 86400.0
@@ -173,3 +174,43 @@ def set_target_policy(
             max_request=target.max_request,
         )
     return target
+
+
+@dataclass(frozen=True)
+class Disabled:
+    """What ``disable_user`` did."""
+
+    user: str
+    sessions: tuple[str, ...]
+    """Live sessions asked to end (by whichever node runs them)."""
+    tokens_revoked: int
+    requests_dropped: tuple[int, ...]
+
+
+def disable_user_in(
+    c: AuditedChange, origin: Origin, name: str, reason: str | None, now: float
+) -> Disabled:
+    """``disable_user`` inside a caller's audited change (``bastion apply`` batches them)."""
+    message = f"user {name} disabled: {reason}" if reason else f"user {name} disabled"
+    user = c.set_user_disabled(name, True)
+    sessions = c.request_user_terminations(user.id, origin.actor, message, now)
+    revoked = c.revoke_user_tokens(user.id, origin.actor, now)
+    dropped = c.drop_user_requests(user.id, now, message)
+    c.details.update(
+        origin.details, sessions=sessions, tokens_revoked=revoked, requests_dropped=dropped
+    )
+    if reason:
+        c.details["reason"] = reason
+    return Disabled(name, tuple(sessions), revoked, tuple(dropped))
+
+
+def disable_user(
+    store: Store, origin: Origin, name: str, reason: str | None, now: float
+) -> Disabled:
+    """Refuse all of a user's logins, end their live sessions, revoke tokens and requests.
+
+    Nothing is deleted: the user, their sessions and audit rows stay (``bastion
+    user enable`` re-enables). Audits ``user.disable``. Raises NotFound.
+    """
+    with store.audited_change(origin.actor, actions.USER_DISABLE, name, now) as c:
+        return disable_user_in(c, origin, name, reason, now)

@@ -111,6 +111,12 @@ TARGET_SET_POLICY: Final = "target.set-policy"
 """A target's request policy changed (details: ``approvals``, ``approvers``, ``max_request``)."""
 GRANT_ADD: Final = "grant.add"
 GRANT_REVOKE: Final = "grant.revoke"
+USER_SET_ROLE: Final = "user.set-role"
+"""``bastion apply`` changed a user's role (details: ``role``, ``before``)."""
+USER_SET_KEYS: Final = "user.set-keys"
+"""``bastion apply`` replaced a user's SSH keys (details: ``keys``, ``before``: counts)."""
+TARGET_UPDATE: Final = "target.update"
+"""``bastion apply`` changed a target in place (details: ``changes``, the new fields)."""
 
 # --- guardrails (bastion.policy) -----------------------------------------------------
 POLICY_RULE_ADD: Final = "policy.rule-add"

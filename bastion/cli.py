@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sessions.add_session_commands(sub, _add_config, _add_json)
     cli_policy.add_policy_commands(sub, _add_config, _add_json)
     cli_access.add_access_commands(sub, _add_config, _add_json)
-    from bastion import cli_control
+    from bastion import cli_apply, cli_control
+
+    cli_apply.add_apply_commands(sub, _add_config, _add_json)
 
     cli_control.add_control_commands(sub, _add_config, _add_json)
     _add_console_commands(sub)

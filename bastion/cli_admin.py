@@ -253,8 +253,11 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
     details: dict[str, Any] = {}
     with opened(args) as (config, store):
         if action == "disable":
-            off = store.set_user_disabled(args.name, True)
-            details["tokens_revoked"] = store.revoke_user_tokens(off.id, actor(), time.time())
+            off = admin_actions.disable_user(store, Origin.cli(), args.name, None, time.time())
+            print(
+                f"user {off.user} disabled; {len(off.sessions)} live session(s) will be ended, "
+                f"{off.tokens_revoked} token(s) revoked"
+            )
         elif action == "enable":
             store.set_user_disabled(args.name, False)
         elif action == "unlock":
@@ -275,7 +278,7 @@ def _user_change(args: argparse.Namespace, action: str) -> int:
         elif action == "add-key":
             for key in read_keys(args.key):
                 store.add_user_key(args.name, key)
-        if action not in ("lock", "unlock"):  # those audit in their own transaction
+        if action not in ("lock", "unlock", "disable"):  # those audit in their own transaction
             store.append_audit(actor(), _USER_ACTIONS[action], args.name, details, time.time())
     print(f"user {args.name}: {action} done")
     return 0
@@ -356,7 +359,7 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     add_json(p)
     p.set_defaults(func=cmd_user_list)
     for action, text in [
-        ("disable", "refuse all logins of a user"),
+        ("disable", "refuse all logins of a user and end their live sessions"),
         ("enable", "allow a disabled user again"),
         ("unlock", "lift an MFA lockout"),
         ("reset-mfa", "issue a new TOTP secret (prints the enrolment)"),

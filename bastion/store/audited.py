@@ -9,10 +9,12 @@ PostgreSQL alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import NotFound
+from bastion.store import provisioning
 from bastion.store.backends import Tx
 from bastion.store.models import (
     AccessRequest,
@@ -20,6 +22,7 @@ from bastion.store.models import (
     Grant,
     Profile,
     RequestState,
+    Role,
     Target,
     User,
 )
@@ -215,3 +218,73 @@ class AuditedChange:
     def remove_policy_rule(self, name: str) -> StoredRule:
         """Delete a rule and return it as it was; raises NotFound."""
         return self._store._remove_policy_rule_tx(self._tx, name)
+
+    # --- declarative provisioning (bastion.provision.execute) --------------------------
+
+    def add_user(self, name: str, role: Role, keys: Sequence[str], now: float) -> User:
+        """A new user without TOTP (enrolled later, per user); raises AlreadyExists."""
+        return self._store._add_user_tx(self._tx, name, role, keys, None, now)
+
+    def set_user_role(self, user_id: int, role: Role) -> None:
+        """Change a user's role; raises NotFound."""
+        provisioning.set_user_role_tx(self._tx, user_id, role)
+
+    def set_user_keys(self, user_id: int, keys: Sequence[str]) -> None:
+        """Replace a user's SSH public keys; raises NotFound."""
+        provisioning.set_user_keys_tx(self._tx, user_id, keys)
+
+    def set_user_disabled(self, name: str, disabled: bool) -> User:
+        """Disable or re-enable a user; raises NotFound."""
+        return self._store._set_user_disabled_tx(self._tx, name, disabled)
+
+    def add_target(self, **fields: Any) -> Target:
+        """A new target (fields of ``Store.add_target``); raises AlreadyExists."""
+        return self._store._add_target_tx(self._tx, **fields)
+
+    def update_target(self, target: Target, **fields: Any) -> Target:
+        """Rewrite a live target in place (see ``provisioning.update_target_tx``)."""
+        provisioning.update_target_tx(
+            self._tx, self._store._box, target_id=target.id, name=target.name, **fields
+        )
+        found = self.target(target.name)
+        if found is None:  # pragma: no cover - updated just above
+            raise NotFound(f"no target named '{target.name}'")
+        return found
+
+    def remove_target(self, name: str, at: float) -> Target:
+        """Retire a live target, revoking its grants and tokens; raises NotFound."""
+        return self._store._remove_target_tx(self._tx, name, at)
+
+
+class AuditedBatch:
+    """Several audited changes in one write transaction: all of them or none.
+
+    ``change`` has the signature of ``Store.audited_change``; each change appends
+    its own audit row, in order, when its block ends.
+    """
+
+    def __init__(self, store: Store, tx: Tx) -> None:
+        self._store = store
+        self._tx = tx
+        self.events: list[AuditEvent] = []
+
+    @contextmanager
+    def change(
+        self, actor: str, action: str, subject: str | None, at: float
+    ) -> Iterator[AuditedChange]:
+        """One change and its audit row, inside the batch's transaction."""
+        change = AuditedChange(self._store, self._tx)
+        yield change
+        if change.subject is not None:
+            subject = change.subject
+        change.event = self._store._append_audit_tx(
+            self._tx, actor, action, subject, change.details, at
+        )
+        self.events.append(change.event)
+
+
+@contextmanager
+def audited_batch(store: Store) -> Iterator[AuditedBatch]:
+    """Open one write transaction for a batch of audited changes (``bastion apply``)."""
+    with store._db.transaction(write=True) as tx:
+        yield AuditedBatch(store, tx)

@@ -119,24 +119,35 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         """Create a user. Raises AlreadyExists if the name is taken."""
         if not name:
             raise StoreError("a user needs a name")
-        keys = [k.strip() for k in ssh_keys if k.strip()]
         try:  # the UNIQUE constraint decides, so two nodes cannot both create the name
             with self._db.transaction(write=True) as tx:
-                tx.run(
-                    "INSERT INTO users (name, role, ssh_keys, totp_secret, disabled, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        name,
-                        Role(role).value,
-                        rows.dump_list(keys),
-                        rows.seal(self._box, totp_secret, rows.totp_context(name)),
-                        False,
-                        float(now),
-                    ],
-                )
-                return self._require_user(tx, name)
+                return self._add_user_tx(tx, name, role, ssh_keys, totp_secret, now)
         except AlreadyExists as e:
             raise AlreadyExists(f"user '{name}' already exists; see 'bastion user list'") from e
+
+    def _add_user_tx(
+        self,
+        tx: Tx,
+        name: str,
+        role: Role,
+        ssh_keys: Sequence[str],
+        totp_secret: str | None,
+        now: float,
+    ) -> User:
+        keys = [k.strip() for k in ssh_keys if k.strip()]
+        tx.run(
+            "INSERT INTO users (name, role, ssh_keys, totp_secret, disabled, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                name,
+                Role(role).value,
+                rows.dump_list(keys),
+                rows.seal(self._box, totp_secret, rows.totp_context(name)),
+                False,
+                float(now),
+            ],
+        )
+        return self._require_user(tx, name)
 
     def get_user(self, name: str) -> User | None:
         """The user with this name, or None."""
@@ -157,9 +168,12 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
     def set_user_disabled(self, name: str, disabled: bool) -> User:
         """Disable (or re-enable) a user. Raises NotFound."""
         with self._db.transaction(write=True) as tx:
-            if tx.run("UPDATE users SET disabled = ? WHERE name = ?", [disabled, name]) == 0:
-                raise _no_user(name)
-            return self._require_user(tx, name)
+            return self._set_user_disabled_tx(tx, name, disabled)
+
+    def _set_user_disabled_tx(self, tx: Tx, name: str, disabled: bool) -> User:
+        if tx.run("UPDATE users SET disabled = ? WHERE name = ?", [disabled, name]) == 0:
+            raise _no_user(name)
+        return self._require_user(tx, name)
 
     def reset_totp(self, name: str, secret: str) -> User:
         """Enrol a new TOTP secret; forget the replay guard, failures and lock. Raises NotFound."""
@@ -284,54 +298,70 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         now: float,
     ) -> Target:
         """Register a host or database. Raises AlreadyExists if a live target has the name."""
-        if not name:
-            raise StoreError("a target needs a name")
-        if tls_mode not in TLS_MODES:
-            raise StoreError(f"unknown TLS mode '{tls_mode}'; choose from {', '.join(TLS_MODES)}")
-        if not 0 < port < 65536:
-            raise StoreError(f"target port {port} is out of range (1-65535)")
-        seen: set[str] = set()
-        for c in credsets:
-            if c.name in seen:
-                raise AlreadyExists(f"credential set '{c.name}' is listed twice for '{name}'")
-            seen.add(c.name)
+        _check_new_target(name, tls_mode, port, credsets)
         taken = f"target '{name}' already exists; see 'bastion target list'"
         try:  # the partial unique index on live names decides
             with self._db.transaction(write=True) as tx:
-                target_id = tx.insert(
-                    "INSERT INTO targets (name, kind, host, port, logins, principal, host_keys,"
-                    " host_ca_keys, dbname, created_at, tls_mode, tls_ca)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    [
-                        name,
-                        TargetKind(kind).value,
-                        host,
-                        int(port),
-                        rows.dump_list(logins),
-                        principal,
-                        rows.dump_list(host_keys),
-                        rows.dump_list(host_ca_keys),
-                        database,
-                        float(now),
-                        tls_mode,
-                        tls_ca,
-                    ],
-                )
-                for c in credsets:
-                    tx.run(
-                        "INSERT INTO credsets (target_id, name, db_user, password)"
-                        " VALUES (?, ?, ?, ?)",
-                        [
-                            target_id,
-                            c.name,
-                            c.user,
-                            rows.seal(self._box, c.password, rows.credset_context(name, c.name)),
-                        ],
-                    )
-                self._set_labels_tx(tx, target_id, labels or {}, ())
-                return self._targets(tx, "id = ?", [target_id])[0]
+                return self._add_target_tx(
+                    tx, name=name, kind=kind, host=host, port=port, logins=logins,
+                    principal=principal, host_keys=host_keys, host_ca_keys=host_ca_keys,
+                    database=database, credsets=credsets, tls_mode=tls_mode, tls_ca=tls_ca,
+                    labels=labels, now=now,
+                )  # fmt: skip
         except AlreadyExists as e:
             raise AlreadyExists(taken) from e
+
+    def _add_target_tx(
+        self,
+        tx: Tx,
+        *,
+        name: str,
+        kind: TargetKind,
+        host: str,
+        port: int,
+        logins: Sequence[str],
+        principal: str,
+        host_keys: Sequence[str] = (),
+        host_ca_keys: Sequence[str] = (),
+        database: str | None = None,
+        credsets: Sequence[Credset] = (),
+        tls_mode: str = "prefer",
+        tls_ca: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        now: float,
+    ) -> Target:
+        _check_new_target(name, tls_mode, port, credsets)
+        target_id = tx.insert(
+            "INSERT INTO targets (name, kind, host, port, logins, principal, host_keys,"
+            " host_ca_keys, dbname, created_at, tls_mode, tls_ca)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [
+                name,
+                TargetKind(kind).value,
+                host,
+                int(port),
+                rows.dump_list(logins),
+                principal,
+                rows.dump_list(host_keys),
+                rows.dump_list(host_ca_keys),
+                database,
+                float(now),
+                tls_mode,
+                tls_ca,
+            ],
+        )
+        for c in credsets:
+            tx.run(
+                "INSERT INTO credsets (target_id, name, db_user, password) VALUES (?, ?, ?, ?)",
+                [
+                    target_id,
+                    c.name,
+                    c.user,
+                    rows.seal(self._box, c.password, rows.credset_context(name, c.name)),
+                ],
+            )
+        self._set_labels_tx(tx, target_id, labels or {}, ())
+        return self._targets(tx, "id = ?", [target_id])[0]
 
     def get_target(self, name: str) -> Target | None:
         """The live target with this name, or None."""
@@ -356,25 +386,28 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
         The row stays for history; the name becomes free for a new target.
         """
         with self._db.transaction(write=True) as tx:
-            target = self._live_target(tx, name)
-            tx.run("UPDATE targets SET removed_at = ? WHERE id = ?", [float(at), target.id])
-            tx.run(
-                "UPDATE grants SET state = ?, revoked_at = ?, revoked_by = ?"
-                " WHERE target_id = ? AND state IN (?, ?)",
-                [
-                    GrantState.REVOKED.value,
-                    float(at),
-                    "target-removed",
-                    target.id,
-                    *_LIVE_GRANT_STATES,
-                ],
-            )
-            tx.run(
-                "UPDATE tokens SET revoked_at = ?, revoked_by = ?"
-                " WHERE target_id = ? AND revoked_at IS NULL",
-                [float(at), "target-removed", target.id],
-            )
-            return target
+            return self._remove_target_tx(tx, name, at)
+
+    def _remove_target_tx(self, tx: Tx, name: str, at: float) -> Target:
+        target = self._live_target(tx, name)
+        tx.run("UPDATE targets SET removed_at = ? WHERE id = ?", [float(at), target.id])
+        tx.run(
+            "UPDATE grants SET state = ?, revoked_at = ?, revoked_by = ?"
+            " WHERE target_id = ? AND state IN (?, ?)",
+            [
+                GrantState.REVOKED.value,
+                float(at),
+                "target-removed",
+                target.id,
+                *_LIVE_GRANT_STATES,
+            ],
+        )
+        tx.run(
+            "UPDATE tokens SET revoked_at = ?, revoked_by = ?"
+            " WHERE target_id = ? AND revoked_at IS NULL",
+            [float(at), "target-removed", target.id],
+        )
+        return target
 
     def set_target_host_keys(self, name: str, host_keys: Sequence[str]) -> Target:
         """Replace a target's pinned host keys. Raises NotFound."""
@@ -596,6 +629,21 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
                 ):
                     result[int(r["id"])] = (GrantState(r["state"]), float(r["not_after"]))
         return result
+
+
+def _check_new_target(name: str, tls_mode: str, port: int, credsets: Sequence[Credset]) -> None:
+    """Refuse a new target's fields before any row is written (StoreError, AlreadyExists)."""
+    if not name:
+        raise StoreError("a target needs a name")
+    if tls_mode not in TLS_MODES:
+        raise StoreError(f"unknown TLS mode '{tls_mode}'; choose from {', '.join(TLS_MODES)}")
+    if not 0 < port < 65536:
+        raise StoreError(f"target port {port} is out of range (1-65535)")
+    seen: set[str] = set()
+    for c in credsets:
+        if c.name in seen:
+            raise AlreadyExists(f"credential set '{c.name}' is listed twice for '{name}'")
+        seen.add(c.name)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:

@@ -30,6 +30,7 @@ CONTRACT = {
     "request.break-glass", "request.reviewed", "request.dropped",
     "notify.failed",
     "policy.rule-add", "policy.rule-remove", "policy.shadow", "policy.unanalysable",
+    "user.set-role", "user.set-keys", "target.update",
     "target.label", "profile.add", "profile.set", "profile.remove",
 
     "policy.hold-approved", "policy.hold-denied", "policy.hold-dropped",
