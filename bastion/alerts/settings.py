@@ -15,7 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bastion.errors import ConfigError
 
 KNOWN_ALERT_KEYS = frozenset(
-    {"mfa_failures", "new_source_days", "session_bytes_out", "max_sessions", "hours", "timezone"}
+    {
+        "mfa_failures",
+        "new_source_days",
+        "session_bytes_out",
+        "statement_rows",
+        "file_bytes_out",
+        "max_sessions",
+        "hours",
+        "timezone",
+    }
 )
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.I)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -31,6 +40,10 @@ class AlertsConfig:
     """Alert on a login from a /24 (IPv4) or /64 (IPv6) not seen for the user in N days."""
     session_bytes_out: int = 0
     """Alert once per session when the bytes sent to the contractor pass this."""
+    statement_rows: int = 0
+    """Alert when one SQL statement returns more rows than this (DataRows, COPY TO)."""
+    file_bytes_out: int = 0
+    """Alert once per session when the bytes downloaded by scp/sftp pass this."""
     max_sessions: int = 0
     """Alert when a user has more than this many live sessions on the node."""
     hours: tuple[time, time] | None = None
@@ -44,6 +57,8 @@ class AlertsConfig:
             self.mfa_failures
             or self.new_source_days
             or self.session_bytes_out
+            or self.statement_rows
+            or self.file_bytes_out
             or self.max_sessions
             or self.hours
         )
@@ -104,6 +119,8 @@ def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
         session_bytes_out=parse_size(
             section.get("session_bytes_out", 0), "alerts.session_bytes_out"
         ),
+        statement_rows=_count(section, "statement_rows"),
+        file_bytes_out=parse_size(section.get("file_bytes_out", 0), "alerts.file_bytes_out"),
         max_sessions=_count(section, "max_sessions"),
         hours=_hours(section.get("hours")),
         timezone=tz,
@@ -120,6 +137,10 @@ mfa_failures = 0
 new_source_days = 0
 # Bytes sent to the contractor in one session (checked at 1, 2, 4, 8... MiB).
 session_bytes_out = 0
+# Rows one SQL statement returns to the client (DataRows, or the rows of a COPY ... TO).
+statement_rows = 0
+# Bytes one session downloads with scp or sftp (counted per file, when it is closed).
+file_bytes_out = 0
 # More than this many live sessions of one user on this node.
 max_sessions = 0
 # Logins outside these hours, e.g. "08:00-18:00" (local time in `timezone`); "": off.
