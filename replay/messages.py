@@ -1,5 +1,5 @@
 """Messages screens send to the app: "open this session in the player / live view",
-"open the access requests".
+"open the access requests", "open the alerts".
 
 Why messages: screens do not know how the app finds recordings or which screens it
 stacks; they say what the user asked for and the app decides (``ConsoleApp``).
@@ -13,7 +13,7 @@ from textual.message import Message
 
 from replay.source import SessionInfo
 
-__all__ = ["OpenLive", "OpenPlayer", "OpenRequests"]
+__all__ = ["OpenAlerts", "OpenLive", "OpenPlayer", "OpenRequests"]
 
 
 @dataclass
@@ -23,6 +23,8 @@ class OpenPlayer(Message):
     session_id: str
     title: str = ""
     start_at: float | None = None
+    marker: str | None = None
+    """Start at the marker nearest ``start_at`` whose label begins with this."""
 
 
 @dataclass
@@ -35,3 +37,8 @@ class OpenLive(Message):
 @dataclass
 class OpenRequests(Message):
     """Show the access requests (pending first)."""
+
+
+@dataclass
+class OpenAlerts(Message):
+    """Show the alerts (newest first)."""

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from bastion.control.messages import (
+    AlertInfo,
     ApprovalInfo,
     ControlError,
     HistoryEntry,
@@ -36,6 +37,7 @@ from bastion.control.messages import (
 )
 
 __all__ = [
+    "AlertInfo",
     "ApprovalInfo",
     "HistoryEntry",
     "LiveEnd",
@@ -121,6 +123,10 @@ class SessionSource(Protocol):
 
     async def deny_request(self, request_id: int, reason: str) -> RequestInfo:
         """Deny a pending request; the requester sees ``reason``."""
+        ...
+
+    async def list_alerts(self, *, since: float | None = None, limit: int = 200) -> list[AlertInfo]:
+        """Alerts and policy decisions, newest first."""
         ...
 
     async def close(self) -> None:

@@ -5,6 +5,8 @@ arguments; search (``/``) asks the node for commands and queries containing the 
 and lists the hits, each of which opens the player at its moment. Enter on a session
 opens the player; on a live session an admin gets the live view instead (``w``
 always watches). The status line counts pending access requests; ``p`` opens them.
+A live session with alerts shows their count where its end reason will be; ``a``
+opens the alerts view.
 Requests run in async workers, so a slow node never freezes keys.
 """
 
@@ -30,7 +32,7 @@ from replay.formatting import (
     one_line,
     parse_when,
 )
-from replay.messages import OpenLive, OpenPlayer, OpenRequests
+from replay.messages import OpenAlerts, OpenLive, OpenPlayer, OpenRequests
 from replay.screens.help import HelpScreen
 from replay.source import SearchHit, SessionInfo, SessionSource, SourceError
 
@@ -77,8 +79,13 @@ def session_row(s: SessionInfo, now: float) -> tuple[str | Text, ...]:
         format_when(s.started_at)[5:16],
         format_duration(end - s.started_at),
         volume,
-        Text(one_line(s.end_reason or "", 16)),
+        _flag(s.alerts) if s.live and s.alerts else Text(one_line(s.end_reason or "", 16)),
     )
+
+
+def _flag(alerts: int) -> Text:
+    """A live session's alerts so far, in the column its end reason will take."""
+    return Text(f"! {alerts} alert{'s' if alerts != 1 else ''}", style="bold black on yellow")
 
 
 class BrowserScreen(Screen[None]):
@@ -92,6 +99,7 @@ class BrowserScreen(Screen[None]):
         Binding("l", "live_only", "Live only", tooltip="show only live sessions, or all"),
         Binding("r", "reload", "Reload"),
         Binding("p", "requests", "Requests", tooltip="the access requests (pending first)"),
+        Binding("a", "alerts", "Alerts", tooltip="alerts and policy decisions, newest first"),
         Binding("escape", "clear", "Clear", tooltip="clear the search results", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -331,6 +339,10 @@ class BrowserScreen(Screen[None]):
     def action_requests(self) -> None:
         """Open the access requests."""
         self.post_message(OpenRequests())
+
+    def action_alerts(self) -> None:
+        """Open the alerts."""
+        self.post_message(OpenAlerts())
 
     def action_search(self) -> None:
         """Focus the search box."""
