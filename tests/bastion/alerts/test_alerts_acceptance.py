@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -173,7 +174,8 @@ class Drain(threading.Thread):
 
     def run(self) -> None:
         assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(65536):
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 65536):  # what is there now, not a full buffer
             self.count += len(chunk)
 
 
