@@ -163,8 +163,8 @@ def mfa_failed(node: BastionNode, user: User, failures: int, client_addr: str) -
 def login_ok(node: BastionNode, user: User, client_addr: str, at: float) -> None:
     """A login succeeded at ``at``: check hours now, the source network in the background."""
     settings = node.config.alerts
-    if settings.outside_hours(at):
-        hours = settings.hours
+    if settings.outside_hours(at, user.name):
+        hours = settings.hours_for(user.name)
         assert hours is not None  # noqa: S101  outside_hours is False without hours
         raise_alert(
             node, OFF_HOURS, user.name, user.name, client=client_addr,

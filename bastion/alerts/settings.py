@@ -23,6 +23,7 @@ KNOWN_ALERT_KEYS = frozenset(
         "file_bytes_out",
         "max_sessions",
         "hours",
+        "user_hours",
         "timezone",
     }
 )
@@ -48,6 +49,8 @@ class AlertsConfig:
     """Alert when a user has more than this many live sessions on the node."""
     hours: tuple[time, time] | None = None
     """Logins outside these local hours raise an alert."""
+    user_hours: tuple[tuple[str, tuple[time, time] | None], ...] = ()
+    """Per user: their own window instead of ``hours`` (None: never off hours)."""
     timezone: str = "UTC"
 
     @property
@@ -61,14 +64,23 @@ class AlertsConfig:
             or self.file_bytes_out
             or self.max_sessions
             or self.hours
+            or any(window for _user, window in self.user_hours)
         )
 
-    def outside_hours(self, at: float) -> bool:
-        """Is ``at`` outside ``hours`` in ``timezone`` (False when hours are not set)?"""
-        if self.hours is None:
+    def hours_for(self, user: str | None) -> tuple[time, time] | None:
+        """The window that applies to ``user``: their own, else ``hours``."""
+        for name, window in self.user_hours:
+            if name == user:
+                return window
+        return self.hours
+
+    def outside_hours(self, at: float, user: str | None = None) -> bool:
+        """Is ``at`` outside ``user``'s window in ``timezone`` (False without a window)?"""
+        hours = self.hours_for(user)
+        if hours is None:
             return False
         local = datetime.fromtimestamp(at, ZoneInfo(self.timezone)).time()
-        start, end = self.hours
+        start, end = hours
         inside = start <= local < end if start <= end else (local >= start or local < end)
         return not inside
 
@@ -91,7 +103,7 @@ def _count(section: dict[str, Any], key: str) -> int:
     return value
 
 
-def _hours(value: object) -> tuple[time, time] | None:
+def _hours(value: object, where: str = "alerts.hours") -> tuple[time, time] | None:
     if value is None or value == "":
         return None
     try:
@@ -100,7 +112,20 @@ def _hours(value: object) -> tuple[time, time] | None:
         start, end = value.split("-")
         return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
     except ValueError as e:
-        raise ConfigError(f'alerts.hours must look like "08:00-18:00", not {value!r}') from e
+        raise ConfigError(f'{where} must look like "08:00-18:00" (or ""), not {value!r}') from e
+
+
+def _user_hours(value: object) -> tuple[tuple[str, tuple[time, time] | None], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            'alerts.user_hours must be a table: [alerts.user_hours] alice = "06:00-22:00"'
+        )
+    return tuple(
+        (str(name), _hours(window, f"alerts.user_hours.{name}"))
+        for name, window in sorted(value.items())
+    )
 
 
 def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
@@ -123,6 +148,7 @@ def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
         file_bytes_out=parse_size(section.get("file_bytes_out", 0), "alerts.file_bytes_out"),
         max_sessions=_count(section, "max_sessions"),
         hours=_hours(section.get("hours")),
+        user_hours=_user_hours(section.get("user_hours")),
         timezone=tz,
     )
 
@@ -146,4 +172,8 @@ max_sessions = 0
 # Logins outside these hours, e.g. "08:00-18:00" (local time in `timezone`); "": off.
 hours = ""
 timezone = "UTC"
+# Per user, instead of `hours` ("" exempts the user); keep this table last in [alerts].
+# [alerts.user_hours]
+# alice = "06:00-22:00"
+# oncall-bot = ""
 """

@@ -185,6 +185,23 @@ async def test_logins_outside_hours(kit: Kit) -> None:
     assert row.details["hours"] == "08:00-18:00"
 
 
+async def test_a_users_own_hours_replace_the_common_ones(kit: Kit) -> None:
+    # T0 is 2023-11-14 22:13:20 UTC
+    cfg = parse_alerts({"hours": "08:00-18:00", "user_hours": {"alice": "20:00-23:00"}})
+    arm(kit, hours=cfg.hours, user_hours=cfg.user_hours)
+    detectors.login_ok(kit.node, kit.user, "192.0.2.7:1", T0)  # 22:13: inside her window
+    await kit.settle()
+    assert kit.audit("alert.off-hours") == []
+    detectors.login_ok(kit.node, kit.user, "192.0.2.7:1", T0 - 10 * 3600)  # 12:13: outside
+    await kit.settle()
+    (row,) = kit.audit("alert.off-hours")
+    assert row.details["hours"] == "20:00-23:00"
+    exempt = parse_alerts({"hours": "08:00-18:00", "user_hours": {"bot": ""}})
+    assert not exempt.outside_hours(T0, "bot") and exempt.outside_hours(T0, "carol")
+    assert parse_alerts({"user_hours": {"x": "01:00-02:00"}}).any
+    assert not parse_alerts({"user_hours": {"x": ""}}).any
+
+
 def test_source_networks() -> None:
     assert detectors.source_network("192.0.2.7:50000") == "192.0.2.0/24"
     assert detectors.source_network("2001:db8:1:2:3::9:443") == "2001:db8:1:2::/64"
@@ -216,6 +233,8 @@ def test_alerts_settings() -> None:
         ({"hours": "9-5pm"}, "hours"),
         ({"timezone": "Mars/Olympus"}, "time zone"),
         ({"mfa_failure": 3}, "unknown key"),
+        ({"user_hours": {"alice": "late"}}, "user_hours.alice"),
+        ({"user_hours": "alice=9-5"}, "must be a table"),
     ):
         with pytest.raises(ConfigError, match=match):
             parse_alerts(bad)
