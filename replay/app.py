@@ -29,8 +29,9 @@ from textual.binding import Binding
 from recorder import RecordingReader
 from recorder.errors import RecordingError
 from replay.clock import Clock, MonotonicClock
-from replay.messages import OpenAccess, OpenLive, OpenPlayer, OpenRequests
+from replay.messages import OpenAccess, OpenAlerts, OpenLive, OpenPlayer, OpenRequests
 from replay.screens.access import AccessScreen
+from replay.screens.alerts import AlertsScreen
 from replay.screens.browser import BrowserScreen
 from replay.screens.live import LiveScreen
 from replay.screens.player import PlayerScreen
@@ -121,7 +122,12 @@ class ConsoleApp(App[None]):
             await self.source.close()
 
     async def open_player(
-        self, session_id: str, *, title: str = "", start_at: float | None = None
+        self,
+        session_id: str,
+        *,
+        title: str = "",
+        start_at: float | None = None,
+        marker: str | None = None,
     ) -> None:
         """Ask the node where the recording is and open the player on it."""
         if self.source is None:
@@ -132,7 +138,9 @@ class ConsoleApp(App[None]):
             self._fail(str(e))
             return
         self.push_screen(
-            PlayerScreen(path, self.clock, title=title or session_id, start_at=start_at)
+            PlayerScreen(
+                path, self.clock, title=title or session_id, start_at=start_at, marker=marker
+            )
         )
 
     def open_live(self, session: SessionInfo) -> None:
@@ -152,6 +160,19 @@ class ConsoleApp(App[None]):
             RequestsScreen(
                 self.source,
                 role=self.role,
+                wall_clock=self.wall_clock,
+                refresh_interval=self.refresh_interval,
+            )
+        )
+
+    def open_alerts(self) -> None:
+        """Open the alerts view."""
+        if self.source is None:
+            return
+        self.push_screen(
+            AlertsScreen(
+                self.source,
+                admin=self.admin,
                 wall_clock=self.wall_clock,
                 refresh_interval=self.refresh_interval,
             )
@@ -181,7 +202,12 @@ class ConsoleApp(App[None]):
 
     async def on_open_player(self, message: OpenPlayer) -> None:
         """A screen asked to play a session."""
-        await self.open_player(message.session_id, title=message.title, start_at=message.start_at)
+        await self.open_player(
+            message.session_id,
+            title=message.title,
+            start_at=message.start_at,
+            marker=message.marker,
+        )
 
     def on_open_live(self, message: OpenLive) -> None:
         """A screen asked to watch a session."""
@@ -195,6 +221,10 @@ class ConsoleApp(App[None]):
         """A screen asked for a user's effective access."""
         if self.source is not None:
             self.push_screen(AccessScreen(self.source, message.user))
+
+    def on_open_alerts(self, message: OpenAlerts) -> None:
+        """A screen asked for the alerts."""
+        self.open_alerts()
 
 
 # -- command line -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Messages screens send to the app: "open this session in the player / live view",
-"open the access requests", "show this user's access".
+"open the access requests", "show this user's access", "open the alerts".
 
 Why messages: screens do not know how the app finds recordings or which screens it
 stacks; they say what the user asked for and the app decides (``ConsoleApp``).
@@ -13,7 +13,7 @@ from textual.message import Message
 
 from replay.source import SessionInfo
 
-__all__ = ["OpenAccess", "OpenLive", "OpenPlayer", "OpenRequests"]
+__all__ = ["OpenAccess", "OpenAlerts", "OpenLive", "OpenPlayer", "OpenRequests"]
 
 
 @dataclass
@@ -23,6 +23,8 @@ class OpenPlayer(Message):
     session_id: str
     title: str = ""
     start_at: float | None = None
+    marker: str | None = None
+    """Start at the marker nearest ``start_at`` whose label begins with this."""
 
 
 @dataclass
@@ -42,3 +44,8 @@ class OpenAccess(Message):
     """Show what ``user`` can reach now and why."""
 
     user: str
+
+
+@dataclass
+class OpenAlerts(Message):
+    """Show the alerts (newest first)."""

@@ -166,6 +166,14 @@ class Player:
         """When each marker was set."""
         return [t for t, _ in self.facts.markers]
 
+    def marker_near(self, time: float | None, prefix: str) -> float | None:
+        """When the marker labelled ``prefix…`` nearest to ``time`` was set (the first
+        such marker when ``time`` is None); None if there is none."""
+        found = [t for t, label in self.facts.markers if label.startswith(prefix)]
+        if not found:
+            return None
+        return found[0] if time is None else min(found, key=lambda t: abs(t - time))
+
     def query_times(self) -> list[float]:
         """When each database query started."""
         return [float(q.get("start", 0.0)) for q in self.facts.queries]

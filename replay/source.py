@@ -19,6 +19,7 @@ from typing import Protocol
 
 from bastion.access_report import GrantWhy, TargetAccess, UserAccess, Way
 from bastion.control.messages import (
+    AlertInfo,
     ApprovalInfo,
     ControlError,
     HistoryEntry,
@@ -37,6 +38,7 @@ from bastion.control.messages import (
 )
 
 __all__ = [
+    "AlertInfo",
     "ApprovalInfo",
     "GrantWhy",
     "HistoryEntry",
@@ -130,6 +132,10 @@ class SessionSource(Protocol):
 
     async def user_access(self, name: str, *, include_all: bool = False) -> UserAccess:
         """What ``name`` can reach now and why (``include_all``: history too)."""
+        ...
+
+    async def list_alerts(self, *, since: float | None = None, limit: int = 200) -> list[AlertInfo]:
+        """Alerts and policy decisions, newest first."""
         ...
 
     async def close(self) -> None:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from bastion import audit_actions as actions
 from bastion.notify import Notification
-from bastion.session.hooks import SessionEvent, SessionHook, SessionStarted, VolumeCrossed
+from bastion.session.hooks import (
+    FileDownloaded,
+    RowsReturned,
+    SessionEvent,
+    SessionHook,
+    SessionStarted,
+    VolumeCrossed,
+)
 from bastion.session.lifecycle import Phase
 
 if TYPE_CHECKING:
@@ -27,10 +34,13 @@ log = logging.getLogger(__name__)
 MFA_FAILURES = "mfa-failures"
 NEW_SOURCE = "new-source"
 SESSION_BYTES_OUT = "session-bytes-out"
+STATEMENT_ROWS = "statement-rows"
+FILE_BYTES_OUT = "file-bytes-out"
 MAX_SESSIONS = "max-sessions"
 OFF_HOURS = "off-hours"
 DAY = 86400.0
 _HISTORY_LIMIT = 10_000
+_SQL_SHOWN = 200
 
 
 def raise_alert(
@@ -67,7 +77,8 @@ def source_network(client_addr: str) -> str | None:
 
 
 class AlertHook(SessionHook):
-    """Volume per session and live sessions per user, from the session core's events."""
+    """Volume per session, rows per statement, downloaded bytes per session and live
+    sessions per user, from the session core's events."""
 
     name = "alerts"
 
@@ -75,12 +86,38 @@ class AlertHook(SessionHook):
         self.node = node
         self.settings = node.config.alerts
         self._volume_alerted: set[str] = set()
+        self._files_alerted: set[str] = set()
 
     def observe(self, session: Session, event: SessionEvent) -> None:
-        if isinstance(event, VolumeCrossed):
+        if isinstance(event, RowsReturned):
+            self._rows(session, event)
+        elif isinstance(event, VolumeCrossed):
             self._volume(session, event)
+        elif isinstance(event, FileDownloaded):
+            self._files(session, event)
         elif isinstance(event, SessionStarted):
             self._concurrent(session)
+
+    def _rows(self, session: Session, event: RowsReturned) -> None:
+        limit = self.settings.statement_rows
+        if not limit or event.rows <= limit:
+            return
+        sql = event.sql or ""
+        raise_alert(
+            self.node, STATEMENT_ROWS, session.user.name, session.target.name,
+            session=session, rows=event.rows, limit=limit,
+            sql=sql if len(sql) <= _SQL_SHOWN else sql[:_SQL_SHOWN] + "…",
+        )  # fmt: skip
+
+    def _files(self, session: Session, event: FileDownloaded) -> None:
+        limit = self.settings.file_bytes_out
+        if not limit or event.total < limit or session.id in self._files_alerted:
+            return
+        self._files_alerted.add(session.id)
+        raise_alert(
+            self.node, FILE_BYTES_OUT, session.user.name, session.target.name,
+            session=session, bytes_downloaded=event.total, limit=limit, last_path=event.path,
+        )  # fmt: skip
 
     def _volume(self, session: Session, event: VolumeCrossed) -> None:
         limit = self.settings.session_bytes_out
@@ -110,6 +147,7 @@ class AlertHook(SessionHook):
 
     async def ended(self, session: Session) -> None:
         self._volume_alerted.discard(session.id)
+        self._files_alerted.discard(session.id)
 
 
 def mfa_failed(node: BastionNode, user: User, failures: int, client_addr: str) -> None:
@@ -125,8 +163,8 @@ def mfa_failed(node: BastionNode, user: User, failures: int, client_addr: str) -
 def login_ok(node: BastionNode, user: User, client_addr: str, at: float) -> None:
     """A login succeeded at ``at``: check hours now, the source network in the background."""
     settings = node.config.alerts
-    if settings.outside_hours(at):
-        hours = settings.hours
+    if settings.outside_hours(at, user.name):
+        hours = settings.hours_for(user.name)
         assert hours is not None  # noqa: S101  outside_hours is False without hours
         raise_alert(
             node, OFF_HOURS, user.name, user.name, client=client_addr,

@@ -15,7 +15,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bastion.errors import ConfigError
 
 KNOWN_ALERT_KEYS = frozenset(
-    {"mfa_failures", "new_source_days", "session_bytes_out", "max_sessions", "hours", "timezone"}
+    {
+        "mfa_failures",
+        "new_source_days",
+        "session_bytes_out",
+        "statement_rows",
+        "file_bytes_out",
+        "max_sessions",
+        "hours",
+        "user_hours",
+        "timezone",
+    }
 )
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.I)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -31,10 +41,16 @@ class AlertsConfig:
     """Alert on a login from a /24 (IPv4) or /64 (IPv6) not seen for the user in N days."""
     session_bytes_out: int = 0
     """Alert once per session when the bytes sent to the contractor pass this."""
+    statement_rows: int = 0
+    """Alert when one SQL statement returns more rows than this (DataRows, COPY TO)."""
+    file_bytes_out: int = 0
+    """Alert once per session when the bytes downloaded by scp/sftp pass this."""
     max_sessions: int = 0
     """Alert when a user has more than this many live sessions on the node."""
     hours: tuple[time, time] | None = None
     """Logins outside these local hours raise an alert."""
+    user_hours: tuple[tuple[str, tuple[time, time] | None], ...] = ()
+    """Per user: their own window instead of ``hours`` (None: never off hours)."""
     timezone: str = "UTC"
 
     @property
@@ -44,16 +60,27 @@ class AlertsConfig:
             self.mfa_failures
             or self.new_source_days
             or self.session_bytes_out
+            or self.statement_rows
+            or self.file_bytes_out
             or self.max_sessions
             or self.hours
+            or any(window for _user, window in self.user_hours)
         )
 
-    def outside_hours(self, at: float) -> bool:
-        """Is ``at`` outside ``hours`` in ``timezone`` (False when hours are not set)?"""
-        if self.hours is None:
+    def hours_for(self, user: str | None) -> tuple[time, time] | None:
+        """The window that applies to ``user``: their own, else ``hours``."""
+        for name, window in self.user_hours:
+            if name == user:
+                return window
+        return self.hours
+
+    def outside_hours(self, at: float, user: str | None = None) -> bool:
+        """Is ``at`` outside ``user``'s window in ``timezone`` (False without a window)?"""
+        hours = self.hours_for(user)
+        if hours is None:
             return False
         local = datetime.fromtimestamp(at, ZoneInfo(self.timezone)).time()
-        start, end = self.hours
+        start, end = hours
         inside = start <= local < end if start <= end else (local >= start or local < end)
         return not inside
 
@@ -76,7 +103,7 @@ def _count(section: dict[str, Any], key: str) -> int:
     return value
 
 
-def _hours(value: object) -> tuple[time, time] | None:
+def _hours(value: object, where: str = "alerts.hours") -> tuple[time, time] | None:
     if value is None or value == "":
         return None
     try:
@@ -85,7 +112,20 @@ def _hours(value: object) -> tuple[time, time] | None:
         start, end = value.split("-")
         return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
     except ValueError as e:
-        raise ConfigError(f'alerts.hours must look like "08:00-18:00", not {value!r}') from e
+        raise ConfigError(f'{where} must look like "08:00-18:00" (or ""), not {value!r}') from e
+
+
+def _user_hours(value: object) -> tuple[tuple[str, tuple[time, time] | None], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            'alerts.user_hours must be a table: [alerts.user_hours] alice = "06:00-22:00"'
+        )
+    return tuple(
+        (str(name), _hours(window, f"alerts.user_hours.{name}"))
+        for name, window in sorted(value.items())
+    )
 
 
 def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
@@ -104,8 +144,11 @@ def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
         session_bytes_out=parse_size(
             section.get("session_bytes_out", 0), "alerts.session_bytes_out"
         ),
+        statement_rows=_count(section, "statement_rows"),
+        file_bytes_out=parse_size(section.get("file_bytes_out", 0), "alerts.file_bytes_out"),
         max_sessions=_count(section, "max_sessions"),
         hours=_hours(section.get("hours")),
+        user_hours=_user_hours(section.get("user_hours")),
         timezone=tz,
     )
 
@@ -120,9 +163,17 @@ mfa_failures = 0
 new_source_days = 0
 # Bytes sent to the contractor in one session (checked at 1, 2, 4, 8... MiB).
 session_bytes_out = 0
+# Rows one SQL statement returns to the client (DataRows, or the rows of a COPY ... TO).
+statement_rows = 0
+# Bytes one session downloads with scp or sftp (counted per file, when it is closed).
+file_bytes_out = 0
 # More than this many live sessions of one user on this node.
 max_sessions = 0
 # Logins outside these hours, e.g. "08:00-18:00" (local time in `timezone`); "": off.
 hours = ""
 timezone = "UTC"
+# Per user, instead of `hours` ("" exempts the user); keep this table last in [alerts].
+# [alerts.user_hours]
+# alice = "06:00-22:00"
+# oncall-bot = ""
 """

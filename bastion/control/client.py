@@ -16,6 +16,7 @@ from typing import Any
 from bastion.access_report import UserAccess, access_from_wire
 from bastion.control.framing import ControlProtocolError, LineFramer, encode
 from bastion.control.messages import (
+    AlertInfo,
     ControlError,
     LiveEnd,
     LiveEvent,
@@ -218,6 +219,11 @@ class ControlClient:
             "search", text=text, user=user, target=target, since=since, limit=limit
         )
         return [from_dict(SearchHit, h) for h in reply.get("hits", [])]
+
+    async def list_alerts(self, *, since: float | None = None, limit: int = 200) -> list[AlertInfo]:
+        """Alerts and policy decisions (``alert.*``, ``policy.*`` audit rows), newest first."""
+        reply = await self._request("list_alerts", since=since, limit=limit)
+        return [from_dict(AlertInfo, a) for a in reply.get("alerts", [])]
 
     async def recording_path(self, session_id: str) -> str:
         """Local path of the session's recording (live or closed), for RecordingReader."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
 __all__ = [
+    "AlertInfo",
     "ApprovalInfo",
     "ControlError",
     "HistoryEntry",
@@ -69,6 +70,8 @@ class SessionInfo:
     bytes_out: int
     events: int
     live: bool
+    alerts: int = 0
+    """Live sessions: how many ``alert.*``/``policy.*`` rows name it so far (the flag)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,26 @@ class RequestInfo:
     """A ``command`` request: the session that waits (watch it live)."""
     rule: str | None = None
     """A ``command`` request: the hold rule."""
+
+
+@dataclass(frozen=True)
+class AlertInfo:
+    """One ``alert.*`` or ``policy.*`` audit row, as the console's alerts view lists it."""
+
+    id: int
+    """The audit row id (the ``audit --follow`` cursor)."""
+    at: float
+    action: str
+    user: str
+    target: str | None
+    what: str
+    """One line: the rule and command, or the detector's numbers."""
+    session: str | None = None
+    offset: float | None = None
+    """Seconds since the session started (where its marker is in the recording)."""
+    live: bool = False
+    marker: str | None = None
+    """How the recording's marker for this row begins (``alert NAME``, ``policy VERDICT``)."""
 
 
 LiveEvent: TypeAlias = (

@@ -26,6 +26,7 @@ from bastion import admin_actions
 from bastion import audit_actions as actions
 from bastion.access_report import access_to_wire
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
+from bastion.control.alert_view import alert_counts, list_alerts
 from bastion.control.auth import (
     authorize_operator,
     check_token,
@@ -318,6 +319,7 @@ class ControlServer:
             "lock_user": self._lock_user,
             "unwatch": self._unwatch,
             "list_requests": self._list_requests,
+            "list_alerts": self._list_alerts,
             "approve_request": self._approve_request,
             "deny_request": self._deny_request,
             "user_access": self._user_access,
@@ -417,7 +419,19 @@ class ControlServer:
         )
         if until is not None:
             rows = [s for s in rows if s.started_at < until][:limit]
-        return {"sessions": [asdict(session_info(s)) for s in rows]}
+        infos = [session_info(s) for s in rows]
+        live_ones = [(i.id, i.started_at) for i in infos if i.live]
+        if live_ones:  # the flag: alerts so far, for live sessions only
+            counts = await node.call(alert_counts, node.store, live_ones)
+            infos = [replace(i, alerts=counts.get(i.id, 0)) if i.live else i for i in infos]
+        return {"sessions": [asdict(i) for i in infos]}
+
+    async def _list_alerts(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+        node = self.node
+        found = await node.call(
+            list_alerts, node.store, since=_opt_float(req, "since"), limit=_limit(req, 200)
+        )
+        return {"alerts": [asdict(a) for a in found]}
 
     async def _search(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
         node = self.node

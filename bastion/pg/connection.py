@@ -344,12 +344,15 @@ class ClientConnection(asyncio.Protocol):
 
     def _record(self, records: list[QueryRecord]) -> None:
         recording = self.recording
+        session = self.session
         for rec in records:
             self._seq += 1
             if self.masks is not None and any(t.startswith(_DDL_TAGS) for t in rec.tags):
                 self.masks.catalog.invalidate()  # columns and views may have changed
             if recording is not None:
                 recording.event(QUERY_EVENT, query_payload(self._seq, rec))
+            if rec.returned and session is not None:
+                session.core.rows_returned(rec.sql, rec.returned)
             sql = rec.sql
             if sql and len(self._indexed) < _MAX_INDEXED and sql not in self._indexed:
                 self._indexed[sql] = rec.started_at

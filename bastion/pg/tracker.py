@@ -87,6 +87,9 @@ class QueryRecord:
     tag: str | None = None
     tags: tuple[str, ...] = ()
     rows: int | None = None
+    returned: int = 0
+    """The most rows one statement of the request sent to the client (DataRows, or
+    the count of a COPY ... TO): what ``[alerts] statement_rows`` compares."""
     error_sqlstate: str | None = None
     error_message: str | None = None
     started_at: float = 0.0
@@ -145,6 +148,7 @@ class _Op:
     tags: list[str] = field(default_factory=list)
     rows: int | None = None
     data_rows: int = 0  # DataRows of the statement now running
+    returned: int = 0  # the most rows one finished statement sent to the client
     error: ErrorResponse | None = None
     suspended: bool = False
     copy_direction: Literal["in", "out", "both"] | None = None
@@ -160,6 +164,10 @@ class _Op:
             self.tags.append(tag)
         if rows is not None:
             self.rows = (self.rows or 0) + rows
+        sent = self.data_rows
+        if not sent and rows and tag and tag.startswith("COPY") and self.copy_direction == "out":
+            sent = rows
+        self.returned = max(self.returned, sent)
         self.data_rows = 0
 
 
@@ -503,6 +511,7 @@ class QueryTracker:
             tag=op.tags[-1] if op.tags else None,
             tags=tuple(op.tags),
             rows=op.rows,
+            returned=op.returned,
             error_sqlstate=error.sqlstate if error is not None else None,
             error_message=error.message if error is not None else None,
             started_at=op.started_at,

@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from bastion import audit_actions as actions
 from bastion.ids import new_session_id
+from bastion.notify import Notification
 from bastion.recording import LiveRecording
 from bastion.session.admission import Access, Refused
 from bastion.session.hold import wait_for_approval
 from bastion.session.hooks import (
     AdmissionRequest,
     CommandSeen,
+    FileDownloaded,
     FileSeen,
+    RowsReturned,
     SessionEnded,
     SessionEvent,
     SessionStarted,
@@ -106,6 +109,7 @@ class Session:
         self.live: LiveSession | None = None
         self.bytes_in = 0
         self.bytes_out = 0
+        self.bytes_downloaded = 0
         self._volume_mark = _FIRST_VOLUME_MARK
         self._finishing = False
         self._starting: asyncio.Future[None] | None = None
@@ -241,6 +245,17 @@ class Session:
                 self._volume_mark *= 2
             self.observe(VolumeCrossed(self.bytes_out, self.bytes_in))
 
+    def rows_returned(self, sql: str | None, rows: int) -> None:
+        """A SQL request sent ``rows`` rows (its largest statement); once per request."""
+        if rows and self.node.hooks.observing:
+            self.observe(RowsReturned(sql, rows))
+
+    def file_downloaded(self, path: str, n: int) -> None:
+        """scp/sftp sent a whole file of ``n`` bytes to the contractor; once per file."""
+        self.bytes_downloaded += n
+        if n and self.node.hooks.observing:
+            self.observe(FileDownloaded(path, n, self.bytes_downloaded))
+
     def observe(self, event: SessionEvent) -> None:
         """Tell the observer hooks (never blocks, never raises)."""
         hooks = self.node.hooks
@@ -310,18 +325,19 @@ class Session:
     def _audit_policy(
         self, name: str, kind: str, text: str, rule: str | None, hook: str | None, reason: str
     ) -> None:
-        self.node.spawn(
-            self.node.audit(
-                self.user.name,
-                actions.policy_decision(name),
-                self.target.name,
-                session=self.id,
-                kind=kind,
-                text=text,
-                rule=rule,
-                hook=hook,
-                reason=reason,
-            )
+        """The ``policy.<name>`` row, and the same event to the notification sinks."""
+        node, action = self.node, actions.policy_decision(name)
+        details: dict[str, object] = {
+            "session": self.id,
+            "kind": kind,
+            "text": text,
+            "rule": rule,
+            "hook": hook,
+            "reason": reason,
+        }
+        node.spawn(node.audit(self.user.name, action, self.target.name, **details))
+        node.notifier.send(
+            Notification(action, node.clock(), self.user.name, self.target.name, details)
         )
 
     # --- the end ---------------------------------------------------------------------------

@@ -142,6 +142,23 @@ class VolumeCrossed(SessionEvent):
 
 
 @dataclass(frozen=True)
+class RowsReturned(SessionEvent):
+    """A SQL request finished; ``rows``: the most one of its statements sent to the client."""
+
+    sql: str | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class FileDownloaded(SessionEvent):
+    """scp/sftp finished sending a file to the contractor; ``total``: the session's sum."""
+
+    path: str
+    bytes: int
+    total: int
+
+
+@dataclass(frozen=True)
 class SessionEnded(SessionEvent):
     """The session's end was decided (the final row follows)."""
 

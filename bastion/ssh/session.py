@@ -321,6 +321,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             )
 
     def _audit_file_event(self, ev: FileEvent, feed: FileAuditFeed) -> None:
+        if ev.op == "download" and ev.bytes and self.session is not None:
+            self.session.file_downloaded(ev.path, ev.bytes)
         self.node.spawn(
             self.node.audit(
                 self.ctx.user.name,

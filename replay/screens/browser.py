@@ -6,6 +6,8 @@ and lists the hits, each of which opens the player at its moment. Enter on a ses
 opens the player; on a live session an admin gets the live view instead (``w``
 always watches). The status line counts pending access requests; ``p`` opens them.
 ``u`` shows the effective access of the selected session's user.
+A live session with alerts shows their count where its end reason will be; ``a``
+opens the alerts view.
 Requests run in async workers, so a slow node never freezes keys.
 """
 
@@ -31,7 +33,7 @@ from replay.formatting import (
     one_line,
     parse_when,
 )
-from replay.messages import OpenAccess, OpenLive, OpenPlayer, OpenRequests
+from replay.messages import OpenAccess, OpenAlerts, OpenLive, OpenPlayer, OpenRequests
 from replay.screens.help import HelpScreen
 from replay.source import SearchHit, SessionInfo, SessionSource, SourceError
 
@@ -78,8 +80,13 @@ def session_row(s: SessionInfo, now: float) -> tuple[str | Text, ...]:
         format_when(s.started_at)[5:16],
         format_duration(end - s.started_at),
         volume,
-        Text(one_line(s.end_reason or "", 16)),
+        _flag(s.alerts) if s.live and s.alerts else Text(one_line(s.end_reason or "", 16)),
     )
+
+
+def _flag(alerts: int) -> Text:
+    """A live session's alerts so far, in the column its end reason will take."""
+    return Text(f"! {alerts} alert{'s' if alerts != 1 else ''}", style="bold black on yellow")
 
 
 class BrowserScreen(Screen[None]):
@@ -97,6 +104,7 @@ class BrowserScreen(Screen[None]):
             "u", "access", "Access", tooltip="what the selected session's user can reach now",
             show=False,
         ),
+        Binding("a", "alerts", "Alerts", tooltip="alerts and policy decisions, newest first"),
         Binding("escape", "clear", "Clear", tooltip="clear the search results", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -344,6 +352,10 @@ class BrowserScreen(Screen[None]):
             self.notify("select a session to see its user's access", timeout=3, markup=False)
             return
         self.post_message(OpenAccess(session.user))
+
+    def action_alerts(self) -> None:
+        """Open the alerts."""
+        self.post_message(OpenAlerts())
 
     def action_search(self) -> None:
         """Focus the search box."""

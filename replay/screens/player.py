@@ -79,13 +79,16 @@ class PlayerScreen(Screen[None]):
         title: str = "",
         start_at: float | None = None,
         idle_limit: float = 2.0,
+        marker: str | None = None,
     ) -> None:
-        """Play the recording at ``path``; ``start_at`` jumps there once indexed."""
+        """Play the recording at ``path``; ``start_at`` jumps there once indexed, or
+        to the marker nearest it whose label begins with ``marker`` (an alert's)."""
         super().__init__()
         self.path = path
         self.clock = clock
         self.session_title = title
         self.start_at = start_at
+        self.marker = marker
         self.idle_limit = idle_limit
         self.player: Player | None = None
         self.database = False
@@ -179,8 +182,12 @@ class PlayerScreen(Screen[None]):
         self.query_one(Timeline).update(
             player.duration, facts.density, times, player.marker_times()
         )
-        if self.start_at is not None:
-            player.seek(self.start_at)
+        at = self.start_at
+        if self.marker is not None:
+            at = player.marker_near(at, self.marker) or at
+            self.marker = None
+        if at is not None:
+            player.seek(at)
             self.start_at = None
         self._redraw()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from recorder import RecordingReader, Structured, extract_commands
 from replay.source import (
+    AlertInfo,
     ApprovalInfo,
     GrantWhy,
     HistoryEntry,
@@ -171,6 +172,7 @@ class SampleSource:
         self.operator = Operator("eve", role)
         self.sessions = list(SESSIONS if sessions is None else sessions)
         self.requests = list(REQUESTS if requests is None else requests)
+        self.alerts: list[AlertInfo] = []
         self.feeds = feeds or {}
         self.queues: dict[str, asyncio.Queue[LiveEvent]] = {}
         self.calls: list[tuple[str, ...]] = []
@@ -263,6 +265,10 @@ class SampleSource:
 
     async def lock_user(self, name: str, reason: str) -> None:
         self.calls.append(("lock_user", name, reason))
+
+    async def list_alerts(self, *, since: float | None = None, limit: int = 200) -> list[AlertInfo]:
+        self.calls.append(("list_alerts", str(since)))
+        return [a for a in self.alerts if since is None or a.at >= since][:limit]
 
     async def list_requests(
         self, *, pending_only: bool = False, limit: int = 50

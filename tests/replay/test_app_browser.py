@@ -196,7 +196,7 @@ async def test_help_lists_every_key_of_the_screen() -> None:
         await pilot.pause()
         table = app.screen.query_one(DataTable)
         keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
-        assert keys == ["enter", "w", "/", "f", "l", "r", "p", "u", "escape", "?", "q"]
+        assert keys == ["enter", "w", "/", "f", "l", "r", "p", "u", "a", "escape", "?", "q"]
         await pilot.press("escape")
         assert isinstance(app.screen, BrowserScreen)
 

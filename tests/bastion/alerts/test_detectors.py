@@ -55,6 +55,49 @@ async def test_session_volume_under_the_limit_is_quiet(kit: Kit) -> None:
     assert not [m for m in markers if m.startswith("alert")]
 
 
+async def test_statement_rows_alert_for_each_statement_over_the_limit(kit: Kit) -> None:
+    arm(kit, statement_rows=1000)
+    s, _ = await kit.live_session()
+    s.rows_returned("select * from small", 1000)  # at the limit: quiet
+    s.rows_returned("select * from big", 5000)
+    s.rows_returned("select * from bigger", 7000)
+    markers = await end(kit, s)
+    rows = kit.audit("alert.statement-rows", s.id)
+    assert [(r.details["rows"], r.details["sql"]) for r in rows] == [
+        (5000, "select * from big"),
+        (7000, "select * from bigger"),
+    ]
+    assert rows[0].subject == "web1" and rows[0].details["limit"] == 1000
+    assert [m for m in markers if m.startswith("alert statement-rows")] == [
+        "alert statement-rows: rows=5000 limit=1000 sql=select * from big",
+        "alert statement-rows: rows=7000 limit=1000 sql=select * from bigger",
+    ]
+
+
+async def test_file_bytes_out_alerts_once_per_session_on_the_sum(kit: Kit) -> None:
+    arm(kit, file_bytes_out=3 * MIB)
+    s, _ = await kit.live_session()
+    s.file_downloaded("/etc/a", 2 * MIB)
+    await kit.settle()
+    assert kit.audit("alert.file-bytes-out") == []
+    s.file_downloaded("/srv/b", 2 * MIB)  # 4 MiB in all: past the limit
+    s.file_downloaded("/srv/c", 2 * MIB)  # no second alert
+    markers = await end(kit, s)
+    (row,) = kit.audit("alert.file-bytes-out", s.id)
+    assert row.details["bytes_downloaded"] == 4 * MIB and row.details["last_path"] == "/srv/b"
+    assert s.bytes_downloaded == 6 * MIB
+    assert sum(m.startswith("alert file-bytes-out") for m in markers) == 1
+
+
+async def test_rows_and_files_are_quiet_when_off(kit: Kit) -> None:
+    arm(kit, session_bytes_out=MIB)
+    s, _ = await kit.live_session()
+    s.rows_returned("select 1", 10**9)
+    s.file_downloaded("/x", 10**12)
+    await end(kit, s)
+    assert kit.audit("alert.statement-rows") == kit.audit("alert.file-bytes-out") == []
+
+
 async def test_more_live_sessions_than_max_sessions(kit: Kit) -> None:
     arm(kit, max_sessions=1)
     first, _ = await kit.live_session()
@@ -142,6 +185,23 @@ async def test_logins_outside_hours(kit: Kit) -> None:
     assert row.details["hours"] == "08:00-18:00"
 
 
+async def test_a_users_own_hours_replace_the_common_ones(kit: Kit) -> None:
+    # T0 is 2023-11-14 22:13:20 UTC
+    cfg = parse_alerts({"hours": "08:00-18:00", "user_hours": {"alice": "20:00-23:00"}})
+    arm(kit, hours=cfg.hours, user_hours=cfg.user_hours)
+    detectors.login_ok(kit.node, kit.user, "192.0.2.7:1", T0)  # 22:13: inside her window
+    await kit.settle()
+    assert kit.audit("alert.off-hours") == []
+    detectors.login_ok(kit.node, kit.user, "192.0.2.7:1", T0 - 10 * 3600)  # 12:13: outside
+    await kit.settle()
+    (row,) = kit.audit("alert.off-hours")
+    assert row.details["hours"] == "20:00-23:00"
+    exempt = parse_alerts({"hours": "08:00-18:00", "user_hours": {"bot": ""}})
+    assert not exempt.outside_hours(T0, "bot") and exempt.outside_hours(T0, "carol")
+    assert parse_alerts({"user_hours": {"x": "01:00-02:00"}}).any
+    assert not parse_alerts({"user_hours": {"x": ""}}).any
+
+
 def test_source_networks() -> None:
     assert detectors.source_network("192.0.2.7:50000") == "192.0.2.0/24"
     assert detectors.source_network("2001:db8:1:2:3::9:443") == "2001:db8:1:2::/64"
@@ -160,15 +220,21 @@ def test_alerts_settings() -> None:
     )
     assert cfg.session_bytes_out == 100 * MIB and cfg.any
     assert parse_alerts({"session_bytes_out": "2G"}).session_bytes_out == 2 << 30
+    both = parse_alerts({"statement_rows": 10_000, "file_bytes_out": "50MiB"})
+    assert both.statement_rows == 10_000 and both.file_bytes_out == 50 * MIB and both.any
     assert not parse_alerts({}).any
     assert cfg.outside_hours(T0 - 10 * 3600)  # 13:13 in Berlin
     assert not cfg.outside_hours(T0)  # 23:13 in Berlin
     for bad, match in (
         ({"mfa_failures": -1}, "mfa_failures"),
         ({"session_bytes_out": "lots"}, "session_bytes_out"),
+        ({"statement_rows": "many"}, "statement_rows"),
+        ({"file_bytes_out": "big"}, "file_bytes_out"),
         ({"hours": "9-5pm"}, "hours"),
         ({"timezone": "Mars/Olympus"}, "time zone"),
         ({"mfa_failure": 3}, "unknown key"),
+        ({"user_hours": {"alice": "late"}}, "user_hours.alice"),
+        ({"user_hours": "alice=9-5"}, "must be a table"),
     ):
         with pytest.raises(ConfigError, match=match):
             parse_alerts(bad)

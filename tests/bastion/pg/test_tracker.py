@@ -261,6 +261,32 @@ def test_copy_out_through_extended_protocol() -> None:
     )
 
 
+def test_rows_returned_is_the_largest_statement_sent_to_the_client() -> None:
+    """``returned`` feeds ``[alerts] statement_rows``: rows sent, not rows affected."""
+    p = Play()
+    (many,) = p.run(
+        F(m.Query("SELECT a FROM t; UPDATE t SET a = 1; SELECT 1"))
+        + B(m.RowDescription([]), *(m.DataRow([b"x"]) for _ in range(3)))
+        + B(m.CommandComplete("SELECT 3"), m.CommandComplete("UPDATE 500"))
+        + B(m.RowDescription([]), m.DataRow([b"1"]), m.CommandComplete("SELECT 1"))
+        + B(m.ReadyForQuery(IDLE))
+    )
+    assert (many.rows, many.returned) == (504, 3)
+    (copy_out,) = p.run(
+        F(m.Query("COPY t TO STDOUT"))
+        + B(m.CopyOutResponse(0, [0]), m.CopyData(b"1\n"), m.CopyDone())
+        + B(m.CommandComplete("COPY 40"), m.ReadyForQuery(IDLE))
+    )
+    assert copy_out.returned == 40
+    (copy_in,) = p.run(
+        F(m.Query("COPY t FROM STDIN"))
+        + B(m.CopyInResponse(0, [0]))
+        + F(m.CopyData(b"1\n"), m.CopyDone())
+        + B(m.CommandComplete("COPY 1"), m.ReadyForQuery(IDLE))
+    )
+    assert copy_in.returned == 0
+
+
 def test_function_call() -> None:
     (r,) = Play().run(
         F(m.FunctionCall(1598, [0], [b"x"]))
