@@ -23,6 +23,7 @@ from bastion.session.admission import Access, Refused
 from bastion.session.hooks import (
     AdmissionRequest,
     CommandSeen,
+    Decision,
     FileSeen,
     SessionEnded,
     SessionEvent,
@@ -108,6 +109,8 @@ class Session:
         self._volume_mark = _FIRST_VOLUME_MARK
         self._finishing = False
         self._starting: asyncio.Future[None] | None = None
+        self.last_decision: Decision | None = None
+        """The decision behind the last ``judge`` (the PostgreSQL relay names its rule)."""
         node.sessions.add(self)
 
     # --- state ---------------------------------------------------------------------------
@@ -272,6 +275,7 @@ class Session:
         if not hooks.judging:
             return True
         decision = await hooks.judge(self, kind, text, extra)
+        self.last_decision = decision
         if kind == "command":
             self.observe(CommandSeen(text, extra == "exact", decision))
         elif kind == "statement":
@@ -300,6 +304,19 @@ class Session:
             return False
         self.terminate(EndReason.POLICY, f"denied{rule}: {decision.reason}")
         return False
+
+    def allowed_at_once(self, kind: str, text: str) -> bool:
+        """True when ``judge`` would allow ``text`` now with nothing to report.
+
+        The hooks answer from what they already know (a statement judged before
+        under the same rules, or no rules of that kind); False means: call
+        ``judge``. Lets the PostgreSQL relay pay once per distinct statement text.
+        """
+        hooks = self.node.hooks
+        if not hooks.judging:
+            return True
+        found = hooks.cached(self, kind, text)
+        return found is not None and found.verdict is Verdict.ALLOW and not found.flags
 
     def _audit_policy(
         self, name: str, kind: str, text: str, rule: str | None, hook: str | None, reason: str
