@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bastion.policy.rules import Policy, PolicyDecision, RuleKind
+from bastion.policy.sql import parse_statements, shape_of
 from bastion.policy.stored import decide, policy_of
 from bastion.session.hooks import Decision, Flag, SessionHook, Verdict
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 HOLD_NOT_AVAILABLE = "held for approval is not available yet"
 _MEMO_ENTRIES = 2048  # distinct statement texts remembered per session
 _ALLOW = Decision(Verdict.ALLOW, hook="policy")
+_SHAPE = "\x00shape:"  # no SQL text starts with NUL: shapes and texts never collide
 
 
 @dataclass
@@ -47,12 +49,24 @@ class _Memo:
 
     policy: Policy
     groups: tuple[str, ...]
+    idle: bool
+    """No SQL rule applies to this user on this target and the default allows."""
     allowed: OrderedDict[str, Decision] = field(default_factory=OrderedDict)
+    """Exact texts, and ``shape:``-prefixed shapes (see ``bastion.policy.sql.shape_of``)."""
+    shapes: bool = False
+    """Some shape is kept: a text not found is worth normalising."""
 
     def keep(self, text: str, decision: Decision) -> None:
         self.allowed[text] = decision
         if len(self.allowed) > _MEMO_ENTRIES:
             self.allowed.popitem(last=False)
+
+    def find(self, text: str) -> Decision | None:
+        found = self.allowed.get(text)
+        if found is None and self.shapes:
+            shape = shape_of(text)
+            found = None if shape is None else self.allowed.get(_SHAPE + shape)
+        return found
 
 
 class PolicyHook(SessionHook):
@@ -112,7 +126,12 @@ class PolicyHook(SessionHook):
             memo = self._memos.get(session.id)
             if memo is None or memo.policy is not policy:
                 groups = tuple(await node.call(node.store.user_groups, session.user.id))
-                memo = self._memos[session.id] = _Memo(policy, groups)
+                idle = policy.default is Verdict.ALLOW and not any(
+                    r.kind is RuleKind.SQL
+                    and r.applies_to(session.user.name, groups, session.target.name, {})
+                    for r in policy.rules
+                )
+                memo = self._memos[session.id] = _Memo(policy, groups, idle)
             groups = memo.groups
         else:
             groups = tuple(await node.call(node.store.user_groups, session.user.id))
@@ -129,6 +148,10 @@ class PolicyHook(SessionHook):
         decision = _hook_decision(d, self.name)
         if memo is not None and decision.verdict is Verdict.ALLOW and not decision.flags:
             memo.keep(text, decision)
+            shape = shape_of(text) if parse_statements(text).shape_decides else None
+            if shape is not None:
+                memo.keep(_SHAPE + shape, decision)
+                memo.shapes = True
         return decision
 
     def cached(self, session: Session, kind: str, text: str) -> Decision | None:
@@ -146,10 +169,9 @@ class PolicyHook(SessionHook):
         memo = self._memos.get(session.id)
         if memo is None or memo.policy is not policy:
             return None
-        found = memo.allowed.get(text)
-        if found is not None:
-            memo.allowed.move_to_end(text)
-        return found
+        if memo.idle:
+            return _ALLOW
+        return memo.find(text)
 
     async def ended(self, session: Session) -> None:
         """Forget the session's memo."""

@@ -42,6 +42,7 @@ RULES = [
     ("warn-truncate", "--sql", "truncate", "--tables", "scratch", "--action", "warn"),
     ("end-on-grant", "--sql", "grant", "--action", "terminate"),
     ("lock-on-role", "--sql", "role", "--action", "lock"),
+    ("no-set-role", "--sql", "set-role", "--action", "deny"),
     ("try-secret", "--sql", "select", "--tables", "secret_*", "--action", "deny", "--shadow"),
 ]
 
@@ -242,6 +243,22 @@ def test_psycopg_pipeline(db: Db, sql: str, rule: str) -> None:
             b = conn.execute("select %s::int", [2])
         assert (a.fetchone(), b.fetchone()) == ((1,), (2,))
     assert db.count("name = 'after-denied'") == 0
+    _untouched(db)
+
+
+def test_a_remembered_shape_never_lets_another_class_through(db: Db) -> None:
+    """Allows are remembered by shape (literals as $n) only when no literal decided a class."""
+    who, token = db.user()
+    with db.connect(who, token, autocommit=True) as conn:
+        for i in (1, 2, 3):  # same shape, new literal each time: one parse
+            found = conn.execute(f"select count(*) from t where id = {i}")  # noqa: S608  a literal
+            assert found.fetchone() == (1,)
+        conn.execute("select set_config('search_path', 'public', false)")
+        with pytest.raises(errors.InsufficientPrivilege, match="rule 'no-set-role'"):
+            conn.execute("select set_config('role', 'postgres', false)")
+        assert conn.execute("select 1").fetchone() == (1,)
+    psql = db.psql(who, token, "select set_config('role', 'postgres', false);\n")
+    assert "no-set-role" in psql.stderr, psql.stderr
     _untouched(db)
 
 
