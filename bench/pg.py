@@ -232,8 +232,7 @@ GUARD_RULES: list[tuple[str, ...]] = [
 def guard(h: BastionHarness, target: str) -> None:
     """Put ``GUARD_RULES`` on ``target`` only (other targets keep no SQL rules)."""
     for name, *spec in GUARD_RULES:
-        action = [] if "--shadow" in spec else ["--action", "deny"]
-        r = h.cli("policy", "add", name, *spec, *action, "--target", target)
+        r = h.cli("policy", "add", name, *spec, "--action", "deny", "--target", target)
         if r.returncode != 0:
             raise RuntimeError(f"policy add {name} failed: {r.stderr}")
 
