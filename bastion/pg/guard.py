@@ -101,7 +101,8 @@ class StatementGate:
 
     def __init__(self, max_message_length: int) -> None:
         self._max = max_message_length
-        self._buf = b""
+        self._buf = bytearray()  # the start of an incomplete message, or what waits
+        self._need = 5  # the buffer's length at which the next pump can move something
         self.waiting: Pending | None = None
         """The statement being judged; everything after it waits in the buffer."""
         self.discarding = False
@@ -113,24 +114,29 @@ class StatementGate:
         self, data: bytes, allowed: Callable[[str], bool]
     ) -> tuple[list[Piece], Pending | None]:
         """Take ``data``; return what may go now and the statement to judge, if any."""
-        if self.waiting is not None:
-            self._buf += data
+        if not self._buf and self.waiting is None:
+            return self._pump(data, allowed)
+        self._buf += data  # a large message arrives in many reads: appended, split once
+        if self.waiting is not None or len(self._buf) < self._need:
             return [], None
-        self._buf = self._buf + data if self._buf else data
         return self.pump(allowed)
 
-    def pump(  # noqa: C901  one branch per message type
-        self, allowed: Callable[[str], bool]
-    ) -> tuple[list[Piece], Pending | None]:
+    def pump(self, allowed: Callable[[str], bool]) -> tuple[list[Piece], Pending | None]:
         """Forward whole messages until one needs a judgment (``allowed`` says it does not)."""
-        src, out = self._buf, []
+        src, self._buf = bytes(self._buf), bytearray()
+        return self._pump(src, allowed)
+
+    def _pump(  # noqa: C901  one branch per message type
+        self, src: bytes, allowed: Callable[[str], bool]
+    ) -> tuple[list[Piece], Pending | None]:
+        out: list[Piece] = []
         pos = run = 0
         size = len(src)
         while size - pos >= 5:
             type_byte, length = _HEADER.unpack_from(src, pos)
             if not 4 <= length <= self._max + 4:  # the scanner names the violation
                 out.append((src[run:], src[run:]))
-                self._buf = b""
+                self._need = 5
                 return out, None
             end = pos + 1 + length
             if end > size:
@@ -149,7 +155,7 @@ class StatementGate:
                 if found is not None and not allowed(found[1]):
                     if run < pos:
                         out.append((src[run:pos], src[run:pos]))
-                    self._buf = src[pos:]
+                    self._buf = bytearray(src[pos:])
                     self.waiting = Pending(type_byte, found[0], found[1], src[pos:end])
                     return out, self.waiting
                 if type_byte == _Q:
@@ -160,7 +166,12 @@ class StatementGate:
         if run < pos:
             chunk = src if run == 0 and pos == size else src[run:pos]
             out.append((chunk, chunk))
-        self._buf = src[pos:]
+        if pos < size:
+            self._buf = bytearray(src[pos:])
+            rest = size - pos
+            self._need = 1 + _HEADER.unpack_from(src, pos)[1] if rest >= 5 else 5
+        else:
+            self._need = 5
         return out, None
 
     def decided(self, token: str | None) -> tuple[Piece, int]:
@@ -171,7 +182,8 @@ class StatementGate:
         pending = self.waiting
         assert pending is not None  # noqa: S101  only after feed/pump returned it
         self.waiting = None
-        self._buf = self._buf[len(pending.frame) :]
+        del self._buf[: len(pending.frame)]
+        self._need = 5
         sent = pending.frame
         if token is not None:
             sent = replacement(pending.type_byte, pending.name, token)
@@ -193,7 +205,8 @@ class ErrorSwap:
 
     def __init__(self, max_message_length: int) -> None:
         self._max = max_message_length
-        self._tail = b""
+        self._tail = bytearray()
+        self._need = 5
         self._skip = 0
         self._ready = 0
         self._expect: dict[bytes, tuple[bytes, int]] = {}
@@ -208,12 +221,19 @@ class ErrorSwap:
     ) -> None:
         """A denial was sent; ``in_flight``: the start of a target message already relayed."""
         if not self.active:
-            self._tail, self._skip, self._ready = in_flight, len(in_flight), ready_seen
+            self._tail, self._skip, self._ready = bytearray(in_flight), len(in_flight), ready_seen
+            self._need = 5
         self._expect[token.encode()] = (error, ready)
 
     def feed(self, data: bytes) -> bytes:
         """The bytes to relay now (whole messages, swapped where a token is named)."""
-        src = self._tail + data if self._tail else data
+        if self._tail:
+            self._tail += data  # a large message in many reads: appended, split once
+            if len(self._tail) < self._need:
+                return b""
+            src = bytes(self._tail)
+        else:
+            src = data
         out = bytearray()
         pos, size = 0, len(src)
         while size - pos >= 5:
@@ -242,7 +262,9 @@ class ErrorSwap:
                     del self._expect[k]
             out += src[pos:end]
             pos = end
-        self._tail = src[pos:]
+        self._tail = bytearray(src[pos:])
+        rest = size - pos
+        self._need = 1 + _HEADER.unpack_from(src, pos)[1] if rest >= 5 else 5
         if self._skip and len(out) >= self._skip:
             del out[: self._skip]
             self._skip = 0

@@ -120,3 +120,21 @@ def test_the_swap_starts_inside_a_message_already_relayed() -> None:
     swap.expect(row[:3], 0, TOKEN, b"ours", 2)
     target = _error(f'column "{DENIED_MARK.decode()}{TOKEN}" does not exist')
     assert swap.feed(row[3:] + target) == row[3:] + b"ours"
+
+
+def test_a_large_message_in_many_reads_goes_once_whole() -> None:
+    gate = StatementGate(1 << 20)
+    big = encode(Query("select '" + "x" * 200_000 + "'"))
+    sent: list[bytes] = []
+    for i in range(0, len(big), 4096):
+        pieces, pending = gate.feed(big[i : i + 4096], _allow_all)
+        assert pending is None
+        sent.extend(up for _, up in pieces)
+    assert sent == [big]
+
+
+def test_a_header_beyond_the_limit_goes_to_the_scanner_at_once() -> None:
+    gate = StatementGate(100)
+    huge = b"Q" + (10_000).to_bytes(4, "big") + b"select"
+    pieces, pending = gate.feed(huge, _allow_all)
+    assert pending is None and _sent(pieces) == huge  # the scanner refuses it by name
