@@ -14,6 +14,11 @@ Peers, all on loopback and started by this script, in front of one PostgreSQL 15
 * **bastion** - ``bastion serve`` (a real subprocess from the test harness),
   TLS required as always, every query recorded; the password is a database
   token fetched with ``ssh ... db-token`` (public key + TOTP) like a contractor.
+* **bastion+rules** - the same node and database through a second target that
+  20 SQL guardrail rules apply to (``GUARD_RULES``: drop, truncate, bulk
+  delete/update, COPY to a program, ALTER SYSTEM... none matching pgbench), so
+  every statement is judged; reported as a ratio to **bastion** (issue 17: at
+  least 0.9x).
 
 Workloads: ``pgbench -S`` (select-only) with ``-M simple`` and ``-M extended``,
 and the TPC-B-like default, each with ``--clients`` clients and 2 threads for
@@ -78,7 +83,8 @@ def pgbench_bin(server: PgServer) -> str:
 
 def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> float:
     """One pgbench run; its TPS (excluding connection time)."""
-    cmd = [exe, *args, "-T", str(seconds), "-j", "2", "-n", "bench"]
+    database = peer.env.get("PGDATABASE", "bench")  # through the bastion: the target's name
+    cmd = [exe, *args, "-T", str(seconds), "-j", "2", "-n", database]
     result = subprocess.run(
         cmd, env=peer.env, capture_output=True, text=True, timeout=seconds + 120
     )
@@ -198,11 +204,46 @@ def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
         stop(proc)
 
 
-def bastion_token(h: BastionHarness, server: PgServer, user: str, password: str) -> tuple[str, str]:
+GUARD_RULES: list[tuple[str, ...]] = [
+    ("no-drop", "--sql", "drop"),
+    ("no-truncate", "--sql", "truncate"),
+    ("no-bulk-delete", "--sql", "delete-without-where"),
+    ("no-bulk-update", "--sql", "update-without-where"),
+    ("no-copy-program", "--sql", "copy-program"),
+    ("no-copy-file", "--sql", "copy-file"),
+    ("no-alter-system", "--sql", "alter-system"),
+    ("no-grant", "--sql", "grant"),
+    ("no-roles", "--sql", "role"),
+    ("no-set-role", "--sql", "set-role"),
+    ("no-do", "--sql", "do-block"),
+    ("no-ddl-accounts", "--sql", "ddl", "--tables", "pgbench_accounts"),
+    ("no-ddl-branches", "--sql", "ddl", "--tables", "pgbench_branches"),
+    ("no-delete-history", "--sql", "delete", "--tables", "pgbench_history"),
+    ("no-secrets", "--sql", "select", "--tables", "secret*"),
+    ("no-pii", "--sql", "select,update", "--tables", "pii.*"),
+    ("no-audit-writes", "--sql", "insert,update,delete", "--tables", "audit_*"),
+    ("no-lock-tellers", "--sql", "lock", "--tables", "pgbench_tellers"),
+    ("no-unparsable", "--sql", "unparsable"),
+    ("try-maintenance", "--sql", "maintenance", "--shadow"),
+]
+"""20 SQL rules as an admin would write them, none matching what pgbench sends."""
+
+
+def guard(h: BastionHarness, target: str) -> None:
+    """Put ``GUARD_RULES`` on ``target`` only (other targets keep no SQL rules)."""
+    for name, *spec in GUARD_RULES:
+        r = h.cli("policy", "add", name, *spec, "--action", "deny", "--target", target)
+        if r.returncode != 0:
+            raise RuntimeError(f"policy add {name} failed: {r.stderr}")
+
+
+def bastion_token(
+    h: BastionHarness, server: PgServer, user: str, password: str, target: str = "bench"
+) -> tuple[str, str]:
     """Register the target, grant a fresh contractor, fetch a token over SSH."""
     now = time.time()
     h.store.add_target(
-        name="bench",
+        name=target,
         kind=TargetKind.POSTGRES,
         host=server.host,
         port=server.port,
@@ -215,7 +256,7 @@ def bastion_token(h: BastionHarness, server: PgServer, user: str, password: str)
     who = h.contractor("bench")
     h.store.add_grant(
         user_id=who.user.id,
-        target_id=h.target("bench").id,
+        target_id=h.target(target).id,
         login=None,
         credset="rw",
         not_before=now,
@@ -226,7 +267,7 @@ def bastion_token(h: BastionHarness, server: PgServer, user: str, password: str)
         options=(),
         now=now,
     )
-    result = who.ssh("db-token", "bench")
+    result = who.ssh("db-token", target)
     found = re.search(rb"token:\s*(\S+)", result.stdout)
     if result.returncode != 0 or found is None:
         raise RuntimeError(f"db-token failed: {result.stdout!r} {result.stderr!r}")
@@ -253,7 +294,12 @@ def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Names
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}x" if b else "-"
 
-    ratios = ("bastion / pgbouncer", "bastion / pgbouncer+TLS", "python floor / pgbouncer")
+    ratios = (
+        "bastion / pgbouncer",
+        "bastion / pgbouncer+TLS",
+        "python floor / pgbouncer",
+        "bastion+rules / bastion",
+    )
     head = "| workload | " + " | ".join([*(p.name for p in peers), *ratios, "target"]) + " |"
     sep = "|" + "---|" * (len(peers) + 2 + len(ratios))
     rows = [head, sep]
@@ -264,6 +310,7 @@ def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Names
             ratio(bastion, bouncer),
             ratio(bastion, tps("pgbouncer+TLS", w)),
             ratio(tps("python floor", w), bouncer),
+            ratio(tps("bastion+rules", w), bastion),
             _verdict(bastion, bouncer) if w.startswith("select-only") else "",
         ]
         rows.append(f"| {w} | " + " | ".join(cells) + " |")
@@ -327,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             production_config(h)
             h.start()
             name, token = bastion_token(h, server, user, password)
+            g_name, g_token = bastion_token(h, server, user, password, "guarded")
+            guard(h, "guarded")
             peers = [
                 Peer("direct", direct_env),
                 Peer("pgbouncer", {**direct_env, "PGPORT": str(bouncer), "PGHOST": "127.0.0.1"}),
@@ -348,6 +397,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "PGUSER": name,
                         "PGPASSWORD": token,
                         "PGSSLMODE": "require",
+                    },
+                ),
+                Peer(
+                    "bastion+rules",
+                    {
+                        **direct_env,
+                        "PGHOST": "127.0.0.1",
+                        "PGPORT": str(h.pg_port),
+                        "PGUSER": g_name,
+                        "PGPASSWORD": g_token,
+                        "PGSSLMODE": "require",
+                        "PGDATABASE": "guarded",
                     },
                 ),
             ]

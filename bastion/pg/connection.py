@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import cast
 
@@ -31,6 +32,7 @@ from bastion.pg.front_door import (
     connection_error,
 )
 from bastion.pg.front_end import Peer, PgFrontEnd
+from bastion.pg.guard import ErrorSwap, Pending, Piece, StatementGate, denial_error
 from bastion.pg.login import LoggedIn, LoginRefused, log_in
 from bastion.pg.masking import SessionMasks
 from bastion.pg.messages import AuthenticationOk, NoticeResponse
@@ -85,6 +87,9 @@ class ClientConnection(asyncio.Protocol):
         self._terminating = False
         self.rows: RowCapture | None = None
         self.masks: SessionMasks | None = None
+        self._gate: StatementGate | None = None  # statements judged before forwarding
+        self._swap: ErrorSwap | None = None
+        self._judging = False
 
     # --- asyncio Protocol (client side) -----------------------------------------------
 
@@ -257,6 +262,9 @@ class ClientConnection(asyncio.Protocol):
             )
         self.rows = rows
         self.client_scan = ClientScanner(self.tracker, cfg.max_message_bytes)
+        if self.node.hooks.judging:
+            self._gate = StatementGate(cfg.max_message_bytes)
+            self._swap = ErrorSwap(backend.max_message_length)
         self.server_scan = ServerScanner(
             self.tracker, backend.max_message_length, self._record, rows, self._record_rows
         )
@@ -299,6 +307,12 @@ class ClientConnection(asyncio.Protocol):
         assert session is not None and scanner is not None  # noqa: S101  set before any event
         if self._terminating:
             return  # the session is ending: nothing more reaches the target
+        gate = self._gate
+        if gate is not None:
+            session.core.input_seen(len(data))
+            pieces, pending = gate.feed(data, self._allowed_at_once)
+            self._pass(pieces, pending)
+            return
         try:
             scanner.feed(data)
         except ProtocolViolation as e:
@@ -308,6 +322,65 @@ class ClientConnection(asyncio.Protocol):
             session.core.closed(EndReason.CLIENT_CLOSED)
         session.core.input_seen(len(data))
         session.upstream.write(data)
+
+    # --- guardrails: judged statements (see bastion.pg.guard) ---------------------------
+
+    def _allowed_at_once(self, sql: str) -> bool:
+        session = self.session
+        assert session is not None  # noqa: S101  set before any event
+        return session.core.allowed_at_once("statement", sql)
+
+    def _pass(self, pieces: list[Piece], pending: Pending | None) -> None:
+        """Scan and forward whole messages; start judging the statement that stopped them."""
+        session, scanner = self.session, self.client_scan
+        assert session is not None and scanner is not None  # noqa: S101  set before any event
+        for scanned, sent in pieces:
+            try:
+                scanner.feed(scanned)
+            except ProtocolViolation as e:
+                self._protocol_error(e)
+                return
+            if scanner.terminated:
+                session.core.closed(EndReason.CLIENT_CLOSED)
+            session.upstream.write(sent)
+        if pending is not None and not self._judging:
+            self._judging = True
+            self._pause()
+            self._spawn(self._judge(pending))
+
+    async def _judge(self, pending: Pending) -> None:
+        """Ask the session core (it may wait for a hold), then forward or replace."""
+        session, gate, swap = self.session, self._gate, self._swap
+        assert session is not None and gate is not None and swap is not None  # noqa: S101
+        core = session.core
+        try:
+            ok = await core.judge("statement", pending.sql)
+        except Exception:  # a bug must not let the statement through
+            log.exception("judging a statement failed in session %s", core.id)
+            ok = False
+        if self.closed or self._terminating or core.ending:
+            return  # terminate/lock: the core is closing the session
+        self._judging = False
+        token = None
+        if not ok:
+            token = secrets.token_hex(16)
+            decision = core.last_decision
+            rule = decision.rule if decision is not None else None
+            detail = decision.reason if decision is not None else ""
+            words = f"rule {rule!r}" if rule else "the bastion's default policy"
+            error = denial_error(f"bastion: statement denied by {words}", detail)
+        piece, ready = gate.decided(token)
+        if token is not None:
+            server = self.server_scan
+            assert server is not None  # noqa: S101  set with the gate
+            swap.expect(server.in_flight(), server.ready_seen, token, error, ready)
+        self._pass([piece], None)
+        if self._terminating or self.closed:
+            return
+        pieces, pending_next = gate.pump(self._allowed_at_once)
+        self._pass(pieces, pending_next)
+        if not self._judging:
+            self._resume()
 
     def from_upstream(self, data: bytes) -> None:
         """Server bytes: track and record each message, then forward the bytes as they came.
@@ -319,6 +392,9 @@ class ClientConnection(asyncio.Protocol):
         assert scanner is not None  # noqa: S101  set before any event
         if self.closed:
             return
+        swap = self._swap
+        if swap is not None and swap.active:
+            data = swap.feed(data)
         self._in_upstream = True
         try:
             scanner.feed(data)
@@ -449,6 +525,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport is not None
             and not self.transport.is_closing()
             and not self._paused_by_upstream
+            and not self._judging
         ):
             self.transport.resume_reading()
 

@@ -340,6 +340,12 @@ class ServerScanner(_Scanner):
         self._on_records = on_records
         self._rows = rows
         self._on_rows = on_rows
+        self.ready_seen = 0
+        """ReadyForQuery messages scanned (the guardrails match them to denied segments)."""
+
+    def in_flight(self) -> bytes:
+        """The start of a message not yet complete (already relayed by the caller)."""
+        return bytes(self._tail) if self._error is None else b""
 
     def feed(self, data: bytes) -> None:  # noqa: C901  one branch per message type
         """Scan ``data`` (more of the server's stream); raises ProtocolViolation."""
@@ -363,6 +369,7 @@ class ServerScanner(_Scanner):
                         raise ProtocolViolation(
                             f"invalid ReadyForQuery message: transaction status {buf[start]}"
                         )
+                    self.ready_seen += 1
                     done = tracker.ready(status)
                     if done:
                         self._on_records(done)

@@ -10,22 +10,62 @@ Decisions come from ``bastion.policy.stored.decide``, the same code as
 whatever the rules say) but reported as ``Flag``s: the core writes a marker and a
 ``policy.shadow`` / ``policy.unanalysable`` audit row. A ``hold`` decision goes to
 the session core, which waits for approval (``bastion.session.hold``).
+
+Statements are judged once per distinct text per session: a plain allow (no
+flag) is kept in a per-session memo tied to the rules in force, and ``cached``
+answers from it (or at once when there are no SQL rules and the default is
+allow) so the PostgreSQL relay forwards a repeated statement without a task
+switch. A change of rules, the default or the poll interval passing sends the
+next statement through ``statement`` again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bastion.policy.rules import Policy, PolicyDecision
+from bastion.policy.rules import Policy, PolicyDecision, RuleKind
+from bastion.policy.sql import parse_statements, shape_of
 from bastion.policy.stored import decide, policy_of
 from bastion.session.hooks import Decision, Flag, SessionHook, Verdict
 
 if TYPE_CHECKING:
     from bastion.service import BastionNode
     from bastion.session.core import Session
+
+_MEMO_ENTRIES = 2048  # distinct statement texts remembered per session
+_ALLOW = Decision(Verdict.ALLOW, hook="policy")
+_SHAPE = "\x00shape:"  # no SQL text starts with NUL: shapes and texts never collide
+
+
+@dataclass
+class _Memo:
+    """One session's groups and plainly allowed statements under one ``Policy``."""
+
+    policy: Policy
+    groups: tuple[str, ...]
+    idle: bool
+    """No SQL rule applies to this user on this target and the default allows."""
+    allowed: OrderedDict[str, Decision] = field(default_factory=OrderedDict)
+    """Exact texts, and ``shape:``-prefixed shapes (see ``bastion.policy.sql.shape_of``)."""
+    shapes: bool = False
+    """Some shape is kept: a text not found is worth normalising."""
+
+    def keep(self, text: str, decision: Decision) -> None:
+        self.allowed[text] = decision
+        if len(self.allowed) > _MEMO_ENTRIES:
+            self.allowed.popitem(last=False)
+
+    def find(self, text: str) -> Decision | None:
+        found = self.allowed.get(text)
+        if found is None and self.shapes:
+            shape = shape_of(text)
+            found = None if shape is None else self.allowed.get(_SHAPE + shape)
+        return found
 
 
 class PolicyHook(SessionHook):
@@ -40,6 +80,8 @@ class PolicyHook(SessionHook):
         self._version: int | None = None
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
+        self._sql_idle = False  # the rules in force have no SQL rule and the default allows
+        self._memos: dict[str, _Memo] = {}
 
     def invalidate(self) -> None:
         """Check the stored version at the next decision (SIGHUP, tests)."""
@@ -67,6 +109,9 @@ class PolicyHook(SessionHook):
                 version, stored = await node.call(node.store.policy_snapshot)
                 self._policy = policy_of(stored, default)
                 self._version = version
+                self._sql_idle = self._policy.default is Verdict.ALLOW and not any(
+                    r.kind is RuleKind.SQL for r in self._policy.rules
+                )
             self._checked_at = now
             return self._policy
 
@@ -75,7 +120,20 @@ class PolicyHook(SessionHook):
         if not policy.rules and policy.default is Verdict.ALLOW:
             return Decision(Verdict.ALLOW, hook=self.name)  # nothing to parse for
         node = self.node
-        groups = await node.call(node.store.user_groups, session.user.id)
+        memo: _Memo | None = None
+        if kind == "statement":
+            memo = self._memos.get(session.id)
+            if memo is None or memo.policy is not policy:
+                groups = tuple(await node.call(node.store.user_groups, session.user.id))
+                idle = policy.default is Verdict.ALLOW and not any(
+                    r.kind is RuleKind.SQL
+                    and r.applies_to(session.user.name, groups, session.target.name, {})
+                    for r in policy.rules
+                )
+                memo = self._memos[session.id] = _Memo(policy, groups, idle)
+            groups = memo.groups
+        else:
+            groups = tuple(await node.call(node.store.user_groups, session.user.id))
         d = decide(
             policy,
             kind,
@@ -86,7 +144,37 @@ class PolicyHook(SessionHook):
             text=text,
             exact=exact,
         )
-        return _hook_decision(d, self.name)
+        decision = _hook_decision(d, self.name)
+        if memo is not None and decision.verdict is Verdict.ALLOW and not decision.flags:
+            memo.keep(text, decision)
+            shape = shape_of(text) if parse_statements(text).shape_decides else None
+            if shape is not None:
+                memo.keep(_SHAPE + shape, decision)
+                memo.shapes = True
+        return decision
+
+    def cached(self, session: Session, kind: str, text: str) -> Decision | None:
+        """A statement's plain allow, known without the store; None: call ``statement``."""
+        policy = self._policy
+        if kind != "statement" or policy is None:
+            return None
+        config = self.node.config
+        if self._clock() - self._checked_at >= config.timebox.poll_interval:
+            return None  # the rules may have changed: ``current`` checks
+        if policy.default.value != config.policy.default:
+            return None
+        if self._sql_idle:
+            return _ALLOW
+        memo = self._memos.get(session.id)
+        if memo is None or memo.policy is not policy:
+            return None
+        if memo.idle:
+            return _ALLOW
+        return memo.find(text)
+
+    async def ended(self, session: Session) -> None:
+        """Forget the session's memo."""
+        self._memos.pop(session.id, None)
 
     async def command(self, session: Session, text: str, exact: bool) -> Decision:
         """An exec command (exact) or a typed line (best effort)."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ObjectType, OnConflictAction, VariableSetKind
+from pglast.parser import normalize
 
 from bastion.policy.cache import TextCache
 
@@ -87,6 +88,9 @@ class Statement:
     facets: tuple[tuple[str, str | None], ...] = ()
     error: str | None = None
     """Why the text is unparsable (the parser's message)."""
+    reads_constants: bool = True
+    """A class came from a literal's value (``set_config('role', …)``, ``EXPLAIN (ANALYZE
+    off)``): texts of the same ``shape_of`` may then be classed differently."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,27 @@ class ParsedSQL:
     def classes(self) -> frozenset[str]:
         """The union of the statements' classes."""
         return frozenset().union(*(s.classes for s in self.statements))
+
+    @property
+    def shape_decides(self) -> bool:
+        """Every text of this one's ``shape_of`` has the same statements' classes and tables.
+
+        True when the text parsed and no class depended on the value of a literal.
+        """
+        return bool(self.statements) and not any(s.reads_constants for s in self.statements)
+
+
+def shape_of(text: str) -> str | None:
+    """The text with its literals replaced by ``$n`` (libpg_query's normalize), or None.
+
+    ``select … where aid = 1`` and ``… = 2`` share a shape: the guardrails remember a
+    plain allow by shape when ``ParsedSQL.shape_decides``, so pgbench-style traffic
+    with a new literal in every statement is parsed once, not once per statement.
+    """
+    try:
+        return str(normalize(text))
+    except Exception:  # does not parse: judged by its exact text only
+        return None
 
 
 _CACHE: TextCache[ParsedSQL] = TextCache()
@@ -159,6 +184,7 @@ def _statement(text: str, node: ast.Node | None) -> Statement:
         writes=frozenset(writes),
         functions=frozenset(c.functions),
         facets=tuple(facets),
+        reads_constants=c.reads_constants,
     )
 
 
@@ -229,6 +255,7 @@ class _Collect:
         self.tables: defaultdict[str, set[str]] = defaultdict(set)
         self.functions: set[str] = set()
         self.ctes: set[str] = set()
+        self.reads_constants = False
 
     def add(self, cls: str, *tables: str) -> None:
         self.tables[cls].update(t for t in tables if t)
@@ -292,6 +319,7 @@ class _Collect:
         name = _dotted(node.funcname)
         self.functions.add(name)
         if name.rsplit(".", 1)[-1] == "set_config":
+            self.reads_constants = True
             first = node.args[0] if node.args else None
             setting = getattr(getattr(first, "val", None), "sval", None)
             if not isinstance(setting, str) or setting.lower() in _SET_ROLE_NAMES:
@@ -398,6 +426,7 @@ class _Collect:
 
     def on_ExplainStmt(self, node: ast.ExplainStmt) -> None:
         self.add("explain")
+        self.reads_constants = self.reads_constants or bool(node.options)
         if any(_analyze(o) for o in node.options or ()):
             self.value(node.query)
             return
@@ -405,6 +434,7 @@ class _Collect:
         inner.value(node.query)
         self.add("explain", *(t for ts in inner.tables.values() for t in ts))
         self.functions |= inner.functions
+        self.reads_constants = self.reads_constants or inner.reads_constants
 
     def on_PrepareStmt(self, node: ast.PrepareStmt) -> None:
         self.add("prepare")

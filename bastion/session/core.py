@@ -25,6 +25,7 @@ from bastion.session.hold import wait_for_approval
 from bastion.session.hooks import (
     AdmissionRequest,
     CommandSeen,
+    Decision,
     FileDownloaded,
     FileSeen,
     RowsReturned,
@@ -115,6 +116,8 @@ class Session:
         self._starting: asyncio.Future[None] | None = None
         self.holding: asyncio.Event | None = None
         """Set while a command waits for approval: the end of the session wakes the wait."""
+        self.last_decision: Decision | None = None
+        """The decision behind the last ``judge`` (the PostgreSQL relay names its rule)."""
         node.sessions.add(self)
 
     # --- state ---------------------------------------------------------------------------
@@ -291,6 +294,7 @@ class Session:
         if not hooks.judging:
             return True
         decision = await hooks.judge(self, kind, text, extra)
+        self.last_decision = decision
         if kind == "command":
             self.observe(CommandSeen(text, extra == "exact", decision))
         elif kind == "statement":
@@ -321,6 +325,19 @@ class Session:
             return False
         self.terminate(EndReason.POLICY, f"denied{rule}: {decision.reason}")
         return False
+
+    def allowed_at_once(self, kind: str, text: str) -> bool:
+        """True when ``judge`` would allow ``text`` now with nothing to report.
+
+        The hooks answer from what they already know (a statement judged before
+        under the same rules, or no rules of that kind); False means: call
+        ``judge``. Lets the PostgreSQL relay pay once per distinct statement text.
+        """
+        hooks = self.node.hooks
+        if not hooks.judging:
+            return True
+        found = hooks.cached(self, kind, text)
+        return found is not None and found.verdict is Verdict.ALLOW and not found.flags
 
     def _audit_policy(
         self, name: str, kind: str, text: str, rule: str | None, hook: str | None, reason: str

@@ -186,6 +186,14 @@ class SessionHook:
         """Judge one transferred path (``operation``: read, write, remove, ...)."""
         return ALLOW
 
+    def cached(self, session: Session, kind: str, text: str) -> Decision | None:
+        """The decision this hook would give now, if it knows it without waiting; else None.
+
+        Lets a relay forward a statement it has judged before without a task switch.
+        None (the default) always sends the caller through ``judge``.
+        """
+        return None
+
     def observe(self, session: Session, event: SessionEvent) -> None:
         """See what happens; must return quickly and never raise on purpose."""
 
@@ -262,6 +270,16 @@ class Hooks:
         best = _strictest(answers)
         flags = tuple(f for a in answers for f in a.flags)
         return replace(best, flags=flags) if flags != best.flags else best
+
+    def cached(self, session: Session, kind: str, text: str) -> Decision | None:
+        """Every judging hook's known answer, strictest first; None if one does not know."""
+        answers: list[Decision] = []
+        for hook in self._judges:
+            found = hook.cached(session, kind, text)
+            if found is None:
+                return None
+            answers.append(found)
+        return _strictest(answers)
 
     def observe(self, session: Session, event: SessionEvent) -> None:
         """Tell every observer; a failing observer is logged and skipped."""

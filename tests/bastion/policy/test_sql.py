@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.policy.sql import CLASSES, ParsedSQL, parse_statements, sql_cache
+from bastion.policy.sql import CLASSES, ParsedSQL, parse_statements, shape_of, sql_cache
 
 # (text, classes of each statement) — one case per line.
 CASES: list[tuple[str, list[set[str]]]] = [
@@ -171,3 +171,24 @@ def test_any_text_gives_a_result_and_caches_it(text: str) -> None:
         assert s.classes and s.classes <= CLASSES
         assert {c for c, _ in s.facets} == s.classes
     assert parse_statements(text) is parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "decides"),
+    [
+        ("SELECT abalance FROM pgbench_accounts WHERE aid = 48213", True),
+        ("UPDATE t SET n = n + -12 WHERE id = 7", True),
+        ("select set_config('role', 'admin', false)", False),  # the literal is the class
+        ("explain (analyze off) delete from t", False),
+        ("select from where", False),  # unparsable
+    ],
+)
+def test_shape_decides_only_when_no_literal_made_a_class(text: str, decides: bool) -> None:
+    assert parse_statements(text).shape_decides is decides
+
+
+def test_texts_differing_in_literals_share_a_shape() -> None:
+    a = shape_of("select * from t where id = 1 and name = 'x'")
+    assert a is not None and a == shape_of("select * from t where id = 22 and name = 'y'")
+    assert a != shape_of("select * from secret where id = 1 and name = 'x'")
+    assert shape_of("select from where") is None
