@@ -196,6 +196,10 @@ class RequestInfo:
     approvers: tuple[str, ...]
     """Who could approve it now (pending requests; empty otherwise)."""
     history: tuple[HistoryEntry, ...]
+    profile: str | None = None
+    """The access profile asked for instead of targets (``targets`` is then empty)."""
+    reaches: tuple[str, ...] = ()
+    """For a profile request: the targets the profile reaches now."""
 
 
 LiveEvent: TypeAlias = (
@@ -301,7 +305,7 @@ def request_from_wire(body: object) -> RequestInfo:
         approvals.append(from_dict(ApprovalInfo, {**raw, "targets": _names(raw, "targets")}))
     fields["approvals"] = tuple(approvals)
     fields["history"] = tuple(from_dict(HistoryEntry, h) for h in _list(fields, "history") or ())
-    for key in ("targets", "options", "approvers"):
+    for key in ("targets", "options", "approvers", "reaches"):
         fields[key] = _names(fields, key) or ()
     grants = _list(fields, "grants") or []
     if not all(isinstance(g, int) and not isinstance(g, bool) for g in grants):

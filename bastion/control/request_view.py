@@ -11,7 +11,7 @@ record of *how* each step was made (door, uid, node).
 
 from __future__ import annotations
 
-from bastion.access_requests import distinct_approvers, policy_for
+from bastion.access_requests import distinct_approvers
 from bastion.control.messages import ApprovalInfo, HistoryEntry, RequestInfo
 from bastion.request_flow import RequestFlow
 from bastion.store.models import AccessRequest, RequestKind, RequestState
@@ -21,13 +21,14 @@ __all__ = ["history_of", "list_requests", "request_info", "request_of"]
 
 
 def _asked(r: AccessRequest) -> str:
+    names = f"profile {r.profile}" if r.profile is not None else ",".join(r.targets)
     if r.kind is RequestKind.EXTEND:
         return f"asked to extend grant #{r.extends_grant_id} by {format_duration(r.duration)}"
     what = "broke glass on" if r.kind is RequestKind.BREAK_GLASS else "asked for"
     extra = f" as {r.login}" if r.login else ""
     if r.options:
         extra += f" with {','.join(sorted(r.options))}"
-    return f"{what} {','.join(r.targets)}{extra} for {format_duration(r.duration)}: {r.reason}"
+    return f"{what} {names}{extra} for {format_duration(r.duration)}: {r.reason}"
 
 
 def history_of(r: AccessRequest) -> tuple[HistoryEntry, ...]:
@@ -56,8 +57,15 @@ def history_of(r: AccessRequest) -> tuple[HistoryEntry, ...]:
     return tuple(sorted(steps, key=lambda h: h.at))
 
 
-def request_info(r: AccessRequest, *, approvers: tuple[str, ...], needed: int) -> RequestInfo:
-    """``r`` on the wire, with who may still approve it and how many approvals it lacks."""
+def request_info(
+    r: AccessRequest,
+    *,
+    approvers: tuple[str, ...],
+    needed: int,
+    reaches: tuple[str, ...] = (),
+) -> RequestInfo:
+    """``r`` on the wire, with who may still approve it and how many approvals it lacks
+    (and for a profile request, what the profile reaches now)."""
     return RequestInfo(
         id=r.id,
         kind=r.kind.value,
@@ -82,20 +90,22 @@ def request_info(r: AccessRequest, *, approvers: tuple[str, ...], needed: int) -
         needed=needed,
         approvers=approvers,
         history=history_of(r),
+        profile=r.profile,
+        reaches=reaches,
     )
 
 
 def request_of(flow: RequestFlow, r: AccessRequest) -> RequestInfo:
     """``request_info`` with the policy looked up: pending ones get who may still approve
     (not those who already did) and how many approvals are missing."""
+    reaches = flow.reach_of(r)
     if r.state is not RequestState.PENDING:
-        return request_info(r, approvers=(), needed=0)
-    targets = [t for name in r.targets if (t := flow.store.get_target(name)) is not None]
-    policy = policy_for(targets, flow.config)
+        return request_info(r, approvers=(), needed=0, reaches=reaches)
+    policy = flow.policy_of(r)
     needed = max(0, policy.approvals - distinct_approvers(r.approvals))
     done = {a.approver for a in r.approvals}
     still = tuple(name for name in flow.approvers_for(r) if name not in done)
-    return request_info(r, approvers=still, needed=needed)
+    return request_info(r, approvers=still, needed=needed, reaches=reaches)
 
 
 def list_requests(flow: RequestFlow, *, pending_only: bool, limit: int) -> list[RequestInfo]:

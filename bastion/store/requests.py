@@ -27,7 +27,7 @@ _REQUEST_SELECT = (
     "SELECT r.id, r.user_id, u.name AS user_name, r.kind, r.targets, r.login, r.options,"
     " r.duration, r.start_at, r.reason, r.state, r.extends_grant_id, r.created_at,"
     " r.lapses_at, r.decided_at, r.decided_by, r.decision_reason, r.reviewed_at,"
-    " r.reviewed_by, r.review_note, r.client_addr"
+    " r.reviewed_by, r.review_note, r.client_addr, r.profile"
     " FROM access_requests r JOIN users u ON u.id = r.user_id"
 )
 
@@ -98,6 +98,7 @@ class Requests:
             client_addr=r["client_addr"],
             approvals=self._approvals(tx, request_id),
             grant_ids=grant_ids,
+            profile=r["profile"],
         )
 
     def _request_tx(self, tx: Tx, request_id: int) -> AccessRequest:
@@ -156,13 +157,14 @@ class Requests:
         lapses_at: float,
         extends_grant_id: int | None = None,
         client_addr: str | None = None,
+        profile: str | None = None,
     ) -> AccessRequest:
         if duration <= 0:
             raise StoreError("a request's duration must be positive")
         request_id = tx.insert(
             "INSERT INTO access_requests (user_id, kind, targets, login, options, duration,"
-            " start_at, reason, state, extends_grant_id, created_at, lapses_at, client_addr)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " start_at, reason, state, extends_grant_id, created_at, lapses_at, client_addr,"
+            " profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 user_id,
                 RequestKind(kind).value,
@@ -177,6 +179,7 @@ class Requests:
                 float(now),
                 float(lapses_at),
                 client_addr,
+                profile,
             ],
         )
         return self._request_tx(tx, request_id)
