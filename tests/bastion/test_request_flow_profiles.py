@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bastion.access_requests import RequestRefused
+from bastion.db_tokens import DbTokenDenied, issue_for_request
 from bastion.request_flow import AUTO_APPROVER, RequestEvent, RequestFlow
 from bastion.requests_config import AutoApproveRule, RequestsConfig, parse_requests
 from bastion.secretbox import SecretBox
@@ -240,3 +241,24 @@ def test_pending_listing_shows_what_a_profile_reaches_now(store: Store) -> None:
     out = flow.create(alice, profile="staging-web", duration=600, reason="why")
     text = pending_text([(out.request, 1)], {out.request.id: flow.reach_of(out.request)})
     assert "profile staging-web (reaches now: web1, web2) for 10m" in text
+
+
+def test_db_token_under_a_profile_without_a_credential_set(store: Store) -> None:
+    """One set: it is the one; several: refused, naming them (never a pick for the user)."""
+    store.add_target(
+        name="db2", kind=TargetKind.POSTGRES, host="127.0.0.1", port=5432, logins=[],
+        principal="db2", database="app", now=T0, labels={"env": "staging", "role": "db"},
+        credsets=[Credset("readonly", "ro", "x"), Credset("readwrite", "rw", "y")],
+    )  # fmt: skip
+    store.add_profile(name="staging-db", selector="env=staging,role=db", created_by="r", now=T0)
+    alice = _user(store, "alice")
+    grant = store.add_grant(
+        user_id=alice.id, target_id=None, profile_id=store.get_profile("staging-db").id,  # type: ignore[union-attr]
+        login=None, credset=None, not_before=T0, not_after=T0 + 3600, reason="x",
+        requested_by="r", approved_by="r", options=(), now=T0,
+    )  # fmt: skip
+    common = dict(user=alice, credset=None, now=T0 + 1, ttl=600.0, created_from="test")
+    target, issued = issue_for_request(store, target_name="db1", **common)  # type: ignore[arg-type]
+    assert (issued.grant.id, issued.record.credset, target.name) == (grant.id, "readonly", "db1")
+    with pytest.raises(DbTokenDenied, match=r"profile staging-db\) names no credential set"):
+        issue_for_request(store, target_name="db2", **common)  # type: ignore[arg-type]
