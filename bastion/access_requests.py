@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, UsageError
+from bastion.profiles import check_profile_fit
 from bastion.requests_config import RequestsConfig
 from bastion.store.models import (
     GRANT_OPTIONS,
     AccessRequest,
     Approval,
     Grant,
+    Profile,
     RequestKind,
     RequestState,
     Role,
@@ -58,6 +60,46 @@ def policy_for(targets: Sequence[Target], config: RequestsConfig) -> RequestPoli
     named = [set(t.approvers) for t in targets if t.approvers]
     approvers: set[str] = set.intersection(*named) if named else set()
     return RequestPolicy(approvals, tuple(sorted(approvers)), max_duration)
+
+
+def policy_for_profile(profile: Profile, config: RequestsConfig) -> RequestPolicy:
+    """The policy of a request naming ``profile``: its own, like one target's.
+
+    The profile may ask for more approvals and a shorter maximum than ``[requests]``,
+    never fewer or longer, and its approvers decide. The per-target policies of
+    the targets it reaches do not apply: what it reaches changes with labels after
+    approval, so the profile is the thing approved (``docs/decisions.md``).
+    """
+    approvals = max(config.approvals, profile.approvals or 0)
+    default = config.max_duration
+    max_duration = min(default, profile.max_duration or default)
+    return RequestPolicy(approvals, tuple(sorted(set(profile.approvers))), max_duration)
+
+
+def check_profile_request(
+    *,
+    profile: Profile,
+    duration: float,
+    options: frozenset[str],
+    login: str | None,
+    policy: RequestPolicy,
+) -> None:
+    """Refuse a request for ``profile`` the rules would never approve (raises RequestRefused).
+
+    Options and login must be within the profile's: a grant under it could not
+    carry more (``profiles.check_profile_fit``).
+    """
+    if duration <= 0:
+        raise RequestRefused("--for must be a positive duration, e.g. 2h")
+    if duration > policy.max_duration:
+        raise RequestRefused(
+            f"at most {format_duration(policy.max_duration)} can be requested under "
+            f"profile {profile.name}; ask for less"
+        )
+    try:
+        check_profile_fit(profile, login, options)
+    except UsageError as e:
+        raise RequestRefused(str(e)) from e
 
 
 def check_new_request(
@@ -127,7 +169,16 @@ def narrowed(
     targets: Sequence[str] | None,
     options: frozenset[str] | None,
 ) -> None:
-    """Refuse (RequestRefused) an approval that would widen the request."""
+    """Refuse (RequestRefused) an approval that would widen the request.
+
+    A request for a profile is approved whole or not at all as to targets: it
+    names no targets to drop (shorten it, remove options, or deny it).
+    """
+    if targets is not None and request.profile is not None:
+        raise RequestRefused(
+            f"request #{request.id} is for profile {request.profile}, not for targets: "
+            "approve it without --targets (shorten it, remove options, or deny it)"
+        )
     if duration is not None and (duration <= 0 or duration > request.duration):
         raise RequestRefused(
             f"an approval may shorten request #{request.id} "

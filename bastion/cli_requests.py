@@ -17,20 +17,18 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bastion.access_requests import policy_for
 from bastion.admin_actions import Origin
 from bastion.cli_admin import AddOpt, Sub, emit, jsonable, opened
-from bastion.config import Config
 from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
 from bastion.notify import Notifier
 from bastion.request_flow import Outcome, RequestEvent, RequestFlow
 from bastion.request_hooks import notification_of
 from bastion.store import Store
-from bastion.store.models import AccessRequest, Grant, RequestKind, RequestState, Target
+from bastion.store.models import AccessRequest, Grant, RequestKind, RequestState
 from bastion.timeparse import format_duration, parse_duration
 
 T = TypeVar("T")
@@ -49,9 +47,13 @@ def request_id(text: str) -> int:
         raise UsageError(f"'{text}' is not a request number (e.g. 12 or #12)") from e
 
 
-def _needed(request: AccessRequest, targets: Mapping[str, Target], config: Config) -> int:
-    found = [targets[n] for n in request.targets if n in targets]
-    return policy_for(found, config.requests).approvals
+def _needed(request: AccessRequest, flow: RequestFlow) -> int:
+    return flow.policy_of(request).approvals
+
+
+def _asked(request: AccessRequest) -> str:
+    """Its targets, or ``profile NAME``."""
+    return f"profile {request.profile}" if request.profile else ",".join(request.targets)
 
 
 def still_to_approve(request: AccessRequest, approvers: Sequence[str]) -> tuple[str, ...]:
@@ -80,14 +82,18 @@ def _line(request: AccessRequest, needed: int, now: float) -> str:
         )
     return (
         f"#{request.id:<5} {request.user_name:<16} {request.kind.value:<11} "
-        f"{_state(request, now):<20} {','.join(request.targets):<24} "
+        f"{_state(request, now):<20} {_asked(request):<24} "
         f"{format_duration(request.duration):<7} approvals {approvals:<5} {request.reason}"
     )
 
 
-def _request_json(request: AccessRequest, needed: int) -> dict[str, Any]:
+def _request_json(
+    request: AccessRequest, needed: int, reach: Sequence[str] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = jsonable(request)
     out["approvals_needed"] = needed
+    if request.profile is not None:
+        out["reaches"] = list(reach or ())
     return out
 
 
@@ -109,10 +115,12 @@ def cmd_request_list(args: argparse.Namespace) -> int:
             unreviewed=args.unreviewed,
             limit=args.limit,
         )
-        targets = {t.name: t for t in store.list_targets()}
-    needed = {r.id: _needed(r, targets, config) for r in found}
+        flow = RequestFlow(store, config.requests)
+        needed = {r.id: _needed(r, flow) for r in found}
+        reach = {r.id: flow.reach_of(r) for r in found if r.profile is not None}
     if args.json:
-        print(json.dumps([_request_json(r, needed[r.id]) for r in found], indent=2))
+        out = [_request_json(r, needed[r.id], reach.get(r.id)) for r in found]
+        print(json.dumps(out, indent=2))
         return 0
     if not found:
         print("no requests" + (" pending" if args.pending else ""), file=sys.stderr)
@@ -164,9 +172,10 @@ def _grants_of(store: Store, request: AccessRequest) -> list[Grant]:
 
 
 def _grant_text(g: Grant, now: float) -> str:
-    how = f"with credential set {g.credset}" if g.credset else f"as {g.login}"
+    how = f"with credential set {g.credset}" if g.credset else f"as {g.login or 'any login'}"
+    to = g.target_name or f"profile {g.profile_name}"
     return (
-        f"grant #{g.id}: {g.user_name} -> {g.target_name} {how} "
+        f"grant #{g.id}: {g.user_name} -> {to} {how} "
         f"from {format_time(g.not_before)} until {format_time(g.not_after)} "
         f"({g.state_at(now).value})"
     )
@@ -181,14 +190,14 @@ def cmd_request_show(args: argparse.Namespace) -> int:
         if request is None:
             raise NotFound(f"no request #{rid}; see 'bastion request list'")
         grants = _grants_of(store, request)
-        targets = {t.name: t for t in store.list_targets()}
         flow = RequestFlow(store, config.requests)
         pending = request.state is RequestState.PENDING
         can_approve = still_to_approve(request, flow.approvers_for(request)) if pending else ()
-    needed = _needed(request, targets, config)
+        needed = _needed(request, flow)
+        reach = flow.reach_of(request)
     events = history(request, grants)
     if args.json:
-        out = _request_json(request, needed)
+        out = _request_json(request, needed, reach)
         out["can_approve"] = list(can_approve)
         out["grants"] = [jsonable(g) for g in grants]
         out["history"] = events
@@ -196,10 +205,13 @@ def cmd_request_show(args: argparse.Namespace) -> int:
         return 0
     r = request
     print(f"request #{r.id} ({r.kind.value}) by {r.user_name}: {_state(r, now)}")
-    what = ", ".join(r.targets) + (f" as {r.login}" if r.login else "")
-    if r.options:
-        what += f", allowing {','.join(sorted(r.options))}"
-    print(f"  targets    {what}")
+    login = f" as {r.login}" if r.login else ""
+    allowing = f", allowing {','.join(sorted(r.options))}" if r.options else ""
+    if r.profile is not None:
+        print(f"  profile    {r.profile}{login}{allowing}")
+        print(f"  reaches    {', '.join(reach) or 'nothing now'} (now; labels decide)")
+    else:
+        print(f"  targets    {', '.join(r.targets)}{login}{allowing}")
     start = f"from {format_time(r.start_at)}" if r.start_at else "from approval"
     if r.held is not None:
         print(f"  held       {r.held.kind} {r.held.text!r}")
@@ -388,8 +400,9 @@ def add_request_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
     p = rs.add_parser(
         "list",
         help="list requests, newest first (what waits for a decision: --pending)",
-        description="Shows each request's state, targets, duration, approvals so far and "
-        "reason, so approvers see what waits for them and auditors see what was decided.",
+        description="Shows each request's state, targets (or 'profile NAME'), duration, "
+        "approvals so far and reason, so approvers see what waits for them and auditors see "
+        "what was decided. --json adds, for a profile request, the targets it reaches now.",
     )
     p.add_argument("--pending", action="store_true", help="only requests awaiting a decision")
     p.add_argument(
@@ -406,8 +419,9 @@ def add_request_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
     p = rs.add_parser(
         "show",
         help="one request: approvals, who may approve, its grants and history",
-        description="Everything an approver or auditor needs to judge one request; the "
-        "history is kept for good, also after the grants ended.",
+        description="Everything an approver or auditor needs to judge one request (for a "
+        "profile request: the targets the profile reaches now); the history is kept for "
+        "good, also after the grants ended.",
     )
     p.add_argument("id", help="request number, e.g. 12 or #12")
     add_config(p)
@@ -418,8 +432,9 @@ def add_request_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
         "approve",
         help="approve a request (optionally shorter or narrower) as --as NAME",
         description="Records one approval; the request becomes grants once it has as many "
-        "distinct approvers as its targets need. An approval may shorten the time, drop "
-        "targets or options, never widen them. Audited with NAME and your local uid; "
+        "distinct approvers as its targets (or its profile) need; a profile request becomes "
+        "one profile grant. An approval may shorten the time, drop targets or options, "
+        "never widen them. Audited with NAME and your local uid; "
         "notification sinks are told before the command exits.",
     )
     p.add_argument("id", help="request number, e.g. 12 or #12")

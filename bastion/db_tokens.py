@@ -170,7 +170,14 @@ def issue_for_request(
     target, grant = access.target, access.grant
     names = [c.name for c in target.credsets]
     chosen = credset or grant.credset
-    if chosen is None or chosen not in names:
+    if chosen is None:
+        under = f" (profile {grant.profile_name})" if grant.profile_name else ""
+        raise DbTokenDenied(
+            "no-credset",
+            f"grant #{grant.id}{under} names no credential set and {target.name} has several "
+            f"({', '.join(names)}); ask an admin for a grant or profile with --credset",
+        )
+    if chosen not in names:
         raise DbTokenDenied(
             "no-credset",
             f"grant #{grant.id} names credential set '{chosen}', which target {target.name} "

@@ -17,6 +17,7 @@ from bastion import audit_actions as actions
 from bastion.admin_actions import Origin
 from bastion.errors import UsageError
 from bastion.grants import format_time
+from bastion.profiles import check_profile_fit
 from bastion.store import Store
 from bastion.store.models import Grant, Profile, Target
 from bastion.timeparse import format_duration
@@ -113,17 +114,8 @@ def add_profile_grant(
     with store.audited_change(origin.actor, actions.GRANT_ADD, None, now) as c:
         who = c.user(user)
         p = c.profile(profile)
-        if login is not None and p.logins and login not in p.logins:
-            raise UsageError(
-                f"profile {p.name} allows the logins {', '.join(p.logins)}, not '{login}'"
-            )
         opts = p.options if options is None else frozenset(options)
-        beyond = sorted(opts - p.options)
-        if beyond:
-            allowed = ",".join(sorted(p.options)) or "none"
-            raise UsageError(
-                f"profile {p.name} does not allow {','.join(beyond)} (it allows: {allowed})"
-            )
+        check_profile_fit(p, login, opts)
         if p.max_duration is not None and not_after - not_before > p.max_duration + 1e-6:
             raise UsageError(
                 f"profile {p.name} allows at most {format_duration(p.max_duration)} "

@@ -14,8 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bastion.errors import UsageError
+
+if TYPE_CHECKING:  # the store imports this module
+    from bastion.store.models import Profile
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
 _VALUE = re.compile(r"[A-Za-z0-9_.:/@+\-]{1,128}")
@@ -137,3 +141,22 @@ def _term(part: str, whole: str) -> Term:
     raise UsageError(
         f"bad selector term '{part}' in '{whole}': use key=value, key!=value, key or !key"
     )
+
+
+def check_profile_fit(p: Profile, login: str | None, options: frozenset[str]) -> None:
+    """Refuse (UsageError) a login or options beyond what ``p`` allows a grant under it.
+
+    The one check for both doors: ``grant add --profile`` and a request naming
+    the profile (at request time and again at approval, the profile may have
+    changed meanwhile).
+    """
+    if login is not None and p.logins and login not in p.logins:
+        raise UsageError(
+            f"profile {p.name} allows the logins {', '.join(p.logins)}, not '{login}'"
+        )
+    beyond = sorted(options - p.options)
+    if beyond:
+        allowed = ",".join(sorted(p.options)) or "none"
+        raise UsageError(
+            f"profile {p.name} does not allow {','.join(beyond)} (it allows: {allowed})"
+        )

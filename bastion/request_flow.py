@@ -5,6 +5,10 @@ its audit row in one store transaction (``Store.audited_change``), so a decision
 that happened is always audited and an audit row always means it happened. An
 approved request becomes ordinary grants (one per target) that carry its id,
 so the time box, revocation and every session path treat them like any grant.
+A request may name an access profile instead of targets: its policy is the
+profile's (``access_requests.policy_for_profile``) and approval makes one
+profile grant, which reaches whatever the profile's selector matches at each
+connection.
 After the transaction, ``announce`` is told (notifications); it must not block.
 
 Synchronous like the store: the SSH front end runs it through ``BastionNode.call``,
@@ -25,14 +29,17 @@ from bastion.access_requests import (
     approved_scope,
     approver_allowed,
     check_new_request,
+    check_profile_request,
     distinct_approvers,
     extended_end,
     grant_window,
     narrowed,
     policy_for,
+    policy_for_profile,
     who_can_approve,
 )
-from bastion.errors import NotFound, StoreError
+from bastion.errors import NotFound, StoreError, UsageError
+from bastion.profiles import check_profile_fit
 from bastion.requests_config import RequestsConfig
 from bastion.store import Store
 from bastion.store.audited import AuditedChange
@@ -42,6 +49,7 @@ from bastion.store.models import (
     Grant,
     GrantState,
     HeldCommand,
+    Profile,
     RequestKind,
     RequestState,
     Target,
@@ -76,6 +84,7 @@ class RequestEvent:
             "kind": r.kind.value,
             "requester": r.user_name,
             "targets": list(r.targets),
+            "profile": r.profile,
             "duration": r.duration,
             "reason": r.reason,
             "state": r.state.value,
@@ -137,7 +146,21 @@ class RequestFlow:
             found.append(t)
         return found
 
+    def _profile(self, change: AuditedChange, name: str) -> Profile:
+        try:
+            return change.profile(name)
+        except NotFound as e:
+            raise RequestRefused(
+                f"there is no profile named '{name}' (any more); ask an admin which "
+                "profiles exist, or request targets by name"
+            ) from e
+
     def _policy(self, change: AuditedChange, request: AccessRequest) -> RequestPolicy:
+        if request.profile is not None:
+            try:
+                return policy_for_profile(change.profile(request.profile), self.config)
+            except NotFound:  # removed since: still deniable; approval refuses it
+                return policy_for([], self.config)
         return policy_for(self._targets(change, request.targets), self.config)
 
     def _approvers(self, policy: RequestPolicy, requester: str) -> tuple[str, ...]:
@@ -179,6 +202,13 @@ class RequestFlow:
         not_before, not_after = grant_window(
             request, approved_at, scope.duration, policy, self.config
         )
+        if request.profile is not None:
+            return (
+                self._profile_grant(
+                    change, request, approved_by, approved_at, scope.options,
+                    (not_before, not_after),
+                ),
+            )  # fmt: skip
         made = []
         for target in self._targets(change, scope.targets):
             login, credset = self._login_for(target, request.login)
@@ -200,6 +230,71 @@ class RequestFlow:
                 )
             )
         return tuple(made)
+
+    def _profile_grant(
+        self,
+        change: AuditedChange,
+        request: AccessRequest,
+        approved_by: str,
+        approved_at: float,
+        options: frozenset[str],
+        window: tuple[float, float],
+    ) -> Grant:
+        """The one grant an approved profile request becomes (checked against the profile now)."""
+        assert request.profile is not None  # noqa: S101  only called for profile requests
+        profile = self._profile(change, request.profile)
+        try:
+            check_profile_fit(profile, request.login, options)
+        except UsageError as e:
+            raise RequestRefused(f"profile {profile.name} changed since the request: {e}") from e
+        return change.add_grant(
+            user_id=request.user_id,
+            target_id=None,
+            profile_id=profile.id,
+            login=request.login,
+            credset=profile.credset,
+            not_before=window[0],
+            not_after=window[1],
+            reason=f"request #{request.id}: {request.reason}",
+            requested_by=request.user_name,
+            approved_by=approved_by,
+            options=options,
+            now=approved_at,
+            state=GrantState.ACTIVE,
+            request_id=request.id,
+        )
+
+    def _new_profile_request(
+        self,
+        change: AuditedChange,
+        user: User,
+        kind: RequestKind,
+        name: str,
+        *,
+        duration: float,
+        login: str | None,
+        options: frozenset[str],
+        start_at: float | None,
+        reason: str,
+        now: float,
+        lapses_at: float,
+        client_addr: str | None,
+        extends_grant_id: int | None = None,
+    ) -> tuple[AccessRequest, RequestPolicy]:
+        """Check a new request naming a profile against its rules and store it (pending)."""
+        profile = self._profile(change, name)
+        policy = policy_for_profile(profile, self.config)
+        extending = kind is RequestKind.EXTEND  # the grant's own login and options
+        check_profile_request(
+            profile=profile, duration=duration, options=frozenset() if extending else options,
+            login=None if extending else login, policy=policy,
+        )  # fmt: skip
+        request = change.add_request(
+            user_id=user.id, kind=kind, targets=[], login=login, options=options,
+            duration=duration, start_at=start_at, reason=reason, now=now, lapses_at=lapses_at,
+            extends_grant_id=extends_grant_id, client_addr=client_addr, profile=profile.name,
+        )  # fmt: skip
+        return request, policy
 
     def _new_request(
         self,
@@ -251,30 +346,44 @@ class RequestFlow:
         self,
         user: User,
         *,
-        targets: Sequence[str],
+        targets: Sequence[str] = (),
         duration: float,
         reason: str,
         login: str | None = None,
         options: Sequence[str] = (),
         start_at: float | None = None,
         client_addr: str | None = None,
+        profile: str | None = None,
     ) -> Outcome:
-        """A request for access; approved at once by a matching auto-approve rule.
+        """A request for access to ``targets`` or under ``profile`` (one of the two);
+        approved at once by a matching auto-approve rule.
 
         Raises RequestRefused naming what the rules do not allow.
         """
         if not reason.strip():
             raise RequestRefused("say why with --reason (it goes to the approvers)")
+        if profile is not None and targets:
+            raise RequestRefused("name targets or a --profile, not both")
         now = self.clock()
+        subject = f"profile {profile}" if profile is not None else ",".join(targets)
         with self.store.audited_change(
-            user.name, actions.REQUEST_CREATED, ",".join(targets), now
+            user.name, actions.REQUEST_CREATED, subject, now
         ) as change:
             opts = frozenset(options)
-            request, policy = self._new_request(
-                change, user, RequestKind.ACCESS, targets, duration=duration, login=login,
-                options=opts, start_at=start_at, reason=reason, now=now,
-                lapses_at=now + self.config.pending_ttl, client_addr=client_addr,
+            common: dict[str, Any] = dict(
+                duration=duration, login=login, options=opts, start_at=start_at, reason=reason,
+                now=now, lapses_at=now + self.config.pending_ttl, client_addr=client_addr,
             )  # fmt: skip
+            if profile is not None:
+                request, policy = self._new_profile_request(
+                    change, user, RequestKind.ACCESS, profile, **common
+                )
+                reach = [t.name for t in change.reached(self._profile(change, profile))]
+                self._audit(change, profile=profile, reaches=reach)
+            else:
+                request, policy = self._new_request(
+                    change, user, RequestKind.ACCESS, targets, **common
+                )
             self._audit(
                 change, request=request.id, duration=duration, reason=reason,
                 options=sorted(opts), login=login, lapses_at=request.lapses_at,
@@ -291,7 +400,7 @@ class RequestFlow:
         for rule in self.config.auto_approve:
             if rule.matches(
                 user=user.name, groups=groups, targets=request.targets,
-                duration=request.duration, now=self.clock(),
+                duration=request.duration, now=self.clock(), profile=request.profile,
             ):  # fmt: skip
                 return rule.describe()
         return None
@@ -350,21 +459,25 @@ class RequestFlow:
             raise RequestRefused(f"you have no grant #{grant_id}; see 'ssh BASTION grants'")
         if grant.state_at(self.clock()) is not GrantState.ACTIVE:
             raise RequestRefused(f"grant #{grant_id} is no longer active; request new access")
-        if grant.target_name is None:
-            raise RequestRefused(
-                f"grant #{grant_id} is under profile {grant.profile_name}: ask for it again "
-                f"with 'request --profile {grant.profile_name} --for DURATION --reason ...'"
-            )
         now = self.clock()
+        subject = grant.target_name or f"profile {grant.profile_name}"
         with self.store.audited_change(
-            user.name, actions.REQUEST_CREATED, grant.target_name, now
+            user.name, actions.REQUEST_CREATED, subject, now
         ) as change:
-            request, policy = self._new_request(
-                change, user, RequestKind.EXTEND, [grant.target_name], duration=duration,
-                login=grant.login or grant.credset, options=grant.options, start_at=None,
-                reason=reason, now=now, lapses_at=now + self.config.pending_ttl,
+            common: dict[str, Any] = dict(
+                duration=duration, login=grant.login or grant.credset, options=grant.options,
+                start_at=None, reason=reason, now=now, lapses_at=now + self.config.pending_ttl,
                 client_addr=client_addr, extends_grant_id=grant.id,
             )  # fmt: skip
+            if grant.target_name is None:
+                assert grant.profile_name is not None  # noqa: S101  no target: a profile grant
+                request, policy = self._new_profile_request(
+                    change, user, RequestKind.EXTEND, grant.profile_name, **common
+                )
+            else:
+                request, policy = self._new_request(
+                    change, user, RequestKind.EXTEND, [grant.target_name], **common
+                )
             self._audit(
                 change, request=request.id, extends=grant.id, duration=duration, reason=reason
             )
@@ -378,9 +491,8 @@ class RequestFlow:
         grant = self.store.get_grant(grant_id)
         if grant is None or grant.user_id != user.id:
             raise RequestRefused(f"you have no grant #{grant_id}; see 'ssh BASTION grants'")
-        with self.store.audited_change(
-            user.name, actions.REQUEST_DROPPED, grant.target_name, now
-        ) as change:
+        subject = grant.target_name or f"profile {grant.profile_name}"
+        with self.store.audited_change(user.name, actions.REQUEST_DROPPED, subject, now) as change:
             try:
                 dropped = change.revoke_grant(grant_id, f"{user.name} (dropped)", now)
             except StoreError as e:
@@ -438,6 +550,12 @@ class RequestFlow:
             request = change.request(request_id)
             if request.state is RequestState.PENDING and request.lapses_at <= now:
                 raise RequestRefused(f"request #{request_id} lapsed; it can no longer be approved")
+            if request.profile is not None:  # approving a removed profile: say so first
+                profile = self._profile(change, request.profile)
+                self._audit(
+                    change, profile=profile.name,
+                    reaches=[t.name for t in change.reached(profile)],
+                )  # fmt: skip
             policy = self._policy(change, request)
             if not auto:
                 who = change.user(approver)
@@ -642,10 +760,28 @@ class RequestFlow:
             self._tell(RequestEvent("request.lapsed", request, "bastion", "lapsed"))
         return lapsed
 
+    def policy_of(self, request: AccessRequest) -> RequestPolicy:
+        """The policy ``request`` is decided under now (its profile's, or its targets')."""
+        if request.profile is not None:
+            profile = self.store.get_profile(request.profile)
+            if profile is not None:
+                return policy_for_profile(profile, self.config)
+            return policy_for([], self.config)
+        targets = [t for name in request.targets if (t := self.store.get_target(name))]
+        return policy_for(targets, self.config)
+
+    def reach_of(self, request: AccessRequest) -> tuple[str, ...]:
+        """What a profile request's profile reaches now (target names); () for others."""
+        if request.profile is None:
+            return ()
+        profile = self.store.get_profile(request.profile)
+        if profile is None:
+            return ()
+        return tuple(t.name for t in self.store.targets_reached_by(profile))
+
     def approvers_for(self, request: AccessRequest) -> tuple[str, ...]:
         """Who could approve ``request`` now (for the requester and listings)."""
-        targets = [t for name in request.targets if (t := self.store.get_target(name))]
-        return self._approvers(policy_for(targets, self.config), request.user_name)
+        return self._approvers(self.policy_of(request), request.user_name)
 
 
 def _without(request: AccessRequest, approver: str) -> AccessRequest:

@@ -49,6 +49,7 @@ def notification_of(event: RequestEvent, at: float) -> Notification:
         approvers=list(event.approvers),
         grants=d["grants"],
         not_after=d["not_after"],
+        **({"profile": r.profile} if r.profile is not None else {}),
     )
 
 

@@ -28,14 +28,23 @@ KNOWN_REQUEST_KEYS = frozenset(
         "auto_approve",
     }
 )
-KNOWN_RULE_KEYS = frozenset({"targets", "users", "groups", "hours", "timezone", "max"})
+KNOWN_RULE_KEYS = frozenset(
+    {"targets", "profiles", "users", "groups", "hours", "timezone", "max"}
+)
 
 
 @dataclass(frozen=True)
 class AutoApproveRule:
-    """Requests that match are approved by the bastion itself (announced like any approval)."""
+    """Requests that match are approved by the bastion itself (announced like any approval).
+
+    ``targets`` globs match requests for targets, ``profiles`` globs requests for an
+    access profile; a rule that names only ``profiles`` matches no target request,
+    and ``targets`` never match a profile request (what a profile reaches changes
+    with labels after approval, so a target glob cannot vouch for it).
+    """
 
     targets: tuple[str, ...] = ("*",)
+    profiles: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     hours: tuple[time, time] | None = None
@@ -44,15 +53,21 @@ class AutoApproveRule:
 
     def matches(
         self, *, user: str, groups: tuple[str, ...], targets: tuple[str, ...], duration: float,
-        now: float,
+        now: float, profile: str | None = None,
     ) -> bool:  # fmt: skip
-        """Does a request of ``user`` for ``targets`` lasting ``duration`` match at ``now``?"""
+        """Does a request of ``user`` for ``targets`` (or ``profile``) lasting ``duration``
+        match at ``now``?"""
         if duration > self.max:
             return False
         if self.users or self.groups:
             if user not in self.users and not set(groups) & set(self.groups):
                 return False
-        if not all(any(fnmatch.fnmatchcase(t, g) for g in self.targets) for t in targets):
+        if profile is not None:
+            if not any(fnmatch.fnmatchcase(profile, g) for g in self.profiles):
+                return False
+        elif not targets or not all(
+            any(fnmatch.fnmatchcase(t, g) for g in self.targets) for t in targets
+        ):
             return False
         if self.hours is not None:
             local = datetime.fromtimestamp(now, ZoneInfo(self.timezone)).time()
@@ -68,7 +83,8 @@ class AutoApproveRule:
             f" {self.hours[0]:%H:%M}-{self.hours[1]:%H:%M} {self.timezone}" if self.hours else ""
         )
         who = ",".join([*self.users, *(f"@{g}" for g in self.groups)]) or "anyone"
-        return f"auto-approve {','.join(self.targets)} for {who}{hours} up to {int(self.max)}s"
+        what = ",".join([*self.targets, *(f"profile {p}" for p in self.profiles)])
+        return f"auto-approve {what} for {who}{hours} up to {int(self.max)}s"
 
 
 @dataclass(frozen=True)
@@ -134,8 +150,10 @@ def _rule(raw: object, index: int) -> AutoApproveRule:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as e:
         raise ConfigError(f"{where}.timezone: unknown time zone {tz!r}") from e
+    profiles = _strings(raw, "profiles", where)
     return AutoApproveRule(
-        targets=_strings(raw, "targets", where) or ("*",),
+        targets=_strings(raw, "targets", where) or (() if profiles else ("*",)),
+        profiles=profiles,
         users=_strings(raw, "users", where),
         groups=_strings(raw, "groups", where),
         hours=_hours(raw.get("hours"), where),
@@ -187,6 +205,8 @@ break_glass_max = "30m"
 # Requests the bastion approves itself (announced and audited like any approval):
 # [[requests.auto_approve]]
 # targets = ["staging-*"]        # globs over target names
+# profiles = ["staging-web"]     # globs over access profile names (request --profile);
+#                                # target globs never match a profile request
 # groups = ["sre"]               # and/or users = ["alice"]
 # hours = "08:00-18:00"          # local time in `timezone`
 # timezone = "Europe/Berlin"

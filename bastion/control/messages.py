@@ -207,6 +207,10 @@ class RequestInfo:
     """A ``command`` request: the session that waits (watch it live)."""
     rule: str | None = None
     """A ``command`` request: the hold rule."""
+    profile: str | None = None
+    """The access profile asked for instead of targets (``targets`` is then empty)."""
+    reaches: tuple[str, ...] = ()
+    """For a profile request: the targets the profile reaches now."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +336,7 @@ def request_from_wire(body: object) -> RequestInfo:
         approvals.append(from_dict(ApprovalInfo, {**raw, "targets": _names(raw, "targets")}))
     fields["approvals"] = tuple(approvals)
     fields["history"] = tuple(from_dict(HistoryEntry, h) for h in _list(fields, "history") or ())
-    for key in ("targets", "options", "approvers"):
+    for key in ("targets", "options", "approvers", "reaches"):
         fields[key] = _names(fields, key) or ()
     grants = _list(fields, "grants") or []
     if not all(isinstance(g, int) and not isinstance(g, bool) for g in grants):

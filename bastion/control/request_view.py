@@ -28,13 +28,14 @@ __all__ = ["history_of", "list_requests", "may_watch_held", "request_info", "req
 def _asked(r: AccessRequest) -> str:
     if r.held is not None:
         return f"ran {r.held.kind} {r.held.text!r}, held for approval: {r.reason}"
+    names = f"profile {r.profile}" if r.profile is not None else ",".join(r.targets)
     if r.kind is RequestKind.EXTEND:
         return f"asked to extend grant #{r.extends_grant_id} by {format_duration(r.duration)}"
     what = "broke glass on" if r.kind is RequestKind.BREAK_GLASS else "asked for"
     extra = f" as {r.login}" if r.login else ""
     if r.options:
         extra += f" with {','.join(sorted(r.options))}"
-    return f"{what} {','.join(r.targets)}{extra} for {format_duration(r.duration)}: {r.reason}"
+    return f"{what} {names}{extra} for {format_duration(r.duration)}: {r.reason}"
 
 
 def history_of(r: AccessRequest) -> tuple[HistoryEntry, ...]:
@@ -63,8 +64,15 @@ def history_of(r: AccessRequest) -> tuple[HistoryEntry, ...]:
     return tuple(sorted(steps, key=lambda h: h.at))
 
 
-def request_info(r: AccessRequest, *, approvers: tuple[str, ...], needed: int) -> RequestInfo:
-    """``r`` on the wire, with who may still approve it and how many approvals it lacks."""
+def request_info(
+    r: AccessRequest,
+    *,
+    approvers: tuple[str, ...],
+    needed: int,
+    reaches: tuple[str, ...] = (),
+) -> RequestInfo:
+    """``r`` on the wire, with who may still approve it and how many approvals it lacks
+    (and for a profile request, what the profile reaches now)."""
     return RequestInfo(
         id=r.id,
         kind=r.kind.value,
@@ -93,20 +101,22 @@ def request_info(r: AccessRequest, *, approvers: tuple[str, ...], needed: int) -
         held_kind=r.held.kind if r.held else None,
         session_id=r.held.session_id if r.held else None,
         rule=r.held.rule if r.held else None,
+        profile=r.profile,
+        reaches=reaches,
     )
 
 
 def request_of(flow: RequestFlow, r: AccessRequest) -> RequestInfo:
     """``request_info`` with the policy looked up: pending ones get who may still approve
     (not those who already did) and how many approvals are missing."""
+    reaches = flow.reach_of(r)
     if r.state is not RequestState.PENDING:
-        return request_info(r, approvers=(), needed=0)
-    targets = [t for name in r.targets if (t := flow.store.get_target(name)) is not None]
-    policy = policy_for(targets, flow.config)
+        return request_info(r, approvers=(), needed=0, reaches=reaches)
+    policy = flow.policy_of(r)
     needed = max(0, policy.approvals - distinct_approvers(r.approvals))
     done = {a.approver for a in r.approvals}
     still = tuple(name for name in flow.approvers_for(r) if name not in done)
-    return request_info(r, approvers=still, needed=needed)
+    return request_info(r, approvers=still, needed=needed, reaches=reaches)
 
 
 def list_requests(flow: RequestFlow, *, pending_only: bool, limit: int) -> list[RequestInfo]:

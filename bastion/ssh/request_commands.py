@@ -15,7 +15,7 @@ to the next option, and quotes are honoured when they survive (``"'a b'"``).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bastion.errors import UsageError
@@ -31,6 +31,8 @@ USAGE = """\
 usage:
   ssh USER@BASTION request TARGET[,TARGET...] --for DURATION --reason TEXT
                    [--login L] [--allow scp,sftp,port-forward,agent] [--start TIME] [--wait]
+  ssh USER@BASTION request --profile PROFILE --for DURATION --reason TEXT
+                   [--login L] [--allow ...] [--start TIME] [--wait]
   ssh USER@BASTION request --extend GRANT_ID --for DURATION --reason TEXT [--wait]
   ssh USER@BASTION request TARGET --break-glass --reason TEXT [--for DURATION]
   ssh USER@BASTION requests                 your requests, newest first
@@ -42,11 +44,14 @@ usage:
 
 HELP = """\
   ssh alice@BASTION request web1 --for 2h --reason fix nginx   ask for access
+  ssh alice@BASTION request --profile prod-db --for 1h --reason ...   (an access profile)
   ssh alice@BASTION requests        your requests; approvers: requests --pending,
                                     approve ID, deny ID --reason TEXT
 """
 
-_VALUE_OPTIONS = frozenset({"--for", "--login", "--allow", "--start", "--extend", "--targets"})
+_VALUE_OPTIONS = frozenset(
+    {"--for", "--login", "--allow", "--start", "--extend", "--targets", "--profile"}
+)
 _TEXT_OPTIONS = frozenset({"--reason"})
 _FLAGS = frozenset({"--wait", "--break-glass", "--pending"})
 
@@ -66,7 +71,8 @@ def usage_error(message: str) -> CommandError:
 
 @dataclass(frozen=True)
 class NewRequest:
-    """``request TARGET[,TARGET...] ...`` (also ``--break-glass``)."""
+    """``request TARGET[,TARGET...] ...`` (also ``--break-glass``), or ``request --profile P ...``
+    (``targets`` then empty)."""
 
     targets: tuple[str, ...]
     duration: float | None
@@ -76,6 +82,7 @@ class NewRequest:
     start_at: float | None = None
     wait: bool = False
     break_glass: bool = False
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,19 @@ def parse(command: str, text: str, now: float) -> Command:
     raise usage_error(f"unknown command '{command}'")
 
 
+def _what_asked(positional: list[str], profile: str | None, break_glass: bool) -> tuple[str, ...]:
+    """The targets named, or () with a valid ``--profile`` (never both)."""
+    if profile is None:
+        return _names(_one(positional, "TARGET[,TARGET...]", "request"), "target")
+    if positional:
+        raise usage_error(f"name targets or a --profile, not both (got: {' '.join(positional)})")
+    if not valid_name(profile):
+        raise usage_error(f"'{profile}' is not a profile name")
+    if break_glass:
+        raise usage_error("--break-glass names targets, not a --profile")
+    return ()
+
+
 def _parse_request(words: list[str], now: float) -> NewRequest | ExtendRequest:
     allowed = _VALUE_OPTIONS - {"--targets"} | _TEXT_OPTIONS | {"--wait", "--break-glass"}
     positional, opts = _options("request", words, allowed)
@@ -253,7 +273,8 @@ def _parse_request(words: list[str], now: float) -> NewRequest | ExtendRequest:
         if "--for" not in opts:
             raise usage_error("say how much longer with --for DURATION, e.g. --for 1h")
         return ExtendRequest(_id(opts["--extend"], "grant"), _duration(opts["--for"]), reason, wait)
-    targets = _names(_one(positional, "TARGET[,TARGET...]", "request"), "target")
+    profile = opts.get("--profile")
+    targets = _what_asked(positional, profile, "--break-glass" in opts)
     login = opts.get("--login")
     if login is not None and not valid_name(login):
         raise usage_error(f"'{login}' is not a login name")
@@ -271,34 +292,49 @@ def _parse_request(words: list[str], now: float) -> NewRequest | ExtendRequest:
             start_at = parse_time(opts["--start"], now)
         except UsageError as e:
             raise usage_error(str(e)) from e
-    return NewRequest(targets, duration, reason, login, options, start_at, wait)
+    return NewRequest(targets, duration, reason, login, options, start_at, wait, profile=profile)
 
 
 # --- what is shown -----------------------------------------------------------------------
 
 
 def grant_lines(grants: Sequence[Grant]) -> list[str]:
-    """One line per grant: id, target, login, end, options."""
+    """One line per grant: id, target (or profile), login, end, options."""
     return [
-        f"  grant #{g.id}  {g.target_name} as {g.login or g.credset or '-'}"
+        f"  grant #{g.id}  {g.target_name or f'profile {g.profile_name}'}"
+        f" as {g.login or g.credset or '-'}"
         f"  until {format_time(g.not_after)}"
         + (f"  ({','.join(sorted(g.options))})" if g.options else "")
         for g in grants
     ]
 
 
-def _what(r: AccessRequest) -> str:
+def asked_for(r: AccessRequest) -> str:
+    """What a request names: its targets, or ``profile NAME``."""
+    return f"profile {r.profile}" if r.profile is not None else ",".join(r.targets)
+
+
+def reach_text(reach: Sequence[str] | None) -> str:
+    """`` (reaches now: a, b)`` for a profile request's listing; empty when not known."""
+    if reach is None:
+        return ""
+    return f" (reaches now: {', '.join(reach) or 'nothing'})"
+
+
+def _what(r: AccessRequest, reach: Sequence[str] | None = None) -> str:
     if r.held is not None:
         h, login = r.held, f" as {r.login}" if r.login else ""
         return f"{h.kind} on {r.targets[0]}{login}: {h.text!r} (session {h.session_id})"
     if r.kind is RequestKind.EXTEND:
-        return (
-            f"extend grant #{r.extends_grant_id} ({r.targets[0]}) by {format_duration(r.duration)}"
-        )
+        by = format_duration(r.duration)
+        return f"extend grant #{r.extends_grant_id} ({asked_for(r)}) by {by}"
     login = f" as {r.login}" if r.login else ""
     opts = f" with {','.join(sorted(r.options))}" if r.options else ""
     start = f" from {format_time(r.start_at)}" if r.start_at else ""
-    return f"{','.join(r.targets)}{login} for {format_duration(r.duration)}{start}{opts}"
+    return (
+        f"{asked_for(r)}{reach_text(reach)}{login} for {format_duration(r.duration)}"
+        f"{start}{opts}"
+    )
 
 
 def approvers_line(approvers: Sequence[str], needed: int) -> str:
@@ -310,18 +346,25 @@ def approvers_line(approvers: Sequence[str], needed: int) -> str:
 
 
 def created_text(
-    request: AccessRequest, grants: Sequence[Grant], approvers: Sequence[str], needed: int
+    request: AccessRequest,
+    grants: Sequence[Grant],
+    approvers: Sequence[str],
+    needed: int,
+    reach: Sequence[str] | None = None,
 ) -> str:
-    """After ``request``: pending (who decides, when it lapses) or approved at once."""
+    """After ``request``: pending (who decides, when it lapses) or approved at once.
+
+    ``reach``: what a profile request's profile reaches now, shown with it.
+    """
     if request.state is RequestState.APPROVED:
         lines = [
-            f"request #{request.id} approved at once: {_what(request)}",
+            f"request #{request.id} approved at once: {_what(request, reach)}",
             f"  by rule: {request.decision_reason or request.decided_by}",
             *grant_lines(grants),
         ]
     else:
         lines = [
-            f"request #{request.id} pending: {_what(request)}",
+            f"request #{request.id} pending: {_what(request, reach)}",
             approvers_line(approvers, needed),
             f"lapses at {format_time(request.lapses_at)} if nobody decides",
             "the clock starts at approval; see 'requests' for its state",
@@ -386,15 +429,20 @@ def own_requests_text(requests: Sequence[AccessRequest]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pending_text(requests: Sequence[tuple[AccessRequest, int]]) -> str:
-    """``requests --pending``: what the approver may decide, with approvals so far."""
+def pending_text(
+    requests: Sequence[tuple[AccessRequest, int]],
+    reaches: Mapping[int, Sequence[str]] | None = None,
+) -> str:
+    """``requests --pending``: what the approver may decide, with approvals so far
+    (and, for a profile request, what the profile reaches now: ``reaches`` by id)."""
     if not requests:
         return "no pending requests you can decide\n"
     lines = []
     for r, needed in requests:
         have = len({a.approver for a in r.approvals})
+        reach = (reaches or {}).get(r.id)
         lines.append(
-            f"#{r.id}\t{r.user_name}\t{_what(r)}\tapprovals {have}/{needed}"
+            f"#{r.id}\t{r.user_name}\t{_what(r, reach)}\tapprovals {have}/{needed}"
             f"\tlapses {format_time(r.lapses_at)}\treason: {r.reason}"
         )
     return "\n".join(lines) + "\n"
@@ -429,4 +477,5 @@ def deny_text(request: AccessRequest) -> str:
 
 def drop_text(grant: Grant) -> str:
     """After ``drop``."""
-    return f"grant #{grant.id} ({grant.target_name}) dropped; live sessions on it end now\n"
+    what = grant.target_name or f"profile {grant.profile_name}"
+    return f"grant #{grant.id} ({what}) dropped; live sessions on it end now\n"

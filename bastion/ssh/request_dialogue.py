@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bastion.access_requests import APPROVER_ROLES, RequestRefused, approver_allowed, policy_for
+from bastion.access_requests import APPROVER_ROLES, RequestRefused, approver_allowed
 from bastion.errors import StoreError
 from bastion.request_flow import RequestFlow
 from bastion.service import BastionNode
@@ -49,7 +49,7 @@ def decidable_by(flow: RequestFlow, approver: User) -> list[tuple[AccessRequest,
     for r in store.list_requests(state=RequestState.PENDING):
         if r.lapses_at <= now:
             continue
-        policy = policy_for([t for n in r.targets if (t := store.get_target(n))], flow.config)
+        policy = flow.policy_of(r)
         try:
             approver_allowed(approver, groups, r, policy)
         except RequestRefused:
@@ -109,12 +109,19 @@ class RequestDialogue:
         out = await self.node.call(
             flow.create, user, targets=cmd.targets, duration=cmd.duration, reason=cmd.reason,
             login=cmd.login, options=cmd.options, start_at=cmd.start_at,
-            client_addr=self.client_addr,
+            client_addr=self.client_addr, profile=cmd.profile,
         )  # fmt: skip
-        self.write(created_text(out.request, out.grants, out.approvers, out.needed))
+        reach = await self._reach(out.request)
+        self.write(created_text(out.request, out.grants, out.approvers, out.needed, reach))
         if cmd.wait and out.request.state is RequestState.PENDING:
             return await self._wait(out.request.id)
         return 0
+
+    async def _reach(self, request: AccessRequest) -> tuple[str, ...] | None:
+        """What a profile request's profile reaches now (None for a target request)."""
+        if request.profile is None:
+            return None
+        return await self.node.call(self.node.requests.reach_of, request)
 
     async def _extend(self, cmd: ExtendRequest) -> int:
         out = await self.node.call(
@@ -159,7 +166,9 @@ class RequestDialogue:
                 f"{self.user.name} is not an approver (role {self.user.role.value}); "
                 "see your own requests with 'requests'"
             )
-        self.write(pending_text(await self.node.call(decidable_by, self.node.requests, self.user)))
+        found = await self.node.call(decidable_by, self.node.requests, self.user)
+        reaches = {r.id: reach for r, _ in found if (reach := await self._reach(r)) is not None}
+        self.write(pending_text(found, reaches))
         return 0
 
     async def _approve(self, cmd: Approve) -> int:

@@ -27,7 +27,7 @@ from bastion.ssh.menu import USAGE, LineInput, choose, render_menu
 from bastion.ssh.request_commands import COMMANDS as REQUEST_COMMANDS
 from bastion.ssh.request_commands import CommandError
 from bastion.ssh.request_dialogue import RequestDialogue
-from bastion.store.models import Grant, Target, User
+from bastion.store.models import Grant, Target, TargetKind, User
 
 DB_TOKEN_USAGE = "usage: ssh USER@BASTION db-token TARGET [CREDSET]\n"  # noqa: S105  help text
 DB_TOKEN_HELP = "  ssh alice@BASTION db-token DB     password for psql (DB [CREDSET])\n"  # noqa: S105  help text
@@ -177,11 +177,27 @@ class TargetChoice:
         port = pg.listen[1] if pg.listen is not None else 6432
         return host, port
 
+    async def _databases(self) -> str:
+        """The databases a token can be had for now, directly or through a profile grant."""
+        grants = await self._live_grants()
+        targets = await self.node.call(self.node.store.list_targets)
+        databases = {t.id for t in targets if t.kind is TargetKind.POSTGRES}
+        lines = [
+            f"  {g.target_name} {g.credset or '-'}\tgrant #{g.id} until {format_time(g.not_after)}"
+            + (f"\tprofile {g.profile_name}" if g.profile_name else "")
+            for g in grants
+            if g.target_id in databases
+        ]
+        if not lines:
+            return "no database grants now\n"
+        return "databases you can get a token for now (TARGET CREDSET):\n" + "\n".join(lines) + "\n"
+
     async def _db_token(self, args: list[str]) -> None:
         """``db-token TARGET [CREDSET]``: issue a database token, print it and how to use it."""
         node, user = self.node, self.ctx.user
         if not 1 <= len(args) <= 2 or not all(valid_name(a) for a in args):
-            raise Refusal("builtin", "bastion: " + DB_TOKEN_USAGE.replace("\n", "\r\n"), 2)
+            text = DB_TOKEN_USAGE + (await self._databases() if not args else "")
+            raise Refusal("builtin", "bastion: " + text.replace("\n", "\r\n"), 2)
         target_name, credset = args[0], (args[1] if len(args) > 1 else None)
         ttl = node.config.postgres.token_ttl
         try:

@@ -91,6 +91,10 @@ class AuditedChange:
         """The live profile named ``name``; raises NotFound."""
         return self._store._live_profile(self._tx, name)
 
+    def reached(self, profile: Profile) -> list[Target]:
+        """Live targets ``profile``'s selector matches now (see ``Store.targets_reached_by``)."""
+        return self._store._reached_tx(self._tx, profile)
+
     def add_profile(self, **fields: Any) -> Profile:
         """Create a profile (see ``Store.add_profile``)."""
         return self._store._add_profile_tx(self._tx, **fields)

@@ -19,7 +19,7 @@ from bastion.errors import AlreadyExists, NotFound, StoreError
 from bastion.profiles import Selector, check_key, check_value
 from bastion.store import rows
 from bastion.store.backends import Backend, Tx
-from bastion.store.models import GRANT_OPTIONS, Grant, Profile, Target
+from bastion.store.models import GRANT_OPTIONS, Grant, Profile, Target, TargetKind
 
 if TYPE_CHECKING:
     from bastion.secretbox import SecretBox
@@ -312,6 +312,9 @@ class Profiles:
 
         A grant without its own login gets one view per login of its profile
         (none: the target's default), so admission picks among them as usual.
+        A database target gets one view with no login; its credential set is the
+        grant's, or the target's only one when the grant names none (as for a
+        request naming the target, ``RequestFlow._login_for``).
         """
         by_profile: dict[int, Profile] = {}
         for pid in sorted({g.profile_id for g in grants if g.profile_id is not None}):
@@ -332,6 +335,10 @@ class Profiles:
             selector = Selector.parse(profile.selector)
             for t in candidates:
                 if not selector.matches(t.labels):
+                    continue
+                if t.kind is TargetKind.POSTGRES:
+                    only = t.credsets[0].name if len(t.credsets) == 1 else None
+                    views.append(replace(_view(g, t, None), credset=g.credset or only))
                     continue
                 logins: Sequence[str | None] = (
                     [g.login] if g.login is not None else (profile.logins or [None])

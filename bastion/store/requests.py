@@ -28,7 +28,7 @@ _REQUEST_SELECT = (
     "SELECT r.id, r.user_id, u.name AS user_name, r.kind, r.targets, r.login, r.options,"
     " r.duration, r.start_at, r.reason, r.state, r.extends_grant_id, r.created_at,"
     " r.lapses_at, r.decided_at, r.decided_by, r.decision_reason, r.reviewed_at,"
-    " r.reviewed_by, r.review_note, r.client_addr,"
+    " r.reviewed_by, r.review_note, r.client_addr, r.profile,"
     " r.held_kind, r.held_text, r.held_session, r.held_rule"
     " FROM access_requests r JOIN users u ON u.id = r.user_id"
 )
@@ -107,6 +107,7 @@ class Requests:
             approvals=self._approvals(tx, request_id),
             grant_ids=grant_ids,
             held=_held(r),
+            profile=r["profile"],
         )
 
     def _request_tx(self, tx: Tx, request_id: int) -> AccessRequest:
@@ -166,14 +167,15 @@ class Requests:
         extends_grant_id: int | None = None,
         client_addr: str | None = None,
         held: HeldCommand | None = None,
+        profile: str | None = None,
     ) -> AccessRequest:
         if duration <= 0:
             raise StoreError("a request's duration must be positive")
         request_id = tx.insert(
             "INSERT INTO access_requests (user_id, kind, targets, login, options, duration,"
             " start_at, reason, state, extends_grant_id, created_at, lapses_at, client_addr,"
-            " held_kind, held_text, held_session, held_rule)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " held_kind, held_text, held_session, held_rule, profile)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 user_id,
                 RequestKind(kind).value,
@@ -192,6 +194,7 @@ class Requests:
                 held.text if held else None,
                 held.session_id if held else None,
                 held.rule if held else None,
+                profile,
             ],
         )
         return self._request_tx(tx, request_id)

@@ -52,7 +52,8 @@ _PENDING = Text("PENDING", style="bold black on yellow")
 
 def request_row(r: RequestInfo) -> tuple[Text, ...]:
     """The table cells of one request."""
-    what = f"+#{r.extends_grant}" if r.kind == "extend" else ",".join(r.targets)
+    asked = f"@{r.profile}" if r.profile else ",".join(r.targets)
+    what = f"+#{r.extends_grant}" if r.kind == "extend" else asked
     state = _PENDING if r.state == "pending" else Text(r.state)
     if r.kind == "break-glass":
         state = Text("GLASS", style="bold white on dark_red")
@@ -181,7 +182,8 @@ class RequestsScreen(Screen[None]):
         r = self._pending_selected()
         if r is None:
             return
-        title = f"Approve request #{r.id}: {r.requester} → {','.join(r.targets)}?"
+        asked = f"profile {r.profile}" if r.profile else ",".join(r.targets)
+        title = f"Approve request #{r.id}: {r.requester} → {asked}?"
 
         def done(choice: ApproveChoice | None) -> None:
             if choice is not None:

@@ -21,7 +21,8 @@ _HISTORY_KEEP = 6
 
 def describe_request(r: RequestInfo, now: float) -> Text:
     """The pane's text for ``r`` (``now`` says how long until a pending one lapses)."""
-    what = f"extend grant #{r.extends_grant}" if r.kind == "extend" else ",".join(r.targets)
+    asked = f"profile {r.profile}" if r.profile else ",".join(r.targets)
+    what = f"extend grant #{r.extends_grant}" if r.kind == "extend" else asked
     head = f"#{r.id} {r.kind} · {r.requester} → {what}"
     if r.login:
         head += f" as {r.login}"
@@ -37,6 +38,9 @@ def describe_request(r: RequestInfo, now: float) -> Text:
         text.append(f"\nsession {r.session_id} (w: watch it live)", style="dim")
     text.append("\nreason: ", style="dim")
     text.append(one_line(r.reason, 500))
+    if r.profile:
+        text.append(f"\nprofile {r.profile} reaches now: ", style="dim")
+        text.append(one_line(", ".join(r.reaches) or "nothing", 300))
     if r.state == "pending":
         left = max(0.0, r.lapses_at - now)
         text.append(f"\nlapses in {format_duration(left)} ({format_when(r.lapses_at)})", "dim")
