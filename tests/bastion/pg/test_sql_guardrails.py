@@ -46,7 +46,8 @@ RULES = [
     ("try-secret", "--sql", "select", "--tables", "secret_*", "--action", "deny", "--shadow"),
 ]
 
-PROGRAM_FLAG = Path(f"/tmp/bastion-sqlguard-{secrets.token_hex(4)}")  # never created
+# The same path in every xdist worker (parameter ids must match); removed before use.
+PROGRAM_FLAG = Path("/tmp/bastion-sqlguard-copy-program-ran")
 
 #: (SQL text, the rule that denies it or None when it runs)
 CASES: list[tuple[str, str | None]] = [
@@ -142,6 +143,7 @@ class Db:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory, pg_server: PgServer) -> Iterator[Db]:
     h = make_harness(tmp_path_factory.mktemp("sqlguard"))
+    PROGRAM_FLAG.unlink(missing_ok=True)
     try:
         for args in RULES:
             r = h.cli("policy", "add", *args)
