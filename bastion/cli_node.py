@@ -49,10 +49,10 @@ def ensure_keys(config: Config) -> list[str]:
         made.append(f"SSH host key      {config.ssh.host_key}")
     pg = config.postgres
     if not pg.tls_cert.exists() and not pg.tls_key.exists():
-        from bastion.pg.tls_cert import make_self_signed
+        from bastion.pg.tls_cert import make_node_certificate
 
-        make_self_signed(pg.tls_cert, pg.tls_key, pg.public_host or None)
-        made.append(f"PostgreSQL TLS    {pg.tls_cert}")
+        ca = make_node_certificate(pg.tls_cert, pg.tls_key, pg.public_host or None)
+        made.append(f"PostgreSQL TLS    {pg.tls_cert} (clients trust {ca})")
     if not config.ca_key.exists():
         CertificateAuthority.generate(config.ca_key)
         made.append(f"user CA key       {config.ca_key}")

@@ -25,6 +25,13 @@ from bastion.policy_config import CONFIG_TEMPLATE_SECTION as POLICY_TEMPLATE
 from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
+from bastion.ssh.algorithms import (
+    DEFAULT_CIPHERS,
+    DEFAULT_HOST_KEY_ALGORITHMS,
+    DEFAULT_KEX_ALGORITHMS,
+    DEFAULT_MACS,
+    check_algorithms,
+)
 from bastion.users_config import CONFIG_TEMPLATE_SECTION as USERS_TEMPLATE
 from bastion.users_config import KNOWN_USERS_KEYS, UsersConfig, parse_users
 
@@ -45,15 +52,13 @@ class SshConfig:
     source_addresses: tuple[str, ...] = ()
     connect_timeout: float = 10.0
     max_startups: int = 100
-    ciphers: tuple[str, ...] = (
-        "aes128-gcm@openssh.com",
-        "aes256-gcm@openssh.com",
-        "aes128-ctr",
-        "aes192-ctr",
-        "aes256-ctr",
-    )
+    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
     """Ciphers offered to contractors. chacha20-poly1305 is left out by default: in
     asyncssh it costs about 40 % of relay throughput (new cipher objects per packet)."""
+    kex_algorithms: tuple[str, ...] = DEFAULT_KEX_ALGORITHMS
+    """Key exchanges offered: no SHA-1, no group exchange (see bastion.ssh.algorithms)."""
+    macs: tuple[str, ...] = DEFAULT_MACS
+    host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "source_addresses",
             "connect_timeout",
             "ciphers",
+            "kex_algorithms",
+            "macs",
+            "host_key_algorithms",
         }
     ),
     "postgres": frozenset(
@@ -303,6 +311,11 @@ def _strings(
     return tuple(value)
 
 
+def _algorithms(ssh: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """An ``[ssh]`` algorithm list, each name checked against the installed asyncssh."""
+    return check_algorithms(key, _strings(ssh, key, default, f"ssh.{key}"))
+
+
 def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
     listen = pg.get("listen", "0.0.0.0:6432")
     require_tls = pg.get("require_tls", True)
@@ -431,7 +444,12 @@ def load_config(path: Path | str | None = None) -> Config:
             source_addresses=tuple(sources),
             connect_timeout=_number(ssh, "connect_timeout", 10, "ssh.connect_timeout"),
             max_startups=int(_number(ssh, "max_startups", 100, "ssh.max_startups")),
-            ciphers=_strings(ssh, "ciphers", SshConfig.ciphers, "ssh.ciphers"),
+            ciphers=_algorithms(ssh, "ciphers", SshConfig.ciphers),
+            kex_algorithms=_algorithms(ssh, "kex_algorithms", SshConfig.kex_algorithms),
+            macs=_algorithms(ssh, "macs", SshConfig.macs),
+            host_key_algorithms=_algorithms(
+                ssh, "host_key_algorithms", SshConfig.host_key_algorithms
+            ),
         ),
         postgres=_postgres(pg, base),
         control=_control(_section(data, "control"), base),
@@ -520,11 +538,22 @@ certificate_backdate = 30
 # node uses to reach the target (found per connection).
 source_addresses = []
 connect_timeout = 10
-# Ciphers offered to contractors' clients (the client picks the first of its own
-# list that is offered). chacha20-poly1305@openssh.com works too but relays about
-# 40 % slower in asyncssh; add it only for clients that have nothing else.
-ciphers = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
-           "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+# Algorithms offered to contractors' clients (the client picks the first of its
+# own list that is offered). Names are checked against what this node's asyncssh
+# implements; an unknown one is an error that lists the choices.
+# Ciphers: chacha20-poly1305@openssh.com works too but relays about 40 % slower
+# in asyncssh; add it only for clients that have nothing else.
+ciphers = {ciphers}
+# Key exchange: no SHA-1, no small or negotiated (group-exchange) DH groups, no
+# NIST curves; post-quantum hybrids first where this asyncssh implements them
+# (sntrup761x25519 needs liboqs). The two large fixed DH groups are for clients
+# without X25519 (OpenSSH in FIPS mode).
+kex_algorithms = {kex_algorithms}
+# MACs: encrypt-then-MAC only (the AES-GCM ciphers need none).
+macs = {macs}
+# Signatures the host key may make: no ssh-rsa (SHA-1), no NIST curves. Only
+# those the host_key file can make are offered (an Ed25519 key: ssh-ed25519).
+host_key_algorithms = {host_key_algorithms}
 
 [postgres]
 # Contractor-facing PostgreSQL listener (empty: none). Clients log in with
@@ -624,4 +653,16 @@ poll_interval = 0.5
 
 def render_config(node: str, listen: str) -> str:
     """The commented default config ``bastion init`` writes."""
-    return CONFIG_TEMPLATE.format(node=node, listen=listen)
+    return CONFIG_TEMPLATE.format(
+        node=node,
+        listen=listen,
+        ciphers=_toml_list(DEFAULT_CIPHERS),
+        kex_algorithms=_toml_list(DEFAULT_KEX_ALGORITHMS),
+        macs=_toml_list(DEFAULT_MACS),
+        host_key_algorithms=_toml_list(DEFAULT_HOST_KEY_ALGORITHMS),
+    )
+
+
+def _toml_list(names: tuple[str, ...]) -> str:
+    """A TOML array of strings, one per line (the algorithm defaults)."""
+    return "[\n" + "".join(f'    "{n}",\n' for n in names) + "]"

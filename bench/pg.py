@@ -127,9 +127,9 @@ def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool)
         f"pidfile = {base / 'pgbouncer.pid'}",
     ]
     if tls:
-        from bastion.pg.tls_cert import make_self_signed
+        from bastion.pg.tls_cert import make_node_certificate
 
-        make_self_signed(base / "tls.crt", base / "tls.key", "localhost")
+        make_node_certificate(base / "tls.crt", base / "tls.key", "localhost")
         lines += [
             "client_tls_sslmode = require",
             f"client_tls_cert_file = {base / 'tls.crt'}",
@@ -172,11 +172,11 @@ def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool)
 @contextmanager
 def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
     """``bench/pg_floor_relay.py`` in front of ``server``; yields its port."""
-    from bastion.pg.tls_cert import make_self_signed
+    from bastion.pg.tls_cert import make_node_certificate
 
     base = work / "floor"
     base.mkdir()
-    make_self_signed(base / "tls.crt", base / "tls.key", "localhost")
+    make_node_certificate(base / "tls.crt", base / "tls.key", "localhost")
     port = free_port()
     script = Path(__file__).with_name("pg_floor_relay.py")
     proc = subprocess.Popen(

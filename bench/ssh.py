@@ -270,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{res.shell_start * 1000:.0f} ms here\n(bash sources ~/.bashrc for sshd)."
     )
     print("Stock: each client's defaults (OpenSSH 9.x to sshd: sntrup761x25519-sha512; asyncssh")
-    print("has no sntrup761/ML-KEM without liboqs, so the bastion's two legs use curve25519).")
+    print("has ML-KEM but no sntrup761 without liboqs, OpenSSH 9.2 the reverse: the bastion's")
+    print("two legs use curve25519).")
     print("Ratios are bastion / ProxyJump between medians of the same run; the peers were")
     print("interleaved round by round. The asyncssh floor is a minimal asyncssh relay with")
     print("the node's loop, ciphers and asyncssh settings and nothing else (no recording),")

@@ -203,6 +203,8 @@ async def _floor_serve(spec: dict[str, object]) -> None:  # noqa: C901  a linear
         encoding=None,
         line_editor=False,
         encryption_algs=list(server_ciphers),
+        kex_algs=list(SshConfig().kex_algorithms),
+        mac_algs=list(SshConfig().macs),
     )
     async with server:
         await server.wait_closed()

@@ -563,8 +563,8 @@ class ControlServer:
 async def start_control(node: BastionNode) -> ControlServer:
     """Open the listeners ``[control]`` asks for (socket, optional TCP+TLS) and log them.
 
-    A missing TLS certificate for the TCP listener is made self-signed (like the
-    PostgreSQL listener's); clients then pass it as ``cafile``.
+    A missing TLS certificate for the TCP listener is made like the PostgreSQL
+    listener's; clients then pass its CA (``control_tls_ca.crt``) as ``cafile``.
     """
     control = ControlServer(node)
     cfg = node.config.control
@@ -574,9 +574,9 @@ async def start_control(node: BastionNode) -> ControlServer:
         print(f"bastion: control socket {cfg.socket}", flush=True)
     if cfg.listen is not None:
         if not cfg.tls_cert.exists() and not cfg.tls_key.exists():
-            from bastion.pg.tls_cert import make_self_signed
+            from bastion.pg.tls_cert import make_node_certificate
 
-            make_self_signed(cfg.tls_cert, cfg.tls_key, None)
+            make_node_certificate(cfg.tls_cert, cfg.tls_key, None)
         await control.start_tcp(*cfg.listen, cfg.tls_cert, cfg.tls_key)
         print(f"bastion: control API (TLS) on {cfg.listen[0]}:{cfg.listen[1]}", flush=True)
     return control

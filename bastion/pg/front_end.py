@@ -19,11 +19,12 @@ from bastion.errors import ConfigError
 from bastion.pg.cancel import CancelRoutes
 from bastion.pg.masking import Masking
 from bastion.pg.query_log import MaskRules
+from bastion.pg.tls_cert import ca_path, legacy_self_signed
 from bastion.service import BastionNode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Peer", "PgFrontEnd", "server_tls_context"]
+__all__ = ["TLS12_CIPHERS", "Peer", "PgFrontEnd", "server_tls_context"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Peer:
 
     client_addr: str
     tls: bool
+
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+"""TLS 1.2 suites: forward-secret AEAD only (no CBC, no RSA key exchange). TLS 1.3's
+own suites are all AEAD and are not affected by this string."""
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -44,6 +50,7 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
             )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except ssl.SSLError as e:
@@ -60,6 +67,14 @@ class PgFrontEnd:
         cfg = self.config
         if cfg.tls_cert.exists() or cfg.require_tls:
             self.tls: ssl.SSLContext | None = server_tls_context(cfg.tls_cert, cfg.tls_key)
+            if legacy_self_signed(cfg.tls_cert):
+                log.warning(
+                    "%s is a self-signed CA certificate from an older 'bastion init': strict "
+                    "TLS clients refuse it. Move it and its key aside and run 'bastion init' "
+                    "again for a leaf and %s to give verify-full clients (README, Databases)",
+                    cfg.tls_cert,
+                    ca_path(cfg.tls_cert),
+                )
         else:
             self.tls = None
             log.warning("PostgreSQL listener without TLS: tokens travel in cleartext")

@@ -18,6 +18,7 @@ from bastion.engagements import banner_line as engagement_banner
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
+from bastion.ssh.algorithms import USER_SIGNATURE_ALGORITHMS, offered_host_keys
 from bastion.ssh.forwarding import ForwardingContext, open_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.session import RelaySession
@@ -342,9 +343,15 @@ async def start_ssh_listener(
         keepalive_interval=60,
         keepalive_count_max=3,
         encryption_algs=list(cfg.ciphers),
+        kex_algs=list(cfg.kex_algorithms),
+        mac_algs=list(cfg.macs),
+        signature_algs=list(USER_SIGNATURE_ALGORITHMS),
         # Our menu reads lines itself; asyncssh's line editor (inactive with bytes
         # channels) would only wrap every channel callback in one more call.
         line_editor=False,
+    )
+    options.server_host_keys = offered_host_keys(
+        options.server_host_keys, cfg.host_key_algorithms, cfg.host_key
     )
     loop = asyncio.get_running_loop()
 

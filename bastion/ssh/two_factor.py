@@ -28,6 +28,8 @@ from typing import Protocol, cast
 import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
 
+from bastion.ssh.algorithms import sha1_signature
+
 USERAUTH_SERVICE = b"ssh-userauth"
 
 
@@ -55,7 +57,12 @@ class TwoFactorServerConnection(asyncssh.SSHServerConnection):
     async def validate_public_key(
         self, username: str, key_data: bytes, msg: bytes, signature: bytes
     ) -> bool:
-        """Verify as asyncssh does; on a verified signature, move on to the second factor."""
+        """Verify as asyncssh does; on a verified signature, move on to the second factor.
+
+        A SHA-1 signature (``ssh-rsa``) is refused before it is checked.
+        """
+        if msg and sha1_signature(signature):
+            return False
         ok = await super().validate_public_key(username, key_data, msg, signature)
         if not ok or not msg:
             return ok

@@ -212,11 +212,11 @@ log_min_messages = warning
 
 
 def _enable_tls(data: Path, runner: _Runner) -> None:
-    from bastion.pg.tls_cert import make_self_signed
+    from bastion.pg.tls_cert import make_node_certificate
 
     cert, key = data / "server.crt", data / "server.key"
     if not cert.exists():
-        make_self_signed(cert, key, "localhost")
+        make_node_certificate(cert, key, "localhost")
         runner.chown(cert)
         runner.chown(key)
         with open(data / "postgresql.conf", "a") as f:

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from bastion.pg.tls_cert import ca_path
 from tests.peers.bastion_node import BastionHarness, Contractor
 from tests.peers.pg_bastion import PgTargets
 from tests.peers.postgres import PgServer
@@ -322,9 +323,10 @@ def test_upstream_tls_verify_full(pg: PgTargets, pg_tls_server: PgServer) -> Non
     role, password = "tls_user", "tls-pass"
     pg_tls_server.execute(f"DROP ROLE IF EXISTS {role}")
     pg_tls_server.create_role(role, password)
-    good_ca = str(pg_tls_server.data_dir / "server.crt")
+    good_ca = str(ca_path(pg_tls_server.data_dir / "server.crt"))
     shutil.copy(good_ca, h.dir / "target-ca.crt")
-    for name, ca in (("pgtls", h.dir / "target-ca.crt"), ("pgtls_bad", h.config.postgres.tls_cert)):
+    other_ca = ca_path(h.config.postgres.tls_cert)  # the node's own: valid, but not that server's
+    for name, ca in (("pgtls", h.dir / "target-ca.crt"), ("pgtls_bad", other_ca)):
         h.store.add_target(
             name=name,
             kind=TargetKind.POSTGRES,
