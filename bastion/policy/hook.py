@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bastion.policy.rules import Policy, PolicyDecision
+from bastion.policy.rules import Policy, PolicyDecision, RuleKind
 from bastion.policy.stored import decide, policy_of
 from bastion.session.hooks import Decision, Flag, SessionHook, Verdict
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bastion.session.core import Session
 
 HOLD_NOT_AVAILABLE = "held for approval is not available yet"
+_RULE_KINDS = {"command": RuleKind.COMMAND, "statement": RuleKind.SQL, "file": RuleKind.FILE}
 
 
 class PolicyHook(SessionHook):
@@ -89,6 +90,19 @@ class PolicyHook(SessionHook):
             exact=exact,
         )
         return _hook_decision(d, self.name)
+
+    async def watches(self, session: Session, kind: str) -> bool:
+        """A rule of ``kind`` covers this user on this target, or the default denies."""
+        policy = await self.current()
+        if policy.default is Verdict.DENY:
+            return True
+        rule_kind = _RULE_KINDS.get(kind)
+        rules = [r for r in policy.rules if r.kind is rule_kind]
+        if not rules:
+            return False
+        node = self.node
+        groups = await node.call(node.store.user_groups, session.user.id)
+        return any(r.applies_to(session.user.name, groups, session.target.name, {}) for r in rules)
 
     async def command(self, session: Session, text: str, exact: bool) -> Decision:
         """An exec command (exact) or a typed line (best effort)."""

@@ -52,6 +52,8 @@ _INPUT_STOP = re.compile(rb"[\r\n\x03\x15]|\x1b\[200~")
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 _ALT_TAIL = 8  # bytes kept between output chunks so a split ESC[?1049h is still found
 _PRINTABLE = re.compile(rb"[^\x00-\x1f\x7f]")
+_PLAIN = re.compile(rb"[ -~]+")
+_RECENT = 16  # typed characters looked for in the echo
 
 # One token of terminal output: CSI sequence, other escape, control char, or a text run.
 _TOKENS = re.compile(
@@ -106,96 +108,159 @@ def _param(params: str) -> int:
     return max(n, 1)
 
 
-def _csi(cells: list[str], col: int, params: str, final: str) -> int:
-    """Apply one cursor or erase sequence to the line; the new cursor column."""
-    n = _param(params)
-    if final == "C":
-        return col + n
-    if final == "D":
-        return max(col - n, 0)
-    if final == "G":
-        return n - 1
-    if final == "K":
-        mode = params or "0"
-        if mode == "0":
+class _Screen:
+    """Rows of one logical line on a terminal ``width`` columns wide (it wraps)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = max(width, 2)
+        self.rows: list[list[str]] = [[]]
+        self.row = 0
+        self.col = 0  # == width: at the right margin, the wrap still pending
+
+    def _cells(self) -> list[str]:
+        while len(self.rows) <= self.row:
+            self.rows.append([])
+        return self.rows[self.row]
+
+    def text(self, run: str) -> None:
+        w = self.width
+        while run:
+            if self.col >= w:
+                self.row, self.col = self.row + 1, 0
+            cells = self._cells()
+            if self.col > len(cells):
+                cells.extend(" " * (self.col - len(cells)))
+            piece = run[: w - self.col]
+            cells[self.col : self.col + len(piece)] = piece
+            self.col += len(piece)
+            run = run[len(piece) :]
+
+    def control(self, ctrl: str) -> None:
+        if ctrl == "\r":
+            self.col = 0
+        elif ctrl == "\n":
+            self.row += 1
+        elif ctrl == "\b":
+            self.col = max(min(self.col, self.width - 1) - 1, 0)
+        elif ctrl == "\t":
+            self.col = min((self.col // 8 + 1) * 8, self.width - 1)
+
+    def csi(self, params: str, final: str) -> None:
+        """One cursor or erase sequence."""
+        n = _param(params)
+        col = min(self.col, self.width - 1)
+        if final in "ABCDG":
+            if final == "A":
+                self.row = max(self.row - n, 0)
+            elif final == "B":
+                self.row += n
+            elif final == "C":
+                self.col = min(col + n, self.width - 1)
+            elif final == "D":
+                self.col = max(col - n, 0)
+            else:
+                self.col = min(n - 1, self.width - 1)
+            return
+        self._edit(self._cells(), col, params, final, n)
+
+    def _edit(self, cells: list[str], col: int, params: str, final: str, n: int) -> None:
+        """Erase, delete or insert characters on the cursor's row."""
+        if final == "K":
+            mode = params or "0"
+            if mode == "0":
+                del cells[col:]
+            elif mode == "1":
+                upto = min(col + 1, len(cells))
+                cells[:upto] = " " * upto
+            else:
+                cells.clear()
+        elif final == "J" and (params or "0") == "0":
             del cells[col:]
-        elif mode == "1":
-            upto = min(col + 1, len(cells))
-            cells[:upto] = " " * upto
-        else:
-            cells.clear()
-    elif final == "P":
-        del cells[col : col + n]
-    elif final == "@" and col <= len(cells):
-        cells[col:col] = " " * n
-    elif final == "X":
-        end = min(col + n, len(cells))
-        cells[col:end] = " " * max(end - col, 0)
-    return col
+            del self.rows[self.row + 1 :]
+        elif final == "P":
+            del cells[col : col + n]
+        elif final == "@" and col <= len(cells):
+            cells[col:col] = " " * n
+            del cells[self.width :]
+        elif final == "X":
+            end = min(col + n, len(cells))
+            cells[col:end] = " " * max(end - col, 0)
+
+    def line(self) -> tuple[str, int]:
+        """The rows joined (full rows are wrapped text), and the cursor's index in it."""
+        w = self.width
+        rows = self.rows
+        last = len(rows) - 1
+        while last > self.row and not rows[last]:
+            last -= 1
+        text = "".join(
+            "".join(r).ljust(w) if i < last else "".join(r) for i, r in enumerate(rows[: last + 1])
+        )
+        return text, self.row * w + min(self.col, w)
 
 
-def render(raw: bytes) -> tuple[str, int]:
-    """The text of one terminal line after ``raw`` was written to it, and the cursor column.
+def render(raw: bytes, width: int = 80) -> tuple[str, int]:
+    """The text of one logical terminal line after ``raw`` was written, and the cursor index.
 
-    A minimal model of one line: enough for a shell's line editor redrawing its
-    line, not a terminal (colours and modes are dropped, wide characters count as
-    one column).
+    A minimal model: enough for a shell's line editor drawing and redrawing its
+    line (wrapped at ``width``), not a terminal (colours and modes are dropped,
+    wide characters count as one column).
     """
-    cells: list[str] = []
-    col = 0
+    screen = _Screen(width)
     for m in _TOKENS.finditer(raw.decode("utf-8", "replace")):
         params, final, ctrl, text = m.groups()
         if text is not None:
-            if col > len(cells):
-                cells.extend(" " * (col - len(cells)))
-            cells[col : col + len(text)] = text
-            col += len(text)
-        elif ctrl == "\r":
-            col = 0
-        elif ctrl == "\b":
-            col = max(col - 1, 0)
-        elif ctrl == "\t":
-            col = (col // 8 + 1) * 8
+            screen.text(text)
+        elif ctrl is not None:
+            screen.control(ctrl)
         elif final is not None and not params.startswith("?"):
-            col = _csi(cells, col, params, final)
-    return "".join(cells), col
+            screen.csi(params, final)
+    return screen.line()
 
 
 @dataclass
 class LineTracker:
     """The current terminal line and where Enter was pressed (see the module docstring)."""
 
+    width: int = 80
+    """The terminal's columns (the relay updates it on resize): long lines wrap."""
     alternate: bool = False
     """A full-screen program is on the alternate screen."""
-    echo_pending: bool = False
-    """Input was forwarded and no output came back since (the echo may still be on its way)."""
+    _echo_pending: bool = False
+    _recent: bytes = b""
+    """The last plain characters typed (no editing key since): the echo must show them."""
     _tail: bytearray = field(default_factory=bytearray)
     _alt_tail: bytes = b""
     _prompt: str | None = None
+    """Left of the cursor at the first key of the line; "" when typed ahead of the prompt."""
     _last_prompt: str = ""
     _paste: bytearray | None = None
     _fresh: bool = False
-    """Output came since the last submit or reset (so the line shows the new prompt)."""
+    """The output reached the line being typed (after Enter or Ctrl-C: a newline came)."""
 
     # --- output ------------------------------------------------------------------------
 
     def output(self, data: bytes) -> None:
         """Target output (its echo among it)."""
-        self.echo_pending = False
+        self._echo_pending = False
         if self._alt_tail or b"\x1b[?" in data or b"\x1b" in data[-_ALT_TAIL:]:
-            self._scan_alternate(data)
-        self._fresh = True
-        nl = data.rfind(b"\n")
-        if nl >= 0:
+            left = self._scan_alternate(data)
+            if left is not None:  # back from a full-screen program: a new line from here
+                self._tail[:] = left
+                return
+        nl = data.rfind(b"\n") if not self._prompt else -1
+        if nl >= 0:  # between lines: the current line is what follows the last newline
             self._tail[:] = data[nl + 1 :]
-        else:
+            self._fresh = True
+        else:  # a line is being typed: all of it (a long line wraps, redraws move up)
             self._tail += data
         if len(self._tail) > MAX_LINE_BYTES:
-            cr = self._tail.rfind(b"\r")
-            keep = self._tail[cr + 1 :] if cr >= 0 else b""
+            cut = max(self._tail.rfind(b"\n"), self._tail.rfind(b"\r"))
+            keep = self._tail[cut + 1 :] if cut >= 0 else b""
             self._tail[:] = keep[-MAX_LINE_BYTES:]
 
-    def _scan_alternate(self, data: bytes) -> None:
+    def _scan_alternate(self, data: bytes) -> bytes | None:
+        """Follow the alternate screen; what follows leaving it, if it was left."""
         seen = self._alt_tail + data
         last, end = None, 0
         for m in _ALT_SCREEN.finditer(seen):
@@ -204,10 +269,26 @@ class LineTracker:
         esc = seen.rfind(b"\x1b", max(len(seen) - _ALT_TAIL, end))
         self._alt_tail = seen[esc:] if esc >= 0 else b""
         if last is None:
-            return
-        if last == b"l" and self.alternate:
-            self.reset()
-        self.alternate = last == b"h"
+            return None
+        was, self.alternate = self.alternate, last == b"h"
+        if was and not self.alternate:
+            self.reset(newline=False)
+            return seen[end:]
+        return None
+
+    @property
+    def at_new_line(self) -> bool:
+        """The shell's newline after Enter, Ctrl-C or a refusal came: a new line started."""
+        return self._fresh
+
+    @property
+    def echo_pending(self) -> bool:
+        """The line may not be on the screen yet: keys went out and no output came back
+        since, the last keys typed are not on the line, or keys were typed ahead of the
+        prompt and the prompt has not come."""
+        if self._echo_pending or (self._prompt == "" and not self._fresh):
+            return True
+        return bool(self._recent) and self._recent.decode() not in self._command(strip=False)
 
     # --- input -------------------------------------------------------------------------
 
@@ -231,7 +312,7 @@ class LineTracker:
             forward, submit, rest = self._in_paste(rest)
             return head + forward, submit, rest
         if stop in (b"\x03", b"\x15"):
-            self.reset()
+            self.reset(newline=stop == b"\x03")
             more, submit, rest = self.input(rest) if rest else (b"", None, b"")
             return head + stop + more, submit, rest
         if self.alternate:
@@ -264,10 +345,10 @@ class LineTracker:
         """The first key of a line: what is left of the cursor now is the prompt."""
         if self._prompt is not None:
             return
-        if not self._fresh:  # typed ahead: the new prompt is not there yet
+        if not self._fresh:  # typed ahead: the new prompt is not there yet (follows a newline)
             self._prompt = ""
             return
-        text, col = render(bytes(self._tail))
+        text, col = render(bytes(self._tail), self.width)
         self._prompt = text[:col]
         if self._prompt.strip():
             self._last_prompt = self._prompt
@@ -277,7 +358,11 @@ class LineTracker:
             return
         self._snapshot()
         if _PRINTABLE.search(data) is not None:
-            self.echo_pending = True
+            self._echo_pending = True
+        if _PLAIN.fullmatch(data):
+            self._recent = (self._recent + data)[-_RECENT:]
+        else:
+            self._recent = b""
 
     # --- what the relay asks -------------------------------------------------------------
 
@@ -291,18 +376,20 @@ class LineTracker:
         return self._command(strip=True)
 
     def _command(self, strip: bool) -> str:
-        text, _col = render(bytes(self._tail))
-        for prompt in (self._prompt, self._last_prompt):
-            if prompt and text.startswith(prompt):
-                text = text[len(prompt) :]
-                break
+        text, _col = render(bytes(self._tail), self.width)
+        if self._prompt and text.startswith(self._prompt):
+            text = text[len(self._prompt) :]
+        elif self._last_prompt and (i := text.rfind(self._last_prompt)) >= 0:
+            text = text[i + len(self._last_prompt) :]  # typed ahead: echoed before the prompt
         return text.strip() if strip else text.lstrip()
 
     def submitted(self) -> None:
-        """The Enter was forwarded: the next key starts a new line."""
-        self.reset()
+        """The Enter was forwarded: the next line starts after the shell's newline."""
+        self.reset(newline=True)
 
-    def reset(self) -> None:
-        """Ctrl-C, Ctrl-U, a refused line or leaving a full-screen program: a new line."""
+    def reset(self, newline: bool = True) -> None:
+        """A new line: after Enter, Ctrl-C or a refused line (once the shell's newline came),
+        after Ctrl-U or leaving a full-screen program (at once)."""
         self._prompt = None
-        self._fresh = False
+        self._recent = b""
+        self._fresh = not newline

@@ -169,6 +169,15 @@ class SessionHook:
         """Judge one transferred path (``operation``: read, write, remove, ...)."""
         return ALLOW
 
+    async def watches(self, session: Session, kind: str) -> bool:
+        """Whether this hook could judge ``kind`` other than allow in ``session``.
+
+        Adapters ask once before doing per-line work (rebuilding typed terminal
+        lines, holding SFTP requests); the default is "yes" for a hook that
+        implements ``kind``.
+        """
+        return getattr(type(self), kind, None) is not getattr(SessionHook, kind, None)
+
     def observe(self, session: Session, event: SessionEvent) -> None:
         """See what happens; must return quickly and never raise on purpose."""
 
@@ -245,6 +254,17 @@ class Hooks:
         best = _strictest(answers)
         flags = tuple(f for a in answers for f in a.flags)
         return replace(best, flags=flags) if flags != best.flags else best
+
+    async def watches(self, session: Session, kind: str) -> bool:
+        """Some judging hook could refuse ``kind`` here (one that fails to say: yes)."""
+        for hook in self._judges:
+            try:
+                if await hook.watches(session, kind):
+                    return True
+            except Exception:
+                log.exception("policy hook %s failed to say what it watches", hook.name)
+                return True
+        return False
 
     def observe(self, session: Session, event: SessionEvent) -> None:
         """Tell every observer; a failing observer is logged and skipped."""

@@ -23,6 +23,7 @@ from bastion.session.admission import Refused, find_access
 from bastion.session.core import Session, run_admission_hooks
 from bastion.session.reasons import EndReason, RefusalReason, exit_signal_reason
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
+from bastion.ssh.line_guard import LineGuard
 from bastion.ssh.menu import LineInput
 from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
@@ -65,6 +66,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self._out: list[bytes] = []
         self._out_type: asyncssh.DataType = None
         self._out_scheduled = False
+        self.guard: LineGuard | None = None
+        self._guard_asked_at = float("-inf")
 
     # --- asyncssh server-session callbacks ---------------------------------------------
 
@@ -116,7 +119,12 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             if self.files is not None:
                 self.files.client_data(data)
                 self._audit_files()
+            if self.guard is not None:
+                self.guard.input(data)
+                return
             up_chan.write(data)
+            if self.pty is not None and (b"\r" in data or b"\n" in data):
+                self._ask_guard()
         elif self.line is not None and self.chan is not None and self._line_ready is not None:
             echo = self.line.feed(data)
             if echo:
@@ -148,6 +156,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             )
         if self.recording is not None:
             self.recording.resize(width, height)
+        if self.guard is not None:
+            self.guard.tracker.width = width or 80
         if self.up_chan is not None:
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -197,6 +207,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         if self.files is not None and datatype is None:
             self.files.server_data(data)
             self._audit_files()
+        if self.guard is not None and datatype is None:
+            self.guard.output(data)
         # Coalesce what the target sent in one event-loop pass into one write: the
         # contractor's leg then costs one packet (and one syscall) per pass instead
         # of one per upstream packet. No added latency: flushed in the same pass.
@@ -339,6 +351,29 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
     def _sid(self) -> str | None:
         return self.session.id if self.session is not None else None
 
+    # --- command guardrails on a terminal ------------------------------------------------
+
+    def _to_target(self, data: bytes) -> None:
+        if self.up_chan is not None and not self.closed:
+            self.up_chan.write(data)
+
+    async def _arm_guard(self) -> None:
+        """Judge typed lines when a rule could refuse a command here (costs nothing otherwise)."""
+        session = self.session
+        if session is None or self.pty is None or self.files is not None:
+            return  # no terminal, or a file transfer (its paths are judged instead)
+        if self.kind == "subsystem":
+            return
+        self._guard_asked_at = self.node.clock()
+        if self.guard is None and await session.watches("command"):
+            self.guard = LineGuard(session, self._to_target, self.pty.width or 80)
+
+    def _ask_guard(self) -> None:
+        """On Enter without a guard: look again, at most once per poll interval (new rules)."""
+        if self.node.clock() - self._guard_asked_at >= self.node.config.timebox.poll_interval:
+            self._guard_asked_at = self.node.clock()
+            self.node.spawn(self._arm_guard())
+
     # --- what the session core asks (SessionAdapter) ---------------------------------------
 
     def tell(self, message: str) -> None:
@@ -459,6 +494,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
                 self._exit(status=1)
                 self._closed(EndReason.POLICY)
                 return
+        await self._arm_guard()
         if session.ending or self.closed:
             self._closed(EndReason.CLIENT_CLOSED)
             return

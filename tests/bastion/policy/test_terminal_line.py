@@ -100,6 +100,31 @@ def test_ctrl_c_then_a_new_line_in_one_chunk() -> None:
     assert t.line() == "rm -rf X"
 
 
+def test_typed_ahead_is_echoed_by_the_tty_before_the_prompt() -> None:
+    t = typed([(b"sleep 1", b"sleep 1")])
+    _, submit, _ = t.input(b"\r")
+    t.submitted()
+    t.output(b"\r\n")
+    t.input(b"rm -rf X")  # typed while sleep runs: the tty echoes it, then readline again
+    assert t.echo_pending
+    t.output(b"\x1b[?2004l\r")
+    t.output(b"rm -rf X")
+    t.output(PROMPT + b"rm -rf X")  # the prompt follows the tty's echo on the same row
+    _, submit, _ = t.input(b"\r")
+    assert submit == Enter(b"\r")
+    assert t.line() == "rm -rf X"
+
+
+def test_typed_ahead_on_the_prompt_row() -> None:
+    t = typed([(b"true", b"true")])
+    t.input(b"\r")
+    t.submitted()
+    t.output(b"\r\n\x1b[?2004l\r")
+    t.input(b"rm -rf X")
+    t.output(b"rm -rf X" + PROMPT + b"rm -rf X")
+    assert t.line() == "rm -rf X"
+
+
 def test_echo_pending_until_output() -> None:
     t = typed([])
     t.input(b"ls")
@@ -148,6 +173,35 @@ def test_alternate_screen_lines_are_unchecked_and_leaving_resets() -> None:
     t.input(b"ls")
     t.output(b"ls")
     assert t.line() == "ls"
+
+
+def test_a_long_line_wraps_and_is_redrawn_across_rows() -> None:
+    long = b"echo 12345678901234567890abcdefghijklmnopqrstuvwxyzABCDEFG"
+    t = LineTracker(width=20)
+    t.output(b"x\r\n" + PROMPT)
+    t.input(long)
+    t.output(long)
+    assert t.line() == long.decode()
+    # bash 5.2 at 20 columns, for 30 backspaces then Left x5 and "X" (captured)
+    t.input(b"\x7f" * 30)
+    t.output(
+        b"\r\x1b[K\x1b[A"
+        + b"\x1b[C" * 19
+        + b"\x1b[K\r\n\r\x1b[K\x1b[A"
+        + b"\x1b[C" * 19
+        + b"\x08\x1b[K" * 18
+        + b"\r\x1b[K\x1b[A"
+        + b"\x1b[C" * 19
+        + b"\x1b[K\r\n\r\x1b[K\x1b[A"
+        + b"\x1b[C" * 19
+        + b"\x08\x1b[K" * 8
+    )
+    assert t.line() == "echo 12345678901234567890abc"
+    t.input(b"\x1b[D" * 5)
+    t.output(b"\x08" * 5)
+    t.input(b"X")
+    t.output(b"X90abc\x08\x08\x08\x08\x08")
+    assert t.line() == "echo 123456789012345678X90abc"
 
 
 def test_render_model() -> None:
