@@ -25,6 +25,7 @@ from bastion.session.reasons import EndReason, RefusalReason, exit_signal_reason
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.line_guard import LineGuard
 from bastion.ssh.menu import LineInput
+from bastion.ssh.scp_audit import parse_scp_command
 from bastion.ssh.sftp_audit import FileEvent
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
@@ -351,6 +352,34 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
     def _sid(self) -> str | None:
         return self.session.id if self.session is not None else None
 
+    async def _judge_request(self, session: Session) -> bool:
+        """An exec command and its scp paths, judged before anything reaches the target."""
+        ok = True
+        if self.kind == "exec" and self.command and not session.ending:
+            ok = await session.judge("command", self.command, "exact")
+        if ok:
+            ok = await self._judge_scp_paths(session)
+        if not ok:
+            if not session.ending:  # denied: nothing reached the target
+                session.closed(EndReason.POLICY)
+            self._exit(status=1)
+            self._closed(EndReason.POLICY)
+        return ok
+
+    async def _judge_scp_paths(self, session: Session) -> bool:
+        """Legacy scp (``scp -O``): the paths of its command, judged before it reaches the target.
+
+        Files named inside a recursive upload and SFTP requests (modern scp) are not
+        judged here; the README says so.
+        """
+        scp = parse_scp_command(self.command) if self.files is not None and self.command else None
+        if scp is None or session.ending or not await session.watches("file"):
+            return True
+        for path in scp.paths:
+            if not await session.judge("file", path, scp.direction):
+                return False
+        return True
+
     # --- command guardrails on a terminal ------------------------------------------------
 
     def _to_target(self, data: bytes) -> None:
@@ -487,13 +516,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             meta.update(term=self.pty.term_type, cols=self.pty.width, rows=self.pty.height)
         await session.start_recording(meta, request=self._describe_request())
         self.recording = session.recording
-        if self.kind == "exec" and self.command and not session.ending:
-            if not await session.judge("command", self.command, "exact"):
-                if not session.ending:  # denied: nothing reached the target
-                    session.closed(EndReason.POLICY)
-                self._exit(status=1)
-                self._closed(EndReason.POLICY)
-                return
+        if not await self._judge_request(session):
+            return
         await self._arm_guard()
         if session.ending or self.closed:
             self._closed(EndReason.CLIENT_CLOSED)
