@@ -23,6 +23,7 @@ from bastion.session.admission import Access, Refused
 from bastion.session.hooks import (
     AdmissionRequest,
     CommandSeen,
+    Decision,
     FileSeen,
     SessionEnded,
     SessionEvent,
@@ -101,6 +102,8 @@ class Session:
         self.adapter = adapter
         self.life = Lifecycle()
         self.recording: LiveRecording | None = None
+        self.last_decision: Decision | None = None
+        """The answer of the last ``judge`` (an adapter names the rule in its own refusal)."""
         self.started_at = node.clock()
         self.live: LiveSession | None = None
         self.bytes_in = 0
@@ -291,6 +294,7 @@ class Session:
         if not hooks.judging:
             return True
         decision = await hooks.judge(self, kind, text, extra)
+        self.last_decision = decision
         if kind == "command":
             self.observe(CommandSeen(text, extra == "exact", decision))
         elif kind == "statement":

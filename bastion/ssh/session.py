@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,9 @@ from bastion.ssh.line_guard import LineGuard
 from bastion.ssh.menu import LineInput
 from bastion.ssh.scp_audit import parse_scp_command
 from bastion.ssh.sftp_audit import FileEvent
+from bastion.ssh.sftp_gate import Request as SftpRequest
+from bastion.ssh.sftp_gate import SftpGate
+from bastion.ssh.sftp_gate import refusal as sftp_refusal
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
@@ -68,6 +72,9 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self._out_type: asyncssh.DataType = None
         self._out_scheduled = False
         self.guard: LineGuard | None = None
+        self.sftp_gate: SftpGate | None = None
+        self._sftp_queue: deque[bytes | SftpRequest] = deque()
+        self._sftp_busy = False
         self._guard_asked_at = float("-inf")
 
     # --- asyncssh server-session callbacks ---------------------------------------------
@@ -122,6 +129,10 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
                 self._audit_files()
             if self.guard is not None:
                 self.guard.input(data)
+                return
+            if self.sftp_gate is not None:
+                self._sftp_queue.extend(self.sftp_gate.client(data))
+                self._sftp_pump()
                 return
             up_chan.write(data)
             if self.pty is not None and (b"\r" in data or b"\n" in data):
@@ -197,6 +208,14 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
 
     def from_upstream(self, data: bytes, datatype: asyncssh.DataType) -> None:
         """Target output to the contractor (called by ``UpstreamChannel``)."""
+        gate = self.sftp_gate
+        if gate is not None and datatype is None:
+            for piece in gate.server(data):  # refusals go in between whole server packets
+                self._from_target(piece, None)
+            return
+        self._from_target(data, datatype)
+
+    def _from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self.chan is None or self.closed:
             return
         if self.session is not None:
@@ -380,6 +399,47 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
                 return False
         return True
 
+    # --- file guardrails on SFTP ---------------------------------------------------------
+
+    def _sftp_pump(self) -> None:
+        """Forward queued client packets in order; stop at a request to judge."""
+        queue = self._sftp_queue
+        while queue and not self._sftp_busy and self.up_chan is not None and not self.closed:
+            item = queue.popleft()
+            if isinstance(item, bytes):
+                self.up_chan.write(item)
+            else:
+                self._sftp_busy = True
+                self.node.spawn(self._judge_sftp(item))
+        if self.sftp_gate is not None and self.sftp_gate.broken and self.chan is not None:
+            self.close(EndReason.POLICY, "the file transfer cannot be checked")
+
+    async def _judge_sftp(self, request: SftpRequest) -> None:
+        session = self.session
+        allowed = True
+        try:
+            for path, operation in request.paths:
+                if session is None or not await session.judge("file", path, operation):
+                    allowed = False
+                    break
+        except Exception:  # never let an unjudged request through
+            log.exception("judging an sftp request failed")
+            allowed = False
+        self._sftp_busy = False
+        if session is None or session.ending or self.up_chan is None:
+            return
+        if allowed:
+            self.up_chan.write(request.packet)
+        else:
+            last = session.last_decision
+            why = last.reason if last is not None and last.reason else "refused by a rule"
+            gate = self.sftp_gate
+            assert gate is not None  # noqa: S101  only judged with a gate
+            packet = gate.refuse(sftp_refusal(request.request_id, f"bastion: {why}"))
+            if packet is not None:
+                self._from_target(packet, None)
+        self._sftp_pump()
+
     # --- command guardrails on a terminal ------------------------------------------------
 
     def _to_target(self, data: bytes) -> None:
@@ -519,6 +579,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         if not await self._judge_request(session):
             return
         await self._arm_guard()
+        if self.kind == "subsystem" and self.files is not None and await session.watches("file"):
+            self.sftp_gate = SftpGate()
         if session.ending or self.closed:
             self._closed(EndReason.CLIENT_CLOSED)
             return

@@ -1,7 +1,9 @@
-"""``--file`` rules on legacy scp (``scp -O``): a denied path never reaches the target.
+"""``--file`` rules on scp and sftp: a denied path never reaches the target.
 
-The paths of the exec request (``scp -t PATH`` / ``scp -f PATH``) are judged before
-the upstream connection opens, with stock scp against a real sshd.
+Legacy scp (``scp -O``): the paths of the exec request are judged before the
+upstream connection opens. SFTP: each open/remove/rename/... is judged before it
+is forwarded; a refused one gets SSH_FX_PERMISSION_DENIED and the session goes
+on. Stock scp and sftp against a real sshd.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.bastion_node import BastionHarness, Contractor, make_harness
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -61,3 +64,59 @@ def test_scp_paths_are_judged_before_the_target(node: BastionHarness, tmp_path: 
     assert {(r.details["kind"], r.details["text"]) for r in rows} >= {
         ("file", f"{remote}/secret.txt"),
     }
+
+
+def _sftp(c: Contractor, node: BastionHarness, batch: str) -> subprocess.CompletedProcess[bytes]:
+    # sftp -b implies BatchMode=yes (no prompts); ssh keeps the first value it sees.
+    cmd = [
+        "sftp",
+        *c.ssh_args(),
+        "-o",
+        "BatchMode=no",
+        "-P",
+        str(node.port),
+        "-b",
+        "-",
+        f"{c.login_name('web1')}@127.0.0.1",
+    ]
+    return subprocess.run(
+        cmd, input=batch.encode(), capture_output=True, env=c.ssh_env(), timeout=60, check=False
+    )
+
+
+def test_sftp_requests_on_denied_paths_get_permission_denied(
+    node: BastionHarness, tmp_path: Path
+) -> None:
+    c = node.contractor()
+    node.grant(c, "web1", options=("sftp",))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "secret.key").write_text("top secret\n")
+    (remote / "plain.txt").write_text("plain\n")
+    local = tmp_path / "local.txt"
+    local.write_text("hello\n")
+    got = tmp_path / "got"
+    got.mkdir()
+    # "-" goes on after a failed command; the session stays usable throughout
+    batch = "\n".join(
+        [
+            f"-get {remote}/secret.key {got}/secret.key",
+            f"-rm {remote}/secret.key",
+            f"-put {local} {remote}/secret.txt",
+            f"-rename {remote}/plain.txt {remote}/secret.moved",
+            f"get {remote}/plain.txt {got}/plain.txt",
+            f"put {local} {remote}/uploaded.txt",
+        ]
+    )
+    r = _sftp(c, node, batch + "\n")
+    assert r.returncode == 0, r.stderr
+    assert b"Permission denied" in r.stderr, r.stderr
+    assert (remote / "secret.key").read_text() == "top secret\n"  # not read, not removed
+    assert not (got / "secret.key").exists()
+    assert not (remote / "secret.txt").exists()
+    assert not (remote / "secret.moved").exists()
+    assert (got / "plain.txt").read_text() == "plain\n"
+    assert (remote / "uploaded.txt").read_text() == "hello\n"
+    wait_until(lambda: len(node.audit(c.name, "policy.deny")) >= 4, 10, "policy.deny rows")
+    texts = {r.details["text"] for r in node.audit(c.name, "policy.deny")}
+    assert texts == {f"{remote}/secret.key", f"{remote}/secret.txt", f"{remote}/secret.moved"}
