@@ -7,12 +7,14 @@ a line was submitted. No sockets, no clock.
 Why the echo and not the keystrokes: what runs is what the shell shows, after tab
 completion, history recall (Up, Ctrl-R) and editing in the middle of the line;
 the keystrokes of ``r<TAB>`` or ``<Up>`` say nothing. The input only tells where
-Enter was pressed (and Ctrl-C, Ctrl-U, pastes). So the tracker keeps the text of
-the terminal's *current line* (what follows the last newline of the output) and,
-when Enter comes, renders it with a minimal line model (printable text, CR, BS,
-cursor left/right, erase and insert/delete characters: what readline, libedit and
-zle use to redraw a line) and removes the prompt (the part of the line left of
-the cursor when the first key of the line was typed).
+Enter was pressed (and Ctrl-C, Ctrl-U, pastes). So the tracker keeps the raw
+output of the terminal's *current line* (between lines: what follows the last
+newline; while a line is typed: all of it, since redraws of a wrapped line move
+up and down) and, when Enter comes, renders it with a minimal model of one
+wrapped line (printable text, CR, BS, cursor moves, erase and insert/delete
+characters: what readline, libedit and zle use to redraw a line) and removes the
+prompt (what was left of the cursor when the first key of the line was typed, or
+the last prompt seen, for keys typed ahead of it).
 
 Cost: output is only scanned with ``bytes.rfind`` / ``bytes.find`` (C speed); the
 current line is kept as raw bytes and rendered only at the first key of a line and
@@ -26,9 +28,10 @@ Leaving the alternate screen, Ctrl-C and Ctrl-U reset the line.
 Bracketed paste (``ESC[200~ … ESC[201~``): the pasted text is literal, so every
 line of it is judged from the input itself, before any of it is forwarded.
 
-Honest limits: a line longer than the terminal is wide, text the shell prints
-without echoing (``stty -echo``), or a program that draws its own line without
-the alternate screen can defeat this. It catches mistakes and casual misuse, not
+Honest limits: a long line typed ahead of its prompt (the tty echoes it before
+the prompt, so wrapping is off), a terminal width the bastion was not told, input
+without echo (``stty -echo``), or a program that draws its own line without the
+alternate screen can defeat this. It catches mistakes and casual misuse, not
 a determined adversary with a shell; exec requests are judged exactly.
 """
 
@@ -45,8 +48,10 @@ MAX_PASTE_BYTES = 1024 * 1024
 
 PASTE_START = b"\x1b[200~"
 PASTE_END = b"\x1b[201~"
-INTERRUPT = b"\x03"
-"""What the relay sends the target instead of a refused Enter: the shell drops the line."""
+INTERRUPT = b"\x05\x15\x03"
+"""What the relay sends the target instead of a refused Enter: Ctrl-E Ctrl-U (to the end,
+kill the line: line editors and the tty's own line discipline drop it at once) and
+Ctrl-C (a new prompt; bash may act on the signal only after keys it already read)."""
 
 _INPUT_STOP = re.compile(rb"[\r\n\x03\x15]|\x1b\[200~")
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
@@ -280,6 +285,13 @@ class LineTracker:
     def at_new_line(self) -> bool:
         """The shell's newline after Enter, Ctrl-C or a refusal came: a new line started."""
         return self._fresh
+
+    @property
+    def at_prompt(self) -> bool:
+        """A new line started and shows just the last prompt seen (the shell waits for keys)."""
+        if not self._fresh or self._prompt or not self._last_prompt:
+            return False
+        return render(bytes(self._tail), self.width)[0].rstrip() == self._last_prompt.rstrip()
 
     @property
     def echo_pending(self) -> bool:

@@ -38,6 +38,8 @@ ECHO_WAIT = 0.5
 Without an echo (a password prompt) the line is judged as the terminal shows it."""
 RESET_WAIT = 1.0
 """Seconds input stays held after a refused line while the shell clears it."""
+RESET_QUIET = 0.1
+"""Once the new line started, the target quiet this long means it waits for keys."""
 TYPED = "typed"
 """The ``extra`` of ``Session.judge`` for a line rebuilt from a terminal (not exact)."""
 
@@ -135,22 +137,25 @@ class LineGuard:
                 return
 
     async def _shell_reset(self) -> None:
-        """After Ctrl-C, hold what was typed next until the shell started a new line.
+        """After Ctrl-C, hold what was typed next until the shell shows a new prompt.
 
-        bash handles the signal after keys already queued: typed on at once, they
-        would land on the refused line instead of a new one.
+        bash reads keys already queued before it acts on the signal: sent on at
+        once, they would land on the refused line and be dropped with it.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RESET_WAIT
-        while not self.tracker.at_new_line and not self.session.ending:
+        tracker = self.tracker
+        while not tracker.at_prompt and not self.session.ending:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             self._output.clear()
+            wait = remaining if not tracker.at_new_line else min(remaining, RESET_QUIET)
             try:
-                await asyncio.wait_for(self._output.wait(), remaining)
+                await asyncio.wait_for(self._output.wait(), wait)
             except TimeoutError:
-                return
+                if tracker.at_new_line:
+                    return  # a new line and a quiet target: a prompt we did not know
 
     def _unchecked(self) -> None:
         """A line typed in a full-screen program: reported once per session, not judged."""

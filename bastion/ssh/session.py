@@ -411,8 +411,10 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             else:
                 self._sftp_busy = True
                 self.node.spawn(self._judge_sftp(item))
-        if self.sftp_gate is not None and self.sftp_gate.broken and self.chan is not None:
-            self.close(EndReason.POLICY, "the file transfer cannot be checked")
+        if self.chan is not None and self._sftp_busy:
+            self.chan.pause_reading()  # the client waits while a request is judged
+        if self.sftp_gate is not None and self.sftp_gate.broken and self.session is not None:
+            self.session.terminate(EndReason.POLICY, "the file transfer cannot be checked")
 
     async def _judge_sftp(self, request: SftpRequest) -> None:
         session = self.session
@@ -428,6 +430,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self._sftp_busy = False
         if session is None or session.ending or self.up_chan is None:
             return
+        if self.chan is not None and not self.closed:
+            self.chan.resume_reading()
         if allowed:
             self.up_chan.write(request.packet)
         else:

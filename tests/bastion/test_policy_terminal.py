@@ -104,6 +104,7 @@ def test_terminal_bypass_suite(node: BastionHarness, tmp_path: Path, how: str) -
                 shell.type("\r")
             elif how == "after-ctrl-c":
                 shell.type("echo half a line")
+                shell.child.expect_exact("half a line")  # a person sees it, then changes their mind
                 shell.child.sendcontrol("c")
                 shell.child.expect(r"(?s)\^C.*?[#$] ")  # the tty drops keys typed before the prompt
                 shell.type(line + "\r")
@@ -113,12 +114,13 @@ def test_terminal_bypass_suite(node: BastionHarness, tmp_path: Path, how: str) -
     finally:
         shell.close()
     assert _present(c, files) == set(files), "a denied line reached the target"
-    denied = sum(1 for _t, e in BYPASS if e == DENY)
-    wait_until(lambda: len(node.audit(c.name, "policy.deny")) >= denied, 10, "policy.deny rows")
-    rows = node.audit(c.name, "policy.deny")
-    assert len(rows) == denied
-    assert {r.details["rule"] for r in rows} == {"no-rm", None}
-    assert f"rm -rf {files[0]}" in {r.details["text"] for r in rows}
+    lines = {t.replace("X", p) for (t, e), p in zip(BYPASS, files, strict=True) if e == DENY}
+    wait_until(lambda: len(node.audit(c.name, "policy.deny")) >= len(lines), 10, "deny rows")
+    texts = [r.details["text"] for r in node.audit(c.name, "policy.deny")]
+    assert lines <= set(texts), texts
+    # Rarely bash reads keys typed after a refusal before it drops the line; they are
+    # then judged together with it, and refused again: never more than that.
+    assert all(any(line in text for line in lines) for text in texts), texts
 
 
 def test_tab_completion_is_judged_as_completed(node: BastionHarness, tmp_path: Path) -> None:
