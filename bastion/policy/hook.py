@@ -66,6 +66,7 @@ class _Memo:
             shape = shape_of(text)
             found = None if shape is None else self.allowed.get(_SHAPE + shape)
         return found
+_RULE_KINDS = {"command": RuleKind.COMMAND, "statement": RuleKind.SQL, "file": RuleKind.FILE}
 
 
 class PolicyHook(SessionHook):
@@ -175,6 +176,19 @@ class PolicyHook(SessionHook):
     async def ended(self, session: Session) -> None:
         """Forget the session's memo."""
         self._memos.pop(session.id, None)
+
+    async def watches(self, session: Session, kind: str) -> bool:
+        """A rule of ``kind`` covers this user on this target, or the default denies."""
+        policy = await self.current()
+        if policy.default is Verdict.DENY:
+            return True
+        rule_kind = _RULE_KINDS.get(kind)
+        rules = [r for r in policy.rules if r.kind is rule_kind]
+        if not rules:
+            return False
+        node = self.node
+        groups = await node.call(node.store.user_groups, session.user.id)
+        return any(r.applies_to(session.user.name, groups, session.target.name, {}) for r in rules)
 
     async def command(self, session: Session, text: str, exact: bool) -> Decision:
         """An exec command (exact) or a typed line (best effort)."""

@@ -106,6 +106,8 @@ class Session:
         self.adapter = adapter
         self.life = Lifecycle()
         self.recording: LiveRecording | None = None
+        self.last_decision: Decision | None = None
+        """The answer of the last ``judge`` (an adapter names the rule in its own refusal)."""
         self.started_at = node.clock()
         self.live: LiveSession | None = None
         self.bytes_in = 0
@@ -282,6 +284,25 @@ class Session:
         """A marker in the recording, unless finishing began (the file is being sealed)."""
         if self.recording is not None and not self._finishing:
             self.recording.marker(label)
+
+    async def watches(self, kind: str) -> bool:
+        """Whether a policy hook could refuse ``kind`` in this session (cheap; skip work if not)."""
+        hooks = self.node.hooks
+        return hooks.judging and await hooks.watches(self, kind)
+
+    def alert(self, name: str, words: str, **details: object) -> None:
+        """Report something that needs a look (``alert.<name>``): a marker and an audit row."""
+        self._mark(f"alert {name}: {words}")
+        self.node.spawn(
+            self.node.audit(
+                self.user.name,
+                actions.alert(name),
+                self.target.name,
+                session=self.id,
+                reason=words,
+                **details,
+            )
+        )
 
     async def judge(self, kind: str, text: str, extra: str = "") -> bool:
         """Ask the policy hooks about a command, statement or file; True if it may run.

@@ -194,6 +194,15 @@ class SessionHook:
         """
         return None
 
+    async def watches(self, session: Session, kind: str) -> bool:
+        """Whether this hook could judge ``kind`` other than allow in ``session``.
+
+        Adapters ask once before doing per-line work (rebuilding typed terminal
+        lines, holding SFTP requests); the default is "yes" for a hook that
+        implements ``kind``.
+        """
+        return getattr(type(self), kind, None) is not getattr(SessionHook, kind, None)
+
     def observe(self, session: Session, event: SessionEvent) -> None:
         """See what happens; must return quickly and never raise on purpose."""
 
@@ -280,6 +289,17 @@ class Hooks:
                 return None
             answers.append(found)
         return _strictest(answers)
+
+    async def watches(self, session: Session, kind: str) -> bool:
+        """Some judging hook could refuse ``kind`` here (one that fails to say: yes)."""
+        for hook in self._judges:
+            try:
+                if await hook.watches(session, kind):
+                    return True
+            except Exception:
+                log.exception("policy hook %s failed to say what it watches", hook.name)
+                return True
+        return False
 
     def observe(self, session: Session, event: SessionEvent) -> None:
         """Tell every observer; a failing observer is logged and skipped."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +24,13 @@ from bastion.session.admission import Refused, find_access
 from bastion.session.core import Session, run_admission_hooks
 from bastion.session.reasons import EndReason, RefusalReason, exit_signal_reason
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
+from bastion.ssh.line_guard import LineGuard
 from bastion.ssh.menu import LineInput
+from bastion.ssh.scp_audit import parse_scp_command
 from bastion.ssh.sftp_audit import FileEvent
+from bastion.ssh.sftp_gate import Request as SftpRequest
+from bastion.ssh.sftp_gate import SftpGate
+from bastion.ssh.sftp_gate import refusal as sftp_refusal
 from bastion.ssh.target_choice import ConnectionContext, PtyRequest, Refusal, TargetChoice
 from bastion.ssh.upstream import UpstreamError, UpstreamPlan, open_upstream
 from bastion.ssh.upstream_channel import UpstreamChannel
@@ -65,6 +71,11 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self._out: list[bytes] = []
         self._out_type: asyncssh.DataType = None
         self._out_scheduled = False
+        self.guard: LineGuard | None = None
+        self.sftp_gate: SftpGate | None = None
+        self._sftp_queue: deque[bytes | SftpRequest] = deque()
+        self._sftp_busy = False
+        self._guard_asked_at = float("-inf")
 
     # --- asyncssh server-session callbacks ---------------------------------------------
 
@@ -116,7 +127,16 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             if self.files is not None:
                 self.files.client_data(data)
                 self._audit_files()
+            if self.guard is not None:
+                self.guard.input(data)
+                return
+            if self.sftp_gate is not None:
+                self._sftp_queue.extend(self.sftp_gate.client(data))
+                self._sftp_pump()
+                return
             up_chan.write(data)
+            if self.pty is not None and (b"\r" in data or b"\n" in data):
+                self._ask_guard()
         elif self.line is not None and self.chan is not None and self._line_ready is not None:
             echo = self.line.feed(data)
             if echo:
@@ -148,6 +168,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             )
         if self.recording is not None:
             self.recording.resize(width, height)
+        if self.guard is not None:
+            self.guard.tracker.width = width or 80
         if self.up_chan is not None:
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -186,6 +208,14 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
 
     def from_upstream(self, data: bytes, datatype: asyncssh.DataType) -> None:
         """Target output to the contractor (called by ``UpstreamChannel``)."""
+        gate = self.sftp_gate
+        if gate is not None and datatype is None:
+            for piece in gate.server(data):  # refusals go in between whole server packets
+                self._from_target(piece, None)
+            return
+        self._from_target(data, datatype)
+
+    def _from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self.chan is None or self.closed:
             return
         if self.session is not None:
@@ -197,6 +227,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         if self.files is not None and datatype is None:
             self.files.server_data(data)
             self._audit_files()
+        if self.guard is not None and datatype is None:
+            self.guard.output(data)
         # Coalesce what the target sent in one event-loop pass into one write: the
         # contractor's leg then costs one packet (and one syscall) per pass instead
         # of one per upstream packet. No added latency: flushed in the same pass.
@@ -341,6 +373,102 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
     def _sid(self) -> str | None:
         return self.session.id if self.session is not None else None
 
+    async def _judge_request(self, session: Session) -> bool:
+        """An exec command and its scp paths, judged before anything reaches the target."""
+        ok = True
+        if self.kind == "exec" and self.command and not session.ending:
+            ok = await session.judge("command", self.command, "exact")
+        if ok:
+            ok = await self._judge_scp_paths(session)
+        if not ok:
+            if not session.ending:  # denied: nothing reached the target
+                session.closed(EndReason.POLICY)
+            self._exit(status=1)
+            self._closed(EndReason.POLICY)
+        return ok
+
+    async def _judge_scp_paths(self, session: Session) -> bool:
+        """Legacy scp (``scp -O``): the paths of its command, judged before it reaches the target.
+
+        Files named inside a recursive upload and SFTP requests (modern scp) are not
+        judged here; the README says so.
+        """
+        scp = parse_scp_command(self.command) if self.files is not None and self.command else None
+        if scp is None or session.ending or not await session.watches("file"):
+            return True
+        for path in scp.paths:
+            if not await session.judge("file", path, scp.direction):
+                return False
+        return True
+
+    # --- file guardrails on SFTP ---------------------------------------------------------
+
+    def _sftp_pump(self) -> None:
+        """Forward queued client packets in order; stop at a request to judge."""
+        queue = self._sftp_queue
+        while queue and not self._sftp_busy and self.up_chan is not None and not self.closed:
+            item = queue.popleft()
+            if isinstance(item, bytes):
+                self.up_chan.write(item)
+            else:
+                self._sftp_busy = True
+                self.node.spawn(self._judge_sftp(item))
+        if self.chan is not None and self._sftp_busy:
+            self.chan.pause_reading()  # the client waits while a request is judged
+        if self.sftp_gate is not None and self.sftp_gate.broken and self.session is not None:
+            self.session.terminate(EndReason.POLICY, "the file transfer cannot be checked")
+
+    async def _judge_sftp(self, request: SftpRequest) -> None:
+        session = self.session
+        allowed = True
+        try:
+            for path, operation in request.paths:
+                if session is None or not await session.judge("file", path, operation):
+                    allowed = False
+                    break
+        except Exception:  # never let an unjudged request through
+            log.exception("judging an sftp request failed")
+            allowed = False
+        self._sftp_busy = False
+        if session is None or session.ending or self.up_chan is None:
+            return
+        if self.chan is not None and not self.closed:
+            self.chan.resume_reading()
+        if allowed:
+            self.up_chan.write(request.packet)
+        else:
+            last = session.last_decision
+            why = last.reason if last is not None and last.reason else "refused by a rule"
+            gate = self.sftp_gate
+            assert gate is not None  # noqa: S101  only judged with a gate
+            packet = gate.refuse(sftp_refusal(request.request_id, f"bastion: {why}"))
+            if packet is not None:
+                self._from_target(packet, None)
+        self._sftp_pump()
+
+    # --- command guardrails on a terminal ------------------------------------------------
+
+    def _to_target(self, data: bytes) -> None:
+        if self.up_chan is not None and not self.closed:
+            self.up_chan.write(data)
+
+    async def _arm_guard(self) -> None:
+        """Judge typed lines when a rule could refuse a command here (costs nothing otherwise)."""
+        session = self.session
+        if session is None or self.pty is None or self.files is not None:
+            return  # no terminal, or a file transfer (its paths are judged instead)
+        if self.kind == "subsystem":
+            return
+        self._guard_asked_at = self.node.clock()
+        if self.guard is None and await session.watches("command"):
+            self.guard = LineGuard(session, self._to_target, self.pty.width or 80)
+
+    def _ask_guard(self) -> None:
+        """On Enter without a guard: look again, at most once per poll interval (new rules)."""
+        if self.node.clock() - self._guard_asked_at >= self.node.config.timebox.poll_interval:
+            self._guard_asked_at = self.node.clock()
+            self.node.spawn(self._arm_guard())
+
     # --- what the session core asks (SessionAdapter) ---------------------------------------
 
     def tell(self, message: str) -> None:
@@ -454,13 +582,11 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             meta.update(term=self.pty.term_type, cols=self.pty.width, rows=self.pty.height)
         await session.start_recording(meta, request=self._describe_request())
         self.recording = session.recording
-        if self.kind == "exec" and self.command and not session.ending:
-            if not await session.judge("command", self.command, "exact"):
-                if not session.ending:  # denied: nothing reached the target
-                    session.closed(EndReason.POLICY)
-                self._exit(status=1)
-                self._closed(EndReason.POLICY)
-                return
+        if not await self._judge_request(session):
+            return
+        await self._arm_guard()
+        if self.kind == "subsystem" and self.files is not None and await session.watches("file"):
+            self.sftp_gate = SftpGate()
         if session.ending or self.closed:
             self._closed(EndReason.CLIENT_CLOSED)
             return
