@@ -107,7 +107,7 @@ class Session:
         self.life = Lifecycle()
         self.recording: LiveRecording | None = None
         self.last_decision: Decision | None = None
-        """The answer of the last ``judge`` (an adapter names the rule in its own refusal)."""
+        """The answer of the last ``judge`` (an adapter names its rule in a refusal)."""
         self.started_at = node.clock()
         self.live: LiveSession | None = None
         self.bytes_in = 0
@@ -118,8 +118,6 @@ class Session:
         self._starting: asyncio.Future[None] | None = None
         self.holding: asyncio.Event | None = None
         """Set while a command waits for approval: the end of the session wakes the wait."""
-        self.last_decision: Decision | None = None
-        """The decision behind the last ``judge`` (the PostgreSQL relay names its rule)."""
         node.sessions.add(self)
 
     # --- state ---------------------------------------------------------------------------
