@@ -169,7 +169,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    """List users with role, key count and lock state."""
+    """List every user (nothing is hidden: disabled and ended users stay listed)."""
     now = time.time()
     with opened(args) as (_c, store):
         users = store.list_users()
@@ -353,10 +353,14 @@ def add_user_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     add_config(p)
     p.set_defaults(func=cmd_user_set)
     p = us.add_parser(
-        "list", help="list users with role, groups, state (active/ended/disabled/locked), end date"
+        "list",
+        help="list every user (disabled and ended ones too) with role, groups, state, end date",
     )
     add_config(p)
     add_json(p)
+    p.add_argument(
+        "--all", action="store_true", help="every user, as by default (said for scripts)"
+    )
     p.set_defaults(func=cmd_user_list)
     for action, text in [
         ("disable", "refuse all logins of a user and end their live sessions"),

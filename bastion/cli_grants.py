@@ -175,10 +175,14 @@ def _grant_line(g: Grant, now: float) -> str:
 
 
 def cmd_grant_list(args: argparse.Namespace) -> int:
-    """List grants, optionally only those active now."""
+    """List grants, ended and revoked ones too (``--all`` says so), or only those active now.
+
+    ``--target`` names a live target, or else a removed one: its grants stay listed.
+    """
     now = time.time()
     with opened(args) as (_c, store):
         user_id = target_id = None
+        removed: str | None = None
         if args.user:
             u = store.get_user(args.user)
             if u is None:
@@ -186,12 +190,17 @@ def cmd_grant_list(args: argparse.Namespace) -> int:
             user_id = u.id
         if args.target:
             t = store.get_target(args.target)
-            if t is None:
+            if t is not None:
+                target_id = t.id
+            elif any(x.name == args.target for x in store.list_targets(all=True)):
+                removed = args.target
+            else:
                 raise NotFound(f"no target named '{args.target}'")
-            target_id = t.id
         grants = store.list_grants(
             user_id=user_id, target_id=target_id, active_at=now if args.active else None
         )
+    if removed is not None:
+        grants = [g for g in grants if g.target_name == removed]
     emit(args, grants, lambda g: _grant_line(g, now))
     return 0
 
@@ -242,7 +251,13 @@ def add_grant_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     add_json(p)
     p.set_defaults(func=cmd_grant_add)
     p = gs.add_parser("list", help="list grants")
-    p.add_argument("--active", action="store_true", help="only grants usable right now")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--active", action="store_true", help="only grants usable right now")
+    shown.add_argument(
+        "--all",
+        action="store_true",
+        help="every grant, ended and revoked ones too (the default; said for scripts)",
+    )
     p.add_argument("--user")
     p.add_argument("--target")
     add_config(p)

@@ -22,6 +22,7 @@ from bastion.policy.stored import (
     policy_of,
     remove_rule,
     rule_details,
+    target_labels_of,
     user_groups_of,
 )
 from bastion.session.hooks import Verdict
@@ -99,7 +100,11 @@ def cmd_policy_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
-    """Print the rule that matches and the action, exactly as a node would decide."""
+    """Print the rule that matches and the action, exactly as a node would decide.
+
+    ``KEY=VALUE`` target rules match the named target's stored labels now (an
+    unknown name has none), as a session starting now would see them.
+    """
     if (args.command is None) == (args.sql is None):
         raise UsageError("give one of --command TEXT or --sql TEXT")
     kind, text = ("command", args.command) if args.command is not None else ("statement", args.sql)
@@ -109,9 +114,9 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         except RuleError as e:
             raise UsageError(f"a stored rule cannot apply: {e}") from e
         groups = user_groups_of(store, args.user)
-    # Targets have no labels yet: label rules (KEY=VALUE) match no target, on nodes as here.
+        labels = target_labels_of(store, args.target)
     d = decide(
-        policy, kind, user=args.user, groups=groups, target=args.target, labels={}, text=text
+        policy, kind, user=args.user, groups=groups, target=args.target, labels=labels, text=text
     )
     if args.json:
         out = {

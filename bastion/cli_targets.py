@@ -26,6 +26,7 @@ from bastion.ca import CertificateAuthority
 from bastion.cli_admin import AddOpt, Sub, actor, emit, jsonable, opened, read_keys
 from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
+from bastion.grants import format_time
 from bastion.profile_actions import label_target
 from bastion.profiles import check_key, format_labels, parse_labels
 from bastion.ssh.login_name import valid_name
@@ -246,14 +247,24 @@ def _target_json(t: Target, config: Config) -> dict[str, Any]:
 
 
 def cmd_target_list(args: argparse.Namespace) -> int:
-    """List targets with kind and address; databases with credential-set names, no passwords."""
+    """List targets with kind and address; databases with credential-set names, no passwords.
+
+    Live targets only, unless ``--all``: removed ones too, marked with when (their
+    grants, sessions and audit rows keep naming them).
+    """
     with opened(args) as (config, store):
-        targets = store.list_targets()
+        targets = store.list_targets(all=args.all)
     if args.json:
         print(json.dumps([_target_json(t, config) for t in targets], indent=2))
         return 0
-    emit(args, targets, _target_line)
+    emit(args, targets, _listed_line)
     return 0
+
+
+def _listed_line(t: Target) -> str:
+    if t.removed_at is None:
+        return _target_line(t)
+    return f"{_target_line(t)} (removed {format_time(t.removed_at)})"
 
 
 def cmd_target_show(args: argparse.Namespace) -> int:
@@ -425,9 +436,12 @@ def add_target_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
     add_config(p)
     add_json(p)
     p.set_defaults(func=cmd_target_add)
-    p = ts.add_parser("list", help="list targets (with their own request policy, if any)")
+    p = ts.add_parser(
+        "list", help="list live targets (with their own request policy, if any; --all: removed too)"
+    )
     add_config(p)
     add_json(p)
+    p.add_argument("--all", action="store_true", help="include removed targets, marked with when")
     p.set_defaults(func=cmd_target_list)
     p = ts.add_parser("show", help="one target and the request policy in effect for it")
     p.add_argument("name")

@@ -1,4 +1,5 @@
-"""The alert detectors: session observers (volume, concurrent sessions) and login checks.
+"""The alert detectors: session observers (volume, concurrent sessions, hours per target
+label) and login checks.
 
 Nothing here may slow a session or a login down: observers only compare numbers
 already in memory, and every store read or write (history of source networks,
@@ -77,8 +78,8 @@ def source_network(client_addr: str) -> str | None:
 
 
 class AlertHook(SessionHook):
-    """Volume per session, rows per statement, downloaded bytes per session and live
-    sessions per user, from the session core's events."""
+    """Volume per session, rows per statement, downloaded bytes per session, live
+    sessions per user and hours per target label, from the session core's events."""
 
     name = "alerts"
 
@@ -97,6 +98,7 @@ class AlertHook(SessionHook):
             self._files(session, event)
         elif isinstance(event, SessionStarted):
             self._concurrent(session)
+            self._label_hours(session)
 
     def _rows(self, session: Session, event: RowsReturned) -> None:
         limit = self.settings.statement_rows
@@ -143,6 +145,22 @@ class AlertHook(SessionHook):
                 self.node, MAX_SESSIONS, session.user.name, session.target.name,
                 session=session, live=len(live), limit=limit,
                 sessions=sorted(s.id for s in live),
+            )  # fmt: skip
+
+    def _label_hours(self, session: Session) -> None:
+        """The login knew no target: a target label's window is checked as the session starts.
+
+        A user exempted with ``[alerts.user_hours] NAME = ""`` is exempt here too.
+        """
+        settings = self.settings
+        if not settings.label_hours or (session.user.name, None) in settings.user_hours:
+            return
+        at = self.node.clock()
+        for label, hours in settings.label_windows_missed(at, session.target.labels):
+            raise_alert(
+                self.node, OFF_HOURS, session.user.name, session.target.name,
+                session=session, label=label, hours=f"{hours[0]:%H:%M}-{hours[1]:%H:%M}",
+                timezone=settings.timezone,
             )  # fmt: skip
 
     async def ended(self, session: Session) -> None:

@@ -7,12 +7,14 @@ Kept apart from ``bastion.config`` (which calls ``parse_alerts``), like
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, UsageError
+from bastion.profiles import parse_label
 
 KNOWN_ALERT_KEYS = frozenset(
     {
@@ -24,6 +26,7 @@ KNOWN_ALERT_KEYS = frozenset(
         "max_sessions",
         "hours",
         "user_hours",
+        "label_hours",
         "timezone",
     }
 )
@@ -51,6 +54,8 @@ class AlertsConfig:
     """Logins outside these local hours raise an alert."""
     user_hours: tuple[tuple[str, tuple[time, time] | None], ...] = ()
     """Per user: their own window instead of ``hours`` (None: never off hours)."""
+    label_hours: tuple[tuple[str, str, tuple[time, time]], ...] = ()
+    """Per target label (key, value, window): sessions on such a target outside it alert."""
     timezone: str = "UTC"
 
     @property
@@ -65,6 +70,7 @@ class AlertsConfig:
             or self.max_sessions
             or self.hours
             or any(window for _user, window in self.user_hours)
+            or self.label_hours
         )
 
     def hours_for(self, user: str | None) -> tuple[time, time] | None:
@@ -77,12 +83,24 @@ class AlertsConfig:
     def outside_hours(self, at: float, user: str | None = None) -> bool:
         """Is ``at`` outside ``user``'s window in ``timezone`` (False without a window)?"""
         hours = self.hours_for(user)
-        if hours is None:
-            return False
+        return hours is not None and self.outside(at, hours)
+
+    def outside(self, at: float, hours: tuple[time, time]) -> bool:
+        """Is ``at`` outside ``hours`` in ``timezone``? (A window may wrap midnight.)"""
         local = datetime.fromtimestamp(at, ZoneInfo(self.timezone)).time()
         start, end = hours
         inside = start <= local < end if start <= end else (local >= start or local < end)
         return not inside
+
+    def label_windows_missed(
+        self, at: float, labels: Mapping[str, str]
+    ) -> list[tuple[str, tuple[time, time]]]:
+        """The ``KEY=VALUE`` windows of ``labels`` that ``at`` falls outside, in key order."""
+        return [
+            (f"{key}={value}", window)
+            for key, value, window in self.label_hours
+            if labels.get(key) == value and self.outside(at, window)
+        ]
 
 
 def parse_size(value: object, where: str) -> int:
@@ -128,6 +146,29 @@ def _user_hours(value: object) -> tuple[tuple[str, tuple[time, time] | None], ..
     )
 
 
+def _label_hours(value: object) -> tuple[tuple[str, str, tuple[time, time]], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            'alerts.label_hours must be a table: [alerts.label_hours] "env=prod" = "08:00-18:00"'
+        )
+    out = []
+    for label, window in sorted(value.items()):
+        where = f'alerts.label_hours."{label}"'
+        try:
+            key, val = parse_label(str(label))
+        except UsageError as e:
+            raise ConfigError(f"{where}: {e}") from e
+        hours = _hours(window, where)
+        if hours is None:
+            raise ConfigError(
+                f'{where} needs a window such as "08:00-18:00"; drop the line to have none'
+            )
+        out.append((key, val, hours))
+    return tuple(out)
+
+
 def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
     """Read ``[alerts]`` (raises ConfigError naming the setting)."""
     unknown = set(section) - KNOWN_ALERT_KEYS
@@ -149,6 +190,7 @@ def parse_alerts(section: dict[str, Any]) -> AlertsConfig:
         max_sessions=_count(section, "max_sessions"),
         hours=_hours(section.get("hours")),
         user_hours=_user_hours(section.get("user_hours")),
+        label_hours=_label_hours(section.get("label_hours")),
         timezone=tz,
     )
 
@@ -172,8 +214,12 @@ max_sessions = 0
 # Logins outside these hours, e.g. "08:00-18:00" (local time in `timezone`); "": off.
 hours = ""
 timezone = "UTC"
-# Per user, instead of `hours` ("" exempts the user); keep this table last in [alerts].
+# Per user, instead of `hours` ("" exempts the user); keep these tables last in [alerts].
 # [alerts.user_hours]
 # alice = "06:00-22:00"
 # oncall-bot = ""
+# Per target label, checked when a session starts on a target with that label (as well
+# as the login's check against the user's window).
+# [alerts.label_hours]
+# "env=prod" = "08:00-18:00"
 """

@@ -11,6 +11,8 @@ whatever the rules say) but reported as ``Flag``s: the core writes a marker and 
 ``policy.shadow`` / ``policy.unanalysable`` audit row. A ``hold`` decision goes to
 the session core, which waits for approval (``bastion.session.hold``).
 
+Rules naming ``KEY=VALUE`` match the labels the session's target had when the
+session started (a relabel reaches the next session, as profile access does).
 Statements are judged once per distinct text per session: a plain allow (no
 flag) is kept in a per-session memo tied to the rules in force, and ``cached``
 answers from it (or at once when there are no SQL rules and the default is
@@ -128,7 +130,9 @@ class PolicyHook(SessionHook):
                 groups = tuple(await node.call(node.store.user_groups, session.user.id))
                 idle = policy.default is Verdict.ALLOW and not any(
                     r.kind is RuleKind.SQL
-                    and r.applies_to(session.user.name, groups, session.target.name, {})
+                    and r.applies_to(
+                        session.user.name, groups, session.target.name, session.target.labels
+                    )
                     for r in policy.rules
                 )
                 memo = self._memos[session.id] = _Memo(policy, groups, idle)
@@ -141,7 +145,7 @@ class PolicyHook(SessionHook):
             user=session.user.name,
             groups=groups,
             target=session.target.name,
-            labels={},  # targets have no labels yet
+            labels=session.target.labels,
             text=text,
             exact=exact,
         )
@@ -188,7 +192,8 @@ class PolicyHook(SessionHook):
             return False
         node = self.node
         groups = await node.call(node.store.user_groups, session.user.id)
-        return any(r.applies_to(session.user.name, groups, session.target.name, {}) for r in rules)
+        target = session.target
+        return any(r.applies_to(session.user.name, groups, target.name, target.labels) for r in rules)
 
     async def command(self, session: Session, text: str, exact: bool) -> Decision:
         """An exec command (exact) or a typed line (best effort)."""

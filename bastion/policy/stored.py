@@ -122,6 +122,12 @@ def describe(rule: StoredRule) -> str:
     return " ".join(parts)
 
 
+def target_labels_of(store: Store, target: str) -> Mapping[str, str]:
+    """A live target's labels by name (none for an unknown name: rules by name still apply)."""
+    found = store.get_target(target)
+    return {} if found is None else dict(found.labels)
+
+
 def user_groups_of(store: Store, user: str) -> Sequence[str]:
     """The groups of a user by name (none for an unknown name: rules by name still apply)."""
     found = store.get_user(user)

@@ -9,6 +9,7 @@ SecretBox before they reach the database and opened on the way out.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -375,10 +376,11 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
             found = self._targets(tx, "id = ?", [target_id])
         return found[0] if found else None
 
-    def list_targets(self) -> list[Target]:
-        """Every live target, by name."""
+    def list_targets(self, all: bool = False) -> list[Target]:  # noqa: A002  the CLI's --all
+        """Every live target, by name (``all``: removed ones too, by name then id)."""
+        where = "1 = 1" if all else "removed_at IS NULL"
         with self._db.transaction() as tx:
-            return self._targets(tx, "removed_at IS NULL ORDER BY name", [])
+            return self._targets(tx, f"{where} ORDER BY name, id", [])
 
     def remove_target(self, name: str, at: float) -> Target:
         """Retire a target; revoke its active and pending grants and its tokens. Raises NotFound.
@@ -407,7 +409,7 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
             " WHERE target_id = ? AND revoked_at IS NULL",
             [float(at), "target-removed", target.id],
         )
-        return target
+        return dataclasses.replace(target, removed_at=float(at))
 
     def set_target_host_keys(self, name: str, host_keys: Sequence[str]) -> Target:
         """Replace a target's pinned host keys. Raises NotFound."""

@@ -116,6 +116,8 @@ class Target:
     """Longest access a request may get (None: ``[requests] max_duration``)."""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Labels (``env=staging``) that access profiles select targets by."""
+    removed_at: float | None = None
+    """Set: retired (``bastion target remove``); the row stays for history."""
 
     @property
     def default_login(self) -> str | None:

@@ -178,6 +178,7 @@ def target(
         approvers=tuple(load_list(row["approvers"])) if row["approvers"] else (),
         max_request=_opt_float(row["max_request"]),
         labels=dict(labels or {}),
+        removed_at=_opt_float(row["removed_at"]),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion.cli import main
+from tests.bastion.test_cli import _pubkey
 
 
 @pytest.fixture()
@@ -76,3 +77,30 @@ def test_bad_rules_are_usage_errors(node_dir: Path, capsys: pytest.CaptureFixtur
     assert code == 1 and "no policy rule named 'x'" in err
     code, out, _ = run(node_dir, capsys, "policy", "list", "--json")
     assert json.loads(out)["rules"] == []
+
+
+def test_label_rules_match_the_named_targets_stored_labels(
+    node_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def ok(*args: str) -> str:
+        code, out, err = run(node_dir, capsys, *args)
+        assert code == 0, err
+        return out
+
+    host = str(_pubkey(tmp_path, "host"))
+    for name, env in (("db1", "prod"), ("db2", "dev")):
+        ok("target", "add", name, "--ssh", "10.1.2.3:22", "--login", "deploy",
+           "--host-key", host, "--label", f"env={env}")  # fmt: skip
+    ok("policy", "add", "no-rm-prod", "--command", "rm", "--target", "env=prod", "--action", "deny")
+
+    def action(target: str) -> str:
+        out = ok("policy", "test", "--json", "--user", "alice", "--target", target,
+                 "--command", "rm -rf /srv")  # fmt: skip
+        return str(json.loads(out)["action"])
+
+    assert [action(t) for t in ("db1", "db2", "nosuch")] == ["deny", "allow", "allow"]
+    ok("target", "label", "db1", "env=dev")
+    ok("target", "label", "db2", "env=prod")
+    assert [action(t) for t in ("db1", "db2")] == ["allow", "deny"]
+    ok("target", "remove", "db2")  # a removed target has no labels to match
+    assert action("db2") == "allow"

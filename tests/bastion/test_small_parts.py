@@ -78,9 +78,10 @@ def test_config_template_names_every_known_key() -> None:
     known = {(section, key) for section, keys in KNOWN_KEYS.items() for key in keys}
     # commented out in the template: control.listen (no TCP by default), node.log_level,
     # the notification sinks (none by default; tests/bastion/notify checks their example),
-    # the per-user alert hours (a table, shown as a commented example)
+    # the per-user and per-label hours tables (empty by default)
     assert known - shown == {
         ("alerts", "user_hours"),
+        ("alerts", "label_hours"),
         ("control", "listen"),
         ("node", "log_level"),
         ("notify", "webhook"),

@@ -7,6 +7,7 @@ connections, as separate nodes would have) on the same database.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
@@ -342,7 +343,9 @@ def test_target_soft_delete_and_name_reuse(store: Store) -> None:
     assert removed.id == old.id
     assert store.get_target("web1") is None
     assert store.list_targets() == []
-    assert store.get_target_by_id(old.id) == old  # history keeps it
+    assert removed == dataclasses.replace(old, removed_at=T0 + 10)
+    assert store.get_target_by_id(old.id) == removed  # history keeps it
+    assert store.list_targets(all=True) == [removed]
     for g in (active, pending):
         after = store.get_grant(g.id)
         assert after is not None and after.state is GrantState.REVOKED

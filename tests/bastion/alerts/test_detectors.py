@@ -202,6 +202,41 @@ async def test_a_users_own_hours_replace_the_common_ones(kit: Kit) -> None:
     assert not parse_alerts({"user_hours": {"x": ""}}).any
 
 
+async def test_sessions_on_a_labelled_target_outside_its_window(kit: Kit) -> None:
+    # T0 is 2023-11-14 22:13:20 UTC; the login check knows no target, the session start does
+    cfg = parse_alerts(
+        {"label_hours": {"env=prod": "08:00-18:00", "tier=db": "20:00-23:00"},
+         "user_hours": {"oncall": ""}}
+    )  # fmt: skip
+    arm(kit, label_hours=cfg.label_hours, user_hours=cfg.user_hours)
+    s, _ = await kit.live_session()  # web1 has no labels yet
+    await end(kit, s)
+    assert kit.audit("alert.off-hours") == []
+    kit.node.store.set_target_labels("web1", {"env": "prod", "tier": "db"})
+    s, _ = await kit.live_session()
+    markers = await end(kit, s)
+    (row,) = kit.audit("alert.off-hours", s.id)  # tier=db's window holds 22:13
+    assert (row.actor, row.subject) == ("alice", "web1")
+    assert (row.details["label"], row.details["hours"]) == ("env=prod", "08:00-18:00")
+    assert "alert off-hours: label=env=prod hours=08:00-18:00 timezone=UTC" in markers
+    kit.node.store.set_target_labels("web1", {"env": "dev"}, remove=["tier"])
+    kit.clock.now = T0 + 3000  # 23:03: outside tier=db's window, but web1 is no longer db
+    s, _ = await kit.live_session()
+    await end(kit, s)
+    assert kit.audit("alert.off-hours", s.id) == []
+    assert cfg.any and cfg.label_windows_missed(T0, {"env": "prod"})
+    assert not cfg.label_windows_missed(T0 - 10 * 3600, {"env": "prod"})  # 12:13
+
+
+async def test_a_user_exempt_from_hours_is_exempt_from_label_windows(kit: Kit) -> None:
+    cfg = parse_alerts({"label_hours": {"env=prod": "08:00-18:00"}, "user_hours": {"alice": ""}})
+    arm(kit, label_hours=cfg.label_hours, user_hours=cfg.user_hours)
+    kit.node.store.set_target_labels("web1", {"env": "prod"})
+    s, _ = await kit.live_session()  # 22:13, outside env=prod's window
+    await end(kit, s)
+    assert kit.audit("alert.off-hours") == []
+
+
 def test_source_networks() -> None:
     assert detectors.source_network("192.0.2.7:50000") == "192.0.2.0/24"
     assert detectors.source_network("2001:db8:1:2:3::9:443") == "2001:db8:1:2::/64"
@@ -235,6 +270,10 @@ def test_alerts_settings() -> None:
         ({"mfa_failure": 3}, "unknown key"),
         ({"user_hours": {"alice": "late"}}, "user_hours.alice"),
         ({"user_hours": "alice=9-5"}, "must be a table"),
+        ({"label_hours": {"env": "08:00-18:00"}}, "write KEY=VALUE"),
+        ({"label_hours": {"env=prod": ""}}, "needs a window"),
+        ({"label_hours": {"env=prod": "9-5"}}, 'label_hours."env=prod"'),
+        ({"label_hours": "env=prod"}, "must be a table"),
     ):
         with pytest.raises(ConfigError, match=match):
             parse_alerts(bad)

@@ -359,3 +359,43 @@ def test_other_connections_run_while_one_is_judged(db: Db) -> None:
             a.execute(f"select {i} as fresh_{i}")
             assert b.execute(f"select {i} + 1 as other_{i}").fetchone() == (i + 1,)
     _untouched(db)
+
+
+def test_a_label_rule_follows_the_targets_labels(db: Db) -> None:
+    """``--target env=prod``: judged with the labels the target had when the session began
+    (the per-session memo never answers for a target whose labels now match a rule)."""
+    query = "select count(*) from t"
+
+    def denied(conn: psycopg.Connection[Any]) -> bool:
+        try:
+            conn.execute(query).fetchone()
+        except errors.InsufficientPrivilege as e:
+            assert "rule 'prod-no-count'" in str(e)
+            return True
+        return False
+
+    def fresh_denied() -> bool:
+        with db.connect(who, token, autocommit=True) as conn:
+            return denied(conn)
+
+    who, token = db.user()
+    for args in (
+        ("target", "label", "pgg", "env=prod"),
+        ("policy", "add", "prod-no-count", "--sql", "select", "--tables", "t",
+         "--target", "env=prod", "--action", "deny"),
+    ):  # fmt: skip
+        r = db.h.cli(*args)
+        assert r.returncode == 0, r.stderr
+    try:
+        wait_until(fresh_denied, 10, "the node applies the new rule to env=prod")
+        assert db.h.cli("target", "label", "pgg", "env=dev").returncode == 0
+        with db.connect(who, token, autocommit=True) as dev:
+            assert not denied(dev) and not denied(dev)  # the second answer is remembered
+            assert db.h.cli("target", "label", "pgg", "env=prod").returncode == 0
+            assert fresh_denied()  # a new session sees the new label
+            assert not denied(dev)  # this one began on env=dev
+        assert db.policy_test(who, query)["rule"] == "prod-no-count"
+    finally:
+        db.h.cli("policy", "remove", "prod-no-count")
+        db.h.cli("target", "label", "pgg", "--remove", "env")
+    _untouched(db)
