@@ -192,8 +192,8 @@ class PolicyHook(SessionHook):
             return False
         node = self.node
         groups = await node.call(node.store.user_groups, session.user.id)
-        target = session.target
-        return any(r.applies_to(session.user.name, groups, target.name, target.labels) for r in rules)
+        user, target = session.user.name, session.target
+        return any(r.applies_to(user, groups, target.name, target.labels) for r in rules)
 
     async def command(self, session: Session, text: str, exact: bool) -> Decision:
         """An exec command (exact) or a typed line (best effort)."""
