@@ -52,6 +52,8 @@ class SshConfig:
     source_addresses: tuple[str, ...] = ()
     connect_timeout: float = 10.0
     max_startups: int = 100
+    per_source_max_startups: int = 10
+    """Logins in progress from one address (IPv4) or /64 (IPv6); 0: no per-source cap."""
     ciphers: tuple[str, ...] = DEFAULT_CIPHERS
     """Ciphers offered to contractors. chacha20-poly1305 is left out by default: in
     asyncssh it costs about 40 % of relay throughput (new cipher objects per packet)."""
@@ -76,6 +78,8 @@ class PostgresConfig:
     login_timeout: float = 30.0
     connect_timeout: float = 10.0
     max_startups: int = 100
+    per_source_max_startups: int = 10
+    """Logins in progress from one address (IPv4) or /64 (IPv6); 0: no per-source cap."""
     max_message_bytes: int = 64 * 1024 * 1024
     capture_rows: int = 0
     """Result rows kept per statement in the recording (0: none, the default)."""
@@ -167,6 +171,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "host_key",
             "login_timeout",
             "max_startups",
+            "per_source_max_startups",
             "idle_timeout",
             "certificate_lifetime",
             "certificate_backdate",
@@ -189,6 +194,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "login_timeout",
             "connect_timeout",
             "max_startups",
+            "per_source_max_startups",
             "max_message_bytes",
             "capture_rows",
             "mask_columns",
@@ -334,6 +340,9 @@ def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
         login_timeout=_number(pg, "login_timeout", 30, "postgres.login_timeout"),
         connect_timeout=_number(pg, "connect_timeout", 10, "postgres.connect_timeout"),
         max_startups=int(_number(pg, "max_startups", 100, "postgres.max_startups")),
+        per_source_max_startups=int(
+            _number(pg, "per_source_max_startups", 10, "postgres.per_source_max_startups")
+        ),
         max_message_bytes=int(
             _number(pg, "max_message_bytes", 64 * 1024 * 1024, "postgres.max_message_bytes")
         ),
@@ -444,6 +453,9 @@ def load_config(path: Path | str | None = None) -> Config:
             source_addresses=tuple(sources),
             connect_timeout=_number(ssh, "connect_timeout", 10, "ssh.connect_timeout"),
             max_startups=int(_number(ssh, "max_startups", 100, "ssh.max_startups")),
+            per_source_max_startups=int(
+                _number(ssh, "per_source_max_startups", 10, "ssh.per_source_max_startups")
+            ),
             ciphers=_algorithms(ssh, "ciphers", SshConfig.ciphers),
             kex_algorithms=_algorithms(ssh, "kex_algorithms", SshConfig.kex_algorithms),
             macs=_algorithms(ssh, "macs", SshConfig.macs),
@@ -528,6 +540,10 @@ host_key = "keys/ssh_host_ed25519_key"
 # OpenSSH's MaxStartups): slow or idle clients cannot starve real users.
 login_timeout = 30
 max_startups = 100
+# Of those, how many may come from one source (an IPv4 address or an IPv6 /64),
+# like OpenSSH's PerSourceMaxStartups: one address cannot fill max_startups and
+# lock everyone else out. 0 = no per-source cap.
+per_source_max_startups = 10
 # Seconds without input before a session is closed (0 = never).
 idle_timeout = 900
 # Upstream certificates: lifetime (at most 120 s; never past the grant's end)
@@ -571,7 +587,10 @@ require_tls = true
 token_ttl = 3600
 login_timeout = 30
 connect_timeout = 10
+# Logins in progress at once, and from one source (IPv4 address or IPv6 /64;
+# 0 = no per-source cap); more are refused at once with SQLSTATE 53300.
 max_startups = 100
+per_source_max_startups = 10
 # Largest client message (a Query, Bind or CopyData) accepted, in bytes.
 max_message_bytes = 67108864
 # Result rows recorded per statement (0 = none). A value is recorded as *** when
@@ -626,7 +645,12 @@ warn_before = [300, 60]
 # How often live sessions' grants are re-read (revocation takes effect within this).
 poll_interval = 0.5
 
-""" + REQUESTS_TEMPLATE + POLICY_TEMPLATE + ALERTS_TEMPLATE + USERS_TEMPLATE + """
+"""
+    + REQUESTS_TEMPLATE
+    + POLICY_TEMPLATE
+    + ALERTS_TEMPLATE
+    + USERS_TEMPLATE
+    + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with
 # retries; a notification that cannot be delivered is audited as notify.failed.

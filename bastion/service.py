@@ -30,6 +30,7 @@ from bastion.session.hold import HoldWaits
 from bastion.session.hooks import Hooks
 from bastion.session.registry import SessionRegistry
 from bastion.session.timebox import LiveSessions
+from bastion.startups import StartupLimits
 from bastion.store import Store, open_store
 from bastion.store.models import GrantState, User
 
@@ -77,8 +78,10 @@ class BastionNode:
         self.stopping = False
         """Set when the node stops: new sessions are refused."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.unauthenticated = 0
-        """Connections still authenticating (bounded by ssh.max_startups)."""
+        self.ssh_startups = StartupLimits(
+            config.ssh.max_startups, config.ssh.per_source_max_startups
+        )
+        """SSH connections still authenticating (ssh.max_startups, per_source_max_startups)."""
         self.notifier = Notifier.from_config(config.notify, self.audit, config.node)
         self.hold_waits = HoldWaits()
         """Commands held for approval here: a decision announced on this node wakes them."""
@@ -95,7 +98,7 @@ class BastionNode:
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
             sessions=lambda: len(self.sessions),
-            unauthenticated_connections=lambda: self.unauthenticated,
+            unauthenticated_connections=lambda: self.ssh_startups.in_progress,
             live_recordings=lambda: self.recordings.live_count,
             notifications_pending=lambda: self.notifier.pending,
         )

@@ -42,6 +42,7 @@ from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from bastion.recording import LiveRecording
 from bastion.session.reasons import EndReason
+from bastion.startups import Slot
 from recorder.events import JSONValue
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class ClientConnection(asyncio.Protocol):
         self.relaying = False
         self.closed = False
         self.finished = False
-        self.counted = True
+        self.slot: Slot | None = None  # a login in progress, held until logged in or gone
         self.client_scan: ClientScanner | None = None
         self.server_scan: ServerScanner | None = None
         self.tracker: QueryTracker | None = None
@@ -102,13 +103,13 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        if self.front.unauthenticated >= self.front.config.max_startups:
-            self.counted = False
-            log.warning("refusing %s: too many PostgreSQL logins in progress", self.client_addr)
+        admitted = self.front.startups.admit(str(peer[0]) if isinstance(peer, tuple) else "?")
+        if isinstance(admitted, str):
+            log.warning("refusing %s: %s", self.client_addr, admitted)
             self._write(connection_error("too many connections are logging in; retry", "53300"))
             self._close()
             return
-        self.front.unauthenticated += 1
+        self.slot = admitted
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.front.config.login_timeout, self._login_timeout)
 
@@ -540,9 +541,8 @@ class ClientConnection(asyncio.Protocol):
             self.session.upstream.close()
 
     def _uncount(self) -> None:
-        if self.counted:
-            self.counted = False
-            self.front.unauthenticated -= 1
+        if self.slot is not None:
+            self.slot.release()
 
     def _login_timeout(self) -> None:
         if not self.relaying and not self.closed:

@@ -1,7 +1,7 @@
 """What every PostgreSQL client connection of a node shares.
 
 ``PgFrontEnd`` holds the node, the listener's settings, the TLS context, the
-cancel routes, the masking rules and the count of logins in progress, and
+cancel routes, the masking rules and the logins in progress (``StartupLimits``), and
 audits refusals. ``Peer`` is all the login steps need to know of a connection.
 """
 
@@ -21,6 +21,7 @@ from bastion.pg.masking import Masking
 from bastion.pg.query_log import MaskRules
 from bastion.pg.tls_cert import ca_path, legacy_self_signed
 from bastion.service import BastionNode
+from bastion.startups import StartupLimits
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ class PgFrontEnd:
         self.mask_rules = MaskRules(cfg.mask_columns)
         self.mask_patterns = tuple(re.compile(p) for p in cfg.mask_patterns)
         self.masking = Masking(self.mask_rules, timeout=cfg.connect_timeout)
-        self.unauthenticated = 0
-        node.metrics.gauges.update(pg_logins_in_progress=lambda: self.unauthenticated)
+        self.startups = StartupLimits(cfg.max_startups, cfg.per_source_max_startups)
+        """Logins in progress (max_startups, per_source_max_startups)."""
+        node.metrics.gauges.update(pg_logins_in_progress=lambda: self.startups.in_progress)
 
     async def refused(
         self,

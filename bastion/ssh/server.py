@@ -25,6 +25,7 @@ from bastion.ssh.session import RelaySession
 from bastion.ssh.target_choice import ConnectionContext
 from bastion.ssh.two_factor import TwoFactorServerConnection
 from bastion.ssh.upstream import drop_cbc_chaff
+from bastion.startups import Slot
 from bastion.store.models import User
 
 log = logging.getLogger(__name__)
@@ -50,31 +51,27 @@ class BastionSSHServer(asyncssh.SSHServer):
         self.key_fingerprint: str | None = None
         self._audited_unknown: set[str] = set()
         self._forwarding: ForwardingContext | None = None
-        self._counted = False
+        self._slot: Slot | None = None
 
     # --- connection ---------------------------------------------------------------
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        """Remember the peer; drop the connection if too many are still authenticating."""
+        """Remember the peer; drop the connection if too many are still authenticating,
+        in all or from its source (max_startups, per_source_max_startups)."""
         self.conn = conn
         drop_cbc_chaff(conn, self.node.config.ssh.ciphers)
         peer = conn.get_extra_info("peername")
         self.client_addr = f"{peer[0]}:{peer[1]}" if peer else "?"
-        if self.node.unauthenticated >= self.node.config.ssh.max_startups:
-            log.warning(
-                "dropping %s: %d connections already authenticating",
-                self.client_addr,
-                self.node.unauthenticated,
-            )
+        admitted = self.node.ssh_startups.admit(str(peer[0]) if peer else "?")
+        if isinstance(admitted, str):
+            log.warning("dropping %s: %s", self.client_addr, admitted)
             conn.abort()
             return
-        self.node.unauthenticated += 1
-        self._counted = True
+        self._slot = admitted
 
     def _uncount(self) -> None:
-        if self._counted:
-            self._counted = False
-            self.node.unauthenticated -= 1
+        if self._slot is not None:
+            self._slot.release()
 
     def auth_completed(self) -> None:
         """No longer counts against ssh.max_startups."""
