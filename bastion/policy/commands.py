@@ -27,9 +27,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-import bashlex
-import bashlex.errors
-
 from bastion.policy.cache import TextCache
 
 MAX_DEPTH = 16
@@ -112,8 +109,11 @@ def _bashlex_parse(text: str) -> tuple[list[Any], str]:
     """bashlex's trees and the text their positions refer to.
 
     bashlex has no ``time`` keyword; it is read as ``\\time``, the same command for
-    our purpose.
+    our purpose. Imported here: bashlex builds its parser tables at import (about
+    0.3 s), which every ``bastion`` command would pay for nothing.
     """
+    import bashlex
+
     try:
         return list(bashlex.parse(text)), text
     except NotImplementedError as e:
@@ -165,6 +165,8 @@ def _parse_failure(e: BaseException) -> str:
     if isinstance(e, NotImplementedError):
         what = str(e).split(",")[0].removeprefix("type = ").strip("{}")
         return f"shell syntax the parser does not support ({what})"
+    import bashlex.errors
+
     if isinstance(e, bashlex.errors.ParsingError):
         return f"does not parse as a shell line ({e.message})"
     return f"does not parse as a shell line ({type(e).__name__})"
