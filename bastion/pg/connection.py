@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 ADMIN_SHUTDOWN = "57P01"
 """SQLSTATE admin_shutdown: what the client sees when the bastion ends its session."""
+CONNECTION_FAILURE = "08006"
+"""SQLSTATE connection_failure: what the client sees when the target goes away."""
+UPSTREAM_GONE = f"{EndReason.UPSTREAM_CLOSED.words}; the session has ended, reconnect later"
 _MAX_INDEXED = 10_000  # distinct statements kept for the session search index
 _DDL_TAGS = ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "SELECT INTO")
 
@@ -439,11 +442,18 @@ class ClientConnection(asyncio.Protocol):
             self.recording.event(ROWS_EVENT, payload)
 
     def upstream_lost(self, exc: Exception | None) -> None:
-        """The target went away: the client cannot continue either."""
+        """The target went away: the client is told why (a FATAL, if the target's last
+        message was whole) and cannot continue either."""
         if self.closed:
             return
         if self.session is not None:
             self.session.core.closed(EndReason.UPSTREAM_CLOSED)
+        if self.relaying and (self.server_scan is None or self.server_scan.buffered == 0):
+            for data in self._pending_out:  # the bastion's own, already on a boundary
+                self._write(data)
+            self._pending_out.clear()
+            if not self._terminating:
+                self._write(connection_error(UPSTREAM_GONE, CONNECTION_FAILURE))
         self._close()
 
     def pause_client(self) -> None:
