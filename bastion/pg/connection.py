@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 ADMIN_SHUTDOWN = "57P01"
 """SQLSTATE admin_shutdown: what the client sees when the bastion ends its session."""
+REFUSAL_GRACE = 3.0
+"""Seconds a connection refused at capacity has to reach its startup message (TLS
+included) and read the refusal there; a silent one gets it when they run out."""
 CONNECTION_FAILURE = "08006"
 """SQLSTATE connection_failure: what the client sees when the target goes away."""
 UPSTREAM_GONE = f"{EndReason.UPSTREAM_CLOSED.words}; the session has ended, reconnect later"
@@ -74,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.finished = False
         self.slot: Slot | None = None  # a login in progress, held until logged in or gone
+        self._refusing = False  # refused at capacity, answering politely (front.refusing)
         self.client_scan: ClientScanner | None = None
         self.server_scan: ServerScanner | None = None
         self.tracker: QueryTracker | None = None
@@ -107,13 +111,22 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         admitted = self.front.startups.admit(str(peer[0]) if isinstance(peer, tuple) else "?")
+        loop = asyncio.get_running_loop()
         if isinstance(admitted, str):
             log.warning("refusing %s: %s", self.client_addr, admitted)
-            self._write(connection_error("too many connections are logging in; retry", "53300"))
-            self._close()
+            refusal = connection_error("too many connections are logging in; retry", "53300")
+            front = self.front
+            if front.refusing >= front.config.max_startups:  # a flood: no TLS for it
+                self._write(refusal)
+                self._close()
+                return
+            front.refusing += 1
+            self._refusing = True
+            self.door.refuse(refusal)  # answered at the startup message, where psql shows it
+            grace = min(front.config.login_timeout, REFUSAL_GRACE)
+            self._timer = loop.call_later(grace, self._login_timeout)
             return
         self.slot = admitted
-        loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.front.config.login_timeout, self._login_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -553,12 +566,15 @@ class ClientConnection(asyncio.Protocol):
     def _uncount(self) -> None:
         if self.slot is not None:
             self.slot.release()
+        if self._refusing:
+            self._refusing = False
+            self.front.refusing -= 1
 
     def _login_timeout(self) -> None:
         if not self.relaying and not self.closed:
             log.info("PostgreSQL client %s did not log in in time", self.client_addr)
             if self._tls_pending is None:
-                self._write(connection_error("login timed out", "08006"))
+                self._write(self.door.refusal or connection_error("login timed out", "08006"))
             self._gone()
 
     def _spawn(self, coro: object) -> None:
