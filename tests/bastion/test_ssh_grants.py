@@ -316,6 +316,23 @@ def test_port_forward_with_and_without_option(bastion: BastionHarness) -> None:
         echo.close()
 
 
+def test_port_forward_to_an_unreachable_destination_fails_at_channel_open(
+    bastion: BastionHarness,
+) -> None:
+    """The target's sshd cannot connect: the client's channel open fails with the
+    target's reason (not accepted and then closed), and the refusal is audited."""
+    gone = _EchoServer()
+    gone.close()  # nothing listens on its port any more
+    c = bastion.contractor()
+    bastion.grant(c, "web1", options=("port-forward",))
+    got, said = _forward_roundtrip(c, bastion, gone)
+    assert got == b""
+    assert f"open failed: connect failed: bastion: target refused 127.0.0.1:{gone.port}" in said
+    refused = bastion.wait_audit(c.name, "forward.refused")
+    assert refused and refused[-1].details["destination"] == f"127.0.0.1:{gone.port}"
+    assert not bastion.audit(c.name, "forward.open")
+
+
 def test_agent_forwarding_only_when_granted(bastion: BastionHarness, tmp_path: Path) -> None:
     sock = str(tmp_path / "agent.sock")
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
