@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 
 ADMIN_SHUTDOWN = "57P01"
 """SQLSTATE admin_shutdown: what the client sees when the bastion ends its session."""
+REFUSAL_GRACE = 3.0
+"""Seconds a connection refused at capacity has to reach its startup message (TLS
+included) and read the refusal there; a silent one gets it when they run out."""
+CONNECTION_FAILURE = "08006"
+"""SQLSTATE connection_failure: what the client sees when the target goes away."""
+UPSTREAM_GONE = f"{EndReason.UPSTREAM_CLOSED.words}; the session has ended, reconnect later"
 _MAX_INDEXED = 10_000  # distinct statements kept for the session search index
 _DDL_TAGS = ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "SELECT INTO")
 
@@ -71,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.finished = False
         self.slot: Slot | None = None  # a login in progress, held until logged in or gone
+        self._refusing = False  # refused at capacity, answering politely (front.refusing)
         self.client_scan: ClientScanner | None = None
         self.server_scan: ServerScanner | None = None
         self.tracker: QueryTracker | None = None
@@ -104,13 +111,22 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         admitted = self.front.startups.admit(str(peer[0]) if isinstance(peer, tuple) else "?")
+        loop = asyncio.get_running_loop()
         if isinstance(admitted, str):
             log.warning("refusing %s: %s", self.client_addr, admitted)
-            self._write(connection_error("too many connections are logging in; retry", "53300"))
-            self._close()
+            refusal = connection_error("too many connections are logging in; retry", "53300")
+            front = self.front
+            if front.refusing >= front.config.max_startups:  # a flood: no TLS for it
+                self._write(refusal)
+                self._close()
+                return
+            front.refusing += 1
+            self._refusing = True
+            self.door.refuse(refusal)  # answered at the startup message, where psql shows it
+            grace = min(front.config.login_timeout, REFUSAL_GRACE)
+            self._timer = loop.call_later(grace, self._login_timeout)
             return
         self.slot = admitted
-        loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.front.config.login_timeout, self._login_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -439,11 +455,18 @@ class ClientConnection(asyncio.Protocol):
             self.recording.event(ROWS_EVENT, payload)
 
     def upstream_lost(self, exc: Exception | None) -> None:
-        """The target went away: the client cannot continue either."""
+        """The target went away: the client is told why (a FATAL, if the target's last
+        message was whole) and cannot continue either."""
         if self.closed:
             return
         if self.session is not None:
             self.session.core.closed(EndReason.UPSTREAM_CLOSED)
+        if self.relaying and (self.server_scan is None or self.server_scan.buffered == 0):
+            for data in self._pending_out:  # the bastion's own, already on a boundary
+                self._write(data)
+            self._pending_out.clear()
+            if not self._terminating:
+                self._write(connection_error(UPSTREAM_GONE, CONNECTION_FAILURE))
         self._close()
 
     def pause_client(self) -> None:
@@ -543,12 +566,15 @@ class ClientConnection(asyncio.Protocol):
     def _uncount(self) -> None:
         if self.slot is not None:
             self.slot.release()
+        if self._refusing:
+            self._refusing = False
+            self.front.refusing -= 1
 
     def _login_timeout(self) -> None:
         if not self.relaying and not self.closed:
             log.info("PostgreSQL client %s did not log in in time", self.client_addr)
             if self._tls_pending is None:
-                self._write(connection_error("login timed out", "08006"))
+                self._write(self.door.refusal or connection_error("login timed out", "08006"))
             self._gone()
 
     def _spawn(self, coro: object) -> None:

@@ -234,6 +234,18 @@ class FrontDoor:
         self._target: tuple[str, str | None] | None = None
         self._parameters: dict[str, str] = {}
         self.done = False
+        self.refusal: bytes | None = None
+        """Set by ``refuse``: the FATAL that answers the startup message instead of a login."""
+
+    def refuse(self, data: bytes) -> None:
+        """Answer this connection's startup message with ``data`` (a FATAL) and close.
+
+        The refusal waits for the startup message, after TLS if the client asks for
+        it, because that is the only place libpq shows a server's error: an error in
+        place of the answer to SSLRequest reads "server sent an error response during
+        SSL exchange". It is not audited (it answers floods at capacity).
+        """
+        self.refusal = data
 
     def tls_started(self) -> None:
         """The adapter finished the TLS handshake; what follows is encrypted."""
@@ -285,6 +297,9 @@ class FrontDoor:
             self.done = True
             return [Cancel(msg.pid, msg.secret)]
         if isinstance(msg, StartupMessage):
+            if self.refusal is not None:
+                self.done = True
+                return [Send(self.refusal), Closed()]
             return self._startup(msg)
         if isinstance(msg, PasswordMessage):
             return self._password(msg)

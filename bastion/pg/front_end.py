@@ -85,6 +85,9 @@ class PgFrontEnd:
         self.masking = Masking(self.mask_rules, timeout=cfg.connect_timeout)
         self.startups = StartupLimits(cfg.max_startups, cfg.per_source_max_startups)
         """Logins in progress (max_startups, per_source_max_startups)."""
+        self.refusing = 0
+        """Connections refused at capacity still being answered politely (TLS, then the
+        FATAL); at most ``max_startups``, beyond that they are refused at accept."""
         node.metrics.gauges.update(pg_logins_in_progress=lambda: self.startups.in_progress)
 
     async def refused(

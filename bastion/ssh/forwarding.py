@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncssh
+from asyncssh.stream import SSHTCPStreamSession
 
 from bastion import audit_actions as actions
 from bastion.errors import AccessDenied
@@ -158,14 +159,16 @@ async def _pipe(
     return total
 
 
-async def open_forward(
-    ctx: ForwardingContext,
-    dest_host: str,
-    dest_port: int,
-    reader: asyncssh.SSHReader[bytes],
-    writer: asyncssh.SSHWriter[bytes],
-) -> None:
-    """Relay one forwarded TCP connection through the target, or refuse and audit why."""
+async def admit_forward(
+    ctx: ForwardingContext, dest_host: str, dest_port: int
+) -> asyncssh.SSHTCPSession[bytes]:
+    """Open the forward through the target before the client's channel is accepted.
+
+    A refusal (no grant, no ``port-forward`` option, the target cannot reach the
+    destination) raises ``ChannelOpenError``, so the client's channel open fails
+    with the reason (OpenSSH prints "open failed: administratively prohibited:
+    REASON") instead of being accepted and then closed.
+    """
     node, user = ctx.node, ctx.user.name
     dest = f"{dest_host}:{dest_port}"
     try:
@@ -181,8 +184,35 @@ async def open_forward(
             client=ctx.client_addr,
             session=ctx.session.id if ctx.session else None,
         )
-        writer.close()
-        return
+        raise _open_error(e, dest) from e
+
+    async def relay(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
+        await _relay_forward(ctx, dest, reader, writer, up_reader, up_writer)
+
+    return SSHTCPStreamSession(relay)
+
+
+def _open_error(e: Exception, dest: str) -> asyncssh.ChannelOpenError:
+    """The channel-open failure the client shows: the target's own, or the bastion's."""
+    if isinstance(e, asyncssh.ChannelOpenError):  # the target's sshd refused the destination
+        return asyncssh.ChannelOpenError(e.code, f"bastion: target refused {dest}: {e.reason}")
+    if isinstance(e, (AccessDenied, Refused)):
+        return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {e}")
+    return asyncssh.ChannelOpenError(
+        asyncssh.OPEN_CONNECT_FAILED, f"bastion: forward to {dest} failed: {e}"
+    )
+
+
+async def _relay_forward(
+    ctx: ForwardingContext,
+    dest: str,
+    reader: asyncssh.SSHReader[bytes],
+    writer: asyncssh.SSHWriter[bytes],
+    up_reader: asyncssh.SSHReader[bytes],
+    up_writer: asyncssh.SSHWriter[bytes],
+) -> None:
+    """Relay one admitted forward until both directions end, with its markers and audit."""
+    node, user = ctx.node, ctx.user.name
     session = ctx.session
     if session is not None and session.recording is not None:
         session.recording.marker(f"forward open: {dest}")

@@ -332,8 +332,7 @@ def _what(r: AccessRequest, reach: Sequence[str] | None = None) -> str:
     opts = f" with {','.join(sorted(r.options))}" if r.options else ""
     start = f" from {format_time(r.start_at)}" if r.start_at else ""
     return (
-        f"{asked_for(r)}{reach_text(reach)}{login} for {format_duration(r.duration)}"
-        f"{start}{opts}"
+        f"{asked_for(r)}{reach_text(reach)}{login} for {format_duration(r.duration)}{start}{opts}"
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 import asyncssh
 
@@ -19,7 +19,7 @@ from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
 from bastion.ssh.algorithms import USER_SIGNATURE_ALGORITHMS, offered_host_keys
-from bastion.ssh.forwarding import ForwardingContext, open_forward
+from bastion.ssh.forwarding import ForwardingContext, admit_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.session import RelaySession
 from bastion.ssh.target_choice import ConnectionContext
@@ -290,8 +290,9 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]:
-        """Local port forwarding (-L): relayed through the target only when granted."""
+    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        """Local port forwarding (-L): relayed through the target only when granted,
+        refused at channel open otherwise (asyncssh awaits the admission)."""
         assert self.user is not None and self.login_name is not None  # noqa: S101  set by authentication
         if self._forwarding is None:
             self._forwarding = ForwardingContext(
@@ -300,14 +301,7 @@ class BastionSSHServer(asyncssh.SSHServer):
                 login_name=self.login_name,
                 client_addr=self.client_addr,
             )
-        fwd = self._forwarding
-
-        async def handler(
-            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
-        ) -> None:
-            await open_forward(fwd, dest_host, dest_port, reader, writer)
-
-        return handler
+        return admit_forward(self._forwarding, dest_host, dest_port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         """Remote forwarding (-R) would open a listener on the target: never allowed."""

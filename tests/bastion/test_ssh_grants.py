@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -242,10 +243,14 @@ class _EchoServer:
         self.sock.close()
 
 
-def _forward_roundtrip(c: Contractor, bastion: BastionHarness, echo: _EchoServer) -> bytes | None:
+def _forward_roundtrip(
+    c: Contractor, bastion: BastionHarness, echo: _EchoServer
+) -> tuple[bytes | None, str]:
+    """What came back through ``ssh -L`` to the echo server, and what ssh printed."""
     from bastion.openssh_target import free_port
 
     local = free_port()
+    said = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [
             "ssh",
@@ -262,8 +267,9 @@ def _forward_roundtrip(c: Contractor, bastion: BastionHarness, echo: _EchoServer
         env=c.ssh_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=said,
     )
+    got: bytes | None = None
     try:
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -274,13 +280,19 @@ def _forward_roundtrip(c: Contractor, bastion: BastionHarness, echo: _EchoServer
                     chunks = []
                     while data := s.recv(65536):
                         chunks.append(data)
-                    return b"".join(chunks)
+                    got = b"".join(chunks)
+                    break
             except ConnectionRefusedError:
                 time.sleep(0.2)
-        return None
+            except ConnectionResetError:  # the forward was refused: ssh dropped the socket
+                got = b""
+                break
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    with said:
+        said.seek(0)
+        return got, said.read().decode(errors="replace")
 
 
 def test_port_forward_with_and_without_option(bastion: BastionHarness) -> None:
@@ -288,15 +300,37 @@ def test_port_forward_with_and_without_option(bastion: BastionHarness) -> None:
     try:
         c = bastion.contractor()
         bastion.grant(c, "web1", options=("port-forward",))
-        assert _forward_roundtrip(c, bastion, echo) == b"HELLO FORWARD"
+        assert _forward_roundtrip(c, bastion, echo)[0] == b"HELLO FORWARD"
         assert bastion.wait_audit(c.name, "forward.open")
         d = bastion.contractor()
         bastion.grant(d, "web1")
-        assert _forward_roundtrip(d, bastion, echo) == b""
+        got, said = _forward_roundtrip(d, bastion, echo)
+        assert got == b""
+        # refused at channel open, with the reason, as OpenSSH's own sshd would refuse it
+        assert "open failed: administratively prohibited: bastion: " in said, said
+        assert "does not allow port-forward" in said, said
         refused = bastion.wait_audit(d.name, "forward.refused")
         assert refused and "does not allow port-forward" in refused[-1].details["reason"]
+        assert not bastion.audit(d.name, "forward.open")
     finally:
         echo.close()
+
+
+def test_port_forward_to_an_unreachable_destination_fails_at_channel_open(
+    bastion: BastionHarness,
+) -> None:
+    """The target's sshd cannot connect: the client's channel open fails with the
+    target's reason (not accepted and then closed), and the refusal is audited."""
+    gone = _EchoServer()
+    gone.close()  # nothing listens on its port any more
+    c = bastion.contractor()
+    bastion.grant(c, "web1", options=("port-forward",))
+    got, said = _forward_roundtrip(c, bastion, gone)
+    assert got == b""
+    assert f"open failed: connect failed: bastion: target refused 127.0.0.1:{gone.port}" in said
+    refused = bastion.wait_audit(c.name, "forward.refused")
+    assert refused and refused[-1].details["destination"] == f"127.0.0.1:{gone.port}"
+    assert not bastion.audit(c.name, "forward.open")
 
 
 def test_agent_forwarding_only_when_granted(bastion: BastionHarness, tmp_path: Path) -> None:

@@ -90,11 +90,15 @@ def _tls() -> ssl.SSLContext:
 
 
 def _refused_53300(s: socket.socket) -> bool:
-    """The node sent the 'too many logins' FATAL at accept and closed (before any
-    request: sending one could meet the closed socket and reset the FATAL away)."""
+    """The node answered a client's login (TLS, then the startup message) with the
+    'too many logins' FATAL and closed: where libpq shows a server's error."""
+    s.sendall(encode(SSLRequest()))
+    assert s.recv(1) == b"S"
     reply = b""
-    while chunk := s.recv(4096):
-        reply += chunk
+    with _tls().wrap_socket(s) as tls:  # takes the socket over: closed here
+        tls.sendall(encode(StartupMessage({"user": "nobody", "database": "pg1"})))
+        while chunk := tls.recv(4096):
+            reply += chunk
     return reply[:1] == b"E" and b"C53300\x00" in reply
 
 
@@ -290,3 +294,70 @@ def test_one_address_flooding_both_ports_does_not_lock_out_real_logins(
             assert h.gauge("unauthenticated_connections") <= TOTAL
             assert h.gauge("pg_logins_in_progress") <= PER_SOURCE + 1
     assert "per_source_max_startups" in h.log()
+
+
+# --- what a refused or stalled client sees ------------------------------------------------
+
+
+def _fill_source(h_port: int, source: str) -> list[socket.socket]:
+    return [_from(source, h_port) for _ in range(PER_SOURCE)]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_psql_refused_at_capacity_shows_the_reason(node: PgTargets) -> None:
+    """At capacity psql prints the node's FATAL (TLS is finished first), not libpq's
+    "server sent an error response during SSL exchange"."""
+    h = node.harness
+    who = h.contractor("full")
+    node.grant(who, "pg1", "readwrite")
+    token = node.token(who)
+    before = h.gauge("pg_logins_in_progress")
+    held = _fill_source(h.pg_port, "127.0.0.1")  # psql connects from 127.0.0.1 too
+    try:
+        wait_until(
+            lambda: h.gauge("pg_logins_in_progress") == before + PER_SOURCE,
+            10,
+            "127.0.0.1 to hold its per-source share",
+        )
+        r = node.psql(who, token, "SELECT 1;")
+    finally:
+        for s in held:
+            s.close()
+    assert r.returncode == 2, r
+    assert "FATAL:  bastion: too many connections are logging in; retry" in r.stderr, r.stderr
+    assert "SSL exchange" not in r.stderr
+    wait_until(lambda: h.gauge("pg_logins_in_progress") == before, 15, "the slots to be freed")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sent", ["nothing", "half a ClientHello", "a ClientHello"])
+def test_client_stalled_inside_tls_is_closed_at_the_login_timeout(
+    node: PgTargets, sent: str
+) -> None:
+    """After the node's "S": silence, or part or all of a ClientHello and then silence.
+    The node closes at [postgres] login_timeout (5 s here), not at asyncio's 60 s TLS
+    handshake timeout, and frees the login slot."""
+    h = node.harness
+    before = h.gauge("pg_logins_in_progress")
+    login_timeout = h.config.postgres.login_timeout
+    s = _from("127.0.0.5", h.pg_port)
+    with s:
+        s.sendall(encode(SSLRequest()))
+        assert s.recv(1) == b"S"
+        outgoing = ssl.MemoryBIO()
+        tls = _tls().wrap_bio(ssl.MemoryBIO(), outgoing)
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        cut = {"nothing": 0, "half a ClientHello": len(hello) // 2}.get(sent, len(hello))
+        s.sendall(hello[:cut])  # the handshake is never finished
+        wait_until(lambda: h.gauge("pg_logins_in_progress") == before + 1, 10, "the login to count")
+        s.settimeout(login_timeout * 3)  # far below the 60 s a TLS-level timeout would take
+        try:
+            while s.recv(4096):  # the server's handshake reply, then the close
+                pass
+        except ConnectionResetError:
+            pass
+    wait_until(lambda: h.gauge("pg_logins_in_progress") == before, 10, "the slot to be freed")

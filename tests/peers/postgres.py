@@ -327,3 +327,11 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.dsn(name)
     finally:
         pg_server.drop_database(name)
+
+
+def stop_immediately(server: PgServer) -> None:
+    """``pg_ctl stop -m immediate``: the server dies as in a crash (no checkpoint, backends
+    told nothing more than SIGQUIT gives them), for tests of a target that dies."""
+    _Runner(server.bin_dir).run(
+        "pg_ctl", "stop", "-D", str(server.data_dir), "-m", "immediate", "-w"
+    )

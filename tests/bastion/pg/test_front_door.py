@@ -56,6 +56,23 @@ def test_tls_then_startup_then_token_gives_authenticate() -> None:
     )
 
 
+def test_a_refusal_at_capacity_answers_the_startup_message_after_tls() -> None:
+    """libpq shows a server's error only in answer to the startup message."""
+    door = _door()
+    door.refuse(b"E-refusal")
+    assert door.receive_data(encode(SSLRequest())) == [Send(b"S"), StartTls()]
+    door.tls_started()
+    assert door.receive_data(_startup()) == [Send(b"E-refusal"), Closed()]
+    assert door.done and door.receive_data(encode(PasswordMessage("bdt_x"))) == []
+
+
+def test_a_refusal_at_capacity_answers_a_plaintext_startup_too() -> None:
+    door = _door(tls=False, require=False)
+    door.refuse(b"E-refusal")
+    assert door.receive_data(encode(SSLRequest())) == [Send(b"N")]
+    assert door.receive_data(_startup()) == [Send(b"E-refusal"), Closed()]
+
+
 def test_plaintext_refused_before_any_password_when_tls_required() -> None:
     door = _door()
     (reject,) = door.receive_data(_startup())
