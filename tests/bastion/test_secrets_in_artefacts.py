@@ -259,7 +259,7 @@ def _collect(h: BastionHarness, run: Run) -> None:
     h.stop()  # every recording sealed, every log line written
     run.artefacts["the node's log"] = h.log()
     assert h.config.state_url.startswith("sqlite:///")
-    db = sqlite3.connect(h.config.state_url.removeprefix("sqlite://"))
+    db = sqlite3.connect(h.config.state_url.removeprefix("sqlite:///"))
     try:
         run.artefacts["the state database (every table)"] = "\n".join(db.iterdump())
     finally:
