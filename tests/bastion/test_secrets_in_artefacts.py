@@ -18,6 +18,7 @@ types into a recorded shell is recorded by design.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -31,12 +32,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bastion.control.client import ControlClient
+from bastion.control.messages import ControlError
+from bastion.openssh_target import free_port
 from bastion.store.models import Role
 from recorder import RecordingReader
 from recorder.events import Input, Output
 from tests.peers.bastion_node import BastionHarness, Contractor, make_harness
 from tests.peers.pg_bastion import TOKEN_LINE
 from tests.peers.postgres import PgServer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -83,7 +88,11 @@ def key_lines(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionHarness]:
-    harness = make_harness(Path(tmp_path_factory.mktemp("secrets")))
+    control = f'listen = "127.0.0.1:{free_port()}"'
+    harness = make_harness(
+        Path(tmp_path_factory.mktemp("secrets")),
+        overrides={'# listen = "0.0.0.0:7443"': control},
+    )
     try:
         yield harness
     finally:
@@ -222,6 +231,24 @@ def _control_token(h: BastionHarness, run: Run) -> None:
     token = r.stdout.strip()
     run.secrets["the control token"] = token
     run.artefacts["bastion user control-token (stderr)"] = r.stderr  # stdout is its delivery
+    listen = h.config.control.listen
+    assert listen is not None
+    cafile = str(h.config.control.tls_cert.with_name("control_tls_ca.crt"))
+
+    async def use() -> None:
+        async with await ControlClient.connect_tcp(
+            *listen, user=admin.name, token=token, cafile=cafile
+        ) as client:
+            assert client.operator is not None and client.operator.name == admin.name
+        wrong = token[:-4] + "AAAA"
+        run.secrets["a wrong control token"] = wrong
+        with pytest.raises(ControlError):
+            await ControlClient.connect_tcp(*listen, user=admin.name, token=wrong, cafile=cafile)
+
+    wait_until(h.config.control.tls_cert.exists, 10, "the control listener's certificate")
+    for i, line in enumerate(key_lines(h.config.control.tls_key)):
+        run.secrets[f"the control TLS key (line {i})"] = line
+    asyncio.run(use())
 
 
 SECRET_LINE = re.compile(r"^secret:\s+([A-Z2-7]+)$", re.MULTILINE)
@@ -306,6 +333,9 @@ def test_no_secret_in_any_artefact(node: BastionHarness, pg_server: PgServer) ->
     _collect(node, run)
 
     assert len(run.secrets) > 10 and len(run.artefacts) > 10
+    doctor = _cli(node, "doctor")
+    run.keep("bastion doctor", doctor)
+    assert doctor.returncode == 0, doctor.stdout  # the node's own files pass its own check
     # the artefacts hold what they should (the search looked at real content)
     assert "Accepted SSH client connection" in run.artefacts["the node's log"]
     assert "db-token.issue" in run.artefacts["the state database (every table)"]
