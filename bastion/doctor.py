@@ -88,6 +88,49 @@ def check_key_file(what: str, path: Path) -> Finding:
     return Finding(check, "ok", f"{path} mode {mode:04o}")
 
 
+def check_directories(config: Config, files: list[tuple[str, Path]]) -> list[Finding]:
+    """Directories: recordings readable by others; key folders others may write into.
+
+    A key file of mode 0600 in a folder others can write is not safe: the file can
+    be replaced. Recordings hold what contractors typed and saw.
+    """
+    found: list[Finding] = []
+    rec = config.recordings_dir
+    try:
+        mode = stat.S_IMODE(rec.stat().st_mode)
+    except OSError:
+        found.append(
+            Finding("dir: recordings", "missing", f"{rec} does not exist", "run 'bastion init'")
+        )
+    else:
+        if mode & 0o077:
+            found.append(
+                Finding(
+                    "dir: recordings",
+                    "unsafe",
+                    f"{rec} has mode {mode:04o}: others can list or read recordings",
+                    f"chmod 700 {rec}",
+                )
+            )
+        else:
+            found.append(Finding("dir: recordings", "ok", f"{rec} mode {mode:04o}"))
+    for folder in sorted({path.parent for _, path in files}):
+        try:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+        except OSError:
+            continue  # its files are reported missing
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            found.append(
+                Finding(
+                    f"dir: {folder}",
+                    "unsafe",
+                    f"{folder} has mode {mode:04o}: others can replace the key files in it",
+                    f"chmod go-w {folder}",
+                )
+            )
+    return found
+
+
 def check_listeners(config: Config) -> list[Finding]:
     """TLS on every TCP listener that carries credentials."""
     found: list[Finding] = []
@@ -140,7 +183,9 @@ def check_external_signer(config: Config) -> Finding:
 
 def diagnose(config: Config) -> list[Finding]:
     """Every check, in the order they are printed."""
-    found = [check_key_file(what, path) for what, path in key_files(config)]
+    files = key_files(config)
+    found = [check_key_file(what, path) for what, path in files]
+    found += check_directories(config, files)
     found += check_listeners(config)
     found.append(check_workers(config))
     found.append(check_external_signer(config))
@@ -181,9 +226,10 @@ def add_doctor_command(
         help="check this node's set-up and say what is unsafe (exit 1 if anything is)",
         description=(
             "Checks the files and settings the config names, without starting the node: "
-            "key files (CA, SSH host, TLS, secret-box, recording signing key) readable or "
-            "writable by group or others, TCP listeners without TLS. Each finding that needs "
-            "action carries its fix; the exit status is 1 when anything is unsafe."
+            "key files (CA, SSH host, TLS, secret-box, recording signing key, config, SQLite "
+            "state) readable or writable by group or others, key folders others may write, "
+            "a recordings directory others may read, TCP listeners without TLS. Each finding "
+            "that needs action carries its fix; the exit status is 1 when anything is unsafe."
         ),
     )
     add_config(p)

@@ -150,3 +150,30 @@ def test_an_unreadable_config_is_a_clear_error(
 ) -> None:
     assert main(["doctor", "--config", str(tmp_path / "none.toml")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_recordings_others_can_read_are_unsafe(
+    node: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.chmod(node.recordings_dir, 0o755)  # noqa: S103  the unsafe mode under test
+    status, findings = doctor(node, capsys)
+    assert status == 1
+    rec = findings["dir: recordings"]
+    assert rec["status"] == "unsafe" and rec["fix"] == f"chmod 700 {node.recordings_dir}"
+
+
+def test_a_key_folder_others_can_write_is_unsafe(
+    node: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = node.ca_key.parent
+    os.chmod(keys, 0o777)  # noqa: S103  the unsafe mode under test
+    try:
+        status, findings = doctor(node, capsys)
+        assert status == 1
+        folder = findings[f"dir: {keys}"]
+        assert folder["status"] == "unsafe" and folder["fix"] == f"chmod go-w {keys}"
+        os.chmod(keys, 0o1777)  # noqa: S103  sticky, like /tmp: nobody replaces our files
+        status, findings = doctor(node, capsys)
+        assert status == 0 and f"dir: {keys}" not in findings
+    finally:
+        os.chmod(keys, 0o700)
