@@ -66,8 +66,9 @@ def parse_credset(text: str) -> Credset:
     """
     name, sep, rest = text.partition(":")
     user, _, source = rest.partition(":")
+    shown = f"{name}:{user}:..." if source else text  # never echo what may be a password
     if not sep or not valid_name(name) or not user:
-        raise UsageError(f"--credset '{text}' must be {CREDSET_FORMS}")
+        raise UsageError(f"--credset '{shown}' must be {CREDSET_FORMS}")
     if not source:
         return Credset(name, user, None)
     kind, _, where = source.partition(":")
@@ -87,7 +88,11 @@ def parse_credset(text: str) -> Credset:
             )
         password = value
     else:
-        raise UsageError(f"--credset '{text}': unknown password source; use {CREDSET_FORMS}")
+        raise UsageError(
+            f"--credset '{shown}': the password source must be file:PATH or env:VARIABLE "
+            "(a literal password would stay in the shell history and the process list); "
+            f"use {CREDSET_FORMS}"
+        )
     if not password:
         raise BastionError(f"credential set {name}: the password from {source} is empty")
     return Credset(name, user, password)

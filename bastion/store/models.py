@@ -62,7 +62,8 @@ class User:
     name: str
     role: Role
     ssh_keys: tuple[str, ...]
-    totp_secret: str | None
+    totp_secret: str | None = field(repr=False)
+    """Kept out of ``repr``: a user logged or put in an error message never shows it."""
     totp_last_step: int | None
     locked_until: float | None
     disabled: bool
@@ -85,7 +86,8 @@ class Credset:
 
     name: str
     user: str
-    password: str | None
+    password: str | None = field(repr=False)
+    """Kept out of ``repr`` (and so out of any target printed in a log or an error)."""
 
 
 @dataclass(frozen=True)

@@ -440,7 +440,12 @@ def test_postgres_target_add_errors(
     code, _, err = run(node_dir, capsys, *base, "--database", "d", "--credset", "ro")
     assert code == 2 and "NAME:USER:file:/path/to/password" in err
     code, _, err = run(node_dir, capsys, *base, "--database", "d", "--credset", "ro:u:vault:x")
-    assert code == 2 and "unknown password source" in err
+    assert code == 2 and "must be file:PATH or env:VARIABLE" in err
+    # a literal password typed where a source belongs is refused without being echoed
+    for literal in ("ro:u:Hunter2-literal", "bad!:u:Hunter2-literal"):
+        code, out, err = run(node_dir, capsys, *base, "--database", "d", "--credset", literal)
+        assert code == 2 and "Hunter2" not in out + err, err
+        assert f"--credset '{literal.split(':')[0]}:u:...'" in err
     code, _, err = run(
         node_dir, capsys, *base, "--database", "d", "--credset", "ro:u:env:BASTION_NO_SUCH_VAR"
     )

@@ -619,3 +619,16 @@ def test_in_memory_sqlite(box: SecretBox) -> None:
     with open_store("sqlite:///:memory:", box) as s:
         assert make_user(s).totp_secret == "JBSWY3DPEHPK3PXP"
         assert s.schema_version() == LATEST_VERSION
+
+
+def test_secrets_stay_out_of_repr(store: Store) -> None:
+    """A user or target put in a log line or an error message never shows its secret."""
+    user = make_user(store, "reprcheck", secret="JBSWY3DPEHPK3PXP")
+    target = make_target(
+        store, "pgrepr", kind=TargetKind.POSTGRES, port=5432, logins=[], principal="",
+        database="sales", credsets=(Credset("ro", "ro_user", "s3cret-ro"),),
+    )  # fmt: skip
+    assert user.totp_secret == "JBSWY3DPEHPK3PXP" and target.credsets[0].password == "s3cret-ro"
+    for shown in (repr(user), str(user), repr(target), f"{target.credsets}"):
+        assert "JBSWY3DPEHPK3PXP" not in shown and "s3cret-ro" not in shown
+    assert "ro_user" in repr(target)
