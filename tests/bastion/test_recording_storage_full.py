@@ -6,11 +6,14 @@ otherwise). With ``[recording] min_free_bytes`` at 1 MiB, a streaming PTY sessio
 fills it: the session and an idle one beside it end as ``recording-failed``, every
 byte the contractor got is in the sealed recording, new sessions are refused and
 ``/healthz`` says why until a filler file is deleted; every recording verifies.
+A psycopg session filling it the same way ends too, and every statement that
+reached the PostgreSQL server is in its sealed recording.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import urllib.error
@@ -18,10 +21,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from recorder import Output, RecordingReader
 from tests.peers.bastion_node import BastionHarness, Contractor, make_harness
+from tests.peers.pg_bastion import PgTargets
+from tests.peers.postgres import PgServer
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -183,3 +189,37 @@ def test_full_recording_storage_fails_closed_and_recovers(
 
     # what was written before the disk filled is intact
     _verifies(b, kept)
+
+
+def test_full_storage_ends_a_database_session_with_every_statement_recorded(
+    node: BastionHarness, small_disk: Path, pg_server: PgServer
+) -> None:
+    b = node
+    pg = PgTargets.create(b, pg_server)
+    who = b.contractor()
+    pg.grant(who)
+    token = pg.token(who)
+    table = f"fill_{secrets.token_hex(4)}"
+    with psycopg.connect(**pg.conninfo(who, password=token), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (n int, pad text)")
+        (small_disk / "filler").write_bytes(os.urandom(FILLER))
+        error = None
+        for n in range(2000):  # ~10 KiB of recording each: the reserve is crossed long before
+            pad = secrets.token_hex(10_000)
+            try:
+                conn.execute(f"INSERT INTO {table} VALUES ({n}, '{pad}')")  # noqa: S608  own literals
+            except psycopg.Error as e:
+                error = e
+                break
+    assert error is not None, "the session was never ended"
+    assert "could not be written" in str(error)
+    s = pg.session_of(who, timeout=30)
+    assert s.end_reason == "recording-failed"
+    _verifies(b, s.id)
+    recorded = " ".join(str(q.get("sql")) for q in pg.queries(s))
+    with psycopg.connect(pg_server.dsn("app")) as admin:
+        rows = admin.execute(f"SELECT n FROM {table} ORDER BY n").fetchall()  # noqa: S608
+    ran = [r[0] for r in rows]
+    assert ran, "no statement reached the target"
+    for n in ran:  # every statement that ran on the target is in the sealed recording
+        assert f"VALUES ({n}, '" in recorded, f"statement {n} ran but was not recorded"
