@@ -150,9 +150,12 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
     if config.metrics_listen is not None:
         from bastion.metrics import start_metrics_server
 
-        metrics_server = await start_metrics_server(
-            node.metrics, lambda: server.is_serving(), *config.metrics_listen
-        )
+        def health() -> str | None:
+            if not server.is_serving():
+                return "the SSH listener is not serving"
+            return node.recordings.storage_problem()
+
+        metrics_server = await start_metrics_server(node.metrics, health, *config.metrics_listen)
         print(
             f"bastion: metrics on {config.metrics_listen[0]}:{config.metrics_listen[1]}", flush=True
         )

@@ -134,6 +134,8 @@ class Config:
     recording_signing_key: Path
     recording_on_failure: str = "refuse"
     recording_repack_level: int = 9
+    recording_min_free_bytes: int = 64 * 1024 * 1024
+    """``[recording] min_free_bytes``: below this much free space no session is recorded."""
     event_loop: LoopChoice = "auto"
     stop_grace: float = 5.0
     """Seconds live sessions get after SIGTERM before they end with reason node-stop."""
@@ -164,7 +166,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "node": frozenset({"name", "event_loop", "stop_grace", "log_level"}),
     "state": frozenset({"url", "secret_key_file"}),
     "ca": frozenset({"key"}),
-    "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level"}),
+    "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level", "min_free_bytes"}),
     "ssh": frozenset(
         {
             "listen",
@@ -293,6 +295,15 @@ def _listen(value: object, setting: str = "ssh.listen") -> tuple[str, int]:
         return host.strip("[]"), int(port)
     except ValueError as e:
         raise ConfigError(f"{setting} port must be a number, got {port!r}") from e
+
+
+def _min_free(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"recording.min_free_bytes must be a whole number of bytes >= 0, not {value!r} "
+            "(e.g. 67108864 for 64 MiB)"
+        )
+    return value
 
 
 def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
@@ -433,6 +444,7 @@ def load_config(path: Path | str | None = None) -> Config:
         ),
         recording_on_failure=_on_failure(rec.get("on_failure", "refuse")),
         recording_repack_level=int(_number(rec, "repack_level", 9, "recording.repack_level")),
+        recording_min_free_bytes=_min_free(rec.get("min_free_bytes", 64 * 1024 * 1024)),
         metrics_listen=(
             _listen(_section(data, "metrics")["listen"], "metrics.listen")
             if _section(data, "metrics").get("listen")
@@ -530,6 +542,12 @@ on_failure = "refuse"
 # compress poorly. zstd level for that rewrite (1-22; 19 is smallest and slowest);
 # 0 turns repacking off.
 repack_level = 9
+# Free space the recording storage keeps in reserve (bytes). Below it new sessions
+# are refused, live ones end as "recording-failed" with their recordings sealed
+# into the reserve, and /healthz answers 503; all of it undoes itself once space
+# returns. Give it at least 512 KiB per concurrent session; 0 turns the check off
+# (a full disk then still ends sessions, but their last second is not sealed).
+min_free_bytes = 67108864
 
 [ssh]
 # Contractor-facing listener.

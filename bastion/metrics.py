@@ -1,6 +1,7 @@
 """Health and Prometheus metrics over a tiny HTTP endpoint.
 
-``GET /healthz`` answers 200 while the node serves (and can reach its state store);
+``GET /healthz`` answers 200 while the node serves and can record, else 503 with
+the reason (e.g. the recording storage is full: sessions are being refused);
 ``GET /metrics`` gives counters of audited events by action and gauges of live
 sessions, connections still authenticating and recordings being written. It is a
 read-only, plain-text endpoint meant for loopback or a monitoring network; it
@@ -61,9 +62,9 @@ async def _respond(
 
 
 async def start_metrics_server(
-    metrics: Metrics, health: Callable[[], bool], host: str, port: int
+    metrics: Metrics, health: Callable[[], str | None], host: str, port: int
 ) -> asyncio.Server:
-    """Serve /healthz and /metrics on ``host:port``."""
+    """Serve /healthz and /metrics on ``host:port``; ``health`` says what is wrong, or None."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -77,12 +78,11 @@ async def start_metrics_server(
             elif parts[1] == b"/metrics":
                 await _respond(writer, "200 OK", metrics.render(), "text/plain; version=0.0.4")
             elif parts[1] == b"/healthz":
-                ok = health()
-                await _respond(
-                    writer,
-                    "200 OK" if ok else "503 Service Unavailable",
-                    "ok\n" if ok else "unhealthy\n",
-                )
+                problem = health()
+                if problem is None:
+                    await _respond(writer, "200 OK", "ok\n")
+                else:
+                    await _respond(writer, "503 Service Unavailable", f"unhealthy: {problem}\n")
             else:
                 await _respond(writer, "404 Not Found", "try /metrics or /healthz\n")
         except (

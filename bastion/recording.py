@@ -5,12 +5,18 @@ writer when a session starts (a failure refuses the session), feeds it what
 crosses the relay, drives every writer's time-bound flush from one task (idle
 sessions cost no task and no compressor), ends a session whose recording can no
 longer be written, and on start-up repairs recordings a crash left open.
+
+Full storage is met before it is full: below ``[recording] min_free_bytes`` new
+sessions are refused, and live ones end as ``recording-failed`` with their files
+sealed into that reserve (what the contractor was sent is all in the file, and it
+verifies). A real ENOSPC or read-only remount still ends the session, unsealed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from bastion.store import Store
 from recorder import (
     LocalStorage,
     RecordingReader,
+    RecordingStorageLow,
     RecordingSummary,
     RecordingWriteError,
     RecordingWriter,
@@ -60,6 +67,8 @@ class LiveRecording:
     writer: RecordingWriter
     on_failure: Callable[[str], None]
     failed: str | None = None
+    sealable: bool = False
+    """The failure was the free-space reserve: ``close`` still seals the file."""
     summary: RecordingSummary | None = None
     _service: RecordingService | None = field(default=None, repr=False)
     subscribers: tuple[RecordingSubscriber, ...] = ()
@@ -89,15 +98,18 @@ class LiveRecording:
             return
         try:
             op()
+        except RecordingStorageLow as e:
+            self._fail(str(e), sealable=True)
         except RecordingWriteError as e:
             self._fail(str(e))
         except ValueError as e:  # an event the format cannot hold: unrecorded means ended
             self._fail(f"event could not be recorded: {e}")
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, sealable: bool = False) -> None:
         if self.failed is not None:
             return
         self.failed = message
+        self.sealable = sealable
         log.error("recording of session %s failed: %s", self.writer.session_id, message)
         if self.subscribers:
             self._publish_end(f"recording-failed: {message}")
@@ -113,6 +125,8 @@ class LiveRecording:
                 self.writer.output(data)
                 if self.subscribers:
                     self._publish(Output(self.writer.last_event_time, data))
+            except RecordingStorageLow as e:
+                self._fail(str(e), sealable=True)
             except RecordingWriteError as e:
                 self._fail(str(e))
 
@@ -123,6 +137,8 @@ class LiveRecording:
                 self.writer.input(data)
                 if self.subscribers:
                     self._publish(Input(self.writer.last_event_time, data))
+            except RecordingStorageLow as e:
+                self._fail(str(e), sealable=True)
             except RecordingWriteError as e:
                 self._fail(str(e))
 
@@ -146,6 +162,9 @@ class LiveRecording:
             return
         try:
             self.writer.event(name, payload)
+        except RecordingStorageLow as e:
+            self._fail(str(e), sealable=True)
+            return
         except RecordingWriteError as e:
             self._fail(str(e))
             return
@@ -159,15 +178,17 @@ class LiveRecording:
         """How the remote side ended."""
         self._guard(lambda: self.writer.exit(status=status, signal=signal))
 
-    def tick_in_worker(self) -> str | None:
+    def tick_in_worker(self) -> tuple[str, bool] | None:
         """Time-bound chunking, fsync and checkpoints; runs in a worker thread, so it
-        returns a failure message instead of acting on it (the loop does that)."""
+        returns a failure (message, sealable) instead of acting on it (the loop does)."""
         if self.failed is not None:
             return None
         try:
             self.writer.tick()
+        except RecordingStorageLow as e:
+            return str(e), True
         except RecordingWriteError as e:
-            return str(e)
+            return str(e), False
         return None
 
     def close(self, reason: str) -> RecordingSummary | None:
@@ -178,7 +199,7 @@ class LiveRecording:
             self._publish_end(reason)
         if self.summary is not None:
             return self.summary
-        if self.failed is not None:
+        if self.failed is not None and not self.sealable:
             self.writer.abort()
             return None
         try:
@@ -199,7 +220,32 @@ class RecordingService:
         self.key_id = key_id(self.signing_key)
         self.fail_mode = config.recording_on_failure
         self.repack_level = config.recording_repack_level
+        self.min_free_bytes = config.recording_min_free_bytes
         self._live: set[LiveRecording] = set()
+
+    def storage_problem(self) -> str | None:
+        """Why recordings cannot be written now (read-only, below the reserve), or None.
+
+        One statvfs: asked when a session starts, once a tick, after each chunk a
+        writer cuts, and by ``/healthz``.
+        """
+        root = self.storage.root
+        where = root
+        while not where.exists() and where != where.parent:  # created with the first file
+            where = where.parent
+        try:
+            st = os.statvfs(where)
+        except OSError as e:
+            return f"the recording directory {root} cannot be checked: {e.strerror or e}"
+        if st.f_flag & os.ST_RDONLY:
+            return f"the recording directory {root} is on a read-only file system"
+        free = st.f_bavail * st.f_frsize
+        if free < self.min_free_bytes:
+            return (
+                f"the recording storage {root} has {free} bytes free, less than "
+                f"[recording] min_free_bytes = {self.min_free_bytes}; free disk space there"
+            )
+        return None
 
     @property
     def fail_closed(self) -> bool:
@@ -210,8 +256,16 @@ class RecordingService:
         self, session_id: str, meta: Mapping[str, object], on_failure: Callable[[str], None]
     ) -> LiveRecording:
         """Create the session's recording (raises RecordingWriteError: refuse the session)."""
+        problem = self.storage_problem()
+        if problem is not None:
+            raise RecordingWriteError(f"no recording for session {session_id}: {problem}")
         writer = RecordingWriter.create(
-            self.storage, session_id, dict(meta), self.signing_key, self.key_id
+            self.storage,
+            session_id,
+            dict(meta),
+            self.signing_key,
+            self.key_id,
+            room=self.storage_problem if self.min_free_bytes > 0 else None,
         )
         rec = LiveRecording(writer, on_failure, _service=self)
         self._live.add(rec)
@@ -241,9 +295,9 @@ class RecordingService:
             live = list(self._live)
             if not live:
                 continue
-            failures = await asyncio.to_thread(_tick_all, live)
-            for rec, message in failures:
-                rec._fail(message)
+            failures = await asyncio.to_thread(_tick_all, live, self.storage_problem)
+            for rec, (message, sealable) in failures:
+                rec._fail(message, sealable)
 
     def repack_closed(self, location: str, final_hash: str) -> RepackResult | None:
         """Rewrite a closed recording into large chunks (None when repacking is off).
@@ -264,12 +318,19 @@ class RecordingService:
         return str(self.storage.path_of(location))
 
 
-def _tick_all(live: list[LiveRecording]) -> list[tuple[LiveRecording, str]]:
+def _tick_all(
+    live: list[LiveRecording], storage_problem: Callable[[], str | None]
+) -> list[tuple[LiveRecording, tuple[str, bool]]]:
+    """One tick of every writer; below the reserve, every live recording stops (sealable),
+    idle ones too: they could not record their next byte."""
+    problem = storage_problem()
+    if problem is not None:
+        return [(rec, (f"recording stopped: {problem}", True)) for rec in live]
     failures = []
     for rec in live:
-        message = rec.tick_in_worker()
-        if message is not None:
-            failures.append((rec, message))
+        failure = rec.tick_in_worker()
+        if failure is not None:
+            failures.append((rec, failure))
     return failures
 
 

@@ -16,6 +16,7 @@ from recorder.errors import (
     RecordingClosedError,
     RecordingError,
     RecordingFormatError,
+    RecordingStorageLow,
     RecordingVersionError,
     RecordingWriteError,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "RecordingReader",
     "RecordingSink",
     "RecordingSummary",
+    "RecordingStorageLow",
     "RecordingVersionError",
     "RecordingWriteError",
     "RecordingWriter",

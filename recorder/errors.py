@@ -13,6 +13,7 @@ __all__ = [
     "RecordingClosedError",
     "RecordingError",
     "RecordingFormatError",
+    "RecordingStorageLow",
     "RecordingVersionError",
     "RecordingWriteError",
 ]
@@ -39,6 +40,15 @@ class RecordingWriteError(RecordingError):
 
 class RecordingClosedError(RecordingWriteError):
     """An event was given to a writer that is already closed or has failed."""
+
+
+class RecordingStorageLow(RecordingWriteError):
+    """The storage fell below the host's free-space reserve after a chunk was written.
+
+    Unlike its base class the file is intact and the writer still open for ``close()``,
+    which seals what was recorded into the reserve; every event call raises this again.
+    The host ends the session: bytes of the event that raised were not all recorded.
+    """
 
 
 class KeyFileError(RecordingError):

@@ -15,6 +15,11 @@ How the requirements map to the code:
   the final hash and signature for the host's database.
 * **Fail closed.** Any I/O error raises RecordingWriteError from the call that hit
   it, and every later call raises too.
+* **A free-space reserve.** A host may pass ``room``: after each chunk is written it
+  says whether the storage is still above the host's reserve; once it is not, event
+  calls raise RecordingStorageLow and ``close()`` seals what was recorded into the
+  reserve, so a full disk ends a session with a verifiable file and no unrecorded
+  byte delivered (one check per chunk, never per event).
 * **Memory.** No compressor per writer (one per thread, shared); the buffer is
   dropped after each chunk, so an idle writer holds a few KiB.
 
@@ -44,7 +49,7 @@ from recorder.codec import (
     structured_payload,
 )
 from recorder.compress import MAX_CHUNK_RAW, compress_chunk
-from recorder.errors import RecordingClosedError, RecordingWriteError
+from recorder.errors import RecordingClosedError, RecordingStorageLow, RecordingWriteError
 from recorder.events import EventKind, JSONValue
 from recorder.frames import (
     END_CLOSED,
@@ -154,9 +159,11 @@ class RecordingWriter:
         "_policy",
         "_prev_hash",
         "_raw_bytes",
+        "_room",
         "_seq",
         "_session_id",
         "_sink",
+        "_short",
         "_sink_closed",
         "_summary",
         "_sync_lock",
@@ -174,8 +181,11 @@ class RecordingWriter:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         policy: WriterPolicy,
+        room: Callable[[], str | None] | None = None,
     ) -> None:
         """Use ``create()``; this only sets fields."""
+        self._room = room
+        self._short: RecordingStorageLow | None = None
         self._sink = sink
         self._session_id = session_id
         self._key = signing_key
@@ -218,12 +228,15 @@ class RecordingWriter:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         policy: WriterPolicy | None = None,
+        room: Callable[[], str | None] | None = None,
     ) -> RecordingWriter:
         """Create a recording and write (and sync) its header and first checkpoint.
 
         ``target`` is a Storage (file placed by it) or the path of a new file.
         ``meta`` is the host's JSON-able session metadata. ``clock`` is monotonic
-        (event times); ``wall_clock`` gives the recorded start time.
+        (event times); ``wall_clock`` gives the recorded start time. ``room`` is
+        asked after each chunk is written: a message means the storage is below the
+        host's reserve (see RecordingStorageLow).
 
         Raises ValueError for a bad session id or metadata, RecordingWriteError if
         the file cannot be created or written (the session must not start).
@@ -243,7 +256,7 @@ class RecordingWriter:
                 f"cannot create the recording for session {session_id}: {e}; "
                 "check that the recording directory exists, is writable and has free space"
             ) from e
-        writer = cls(sink, session_id, signing_key, kid, clock, wall_clock, policy)
+        writer = cls(sink, session_id, signing_key, kid, clock, wall_clock, policy, room)
         writer._prev_hash = header.hash
         with writer._lock:
             try:
@@ -333,6 +346,8 @@ class RecordingWriter:
     def _stream(self, kind: EventKind, data: bytes) -> None:
         with self._lock:
             self._check_open()
+            if self._short is not None:
+                raise self._short
             t_us = self._now_us()
             size = len(data)
             if 0 < size <= MAX_EVENT_BYTES and size + len(self._buf) < self._policy.chunk_bytes:
@@ -352,6 +367,8 @@ class RecordingWriter:
             raise ValueError(f"event payload of {len(payload)} bytes exceeds {MAX_EVENT_BYTES}")
         with self._lock:
             self._check_open()
+            if self._short is not None:
+                raise self._short
             self._append(kind, payload, self._now_us())
             if len(self._buf) >= self._policy.chunk_bytes:
                 self._cut()
@@ -384,6 +401,8 @@ class RecordingWriter:
             if self._summary is not None:
                 return
             self._check_open()
+            if self._short is not None:
+                raise self._short
             now = self._clock() if now is None else now
             policy = self._policy
             if self._buf and now - self._pending_since >= policy.flush_interval:
@@ -422,7 +441,7 @@ class RecordingWriter:
         with self._lock:
             self._check_open()
             if self._buf:
-                self._cut()
+                self._cut(check_room=False)
 
     # -- closing ---------------------------------------------------------------------
 
@@ -442,7 +461,7 @@ class RecordingWriter:
             self._check_open()
             try:
                 if self._buf:
-                    self._cut()
+                    self._cut(check_room=False)  # sealing goes into the reserve
                 trailer = self._trailer(reason)
                 trailer_frame = frame(trailer.encode())
                 index = IndexRecord(tuple(self._index_entries()))
@@ -529,7 +548,7 @@ class RecordingWriter:
             self._sink_closed = True
             self._sink.close()
 
-    def _cut(self) -> None:
+    def _cut(self, check_room: bool = True) -> None:
         raw = self._buf
         data = compress_chunk(raw, self._policy.level)
         seq = self._seq + 1
@@ -555,6 +574,13 @@ class RecordingWriter:
         self._chunks_since_checkpoint += 1
         if self._chunks_since_checkpoint >= self._policy.checkpoint_chunks:
             self._checkpoint()
+        if check_room and self._room is not None:
+            short = self._room()
+            if short is not None:
+                self._short = RecordingStorageLow(
+                    f"recording of session {self._session_id} stopped: {short}"
+                )
+                raise self._short
 
     def _checkpoint(self) -> None:
         unsigned = Checkpoint(

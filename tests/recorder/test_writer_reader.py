@@ -24,6 +24,7 @@ from recorder import (
     RecordingFormatError,
     RecordingReader,
     RecordingSink,
+    RecordingStorageLow,
     RecordingVersionError,
     RecordingWriteError,
     RecordingWriter,
@@ -498,3 +499,33 @@ def test_periodic_fsync_does_not_block_event_calls(
     assert not ticker.is_alive()
     w.close()
     assert verify(io.BytesIO(bytes(sink.data)), key.public_key()).status == "intact"
+
+
+def test_below_the_reserve_events_stop_and_close_seals_what_was_recorded(
+    tmp_path: Path, key: Ed25519PrivateKey, clock: FakeClock
+) -> None:
+    room: list[str | None] = [None]
+    path = tmp_path / "r.bastrec"
+    w = RecordingWriter.create(
+        path,
+        "s-low",
+        {},
+        key,
+        clock=clock,
+        wall_clock=lambda: WALL_START,
+        policy=fast_policy(chunk_bytes=4096),
+        room=lambda: room[0],
+    )
+    w.output(b"a" * 5000)  # a chunk is cut: still above the reserve
+    room[0] = "3 bytes free"
+    with pytest.raises(RecordingStorageLow, match="3 bytes free"):
+        w.output(b"b" * 9000)  # the next cut finds the storage below it
+    with pytest.raises(RecordingStorageLow):
+        w.output(b"c")  # every later event too: nothing more is recorded
+    with pytest.raises(RecordingStorageLow):
+        w.tick(clock.advance(5))
+    summary = w.close("recording-failed")
+    assert verify(path, key.public_key(), expected_final_hash=summary.final_hash).ok
+    with RecordingReader.open(path) as reader:
+        out = output_bytes(reader.events())
+    assert out.startswith(b"a" * 5000 + b"b") and b"c" not in out and len(out) < 14000
