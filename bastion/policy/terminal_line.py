@@ -55,6 +55,8 @@ Ctrl-C (a new prompt; bash may act on the signal only after keys it already read
 
 _INPUT_STOP = re.compile(rb"[\r\n\x03\x15]|\x1b\[200~")
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
+_EDITOR = re.compile(rb"\x1b\[\?2004([hl])")
+"""Bracketed paste switched on (a line editor reads a line: bash, zsh, fish) or off."""
 _ALT_TAIL = 8  # bytes kept between output chunks so a split ESC[?1049h is still found
 _PRINTABLE = re.compile(rb"[^\x00-\x1f\x7f]")
 _PLAIN = re.compile(rb"[ -~]+")
@@ -231,6 +233,8 @@ class LineTracker:
     """The terminal's columns (the relay updates it on resize): long lines wrap."""
     alternate: bool = False
     """A full-screen program is on the alternate screen."""
+    editing: bool = False
+    """The shell's line editor reads the line (it switched bracketed paste on): it echoes."""
     _echo_pending: bool = False
     _recent: bytes = b""
     """The last plain characters typed (no editing key since): the echo must show them."""
@@ -267,6 +271,8 @@ class LineTracker:
     def _scan_alternate(self, data: bytes) -> bytes | None:
         """Follow the alternate screen; what follows leaving it, if it was left."""
         seen = self._alt_tail + data
+        for m in _EDITOR.finditer(seen):
+            self.editing = m.group(1) == b"h"
         last, end = None, 0
         for m in _ALT_SCREEN.finditer(seen):
             last, end = m.group(1), m.end()

@@ -36,8 +36,15 @@ ECHO_WAIT = 0.5
 """Seconds Enter waits for the echo of keys sent with it (a paste, a script).
 
 Without an echo (a password prompt) the line is judged as the terminal shows it."""
-RESET_WAIT = 1.0
-"""Seconds input stays held after a refused line while the shell clears it."""
+EDITOR_ECHO_WAIT = 10.0
+"""The same while the shell's line editor reads the line (it echoes every key): a busy
+target is waited for, so the line judged is the whole line, not what showed in time."""
+RESET_WAIT = 10.0
+"""Seconds input stays held at most after a refused line while the shell clears it
+(a program that ignores Ctrl-C); a shell shows its new line first, however busy it is."""
+RESET_AGAIN = 1.0
+"""Seconds without a new line after the interrupt before it is sent again: bash misses a
+Ctrl-C that lands as it goes back to reading keys (it then keeps the refused line)."""
 RESET_QUIET = 0.1
 """Once the new line started, the target quiet this long means it waits for keys."""
 TYPED = "typed"
@@ -123,9 +130,10 @@ class LineGuard:
         return True
 
     async def _echo_settled(self) -> None:
-        """Wait (at most ``ECHO_WAIT``) until the line typed is on the screen."""
+        """Wait (at most ``ECHO_WAIT``, or ``EDITOR_ECHO_WAIT`` at a line editor) until the
+        line typed is on the screen."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + ECHO_WAIT
+        deadline = loop.time() + (EDITOR_ECHO_WAIT if self.tracker.editing else ECHO_WAIT)
         while self.tracker.echo_pending:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -140,17 +148,27 @@ class LineGuard:
         """After Ctrl-C, hold what was typed next until the shell shows a new prompt.
 
         bash reads keys already queued before it acts on the signal: sent on at
-        once, they would land on the refused line and be dropped with it.
+        once, they would land on the refused line and be dropped with it. bash can also
+        miss the signal altogether (it lands as bash goes back to reading keys: the
+        line stays), so without a new line the interrupt is sent again. Released
+        on a timer instead (a busy target), they were judged with the refused line
+        still on the screen: an innocent line refused, or judged as text it is not.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RESET_WAIT
+        again = loop.time() + RESET_AGAIN
         tracker = self.tracker
         while not tracker.at_prompt and not self.session.ending:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            if now >= deadline:
                 return
+            if not tracker.at_new_line and now >= again:
+                self._write(INTERRUPT)  # the line is still there: once more (harmless if not)
+                again = now + RESET_AGAIN
             self._output.clear()
-            wait = remaining if not tracker.at_new_line else min(remaining, RESET_QUIET)
+            wait = min(deadline, again) - now
+            if tracker.at_new_line:
+                wait = min(wait, RESET_QUIET)
             try:
                 await asyncio.wait_for(self._output.wait(), wait)
             except TimeoutError:

@@ -67,8 +67,11 @@ def test_named_target_shell_and_ctrl_c(bastion: BastionHarness) -> None:
     bastion.grant(c, "web2")
     child = _spawn(c, bastion, "web2")
     try:
-        child.sendline("echo sleeping-$((2+3)); sleep 30; echo not-interrupted")
-        child.expect("sleeping-5")  # the target's shell runs the line: Ctrl-C hits the sleep
+        # The marker comes from the foreground job itself: once it shows, that job owns the
+        # terminal. (bash's own echo shows before the sleep has the terminal: a Ctrl-C then
+        # signals bash, the sleep runs its 30 s, and the next line waits behind it.)
+        child.sendline("sh -c 'echo sleeping-$((2+3)); exec sleep 30'; echo not-interrupted")
+        child.expect("sleeping-5")  # the target's sleep runs in the foreground: Ctrl-C hits it
         child.sendcontrol("c")
         child.sendline("echo after-$((1+1))")
         child.expect("after-2")

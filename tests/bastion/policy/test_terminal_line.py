@@ -234,3 +234,21 @@ def test_fuzz_every_input_byte_is_forwarded_once_in_order(
         assert whole.startswith(bytes(sent)) and b"\x1b[200~" in whole[len(sent) :]
     else:
         assert bytes(sent) == whole
+
+
+def test_the_line_editor_is_known_by_its_bracketed_paste_switch() -> None:
+    """bash, zsh and fish switch bracketed paste on while they read a line (they echo every
+    key) and off when they run it (a password prompt may then echo nothing)."""
+    t = LineTracker()
+    assert not t.editing
+    t.output(b"x\r\n\x1b[?20")  # the switch cut in two chunks
+    t.output(b"04hP$ ")
+    assert t.editing
+    t.input(b"sudo true")
+    t.output(b"sudo true")
+    t.input(b"\r")
+    t.submitted()
+    t.output(b"\x1b[?2004l\r\r\n[sudo] password for u: ")
+    assert not t.editing
+    t.output(b"\r\n" + PROMPT)
+    assert t.editing

@@ -59,7 +59,11 @@ async def _held(kit: Kit, approvers: tuple[str, ...] = ("bob",)) -> tuple[
     kit.node.hold_waits.poll = 0.02
     s, adapter = await kit.recorded_session()
     task = asyncio.ensure_future(s.judge("command", "reboot now", "exact"))
-    request = await eventually(lambda: _pending(kit), "the held command's request")
+    # The row is visible once its transaction commits, while the thread that stored it is
+    # still naming the approvers: the command is held once its wait has begun (the
+    # contractor was told by then), not when the row shows.
+    await eventually(lambda: s.holding is not None, "the held command's wait")
+    request = _pending(kit)
     assert isinstance(request, AccessRequest)
     return s, adapter, task, request
 
