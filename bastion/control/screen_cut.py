@@ -129,10 +129,17 @@ def _keeps_screen(switches: list[_Switch], offset: int, alternate: bool) -> bool
     return True
 
 
+def _since_reset(data: bytes, offset: int) -> int:
+    """Where the state before ``offset`` begins: just after the last full reset (RIS
+    resets margins and modes, so a setting older than it no longer applies)."""
+    ris = data.rfind(b"\x1bc", 0, offset)
+    return 0 if ris < 0 else ris + 2
+
+
 def _margins_prefix(data: bytes, offset: int, rows: int) -> tuple[bytes, bool]:
     """The last scrolling-margin setting before ``offset`` and whether it is full-screen."""
     last = None
-    for m in _MARGINS.finditer(data, 0, offset):
+    for m in _MARGINS.finditer(data, _since_reset(data, offset), offset):
         last = m
     if last is None:
         return b"", True
@@ -144,7 +151,7 @@ def _margins_prefix(data: bytes, offset: int, rows: int) -> tuple[bytes, bool]:
 
 def _autowrap_prefix(data: bytes, offset: int) -> bytes:
     last = None
-    for m in _AUTOWRAP.finditer(data, 0, offset):
+    for m in _AUTOWRAP.finditer(data, _since_reset(data, offset), offset):
         last = m
     return b"\x1b[?7l" if last is not None and last.group(1) == b"l" else b""
 

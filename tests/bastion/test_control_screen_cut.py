@@ -115,3 +115,13 @@ def test_partial_scroll_region_blocks_the_scroll_cut() -> None:
     data = b"\x1b[2;5r" + b"".join(b"%d\r\n" % i for i in range(100))
     cut = find_cut(data, ROWS)
     assert not cut.exact or screen(cut.apply(data)) == screen(data)
+
+
+def test_a_reset_forgets_older_margins() -> None:
+    """Found by hypothesis: margins set before a full reset (ESC c) were replayed
+    in front of a later clear, so the cursor moved within margins the reset had
+    removed."""
+    data = b"\x1b[2;5r\x1bc\x1b[H\x1b[2J\x1b[3A"
+    cut = find_cut(data, ROWS)
+    assert cut.prefix == b""
+    assert screen(cut.apply(data)) == screen(data)
