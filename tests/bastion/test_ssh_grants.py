@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,8 +244,15 @@ class _EchoServer:
         self.sock.close()
 
 
+@dataclass(frozen=True)
+class _Port:
+    """A destination that is only a port (nothing answers on it)."""
+
+    port: int
+
+
 def _forward_roundtrip(
-    c: Contractor, bastion: BastionHarness, echo: _EchoServer
+    c: Contractor, bastion: BastionHarness, echo: _EchoServer | _Port
 ) -> tuple[bytes | None, str]:
     """What came back through ``ssh -L`` to the echo server, and what ssh printed."""
     from bastion.openssh_target import free_port
@@ -321,11 +329,17 @@ def test_port_forward_to_an_unreachable_destination_fails_at_channel_open(
 ) -> None:
     """The target's sshd cannot connect: the client's channel open fails with the
     target's reason (not accepted and then closed), and the refusal is audited."""
-    gone = _EchoServer()
-    gone.close()  # nothing listens on its port any more
+    # A port bound but never listened on: connections are refused, and no other test
+    # (another xdist worker's echo server) can take the port while this one runs.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    gone = _Port(held.getsockname()[1])
     c = bastion.contractor()
     bastion.grant(c, "web1", options=("port-forward",))
-    got, said = _forward_roundtrip(c, bastion, gone)
+    try:
+        got, said = _forward_roundtrip(c, bastion, gone)
+    finally:
+        held.close()
     assert got == b""
     assert f"open failed: connect failed: bastion: target refused 127.0.0.1:{gone.port}" in said
     refused = bastion.wait_audit(c.name, "forward.refused")
