@@ -44,9 +44,9 @@ class Profiles:
     _db: Backend
     _box: SecretBox
 
-    # Provided by Store.
-    def _targets(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Target]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Store
+
+        def _targets(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Target]: ...
 
     # ------------------------------------------------------------------ labels
 
