@@ -24,6 +24,8 @@ NODE_RELOAD: Final = "node.reload"
 """SIGHUP applied the file's live settings (details: ``applied``, ``needs_restart``)."""
 NODE_RELOAD_REFUSED: Final = "node.reload-refused"
 """SIGHUP found a file that does not load; nothing changed (details: ``error``)."""
+NODE_DRAIN: Final = "node.drain"
+"""An admin asked a node to stop accepting and stop by a deadline (details: ``until``)."""
 
 # --- logins (SSH) -------------------------------------------------------------------
 LOGIN_OK: Final = "login.ok"

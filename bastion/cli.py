@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_apply.add_apply_commands(sub, _add_config, _add_json)
 
     cli_control.add_control_commands(sub, _add_config, _add_json)
+    from bastion import cli_nodes
+
+    cli_nodes.add_node_commands(sub, _add_config, _add_json)
     from bastion import doctor
 
     doctor.add_doctor_command(sub, _add_config, _add_json)

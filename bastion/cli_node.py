@@ -146,11 +146,18 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
     from bastion.control.server import start_control
 
     control = await start_control(node)
+    from bastion.node_registry import FleetMembership
+
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    fleet = FleetMembership(node, [server] + ([pg_server] if pg_server else []), stop)
+    await fleet.join()
     metrics_server = None
     if config.metrics_listen is not None:
         from bastion.metrics import start_metrics_server
 
         def health() -> str | None:
+            if (drain := fleet.problem()) is not None:
+                return drain
             if not server.is_serving():
                 return "the SSH listener is not serving"
             return node.recordings.storage_problem()
@@ -163,7 +170,6 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
         addr = sock.getsockname()
         log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)
         print(f"bastion: listening on {addr[0]}:{addr[1]}", flush=True)
-    stop, hurry = asyncio.Event(), asyncio.Event()
     _install_signals(node, config, stop, hurry, reload_on_hup)
     await node.audit("node", actions.NODE_START, node.node)
     try:
@@ -177,6 +183,7 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
             metrics_server.close()
         await control.close()
         await node.audit("node", actions.NODE_STOP, node.node, unsealed=unsealed)
+        await fleet.leave()
         await node.close()
 
 

@@ -151,9 +151,7 @@ def check_profile_fit(p: Profile, login: str | None, options: frozenset[str]) ->
     changed meanwhile).
     """
     if login is not None and p.logins and login not in p.logins:
-        raise UsageError(
-            f"profile {p.name} allows the logins {', '.join(p.logins)}, not '{login}'"
-        )
+        raise UsageError(f"profile {p.name} allows the logins {', '.join(p.logins)}, not '{login}'")
     beyond = sorted(options - p.options)
     if beyond:
         allowed = ",".join(sorted(p.options)) or "none"

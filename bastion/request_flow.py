@@ -366,9 +366,7 @@ class RequestFlow:
             raise RequestRefused("name targets or a --profile, not both")
         now = self.clock()
         subject = f"profile {profile}" if profile is not None else ",".join(targets)
-        with self.store.audited_change(
-            user.name, actions.REQUEST_CREATED, subject, now
-        ) as change:
+        with self.store.audited_change(user.name, actions.REQUEST_CREATED, subject, now) as change:
             opts = frozenset(options)
             common: dict[str, Any] = dict(
                 duration=duration, login=login, options=opts, start_at=start_at, reason=reason,
@@ -461,9 +459,7 @@ class RequestFlow:
             raise RequestRefused(f"grant #{grant_id} is no longer active; request new access")
         now = self.clock()
         subject = grant.target_name or f"profile {grant.profile_name}"
-        with self.store.audited_change(
-            user.name, actions.REQUEST_CREATED, subject, now
-        ) as change:
+        with self.store.audited_change(user.name, actions.REQUEST_CREATED, subject, now) as change:
             common: dict[str, Any] = dict(
                 duration=duration, login=grant.login or grant.credset, options=grant.options,
                 start_at=None, reason=reason, now=now, lapses_at=now + self.config.pending_ttl,

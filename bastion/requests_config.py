@@ -28,9 +28,7 @@ KNOWN_REQUEST_KEYS = frozenset(
         "auto_approve",
     }
 )
-KNOWN_RULE_KEYS = frozenset(
-    {"targets", "profiles", "users", "groups", "hours", "timezone", "max"}
-)
+KNOWN_RULE_KEYS = frozenset({"targets", "profiles", "users", "groups", "hours", "timezone", "max"})
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ class _Memo:
             shape = shape_of(text)
             found = None if shape is None else self.allowed.get(_SHAPE + shape)
         return found
+
+
 _RULE_KINDS = {"command": RuleKind.COMMAND, "statement": RuleKind.SQL, "file": RuleKind.FILE}
 
 

@@ -61,6 +61,10 @@ class AuditedChange:
         """Forget a user's failed logins (so an unlock is not undone by the next failure)."""
         self._store._clear_auth_failures_tx(self._tx, user_id)
 
+    def drain_node(self, name: str, until: float) -> None:
+        """Ask running node ``name`` to stop accepting and stop by ``until``; raises NotFound."""
+        self._store._drain_node_tx(self._tx, name, until)
+
     def revoke_user_tokens(self, user_id: int, by: str, at: float) -> int:
         """Revoke the user's live tokens; return how many."""
         return self._store._revoke_user_tokens_tx(self._tx, user_id, by, at)

@@ -33,6 +33,7 @@ from bastion.store.models import (
     TargetKind,
     User,
 )
+from bastion.store.nodes import Nodes
 from bastion.store.policy import Policies
 from bastion.store.profiles import Profiles
 from bastion.store.requests import Requests
@@ -65,7 +66,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
+class Store(History, Tokens, Requests, Policies, Engagements, Profiles, Nodes):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:

@@ -375,6 +375,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE access_requests ADD COLUMN held_rule TEXT",
         ),
     ),
+    Migration(
+        11,
+        "node registry",
+        (
+            # One row per node (or worker) that ever started on this state: where its
+            # listeners are, so a console on any node can reach it, and its heartbeat,
+            # so a node that died without a word is seen as such. The certificate is
+            # the control listener's, so peers pin it instead of trusting a CA.
+            """CREATE TABLE nodes (
+                name TEXT PRIMARY KEY,
+                pid {BIGINT} NOT NULL,
+                version TEXT NOT NULL,
+                ssh_addr TEXT,
+                pg_addr TEXT,
+                control_addr TEXT,
+                control_cert TEXT,
+                started_at {FLOAT} NOT NULL,
+                heartbeat_at {FLOAT} NOT NULL,
+                stopped_at {FLOAT},
+                draining_until {FLOAT}
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -361,3 +361,41 @@ class HeldCommand:
     text: str
     session_id: str
     rule: str | None
+
+
+class NodeState(StrEnum):
+    """How a registered node looks from the state store."""
+
+    UP = "up"
+    DRAINING = "draining"
+    SILENT = "silent"
+    """No heartbeat for three intervals: crashed, cut off, or paused."""
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node (or worker) as it registered itself, with its live session count."""
+
+    name: str
+    pid: int
+    version: str
+    ssh_addr: str | None
+    pg_addr: str | None
+    control_addr: str | None
+    control_cert: str | None
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    draining_until: float | None
+    live_sessions: int = 0
+
+    def state(self, now: float, heartbeat_interval: float) -> NodeState:
+        """Up, draining, silent (missed three heartbeats) or stopped, as of ``now``."""
+        if self.stopped_at is not None:
+            return NodeState.STOPPED
+        if now - self.heartbeat_at > 3 * heartbeat_interval:
+            return NodeState.SILENT
+        if self.draining_until is not None:
+            return NodeState.DRAINING
+        return NodeState.UP

@@ -261,9 +261,7 @@ class Requests:
         )
         found = self._request_tx(tx, request_id)
         if changed == 0:
-            raise StoreError(
-                f"request #{request_id} is not a break-glass request awaiting review"
-            )
+            raise StoreError(f"request #{request_id} is not a break-glass request awaiting review")
         return found
 
     def due_lapses(self, now: float) -> list[int]:
@@ -272,8 +270,7 @@ class Requests:
             return [
                 int(r["id"])
                 for r in tx.all(
-                    "SELECT id FROM access_requests WHERE state = ? AND lapses_at <= ?"
-                    " ORDER BY id",
+                    "SELECT id FROM access_requests WHERE state = ? AND lapses_at <= ? ORDER BY id",
                     [RequestState.PENDING.value, float(now)],
                 )
             ]
