@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
             "are refused, live ones are told and end after [node] stop_grace seconds with "
             "reason node-stop, every recording is sealed, exit 0 (a second signal ends them "
             "at once). SIGHUP reloads the settings that can change live (time box, MFA "
-            "limits, stop_grace, log_level) without dropping sessions."
+            "limits, stop_grace, log_level) without dropping sessions. With [node] workers "
+            "above 1 this process supervises that many workers on the same ports, passes "
+            "the signals on and restarts a worker that dies."
         ),
     )
     _add_config(p)
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default) or one JSON object per line",
     )
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=cli_node.cmd_serve)
 
     p = sub.add_parser("demo", help="set up and run a local demo (bastion + demo target + user)")

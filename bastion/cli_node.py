@@ -249,5 +249,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _set_log_level(config.log_level or str(args.log_level))
     if not config.ssh.host_key.exists():
         raise ConfigError(f"SSH host key {config.ssh.host_key} is missing; run 'bastion init'")
+    if args.worker:
+        from bastion.workers import worker_config
+
+        if not 1 <= args.worker <= config.workers:
+            raise ConfigError(f"--worker {args.worker} is outside 1..{config.workers}")
+        config = worker_config(config, args.worker)
+    elif config.workers > 1:
+        from bastion.workers import Supervisor
+
+        passed = ["--config", str(config.path), "--log-level", str(args.log_level)]
+        passed += ["--log-format", args.log_format]
+        passed += ["--listen", args.listen] if args.listen else []
+        return Supervisor(config, passed).run()
     event_loop.run(_serve(config, args.listen), config.event_loop)
     return 0

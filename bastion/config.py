@@ -142,6 +142,10 @@ class Config:
     log_level: str | None = None
     """``[node] log_level``: overrides ``serve --log-level`` and follows SIGHUP reloads."""
     metrics_listen: tuple[str, int] | None = None
+    workers: int = 1
+    """``[node] workers`` resolved: how many processes serve this node's ports."""
+    worker: int = 0
+    """Which worker this process is (1..workers), or 0 for a single-process node."""
     ssh: SshConfig = field(default_factory=SshConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -163,7 +167,7 @@ class Config:
 
 
 KNOWN_KEYS: dict[str, frozenset[str]] = {
-    "node": frozenset({"name", "event_loop", "stop_grace", "log_level"}),
+    "node": frozenset({"name", "event_loop", "stop_grace", "log_level", "workers"}),
     "state": frozenset({"url", "secret_key_file"}),
     "ca": frozenset({"key"}),
     "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level", "min_free_bytes"}),
@@ -313,6 +317,19 @@ def _number(section: dict[str, Any], key: str, default: float, setting: str) -> 
     return float(value)
 
 
+def _workers(value: object, state_url: str) -> int:
+    """``[node] workers``: a count, or "auto" (one per core on PostgreSQL state, 1 on SQLite)."""
+    if value == "auto":
+        if state_url.startswith(("postgresql://", "postgres://")):
+            return max(1, os.cpu_count() or 1)
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(
+            f'node.workers must be "auto" or a whole number from 1 to 256, not {value!r}'
+        )
+    return value
+
+
 def _on_failure(value: object) -> str:
     if value not in ("refuse", "continue"):
         raise ConfigError(f'recording.on_failure must be "refuse" or "continue", got {value!r}')
@@ -434,6 +451,7 @@ def load_config(path: Path | str | None = None) -> Config:
         node=str(node.get("name") or socket.gethostname()),
         event_loop=_loop_choice(node.get("event_loop", "auto")),
         stop_grace=_number(node, "stop_grace", 5, "node.stop_grace"),
+        workers=_workers(node.get("workers", "auto"), state_url),
         log_level=_log_level(node.get("log_level")),
         state_url=state_url,
         secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
@@ -514,6 +532,12 @@ stop_grace = 5
 # Log level (DEBUG, INFO, WARNING, ERROR); overrides serve --log-level and
 # follows a reload (SIGHUP). Unset: the command line decides.
 # log_level = "INFO"
+# Processes serving this node's ports (SO_REUSEPORT), each a worker named
+# NAME/w1, NAME/w2, ... with its own control socket (control.w2.sock, ...) and
+# metrics/control TCP ports (the configured port + worker - 1). A worker that
+# dies is restarted; the others' sessions go on. "auto": one per core on
+# PostgreSQL state, 1 on SQLite (one writer at a time; bastion doctor warns).
+workers = "auto"
 
 [state]
 # Where users, targets, grants, sessions and the audit log live.

@@ -160,13 +160,22 @@ def check_listeners(config: Config) -> list[Finding]:
 
 
 def check_workers(config: Config) -> Finding:
-    """SQLite state with more than one worker: not checkable, this node has no workers key."""
-    del config  # kept so the check starts reading [node] workers the day it exists
+    """SQLite state shared by several workers: every write waits for one file lock."""
+    if config.workers == 1:
+        return Finding("state: workers", "ok", "one process serves this node")
+    if config.state_url.startswith("sqlite:///"):
+        return Finding(
+            "state: workers",
+            "unsafe",
+            f"{config.workers} workers share one SQLite file: every login, audit row and "
+            "session row waits for its single writer lock, and a busy node times out writes",
+            f"set workers = 1 in [node] of {config.path}, or move the state to PostgreSQL "
+            "([state] url)",
+        )
     return Finding(
         "state: workers",
-        "skipped",
-        "this bastion has no [node] workers setting: one process serves a node, so SQLite "
-        "state is never shared between workers",
+        "ok",
+        f"{config.workers} workers share PostgreSQL state",
     )
 
 

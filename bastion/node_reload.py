@@ -109,6 +109,10 @@ async def reload_node(
         log.error("reload refused, nothing changed: %s", e)
         await node.audit("node", actions.NODE_RELOAD_REFUSED, node.node, error=str(e))
         return None
+    if node.config.worker:  # compare like with like: the file as this worker runs it
+        from bastion.workers import worker_config
+
+        new = worker_config(new, node.config.worker)
     result = plan_reload(node.config, new)
     apply_config(node, merged_config(node.config, new))
     if new.log_level is not None and set_log_level is not None:

@@ -24,5 +24,6 @@ async def start_pg_listener(
         port if port is not None else listen[1],
         backlog=512,
         reuse_address=True,
+        reuse_port=node.config.worker > 0,
     )
     return server, front

@@ -355,4 +355,5 @@ async def start_ssh_listener(
         port if port is not None else cfg.listen_port,
         backlog=512,
         reuse_address=True,
+        reuse_port=node.config.worker > 0,
     )

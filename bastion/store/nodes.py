@@ -80,9 +80,12 @@ class Nodes:
             )
 
     def _drain_node_tx(self, tx: Tx, name: str, until: float) -> None:
+        """Drain node ``name``, or all its workers (``name/w1`` …) when given the node's name."""
+        workers = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/w%"
         changed = tx.run(
-            "UPDATE nodes SET draining_until = ? WHERE name = ? AND stopped_at IS NULL",
-            [until, name],
+            "UPDATE nodes SET draining_until = ?"
+            " WHERE (name = ? OR name LIKE ? ESCAPE '\\') AND stopped_at IS NULL",
+            [until, name, workers],
         )
         if not changed:
             raise NotFound(f"no running node named '{name}'; see 'bastion nodes list'")

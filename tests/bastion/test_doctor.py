@@ -139,8 +139,6 @@ def test_checks_this_bastion_cannot_make_say_why(
     node: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, findings = doctor(node, capsys)
-    assert findings["state: workers"]["status"] == "skipped"
-    assert "no [node] workers setting" in findings["state: workers"]["message"]
     assert findings["ca: external signer"]["status"] == "skipped"
     assert "no external signer" in findings["ca: external signer"]["message"]
 
@@ -177,3 +175,15 @@ def test_a_key_folder_others_can_write_is_unsafe(
         assert status == 0 and f"dir: {keys}" not in findings
     finally:
         os.chmod(keys, 0o700)
+
+
+def test_several_workers_on_sqlite_are_unsafe(
+    node: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, findings = doctor(node, capsys)
+    assert findings["state: workers"]["status"] == "ok"  # "auto" is 1 on SQLite
+    edit(node, 'workers = "auto"', "workers = 2")
+    status, findings = doctor(node, capsys)
+    assert status == 1 and findings["state: workers"]["status"] == "unsafe"
+    assert "2 workers share one SQLite file" in findings["state: workers"]["message"]
+    assert "set workers = 1 in [node]" in findings["state: workers"]["fix"]

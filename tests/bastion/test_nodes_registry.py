@@ -73,6 +73,16 @@ def test_draining_a_stopped_or_unknown_node_is_refused(store: Store) -> None:  #
     assert [e for e in store.list_audit() if e.action == "node.drain"] == []
 
 
+def test_draining_a_node_by_name_drains_its_workers_only(store: Store) -> None:  # noqa: F811
+    now = time.time()
+    for name in ("edge_1/w1", "edge_1/w2", "edgex1/w1", "edge_1x/w1"):
+        store.register_node(_row(name, now))
+    with store.audited_change("admin", "node.drain", "edge_1", now) as c:
+        c.drain_node("edge_1", now + 30)
+    draining = {n.name for n in store.list_nodes() if n.draining_until is not None}
+    assert draining == {"edge_1/w1", "edge_1/w2"}
+
+
 def _health(b) -> int:  # type: ignore[no-untyped-def]
     listen = b.config.metrics_listen
     try:

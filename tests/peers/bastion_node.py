@@ -42,6 +42,7 @@ LOGIN = getpass.getuser()
 
 TEST_CONFIG_OVERRIDES = {
     "warn_before = [300, 60]": "warn_before = [3, 1.5]",
+    'workers = "auto"': "workers = 1",
     "poll_interval = 0.5": "poll_interval = 0.2",
     "lockout = 900": "lockout = 60",
     "token_ttl = 3600\nlogin_timeout = 30": "token_ttl = 3600\nlogin_timeout = 5",
