@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from bastion import audit_actions as actions
+from bastion import loop_lag
 from bastion.ca import CertificateAuthority
 from bastion.config import Config
 from bastion.engagements import run_engagements
@@ -102,6 +103,14 @@ class BastionNode:
             live_recordings=lambda: self.recordings.live_count,
             notifications_pending=lambda: self.notifier.pending,
         )
+        self.loop_lag = loop_lag.LoopLag()
+        """Timer lateness of this node's event loop (a gauge, probed 4 times a second)."""
+        self.metrics.gauges.update(
+            event_loop_lag_seconds=self.loop_lag.worst,
+            asyncio_tasks=loop_lag.task_count,
+            open_fds=loop_lag.open_descriptors,
+            resident_memory_bytes=loop_lag.resident_bytes,
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> BastionNode:
@@ -171,6 +180,7 @@ class BastionNode:
             )
         )
         self.spawn(self.recordings.run_ticker())
+        self.spawn(self.loop_lag.run())
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)

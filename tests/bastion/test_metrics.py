@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,19 @@ def test_hostile_requests_do_not_hurt(bastion: BastionHarness) -> None:
                 data = b""
             assert b"200 OK" not in data
     assert _get(bastion, "/healthz")[0] == 200
+
+
+def test_process_gauges_describe_the_node_process(bastion: BastionHarness) -> None:
+    assert bastion.proc is not None
+    pid = bastion.proc.pid
+    open_now = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    assert 0 < bastion.gauge("open_fds") <= open_now + 20
+    rss_kib = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    assert abs(bastion.gauge("resident_memory_bytes") / 1024 - rss_kib) < rss_kib / 2
+    assert bastion.gauge("asyncio_tasks") >= 3  # time box, ticker, the probe itself
+    lag = bastion.gauge("event_loop_lag_seconds")
+    assert 0 <= lag < 30  # a probe has run (the node is up) and reports seconds, not ns
