@@ -144,21 +144,27 @@ class ProxyHeaderReader(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The balancer closed before the header was complete."""
         if not self._done:
-            reason = "truncated" if self._buffer else "no-header"
-            self._refuse(reason, f"closed after {len(self._buffer)} bytes of a PROXY header")
+            self._closed_early()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Gone before the header: nothing else to release."""
         if not self._done:
-            self._done = True
-            log.warning(
-                "%s: %s closed the connection before its PROXY header (%d bytes)",
-                self._listener,
-                self._peer,
-                len(self._buffer),
-            )
+            self._closed_early()
         self._stop_timer()
+
+    def _closed_early(self) -> None:
+        if self._buffer:
+            self._refuse("truncated", f"closed after {len(self._buffer)} bytes of a PROXY header")
+            return
+        # A balancer's TCP health check (connect, close): routine, not worth a warning.
+        self._done = True
+        self._stop_timer()
+        log.debug(
+            "%s: %s connected and closed without sending anything", self._listener, self._peer
+        )
+        if self._transport is not None:
+            self._transport.close()
 
     def _hand_over(self, header: Header) -> None:
         assert self._transport is not None  # noqa: S101  set by connection_made

@@ -161,3 +161,18 @@ def test_config(tmp_path: Path) -> None:
         load_config(_config(tmp_path, 'proxy_protocol = true\ntrusted_proxies = ["haproxy"]\n'))
     with pytest.raises(ConfigError, match=r"ssh.proxy_protocol must be true or false"):
         load_config(_config(tmp_path, 'proxy_protocol = "yes"\n'))
+
+
+async def test_health_check_connect_and_close_is_not_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """HAProxy's ``check`` connects and closes every few seconds: no warning each time,
+    while a header cut short is one."""
+    server = await _serve(["127.0.0.1/32"])
+    with caplog.at_level(logging.DEBUG, "bastion.proxied"):
+        async with server:
+            assert await _exchange(server, b"") == b""
+            assert await _exchange(server, b"PROXY TCP4 1.2") == b""
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "closed after 14 bytes" in warnings[0], warnings
+    assert "connected and closed without sending anything" in caplog.text

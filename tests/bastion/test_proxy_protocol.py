@@ -7,6 +7,7 @@ a parsed header never claims more bytes than it was given or than the caps allow
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 
 import pytest
@@ -28,7 +29,9 @@ from bastion.proxy_protocol import (
 )
 from tests.fuzzing import Mutation, apply_mutations, byte_mutations
 
-fuzz = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "400"))
+"""A short budget by default; ``BASTION_FUZZ_EXAMPLES=200000`` for a long run (README "Tests")."""
+fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ports = st.integers(0, 0xFFFF)
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).map(lambda ip: str(ipaddress.IPv6Address(ip)))
