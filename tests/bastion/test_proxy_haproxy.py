@@ -138,8 +138,8 @@ def fleet(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def test_contractors_spread_over_both_nodes_with_their_own_address(fleet: Fleet) -> None:
-    """Twenty contractors through HAProxy: both nodes serve, every session row and
-    login.ok audit row carries 127.0.0.2 (HAProxy itself connects from 127.0.0.1)."""
+    """Twenty contractors through HAProxy: both nodes serve, every session row and its
+    login.ok and session.start audit rows carry 127.0.0.2 (HAProxy connects from 127.0.0.1)."""
     contractors = [fleet.a.contractor("lb") for _ in range(20)]
     for c in contractors:
         fleet.a.grant(c, "web1")
@@ -155,8 +155,9 @@ def test_contractors_spread_over_both_nodes_with_their_own_address(fleet: Fleet)
         (session,) = fleet.a.store.list_sessions(user=c.name)
         assert session.client_addr.startswith(f"{CONTRACTOR_ADDRESS}:"), session
         nodes.add(session.node)
-        (login,) = fleet.a.audit(c.name, "login.ok")
-        assert login.details["client"].startswith(f"{CONTRACTOR_ADDRESS}:"), login
+        for action in ("login.ok", "session.start"):
+            (row,) = fleet.a.audit(c.name, action)
+            assert row.details["client"].startswith(f"{CONTRACTOR_ADDRESS}:"), row
     assert nodes == {"test-node", "node-b"}
     assert fleet.a.store.verify_audit_chain() is None
 
