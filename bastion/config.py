@@ -23,6 +23,7 @@ from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
 from bastion.policy_config import CONFIG_TEMPLATE_SECTION as POLICY_TEMPLATE
 from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
+from bastion.proxied import Network, trusted_networks
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 from bastion.ssh.algorithms import (
@@ -61,6 +62,9 @@ class SshConfig:
     """Key exchanges offered: no SHA-1, no group exchange (see bastion.ssh.algorithms)."""
     macs: tuple[str, ...] = DEFAULT_MACS
     host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
+    proxy_protocol: bool = False
+    """Every connection starts with a PROXY v1/v2 header from one of ``trusted_proxies``."""
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ class PostgresConfig:
     against the column a value comes from, through aliases, expressions and views)."""
     mask_patterns: tuple[str, ...] = ()
     """Regexes: a captured value matching any is replaced by ``***`` whatever its column."""
+    proxy_protocol: bool = False
+    """Every connection starts with a PROXY v1/v2 header from one of ``trusted_proxies``."""
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "kex_algorithms",
             "macs",
             "host_key_algorithms",
+            "proxy_protocol",
+            "trusted_proxies",
         }
     ),
     "postgres": frozenset(
@@ -205,6 +214,8 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "capture_rows",
             "mask_columns",
             "mask_patterns",
+            "proxy_protocol",
+            "trusted_proxies",
         }
     ),
     "control": frozenset({"socket", "listen", "tls_cert", "tls_key"}),
@@ -379,7 +390,25 @@ def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
             pg, "mask_columns", PostgresConfig.mask_columns, "postgres.mask_columns"
         ),
         mask_patterns=_regexes(pg, "mask_patterns", "postgres.mask_patterns"),
+        **_proxy_settings(pg, "postgres"),
     )
+
+
+def _proxy_settings(section: dict[str, Any], name: str) -> dict[str, Any]:
+    """``proxy_protocol`` and ``trusted_proxies`` of ``[ssh]`` or ``[postgres]``."""
+    on = section.get("proxy_protocol", False)
+    if not isinstance(on, bool):
+        raise ConfigError(f"{name}.proxy_protocol must be true or false")
+    trusted = trusted_networks(
+        _strings(section, "trusted_proxies", (), f"{name}.trusted_proxies"),
+        f"{name}.trusted_proxies",
+    )
+    if on and not trusted:
+        raise ConfigError(
+            f"{name}.proxy_protocol is on but {name}.trusted_proxies is empty: list the "
+            'load balancers\' addresses (e.g. trusted_proxies = ["10.0.0.5/32"])'
+        )
+    return {"proxy_protocol": on, "trusted_proxies": trusted}
 
 
 def _regexes(section: dict[str, Any], key: str, setting: str) -> tuple[str, ...]:
@@ -492,6 +521,7 @@ def load_config(path: Path | str | None = None) -> Config:
             host_key_algorithms=_algorithms(
                 ssh, "host_key_algorithms", SshConfig.host_key_algorithms
             ),
+            **_proxy_settings(ssh, "ssh"),
         ),
         postgres=_postgres(pg, base),
         control=_control(_section(data, "control"), base),
@@ -612,6 +642,13 @@ macs = {macs}
 # Signatures the host key may make: no ssh-rsa (SHA-1), no NIST curves. Only
 # those the host_key file can make are offered (an Ed25519 key: ssh-ed25519).
 host_key_algorithms = {host_key_algorithms}
+# Behind a TCP load balancer that sends the PROXY protocol (HAProxy's send-proxy
+# or send-proxy-v2): every connection must then come from one of trusted_proxies
+# (addresses or CIDR blocks) and start with a v1 or v2 header, read within
+# login_timeout; the address in it is the client's everywhere (audit, session
+# rows, per-source limits). Anything else is closed and logged.
+proxy_protocol = false
+trusted_proxies = []
 
 [postgres]
 # Contractor-facing PostgreSQL listener (empty: none). Clients log in with
@@ -654,6 +691,9 @@ mask_columns = ["*password*", "*secret*", "*token*"]
 #   '-----BEGIN [A-Z ]*PRIVATE KEY-----',
 # ]
 mask_patterns = []
+# As [ssh] proxy_protocol / trusted_proxies, for the PostgreSQL listener.
+proxy_protocol = false
+trusted_proxies = []
 
 [control]
 # Control API for admins and auditors (bastion tui, bastion control ...): a Unix

@@ -40,6 +40,8 @@ from bastion.pg.protocol import error_response
 from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
+from bastion.proxied import client_address
+from bastion.proxy_protocol import Address
 from bastion.recording import LiveRecording
 from bastion.session.reasons import EndReason
 from bastion.startups import Slot
@@ -67,6 +69,8 @@ class ClientConnection(asyncio.Protocol):
         self.node = front.node
         self.transport: asyncio.Transport | None = None
         self.client_addr = "?"
+        self.forwarded_peer: Address | None = None
+        """The client's address as a trusted PROXY-protocol balancer sent it."""
         self.door = FrontDoor(
             tls_available=front.tls is not None,
             require_tls=front.config.require_tls,
@@ -108,9 +112,10 @@ class ClientConnection(asyncio.Protocol):
             self.transport = transport
             return
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        admitted = self.front.startups.admit(str(peer[0]) if isinstance(peer, tuple) else "?")
+        host, self.client_addr = client_address(
+            transport.get_extra_info("peername"), self.forwarded_peer
+        )
+        admitted = self.front.startups.admit(host)
         loop = asyncio.get_running_loop()
         if isinstance(admitted, str):
             log.warning("refusing %s: %s", self.client_addr, admitted)

@@ -6,6 +6,7 @@ import asyncio
 
 from bastion.pg.connection import ClientConnection
 from bastion.pg.front_end import PgFrontEnd, server_tls_context
+from bastion.proxied import accepting
 from bastion.service import BastionNode
 
 __all__ = ["PgFrontEnd", "server_tls_context", "start_pg_listener"]
@@ -18,8 +19,15 @@ async def start_pg_listener(
     front = PgFrontEnd(node)
     listen = front.config.listen or ("0.0.0.0", 6432)  # noqa: S104  documented default
     loop = asyncio.get_running_loop()
+    cfg = front.config
     server = await loop.create_server(
-        lambda: ClientConnection(front),
+        accepting(
+            lambda: ClientConnection(front),
+            proxy_protocol=cfg.proxy_protocol,
+            trusted=cfg.trusted_proxies,
+            timeout=cfg.login_timeout,
+            listener="postgres",
+        ),
         host if host is not None else listen[0],
         port if port is not None else listen[1],
         backlog=512,

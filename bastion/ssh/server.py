@@ -16,6 +16,7 @@ import asyncssh
 from bastion.alerts import detectors as alerts
 from bastion.engagements import banner_line as engagement_banner
 from bastion.mfa import MfaError, locked_message, match_totp
+from bastion.proxied import accepting, client_address
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
 from bastion.ssh.algorithms import USER_SIGNATURE_ALGORITHMS, offered_host_keys
@@ -60,9 +61,10 @@ class BastionSSHServer(asyncssh.SSHServer):
         in all or from its source (max_startups, per_source_max_startups)."""
         self.conn = conn
         drop_cbc_chaff(conn, self.node.config.ssh.ciphers)
-        peer = conn.get_extra_info("peername")
-        self.client_addr = f"{peer[0]}:{peer[1]}" if peer else "?"
-        admitted = self.node.ssh_startups.admit(str(peer[0]) if peer else "?")
+        host, self.client_addr = client_address(
+            conn.get_extra_info("peername"), getattr(conn, "forwarded_peer", None)
+        )
+        admitted = self.node.ssh_startups.admit(host)
         if isinstance(admitted, str):
             log.warning("dropping %s: %s", self.client_addr, admitted)
             conn.abort()
@@ -350,7 +352,13 @@ async def start_ssh_listener(
         return TwoFactorServerConnection(loop, options)
 
     return await loop.create_server(
-        conn_factory,
+        accepting(
+            conn_factory,
+            proxy_protocol=cfg.proxy_protocol,
+            trusted=cfg.trusted_proxies,
+            timeout=cfg.login_timeout,
+            listener="ssh",
+        ),
         host if host is not None else cfg.listen_host,
         port if port is not None else cfg.listen_port,
         backlog=512,

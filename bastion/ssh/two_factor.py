@@ -28,6 +28,7 @@ from typing import Protocol, cast
 import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
 
+from bastion.proxy_protocol import Address
 from bastion.ssh.algorithms import sha1_signature
 
 USERAUTH_SERVICE = b"ssh-userauth"
@@ -47,6 +48,8 @@ class TwoFactorServerConnection(asyncssh.SSHServerConnection):
     """An asyncssh server connection that requires publickey, then keyboard-interactive."""
 
     _first_factor_user: str | None = None
+    forwarded_peer: Address | None = None
+    """The client's address as a trusted PROXY-protocol balancer sent it (bastion.proxied)."""
     _partial_success_pending: bool = False
 
     @property
