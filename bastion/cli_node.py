@@ -124,6 +124,9 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
     from bastion.ssh.server import start_ssh_listener
 
     node = BastionNode.from_config(config)
+    if node.writer.pending:  # writes a previous run kept while the database was away
+        done = await node.call(node.writer.replay)
+        log.warning("state outbox: replayed %d write(s) left by the last run", done)
     recovered = await node.call(recover_crashed_sessions, node.recordings, node.store, node.node)
     if recovered:
         log.warning(
@@ -153,7 +156,7 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
         def health() -> str | None:
             if not server.is_serving():
                 return "the SSH listener is not serving"
-            return node.recordings.storage_problem()
+            return node.state_problem() or node.recordings.storage_problem()
 
         metrics_server = await start_metrics_server(node.metrics, health, *config.metrics_listen)
         print(

@@ -1,0 +1,166 @@
+"""The state database goes away mid-session (issue 18, threat-model row F3).
+
+A real node on a private PostgreSQL state server that the test stops and starts
+again: new logins are refused with words the contractor can read, /healthz says
+what is wrong, the live session goes on (recorded) for ``outage_grace`` and then
+ends as ``state-unavailable``; what the node wrote meanwhile waits in the outbox
+and reaches the database when it returns, and the audit chain still verifies.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pexpect
+import pytest
+
+from bastion.errors import StoreError
+from bastion.session.reasons import STATE_UNAVAILABLE_LOGIN
+from bastion.store.models import SessionRecord
+from recorder import RecordingReader, verify
+from recorder.events import Output
+from recorder.keys import load_public_key
+from tests.peers.bastion_node import BastionHarness, make_harness
+from tests.peers.pg_bastion import PgTargets
+from tests.peers.postgres import PgServer, find_pg_bin, restart, start_pg_server, stop_fast
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+GRACE = 3
+
+
+@pytest.fixture
+def state_server() -> Iterator[PgServer]:
+    """A PostgreSQL of this test's own: stopping it must not disturb other tests."""
+    bin_dir = find_pg_bin()
+    assert bin_dir is not None, "PostgreSQL server binaries not found"
+    with start_pg_server(bin_dir) as server:
+        yield server
+
+
+def _health(b: BastionHarness) -> tuple[int, str]:
+    listen = b.config.metrics_listen
+    assert listen is not None
+    try:
+        with urllib.request.urlopen(f"http://{listen[0]}:{listen[1]}/healthz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _unhealthy(b: BastionHarness) -> str:
+    """The body of a 503 from /healthz, or "" while it answers 200."""
+    status, body = _health(b)
+    return body if status == 503 else ""
+
+
+def _answer(read: Callable[[], T]) -> T | None:
+    """``read()``, or None while the test's own store still finds the database away."""
+    try:
+        return read()
+    except StoreError:
+        return None
+
+
+def test_state_outage_refuses_logins_ends_sessions_and_replays(
+    tmp_path: Path, state_server: PgServer, pg_server: PgServer
+) -> None:
+    url = state_server.dsn(state_server.create_database())
+    b = make_harness(
+        tmp_path / "node", state_url=url, overrides={"outage_grace = 60": f"outage_grace = {GRACE}"}
+    )
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        pg = PgTargets.create(b, pg_server)
+        c, late, db_user = b.contractor(), b.contractor("late"), b.contractor("db")
+        b.grant(c, "web1")
+        b.grant(late, "web1")
+        pg.grant(db_user)
+        token = pg.token(db_user)
+        child = c.ssh_pty("web1", timeout=20)
+        child.sendline("echo before-$((1+1))")
+        child.expect("before-2")
+        (live,) = b.store.list_sessions(user=c.name, live=True)
+        assert _health(b)[0] == 200
+
+        stop_fast(state_server)
+        # /healthz says what is wrong, within the node's probe interval
+        body = wait_until(lambda: _unhealthy(b), 10, "/healthz to report the outage")
+        assert "state database unreachable" in body and "new logins are refused" in body
+        # the live session still relays (and records) while the grace runs
+        child.sendline("echo during-$((2+3))")
+        child.expect("during-5")
+        # a new SSH login is refused with words the contractor reads in ssh's output
+        refused = late.ssh("true", target="web1", code="000000", timeout=30)
+        assert refused.returncode == 255
+        assert STATE_UNAVAILABLE_LOGIN.encode() in refused.stderr.replace(b"\r\n", b" "), (
+            refused.stderr
+        )
+        # ... and so is a PostgreSQL login: psql prints the FATAL
+        psql = pg.psql(db_user, token, "SELECT 1;\n")
+        assert psql.returncode != 0
+        assert "FATAL" in psql.stderr and "cannot reach its state database" in psql.stderr, (
+            psql.stderr
+        )
+        # the grace ends: the session is closed with a reason the contractor sees
+        child.expect("lost its state database", timeout=GRACE + 15)
+        child.expect(pexpect.EOF, timeout=15)
+        status, body = _health(b)
+        assert status == 503 and "wait in the outbox" in body, body
+        log = b.log()
+        assert "state database unreachable" in log
+        assert "refusing login of" in log and "Traceback" not in log, log[-4000:]
+
+        restarted = restart(state_server)
+
+        def replayed_end() -> SessionRecord | None:
+            s = _answer(lambda: b.store.get_session(live.id))
+            return s if s is not None and s.ended_at is not None else None
+
+        ended = wait_until(replayed_end, 30, "the session's end to be replayed from the outbox")
+        assert ended is not None  # for the type checker: wait_until returns a truthy value
+        assert ended.end_reason == "state-unavailable"
+        assert ended.bytes_out > 0 and ended.bytes_in > 0 and ended.events > 0
+        assert ended.final_hash and ended.recording
+        wait_until(lambda: _health(b)[0] == 200, 15, "/healthz to recover")
+        assert b.gauge("state_outbox_pending") == 0
+        # the audit rows written during the outage, in the chain, which still verifies
+        (end,) = b.audit(c.name, "session.end")
+        assert end.details["reason"] == "state-unavailable"
+        assert end.details["final_hash"] == ended.final_hash
+        (terminated,) = b.audit(c.name, "session.terminated")
+        assert terminated.details["reason"] == "state-unavailable"
+        assert terminated.id < end.id
+        (failed,) = b.audit(late.name, "login.failed")
+        assert failed.details["reason"] == "state-unavailable"
+        refusals = [
+            e for e in b.audit(db_user.name) if e.details.get("reason") == "state-unavailable"
+        ]
+        assert refusals, b.audit(db_user.name)
+        assert b.store.verify_audit_chain() is None
+        verified = b.cli("audit", "--verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        # the recording is sealed, verifies, and holds what was typed during the outage
+        path = b.config.recordings_dir / ended.recording
+        public = load_public_key(str(b.config.recording_signing_key) + ".pub")
+        assert verify(path, public).status == "intact"
+        with RecordingReader.open(path) as reader:
+            output = b"".join(e.data for e in reader.events() if isinstance(e, Output))
+        assert b"during-5" in output
+        check = b.cli("verify", live.id)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # and logins work again
+        again = late.ssh("echo back", target="web1")
+        assert again.returncode == 0 and again.stdout == b"back\n", again.stderr
+    finally:
+        b.close()
+        if restarted is not None:
+            stop_fast(state_server)
+            restarted.wait(timeout=30)
