@@ -116,5 +116,5 @@ def test_sessions_go_on_for_the_grace_then_end_as_state_unavailable() -> None:
     clock[0] = 1160
     live.state_unreadable(down)
     ((reason, message),) = h.ended
-    assert reason == EndReason.STATE_UNAVAILABLE == "state-unavailable"
+    assert reason == EndReason.STATE_UNAVAILABLE.value == "state-unavailable"
     assert "lost its state database" in message and "60s" in message
