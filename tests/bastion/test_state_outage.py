@@ -9,6 +9,7 @@ and reaches the database when it returns, and the audit chain still verifies.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import urllib.error
 import urllib.request
@@ -17,11 +18,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import pexpect
+import psycopg
 import pytest
 
+from bastion.control.client import ControlClient
+from bastion.control.messages import ControlError
 from bastion.errors import StoreError
 from bastion.session.reasons import STATE_UNAVAILABLE_LOGIN
-from bastion.store.models import SessionRecord
+from bastion.store.models import Role, SessionRecord
 from recorder import RecordingReader, verify
 from recorder.events import Output
 from recorder.keys import load_public_key
@@ -61,6 +65,17 @@ def _unhealthy(b: BastionHarness) -> str:
     return body if status == 503 else ""
 
 
+async def _control_sessions(sock: str, user: str) -> None:
+    async with await ControlClient.connect(sock, user=user) as client:
+        await client.list_sessions(limit=5)
+
+
+def _replayed_end(b: BastionHarness, session_id: str) -> SessionRecord | None:
+    """The session's row once its end is in the database (replayed from the outbox)."""
+    s = _answer(lambda: b.store.get_session(session_id))
+    return s if s is not None and s.ended_at is not None else None
+
+
 def _answer(read: Callable[[], T]) -> T | None:
     """``read()``, or None while the test's own store still finds the database away."""
     try:
@@ -80,14 +95,19 @@ def test_state_outage_refuses_logins_ends_sessions_and_replays(
     try:
         pg = PgTargets.create(b, pg_server)
         c, late, db_user = b.contractor(), b.contractor("late"), b.contractor("db")
+        admin = b.contractor("adm", Role.ADMIN)
         b.grant(c, "web1")
         b.grant(late, "web1")
         pg.grant(db_user)
         token = pg.token(db_user)
+        sock = b.control_socket()
         child = c.ssh_pty("web1", timeout=20)
         child.sendline("echo before-$((1+1))")
         child.expect("before-2")
         (live,) = b.store.list_sessions(user=c.name, live=True)
+        db = psycopg.connect(**pg.conninfo(db_user, password=token), autocommit=True)
+        assert db.execute("SELECT 40 + 2").fetchone() == (42,)
+        (db_live,) = b.store.list_sessions(user=db_user.name, live=True)
         assert _health(b)[0] == 200
 
         stop_fast(state_server)
@@ -97,6 +117,7 @@ def test_state_outage_refuses_logins_ends_sessions_and_replays(
         # the live session still relays (and records) while the grace runs
         child.sendline("echo during-$((2+3))")
         child.expect("during-5")
+        assert db.execute("SELECT 'during-' || 7").fetchone() == ("during-7",)
         # a new SSH login is refused with words the contractor reads in ssh's output
         refused = late.ssh("true", target="web1", code="000000", timeout=30)
         assert refused.returncode == 255
@@ -109,9 +130,16 @@ def test_state_outage_refuses_logins_ends_sessions_and_replays(
         assert "FATAL" in psql.stderr and "cannot reach its state database" in psql.stderr, (
             psql.stderr
         )
-        # the grace ends: the session is closed with a reason the contractor sees
+        # the control API answers at once, and says what is wrong
+        with pytest.raises(ControlError, match="PostgreSQL state store"):
+            asyncio.run(asyncio.wait_for(_control_sessions(sock, admin.name), 10))
+        # the grace ends: the sessions are closed with a reason the contractor sees
         child.expect("lost its state database", timeout=GRACE + 15)
         child.expect(pexpect.EOF, timeout=15)
+        with pytest.raises(psycopg.OperationalError) as db_ended:
+            wait_until(lambda: db.execute("SELECT 1") and False, 15, "its end", interval=0.2)
+        assert "lost its state database" in str(db_ended.value)
+        db.close()
         status, body = _health(b)
         assert status == 503 and "wait in the outbox" in body, body
         log = b.log()
@@ -120,17 +148,23 @@ def test_state_outage_refuses_logins_ends_sessions_and_replays(
 
         restarted = restart(state_server)
 
-        def replayed_end() -> SessionRecord | None:
-            s = _answer(lambda: b.store.get_session(live.id))
-            return s if s is not None and s.ended_at is not None else None
-
-        ended = wait_until(replayed_end, 30, "the session's end to be replayed from the outbox")
+        ended = wait_until(
+            lambda: _replayed_end(b, live.id), 30, "the session's end to be replayed"
+        )
         assert ended is not None  # for the type checker: wait_until returns a truthy value
         assert ended.end_reason == "state-unavailable"
         assert ended.bytes_out > 0 and ended.bytes_in > 0 and ended.events > 0
         assert ended.final_hash and ended.recording
+        db_ended_row = wait_until(
+            lambda: _replayed_end(b, db_live.id), 10, "the database session's end"
+        )
+        assert db_ended_row is not None
+        assert db_ended_row.end_reason == "state-unavailable" and db_ended_row.final_hash
+        assert db_ended_row.bytes_out > 0
         wait_until(lambda: _health(b)[0] == 200, 15, "/healthz to recover")
         assert b.gauge("state_outbox_pending") == 0
+        ended = b.store.get_session(live.id)  # the outbox is drained: repacked hash and all
+        assert ended is not None and ended.recording
         # the audit rows written during the outage, in the chain, which still verifies
         (end,) = b.audit(c.name, "session.end")
         assert end.details["reason"] == "state-unavailable"
