@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 POLICY_LOCK_SECONDS = 10 * 365 * 86400.0
 """A policy lock lasts until an admin unlocks the user."""
 NOTIFY_FLUSH_SECONDS = 5.0
+"""At stop, how long pending notifications get before they are audited as not delivered."""
 STATE_PROBE_SECONDS = 1.0
 """How often the node checks the state database (for /healthz) and replays its outbox."""
-"""At stop, how long pending notifications get before they are audited as not delivered."""
 
 P = ParamSpec("P")
 R = TypeVar("R")

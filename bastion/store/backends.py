@@ -141,6 +141,7 @@ class Backend(ABC):
         the database cannot be reached and StoreError when it refuses the statement.
         """
         self._fail_fast()
+        lost = False
         with self._mutex:
             if self._closed:
                 raise StoreError("the state store is closed")
@@ -148,6 +149,7 @@ class Backend(ABC):
                 with self._transaction(write) as tx:
                     yield tx
             except StoreUnavailable as e:
+                lost = True
                 self._went_down(str(e))
                 raise
             except StoreError:
@@ -157,9 +159,12 @@ class Backend(ABC):
                 if translated is e:
                     raise
                 if isinstance(translated, StoreUnavailable):
+                    lost = True
                     self._went_down(str(translated))
                 raise translated from e
-        self._came_back()
+            finally:
+                if not lost:  # it answered (even if it refused the statement)
+                    self._came_back()
 
     @abstractmethod
     def _translate(self, error: Exception) -> Exception:
