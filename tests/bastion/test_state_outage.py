@@ -198,3 +198,39 @@ def test_state_outage_refuses_logins_ends_sessions_and_replays(
         if restarted is not None:
             stop_fast(state_server)
             restarted.wait(timeout=30)
+
+
+def test_writes_of_a_node_stopped_during_the_outage_reach_the_database_at_its_next_start(
+    tmp_path: Path, state_server: PgServer
+) -> None:
+    url = state_server.dsn(state_server.create_database())
+    b = make_harness(tmp_path / "node", state_url=url)
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        c = b.contractor()
+        b.grant(c, "web1")
+        child = c.ssh_pty("web1", timeout=20)
+        child.sendline("echo kept-$((3+4))")
+        child.expect("kept-7")
+        (live,) = b.store.list_sessions(user=c.name, live=True)
+        stop_fast(state_server)
+        wait_until(lambda: _unhealthy(b), 10, "/healthz to report the outage")
+        b.stop()  # a routine stop while the database is away: the rows go to the outbox
+        child.expect(pexpect.EOF, timeout=15)
+        outbox = b.config.outbox_path
+        assert outbox.exists() and oct(outbox.stat().st_mode & 0o777) == "0o600"
+
+        restarted = restart(state_server)
+        b.start()  # replays the outbox before crash recovery could close the row
+        ended = wait_until(lambda: _replayed_end(b, live.id), 30, "the replayed end")
+        assert ended is not None
+        assert ended.end_reason == "node-stop"  # not node-crash: the real end was kept
+        assert ended.bytes_out > 0 and ended.events > 0 and ended.final_hash
+        assert b.audit("node", "node.stop")
+        assert b.store.verify_audit_chain() is None
+        assert "replayed" in b.log() and "left by the last run" in b.log()
+    finally:
+        b.close()
+        if restarted is not None:
+            stop_fast(state_server)
+            restarted.wait(timeout=30)
