@@ -117,18 +117,27 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True) -> None:
+async def _catch_up(node: BastionNode) -> None:
+    """Replay what the last run kept in its state outbox, then close what it left open."""
     from bastion.recording import recover_crashed_sessions
-    from bastion.service import BastionNode
-    from bastion.session.drain import drain_sessions
-    from bastion.ssh.server import start_ssh_listener
 
-    node = BastionNode.from_config(config)
+    if node.writer.pending:  # writes a previous run kept while the database was away
+        done = await node.call(node.writer.replay)
+        log.warning("state outbox: replayed %d write(s) left by the last run", done)
     recovered = await node.call(recover_crashed_sessions, node.recordings, node.store, node.node)
     if recovered:
         log.warning(
             "recovered %d session(s) left open by a crash: %s", len(recovered), ", ".join(recovered)
         )
+
+
+async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True) -> None:
+    from bastion.service import BastionNode
+    from bastion.session.drain import drain_sessions
+    from bastion.ssh.server import start_ssh_listener
+
+    node = BastionNode.from_config(config)
+    await _catch_up(node)
     host = port = None
     if listen:
         host, _, p = listen.rpartition(":")
@@ -160,7 +169,7 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
                 return drain
             if not server.is_serving():
                 return "the SSH listener is not serving"
-            return node.recordings.storage_problem()
+            return node.state_problem() or node.recordings.storage_problem()
 
         metrics_server = await start_metrics_server(node.metrics, health, *config.metrics_listen)
         print(

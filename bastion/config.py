@@ -166,16 +166,29 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """``[policy]``: the guardrails' default action and hold timeout."""
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    state_outage_grace: float = 60.0
+    """``[state] outage_grace``: seconds live sessions go on while the state database is away."""
+    state_outbox: Path = Path("state-outbox.db")
+    """``[state] outbox``: the local journal of writes made while the database is away."""
 
     @property
     def base_dir(self) -> Path:
         """The directory the config file lives in."""
         return self.path.parent
 
+    @property
+    def outbox_path(self) -> Path:
+        """``state_outbox``, relative paths taken from the config's directory."""
+        return (
+            self.state_outbox
+            if self.state_outbox.is_absolute()
+            else (self.base_dir / self.state_outbox)
+        )
+
 
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "node": frozenset({"name", "event_loop", "stop_grace", "log_level", "workers"}),
-    "state": frozenset({"url", "secret_key_file"}),
+    "state": frozenset({"url", "secret_key_file", "outage_grace", "outbox"}),
     "ca": frozenset({"key"}),
     "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level", "min_free_bytes"}),
     "ssh": frozenset(
@@ -484,6 +497,8 @@ def load_config(path: Path | str | None = None) -> Config:
         log_level=_log_level(node.get("log_level")),
         state_url=state_url,
         secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
+        state_outage_grace=_number(state, "outage_grace", 60, "state.outage_grace"),
+        state_outbox=_path(base, state.get("outbox", "state-outbox.db"), "state.outbox"),
         ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),
         recordings_dir=_path(base, rec.get("dir", "recordings"), "recording.dir"),
         recording_signing_key=_path(
@@ -577,6 +592,13 @@ url = "state.db"
 # 32-byte key (hex) that encrypts TOTP seeds and database credentials at rest.
 # Keep it out of the state store's backups. Env: BASTION_SECRET_KEY (hex).
 secret_key_file = "keys/secret.key"
+# While the state database is unreachable, new logins are refused and live
+# sessions go on (recorded) for this many seconds, since revocations can no
+# longer be seen; then they end as state-unavailable. 0: end them at once.
+outage_grace = 60
+# The node's own writes made meanwhile (session rows, counts, audit events) wait
+# in this local journal and reach the database, in order, when it returns.
+outbox = "state-outbox.db"
 
 [ca]
 # The user certificate authority that signs short-lived upstream certificates.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from bastion import audit_actions as actions
 from bastion.admin_actions import Origin
-from bastion.errors import BastionError, UsageError
+from bastion.errors import BastionError, StoreUnavailable, UsageError
 from bastion.grants import format_time
 from bastion.notify import Notification
 from bastion.notify.event import ENGAGEMENT_ENDED, ENGAGEMENT_REMINDER
@@ -248,6 +248,8 @@ async def run_engagements(node: BastionNode) -> None:
         remind = now - last_reminders >= REMINDER_INTERVAL
         try:
             await engagement_pass(node, reminders=remind)
+        except StoreUnavailable:  # logged once by the store; /healthz says it
+            continue
         except Exception:  # keep the pass alive through a store hiccup
             log.exception("engagement pass failed; retrying")
             continue

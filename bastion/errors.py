@@ -17,6 +17,14 @@ class StoreError(BastionError):
     """The state store refused an operation (unknown name, duplicate, bad schema)."""
 
 
+class StoreUnavailable(StoreError):
+    """The state database cannot be reached (down, unreachable, or dropping connections).
+
+    Distinct from a refused statement: the node answers it by refusing new logins
+    and journaling its own writes in the outbox (``bastion.store.outbox``).
+    """
+
+
 class NotFound(StoreError):
     """A named user, target, grant or session does not exist."""
 

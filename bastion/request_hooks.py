@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bastion.access_requests import approved_scope
+from bastion.errors import StoreUnavailable
 from bastion.notify import Notification
 from bastion.request_flow import RequestEvent
 from bastion.session.hooks import ALLOW, AdmissionRequest, Decision, SessionHook
@@ -59,6 +60,8 @@ async def run_lapses(node: BastionNode, interval: float = LAPSE_INTERVAL) -> Non
         await asyncio.sleep(interval)
         try:
             lapsed = await node.call(node.requests.lapse_due)
+        except StoreUnavailable:  # logged once by the store; /healthz says it
+            continue
         except Exception:
             log.exception("cannot lapse pending requests; retrying")
             continue

@@ -19,6 +19,7 @@ from bastion import loop_lag
 from bastion.ca import CertificateAuthority
 from bastion.config import Config
 from bastion.engagements import run_engagements
+from bastion.errors import StoreUnavailable
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.notify import Notifier
@@ -33,7 +34,9 @@ from bastion.session.registry import SessionRegistry
 from bastion.session.timebox import LiveSessions
 from bastion.startups import StartupLimits
 from bastion.store import Store, open_store
+from bastion.store.audit_chain import normalize_details
 from bastion.store.models import GrantState, User
+from bastion.store.outbox import Outbox, StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ POLICY_LOCK_SECONDS = 10 * 365 * 86400.0
 """A policy lock lasts until an admin unlocks the user."""
 NOTIFY_FLUSH_SECONDS = 5.0
 """At stop, how long pending notifications get before they are audited as not delivered."""
+STATE_PROBE_SECONDS = 1.0
+"""How often the node checks the state database (for /healthz) and replays its outbox."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,6 +75,9 @@ class BastionNode:
         self.live = LiveSessions(
             warn_before=config.timebox.warn_before, idle_timeout=config.ssh.idle_timeout
         )
+        self.live.outage_grace = config.state_outage_grace
+        self.writer = StateWriter(store, Outbox(config.outbox_path))
+        """The node's own writes (sessions, audit): to the database, or the outbox meanwhile."""
         self.sessions = SessionRegistry()
         """Every session from admission to its final row (the time box holds the live ones)."""
         self.hooks = Hooks()
@@ -102,6 +110,8 @@ class BastionNode:
             unauthenticated_connections=lambda: self.ssh_startups.in_progress,
             live_recordings=lambda: self.recordings.live_count,
             notifications_pending=lambda: self.notifier.pending,
+            state_outbox_pending=lambda: self.writer.pending,
+            state_unavailable=lambda: 1 if self.store.unavailable else 0,
         )
         self.loop_lag = loop_lag.LoopLag()
         """Timer lateness of this node's event loop (a gauge, probed 4 times a second)."""
@@ -123,6 +133,48 @@ class BastionNode:
         """Run a blocking store call in a worker thread."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
+    async def write(self, op: str, **args: Any) -> None:
+        """One of the node's own state writes (``bastion.store.outbox`` names them).
+
+        While the state database is unreachable it waits in the outbox and reaches
+        the database, in order, when it returns; nothing is lost and nobody waits.
+        """
+        await self.call(self.writer.write, op, **args)
+
+    def state_problem(self) -> str | None:
+        """What is wrong with the state database, for /healthz (None: it answers)."""
+        reason = self.store.unavailable
+        if reason is None:
+            pending = self.writer.pending
+            if pending:  # reachable again, the backlog is still going in (order is kept)
+                return f"{pending} state write(s) still being replayed from the outbox"
+            return None
+        since = self.store.down_since
+        down = f" for {self.clock() - since:.0f}s" if since is not None else ""
+        return (
+            f"state database unreachable{down} ({reason}); new logins are refused, live "
+            f"sessions end after {self.config.state_outage_grace:g}s, "
+            f"{self.writer.pending} write(s) wait in the outbox {self.writer.outbox.path}"
+        )
+
+    async def watch_state(self) -> None:
+        """Probe the state database every second and replay the outbox when it answers."""
+        while True:
+            await asyncio.sleep(STATE_PROBE_SECONDS)
+            try:
+                await self.call(self.store.ping)
+                if self.writer.pending:
+                    done = await self.call(self.writer.replay)
+                    log.warning(
+                        "state outbox: replayed %d write(s), %d still waiting",
+                        done,
+                        self.writer.pending,
+                    )
+            except StoreUnavailable:
+                continue  # the store logged the transition once; /healthz says the rest
+            except Exception:  # keep probing; the outbox keeps every write meanwhile
+                log.exception("state probe or outbox replay failed; retrying")
+
     async def audit(
         self, actor: str, action: str, subject: str | None = None, **details: Any
     ) -> None:
@@ -130,7 +182,14 @@ class BastionNode:
         details.setdefault("node", self.node)
         self.metrics.count(action)
         try:
-            await self.call(self.store.append_audit, actor, action, subject, details, self.clock())
+            await self.write(
+                "append_audit",
+                actor=actor,
+                action=action,
+                subject=subject,
+                details=normalize_details(details),
+                at=self.clock(),
+            )
         except Exception:
             log.exception("AUDIT WRITE FAILED: %s %s %s %s", actor, action, subject, details)
             raise
@@ -181,6 +240,8 @@ class BastionNode:
         )
         self.spawn(self.recordings.run_ticker())
         self.spawn(self.loop_lag.run())
+
+        self.spawn(self.watch_state())
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)
@@ -200,4 +261,7 @@ class BastionNode:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        with contextlib.suppress(Exception):  # the outbox keeps what could not be written
+            await self.call(self.writer.replay)
+        self.writer.outbox.close()
         self.store.close()

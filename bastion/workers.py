@@ -44,6 +44,7 @@ def _shifted(listen: tuple[str, int] | None, worker: int) -> tuple[str, int] | N
 
 
 def _socket_for(path: Path | None, worker: int) -> Path | None:
+    """``control.sock`` for worker 1, ``control.wI.sock`` for worker I (likewise any file)."""
     if path is None or worker == 1:
         return path
     return path.with_name(f"{path.stem}.w{worker}{path.suffix}")
@@ -68,6 +69,7 @@ def worker_config(config: Config, worker: int) -> Config:
         worker=worker,
         control=control,
         metrics_listen=_shifted(config.metrics_listen, worker),
+        state_outbox=_socket_for(config.state_outbox, worker) or config.state_outbox,
     )
 
 
@@ -81,15 +83,29 @@ def recover_all_workers(config: Config) -> list[str]:
 
     Covers workers beyond today's count too (the count was lowered), and the
     single-process name, so no row stays live forever after a change of
-    ``workers``.
+    ``workers``. Each worker's state outbox is replayed first.
     """
     from bastion.recording import RecordingService, recover_crashed_sessions
     from bastion.secretbox import SecretBox
     from bastion.store import open_store
+    from bastion.store.outbox import Outbox, StateWriter
 
     recordings = RecordingService(config)
     store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
     try:
+        # what workers kept during a state outage goes in first: an end they wrote
+        # there (node-stop, exit) must not be overwritten by a node-crash recovery
+        paths = {config.outbox_path} | {
+            worker_config(config, i).outbox_path for i in range(1, config.workers + 1)
+        }
+        for path in sorted(paths):
+            if path.exists():
+                writer = StateWriter(store, Outbox(path))
+                try:
+                    if writer.pending:
+                        log.warning("state outbox %s: replayed %d write(s)", path, writer.replay())
+                finally:
+                    writer.outbox.close()
         prefix = f"{config.node}/w"
         names = {
             s.node

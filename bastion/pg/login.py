@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bastion.db_tokens import TokenRefused, check_db_token
 from bastion.engagements import refusal as engagement_refusal
+from bastion.errors import StoreUnavailable
 from bastion.grants import format_time, is_usable
 from bastion.pg.encoding import encode
 from bastion.pg.front_door import INVALID_AUTHORIZATION, INVALID_PASSWORD, Authenticate
@@ -27,7 +28,7 @@ from bastion.pg.upstream import UpstreamConnection, connect_upstream
 from bastion.pg.upstream_login import LoginFailed, UpstreamLogin
 from bastion.session.admission import Access, Refused, credset_of, find_access
 from bastion.session.core import Session, SessionAdapter, run_admission_hooks
-from bastion.session.reasons import EndReason, RefusalReason
+from bastion.session.reasons import STATE_UNAVAILABLE_LOGIN, EndReason, RefusalReason
 from bastion.store.models import Credset
 
 __all__ = ["LoggedIn", "LoginRefused", "log_in"]
@@ -71,7 +72,27 @@ class LoggedIn:
 async def log_in(
     front: PgFrontEnd, request: Authenticate, peer: Peer, adapter: SessionAdapter
 ) -> LoggedIn:
-    """Run every check and the upstream login; raises LoginRefused (audited)."""
+    """Run every check and the upstream login; raises LoginRefused (audited).
+
+    An unreachable state database refuses the login with words psql prints
+    (SQLSTATE 57P03, cannot connect now), and one log line.
+    """
+    try:
+        return await _log_in(front, request, peer, adapter)
+    except StoreUnavailable as e:
+        log.warning(
+            "refusing PostgreSQL login of %s from %s: state database unreachable",
+            request.user,
+            peer.client_addr,
+        )
+        reason = RefusalReason.STATE_UNAVAILABLE
+        await front.refused(request.user, request.target, reason, STATE_UNAVAILABLE_LOGIN, peer)
+        raise LoginRefused(_CANNOT_CONNECT_NOW, STATE_UNAVAILABLE_LOGIN) from e
+
+
+async def _log_in(
+    front: PgFrontEnd, request: Authenticate, peer: Peer, adapter: SessionAdapter
+) -> LoggedIn:
     node, store = front.node, front.node.store
     now = node.clock()
 

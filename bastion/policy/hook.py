@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bastion.errors import StoreUnavailable
 from bastion.policy.rules import Policy, PolicyDecision, RuleKind
 from bastion.policy.sql import parse_statements, shape_of
 from bastion.policy.stored import decide, policy_of
@@ -105,7 +106,12 @@ class PolicyHook(SessionHook):
             default = node.config.policy.default
             if self._policy is not None and fresh and self._policy.default.value == default:
                 return self._policy
-            version = await node.call(node.store.policy_version)
+            try:
+                version = await node.call(node.store.policy_version)
+            except StoreUnavailable:
+                if self._policy is None:
+                    raise
+                return self._policy  # the rules last read, for the outage grace
             if (
                 self._policy is None
                 or version != self._version

@@ -36,6 +36,8 @@ class EndReason(StrEnum):
     NODE_CRASH = "node-crash"
     RECORDING_FAILED = "recording-failed"
     HOOK_FAILED = "hook-failed"
+    STATE_UNAVAILABLE = "state-unavailable"
+    """The state database was unreachable for longer than ``[state] outage_grace``."""
 
     @property
     def words(self) -> str:
@@ -61,6 +63,10 @@ _WORDS: dict[EndReason, str] = {
         "the recording of this session could not be written, and sessions never run unrecorded"
     ),
     EndReason.HOOK_FAILED: "a bastion check failed, and sessions never run unchecked",
+    EndReason.STATE_UNAVAILABLE: (
+        "the bastion lost its state database, so revocations can no longer be checked; "
+        "this session was recorded and is closed; reconnect when the bastion is back"
+    ),
     EndReason.UPSTREAM_LOST: "the connection to the target was lost",
     EndReason.UPSTREAM_CLOSED: "the target closed the connection",
     EndReason.UPSTREAM_PROTOCOL_ERROR: "the target sent data the bastion cannot relay",
@@ -94,4 +100,13 @@ class RefusalReason(StrEnum):
     HOOK_REFUSED = "hook-refused"
     HOOK_FAILED = "hook-failed"
     NODE_STOPPING = "node-stopping"
+    STATE_UNAVAILABLE = "state-unavailable"
     INTERNAL_ERROR = "internal-error"
+
+
+STATE_UNAVAILABLE_LOGIN = (
+    "the bastion cannot reach its state database, so it cannot check your access; "
+    "new logins are refused until it is back: try again in a few minutes, "
+    "or tell the bastion's administrators if it lasts"
+)
+"""What a contractor refused during a state database outage is told (SSH and PostgreSQL)."""

@@ -10,6 +10,10 @@ trailer), close the session row with the final hash, fill the search index
 (derived data: a failure there is logged, never fatal), repack the file into
 large chunks (the row follows the new hash), and only then audit
 ``session.end`` — once that row exists, the session row and the file are final.
+
+Every row here goes through ``BastionNode.write``: while the state database is
+unreachable the rows wait in the outbox, in this same order, and reach the
+database when it returns.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from bastion import audit_actions as actions
 from bastion.recording import LiveRecording
 from bastion.service import BastionNode
 from bastion.store.models import Grant, SessionRecord, Target, User
+from bastion.store.outbox import session_row
 from recorder import RecordingWriteError
 
 log = logging.getLogger(__name__)
@@ -96,7 +101,7 @@ async def begin_session(
         started_at=started_at,
         recording=recording,
     )
-    await node.call(node.store.start_session, record)
+    await node.write("start_session", rec=session_row(record))
     await node.audit(
         user.name,
         actions.SESSION_START,
@@ -137,9 +142,9 @@ async def finish_session(
     summary = None
     if recording is not None:
         summary = await node.call(recording.close, end.reason)
-    await node.call(
-        node.store.end_session,
-        end.session_id,
+    await node.write(
+        "end_session",
+        session_id=end.session_id,
         ended_at=node.clock(),
         reason=end.reason,
         bytes_in=end.bytes_in,
@@ -154,7 +159,7 @@ async def finish_session(
         if commands is not None:
             try:
                 found = await commands(path)
-                await node.call(node.store.add_session_commands, end.session_id, found)
+                await node.write("add_session_commands", session_id=end.session_id, commands=found)
             except Exception:  # the index is derived data; the recording is the evidence
                 log.exception("command extraction failed for session %s", end.session_id)
         final_hash = await repack_recording(node, end, summary.location, summary.final_hash)
@@ -222,8 +227,11 @@ async def repack_recording(
         return final_hash
     if result is None or result.action != "repacked" or result.signature is None:
         return final_hash
-    await node.call(
-        node.store.update_recording_hash, end.session_id, result.final_hash, result.signature
+    await node.write(
+        "update_recording_hash",
+        session_id=end.session_id,
+        final_hash=result.final_hash,
+        final_signature=result.signature,
     )
     await node.audit(
         end.user,

@@ -6,6 +6,9 @@ revocation made by any process (the CLI, another node) ends the session within
 that interval; it also warns before a grant's end, ends sessions at the end, and
 closes idle ones. Sessions under an access profile are also checked against the
 labels and profile as they are now: one no longer reached ends (``label-removed``).
+While the state database cannot be read, revocations cannot be seen: sessions go
+on for ``outage_grace`` seconds after the first failed pass, then end
+(``state-unavailable``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bastion.errors import StoreUnavailable
 from bastion.grants import format_time
 from bastion.session.reasons import EndReason
 from bastion.store.models import GrantState
@@ -77,6 +81,10 @@ class LiveSessions:
         self.poll_interval = 0.5
         """Seconds between passes of ``watch`` (read at every pass: a reload may change it)."""
         self.clock = clock
+        self.outage_grace = 60.0
+        """Seconds sessions go on while the state cannot be read (``[state] outage_grace``)."""
+        self.unreadable_since: float | None = None
+        """When the passes began to fail for an unreachable state database (None: they work)."""
 
     def add(self, session: LiveSession) -> None:
         """Start watching a session."""
@@ -168,6 +176,30 @@ class LiveSessions:
                 f"{format_time(s.not_after)}; this session will be closed then"
             )
 
+    def state_unreadable(self, error: StoreUnavailable) -> None:
+        """A pass could not read the state: end every session once ``outage_grace`` is over."""
+        now = self.clock()
+        if self.unreadable_since is None:
+            self.unreadable_since = now
+            log.warning(
+                "live sessions cannot be checked against revocations (%s); they end in %gs"
+                " unless the state database returns",
+                error,
+                self.outage_grace,
+            )
+        down = now - self.unreadable_since
+        if down < self.outage_grace:
+            return
+        message = f"{EndReason.STATE_UNAVAILABLE.words} (unreachable for {down:.0f}s)"
+        for s in self.list():
+            self._end(s, EndReason.STATE_UNAVAILABLE, message)
+
+    def state_readable(self) -> None:
+        """A pass read the state again: the grace starts afresh at the next outage."""
+        if self.unreadable_since is not None:
+            log.warning("live sessions are checked against the state database again")
+            self.unreadable_since = None
+
     def _end(self, s: LiveSession, reason: str, message: str) -> None:
         if s.ending:
             return
@@ -203,9 +235,13 @@ class LiveSessions:
                     if read_unreached is not None and profiled
                     else set()
                 )
+            except StoreUnavailable as e:  # one log line, not a traceback per pass
+                self.state_unreadable(e)
+                continue
             except Exception:  # keep the watcher alive through a store hiccup
                 log.exception("cannot read grant states; retrying")
                 continue
+            self.state_readable()
             self.apply_terminations(requests)
             self.apply_unreached(gone, sessions)
             self.apply(states, sessions)

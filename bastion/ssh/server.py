@@ -15,10 +15,12 @@ import asyncssh
 
 from bastion.alerts import detectors as alerts
 from bastion.engagements import banner_line as engagement_banner
+from bastion.errors import StoreUnavailable
 from bastion.mfa import MfaError, locked_message, match_totp
 from bastion.proxied import accepting, client_address
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
+from bastion.session.reasons import STATE_UNAVAILABLE_LOGIN
 from bastion.ssh.algorithms import USER_SIGNATURE_ALGORITHMS, offered_host_keys
 from bastion.ssh.forwarding import ForwardingContext, admit_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
@@ -53,6 +55,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         self._audited_unknown: set[str] = set()
         self._forwarding: ForwardingContext | None = None
         self._slot: Slot | None = None
+        self._state_refused = False
 
     # --- connection ---------------------------------------------------------------
 
@@ -112,12 +115,32 @@ class BastionSSHServer(asyncssh.SSHServer):
     async def _load_user(self) -> User | None:
         if self.login_name is None:
             return None
-        self.user = await self.node.call(self.node.store.get_user, self.login_name.user)
+        try:
+            self.user = await self.node.call(self.node.store.get_user, self.login_name.user)
+        except StoreUnavailable:
+            await self._refuse_state_down()
+            return None
         return self.user
+
+    async def _refuse_state_down(self) -> None:
+        """No access can be checked: say so and hang up (one log line, no traceback)."""
+        if self.conn is None or self.login_name is None or self._state_refused:
+            return
+        name, conn, self._state_refused = self.login_name.user, self.conn, True
+        log.warning(
+            "refusing login of %s from %s: state database unreachable", name, self.client_addr
+        )
+        self._banner(f"bastion: {STATE_UNAVAILABLE_LOGIN}\r\n")
+        await self.node.audit(
+            name, "login.failed", None, reason="state-unavailable", client=self.client_addr
+        )
+        conn.disconnect(asyncssh.DISC_SERVICE_NOT_AVAILABLE, STATE_UNAVAILABLE_LOGIN)
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         """Is ``key`` one of the user's registered keys? (Asked with and without a signature.)"""
         user = await self._load_user()
+        if self._state_refused:
+            return False
         if user is None:
             name = self.login_name.user if self.login_name else username
             if name not in self._audited_unknown:

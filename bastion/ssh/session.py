@@ -18,11 +18,16 @@ from typing import Any
 import asyncssh
 
 from bastion import audit_actions as actions
-from bastion.errors import AccessDenied
+from bastion.errors import AccessDenied, StoreUnavailable
 from bastion.recording import LiveRecording, extract_session_commands
 from bastion.session.admission import Refused, find_access
 from bastion.session.core import Session, run_admission_hooks
-from bastion.session.reasons import EndReason, RefusalReason, exit_signal_reason
+from bastion.session.reasons import (
+    STATE_UNAVAILABLE_LOGIN,
+    EndReason,
+    RefusalReason,
+    exit_signal_reason,
+)
 from bastion.ssh.file_transfer import FileAuditFeed, classify_channel
 from bastion.ssh.line_guard import LineGuard
 from bastion.ssh.menu import LineInput
@@ -493,6 +498,10 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             await self._refuse(e)
         except Refused as e:
             await self._refuse(Refusal(e.reason, e.message))
+        except StoreUnavailable:  # e.g. a new channel on a connection opened before the outage
+            log.warning("refusing a session of %s: state database unreachable", self.ctx.user.name)
+            reason = RefusalReason.STATE_UNAVAILABLE
+            await self._refuse(Refusal(reason, STATE_UNAVAILABLE_LOGIN, 255))
         except Exception:  # never leave a channel hanging on a bug; never show its text
             log.exception("setting up a session for %s failed", self.ctx.user.name)
             await self._refuse(Refusal(RefusalReason.INTERNAL_ERROR, INTERNAL_ERROR, 255))

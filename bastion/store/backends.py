@@ -10,15 +10,22 @@ Cross-process safety: SQLite write transactions start with ``BEGIN IMMEDIATE``
 transaction that must be serialised across nodes calls ``tx.lock(key)``, a
 transaction-scoped advisory lock. Within a process one lock per backend makes
 the single connection safe to share between threads.
+
+An unreachable database raises ``StoreUnavailable``. After one, calls fail at
+once for ``PROBE_INTERVAL`` seconds instead of each waiting out a connect
+timeout (a breaker): worker threads never pile up behind a dead server, and one
+call per interval probes whether it is back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -29,13 +36,24 @@ import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row
 
-from bastion.errors import AlreadyExists, StoreError
+from bastion.errors import AlreadyExists, StoreError, StoreUnavailable
 
 Row = dict[str, Any]
 Params = Sequence[Any]
 
 SQLITE_BUSY_TIMEOUT = 15.0  # seconds a writer waits for another process's write
-PG_CONNECT_TIMEOUT = 10  # seconds
+PG_CONNECT_TIMEOUT = 5  # seconds
+PG_KEEPALIVE = {  # a silently dead server or network is noticed in ~20 s, not hours
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15000,  # ms: unacknowledged writes give up too
+}
+PROBE_INTERVAL = 1.0
+"""Seconds calls fail at once after the database was found unreachable."""
+
+log = logging.getLogger(__name__)
 
 
 class Tx(ABC):
@@ -76,6 +94,39 @@ class Backend(ABC):
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._closed = False
+        self._down: str | None = None
+        self._retry_at = 0.0  # time.monotonic()
+        self.down_since: float | None = None
+        """POSIX time the database was first found unreachable (None while it answers)."""
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the database is unreachable (the last error), or None while it answers."""
+        return self._down
+
+    def _fail_fast(self) -> None:
+        """Raise at once while the breaker is open; let one call through per interval."""
+        if self._down is None:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StoreUnavailable(self._down)
+        # This call probes; the others keep failing fast while it tries to connect.
+        self._retry_at = now + PG_CONNECT_TIMEOUT + PROBE_INTERVAL
+
+    def _went_down(self, reason: str) -> None:
+        if self._down is None:
+            self.down_since = time.time()
+            log.warning("state database unreachable: %s", reason)
+        self._down = reason
+        self._retry_at = time.monotonic() + PROBE_INTERVAL
+
+    def _came_back(self) -> None:
+        if self._down is not None:
+            since = self.down_since or time.time()
+            log.warning("state database reachable again after %.0fs", time.time() - since)
+            self._down = None
+            self.down_since = None
 
     @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]: ...
@@ -86,22 +137,34 @@ class Backend(ABC):
 
         ``write`` marks transactions that change data; SQLite takes its write
         lock up front for them so read-modify-write sequences are atomic.
-        Raises AlreadyExists on a unique-constraint race and StoreError when
-        the database is unreachable or refuses the statement.
+        Raises AlreadyExists on a unique-constraint race, StoreUnavailable when
+        the database cannot be reached and StoreError when it refuses the statement.
         """
+        self._fail_fast()
+        lost = False
         with self._mutex:
             if self._closed:
                 raise StoreError("the state store is closed")
             try:
                 with self._transaction(write) as tx:
                     yield tx
+            except StoreUnavailable as e:
+                lost = True
+                self._went_down(str(e))
+                raise
             except StoreError:
                 raise
             except Exception as e:
                 translated = self._translate(e)
                 if translated is e:
                     raise
+                if isinstance(translated, StoreUnavailable):
+                    lost = True
+                    self._went_down(str(translated))
                 raise translated from e
+            finally:
+                if not lost:  # it answered (even if it refused the statement)
+                    self._came_back()
 
     @abstractmethod
     def _translate(self, error: Exception) -> Exception:
@@ -279,10 +342,11 @@ class PostgresBackend(Backend):
         extra: dict[str, Any] = {"application_name": "bastion"}
         if "connect_timeout" not in self.url:
             extra["connect_timeout"] = PG_CONNECT_TIMEOUT
+        extra.update({k: v for k, v in PG_KEEPALIVE.items() if k not in self.url})
         try:
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
         except psycopg.Error as e:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"cannot connect to the PostgreSQL state store ({_redact(self.url)}): {e}"
             ) from e
 
@@ -322,6 +386,8 @@ class PostgresBackend(Backend):
         if isinstance(error, psycopg.errors.UniqueViolation):
             detail = error.diag.message_detail or str(error)
             return AlreadyExists(f"already exists: {detail}")
+        if _connection_lost(error, self._conn):
+            return StoreUnavailable(f"PostgreSQL state store is unavailable: {error}")
         if isinstance(error, psycopg.OperationalError):
             return StoreError(f"PostgreSQL state store is unavailable: {error}")
         if isinstance(error, psycopg.Error):
@@ -335,6 +401,17 @@ class PostgresBackend(Backend):
 
     def _close(self) -> None:
         self._conn.close()
+
+
+def _connection_lost(error: Exception, conn: psycopg.Connection[Row]) -> bool:
+    """The error means the server is gone (not that it refused one statement)."""
+    if isinstance(error, psycopg.InterfaceError) or conn.broken or conn.closed:
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate
+    # 08: connection exception; 57P01-03: admin/crash shutdown, cannot connect now
+    return state is None or state.startswith(("08", "57P"))
 
 
 def _redact(url: str) -> str:

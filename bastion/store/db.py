@@ -94,6 +94,21 @@ class Store(History, Tokens, Requests, Policies, Engagements, Profiles, Nodes):
         """Release the database connection; idempotent."""
         self._db.close()
 
+    def ping(self) -> None:
+        """One round trip to the database; raises StoreUnavailable if it cannot be reached."""
+        with self._db.transaction() as tx:
+            tx.one("SELECT 1 AS one")
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the database is unreachable (the last error), or None while it answers."""
+        return self._db.unavailable
+
+    @property
+    def down_since(self) -> float | None:
+        """When the database was first found unreachable, or None while it answers."""
+        return self._db.down_since
+
     # ------------------------------------------------------------------- users
 
     def _user_row(self, tx: Tx, where: Literal["name", "id"], param: Any) -> User | None:

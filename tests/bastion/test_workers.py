@@ -54,6 +54,8 @@ def test_worker_config_names_sockets_and_ports(tmp_path: Path) -> None:
     assert three.metrics_listen == ("127.0.0.1", 9102)
     assert three.control.listen == ("127.0.0.1", 7445)
     assert three.ssh == config.ssh and three.worker == 3
+    assert one.outbox_path == tmp_path / "state-outbox.db"
+    assert three.outbox_path == tmp_path / "state-outbox.w3.db"
 
 
 @pytest.mark.parametrize(

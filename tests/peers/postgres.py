@@ -335,3 +335,23 @@ def stop_immediately(server: PgServer) -> None:
     _Runner(server.bin_dir).run(
         "pg_ctl", "stop", "-D", str(server.data_dir), "-m", "immediate", "-w"
     )
+
+
+def stop_fast(server: PgServer) -> None:
+    """``pg_ctl stop -m fast``: the server disconnects every client and shuts down cleanly
+    (an outage of the database, as an admin's restart or a failover causes one)."""
+    _Runner(server.bin_dir).run("pg_ctl", "stop", "-D", str(server.data_dir), "-m", "fast", "-w")
+
+
+def restart(server: PgServer) -> subprocess.Popen[bytes]:
+    """Start a stopped server again on the same port and data; returns once it accepts
+    connections. The caller stops it (``stop_fast``) and waits for the process."""
+    runner = _Runner(server.bin_dir)
+    proc = runner.spawn("postgres", ["-D", str(server.data_dir)], server.log_file)
+    try:
+        _wait_ready(server, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
+    return proc
