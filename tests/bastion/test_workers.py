@@ -81,6 +81,7 @@ def test_bad_workers_setting_names_the_fix(tmp_path: Path, value: str) -> None:
         load_config(path)
 
 
+@pytest.mark.timeout(360)
 def test_two_workers_share_the_ports_and_survive_each_other(tmp_path: Path, pg_url: str) -> None:
     b = make_harness(tmp_path / "node", state_url=pg_url, overrides={"workers = 1": "workers = 2"})
     streams: list[subprocess.Popen[bytes]] = []
