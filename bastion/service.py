@@ -21,6 +21,7 @@ from bastion.engagements import run_engagements
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.notify import Notifier
+from bastion.penalties import Penalties
 from bastion.policy.hook import PolicyHook
 from bastion.recording import RecordingService
 from bastion.request_flow import RequestEvent, RequestFlow
@@ -82,6 +83,10 @@ class BastionNode:
             config.ssh.max_startups, config.ssh.per_source_max_startups
         )
         """SSH connections still authenticating (ssh.max_startups, per_source_max_startups)."""
+        self.penalties = Penalties(
+            config.login_limits.penalties, config.login_limits.penalty_exempt
+        )
+        """Per-source penalties, shared by both listeners (``bastion.penalties``)."""
         self.notifier = Notifier.from_config(config.notify, self.audit, config.node)
         self.hold_waits = HoldWaits()
         """Commands held for approval here: a decision announced on this node wakes them."""
@@ -101,6 +106,7 @@ class BastionNode:
             unauthenticated_connections=lambda: self.ssh_startups.in_progress,
             live_recordings=lambda: self.recordings.live_count,
             notifications_pending=lambda: self.notifier.pending,
+            penalised_sources=lambda: len(self.penalties.penalised(self.clock())),
         )
 
     @classmethod
