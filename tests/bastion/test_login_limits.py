@@ -14,6 +14,7 @@ exempt from penalties so the block tests count failures without being penalised.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -23,7 +24,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncssh
 import paramiko
+import pexpect
 import psycopg
 import pytest
 
@@ -412,6 +415,84 @@ def test_one_address_flooding_both_ports_is_penalised_and_real_logins_succeed(
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         assert h.gauge("penalised_sources") >= 1
     assert "127.0.0.3 is penalised" in h.log()
+
+
+# --- a flood of failing logins does not starve a live session ------------------------------
+
+
+class FailingLogins:
+    """asyncssh clients, each from its own address in 127.3.0.0/16 (a spray no
+    per-address limit stops), offering a key for a user that does not exist."""
+
+    def __init__(self, port: int, rate: float) -> None:
+        self.port, self.rate = port, rate
+        self.stop = threading.Event()
+        self.failed = 0
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _attempt(self, i: int, key: asyncssh.SSHKey) -> None:
+        source = f"127.3.{i // 250 % 250 + 1}.{i % 250 + 1}"
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                self.port,
+                local_addr=(source, 0),
+                username=f"guess{i}",
+                client_keys=[key],
+                known_hosts=None,
+                preferred_auth="publickey",
+                connect_timeout=15,
+            ):
+                raise AssertionError("a guess logged in")
+        except asyncssh.PermissionDenied:
+            self.failed += 1
+        except (OSError, asyncssh.Error, TimeoutError):
+            pass  # dropped at max_startups: shed, as it should be
+
+    async def _run(self) -> None:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        tasks: list[asyncio.Task[None]] = []
+        while not self.stop.is_set():
+            tasks.append(asyncio.create_task(self._attempt(len(tasks), key)))
+            await asyncio.sleep(1 / self.rate)
+        await asyncio.gather(*tasks)
+
+    def __enter__(self) -> FailingLogins:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+@pytest.mark.timeout(300)
+def test_a_live_session_keeps_echoing_and_logins_work_under_a_failing_login_flood(
+    node: PgTargets,
+) -> None:
+    """A live PTY session through the node echoes every line while failing logins
+    arrive (a smaller flood than bench/login_flood.py's 200/s, which measures the
+    latency), and a real login still gets in. Behaviour only, no timing asserted."""
+    h = node.harness
+    who = h.contractor("live")
+    h.grant(who, "web1")
+    child = who.ssh_pty("web1", timeout=60)
+    try:
+        child.sendline("echo ready-$((6*7))")
+        child.expect("ready-42")
+        with FailingLogins(h.port, rate=40) as flood:
+            wait_until(lambda: flood.failed >= 40, 60, "40 failing logins to be refused")
+            for i in range(10):
+                child.sendline(f"echo live-{i}-$((6*7))")
+                child.expect(f"live-{i}-42")
+            r = _ssh(who, "127.0.0.2", "echo also-in")
+            assert r.returncode == 0 and r.stdout == b"also-in\n", r.stderr
+            failed_during = flood.failed
+        assert failed_during >= 40
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
 
 
 # --- PostgreSQL logins in progress with max_startups = 1 -------------------------------------
