@@ -29,9 +29,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from node import BastionHarness
 from report import percentile, say, table
 from ssh_measure import EchoSession
-from ssh_peers import BastionPeer, start_node
+from ssh_peers import Peer, restart_node_info_logging, start_node
 from ssh_procs import reap_all
 
 
@@ -80,6 +81,24 @@ async def _flood(port: int, rate: float, seconds: float, worker: int) -> dict[st
     return dict(outcomes)
 
 
+class LiveSession(Peer):
+    """A contractor's ``ssh -tt`` to web1 through the node (key + TOTP, as in production)."""
+
+    name = "bastion"
+
+    def __init__(self, harness: BastionHarness) -> None:
+        self.harness = harness
+
+    def command(
+        self, remote: str, tty_: bool = False, same_kex: bool = False
+    ) -> tuple[list[str], dict[str, str]]:
+        h = self.harness
+        who = h.contractor("live")
+        h.grant(who, "web1", seconds=4 * 3600)
+        argv = ["ssh", *who.ssh_args(), "-p", str(h.port), "-tt", f"{who.name}%web1@127.0.0.1"]
+        return [*argv, remote], who.ssh_env()
+
+
 def _worker(args: argparse.Namespace) -> int:
     result = asyncio.run(_flood(args.port, args.rate, args.seconds, args.worker))
     Path(args.out).write_text(json.dumps(result))
@@ -100,6 +119,11 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20, help="how long the flood lasts")
     p.add_argument("--procs", type=int, default=2, help="flood worker processes")
     p.add_argument("--samples", type=int, default=300, help="echo samples per phase")
+    p.add_argument(
+        "--no-address-limit",
+        action="store_true",
+        help="[login_limits] address_max_failures = 0 (no failure rows: what they cost)",
+    )
     p.add_argument("--flood-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
@@ -112,8 +136,13 @@ def main() -> int:
         work = Path(tmp)
         h = start_node(work)
         try:
-            peer = BastionPeer(h)
-            session = EchoSession(peer, 10_000_000)
+            if args.no_address_limit:
+                text = h.config.path.read_text()
+                h.config.path.write_text(
+                    text.replace("address_max_failures = 20", "address_max_failures = 0")
+                )
+                restart_node_info_logging(h)
+            session = EchoSession(LiveSession(h), 10_000_000)
             for _ in range(20):  # warm-up
                 session.sample(b"w")
             say(f"echo without the flood ({args.samples} samples)")
