@@ -19,6 +19,7 @@ import logging
 import math
 
 from bastion import audit_actions
+from bastion.errors import StoreError
 from bastion.login_limits import STRIKES_FORGOTTEN
 from bastion.service import BastionNode
 from bastion.startups import source_of
@@ -41,7 +42,13 @@ async def address_refusal(node: BastionNode, host: str) -> str | None:
         return None
     source = source_of(host)
     now = node.clock()
-    block = await node.call(node.store.address_block, source, now)
+    try:
+        block = await node.call(node.store.address_block, source, now)
+    except StoreError as e:
+        # Without the state DB the login fails at the user lookup anyway, with the
+        # reason the contractor is meant to read; this check adds nothing then.
+        log.warning("cannot read the block of %s: %s", source, e)
+        return None
     if block is None:
         return None
     return blocked_message(source, block.until, now)
@@ -53,17 +60,21 @@ async def address_failed(node: BastionNode, host: str, user: str, reason: str) -
     if limits.address_max_failures <= 0:
         return
     source = source_of(host)
-    block = await node.call(
-        node.store.record_address_failure,
-        source,
-        user,
-        reason,
-        node.clock(),
-        max_failures=limits.address_max_failures,
-        window=limits.address_window,
-        block_seconds=(limits.address_block, limits.address_block_max),
-        strikes_forgotten=STRIKES_FORGOTTEN,
-    )
+    try:
+        block = await node.call(
+            node.store.record_address_failure,
+            source,
+            user,
+            reason,
+            node.clock(),
+            max_failures=limits.address_max_failures,
+            window=limits.address_window,
+            block_seconds=(limits.address_block, limits.address_block_max),
+            strikes_forgotten=STRIKES_FORGOTTEN,
+        )
+    except StoreError as e:  # the login is refused anyway; the count misses one
+        log.warning("cannot count a failed login from %s: %s", source, e)
+        return
     if block is not None:
         log.warning(
             "blocking %s until %.0f: %d failed logins (block %d)",
