@@ -161,6 +161,13 @@ NOTIFY_FAILED: Final = "notify.failed"
 """A notification did not reach a sink: last retry failed, dropped from a full queue, or
 still pending at node stop (subject: the sink; details: ``event``, ``id``, ``error``)."""
 
+# --- per-address login limits (bastion.login_guard) ---------------------------------
+ADDRESS_BLOCKED: Final = "address.blocked"
+"""A source reached ``[login_limits] address_max_failures`` failed logins and is refused
+(subject: the source; details: ``until``, ``failures``, ``strikes``, ``last_user``)."""
+ADDRESS_UNBLOCKED: Final = "address.unblocked"
+"""An admin lifted a source's block (``bastion lockouts unblock``)."""
+
 # --- built at run time --------------------------------------------------------------
 FILE_PREFIX: Final = "file."
 UPSTREAM_PREFIX: Final = "upstream."

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bastion import doctor
 
     doctor.add_doctor_command(sub, _add_config, _add_json)
+    from bastion import cli_lockouts
+
+    cli_lockouts.add_lockout_commands(sub, _add_config, _add_json)
     _add_console_commands(sub)
     return parser
 

@@ -20,6 +20,8 @@ from bastion.alerts.settings import CONFIG_TEMPLATE_SECTION as ALERTS_TEMPLATE
 from bastion.alerts.settings import KNOWN_ALERT_KEYS, AlertsConfig, parse_alerts
 from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
+from bastion.login_limits import CONFIG_TEMPLATE_SECTION as LOGIN_LIMITS_TEMPLATE
+from bastion.login_limits import KNOWN_LOGIN_LIMITS_KEYS, LoginLimitsConfig, parse_login_limits
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
 from bastion.policy_config import CONFIG_TEMPLATE_SECTION as POLICY_TEMPLATE
 from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
@@ -171,6 +173,9 @@ class Config:
     state_outbox: Path = Path("state-outbox.db")
     """``[state] outbox``: the local journal of writes made while the database is away."""
 
+    login_limits: LoginLimitsConfig = field(default_factory=LoginLimitsConfig)
+    """``[login_limits]``: per-address failure blocks and per-source penalties."""
+
     @property
     def base_dir(self) -> Path:
         """The directory the config file lives in."""
@@ -196,6 +201,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "listen",
             "host_key",
             "login_timeout",
+            "login_grace",
             "max_startups",
             "per_source_max_startups",
             "idle_timeout",
@@ -220,6 +226,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "require_tls",
             "token_ttl",
             "login_timeout",
+            "login_grace",
             "connect_timeout",
             "max_startups",
             "per_source_max_startups",
@@ -237,6 +244,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "timebox": frozenset({"warn_before", "poll_interval"}),
     "requests": KNOWN_REQUEST_KEYS,
     "users": KNOWN_USERS_KEYS,
+    "login_limits": KNOWN_LOGIN_LIMITS_KEYS,
     "notify": frozenset({"webhook", "syslog"}),
     "policy": KNOWN_POLICY_KEYS,
     "alerts": KNOWN_ALERT_KEYS,
@@ -334,6 +342,16 @@ def _min_free(value: object) -> int:
     return value
 
 
+def _login_grace(section: dict[str, Any], name: str) -> float:
+    """``login_grace`` (OpenSSH's LoginGraceTime), or its older name ``login_timeout``."""
+    if "login_grace" in section and "login_timeout" in section:
+        raise ConfigError(
+            f"{name}.login_grace and {name}.login_timeout are the same setting; keep login_grace"
+        )
+    key = "login_grace" if "login_grace" in section else "login_timeout"
+    return _number(section, key, 30, f"{name}.{key}")
+
+
 def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -389,7 +407,7 @@ def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
         tls_key=_path(base, pg.get("tls_key", "keys/pg_tls.key"), "postgres.tls_key"),
         require_tls=require_tls,
         token_ttl=_number(pg, "token_ttl", 3600, "postgres.token_ttl"),
-        login_timeout=_number(pg, "login_timeout", 30, "postgres.login_timeout"),
+        login_timeout=_login_grace(pg, "postgres"),
         connect_timeout=_number(pg, "connect_timeout", 10, "postgres.connect_timeout"),
         max_startups=int(_number(pg, "max_startups", 100, "postgres.max_startups")),
         per_source_max_startups=int(
@@ -516,7 +534,7 @@ def load_config(path: Path | str | None = None) -> Config:
             listen_host=host,
             listen_port=port,
             host_key=_path(base, ssh.get("host_key", "keys/ssh_host_ed25519_key"), "ssh.host_key"),
-            login_timeout=_number(ssh, "login_timeout", 30, "ssh.login_timeout"),
+            login_timeout=_login_grace(ssh, "ssh"),
             idle_timeout=_number(ssh, "idle_timeout", 900, "ssh.idle_timeout"),
             certificate_lifetime=min(
                 _number(ssh, "certificate_lifetime", 120, "ssh.certificate_lifetime"), 120.0
@@ -556,6 +574,7 @@ def load_config(path: Path | str | None = None) -> Config:
         notify=parse_notify(_section(data, "notify"), base),
         policy=parse_policy(_section(data, "policy")),
         alerts=parse_alerts(_section(data, "alerts")),
+        login_limits=parse_login_limits(_section(data, "login_limits")),
     )
 
 
@@ -629,10 +648,12 @@ min_free_bytes = 67108864
 # Contractor-facing listener.
 listen = "{listen}"
 host_key = "keys/ssh_host_ed25519_key"
-# Seconds a client may take to authenticate before it is disconnected, and how
-# many connections may be authenticating at once (more are dropped at once, like
+# Seconds a client may take to authenticate before it is disconnected (OpenSSH's
+# LoginGraceTime; the older name login_timeout is still read), and how many
+# connections may be authenticating at once (more are dropped at once, like
 # OpenSSH's MaxStartups): slow or idle clients cannot starve real users.
-login_timeout = 30
+# Unauthenticated connections never get a session row or a recording.
+login_grace = 30
 max_startups = 100
 # Of those, how many may come from one source (an IPv4 address or an IPv6 /64),
 # like OpenSSH's PerSourceMaxStartups: one address cannot fill max_startups and
@@ -686,7 +707,9 @@ tls_key = "keys/pg_tls.key"
 require_tls = true
 # Lifetime of a database token (never past the end of the grant it came from).
 token_ttl = 3600
-login_timeout = 30
+# Seconds a client may take to log in (TLS, startup, password; login_timeout is the
+# older name, still read).
+login_grace = 30
 connect_timeout = 10
 # Logins in progress at once, and from one source (IPv4 address or IPv6 /64;
 # 0 = no per-source cap); more are refused at once with SQLSTATE 53300.
@@ -754,6 +777,7 @@ poll_interval = 0.5
     + POLICY_TEMPLATE
     + ALERTS_TEMPLATE
     + USERS_TEMPLATE
+    + LOGIN_LIMITS_TEMPLATE
     + """
 # Notifications (access requests, alerts, engagements): none by default. Each sink
 # is an array entry; repeat the block for more. Delivery is in the background with

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LIVE_SECTIONS = ("timebox", "mfa", "policy")
+_LIVE_SECTIONS = ("timebox", "mfa", "policy", "login_limits")
 _LIVE_NODE_KEYS = ("stop_grace", "log_level")
 _LIVE_SSH_KEYS = ("idle_timeout",)
 
@@ -74,6 +74,7 @@ def merged_config(old: Config, new: Config) -> Config:
         timebox=new.timebox,
         mfa=new.mfa,
         policy=new.policy,
+        login_limits=new.login_limits,
         stop_grace=new.stop_grace,
         log_level=new.log_level,
         ssh=dataclasses.replace(old.ssh, idle_timeout=new.ssh.idle_timeout),
@@ -92,6 +93,9 @@ def apply_config(node: BastionNode, config: Config) -> None:
         window=config.mfa.failure_window,
         duration=config.mfa.lockout,
     )
+    # per-address limits are read at each login; penalties keep what sources accrued
+    node.penalties.policy = config.login_limits.penalties
+    node.penalties.exempt = config.login_limits.penalty_exempt
 
 
 async def reload_node(

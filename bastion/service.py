@@ -23,6 +23,7 @@ from bastion.errors import StoreUnavailable
 from bastion.metrics import Metrics
 from bastion.mfa import LockoutPolicy
 from bastion.notify import Notifier
+from bastion.penalties import Penalties
 from bastion.policy.hook import PolicyHook
 from bastion.recording import RecordingService
 from bastion.request_flow import RequestEvent, RequestFlow
@@ -91,6 +92,10 @@ class BastionNode:
             config.ssh.max_startups, config.ssh.per_source_max_startups
         )
         """SSH connections still authenticating (ssh.max_startups, per_source_max_startups)."""
+        self.penalties = Penalties(
+            config.login_limits.penalties, config.login_limits.penalty_exempt
+        )
+        """Per-source penalties, shared by both listeners (``bastion.penalties``)."""
         self.notifier = Notifier.from_config(config.notify, self.audit, config.node)
         self.hold_waits = HoldWaits()
         """Commands held for approval here: a decision announced on this node wakes them."""
@@ -120,6 +125,7 @@ class BastionNode:
             asyncio_tasks=loop_lag.task_count,
             open_fds=loop_lag.open_descriptors,
             resident_memory_bytes=loop_lag.resident_bytes,
+            penalised_sources=lambda: len(self.penalties.penalised(self.clock())),
         )
 
     @classmethod

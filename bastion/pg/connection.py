@@ -17,6 +17,8 @@ import secrets
 import time
 from typing import cast
 
+from bastion.login_guard import ended_unauthenticated, penalty_refusal
+from bastion.penalties import AUTHFAIL, GRACE_EXCEEDED, NOAUTH
 from bastion.pg.cancel import send_cancel
 from bastion.pg.encoding import encode
 from bastion.pg.errors import ProtocolViolation
@@ -54,6 +56,8 @@ ADMIN_SHUTDOWN = "57P01"
 REFUSAL_GRACE = 3.0
 """Seconds a connection refused at capacity has to reach its startup message (TLS
 included) and read the refusal there; a silent one gets it when they run out."""
+CANCEL_REQUEST = "cancel"
+"""``_ending`` of a CancelRequest connection (never penalised)."""
 CONNECTION_FAILURE = "08006"
 """SQLSTATE connection_failure: what the client sees when the target goes away."""
 UPSTREAM_GONE = f"{EndReason.UPSTREAM_CLOSED.words}; the session has ended, reconnect later"
@@ -71,6 +75,9 @@ class ClientConnection(asyncio.Protocol):
         self.client_addr = "?"
         self.forwarded_peer: Address | None = None
         """The client's address as a trusted PROXY-protocol balancer sent it."""
+        self.peer_host = "?"
+        """The peer address every per-source limit keys on (startups, penalties, blocks)."""
+        self._ending: str | None = None  # how an unauthenticated connection ended (penalties)
         self.door = FrontDoor(
             tls_available=front.tls is not None,
             require_tls=front.config.require_tls,
@@ -112,10 +119,16 @@ class ClientConnection(asyncio.Protocol):
             self.transport = transport
             return
         self.transport = transport
-        host, self.client_addr = client_address(
+        self.peer_host, self.client_addr = client_address(
             transport.get_extra_info("peername"), self.forwarded_peer
         )
-        admitted = self.front.startups.admit(host)
+        penalised = penalty_refusal(self.node, self.peer_host)
+        if penalised is not None:
+            log.info("refusing %s: %s", self.client_addr, penalised)
+            self._write(connection_error("too many failed connections from here; retry later"))
+            self._close()
+            return
+        admitted = self.front.startups.admit(self.peer_host)
         loop = asyncio.get_running_loop()
         if isinstance(admitted, str):
             log.warning("refusing %s: %s", self.client_addr, admitted)
@@ -188,6 +201,7 @@ class ClientConnection(asyncio.Protocol):
                 self._pause()
                 self._spawn(self._login(action))
             elif isinstance(action, Reject):
+                self._ending = AUTHFAIL
                 self._write(action.data)
                 self._spawn(
                     self.front.refused(
@@ -196,6 +210,7 @@ class ClientConnection(asyncio.Protocol):
                 )
                 self._close()
             elif isinstance(action, Cancel):
+                self._ending = CANCEL_REQUEST  # a whole connection of its own: no penalty
                 self._spawn(self._cancel(action))
             elif isinstance(action, Closed):
                 self._close()
@@ -242,12 +257,13 @@ class ClientConnection(asyncio.Protocol):
             log.warning("forwarding cancel for session %s failed: %s", route.session_id, e)
 
     def _peer(self) -> Peer:
-        return Peer(self.client_addr, self.door.tls)
+        return Peer(self.client_addr, self.door.tls, self.peer_host)
 
     async def _login(self, request: Authenticate) -> None:
         try:
             session = await log_in(self.front, request, self._peer(), self)
         except LoginRefused as e:
+            self._ending = AUTHFAIL
             self._write(error_response(e.sqlstate, f"bastion: {e.message}"))
             self._close()
             return
@@ -569,14 +585,18 @@ class ClientConnection(asyncio.Protocol):
             self.session.upstream.close()
 
     def _uncount(self) -> None:
-        if self.slot is not None:
+        if self.slot is not None and self.slot.held:
             self.slot.release()
+            if not self.relaying and self._ending != CANCEL_REQUEST:
+                # left without logging in: its source pays for it
+                ended_unauthenticated(self.node, self.peer_host, self._ending or NOAUTH)
         if self._refusing:
             self._refusing = False
             self.front.refusing -= 1
 
     def _login_timeout(self) -> None:
         if not self.relaying and not self.closed:
+            self._ending = self._ending or GRACE_EXCEEDED
             log.info("PostgreSQL client %s did not log in in time", self.client_addr)
             if self._tls_pending is None:
                 self._write(self.door.refusal or connection_error("login timed out", "08006"))

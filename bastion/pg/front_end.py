@@ -34,6 +34,8 @@ class Peer:
 
     client_addr: str
     tls: bool
+    host: str = "?"
+    """The peer address per-source limits key on (as ``StartupLimits.admit`` got it)."""
 
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"

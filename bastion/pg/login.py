@@ -20,6 +20,7 @@ from bastion.db_tokens import TokenRefused, check_db_token
 from bastion.engagements import refusal as engagement_refusal
 from bastion.errors import StoreUnavailable
 from bastion.grants import format_time, is_usable
+from bastion.login_guard import address_failed, address_refusal
 from bastion.pg.encoding import encode
 from bastion.pg.front_door import INVALID_AUTHORIZATION, INVALID_PASSWORD, Authenticate
 from bastion.pg.front_end import Peer, PgFrontEnd
@@ -100,6 +101,9 @@ async def _log_in(
         await front.refused(request.user, request.target, reason, message, peer)
         return LoginRefused(sqlstate, message)
 
+    blocked = await address_refusal(node, peer.host)
+    if blocked is not None:
+        raise await refuse(INVALID_AUTHORIZATION, "address-blocked", blocked)
     try:
         token = await node.call(
             check_db_token,
@@ -115,6 +119,7 @@ async def _log_in(
         if e.reason == "revoked":  # revoked because the engagement ended? say when
             owner = await node.call(store.get_user, request.user)
             message = (owner and engagement_refusal(owner, now)) or message
+        await address_failed(node, peer.host, request.user, f"token-{e.reason}")
         raise await refuse(INVALID_PASSWORD, f"token-{e.reason}", message) from e
     user = await node.call(store.get_user, request.user)
     if user is not None and (ended := engagement_refusal(user, now)) is not None:

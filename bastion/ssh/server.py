@@ -16,7 +16,14 @@ import asyncssh
 from bastion.alerts import detectors as alerts
 from bastion.engagements import banner_line as engagement_banner
 from bastion.errors import StoreUnavailable
+from bastion.login_guard import (
+    address_failed,
+    address_refusal,
+    ended_unauthenticated,
+    penalty_refusal,
+)
 from bastion.mfa import MfaError, locked_message, match_totp
+from bastion.penalties import AUTHFAIL, GRACE_EXCEEDED, NOAUTH
 from bastion.proxied import accepting, client_address
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
@@ -56,6 +63,11 @@ class BastionSSHServer(asyncssh.SSHServer):
         self._forwarding: ForwardingContext | None = None
         self._slot: Slot | None = None
         self._state_refused = False
+        self.peer_host = "?"
+        """The peer address every per-source limit keys on (startups, penalties, blocks)."""
+        self._admitted = False  # passed the penalty box and max_startups at accept
+        self._authenticated = False
+        self._auth_failed: str | None = None  # why a login attempt here failed, if one did
 
     # --- connection ---------------------------------------------------------------
 
@@ -64,15 +76,21 @@ class BastionSSHServer(asyncssh.SSHServer):
         in all or from its source (max_startups, per_source_max_startups)."""
         self.conn = conn
         drop_cbc_chaff(conn, self.node.config.ssh.ciphers)
-        host, self.client_addr = client_address(
+        self.peer_host, self.client_addr = client_address(
             conn.get_extra_info("peername"), getattr(conn, "forwarded_peer", None)
         )
-        admitted = self.node.ssh_startups.admit(host)
+        penalised = penalty_refusal(self.node, self.peer_host)
+        if penalised is not None:
+            log.info("dropping %s: %s", self.client_addr, penalised)
+            conn.abort()
+            return
+        admitted = self.node.ssh_startups.admit(self.peer_host)
         if isinstance(admitted, str):
             log.warning("dropping %s: %s", self.client_addr, admitted)
             conn.abort()
             return
         self._slot = admitted
+        self._admitted = True
 
     def _uncount(self) -> None:
         if self._slot is not None:
@@ -80,24 +98,48 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         """No longer counts against ssh.max_startups."""
+        self._authenticated = True
         self._uncount()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Close any upstream connection kept for port forwarding."""
+        """Close any upstream connection kept for port forwarding; a connection that
+        never logged in costs its source penalty seconds (``bastion.penalties``)."""
         self._uncount()
+        if self._admitted and not self._authenticated:
+            self._admitted = False
+            if self._auth_failed is not None:
+                kind = AUTHFAIL
+            elif isinstance(exc, asyncssh.ConnectionLost) and "timeout" in str(exc).lower():
+                kind = GRACE_EXCEEDED
+            else:
+                kind = NOAUTH
+            ended_unauthenticated(self.node, self.peer_host, kind)
+            if self._auth_failed == "wrong-key" and self.login_name is not None:
+                self.node.spawn(
+                    address_failed(self.node, self.peer_host, self.login_name.user, "wrong-key")
+                )
         if self._forwarding is not None:
             self._forwarding.close()
 
     # --- authentication -------------------------------------------------------------
 
-    def begin_auth(self, username: str) -> bool:
-        """Every user must authenticate; the user name may also carry the target."""
+    async def begin_auth(self, username: str) -> bool:
+        """Every user must authenticate; the user name may also carry the target. A
+        source blocked for failed logins ([login_limits]) is told why and disconnected."""
         try:
             self.login_name = parse_login_name(username)
         except LoginNameError as e:
             self.login_name = None
             self._banner(f"bastion: {e}\r\n")
         self.user = None
+        blocked = await address_refusal(self.node, self.peer_host)
+        if blocked is not None and self.conn is not None:
+            self._auth_failed = "address-blocked"
+            log.info("refusing %s: %s", self.client_addr, blocked)
+            self._banner(f"bastion: {blocked}\r\n")
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, f"bastion: {blocked}"
+            )
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -143,20 +185,26 @@ class BastionSSHServer(asyncssh.SSHServer):
             return False
         if user is None:
             name = self.login_name.user if self.login_name else username
+            self._auth_failed = "unknown-user"
             if name not in self._audited_unknown:
                 self._audited_unknown.add(name)
                 await self.node.audit(
                     name, "login.failed", None, reason="unknown-user", client=self.client_addr
                 )
+                await address_failed(self.node, self.peer_host, name, "unknown-user")
             return False
         offered = key.public_data
         for line in user.ssh_keys:
             try:
                 if asyncssh.import_public_key(line).public_data == offered:
                     self.key_fingerprint = key_fingerprint(key)
+                    if self._auth_failed == "wrong-key":
+                        self._auth_failed = None  # an agent offering other keys first
                     return True
             except (asyncssh.KeyImportError, ValueError):
                 log.warning("user %s has an unreadable SSH key line; skipping it", user.name)
+        if self._auth_failed is None:
+            self._auth_failed = "wrong-key"  # counted per address if no key ever matches
         return False
 
     async def first_factor_passed(self, username: str, key_data: bytes) -> bool:
@@ -168,6 +216,7 @@ class BastionSSHServer(asyncssh.SSHServer):
         refused = login_refusal(user, now)
         if refused is not None:
             reason, message = refused
+            self._auth_failed = reason
             self._banner(f"bastion: {message}\r\n")
             await self.node.audit(
                 user.name,
@@ -198,10 +247,12 @@ class BastionSSHServer(asyncssh.SSHServer):
         node = self.node
         now = node.clock()
         if user.locked_until is not None and user.locked_until > now:
+            self._auth_failed = "locked"
             self._banner(f"bastion: {locked_message(user.name, user.locked_until, now)}\r\n")
             await node.audit(
                 user.name, "login.failed", None, reason="locked", client=self.client_addr
             )
+            await address_failed(node, self.peer_host, user.name, "locked")
             return False
         try:
             if len(responses) != 1:
@@ -236,6 +287,8 @@ class BastionSSHServer(asyncssh.SSHServer):
 
     async def _mfa_failed(self, user: User, error: MfaError, now: float) -> None:
         node = self.node
+        self._auth_failed = error.reason
+        await address_failed(node, self.peer_host, user.name, error.reason)
         await node.call(node.store.record_auth_failure, user.id, now, error.reason)
         failures = await node.call(
             node.store.count_auth_failures, user.id, now - node.lockout.window

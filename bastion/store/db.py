@@ -18,6 +18,7 @@ from typing import Any, Literal
 from bastion.errors import AlreadyExists, NotFound, StoreError
 from bastion.secretbox import SecretBox
 from bastion.store import rows
+from bastion.store.address_blocks import AddressBlocks
 from bastion.store.audited import AuditedChange
 from bastion.store.backends import Backend, Tx, connect
 from bastion.store.engagements import Engagements
@@ -66,7 +67,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests, Policies, Engagements, Profiles, Nodes):
+class Store(History, Tokens, Requests, Policies, Engagements, Profiles, Nodes, AddressBlocks):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:

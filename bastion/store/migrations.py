@@ -398,6 +398,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        13,
+        "per-address login failures and blocks",
+        (
+            # Failed logins by source (IPv4 address or IPv6 /64), whatever the user
+            # name: every node sharing the state DB counts the same rows.
+            """CREATE TABLE address_failures (
+                id {ID},
+                source TEXT NOT NULL,
+                at {FLOAT} NOT NULL,
+                user_name TEXT NOT NULL,
+                reason TEXT NOT NULL
+            )""",
+            "CREATE INDEX address_failures_source ON address_failures (source, at)",
+            # A blocked source; strikes doubles the next block.
+            """CREATE TABLE address_blocks (
+                source TEXT PRIMARY KEY,
+                until {FLOAT} NOT NULL,
+                strikes INTEGER NOT NULL,
+                failures INTEGER NOT NULL,
+                blocked_at {FLOAT} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

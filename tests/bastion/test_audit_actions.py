@@ -35,6 +35,8 @@ CONTRACT = {
 
     "policy.hold-approved", "policy.hold-denied", "policy.hold-dropped",
     "node.drain",
+
+    "address.blocked", "address.unblocked",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

@@ -26,9 +26,13 @@ CHANGES = {
     '# log_level = "INFO"': 'log_level = "DEBUG"',
     'listen = "127.0.0.1:0"': 'listen = "127.0.0.1:2299"',
     "repack_level = 9": "repack_level = 3",
+    "address_max_failures = 20": "address_max_failures = 7",
+    'penalties = "authfail:5 noauth:1': 'penalties = "authfail:9 noauth:1',
 }
 APPLIED = [
     "log_level",
+    "login_limits.address_max_failures",
+    "login_limits.penalties",
     "mfa.failure_window",
     "mfa.lockout",
     "mfa.max_failures",
@@ -75,6 +79,8 @@ async def test_reload_applies_live_settings_to_the_running_node(kit: Kit) -> Non
     assert node.live.warn_before == (600.0, 120.0, 30.0)
     assert (node.live.poll_interval, node.live.idle_timeout) == (2.0, 60.0)
     assert node.lockout == LockoutPolicy(max_failures=3, window=120.0, duration=60.0)
+    assert node.config.login_limits.address_max_failures == 7
+    assert node.penalties.policy.authfail == 9.0
     assert (node.config.stop_grace, node.config.log_level) == (1.0, "DEBUG")
     assert levels == ["DEBUG"]
     # what needs a restart stays as it was

@@ -22,7 +22,7 @@ def strict_bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastion
         Path(tmp_path_factory.mktemp("hostile")),
         overrides={
             "max_startups = 100": "max_startups = 4",
-            "login_timeout = 30": "login_timeout = 2",
+            "login_grace = 30": "login_grace = 2",
         },
     )
     try:
