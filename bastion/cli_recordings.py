@@ -1,9 +1,9 @@
 """Recording evidence on the command line: ``bastion verify`` and ``bastion export``.
 
-A recording is named by session id (resolved through the config's
-``recordings_dir``, checked against the final hash the node stored) or by a file
-path. A file path needs no config or state store, so an auditor can check a
-copied recording with only the node's public key.
+A recording is named by session id (resolved through the config: the node's
+``recordings_dir`` spool, or S3 storage once uploaded; checked against the final
+hash the node stored) or by a file path. A file path needs no config or state
+store, so an auditor can check a copied recording with only the node's public key.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from bastion.config import Config, load_config
 from bastion.errors import BastionError, ConfigError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id
+from bastion.recording_files import RecordingFile, recording_file
 from bastion.store.models import SessionRecord
 from bastion.timeparse import parse_duration, parse_time
 from recorder import (
-    LocalStorage,
     Output,
     RecordingError,
     RecordingReader,
@@ -133,14 +133,32 @@ class Verdict:
         }
 
 
-def recording_path(config: Config, session: SessionRecord) -> Path | None:
-    """Where the session's recording file is (None if it was never recorded)."""
+def recording_path(config: Config, session: SessionRecord) -> RecordingFile | None:
+    """Where the session's recording is: spool file or S3 object (None if never recorded)."""
     if not session.recording:
         return None
     try:
-        return LocalStorage(config.recordings_dir).path_of(session.recording)
+        return recording_file(config, session.recording)
     except ValueError as e:
         raise BastionError(f"session {session.id}: {e}") from e
+
+
+VERIFY_BUFFER = 4 * 1024 * 1024
+"""Read size for a whole-file pass over an S3 object (fewer, larger ranged GETs)."""
+
+
+@contextmanager
+def _opened_file(source: Path | RecordingFile, buffer_size: int = 0) -> Iterator[BinaryIO]:
+    """The recording as a seekable binary file (raises OSError)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as local:
+            yield local
+        return
+    f = source.open(buffer_size) if buffer_size else source.open()
+    try:
+        yield f
+    finally:
+        f.close()
 
 
 def load_key_file(path: str) -> Ed25519PublicKey:
@@ -220,24 +238,25 @@ def verdict_line(result: VerifyResult, started_at: float | None = None) -> str:
     return f"altered ({prefix}: {reason})" if prefix else f"altered ({reason})"
 
 
-def _header_facts(path: Path) -> tuple[float | None, str | None]:
+def _header_facts(path: Path | RecordingFile) -> tuple[float | None, str | None]:
     """Start time and key id from the header (unauthenticated; for display only)."""
     try:
-        with RecordingReader.open(path) as reader:
+        with _opened_file(path) as f, RecordingReader.open(f) as reader:
             return reader.header.started_at, reader.header.key_id
     except (RecordingError, OSError):
         return None, None
 
 
 def check_recording(
-    path: Path,
+    path: Path | RecordingFile,
     key: Ed25519PublicKey,
     expected_final_hash: str | None = None,
     expected_session_id: str | None = None,
 ) -> Verdict:
-    """Verify one file; raises BastionError if it cannot be read at all."""
+    """Verify one file (or S3 object); raises BastionError if it cannot be read at all."""
     try:
-        result = verify(path, key, expected_final_hash, expected_session_id)
+        with _opened_file(path, VERIFY_BUFFER) as f:
+            result = verify(f, key, expected_final_hash, expected_session_id)
     except RecordingVersionError as e:
         raise BastionError(f"{path}: {e}; verify it with a newer bastion") from e
     except OSError as e:
@@ -256,13 +275,18 @@ def check_recording(
 
 
 def check_session_recording(
-    session: SessionRecord, path: Path | None, key: Ed25519PublicKey | None
+    session: SessionRecord, path: RecordingFile | None, key: Ed25519PublicKey | None
 ) -> Verdict:
     """Verify a session's recording against what the state store kept at close."""
     if path is None:
         return Verdict("missing", "missing (the session has no recording)", None)
-    if not path.exists():
-        return Verdict("missing", f"missing (no file at {path})", str(path))
+    try:
+        there = path.exists()
+    except OSError as e:
+        raise BastionError(f"cannot read {path}: {e.strerror or e}") from e
+    if not there:
+        where = "no object" if path.s3 is not None else "no file"
+        return Verdict("missing", f"missing ({where} at {path})", str(path))
     if key is None:
         raise ConfigError("no public key to verify with")
     verdict = check_recording(path, key, session.final_hash, session.id)
@@ -271,7 +295,8 @@ def check_session_recording(
         # A crash between a repack's atomic replace and the row update leaves the row
         # with the pre-repack hash; the repacked file names that hash in its signed header.
         try:
-            note = repack_note(path)
+            with _opened_file(path) as f:
+                note = repack_note(f)
         except (RecordingError, OSError):
             note = None
         if note is not None and note.from_final_hash == session.final_hash:
@@ -378,10 +403,23 @@ def _export_to(reader: RecordingReader, fmt: str, out: BinaryIO, include_input: 
         text.detach()
 
 
+def _open_reader(path: Path | RecordingFile) -> RecordingReader:
+    """A reader that owns (and closes) its file or S3 object."""
+    if isinstance(path, Path):
+        return RecordingReader.open(path)
+    f = path.open()
+    try:
+        return RecordingReader(f, owns_file=True)
+    except BaseException:
+        f.close()
+        raise
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a recording as asciicast v2, JSON lines or the raw output bytes."""
     target = args.recording
     expected_id: str | None = None
+    path: Path | RecordingFile
     if Path(target).is_file():
         path = Path(target)
     else:
@@ -389,14 +427,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         found = recording_path(config, session)
         if found is None:
             raise NotFound(f"session {session.id} has no recording")
-        if not found.exists():
+        try:
+            there = found.exists()
+        except OSError as e:
+            raise BastionError(f"cannot read {found}: {e.strerror or e}") from e
+        if not there:
             raise NotFound(
                 f"the recording of session {session.id} is missing ({found}); "
                 f"'bastion verify {session.id}' for details"
             )
         path, expected_id = found, session.id
     try:
-        reader = RecordingReader.open(path)
+        reader = _open_reader(path)
     except RecordingError as e:
         raise BastionError(f"{path}: {e}") from e
     except OSError as e:

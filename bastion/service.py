@@ -33,6 +33,7 @@ from bastion.session.timebox import LiveSessions
 from bastion.startups import StartupLimits
 from bastion.store import Store, open_store
 from bastion.store.models import GrantState, User
+from bastion.uploader import RecordingUploader
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,12 @@ class BastionNode:
         )
         """The access-request workflow (blocking: run its steps through ``call``)."""
         """Webhook and syslog sinks: ``notifier.send(Notification(...))`` returns at once."""
+        self.uploads: RecordingUploader | None = None
+        """Sealed recordings to S3 (``[recording] storage = "s3://..."``), else None."""
+        if config.recording_s3 is not None:
+            self.uploads = RecordingUploader(
+                config.recording_s3, self.recordings.storage, store, self.audit
+            )
         self.metrics = Metrics()
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
@@ -101,6 +108,7 @@ class BastionNode:
             unauthenticated_connections=lambda: self.ssh_startups.in_progress,
             live_recordings=lambda: self.recordings.live_count,
             notifications_pending=lambda: self.notifier.pending,
+            recordings_awaiting_upload=lambda: self.uploads.pending if self.uploads else 0,
         )
 
     @classmethod
@@ -171,6 +179,8 @@ class BastionNode:
             )
         )
         self.spawn(self.recordings.run_ticker())
+        if self.uploads is not None:
+            self.spawn(self.uploads.run())
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)
