@@ -9,16 +9,24 @@ ranged GETs (a seek downloads only the chunks it needs, never the whole object).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from bastion.config import Config
 from bastion.s3_config import S3Config
-from bastion.s3store import READ_BUFFER, S3Location, is_s3_location, make_client, open_object
+from bastion.s3store import (
+    READ_BUFFER,
+    RangedObject,
+    S3Location,
+    is_s3_location,
+    make_client,
+    open_object,
+)
 from recorder import LocalStorage
 
-__all__ = ["RecordingFile", "recording_file"]
+__all__ = ["ConfigOpener", "RecordingFile", "recording_file"]
 
 _clients: dict[S3Config, Any] = {}
 
@@ -42,10 +50,11 @@ class RecordingFile:
     def __str__(self) -> str:
         return str(self.path) if self.path is not None else str(self.s3)
 
-    @property
     def identity(self) -> str | None:
-        """None for a local file (its path, size and mtime are the cache key)."""
-        return None if self.s3 is None else str(self.s3)
+        """The S3 object's location, size and ETag (one HEAD); None for a local file."""
+        if self.s3 is None or self.s3_config is None:
+            return None
+        return RangedObject(_client(self.s3_config), self.s3).identity
 
     def exists(self) -> bool:
         """Is the file (object) there? An unreachable store raises OSError."""
@@ -81,3 +90,26 @@ def recording_file(config: Config, location: str) -> RecordingFile:
             )
         return RecordingFile(s3=s3, s3_config=settings)
     return RecordingFile(path=LocalStorage(config.recordings_dir).path_of(location))
+
+
+class ConfigOpener:
+    """The console's ``replay.opening.RecordingOpener``: local paths, and ``s3://``
+    locations read with this config's ``[recording.s3]`` settings."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def open(self, path: str) -> BinaryIO:
+        """A seekable binary file (raises OSError)."""
+        if is_s3_location(path):
+            return recording_file(self.config, path).open()
+        return open(path, "rb")  # the reader owns it
+
+    def identity(self, path: str) -> str:
+        """The object's location, size and ETag, or the local file's path, size and mtime."""
+        if is_s3_location(path):
+            found = recording_file(self.config, path).identity()
+            assert found is not None  # noqa: S101  an s3:// location
+            return found
+        st = os.stat(path)
+        return f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"

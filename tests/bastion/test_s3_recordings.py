@@ -20,14 +20,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.config import load_config
-from bastion.recording_files import RecordingFile, recording_file
+from bastion.control.client import ControlClient
+from bastion.recording_files import ConfigOpener, RecordingFile, recording_file
 from bastion.s3_config import S3Config
 from bastion.s3store import RangedObject, S3Location, open_object, upload_recording
-from bastion.store.models import SessionRecord
+from bastion.store.models import Role, SessionRecord
 from recorder import LocalStorage, RecordingReader, verify
 from recorder.events import Output
 from recorder.keys import key_id, load_public_key
 from recorder.writer import RecordingWriter, WriterPolicy
+from replay.app import ConsoleApp, Start
+from replay.clock import ManualClock
+from replay.screens.player import PlayerScreen
 from tests.peers.bastion_node import BastionHarness, Contractor, make_harness
 from tests.peers.s3 import BUCKET, REGION, MotoS3
 from tests.waiting import wait_until
@@ -272,3 +276,35 @@ def test_seeking_in_an_s3_recording_reads_only_what_it_needs(
         # chunks) plus the read-ahead of each GET: a small part, never the whole object.
         assert raw.bytes_fetched < size // 5, (raw.bytes_fetched, size)
         assert raw.requests < 20, raw.requests
+
+
+async def test_the_console_replays_an_uploaded_recording(
+    node: BastionHarness, node_b_config: Path
+) -> None:
+    """The control API names the object; the console's player reads it from S3."""
+    who = node.contractor()
+    node.grant(who, "web1")
+    who.ssh("echo", "console-$((3*3))", target="web1")
+    session = _uploaded(node, _session_of(node, who).id)
+    admin = node.contractor("adm", Role.ADMIN)
+    async with await ControlClient.connect(node.control_socket(), user=admin.name) as client:
+        path = await client.recording_path(session.id)
+    assert path == session.recording
+
+    app = ConsoleApp(
+        Start("replay", path=path),
+        clock=ManualClock(),
+        opener=ConfigOpener(load_config(node_b_config)),
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, PlayerScreen)
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if screen.indexed or screen.problem:
+                break
+        assert screen.problem == ""
+        assert screen.indexed
+        assert screen.player is not None
+        assert screen.player.reader.header.session_id == session.id
+        await pilot.press("q")
