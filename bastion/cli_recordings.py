@@ -475,11 +475,65 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- recordings pending -----------------------------------------------------------------
+
+
+def pending_rows(config: Config, sessions: list[SessionRecord]) -> list[dict[str, Any]]:
+    """What ``recordings pending`` prints: each ended session still in a spool, its node,
+    and (for this node's own spool) the file's size."""
+    spool = config.recordings_dir
+    rows: list[dict[str, Any]] = []
+    for s in sessions:
+        size: int | None = None
+        if s.node == config.node and s.recording:
+            try:
+                local = recording_file(config, s.recording).path
+                size = local.stat().st_size if local is not None else None
+            except (OSError, ValueError):  # gone, or a location outside the spool
+                size = None
+        rows.append(
+            {
+                "session": s.id,
+                "node": s.node,
+                "ended_at": s.ended_at,
+                "location": s.recording,
+                "spool": str(spool) if s.node == config.node else None,
+                "size": size,
+            }
+        )
+    return rows
+
+
+def cmd_recordings_pending(args: argparse.Namespace) -> int:
+    """List ended sessions whose recordings are still only in a node's spool."""
+    with opened(args) as (config, store):
+        if config.recording_s3 is None:
+            print(
+                f'bastion: [recording] storage is "local" in {config.path}: recordings are '
+                'not uploaded, so none is pending (set storage = "s3://bucket/prefix")',
+                file=sys.stderr,
+            )
+            sessions: list[SessionRecord] = []
+        else:
+            sessions = store.sessions_with_recordings_not_in("s3://", limit=args.limit)
+    rows = pending_rows(config, sessions)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        ended = format_time(r["ended_at"]) if r["ended_at"] is not None else "-"
+        size = format_bytes(r["size"]) if r["size"] is not None else "-"
+        print(f"{r['session']}  node={r['node']}  ended={ended}  {size}  {r['location']}")
+    if not rows and config.recording_s3 is not None:
+        print(f"nothing pending: every ended session's recording is in {config.recording_s3.url}")
+    return 0
+
+
 # --- registration -----------------------------------------------------------------------
 
 
 def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion verify`` and ``bastion export``."""
+    """``bastion verify``, ``bastion export`` and ``bastion recordings pending``."""
     p = sub.add_parser(
         "verify",
         help="check a recording: intact, truncated or altered (exit 0 only if intact)",
@@ -537,3 +591,25 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
     )
     add_config(p)
     p.set_defaults(func=cmd_export)
+
+    recordings = sub.add_parser(
+        "recordings",
+        help="recordings in S3 storage: what is still only in a node's spool",
+        description="Recordings and their storage ([recording] storage).",
+    )
+    rs = recordings.add_subparsers(dest="recordings_command", metavar="ACTION", required=True)
+    p = rs.add_parser(
+        "pending",
+        help="ended sessions whose recordings are not uploaded yet, with their node",
+        description=(
+            "With [recording] storage = \"s3://...\", each node keeps a recording in its "
+            "spool ([recording] dir) until it is uploaded. This lists the ended sessions "
+            "whose recordings are still only there, oldest first, with the node that holds "
+            "them (and, for this node's spool, the file size). A node uploads its own at "
+            "start and retries failed uploads with back-off; see its log for the cause."
+        ),
+    )
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_recordings_pending)

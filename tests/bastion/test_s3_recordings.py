@@ -193,6 +193,10 @@ def test_with_s3_down_mid_session_nothing_is_lost_and_it_uploads_when_back(
             "two failed upload attempts",
         )
         assert spool.exists()  # nothing deleted before the upload is confirmed
+        code, out, err = _cli(node, node.config.path, "recordings", "pending")
+        assert code == 0, err
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(ended.id)]
+        assert "node=test-node" in line and ended.recording in line
         # The node keeps serving while the store is down.
         other = node.contractor()
         node.grant(other, "web1")
@@ -202,6 +206,9 @@ def test_with_s3_down_mid_session_nothing_is_lost_and_it_uploads_when_back(
         s3_server.start()
     row = _uploaded(node, ended.id, timeout=60)
     wait_until(lambda: not spool.exists(), 10, "the spool copy to be removed")
+    code, out, err = _cli(node, node.config.path, "recordings", "pending", "--json")
+    assert code == 0, err
+    assert ended.id not in out
     with recording_file(node.config, row.recording or "").open() as f:
         result = verify(f, load_public_key(str(node.config.recording_signing_key)), row.final_hash)
         f.seek(0)
