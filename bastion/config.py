@@ -558,7 +558,11 @@ min_free_bytes = 67108864
 # recording is written there as always and uploaded once sealed (then removed
 # from the spool). Set endpoint_url for MinIO / Ceph RGW and region under
 # [recording.s3]; credentials come from the environment, a profile or an
-# instance role, never from this file.
+# instance role, never from this file. For example:
+#   storage = "s3://audit-recordings/bastion"
+#   [recording.s3]
+#   endpoint_url = "https://minio.internal:9000"   # leave out for AWS S3
+#   region = "eu-west-1"
 storage = "local"
 
 [ssh]

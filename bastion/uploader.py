@@ -22,6 +22,7 @@ from typing import Any
 from bastion import audit_actions as actions
 from bastion.s3_config import S3Config
 from bastion.s3store import (
+    S3Error,
     S3Location,
     make_client,
     object_exists,
@@ -120,7 +121,14 @@ class RecordingUploader:
                     row.id, _Pending(row.id, stored.location, due=self._clock())
                 )
             elif row.recording == target:
-                if object_exists(self._client_once(), S3Location.parse(target), stored.size):
+                try:
+                    there = object_exists(
+                        self._client_once(), S3Location.parse(target), stored.size
+                    )
+                except S3Error as e:  # the store is down: keep the copy, look again next start
+                    log.warning("session %s: %s; its spool copy stays", row.id, e)
+                    continue
+                if there:
                     self._remove_spool_copy(stored.location)
                 else:
                     log.warning(
