@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,7 @@ def make_client(config: S3Config) -> Any:
     import boto3
     from botocore.config import Config as BotoConfig
 
+    quiet_boto_logs()
     return boto3.session.Session().client(
         "s3",
         endpoint_url=config.endpoint_url,
@@ -86,6 +88,16 @@ def make_client(config: S3Config) -> Any:
             read_timeout=30,
         ),
     )
+
+
+def quiet_boto_logs() -> None:
+    """boto3's DEBUG lines (every request, its signed headers, a traceback per retry)
+    drown the node's own log at ``--log-level DEBUG``; the node logs each failure once,
+    with its cause. A level set explicitly for these loggers is kept."""
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def describe(e: BaseException) -> str:

@@ -218,6 +218,35 @@ def test_with_s3_down_mid_session_nothing_is_lost_and_it_uploads_when_back(
     assert b"before-outage-2" in shown and b"during-outage-4" in shown
 
 
+def test_a_restarted_node_uploads_what_its_spool_still_holds(
+    node: BastionHarness, s3_server: MotoS3
+) -> None:
+    """Sealed but not uploaded when the node stopped (the store was down): uploaded at
+    the next start, with nothing else to trigger it."""
+    who = node.contractor()
+    node.grant(who, "web1")
+    s3_server.stop()
+    try:
+        assert b"left-behind" in who.ssh("echo", "left-behind", target="web1").stdout
+        ended = _session_of(node, who)
+        assert ended.recording is not None and not ended.recording.startswith("s3://")
+        wait_until(
+            lambda: f"session {ended.id}: upload attempt 1 failed" in node.log(),
+            30,
+            "a failed upload attempt",
+        )
+        node.stop()
+    finally:
+        s3_server.start()
+    spool = _spool_path(node, ended, ended.recording)
+    assert spool.exists()
+    row = node.store.get_session(ended.id)
+    assert row is not None and row.recording == ended.recording  # still the spool's
+    node.start()
+    _uploaded(node, ended.id)
+    wait_until(lambda: not spool.exists(), 10, "the spool copy to be removed")
+
+
 def test_an_object_altered_in_the_bucket_fails_verify(
     node: BastionHarness, s3_server: MotoS3
 ) -> None:
