@@ -27,6 +27,8 @@ from bastion.errors import BastionError, ConfigError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id
 from bastion.recording_files import RecordingFile, recording_file
+from bastion.s3_config import S3Config
+from bastion.s3store import S3Location, is_s3_location
 from bastion.store.models import SessionRecord
 from bastion.timeparse import parse_duration, parse_time
 from recorder import (
@@ -318,10 +320,27 @@ def check_session_recording(
     return verdict
 
 
+def object_file(args: argparse.Namespace, url: str) -> RecordingFile:
+    """``s3://bucket/key`` read with the config's ``[recording.s3]`` settings, or without a
+    config with boto3's own (``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, credentials)."""
+    try:
+        config = load_config(args.config)
+    except ConfigError:
+        config = None
+    try:
+        if config is not None:
+            return recording_file(config, url)
+        return RecordingFile(
+            s3=S3Location.parse(url), s3_config=S3Config(S3Location.parse(url).bucket)
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Say whether a recording is intact, truncated or altered, and where."""
     target = args.recording
-    if Path(target).is_file():
+    if Path(target).is_file() or is_s3_location(target):
         if args.key:
             key = load_key_file(args.key)
         else:
@@ -338,7 +357,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
         ):
             raise UsageError("--expect-hash must be 64 hex digits (a SHA-256 final hash)")
-        verdict = check_recording(Path(target), key, expected)
+        source = object_file(args, target) if is_s3_location(target) else Path(target)
+        verdict = check_recording(source, key, expected)
     else:
         if args.expect_hash:
             raise UsageError(
@@ -422,6 +442,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     path: Path | RecordingFile
     if Path(target).is_file():
         path = Path(target)
+    elif is_s3_location(target):
+        path = object_file(args, target)
     else:
         config, session = _lookup_session(args, target)
         found = recording_path(config, session)
@@ -543,12 +565,19 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
             "final hash kept in the state store, so a swapped, rewritten or cut file is\n"
             "caught (needs the config).\n"
             "FILE: needs no config or state store, only the node's public key (--key);\n"
-            "add --expect-hash to pin the final hash."
+            "add --expect-hash to pin the final hash.\n"
+            "s3://BUCKET/KEY: an uploaded recording, read like a FILE with ranged GETs\n"
+            "(endpoint and region from the config's [recording.s3], else from boto3's\n"
+            "environment: AWS_ENDPOINT_URL_S3, AWS_REGION; credentials never in files)."
         ),
         epilog=VERIFY_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recording", metavar="FILE|SESSION_ID", help="recording file or session id")
+    p.add_argument(
+        "recording",
+        metavar="FILE|SESSION_ID|s3://BUCKET/KEY",
+        help="recording file, session id, or an object in S3 storage",
+    )
     p.add_argument(
         "--key",
         metavar="PUBKEY_PEM",
@@ -575,7 +604,11 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
             "bytes exactly as recorded. The export does not verify: run 'bastion verify'."
         ),
     )
-    p.add_argument("recording", metavar="SESSION_ID|FILE", help="session id or recording file")
+    p.add_argument(
+        "recording",
+        metavar="SESSION_ID|FILE|s3://BUCKET/KEY",
+        help="session id, recording file, or an object in S3 storage",
+    )
     p.add_argument(
         "--format",
         "-f",
@@ -602,7 +635,7 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
         "pending",
         help="ended sessions whose recordings are not uploaded yet, with their node",
         description=(
-            "With [recording] storage = \"s3://...\", each node keeps a recording in its "
+            'With [recording] storage = "s3://...", each node keeps a recording in its '
             "spool ([recording] dir) until it is uploaded. This lists the ended sessions "
             "whose recordings are still only there, oldest first, with the node that holds "
             "them (and, for this node's spool, the file size). A node uploads its own at "

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,9 +65,6 @@ def node_b_config(node: BastionHarness) -> Path:
 
 
 def _cli(node: BastionHarness, config: Path, *args: str) -> tuple[int, str, str]:
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-m", "bastion", *args, "--config", str(config)],
         capture_output=True,
@@ -255,6 +254,22 @@ def test_an_object_altered_in_the_bucket_fails_verify(
     who.ssh("echo", "tamper-me-" + "x" * 200, target="web1")
     row = _uploaded(node, _session_of(node, who).id)
     loc = S3Location.parse(row.recording or "")
+    pub = str(node.config.recording_signing_key) + ".pub"
+
+    def auditor_verify() -> subprocess.CompletedProcess[str]:
+        """An auditor with no bastion config: the URL, the public key and the stored hash."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+        env |= {"AWS_ENDPOINT_URL_S3": s3_server.url, "AWS_REGION": REGION}
+        env["BASTION_CONFIG"] = str(node.dir / "no-such.toml")
+        return subprocess.run(
+            [sys.executable, "-m", "bastion", "verify", str(loc), "--key", pub,
+             "--expect-hash", row.final_hash or ""],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+
+    done = auditor_verify()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "intact"
     client = s3_server.client()
     data = bytearray(client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read())
     data[len(data) // 3] ^= 0x01
@@ -264,6 +279,9 @@ def test_an_object_altered_in_the_bucket_fails_verify(
     assert code == 4, out + err
     assert out.startswith("altered ("), out
     assert f"file: {row.recording}" in out
+    done = auditor_verify()
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert done.stdout.startswith("altered (")
 
 
 def test_seeking_in_an_s3_recording_reads_only_what_it_needs(
