@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bastion import audit_actions as actions
@@ -67,8 +68,6 @@ class RecordingUploader:
         self._client: Any = None
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
-        self.uploaded = 0
-        """Recordings uploaded and removed from the spool since start (a gauge)."""
 
     @property
     def pending(self) -> int:
@@ -87,10 +86,16 @@ class RecordingUploader:
 
     async def run(self) -> None:
         """Pick up what an earlier run left in the spool, then upload as sessions end."""
-        try:
-            await asyncio.to_thread(self._scan_spool)
-        except Exception:
-            log.exception("scanning the recording spool %s failed", self.spool.root)
+        while True:  # the state store or the spool may be unreadable for a while at start
+            try:
+                await asyncio.to_thread(self._scan_spool)
+                break
+            except Exception:
+                log.exception(
+                    "scanning the recording spool %s failed; again in %.0f s",
+                    self.spool.root, self.config.retry_max,
+                )  # fmt: skip
+                await asyncio.sleep(self.config.retry_max)
         while True:
             now = self._clock()
             for item in [p for p in self._pending.values() if p.due <= now]:
@@ -107,6 +112,11 @@ class RecordingUploader:
         if self._client is None:
             self._client = make_client(self.config)
         return self._client
+
+    def _upload(self, path: Path, location: S3Location) -> None:
+        """In a worker thread: building the client (boto3 loads its models) and the upload
+        never run on the relay loop."""
+        upload_recording(self._client_once(), self.config, path, location)
 
     def _scan_spool(self) -> None:
         """Queue every sealed spool recording whose row still points at the spool; remove
@@ -151,9 +161,7 @@ class RecordingUploader:
                 )
                 del self._pending[item.session_id]
                 return
-            await asyncio.to_thread(
-                upload_recording, self._client_once(), self.config, path, location
-            )
+            await asyncio.to_thread(self._upload, path, location)
             moved = await asyncio.to_thread(
                 self.store.move_recording, item.session_id, item.spool_location, str(location)
             )
@@ -168,7 +176,6 @@ class RecordingUploader:
             )  # fmt: skip
             return
         await asyncio.to_thread(self._remove_spool_copy, item.spool_location)
-        self.uploaded += 1
         log.info("session %s: recording uploaded to %s", item.session_id, location)
         try:
             await self._audit(
