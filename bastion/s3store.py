@@ -100,6 +100,16 @@ def quiet_boto_logs() -> None:
             logger.setLevel(logging.WARNING)
 
 
+def _not_found(e: BaseException) -> bool:
+    """True for S3's answer that the object (or its bucket) does not exist."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(e, ClientError):
+        return False
+    code = e.response.get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
 def describe(e: BaseException) -> str:
     """A one-line cause for an S3 failure, with the fix for missing credentials."""
     from botocore.exceptions import ClientError, NoCredentialsError
@@ -183,15 +193,11 @@ def upload_recording(
 
 def object_exists(client: Any, location: S3Location, size: int) -> bool:
     """True if ``location`` holds an object of ``size`` bytes (an upload finished before)."""
-    from botocore.exceptions import ClientError
-
     try:
         head = client.head_object(Bucket=location.bucket, Key=location.key)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise S3Error(f"cannot check {location}: {describe(e)}") from e
     except Exception as e:
+        if _not_found(e):
+            return False
         raise S3Error(f"cannot check {location}: {describe(e)}") from e
     return int(head.get("ContentLength", -1)) == size
 
@@ -214,9 +220,10 @@ class RangedObject(io.RawIOBase):
         try:
             head = client.head_object(Bucket=location.bucket, Key=location.key)
         except Exception as e:
-            raise FileNotFoundError(
-                2, f"cannot open {location}: {describe(e)}", str(location)
-            ) from e
+            if _not_found(e):
+                raise FileNotFoundError(2, f"no object {location}", str(location)) from e
+            # unreachable, forbidden, no credentials: not "missing"
+            raise OSError(5, f"cannot open {location}: {describe(e)}") from e
         self.size = int(head["ContentLength"])
         self.etag = str(head.get("ETag", ""))
         self._pos = 0
@@ -271,6 +278,8 @@ class RangedObject(io.RawIOBase):
         self.requests += 1
         self.bytes_fetched += len(data)
         n = len(data)
+        if n > len(view):  # the whole object instead of the range: not a usable store
+            raise OSError(5, f"{self.location}: the store ignored the Range of a GET")
         view[:n] = data
         self._pos += n
         return n

@@ -284,6 +284,28 @@ def test_an_object_altered_in_the_bucket_fails_verify(
     assert done.stdout.startswith("altered (")
 
 
+def test_a_deleted_object_is_missing_and_an_unreachable_store_is_an_error(
+    node: BastionHarness, s3_server: MotoS3
+) -> None:
+    """Missing is a verdict about the evidence; a store that cannot be asked is not one."""
+    who = node.contractor()
+    node.grant(who, "web1")
+    who.ssh("echo", "deleted", target="web1")
+    row = _uploaded(node, _session_of(node, who).id)
+    loc = S3Location.parse(row.recording or "")
+    s3_server.stop()
+    try:
+        code, out, err = _cli(node, node.config.path, "verify", row.id)
+    finally:
+        s3_server.start()
+    assert code == 1, out + err
+    assert f"cannot read {row.recording}" in err and "Could not connect" in err
+    s3_server.client().delete_object(Bucket=loc.bucket, Key=loc.key)
+    code, out, err = _cli(node, node.config.path, "verify", row.id)
+    assert code == 5, out + err
+    assert out.splitlines()[0] == f"missing (no object at {row.recording})"
+
+
 def test_seeking_in_an_s3_recording_reads_only_what_it_needs(
     s3_server: MotoS3, tmp_path: Path
 ) -> None:
