@@ -55,6 +55,8 @@ SESSION_RECOVERED: Final = "session.recovered"
 RECORDING_FAILED: Final = "recording.failed"
 RECORDING_REPACKED: Final = "recording.repacked"
 RECORDING_REPACK_FAILED: Final = "recording.repack-failed"
+RECORDING_UPLOADED: Final = "recording.uploaded"
+"""A sealed recording reached S3 storage; its spool copy is removed next."""
 
 # --- files and forwarding -----------------------------------------------------------
 FILE_AUDIT_STOPPED: Final = "file.audit-stopped"

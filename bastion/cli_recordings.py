@@ -1,9 +1,9 @@
 """Recording evidence on the command line: ``bastion verify`` and ``bastion export``.
 
-A recording is named by session id (resolved through the config's
-``recordings_dir``, checked against the final hash the node stored) or by a file
-path. A file path needs no config or state store, so an auditor can check a
-copied recording with only the node's public key.
+A recording is named by session id (resolved through the config: the node's
+``recordings_dir`` spool, or S3 storage once uploaded; checked against the final
+hash the node stored) or by a file path. A file path needs no config or state
+store, so an auditor can check a copied recording with only the node's public key.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from bastion.config import Config, load_config
 from bastion.errors import BastionError, ConfigError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id
+from bastion.recording_files import RecordingFile, recording_file
+from bastion.s3_config import S3Config
+from bastion.s3store import S3Location, is_s3_location
 from bastion.store.models import SessionRecord
 from bastion.timeparse import parse_duration, parse_time
 from recorder import (
-    LocalStorage,
     Output,
     RecordingError,
     RecordingReader,
@@ -133,14 +135,32 @@ class Verdict:
         }
 
 
-def recording_path(config: Config, session: SessionRecord) -> Path | None:
-    """Where the session's recording file is (None if it was never recorded)."""
+def recording_path(config: Config, session: SessionRecord) -> RecordingFile | None:
+    """Where the session's recording is: spool file or S3 object (None if never recorded)."""
     if not session.recording:
         return None
     try:
-        return LocalStorage(config.recordings_dir).path_of(session.recording)
+        return recording_file(config, session.recording)
     except ValueError as e:
         raise BastionError(f"session {session.id}: {e}") from e
+
+
+VERIFY_BUFFER = 4 * 1024 * 1024
+"""Read size for a whole-file pass over an S3 object (fewer, larger ranged GETs)."""
+
+
+@contextmanager
+def _opened_file(source: Path | RecordingFile, buffer_size: int = 0) -> Iterator[BinaryIO]:
+    """The recording as a seekable binary file (raises OSError)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as local:
+            yield local
+        return
+    f = source.open(buffer_size) if buffer_size else source.open()
+    try:
+        yield f
+    finally:
+        f.close()
 
 
 def load_key_file(path: str) -> Ed25519PublicKey:
@@ -220,24 +240,25 @@ def verdict_line(result: VerifyResult, started_at: float | None = None) -> str:
     return f"altered ({prefix}: {reason})" if prefix else f"altered ({reason})"
 
 
-def _header_facts(path: Path) -> tuple[float | None, str | None]:
+def _header_facts(path: Path | RecordingFile) -> tuple[float | None, str | None]:
     """Start time and key id from the header (unauthenticated; for display only)."""
     try:
-        with RecordingReader.open(path) as reader:
+        with _opened_file(path) as f, RecordingReader.open(f) as reader:
             return reader.header.started_at, reader.header.key_id
     except (RecordingError, OSError):
         return None, None
 
 
 def check_recording(
-    path: Path,
+    path: Path | RecordingFile,
     key: Ed25519PublicKey,
     expected_final_hash: str | None = None,
     expected_session_id: str | None = None,
 ) -> Verdict:
-    """Verify one file; raises BastionError if it cannot be read at all."""
+    """Verify one file (or S3 object); raises BastionError if it cannot be read at all."""
     try:
-        result = verify(path, key, expected_final_hash, expected_session_id)
+        with _opened_file(path, VERIFY_BUFFER) as f:
+            result = verify(f, key, expected_final_hash, expected_session_id)
     except RecordingVersionError as e:
         raise BastionError(f"{path}: {e}; verify it with a newer bastion") from e
     except OSError as e:
@@ -256,13 +277,18 @@ def check_recording(
 
 
 def check_session_recording(
-    session: SessionRecord, path: Path | None, key: Ed25519PublicKey | None
+    session: SessionRecord, path: RecordingFile | None, key: Ed25519PublicKey | None
 ) -> Verdict:
     """Verify a session's recording against what the state store kept at close."""
     if path is None:
         return Verdict("missing", "missing (the session has no recording)", None)
-    if not path.exists():
-        return Verdict("missing", f"missing (no file at {path})", str(path))
+    try:
+        there = path.exists()
+    except OSError as e:
+        raise BastionError(f"cannot read {path}: {e.strerror or e}") from e
+    if not there:
+        where = "no object" if path.s3 is not None else "no file"
+        return Verdict("missing", f"missing ({where} at {path})", str(path))
     if key is None:
         raise ConfigError("no public key to verify with")
     verdict = check_recording(path, key, session.final_hash, session.id)
@@ -271,7 +297,8 @@ def check_session_recording(
         # A crash between a repack's atomic replace and the row update leaves the row
         # with the pre-repack hash; the repacked file names that hash in its signed header.
         try:
-            note = repack_note(path)
+            with _opened_file(path) as f:
+                note = repack_note(f)
         except (RecordingError, OSError):
             note = None
         if note is not None and note.from_final_hash == session.final_hash:
@@ -293,10 +320,27 @@ def check_session_recording(
     return verdict
 
 
+def object_file(args: argparse.Namespace, url: str) -> RecordingFile:
+    """``s3://bucket/key`` read with the config's ``[recording.s3]`` settings, or without a
+    config with boto3's own (``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, credentials)."""
+    try:
+        config = load_config(args.config)
+    except ConfigError:
+        config = None
+    try:
+        if config is not None:
+            return recording_file(config, url)
+        return RecordingFile(
+            s3=S3Location.parse(url), s3_config=S3Config(S3Location.parse(url).bucket)
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Say whether a recording is intact, truncated or altered, and where."""
     target = args.recording
-    if Path(target).is_file():
+    if Path(target).is_file() or is_s3_location(target):
         if args.key:
             key = load_key_file(args.key)
         else:
@@ -313,7 +357,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)
         ):
             raise UsageError("--expect-hash must be 64 hex digits (a SHA-256 final hash)")
-        verdict = check_recording(Path(target), key, expected)
+        source = object_file(args, target) if is_s3_location(target) else Path(target)
+        verdict = check_recording(source, key, expected)
     else:
         if args.expect_hash:
             raise UsageError(
@@ -378,25 +423,44 @@ def _export_to(reader: RecordingReader, fmt: str, out: BinaryIO, include_input: 
         text.detach()
 
 
+def _open_reader(path: Path | RecordingFile) -> RecordingReader:
+    """A reader that owns (and closes) its file or S3 object."""
+    if isinstance(path, Path):
+        return RecordingReader.open(path)
+    f = path.open()
+    try:
+        return RecordingReader(f, owns_file=True)
+    except BaseException:
+        f.close()
+        raise
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a recording as asciicast v2, JSON lines or the raw output bytes."""
     target = args.recording
     expected_id: str | None = None
+    path: Path | RecordingFile
     if Path(target).is_file():
         path = Path(target)
+    elif is_s3_location(target):
+        path = object_file(args, target)
     else:
         config, session = _lookup_session(args, target)
         found = recording_path(config, session)
         if found is None:
             raise NotFound(f"session {session.id} has no recording")
-        if not found.exists():
+        try:
+            there = found.exists()
+        except OSError as e:
+            raise BastionError(f"cannot read {found}: {e.strerror or e}") from e
+        if not there:
             raise NotFound(
                 f"the recording of session {session.id} is missing ({found}); "
                 f"'bastion verify {session.id}' for details"
             )
         path, expected_id = found, session.id
     try:
-        reader = RecordingReader.open(path)
+        reader = _open_reader(path)
     except RecordingError as e:
         raise BastionError(f"{path}: {e}") from e
     except OSError as e:
@@ -433,11 +497,65 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- recordings pending -----------------------------------------------------------------
+
+
+def pending_rows(config: Config, sessions: list[SessionRecord]) -> list[dict[str, Any]]:
+    """What ``recordings pending`` prints: each ended session still in a spool, its node,
+    and (for this node's own spool) the file's size."""
+    spool = config.recordings_dir
+    rows: list[dict[str, Any]] = []
+    for s in sessions:
+        size: int | None = None
+        if s.node == config.node and s.recording:
+            try:
+                local = recording_file(config, s.recording).path
+                size = local.stat().st_size if local is not None else None
+            except (OSError, ValueError):  # gone, or a location outside the spool
+                size = None
+        rows.append(
+            {
+                "session": s.id,
+                "node": s.node,
+                "ended_at": s.ended_at,
+                "location": s.recording,
+                "spool": str(spool) if s.node == config.node else None,
+                "size": size,
+            }
+        )
+    return rows
+
+
+def cmd_recordings_pending(args: argparse.Namespace) -> int:
+    """List ended sessions whose recordings are still only in a node's spool."""
+    with opened(args) as (config, store):
+        if config.recording_s3 is None:
+            print(
+                f'bastion: [recording] storage is "local" in {config.path}: recordings are '
+                'not uploaded, so none is pending (set storage = "s3://bucket/prefix")',
+                file=sys.stderr,
+            )
+            sessions: list[SessionRecord] = []
+        else:
+            sessions = store.sessions_with_recordings_not_in("s3://", limit=args.limit)
+    rows = pending_rows(config, sessions)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        ended = format_time(r["ended_at"]) if r["ended_at"] is not None else "-"
+        size = format_bytes(r["size"]) if r["size"] is not None else "-"
+        print(f"{r['session']}  node={r['node']}  ended={ended}  {size}  {r['location']}")
+    if not rows and config.recording_s3 is not None:
+        print(f"nothing pending: every ended session's recording is in {config.recording_s3.url}")
+    return 0
+
+
 # --- registration -----------------------------------------------------------------------
 
 
 def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion verify`` and ``bastion export``."""
+    """``bastion verify``, ``bastion export`` and ``bastion recordings pending``."""
     p = sub.add_parser(
         "verify",
         help="check a recording: intact, truncated or altered (exit 0 only if intact)",
@@ -447,12 +565,19 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
             "final hash kept in the state store, so a swapped, rewritten or cut file is\n"
             "caught (needs the config).\n"
             "FILE: needs no config or state store, only the node's public key (--key);\n"
-            "add --expect-hash to pin the final hash."
+            "add --expect-hash to pin the final hash.\n"
+            "s3://BUCKET/KEY: an uploaded recording, read like a FILE with ranged GETs\n"
+            "(endpoint and region from the config's [recording.s3], else from boto3's\n"
+            "environment: AWS_ENDPOINT_URL_S3, AWS_REGION; credentials never in files)."
         ),
         epilog=VERIFY_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recording", metavar="FILE|SESSION_ID", help="recording file or session id")
+    p.add_argument(
+        "recording",
+        metavar="FILE|SESSION_ID|s3://BUCKET/KEY",
+        help="recording file, session id, or an object in S3 storage",
+    )
     p.add_argument(
         "--key",
         metavar="PUBKEY_PEM",
@@ -479,7 +604,11 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
             "bytes exactly as recorded. The export does not verify: run 'bastion verify'."
         ),
     )
-    p.add_argument("recording", metavar="SESSION_ID|FILE", help="session id or recording file")
+    p.add_argument(
+        "recording",
+        metavar="SESSION_ID|FILE|s3://BUCKET/KEY",
+        help="session id, recording file, or an object in S3 storage",
+    )
     p.add_argument(
         "--format",
         "-f",
@@ -495,3 +624,25 @@ def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> No
     )
     add_config(p)
     p.set_defaults(func=cmd_export)
+
+    recordings = sub.add_parser(
+        "recordings",
+        help="recordings in S3 storage: what is still only in a node's spool",
+        description="Recordings and their storage ([recording] storage).",
+    )
+    rs = recordings.add_subparsers(dest="recordings_command", metavar="ACTION", required=True)
+    p = rs.add_parser(
+        "pending",
+        help="ended sessions whose recordings are not uploaded yet, with their node",
+        description=(
+            'With [recording] storage = "s3://...", each node keeps a recording in its '
+            "spool ([recording] dir) until it is uploaded. This lists the ended sessions "
+            "whose recordings are still only there, oldest first, with the node that holds "
+            "them (and, for this node's spool, the file size). A node uploads its own at "
+            "start and retries failed uploads with back-off; see its log for the cause."
+        ),
+    )
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    add_config(p)
+    add_json(p)
+    p.set_defaults(func=cmd_recordings_pending)

@@ -11,7 +11,6 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 from bastion.admin_actions import Origin, terminate_session
 from bastion.cli_admin import AddOpt, Sub, emit, opened
@@ -31,6 +30,7 @@ from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id, session_id_time
+from bastion.recording_files import RecordingFile
 from bastion.store import Store
 from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
 from bastion.timeparse import format_duration
@@ -118,13 +118,13 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_verdict(config: Config, session: SessionRecord, path: Path | None) -> Verdict:
+def _show_verdict(config: Config, session: SessionRecord, path: RecordingFile | None) -> Verdict:
     """The recording verdict for ``sessions show``; a problem checking is shown, not raised."""
-    if path is None or not path.exists():
-        return check_session_recording(session, path, None)
     try:
+        if path is None or not path.exists():
+            return check_session_recording(session, path, None)
         return check_session_recording(session, path, node_public_key(config))
-    except BastionError as e:
+    except (BastionError, OSError) as e:
         return Verdict("unchecked", f"not checked: {e}", str(path))
 
 
@@ -132,7 +132,7 @@ def _print_session(
     s: SessionRecord,
     certs: list[CertificateRecord],
     audit: list[AuditEvent],
-    path: Path | None,
+    path: RecordingFile | None,
     verdict: Verdict,
 ) -> None:
     ended = (

@@ -28,6 +28,7 @@ from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
 from bastion.proxied import Network, trusted_networks
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
+from bastion.s3_config import S3Config, parse_storage
 from bastion.ssh.algorithms import (
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
@@ -145,6 +146,8 @@ class Config:
     recording_repack_level: int = 9
     recording_min_free_bytes: int = 64 * 1024 * 1024
     """``[recording] min_free_bytes``: below this much free space no session is recorded."""
+    recording_s3: S3Config | None = None
+    """``[recording] storage = "s3://..."``: sealed recordings are uploaded (dir: the spool)."""
     event_loop: LoopChoice = "auto"
     stop_grace: float = 5.0
     """Seconds live sessions get after SIGTERM before they end with reason node-stop."""
@@ -195,7 +198,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "node": frozenset({"name", "event_loop", "stop_grace", "log_level", "workers"}),
     "state": frozenset({"url", "secret_key_file", "outage_grace", "outbox"}),
     "ca": frozenset({"key"}),
-    "recording": frozenset({"dir", "signing_key", "on_failure", "repack_level", "min_free_bytes"}),
+    "recording": frozenset(
+        {"dir", "signing_key", "on_failure", "repack_level", "min_free_bytes", "storage", "s3"}
+    ),
     "ssh": frozenset(
         {
             "listen",
@@ -525,6 +530,7 @@ def load_config(path: Path | str | None = None) -> Config:
         recording_on_failure=_on_failure(rec.get("on_failure", "refuse")),
         recording_repack_level=int(_number(rec, "repack_level", 9, "recording.repack_level")),
         recording_min_free_bytes=_min_free(rec.get("min_free_bytes", 64 * 1024 * 1024)),
+        recording_s3=parse_storage(rec),
         metrics_listen=(
             _listen(_section(data, "metrics")["listen"], "metrics.listen")
             if _section(data, "metrics").get("listen")
@@ -643,6 +649,16 @@ repack_level = 9
 # returns. Give it at least 512 KiB per concurrent session; 0 turns the check off
 # (a full disk then still ends sessions, but their last second is not sealed).
 min_free_bytes = 67108864
+# "local" keeps recordings in dir. "s3://bucket/prefix" makes dir a spool: each
+# recording is written there as always and uploaded once sealed (then removed
+# from the spool). Set endpoint_url for MinIO / Ceph RGW and region under
+# [recording.s3]; credentials come from the environment, a profile or an
+# instance role, never from this file. For example:
+#   storage = "s3://audit-recordings/bastion"
+#   [recording.s3]
+#   endpoint_url = "https://minio.internal:9000"   # leave out for AWS S3
+#   region = "eu-west-1"
+storage = "local"
 
 [ssh]
 # Contractor-facing listener.

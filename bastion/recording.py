@@ -314,7 +314,10 @@ class RecordingService:
         )
 
     def path_of(self, location: str) -> str:
-        """Filesystem path of a stored recording."""
+        """Filesystem path of a recording in the spool; ValueError for one uploaded to S3
+        (read those through ``bastion.recording_files``)."""
+        if location.startswith("s3://"):
+            raise ValueError(f"{location} is in S3 storage, not in the spool")
         return str(self.storage.path_of(location))
 
 

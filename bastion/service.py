@@ -38,6 +38,7 @@ from bastion.store import Store, open_store
 from bastion.store.audit_chain import normalize_details
 from bastion.store.models import GrantState, User
 from bastion.store.outbox import Outbox, StateWriter
+from bastion.uploader import RecordingUploader
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,12 @@ class BastionNode:
         )
         """The access-request workflow (blocking: run its steps through ``call``)."""
         """Webhook and syslog sinks: ``notifier.send(Notification(...))`` returns at once."""
+        self.uploads: RecordingUploader | None = None
+        """Sealed recordings to S3 (``[recording] storage = "s3://..."``), else None."""
+        if config.recording_s3 is not None:
+            self.uploads = RecordingUploader(
+                config.recording_s3, self.recordings.storage, store, self.audit
+            )
         self.metrics = Metrics()
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
@@ -126,6 +133,7 @@ class BastionNode:
             open_fds=loop_lag.open_descriptors,
             resident_memory_bytes=loop_lag.resident_bytes,
             penalised_sources=lambda: len(self.penalties.penalised(self.clock())),
+            recordings_awaiting_upload=lambda: self.uploads.pending if self.uploads else 0,
         )
 
     @classmethod
@@ -246,8 +254,9 @@ class BastionNode:
         )
         self.spawn(self.recordings.run_ticker())
         self.spawn(self.loop_lag.run())
-
         self.spawn(self.watch_state())
+        if self.uploads is not None:
+            self.spawn(self.uploads.run())
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)

@@ -26,10 +26,12 @@ from typing import Literal
 from textual.app import App
 from textual.binding import Binding
 
+from bastion.errors import BastionError
 from recorder import RecordingReader
 from recorder.errors import RecordingError
 from replay.clock import Clock, MonotonicClock
 from replay.messages import OpenAccess, OpenAlerts, OpenLive, OpenPlayer, OpenRequests
+from replay.opening import RecordingOpener, open_reader
 from replay.screens.access import AccessScreen
 from replay.screens.alerts import AlertsScreen
 from replay.screens.browser import BrowserScreen
@@ -69,9 +71,12 @@ class ConsoleApp(App[None]):
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         refresh_interval: float | None = 5.0,
+        opener: RecordingOpener | None = None,
     ) -> None:
-        """A console opening on ``start``, reaching the node with ``connect`` (if needed)."""
+        """A console opening on ``start``, reaching the node with ``connect`` (if needed);
+        ``opener`` reads what the node names as a recording (spool file or S3 object)."""
         super().__init__()
+        self.opener = opener
         self.start = start
         self.connect = connect
         self.clock: Clock = clock if clock is not None else MonotonicClock()
@@ -85,7 +90,11 @@ class ConsoleApp(App[None]):
         """Connect (unless replaying a file) and open the first screen."""
         start = self.start
         if start.mode == "replay" and start.path is not None:
-            self.push_screen(PlayerScreen(start.path, self.clock, title=Path(start.path).name))
+            self.push_screen(
+                PlayerScreen(
+                    start.path, self.clock, title=Path(start.path).name, opener=self.opener
+                )
+            )
             return
         if self.connect is None:
             self.exit(return_code=2, message="bastion: this view needs a connection to a node")
@@ -139,7 +148,12 @@ class ConsoleApp(App[None]):
             return
         self.push_screen(
             PlayerScreen(
-                path, self.clock, title=title or session_id, start_at=start_at, marker=marker
+                path,
+                self.clock,
+                title=title or session_id,
+                start_at=start_at,
+                marker=marker,
+                opener=self.opener,
             )
         )
 
@@ -256,11 +270,24 @@ def _connector(args: argparse.Namespace) -> Connect:
     return connect
 
 
+def _opener(args: argparse.Namespace, start: Start) -> RecordingOpener | None:
+    """None (local files) for ``replay FILE``; with the node's config, S3 objects too
+    (the node names an uploaded recording ``s3://bucket/key``)."""
+    if start.path is not None and not start.path.startswith("s3://"):
+        return None
+    from bastion.config import load_config
+    from bastion.recording_files import ConfigOpener
+
+    return ConfigOpener(load_config(args.config))
+
+
 def start_for(args: argparse.Namespace) -> Start:
     """What ``bastion tui|watch|replay`` opens on (a replay argument that is an existing
     file, a path or ends in ``.bastrec`` is a file; anything else a session id)."""
     if args.command == "replay":
         target = str(args.recording)
+        if target.startswith("s3://"):
+            return Start("replay", path=target)
         if os.path.sep in target or target.endswith(".bastrec") or os.path.isfile(target):
             return Start("replay", path=target)
         return Start("replay", session_id=target)
@@ -272,9 +299,16 @@ def start_for(args: argparse.Namespace) -> Start:
 def run_console(args: argparse.Namespace) -> int:
     """Entry point of ``bastion tui``, ``bastion watch`` and ``bastion replay``."""
     start = start_for(args)
+    try:
+        opener = _opener(args, start)
+    except BastionError as e:
+        print(f"bastion: {e}", file=sys.stderr)
+        return 1
     if start.path is not None:  # a file needs no node: say at once if it cannot be read
         try:
-            RecordingReader.open(start.path).close()
+            (
+                open_reader(opener, start.path) if opener else RecordingReader.open(start.path)
+            ).close()
         except (RecordingError, OSError) as e:
             print(f"bastion: cannot open {start.path}: {e}", file=sys.stderr)
             return 1
@@ -283,6 +317,6 @@ def run_console(args: argparse.Namespace) -> int:
     except SourceError as e:
         print(f"bastion: {e}", file=sys.stderr)
         return 1
-    app = ConsoleApp(start, connect)
+    app = ConsoleApp(start, connect, opener=opener)
     app.run()
     return app.return_code or 0

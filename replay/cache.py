@@ -94,9 +94,13 @@ def open_indexed(
     path: str | os.PathLike[str],
     reader: RecordingReader,
     stop: Callable[[], bool] | None = None,
+    identity: str | None = None,
 ) -> tuple[KeyframeStore, RecordingFacts]:
-    """Keyframes and facts of the recording at ``path``: from the cache, else built."""
-    identity = recording_identity(path)
+    """Keyframes and facts of the recording at ``path``: from the cache, else built.
+
+    ``identity``: the cache key when ``path`` is not a local file (an S3 object's).
+    """
+    identity = identity if identity is not None else recording_identity(path)
     cached = _load(identity) if reader.complete else None
     if cached is not None:
         return cached

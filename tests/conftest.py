@@ -10,8 +10,9 @@ import pytest
 from tests.peers import lane
 from tests.peers.bastion_node import BastionHarness, make_harness
 from tests.peers.postgres import pg_server, pg_tls_server, pg_url
+from tests.peers.s3 import s3_server
 
-__all__ = ["bastion", "pg_server", "pg_tls_server", "pg_url"]
+__all__ = ["bastion", "pg_server", "pg_tls_server", "pg_url", "s3_server"]
 
 
 @pytest.fixture(scope="session")

@@ -226,7 +226,8 @@ class ControlClient:
         return [from_dict(AlertInfo, a) for a in reply.get("alerts", [])]
 
     async def recording_path(self, session_id: str) -> str:
-        """Local path of the session's recording (live or closed), for RecordingReader."""
+        """Local path of the session's recording (live or in the spool), or its
+        ``s3://bucket/key`` once uploaded (open it with ``ConfigOpener``)."""
         reply = await self._request("recording_path", session_id=session_id)
         return str(reply["path"])
 

@@ -51,6 +51,7 @@ from bastion.control.watch import Watcher, to_live_event
 from bastion.effective_access import user_access
 from bastion.errors import BastionError, NotFound
 from bastion.request_flow import RequestFlow
+from bastion.s3store import is_s3_location
 from bastion.service import BastionNode
 from bastion.store.models import Role, SessionRecord
 
@@ -468,6 +469,8 @@ class ControlServer:
             raise NotFound(f"no session {session_id}; see list_sessions")
         if not s.recording:
             raise ControlError(f"session {session_id} has no recording (it was not recorded)")
+        if is_s3_location(s.recording):  # uploaded: the console reads it with ranged GETs
+            return {"path": s.recording}
         return {"path": node.recordings.path_of(s.recording)}
 
     async def _terminate(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:

@@ -138,7 +138,8 @@ async def finish_session(
     commands: CommandSource | None = None,
     **audit_details: object,
 ) -> None:
-    """Close the recording and the session row, index, repack, then audit the end."""
+    """Close the recording and the session row, index, repack, audit the end, then hand
+    the recording to the uploader (with S3 storage)."""
     summary = None
     if recording is not None:
         summary = await node.call(recording.close, end.reason)
@@ -175,6 +176,9 @@ async def finish_session(
         final_hash=final_hash,
         **audit_details,
     )
+    if recording is not None and node.uploads is not None:
+        # Sealed (or failed, unsealable): off to S3 in the background, never on this path.
+        node.uploads.submit(end.session_id, recording.writer.location)
 
 
 def recording_broke(

@@ -147,6 +147,29 @@ class History:
             ):
                 raise NotFound(f"no session {session_id}; see 'bastion sessions list'")
 
+    def move_recording(self, session_id: str, old: str, new: str) -> bool:
+        """Point an ended session's recording from ``old`` (its spool location) to ``new``
+        (where it was uploaded); False if the row no longer says ``old``."""
+        with self._db.transaction(write=True) as tx:
+            changed = tx.run(
+                "UPDATE sessions SET recording = ? WHERE id = ? AND recording = ?"
+                " AND ended_at IS NOT NULL",
+                [new, session_id, old],
+            )
+        return changed > 0
+
+    def sessions_with_recordings_not_in(
+        self, prefix: str, limit: int = 10_000
+    ) -> list[SessionRecord]:
+        """Ended sessions whose recording location does not start with ``prefix`` (oldest
+        first): with S3 storage, the recordings still only in some node's spool."""
+        sql = (
+            rows.SESSION_SELECT + " WHERE s.ended_at IS NOT NULL AND s.recording IS NOT NULL"
+            " AND substr(s.recording, 1, ?) <> ? ORDER BY s.started_at, s.id LIMIT ?"
+        )
+        with self._db.transaction() as tx:
+            return [rows.session(r) for r in tx.all(sql, [len(prefix), prefix, int(limit)])]
+
     def request_termination(self, session_id: str, by: str, reason: str, at: float) -> None:
         """Ask the node running a live session to end it (within one time-box pass).
 

@@ -28,6 +28,7 @@ from replay.clock import Clock
 from replay.formatting import format_offset, one_line
 from replay.keyframe_store import KeyframeStore
 from replay.keyframes import KeyframeError
+from replay.opening import RecordingOpener, open_reader
 from replay.playback import Player
 from replay.recording_facts import IndexingStopped, RecordingFacts
 from replay.screens.dialogs import JumpDialog
@@ -80,11 +81,14 @@ class PlayerScreen(Screen[None]):
         start_at: float | None = None,
         idle_limit: float = 2.0,
         marker: str | None = None,
+        opener: RecordingOpener | None = None,
     ) -> None:
         """Play the recording at ``path``; ``start_at`` jumps there once indexed, or
-        to the marker nearest it whose label begins with ``marker`` (an alert's)."""
+        to the marker nearest it whose label begins with ``marker`` (an alert's).
+        ``opener`` reads ``path`` (default: a local file; the console's also reads S3)."""
         super().__init__()
         self.path = path
+        self.opener = opener
         self.clock = clock
         self.session_title = title
         self.start_at = start_at
@@ -130,7 +134,7 @@ class PlayerScreen(Screen[None]):
     def open_recording(self) -> None:
         """Read the header and index, then build or load keyframes and facts."""
         try:
-            reader = RecordingReader.open(self.path)
+            reader = self._open()
             player = Player(reader, self.clock, idle_limit=self.idle_limit)
         except (OSError, RecordingError) as e:
             self.app.call_from_thread(self._failed, f"cannot open {self.path}: {e}")
@@ -141,16 +145,30 @@ class PlayerScreen(Screen[None]):
             return
         self.app.call_from_thread(self._opened, player)
         try:
-            with RecordingReader.open(self.path) as scan_reader:
-                store, facts = open_indexed(
-                    self.path, scan_reader, stop=lambda: worker.is_cancelled
-                )
+            with self._open() as scan_reader:
+                if self.opener is None:
+                    store, facts = open_indexed(
+                        self.path, scan_reader, stop=lambda: worker.is_cancelled
+                    )
+                else:
+                    store, facts = open_indexed(
+                        self.path,
+                        scan_reader,
+                        stop=lambda: worker.is_cancelled,
+                        identity=self.opener.identity(self.path),
+                    )
         except IndexingStopped:
             return
         except (OSError, RecordingError, KeyframeError) as e:
             self.app.call_from_thread(self._failed, f"cannot index {self.path}: {e}")
             return
         self.app.call_from_thread(self._indexed, store, facts)
+
+    def _open(self) -> RecordingReader:
+        """The recording at ``path``: a local file, or through the console's opener."""
+        if self.opener is None:
+            return RecordingReader.open(self.path)
+        return open_reader(self.opener, self.path)
 
     def _failed(self, message: str) -> None:
         if not self.is_attached:

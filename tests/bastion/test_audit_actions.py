@@ -37,6 +37,8 @@ CONTRACT = {
     "node.drain",
 
     "address.blocked", "address.unblocked",
+
+    "recording.uploaded",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

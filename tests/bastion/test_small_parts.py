@@ -78,8 +78,8 @@ def test_config_template_names_every_known_key() -> None:
     known = {(section, key) for section, keys in KNOWN_KEYS.items() for key in keys}
     # commented out in the template: control.listen (no TCP by default), node.log_level,
     # the notification sinks (none by default; tests/bastion/notify checks their example),
-    # the per-user and per-label hours tables (empty by default), and login_timeout, the
-    # older name of login_grace (still read)
+    # the per-user and per-label hours tables (empty by default), [recording.s3], and
+    # login_timeout, the older name of login_grace (still read)
     assert known - shown == {
         ("ssh", "login_timeout"),
         ("postgres", "login_timeout"),
@@ -87,6 +87,7 @@ def test_config_template_names_every_known_key() -> None:
         ("alerts", "label_hours"),
         ("control", "listen"),
         ("node", "log_level"),
+        ("recording", "s3"),
         ("notify", "webhook"),
         ("notify", "syslog"),
         ("requests", "auto_approve"),

@@ -632,3 +632,23 @@ def test_secrets_stay_out_of_repr(store: Store) -> None:
     for shown in (repr(user), str(user), repr(target), f"{target.credsets}"):
         assert "JBSWY3DPEHPK3PXP" not in shown and "s3cret-ro" not in shown
     assert "ro_user" in repr(target)
+
+
+def test_recordings_moving_from_the_spool_to_s3(store: Store) -> None:
+    """The uploader's row update is conditional; ``recordings pending`` is what is left."""
+    u, t = make_user(store), make_target(store)
+    spool = "2026/12/03/s-a.bastrec"
+    for sid, rec in (("s-a", spool), ("s-b", "2026/12/03/s-b.bastrec"), ("s-c", None)):
+        store.start_session(session_rec(sid, u, t, recording=rec))
+    for sid in ("s-a", "s-c"):
+        store.end_session(sid, ended_at=T0 + 5, reason="closed", bytes_in=1, bytes_out=2)
+    # s-b is live: never pending, never moved
+    assert [s.id for s in store.sessions_with_recordings_not_in("s3://")] == ["s-a"]
+    s3 = "s3://recs/p/2026/12/03/s-a.bastrec"
+    assert not store.move_recording("s-a", "2026/12/03/other.bastrec", s3)
+    assert not store.move_recording("s-b", "2026/12/03/s-b.bastrec", "s3://recs/p/x")
+    assert store.move_recording("s-a", spool, s3)
+    assert not store.move_recording("s-a", spool, s3)  # done once
+    row = store.get_session("s-a")
+    assert row is not None and row.recording == s3
+    assert store.sessions_with_recordings_not_in("s3://") == []
