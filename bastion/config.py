@@ -308,8 +308,10 @@ def _min_free(value: object) -> int:
 
 def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ConfigError(f"{setting} must be a non-negative number, got {value!r}")
+    if value == float("inf"):  # NaN fails the test above; neither is a count or a time
+        raise ConfigError(f"{setting} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -436,7 +438,9 @@ def load_config(path: Path | str | None = None) -> Config:
         stop_grace=_number(node, "stop_grace", 5, "node.stop_grace"),
         log_level=_log_level(node.get("log_level")),
         state_url=state_url,
-        secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
+        secret_key_file=_path(
+            base, state.get("secret_key_file", "keys/secret.key"), "state.secret_key_file"
+        ),
         ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),
         recordings_dir=_path(base, rec.get("dir", "recordings"), "recording.dir"),
         recording_signing_key=_path(
