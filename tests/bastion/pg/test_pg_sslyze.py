@@ -2,7 +2,7 @@
 
 sslyze pins ``cryptography<47`` while asyncssh needs a newer one, so it cannot share the
 project's environment: ``scripts/install-deps`` installs it into ``/opt/sslyze`` and this
-test runs its CLI (``BASTION_SSLYZE`` names another binary). The test fails, never skips,
+test runs its CLI (``BASTION_SSLYZE_VENV`` names another venv). The test fails, never skips,
 when sslyze is missing: CI must run it.
 """
 
@@ -32,9 +32,12 @@ SCANS = (
 
 
 def sslyze_binary() -> str:
-    found = os.environ.get("BASTION_SSLYZE") or shutil.which("sslyze") or "/opt/sslyze/bin/sslyze"
-    assert Path(found).exists(), f"sslyze not found at {found}: run scripts/install-deps"
-    return found
+    venv = Path(os.environ.get("BASTION_SSLYZE_VENV", "/opt/sslyze"))
+    found = venv / "bin" / "sslyze"
+    if not found.exists() and shutil.which("sslyze"):
+        return str(shutil.which("sslyze"))
+    assert found.exists(), f"sslyze not found at {found}: run scripts/install-deps"
+    return str(found)
 
 
 def scan(port: int, ca: Path, out: Path) -> dict[str, Any]:
