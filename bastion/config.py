@@ -359,8 +359,10 @@ def _login_grace(section: dict[str, Any], name: str) -> float:
 
 def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ConfigError(f"{setting} must be a non-negative number, got {value!r}")
+    if value == float("inf"):  # NaN fails the test above; neither is a count or a time
+        raise ConfigError(f"{setting} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -519,7 +521,9 @@ def load_config(path: Path | str | None = None) -> Config:
         workers=_workers(node.get("workers", "auto"), state_url),
         log_level=_log_level(node.get("log_level")),
         state_url=state_url,
-        secret_key_file=_path(base, state.get("secret_key_file", "keys/secret.key"), "state"),
+        secret_key_file=_path(
+            base, state.get("secret_key_file", "keys/secret.key"), "state.secret_key_file"
+        ),
         state_outage_grace=_number(state, "outage_grace", 60, "state.outage_grace"),
         state_outbox=_path(base, state.get("outbox", "state-outbox.db"), "state.outbox"),
         ca_key=_path(base, ca.get("key", "keys/user_ca"), "ca.key"),

@@ -30,6 +30,9 @@ Safety, because the file is evidence:
   digest of its event stream (count, every time, kind and payload) must equal the
   original's. Only then ``os.replace`` swaps it in and the directory is fsynced. On
   any failure the temp file is removed and the original is untouched.
+* Killed at any step (SIGKILL, power cut), the original is whole or the verified
+  copy has replaced it; a temp copy left behind is removed by the next repack of
+  that file (``tests/recorder/test_repack_kill.py`` kills a real process at each step).
 * An exclusive ``flock`` on the original serialises concurrent repacks; a reader
   that already has the old file open keeps reading the old inode.
 * Memory is bounded by one new chunk, one old chunk and the compressor context
@@ -39,6 +42,7 @@ Safety, because the file is evidence:
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -214,11 +218,30 @@ def repack(
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX)
                 if not _same_file(f, target):
                     continue  # another repack replaced it while we waited: look again
+                _remove_stale_temps(target)
                 job = _Job(target, f, signing_key, policy, wall_clock)
                 return job.run(expected_final_hash)
     except OSError as e:
         raise RecordingWriteError(f"cannot repack {target}: {e}") from e
     raise RecordingWriteError(f"cannot repack {target}: it keeps being replaced")
+
+
+def _temp_glob(target: Path) -> str:
+    return f".{glob.escape(target.name)}.repack-*.tmp"
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete copies left by a repack of ``target`` that was killed (SIGKILL, power cut).
+
+    Called with the lock on the file now at ``target`` held: a live repack of it would
+    hold that lock, so every temp copy of it found now belongs to a dead process. The
+    original was never touched by one (``os.replace`` is the only step that changes it).
+    """
+    for stale in target.parent.glob(_temp_glob(target)):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _same_file(f: BinaryIO, target: Path) -> bool:

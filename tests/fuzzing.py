@@ -7,7 +7,22 @@ so each parser sees input that is almost right, where bugs hide.
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import strategies as st
+
+FUZZ_EXAMPLES_ENV = "BASTION_FUZZ_EXAMPLES"
+
+
+def budget(short: int, share: float = 1.0) -> int:
+    """Examples per fuzz test: ``short`` in CI, ``share`` of ``$BASTION_FUZZ_EXAMPLES`` if set.
+
+    ``scripts/fuzz-long`` sets it for a long run; tests pass their CI budget here rather
+    than to ``settings`` directly so that one variable scales every fuzz test we own
+    (``share`` < 1 for the few whose single example is slow).
+    """
+    value = os.environ.get(FUZZ_EXAMPLES_ENV, "").strip()
+    return max(short, int(int(value) * share)) if value else short
 
 Mutation = tuple[str, float, int, int]
 

@@ -133,6 +133,7 @@ class _Connection:
         self.writer = writer
         self.needs_token = needs_token
         self.operator: Operator | None = None
+        self.token_hash: str | None = None  # over TCP: checked again before each request
         self.watches: dict[Any, asyncio.Task[None]] = {}
         self._write_lock = asyncio.Lock()
 
@@ -177,6 +178,7 @@ class _Connection:
             elif self.operator is None:
                 raise ControlError("say hello first: {'op': 'hello', 'user': NAME}")
             else:
+                await self._recheck_token()
                 if op == "watch" and self.operator.role == Role.APPROVER.value:
                     await self._approver_watch(_str(req, "session_id"))
                 else:
@@ -209,11 +211,24 @@ class _Connection:
                     f"a control token is required over TCP; create one with "
                     f"'bastion user control-token {name}'"
                 )
-            record = await node.call(node.store.find_token, token_hash(token))
+            self.token_hash = token_hash(token)
+            record = await node.call(node.store.find_token, self.token_hash)
             check_token(name, record, now)
         user = await node.call(node.store.get_user, name)
         self.operator = authorize_operator(name, user, now)
         return {"operator": asdict(self.operator), "node": node.node}
+
+    async def _recheck_token(self) -> None:
+        """Over TCP a token revoked or expired since hello stops the next request.
+
+        One store read per control request (never per byte): a stolen token that an
+        admin revokes is dead on connections already open, not only on new ones.
+        """
+        if self.token_hash is None or self.operator is None:
+            return
+        node = self.node
+        record = await node.call(node.store.find_token, self.token_hash)
+        check_token(self.operator.name, record, time.time())
 
     # -- watch ----------------------------------------------------------------------
 

@@ -74,8 +74,11 @@ class LiveSessions:
         warn_before: Sequence[float] = (300.0, 60.0),
         idle_timeout: float = 0.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions: dict[str, LiveSession] = {}
+        self._anchors: dict[str, tuple[float, float]] = {}
+        """Session id -> (wall clock, monotonic clock) when it was added."""
         self.warn_before = tuple(sorted(warn_before, reverse=True))
         self.idle_timeout = idle_timeout
         self.poll_interval = 0.5
@@ -85,14 +88,30 @@ class LiveSessions:
         """Seconds sessions go on while the state cannot be read (``[state] outage_grace``)."""
         self.unreadable_since: float | None = None
         """When the passes began to fail for an unreachable state database (None: they work)."""
+        self.monotonic = monotonic
 
     def add(self, session: LiveSession) -> None:
         """Start watching a session."""
         self._sessions[session.session_id] = session
+        self._anchors[session.session_id] = (self.clock(), self.monotonic())
 
     def remove(self, session_id: str) -> None:
         """Stop watching a session (it ended)."""
         self._sessions.pop(session_id, None)
+        self._anchors.pop(session_id, None)
+
+    def now_for(self, s: LiveSession) -> float:
+        """The time a grant's end is judged by: the wall clock, never behind the time
+        really elapsed since the session was added (the monotonic clock).
+
+        A clock stepped forward ends sessions early (fail closed); one stepped back
+        cannot keep a session past the real end of its grant.
+        """
+        wall = self.clock()
+        anchor = self._anchors.get(s.session_id)
+        if anchor is None:
+            return wall
+        return max(wall, anchor[0] + (self.monotonic() - anchor[1]))
 
     def get(self, session_id: str) -> LiveSession | None:
         """The live session with that id, if it is on this node."""
@@ -157,12 +176,13 @@ class LiveSessions:
         """Warn or end one session by the clock alone (also run when a session starts)."""
         if s.ending:
             return
-        now = self.clock()
+        now = self.now_for(s)
         if now >= s.not_after:
             ended = f"grant #{s.grant_id} ended at {format_time(s.not_after)}"
             self._end(s, EndReason.GRANT_ENDED, ended)
             return
-        if self.idle_timeout and now - s.last_input >= self.idle_timeout:
+        # idle time is measured on the wall clock, like the input times it is noted with
+        if self.idle_timeout and self.clock() - s.last_input >= self.idle_timeout:
             self._end(s, EndReason.IDLE_TIMEOUT, f"no input for {int(self.idle_timeout)} seconds")
             return
         left = s.not_after - now

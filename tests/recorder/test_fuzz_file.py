@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 
 from recorder import RecordingFormatError, RecordingReader, recover, verify
-from tests.fuzzing import Mutation, apply_mutations, byte_mutations
+from tests.fuzzing import Mutation, apply_mutations, budget, byte_mutations
 from tests.recorder.conftest import sample_events
 
 mutations = byte_mutations(max_run=300)
@@ -40,7 +40,7 @@ def original(tmp_path_factory: pytest.TempPathFactory, key: Ed25519PrivateKey) -
     return path.read_bytes()
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=budget(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=mutations)
 def test_mutated_files(
     original: bytes,

@@ -25,9 +25,11 @@ from tests.bastion.pg.strategies import (
     ready_messages,
     startup_packets,
 )
-from tests.fuzzing import Mutation, apply_mutations, byte_mutations
+from tests.fuzzing import Mutation, apply_mutations, budget, byte_mutations
 
-fuzz = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+fuzz = settings(
+    max_examples=budget(400), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _ssl_backend() -> BackendParser:

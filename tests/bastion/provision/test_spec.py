@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bastion.provision.spec import SpecError, from_data, load, parse
 from bastion.store.models import Role, TargetKind
-from tests.fuzzing import Mutation, apply_mutations, byte_mutations
+from tests.fuzzing import Mutation, apply_mutations, budget, byte_mutations
 
 EXAMPLE = Path(__file__).parents[3] / "deploy" / "apply-example.toml"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICZxEW5cAwplvRYGYqR0pBBZG/yjgfpYdwdFiAmHarho sam@laptop"
@@ -155,7 +155,9 @@ _ALPHABET = string.ascii_letters + string.digits + "[]=.\"' \n#:-_,{}+@"
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=budget(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=byte_mutations(40))
 def test_fuzz_mutated_example_loads_or_says_why(tmp_path: Path, ops: list[Mutation]) -> None:
@@ -170,7 +172,7 @@ def test_fuzz_mutated_example_loads_or_says_why(tmp_path: Path, ops: list[Mutati
         assert str(e).startswith(str(path))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=budget(200), deadline=None)
 @given(text=st.text(alphabet=_ALPHABET, max_size=200))
 def test_fuzz_arbitrary_text_loads_or_says_why(text: str) -> None:
     path = Path("/nonexistent/f.toml")
@@ -226,7 +228,7 @@ _FILES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=budget(200), deadline=None)
 @given(data=_FILES)
 def test_fuzz_any_values_in_the_right_tables_load_and_plan_or_say_why(
     data: dict[str, object],
