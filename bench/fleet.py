@@ -132,6 +132,13 @@ def parallel_logins(
     return out
 
 
+def _drain(proc: subprocess.Popen[bytes], sizes: list[int], k: int) -> None:
+    """Read one stream to its end, counting into ``sizes[k]``."""
+    assert proc.stdout is not None
+    while chunk := proc.stdout.read1(1 << 20):
+        sizes[k] += len(chunk)
+
+
 def parallel_streams(
     peers: Sequence[Peer], streams: int, mib: int, rounds: int, work: Path
 ) -> dict[str, list[float]]:
@@ -158,13 +165,9 @@ def parallel_streams(
                     )
                 start = time.perf_counter()
                 sizes = [0] * len(procs)
-
-                def drain(k: int, proc: subprocess.Popen[bytes]) -> None:
-                    assert proc.stdout is not None
-                    while chunk := proc.stdout.read1(1 << 20):
-                        sizes[k] += len(chunk)
-
-                readers = [threading.Thread(target=drain, args=(k, p)) for k, p in enumerate(procs)]
+                readers = [
+                    threading.Thread(target=_drain, args=(p, sizes, k)) for k, p in enumerate(procs)
+                ]
                 for t in readers:
                     t.start()
                 for t in readers:
