@@ -135,7 +135,8 @@ def parallel_logins(
 def _drain(proc: subprocess.Popen[bytes], sizes: list[int], k: int) -> None:
     """Read one stream to its end, counting into ``sizes[k]``."""
     assert proc.stdout is not None
-    while chunk := proc.stdout.read1(1 << 20):
+    fd = proc.stdout.fileno()
+    while chunk := os.read(fd, 1 << 20):
         sizes[k] += len(chunk)
 
 
