@@ -124,8 +124,41 @@ def test_fleet_up_serve_drain_down(tmp_path: Path) -> None:
         verified = _bastion(b, "verify", on_a.id)  # node-b reads node-a's recording from S3
         assert verified.returncode == 0, verified.stdout + verified.stderr
 
-        drained = _bastion(a, "node", "drain", "node-b", "--within", "60s")
+        # one live session on each node (leastconn), then node-b drains with 5 s to go
+        # (two contractors: two logins in the same 30 s would share, and burn, one code)
+        holders = [h.contractor("live") for _ in range(2)]
+        live = []
+        for who in holders:
+            h.grant(who, "web1")
+            live.append(who.ssh_stream("web1", "echo up; sleep 300"))
+            assert live[-1].stdout is not None
+            assert live[-1].stdout.readline() == b"up\n", live[-1].communicate()
+
+        def live_rows() -> list[SessionRecord]:
+            return [s for who in holders for s in store.list_sessions(user=who.name, live=True)]
+
+        held = wait_until(
+            lambda: (lambda s: s if {x.node for x in s} == {"node-a", "node-b"} else [])(
+                live_rows()
+            ),
+            15,
+            "a live session on each node",
+        )
+        on_b = next(s for s in held if s.node == "node-b")
+        drained = _bastion(a, "node", "drain", "node-b", "--within", "5s")
         assert drained.returncode == 0, drained.stderr
+        ended = wait_until(
+            lambda: (lambda s: s if s is not None and s.ended_at else None)(
+                store.get_session(on_b.id)
+            ),
+            40,
+            "node-b's session ended by the drain",
+        )
+        assert getattr(ended, "end_reason", None) == "node-stop"
+        assert [s.node for s in live_rows()] == ["node-a"]  # node-a's session runs on
+        for p in live:
+            p.kill()
+            p.communicate()
         wait_until(
             lambda: any(
                 n["name"] == "node-b" and n["stopped_at"]
@@ -137,7 +170,8 @@ def test_fleet_up_serve_drain_down(tmp_path: Path) -> None:
         for i in range(3):
             r = c.ssh(f"echo after-drain-{i}", target="web1")
             assert r.returncode == 0, r.stderr
-        later = [s for s in store.list_sessions(user=c.name) if s.id not in {x.id for x in rows}]
+        known = {x.id for x in rows}
+        later = [s for s in store.list_sessions(user=c.name) if s.id not in known]
         assert len(later) == 3 and {s.node for s in later} == {"node-a"}
         store.close()
     finally:
