@@ -36,6 +36,8 @@ class EndReason(StrEnum):
     NODE_CRASH = "node-crash"
     RECORDING_FAILED = "recording-failed"
     HOOK_FAILED = "hook-failed"
+    RESOURCE_LIMIT = "resource-limit"
+    """A per-session cap was reached (the message names the limit and its setting)."""
 
     @property
     def words(self) -> str:
@@ -61,6 +63,7 @@ _WORDS: dict[EndReason, str] = {
         "the recording of this session could not be written, and sessions never run unrecorded"
     ),
     EndReason.HOOK_FAILED: "a bastion check failed, and sessions never run unchecked",
+    EndReason.RESOURCE_LIMIT: "this session reached a bastion resource limit",
     EndReason.UPSTREAM_LOST: "the connection to the target was lost",
     EndReason.UPSTREAM_CLOSED: "the target closed the connection",
     EndReason.UPSTREAM_PROTOCOL_ERROR: "the target sent data the bastion cannot relay",
