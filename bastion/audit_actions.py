@@ -65,6 +65,8 @@ FORWARD_OPEN: Final = "forward.open"
 FORWARD_CLOSE: Final = "forward.close"
 FORWARD_REFUSED: Final = "forward.refused"
 FORWARD_TERMINATED: Final = "forward.terminated"
+CHANNEL_REFUSED: Final = "channel.refused"
+"""A channel open over ``[ssh] max_channels_per_connection`` (refused at channel open)."""
 
 # --- access requests (bastion.request_flow) ---------------------------------------
 REQUEST_CREATED: Final = "request.created"

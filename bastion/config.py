@@ -69,6 +69,16 @@ class SshConfig:
     """Every connection starts with a PROXY v1/v2 header from one of ``trusted_proxies``."""
     trusted_proxies: tuple[Network, ...] = ()
 
+    max_channels_per_connection: int = 10
+    """Channels (sessions and -L forwards) open at once on one connection; more are
+    refused at channel open. 0: no cap."""
+    channel_window: int = 2 * 1024 * 1024
+    """Bytes the node lets a peer send on one channel before it must wait (asyncssh's
+    window, advertised on both legs): what a paused channel can hold."""
+    stalled_reader_timeout: float = 300.0
+    """Seconds a session may stay paused because its client does not read; then it ends
+    as ``resource-limit``. 0: stay paused."""
+
 
 @dataclass(frozen=True)
 class PostgresConfig:
@@ -88,6 +98,9 @@ class PostgresConfig:
     per_source_max_startups: int = 10
     """Logins in progress from one address (IPv4) or /64 (IPv6); 0: no per-source cap."""
     max_message_bytes: int = 64 * 1024 * 1024
+    stalled_reader_timeout: float = 300.0
+    """Seconds a session may stay paused because its client does not read results; then
+    it ends as ``resource-limit``. 0: stay paused."""
     capture_rows: int = 0
     """Result rows kept per statement in the recording (0: none, the default)."""
     mask_columns: tuple[str, ...] = ("*password*", "*secret*", "*token*")
@@ -220,6 +233,10 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "host_key_algorithms",
             "proxy_protocol",
             "trusted_proxies",
+
+            "max_channels_per_connection",
+            "channel_window",
+            "stalled_reader_timeout",
         }
     ),
     "postgres": frozenset(
@@ -236,6 +253,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "max_startups",
             "per_source_max_startups",
             "max_message_bytes",
+            "stalled_reader_timeout",
             "capture_rows",
             "mask_columns",
             "mask_patterns",
@@ -356,6 +374,16 @@ def _login_grace(section: dict[str, Any], name: str) -> float:
     key = "login_grace" if "login_grace" in section else "login_timeout"
     return _number(section, key, 30, f"{name}.{key}")
 
+def _window(ssh: dict[str, Any]) -> int:
+    """``[ssh] channel_window``: a whole number of bytes, at least one packet (32 KiB)."""
+    window = int(_number(ssh, "channel_window", 2 * 1024 * 1024, "ssh.channel_window"))
+    if window < 32768:
+        raise ConfigError(
+            f"ssh.channel_window = {window} is below one SSH packet (32768 bytes); "
+            "raise it (the default is 2097152)"
+        )
+    return window
+
 
 def _number(section: dict[str, Any], key: str, default: float, setting: str) -> float:
     value = section.get(key, default)
@@ -419,6 +447,9 @@ def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
         max_startups=int(_number(pg, "max_startups", 100, "postgres.max_startups")),
         per_source_max_startups=int(
             _number(pg, "per_source_max_startups", 10, "postgres.per_source_max_startups")
+        ),
+        stalled_reader_timeout=_number(
+            pg, "stalled_reader_timeout", 300, "postgres.stalled_reader_timeout"
         ),
         max_message_bytes=int(
             _number(pg, "max_message_bytes", 64 * 1024 * 1024, "postgres.max_message_bytes")
@@ -565,6 +596,14 @@ def load_config(path: Path | str | None = None) -> Config:
                 ssh, "host_key_algorithms", SshConfig.host_key_algorithms
             ),
             **_proxy_settings(ssh, "ssh"),
+
+            max_channels_per_connection=int(
+                _number(ssh, "max_channels_per_connection", 10, "ssh.max_channels_per_connection")
+            ),
+            channel_window=_window(ssh),
+            stalled_reader_timeout=_number(
+                ssh, "stalled_reader_timeout", 300, "ssh.stalled_reader_timeout"
+            ),
         ),
         postgres=_postgres(pg, base),
         control=_control(_section(data, "control"), base),
@@ -681,6 +720,15 @@ max_startups = 100
 per_source_max_startups = 10
 # Seconds without input before a session is closed (0 = never).
 idle_timeout = 900
+# Resource caps of one connection (README "Limits"): channels (sessions and -L
+# forwards) open at once, more refused at channel open (0 = no cap); the bytes a
+# peer may send on one channel before it must wait (the SSH window, both legs:
+# what a paused channel holds); seconds a session may stay paused because the
+# client does not read its output before it ends as resource-limit (0 = stay
+# paused).
+max_channels_per_connection = 10
+channel_window = 2097152
+stalled_reader_timeout = 300
 # Upstream certificates: lifetime (at most 120 s; never past the grant's end)
 # and how far back valid-after is set to absorb clock skew (inside the lifetime).
 certificate_lifetime = 120
@@ -737,6 +785,9 @@ max_startups = 100
 per_source_max_startups = 10
 # Largest client message (a Query, Bind or CopyData) accepted, in bytes.
 max_message_bytes = 67108864
+# Seconds a session may stay paused because the client does not read results
+# before it ends as resource-limit (0 = stay paused; README "Limits").
+stalled_reader_timeout = 300
 # Result rows recorded per statement (0 = none). A value is recorded as *** when
 # the table column it comes from matches mask_columns (shell patterns,
 # case-insensitive), whatever the query calls it: aliases, expressions

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from bastion import audit_actions as actions
 from bastion import loop_lag
@@ -48,6 +48,14 @@ NOTIFY_FLUSH_SECONDS = 5.0
 """At stop, how long pending notifications get before they are audited as not delivered."""
 STATE_PROBE_SECONDS = 1.0
 """How often the node checks the state database (for /healthz) and replays its outbox."""
+
+
+class Buffered(Protocol):
+    """Something on a data path that can say how many bytes it holds now."""
+
+    def buffered(self) -> int:
+        """Bytes held now."""
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,6 +97,8 @@ class BastionNode:
         self.stopping = False
         """Set when the node stops: new sessions are refused."""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.ssh_connections: set[Buffered] = set()
+        """Contractor SSH connections past the startup check (their transport buffers)."""
         self.ssh_startups = StartupLimits(
             config.ssh.max_startups, config.ssh.per_source_max_startups
         )
@@ -134,6 +144,19 @@ class BastionNode:
             resident_memory_bytes=loop_lag.resident_bytes,
             penalised_sources=lambda: len(self.penalties.penalised(self.clock())),
             recordings_awaiting_upload=lambda: self.uploads.pending if self.uploads else 0,
+            stalled_sessions=lambda: sum(
+                1 for s in self.live.list() if s.stalled_since is not None
+            ),
+            relay_buffered_bytes=self._relay_buffered,
+        )
+
+    def _relay_buffered(self) -> int:
+        """Bytes this node holds for all sessions' relays now (read at scrape time only)."""
+        from bastion.session.core import Buffering
+
+        held = sum(c.buffered() for c in self.ssh_connections)
+        return held + sum(
+            s.adapter.buffered() for s in self.sessions.all() if isinstance(s.adapter, Buffering)
         )
 
     @classmethod

@@ -21,7 +21,7 @@ from bastion.login_guard import ended_unauthenticated, penalty_refusal
 from bastion.penalties import AUTHFAIL, GRACE_EXCEEDED, NOAUTH
 from bastion.pg.cancel import send_cancel
 from bastion.pg.encoding import encode
-from bastion.pg.errors import ProtocolViolation
+from bastion.pg.errors import PROGRAM_LIMIT_EXCEEDED, ProtocolViolation
 from bastion.pg.front_door import (
     Action,
     Authenticate,
@@ -100,6 +100,8 @@ class ClientConnection(asyncio.Protocol):
         self._indexed: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._paused_by_upstream = False
+        self.stalled = False
+        """The client stopped reading: the target is paused (``pause_writing``)."""
         self._tls_pending: list[bytes] | None = None
         self._held: list[bytes] = []
         self._in_upstream = False
@@ -176,16 +178,29 @@ class ClientConnection(asyncio.Protocol):
             self._finish_later(EndReason.CLIENT_CLOSED)
 
     def pause_writing(self) -> None:
-        """The client is not reading: stop reading from the target."""
+        """The client is not reading: stop reading from the target (the node then holds
+        at most the transport's high-water mark plus one read); the core times the stall."""
+        self.stalled = True
         session = self.session
-        if session is not None and session.upstream.transport is not None:
-            session.upstream.transport.pause_reading()
+        if session is not None:
+            if session.upstream.transport is not None:
+                session.upstream.transport.pause_reading()
+            session.core.output_stalled(True)
 
     def resume_writing(self) -> None:
         """The client reads again."""
+        self.stalled = False
         session = self.session
-        if session is not None and session.upstream.transport is not None:
-            session.upstream.transport.resume_reading()
+        if session is not None:
+            if session.upstream.transport is not None:
+                session.upstream.transport.resume_reading()
+            session.core.output_stalled(False)
+
+    def buffered(self) -> int:
+        """Bytes held for this client now (read by ``/metrics``, never on the data path)."""
+        held = sum(len(b) for b in self._pending_out)
+        transport = self.transport
+        return held + (transport.get_write_buffer_size() if transport is not None else 0)
 
     # --- handshake ---------------------------------------------------------------------
 
@@ -503,7 +518,10 @@ class ClientConnection(asyncio.Protocol):
     def _protocol_error(self, e: ProtocolViolation) -> None:
         log.info("client %s sent invalid protocol: %s", self.client_addr, e)
         if self.session is not None:
-            self.session.core.closed(EndReason.CLIENT_PROTOCOL_ERROR)
+            # A message over max_message_bytes is a resource cap, not garbage.
+            over = e.sqlstate == PROGRAM_LIMIT_EXCEEDED
+            reason = EndReason.RESOURCE_LIMIT if over else EndReason.CLIENT_PROTOCOL_ERROR
+            self.session.core.closed(reason)
         self._inject(error_response(e.sqlstate, f"bastion: {e.message}"), close=True)
 
     # --- what the session core asks (SessionAdapter) -----------------------------------
@@ -522,6 +540,14 @@ class ClientConnection(asyncio.Protocol):
         self._terminating = True
         if not self.relaying:  # still logging in: nothing to put on a boundary
             self._close_all()
+            return
+        if self.stalled:
+            # The client reads nothing, so a FATAL would never reach it and a graceful
+            # close would wait for it forever: drop the connection (the audit has why).
+            if self.transport is not None:
+                self.transport.abort()
+            if self.session is not None:
+                self.session.upstream.close()
             return
         # Client input stops here (see _client_data); the target's current message is
         # finished first so the error lands on a boundary, then both sides close.

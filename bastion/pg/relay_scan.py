@@ -155,7 +155,7 @@ class _Scanner:
             )
         return ProtocolViolation(
             f"{self._direction} message {_show(type_byte)} of {size} bytes exceeds "
-            f"the limit of {self._max}",
+            f"the limit of {self._max} (max_message_bytes)",
             PROGRAM_LIMIT_EXCEEDED,
         )
 

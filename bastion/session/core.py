@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bastion import audit_actions as actions
 from bastion.ids import new_session_id
@@ -71,6 +71,14 @@ class SessionAdapter(Protocol):
         setting it up). The adapter calls ``Session.closed`` when both legs are
         down, as for any other end.
         """
+
+
+@runtime_checkable
+class Buffering(Protocol):
+    """An adapter that can say how many relayed bytes it holds (read by ``/metrics``)."""
+
+    def buffered(self) -> int:
+        """Bytes held in this node for the session now (both directions' queues)."""
 
 
 class Session:
@@ -217,6 +225,11 @@ class Session:
             started_at=now,
             last_input=now,
             under_profile=self.grant.profile_id is not None,
+            stall_limit=(
+                self.node.config.postgres.stalled_reader_timeout
+                if self.protocol == "postgres"
+                else self.node.config.ssh.stalled_reader_timeout
+            ),
         )
         self.node.live.add(self.live)
         self.node.live.apply_one(self.live)
@@ -239,6 +252,19 @@ class Session:
         live = self.live
         if live is not None:
             live.last_input = self.node.clock()
+
+    def output_stalled(self, stalled: bool) -> None:
+        """The relay paused (True) or resumed (False) because of the client's reading.
+
+        Called per pause, never per byte; the time box ends a session stalled longer
+        than its protocol's ``stalled_reader_timeout``.
+        """
+        live = self.live
+        if live is not None:
+            if not stalled:
+                live.stalled_since = None
+            elif live.stalled_since is None:
+                live.stalled_since = self.node.clock()
 
     def output_seen(self, n: int) -> None:
         """Target bytes relayed to the contractor."""

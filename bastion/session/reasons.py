@@ -39,6 +39,9 @@ class EndReason(StrEnum):
     STATE_UNAVAILABLE = "state-unavailable"
     """The state database was unreachable for longer than ``[state] outage_grace``."""
 
+    RESOURCE_LIMIT = "resource-limit"
+    """A per-session cap was reached (the message names the limit and its setting)."""
+
     @property
     def words(self) -> str:
         """What the contractor is told when a session ends this way."""
@@ -67,6 +70,8 @@ _WORDS: dict[EndReason, str] = {
         "the bastion lost its state database, so revocations can no longer be checked; "
         "this session was recorded and is closed; reconnect when the bastion is back"
     ),
+
+    EndReason.RESOURCE_LIMIT: "this session reached a bastion resource limit",
     EndReason.UPSTREAM_LOST: "the connection to the target was lost",
     EndReason.UPSTREAM_CLOSED: "the target closed the connection",
     EndReason.UPSTREAM_PROTOCOL_ERROR: "the target sent data the bastion cannot relay",

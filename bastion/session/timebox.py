@@ -4,8 +4,9 @@ Every relayed session registers here. One watcher task re-reads the state of all
 live sessions' grants in a single query every ``poll_interval`` seconds, so a
 revocation made by any process (the CLI, another node) ends the session within
 that interval; it also warns before a grant's end, ends sessions at the end, and
-closes idle ones. Sessions under an access profile are also checked against the
-labels and profile as they are now: one no longer reached ends (``label-removed``).
+closes idle ones and ones whose client stopped reading (``stalled_reader_timeout``).
+Sessions under an access profile are also checked against the labels and profile
+as they are now: one no longer reached ends (``label-removed``).
 While the state database cannot be read, revocations cannot be seen: sessions go
 on for ``outage_grace`` seconds after the first failed pass, then end
 (``state-unavailable``).
@@ -54,6 +55,10 @@ class LiveSession:
     ending: bool = False
     under_profile: bool = False
     """The grant is a profile grant: its reach is re-read at every pass."""
+    stall_limit: float = 0.0
+    """Seconds the client may leave the session paused by not reading (0: no limit)."""
+    stalled_since: float | None = None
+    """When the relay paused because the client stopped reading (None: flowing)."""
 
     def touch(self, now: float) -> None:
         """Note contractor input (for the idle timeout)."""
@@ -184,6 +189,15 @@ class LiveSessions:
         # idle time is measured on the wall clock, like the input times it is noted with
         if self.idle_timeout and self.clock() - s.last_input >= self.idle_timeout:
             self._end(s, EndReason.IDLE_TIMEOUT, f"no input for {int(self.idle_timeout)} seconds")
+            return
+        stalled = s.stalled_since
+        if stalled is not None and s.stall_limit and now - stalled >= s.stall_limit:
+            self._end(
+                s,
+                EndReason.RESOURCE_LIMIT,
+                f"the client read none of the session's output for {s.stall_limit:g} seconds "
+                "(stalled_reader_timeout)",
+            )
             return
         left = s.not_after - now
         # The nearest threshold already passed; warn once for it and for all larger ones.

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 from asyncssh.stream import SSHTCPStreamSession
@@ -159,8 +161,26 @@ async def _pipe(
     return total
 
 
+class CountedForward(SSHTCPStreamSession[bytes]):
+    """A forward's channel that reports its close (it counts against the channel cap)."""
+
+    def __init__(self, relay: Any, on_close: Callable[[], None]) -> None:
+        super().__init__(relay)
+        self._on_close: Callable[[], None] | None = on_close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The channel is gone: uncount it once."""
+        super().connection_lost(exc)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+
 async def admit_forward(
-    ctx: ForwardingContext, dest_host: str, dest_port: int
+    ctx: ForwardingContext,
+    dest_host: str,
+    dest_port: int,
+    on_close: Callable[[], None] = lambda: None,
 ) -> asyncssh.SSHTCPSession[bytes]:
     """Open the forward through the target before the client's channel is accepted.
 
@@ -189,7 +209,7 @@ async def admit_forward(
     async def relay(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
         await _relay_forward(ctx, dest, reader, writer, up_reader, up_writer)
 
-    return SSHTCPStreamSession(relay)
+    return CountedForward(relay, on_close)
 
 
 def _open_error(e: Exception, dest: str) -> asyncssh.ChannelOpenError:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Sequence
 
 import asyncssh
 
+from bastion import audit_actions as actions
 from bastion.alerts import detectors as alerts
 from bastion.engagements import banner_line as engagement_banner
 from bastion.errors import StoreUnavailable
@@ -29,6 +30,7 @@ from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
 from bastion.session.reasons import STATE_UNAVAILABLE_LOGIN
 from bastion.ssh.algorithms import USER_SIGNATURE_ALGORITHMS, offered_host_keys
+from bastion.ssh.flow import FlowControlledConnection
 from bastion.ssh.forwarding import ForwardingContext, admit_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
 from bastion.ssh.session import RelaySession
@@ -69,6 +71,11 @@ class BastionSSHServer(asyncssh.SSHServer):
         self._authenticated = False
         self._auth_failed: str | None = None  # why a login attempt here failed, if one did
 
+        self.relays: set[RelaySession] = set()
+        """Open session channels (for the channel cap and connection back-pressure)."""
+        self._forwards = 0
+        self._paused = False
+
     # --- connection ---------------------------------------------------------------
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -91,6 +98,8 @@ class BastionSSHServer(asyncssh.SSHServer):
             return
         self._slot = admitted
         self._admitted = True
+        if isinstance(conn, FlowControlledConnection):
+            self.node.ssh_connections.add(conn)
 
     def _uncount(self) -> None:
         if self._slot is not None:
@@ -118,8 +127,48 @@ class BastionSSHServer(asyncssh.SSHServer):
                 self.node.spawn(
                     address_failed(self.node, self.peer_host, self.login_name.user, "wrong-key")
                 )
+
+        if isinstance(self.conn, FlowControlledConnection):
+            self.node.ssh_connections.discard(self.conn)
         if self._forwarding is not None:
             self._forwarding.close()
+
+    def writing_paused(self, paused: bool) -> None:
+        """The client stopped (or resumed) reading the whole connection: pause every relay."""
+        self._paused = paused
+        for relay in self.relays:
+            relay.connection_paused(paused)
+
+    # --- the channel cap -----------------------------------------------------------------
+
+    def _admit_channel(self, kind: str) -> None:
+        """Refuse a channel over ``[ssh] max_channels_per_connection`` at channel open."""
+        cap = self.node.config.ssh.max_channels_per_connection
+        if not cap or len(self.relays) + self._forwards < cap:
+            return
+        reason = (
+            f"this connection already has {cap} channels open, the most one connection may "
+            "have (max_channels_per_connection); close one or open another connection"
+        )
+        user = self.user.name if self.user is not None else "?"
+        self.node.spawn(
+            self.node.audit(
+                user,
+                actions.CHANNEL_REFUSED,
+                self.login_name.target if self.login_name is not None else None,
+                kind=kind,
+                reason=reason,
+                limit=cap,
+                client=self.client_addr,
+            )
+        )
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"bastion: {reason}"
+        )
+
+    def channel_closed(self, relay: RelaySession) -> None:
+        """A session channel is gone: it no longer counts against the cap."""
+        self.relays.discard(relay)
 
     # --- authentication -------------------------------------------------------------
 
@@ -356,7 +405,10 @@ class BastionSSHServer(asyncssh.SSHServer):
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
         """Every session channel is relayed (or answered by the bastion's own menu)."""
         assert self.conn is not None and self.user is not None and self.login_name is not None  # noqa: S101  set by authentication
-        chan = self.conn.create_server_channel(encoding=None)
+        self._admit_channel("session")
+        chan = self.conn.create_server_channel(
+            encoding=None, window=self.node.config.ssh.channel_window
+        )
         ctx = ConnectionContext(
             node=self.node,
             user=self.user,
@@ -364,7 +416,11 @@ class BastionSSHServer(asyncssh.SSHServer):
             client_addr=self.client_addr,
             key_fingerprint=self.key_fingerprint,
         )
-        return chan, RelaySession(ctx)
+        relay = RelaySession(ctx, on_close=self.channel_closed)
+        self.relays.add(relay)
+        if self._paused:
+            relay.connection_paused(True)
+        return chan, relay
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -379,7 +435,23 @@ class BastionSSHServer(asyncssh.SSHServer):
                 login_name=self.login_name,
                 client_addr=self.client_addr,
             )
-        return admit_forward(self._forwarding, dest_host, dest_port)
+        self._admit_channel("direct-tcpip")
+        self._forwards += 1  # counted from the open until the channel closes
+        return self._counted(
+            admit_forward(self._forwarding, dest_host, dest_port, self._uncount_forward)
+        )
+
+    async def _counted(
+        self, admitting: Awaitable[asyncssh.SSHTCPSession[bytes]]
+    ) -> asyncssh.SSHTCPSession[bytes]:
+        try:
+            return await admitting
+        except BaseException:  # refused: no channel, no count
+            self._forwards -= 1
+            raise
+
+    def _uncount_forward(self) -> None:
+        self._forwards -= 1
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         """Remote forwarding (-R) would open a listener on the target: never allowed."""
@@ -418,6 +490,9 @@ async def start_ssh_listener(
         # Our menu reads lines itself; asyncssh's line editor (inactive with bytes
         # channels) would only wrap every channel callback in one more call.
         line_editor=False,
+        # What a peer may send on one channel before it must wait: the most a channel
+        # paused by a slow reader can hold (README "Limits").
+        window=cfg.channel_window,
     )
     options.server_host_keys = offered_host_keys(
         options.server_host_keys, cfg.host_key_algorithms, cfg.host_key

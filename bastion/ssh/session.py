@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncssh
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FORWARDED_ENV_PREFIXES = ("LANG", "LC_")
 _ECHO_SIZE = 256  # target output up to this size, with nothing queued, is written at once
+_COALESCE_MAX = 256 * 1024  # coalesced target output is written once it reaches this size
 
 
 INTERNAL_ERROR = "the bastion could not set up this session; an admin can find why in its log"
@@ -52,8 +53,15 @@ INTERNAL_ERROR = "the bastion could not set up this session; an admin can find w
 class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
     """The contractor side of one session channel: the SSH adapter of the session core."""
 
-    def __init__(self, ctx: ConnectionContext) -> None:
+    def __init__(
+        self, ctx: ConnectionContext, on_close: Callable[[RelaySession], None] | None = None
+    ) -> None:
         self.ctx = ctx
+        self._on_close = on_close
+        self._client_full = False  # the channel's send buffer is over its high-water mark
+        self._conn_full = False  # the whole connection's socket is (FlowControlledConnection)
+        self.stalled = False
+        """Target output paused because the contractor does not read (either cause)."""
         self.node = ctx.node
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.pty: PtyRequest | None = None
@@ -74,6 +82,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self.recording: LiveRecording | None = None
         self.finished = False
         self._out: list[bytes] = []
+        self._out_len = 0
         self._out_type: asyncssh.DataType = None
         self._out_scheduled = False
         self.guard: LineGuard | None = None
@@ -191,18 +200,45 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         return False
 
     def pause_writing(self) -> None:
-        """The contractor is not reading: stop reading from the target."""
-        if self.up_chan is not None:
-            self.up_chan.pause_reading()
+        """The contractor is not reading this channel: stop reading from the target."""
+        self._client_full = True
+        self._flow()
 
     def resume_writing(self) -> None:
         """The contractor reads again."""
+        self._client_full = False
+        self._flow()
+
+    def connection_paused(self, paused: bool) -> None:
+        """The contractor stopped (or resumed) reading the whole connection."""
+        self._conn_full = paused
+        self._flow()
+
+    def _flow(self) -> None:
+        """Pause the target while either buffer towards the contractor is full (per pause,
+        not per byte); the session core times the stall (``stalled_reader_timeout``)."""
+        stalled = self._client_full or self._conn_full
+        if stalled == self.stalled:
+            return
+        self.stalled = stalled
         if self.up_chan is not None:
-            self.up_chan.resume_reading()
+            if stalled:
+                self.up_chan.pause_reading()
+            else:
+                self.up_chan.resume_reading()
+        if self.session is not None:
+            self.session.output_stalled(stalled)
+
+    def buffered(self) -> int:
+        """Bytes this channel holds towards the contractor (read by ``/metrics``)."""
+        held = self._out_len + len(self.pending)
+        return held + (self.chan.get_write_buffer_size() if self.chan is not None else 0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The contractor's channel is gone: close the upstream side and end the record."""
         self.closed = True
+        if self._on_close is not None:
+            self._on_close(self)
         if self._line_ready is not None:
             self._line_ready.set()
         if self.up_conn is not None:
@@ -244,6 +280,12 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             return
         self._out_type = datatype
         self._out.append(data)
+        self._out_len += len(data)
+        if self._out_len >= _COALESCE_MAX:
+            # One pass can bring megabytes (libuv reads up to 32 times per wakeup): write
+            # now, so a client that stopped reading pauses the target within this bound.
+            self._flush_out()
+            return
         if not self._out_scheduled:
             self._out_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_out)
@@ -256,6 +298,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         out = self._out
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self._out_len = 0
         if self.chan is not None and not self.closed:
             self.chan.write(data, self._out_type)
 
@@ -488,6 +531,10 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             self.up_conn.close()
         if self.chan is not None:
             self.chan.close()
+            if self._conn_full:
+                # The client reads nothing on this connection, so it would never answer
+                # the channel close: drop the connection (the audit keeps the reason).
+                self.chan.get_connection().abort()
 
     # --- deciding and connecting ------------------------------------------------------------
 
@@ -628,7 +675,11 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             self._closed(EndReason.CLIENT_CLOSED)
             return
         env = self._forwarded_env()
-        kwargs: dict[str, Any] = {"env": env, "encoding": None}
+        kwargs: dict[str, Any] = {
+            "env": env,
+            "encoding": None,
+            "window": node.config.ssh.channel_window,
+        }
         if self.pty is not None:
             kwargs.update(
                 request_pty="force",
@@ -656,6 +707,9 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             conn.close()
             self._closed(EndReason.CLIENT_CLOSED)
             return
+        if self.stalled:  # the contractor stopped reading before the relay began
+            up_chan.pause_reading()
+            session.output_stalled(True)
         if self.pending:
             data, self.pending = bytes(self.pending), bytearray()
             self.data_received(data, None)

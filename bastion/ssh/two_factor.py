@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from typing import Protocol, cast
 
-import asyncssh
 from asyncssh.auth import KbdIntChallenge, KbdIntResponse
 
 from bastion.proxy_protocol import Address
 from bastion.ssh.algorithms import sha1_signature
+from bastion.ssh.flow import FlowControlledConnection
 
 USERAUTH_SERVICE = b"ssh-userauth"
 
@@ -44,7 +44,7 @@ class FirstFactorJudge(Protocol):
         """Return True if this connection's grant allows agent forwarding (audits either way)."""
 
 
-class TwoFactorServerConnection(asyncssh.SSHServerConnection):
+class TwoFactorServerConnection(FlowControlledConnection):
     """An asyncssh server connection that requires publickey, then keyboard-interactive."""
 
     _first_factor_user: str | None = None

@@ -39,6 +39,8 @@ CONTRACT = {
     "address.blocked", "address.unblocked",
 
     "recording.uploaded",
+
+    "channel.refused",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

@@ -364,14 +364,22 @@ class BastionHarness:
 
     def gauge(self, name: str) -> float:
         """One gauge from the node's ``/metrics`` (``bastion_`` prefix implied)."""
+        gauges = self.gauges()
+        assert name in gauges, f"no gauge {name} in {gauges}"
+        return gauges[name]
+
+    def gauges(self) -> dict[str, float]:
+        """Every gauge of one ``/metrics`` scrape (one render: read together, consistent)."""
         listen = self.config.metrics_listen
         assert listen is not None
         with urllib.request.urlopen(f"http://{listen[0]}:{listen[1]}/metrics", timeout=5) as r:
             text = r.read().decode()
+        found: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith(f"bastion_{name} "):
-                return float(line.split()[1])
-        raise AssertionError(f"no gauge {name} in {text}")
+            if line.startswith("bastion_") and not line.startswith("bastion_events_total"):
+                name, value = line.split()
+                found[name.removeprefix("bastion_")] = float(value)
+        return found
 
     def control_socket(self, timeout: float = 10) -> str:
         """The node's control socket path, once the node has created it."""

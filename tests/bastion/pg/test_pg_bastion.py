@@ -421,7 +421,8 @@ def test_oversized_message_after_login_gets_an_error_and_a_close(pg: PgTargets) 
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer[:1] == b"E" and b"exceeds the limit" in answer
+    assert b"max_message_bytes" in answer  # names the setting
     session = pg.session_of(who)
-    assert session.end_reason == "client-protocol-error"
+    assert session.end_reason == "resource-limit"
     shown = pg.harness.cli("sessions", "show", session.id)
     assert shown.returncode == 0 and "postgres" in shown.stdout, shown.stdout + shown.stderr
