@@ -159,6 +159,11 @@ NOTIFY_FAILED: Final = "notify.failed"
 """A notification did not reach a sink: last retry failed, dropped from a full queue, or
 still pending at node stop (subject: the sink; details: ``event``, ``id``, ``error``)."""
 
+# --- search ---------------------------------------------------------------------------
+SESSION_SEARCH: Final = "session.search"
+"""Someone searched what sessions typed, showed or returned (searching is itself sensitive;
+details: ``text``, ``regex``, ``kinds``, ``user``, ``target``, ``since``, ``hits``, ``via``)."""
+
 # --- built at run time --------------------------------------------------------------
 FILE_PREFIX: Final = "file."
 UPSTREAM_PREFIX: Final = "upstream."

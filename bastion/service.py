@@ -25,6 +25,7 @@ from bastion.policy.hook import PolicyHook
 from bastion.recording import RecordingService
 from bastion.request_flow import RequestEvent, RequestFlow
 from bastion.request_hooks import FirstConnectClock, notification_of, run_lapses
+from bastion.search_indexer import SearchIndexer
 from bastion.secretbox import SecretBox
 from bastion.session.hold import HoldWaits
 from bastion.session.hooks import Hooks
@@ -94,6 +95,8 @@ class BastionNode:
         )
         """The access-request workflow (blocking: run its steps through ``call``)."""
         """Webhook and syslog sinks: ``notifier.send(Notification(...))`` returns at once."""
+        self.indexer = SearchIndexer(store, config)
+        """The search index's thread: sealed sessions are queued to it, never indexed inline."""
         self.metrics = Metrics()
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
@@ -171,6 +174,7 @@ class BastionNode:
             )
         )
         self.spawn(self.recordings.run_ticker())
+        self.indexer.start()
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)
@@ -185,6 +189,7 @@ class BastionNode:
     async def close(self) -> None:
         """Flush notifications, cancel background tasks and close the store."""
         await self.notifier.close(NOTIFY_FLUSH_SECONDS)
+        await asyncio.to_thread(self.indexer.close)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -6,10 +6,11 @@ session is refused with ``RecordingUnavailable``. Then ``begin_session`` writes
 the live session row and audits ``session.start``.
 
 The order matters and is the product's promise: close the recording (signed
-trailer), close the session row with the final hash, fill the search index
+trailer), close the session row with the final hash, fill the command search
 (derived data: a failure there is logged, never fatal), repack the file into
 large chunks (the row follows the new hash), and only then audit
-``session.end`` — once that row exists, the session row and the file are final.
+``session.end`` — once that row exists, the session row and the file are final,
+and the session is queued to the search index's thread (``bastion.search_indexer``).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ async def finish_session(
         final_hash=final_hash,
         **audit_details,
     )
+    node.indexer.submit(end.session_id)  # sealed: its thread indexes it, off the relay
 
 
 def recording_broke(

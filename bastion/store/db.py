@@ -36,6 +36,7 @@ from bastion.store.models import (
 from bastion.store.policy import Policies
 from bastion.store.profiles import Profiles
 from bastion.store.requests import Requests
+from bastion.store.search import SearchIndex
 from bastion.store.tokens import Tokens
 
 _IN_CHUNK = 500
@@ -65,7 +66,7 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests, Policies, Engagements, Profiles):
+class Store(History, Tokens, Requests, Policies, Engagements, Profiles, SearchIndex):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:

@@ -375,6 +375,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE access_requests ADD COLUMN held_rule TEXT",
         ),
     ),
+    Migration(
+        14,
+        "search index: what sessions typed, showed, queried, returned and moved",
+        (
+            # One row per distinct (kind, text) of a session; ``at_offset`` is the first
+            # moment it appeared (seconds since the session started).
+            """CREATE TABLE search_entries (
+                id {ID},
+                session_id TEXT NOT NULL REFERENCES sessions (id),
+                kind TEXT NOT NULL,
+                at_offset {FLOAT} NOT NULL,
+                text TEXT NOT NULL
+            )""",
+            "CREATE INDEX search_entries_session ON search_entries (session_id)",
+            # The per-session marker, written in the same transaction as its rows.
+            """CREATE TABLE search_indexed (
+                session_id TEXT PRIMARY KEY REFERENCES sessions (id),
+                indexed_at {FLOAT} NOT NULL,
+                entries {BIGINT} NOT NULL,
+                source_bytes {BIGINT} NOT NULL
+            )""",
+        ),
+        by_backend={
+            # SQLite: FTS5 with the trigram tokenizer over the entries (external content:
+            # the text is stored once); triggers keep it in step.
+            "sqlite": (
+                "CREATE VIRTUAL TABLE search_fts USING fts5(text, content='search_entries',"
+                " content_rowid='id', tokenize='trigram')",
+                """CREATE TRIGGER search_entries_ai AFTER INSERT ON search_entries BEGIN
+                    INSERT INTO search_fts (rowid, text) VALUES (new.id, new.text);
+                END""",
+                """CREATE TRIGGER search_entries_ad AFTER DELETE ON search_entries BEGIN
+                    INSERT INTO search_fts (search_fts, rowid, text)
+                    VALUES ('delete', old.id, old.text);
+                END""",
+            ),
+            # PostgreSQL: pg_trgm (a trusted contrib extension since 13) GIN index.
+            "postgresql": (
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+                "CREATE INDEX search_entries_trgm ON search_entries USING gin (text gin_trgm_ops)",
+            ),
+        },
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

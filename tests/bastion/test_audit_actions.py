@@ -34,6 +34,7 @@ CONTRACT = {
     "target.label", "profile.add", "profile.set", "profile.remove",
 
     "policy.hold-approved", "policy.hold-denied", "policy.hold-dropped",
+    "session.search",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.
