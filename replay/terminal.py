@@ -143,8 +143,9 @@ class _Screen(pyte.Screen):
         self._other_savepoints: list[Savepoint] = []
         self.last_char = ""
         self.scrolled_off: Callable[[str], None] | None = None
-        """Called with the text of each line pushed off the top (the search index's
-        lines-as-displayed); None (the player) costs one test per scroll."""
+        """Called with the text of each line that leaves the screen (scrolled off the
+        top, cleared, switched away from) for the search index's lines-as-displayed;
+        None (the player) costs one test per scroll or clear."""
         self._glyph_attrs: Char | None = None
         self._glyphs: dict[str, Char] = {}
         self._glyph_tables: dict[Char, dict[str, Char]] = {}
@@ -175,6 +176,8 @@ class _Screen(pyte.Screen):
     def _switch(self, alternate: bool) -> None:
         if alternate == self.alternate:
             return
+        if self.scrolled_off is not None:
+            self._lines_leave(range(self.lines))
         self.buffer, self._other = self._other, self.buffer
         self.savepoints, self._other_savepoints = self._other_savepoints, self.savepoints
         self.alternate = alternate
@@ -404,8 +407,17 @@ class _Screen(pyte.Screen):
             rows = range(self.lines)
         else:
             return
+        if self.scrolled_off is not None:
+            self._lines_leave(rows if how == 2 else ())
         for y in rows:
             self._erase(y, 0, self.columns)
+
+    def _lines_leave(self, rows: range | tuple[()]) -> None:
+        """Hand rows about to be wiped (clear screen, screen switch) to ``scrolled_off``."""
+        if self.scrolled_off is not None:
+            for y in rows:
+                if y in self.buffer:
+                    self.scrolled_off(self.plain_line(y))
 
     def select_graphic_rendition(self, *attrs: int, **kwargs: Any) -> None:
         """SGR from plain parameters (pyte calls this itself for DECSCNM)."""
@@ -608,7 +620,8 @@ class TerminalEmulator:
         return self.snapshot().text()
 
     def watch_lines(self, scrolled_off: Callable[[str], None] | None) -> None:
-        """Have ``scrolled_off`` called with each line pushed off the top of the screen."""
+        """Have ``scrolled_off`` called with each line that leaves the screen: pushed off
+        the top, erased by a clear screen, or hidden by an alternate-screen switch."""
         self._screen.scrolled_off = scrolled_off
 
     def take_changed(self) -> list[tuple[int, str]]:
