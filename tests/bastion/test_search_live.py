@@ -21,7 +21,9 @@ import pexpect
 import psycopg
 import pytest
 
-from bastion.store.models import Credset, SessionRecord, TargetKind
+from bastion.control.client import ControlClient
+from bastion.control.messages import ControlError
+from bastion.store.models import Credset, Role, SessionRecord, TargetKind
 from tests.peers.bastion_node import BastionHarness, Contractor, make_harness
 from tests.peers.pg_bastion import PgTargets
 from tests.peers.postgres import PgServer
@@ -156,3 +158,30 @@ def test_sftp_upload_file_name(node: tuple[BastionHarness, PgTargets], tmp_path:
     hits = search(b, "upload-9931", "--in", "files", "--user", who.name)
     assert {h["text"] for h in hits} == {remote}
     assert all(h["session_id"] == session.id and _within(h, session) for h in hits)
+
+
+async def test_control_api_search_is_for_auditors_and_admins_and_audited(
+    node: tuple[BastionHarness, PgTargets],
+) -> None:
+    b, _ = node
+    who = b.contractor("ctl")
+    b.grant(who, "web1")
+    done = who.ssh("web1", "echo control-$((7000+1))")
+    assert b"control-7001" in done.stdout
+    session = _indexed(b, who)
+    sock = b.control_socket()
+    auditor = b.contractor("aud", Role.AUDITOR)
+    async with await ControlClient.connect(sock, user=auditor.name) as client:
+        hits = await client.search("control-7001", kinds="commands,output")
+        again = await client.search(r"control-\d{4}$", regex=True, user=who.name)
+    assert [(h.session_id, h.kind, h.text) for h in hits] == [
+        (session.id, "output", "control-7001")
+    ]
+    assert [(h.kind, h.text) for h in again] == [("output", "control-7001")]  # not the command
+    approver = b.contractor("apr", Role.APPROVER)
+    async with await ControlClient.connect(sock, user=approver.name) as client:
+        with pytest.raises(ControlError, match="needs the admin or auditor role"):
+            await client.search("control-7001")
+    [row] = [e for e in b.audit(auditor.name, "session.search") if e.details["regex"] is False]
+    assert row.details["text"] == "control-7001" and row.details["hits"] == 1
+    assert row.details["via"] == "control" and row.details["kinds"] == "commands,output"
