@@ -128,6 +128,8 @@ class ConsoleApp(App[None]):
         title: str = "",
         start_at: float | None = None,
         marker: str | None = None,
+        highlight: str | None = None,
+        matches: tuple[float, ...] = (),
     ) -> None:
         """Ask the node where the recording is and open the player on it."""
         if self.source is None:
@@ -139,8 +141,14 @@ class ConsoleApp(App[None]):
             return
         self.push_screen(
             PlayerScreen(
-                path, self.clock, title=title or session_id, start_at=start_at, marker=marker
-            )
+                path,
+                self.clock,
+                title=title or session_id,
+                start_at=start_at,
+                marker=marker,
+                highlight=highlight,
+                matches=matches,
+            )  # fmt: skip
         )
 
     def open_live(self, session: SessionInfo) -> None:
@@ -207,6 +215,8 @@ class ConsoleApp(App[None]):
             title=message.title,
             start_at=message.start_at,
             marker=message.marker,
+            highlight=message.highlight,
+            matches=message.matches,
         )
 
     def on_open_live(self, message: OpenLive) -> None:

@@ -3,7 +3,8 @@
 ``DisplayedLines`` drives the player's emulator (``replay.terminal``) with a
 recording's output and keeps each distinct line once, with the first moment it
 was on screen: escape sequences, colours and cursor motion are gone, a line being
-typed is kept whole (a row that only grew is the same line), and a full-screen
+typed is kept whole (a row that only grew is the same line, dated when it was
+complete, so the player opened there shows all of it), and a full-screen
 program redrawing the same rows (``top``, ``watch``) adds only the rows that
 changed. Lines pushed off the top within one burst of output (``cat`` of a long
 file) are caught as they scroll off. Headless: no ``textual`` (the node imports it).
@@ -72,8 +73,8 @@ class DisplayedLines:
             old_text, first = old
             if text == old_text:
                 continue
-            if text.startswith(old_text):  # the line grew: typing, a progress bar
-                self._rows[y] = (text, first)
+            if text.startswith(old_text):  # the line grew (typing, a progress bar): its
+                self._rows[y] = (text, at)  # moment is when it was complete
             else:
                 self._emit(old_text, first)
                 self._rows[y] = (text, at)

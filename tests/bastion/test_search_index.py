@@ -40,7 +40,7 @@ def test_displayed_lines_are_what_the_screen_showed() -> None:
         lines.feed(3 + s, b"\x1b[?1049h\x1b[H\x1b[2Jtop - 12:00:0%d\r\nPID 1 bash\x1b[?1049l" % s)
     lines.feed(9.0, b"\r\n" + b"".join(b"burst %d\r\n" % n for n in range(30)))  # scrolls past
     found = lines.finish()
-    assert found["$ printf x"] == 0.5
+    assert found["$ printf x"] == 1.7  # when the typed line was complete
     assert found["red-4711"] == 2.0  # colours and bold gone
     assert [found[f"top - 12:00:0{s}"] for s in range(5)] == [3, 4, 5, 6, 7]
     assert found["PID 1 bash"] == 3  # the same row repainted: once, at its first moment
