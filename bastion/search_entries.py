@@ -72,6 +72,26 @@ def _result_lines(payload: JSONValue) -> list[str]:
     return lines
 
 
+def _file_transfer(request: str | None) -> bool:
+    """True for an sftp subsystem or an scp/rsync exec: its data is files, not a screen
+    (their names are indexed from the audit rows instead)."""
+    if not request:
+        return False
+    if request.startswith("subsystem "):
+        return True
+    if request.startswith("exec "):
+        words = request[5:].strip("'\"").split()
+        return bool(words) and words[0].rsplit("/", 1)[-1] in ("scp", "rsync")
+    return False
+
+
+def _binary(text: str) -> bool:
+    """A line that is mostly undecodable or control characters (a binary stream on a
+    terminal-less channel): not worth indexing."""
+    bad = sum(1 for c in text if c == "\ufffd" or (c < " " and c != "\t"))
+    return bad * 4 > len(text)
+
+
 def recording_entries(
     path: str,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float], int]:
@@ -84,8 +104,9 @@ def recording_entries(
     with RecordingReader.open(path) as reader:
         header = reader.header
         lines = DisplayedLines(header.meta_int("cols") or 80, header.meta_int("rows") or 24)
+        screen = not _file_transfer(header.meta_str("request"))
         for event in reader.events():
-            if isinstance(event, Output):
+            if isinstance(event, Output) and screen:
                 size += len(event.data)
                 lines.feed(event.time, event.data)
             elif isinstance(event, Resize):
@@ -136,7 +157,8 @@ def session_entries(
     if recording is not None:
         output, results, statements, size = recording_entries(recording)
         for text, offset in output.items():
-            add("output", offset, text)
+            if not _binary(text):
+                add("output", offset, text)
         for text, offset in results.items():
             add("results", offset, text)
         for text, offset in statements.items():

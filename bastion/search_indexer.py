@@ -26,7 +26,7 @@ from recorder import LocalStorage
 log = logging.getLogger(__name__)
 
 _STOP = ""
-_CATCH_UP_BATCH = 500
+_CATCH_UP_LIMIT = 1_000_000  # session ids (a few MB): everything ended and not yet indexed
 
 
 def masks_of(config: Config) -> Masks:
@@ -121,7 +121,7 @@ class SearchIndexer:
     def _run(self, catch_up: bool) -> None:
         if catch_up:
             try:
-                for session_id in self._store.sessions_to_index(limit=_CATCH_UP_BATCH):
+                for session_id in self._store.sessions_to_index(limit=_CATCH_UP_LIMIT):
                     self._queue.put(session_id)
             except Exception:
                 log.exception("search index: listing sessions to catch up failed")

@@ -142,10 +142,11 @@ def test_sftp_upload_file_name(node: tuple[BastionHarness, PgTargets], tmp_path:
     who = b.contractor("sf")
     b.grant(who, "web1", options=("sftp",))
     local = tmp_path / "payload.txt"
-    local.write_text("data\n")
+    local.write_text("payload-content-6613\n")
     batch = tmp_path / "batch"
     remote = f"/tmp/upload-9931-{secrets.token_hex(3)}.txt"
-    batch.write_text(f"put {local} {remote}\nrm {remote}\n")
+    back = tmp_path / "back.txt"
+    batch.write_text(f"put {local} {remote}\nget {remote} {back}\nrm {remote}\n")
     done = subprocess.run(
         [
             "sftp", *who.ssh_args(), "-o", "BatchMode=no", "-b", str(batch), "-P", str(b.port),
@@ -155,8 +156,10 @@ def test_sftp_upload_file_name(node: tuple[BastionHarness, PgTargets], tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     session = _indexed(b, who)
+    assert back.read_text() == "payload-content-6613\n"
     hits = search(b, "upload-9931", "--in", "files", "--user", who.name)
     assert {h["text"] for h in hits} == {remote}
+    assert search(b, "payload-content-6613") == []  # a transfer's data is files, not a screen
     assert all(h["session_id"] == session.id and _within(h, session) for h in hits)
 
 
