@@ -379,17 +379,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         14,
         "search index: what sessions typed, showed, queried, returned and moved",
         (
-            # One row per distinct (kind, text) of a session; ``at_offset`` is the first
-            # moment it appeared (seconds since the session started).
-            """CREATE TABLE search_entries (
+            # A session's lines, a chunk per kind (and per ~64 KiB of text): ``offsets``
+            # (zlib JSON) gives each line's first moment in seconds since the start.
+            """CREATE TABLE search_chunks (
                 id {ID},
                 session_id TEXT NOT NULL REFERENCES sessions (id),
                 kind TEXT NOT NULL,
-                at_offset {FLOAT} NOT NULL,
-                text TEXT NOT NULL
+                first_offset {FLOAT} NOT NULL,
+                lines {BIGINT} NOT NULL,
+                offsets {BLOB} NOT NULL,
+                body {BLOB},
+                text TEXT
             )""",
-            "CREATE INDEX search_entries_session ON search_entries (session_id)",
-            # The per-session marker, written in the same transaction as its rows.
+            "CREATE INDEX search_chunks_session ON search_chunks (session_id)",
+            # The per-session marker, written in the same transaction as its chunks.
             """CREATE TABLE search_indexed (
                 session_id TEXT PRIMARY KEY REFERENCES sessions (id),
                 indexed_at {FLOAT} NOT NULL,
@@ -398,23 +401,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
         by_backend={
-            # SQLite: FTS5 with the trigram tokenizer over the entries (external content:
-            # the text is stored once); triggers keep it in step.
+            # SQLite: the lines compressed in ``body``; a contentless FTS5 trigram index
+            # without positions (detail=none) over them.
             "sqlite": (
-                "CREATE VIRTUAL TABLE search_fts USING fts5(text, content='search_entries',"
-                " content_rowid='id', tokenize='trigram')",
-                """CREATE TRIGGER search_entries_ai AFTER INSERT ON search_entries BEGIN
-                    INSERT INTO search_fts (rowid, text) VALUES (new.id, new.text);
-                END""",
-                """CREATE TRIGGER search_entries_ad AFTER DELETE ON search_entries BEGIN
-                    INSERT INTO search_fts (search_fts, rowid, text)
-                    VALUES ('delete', old.id, old.text);
-                END""",
+                "CREATE VIRTUAL TABLE search_fts USING fts5(text, content='',"
+                " tokenize='trigram', detail=none, columnsize=0)",
             ),
-            # PostgreSQL: pg_trgm (a trusted contrib extension since 13) GIN index.
+            # PostgreSQL: the lines in ``text`` (TOAST compresses it) under a pg_trgm GIN
+            # index (pg_trgm is a trusted contrib extension since PostgreSQL 13).
             "postgresql": (
                 "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-                "CREATE INDEX search_entries_trgm ON search_entries USING gin (text gin_trgm_ops)",
+                "CREATE INDEX search_chunks_trgm ON search_chunks USING gin (text gin_trgm_ops)",
             ),
         },
     ),
