@@ -186,8 +186,8 @@ class SearchIndex:
             end = session.ended_at if session.ended_at is not None else session.started_at
             audit = tx.all(
                 f"SELECT {rows.AUDIT_COLUMNS} FROM audit WHERE at >= ? AND at <= ?"  # noqa: S608  fixed SQL, ? values
-                " AND action LIKE 'file.%' ORDER BY id",
-                [session.started_at - 60.0, end + _FILE_AUDIT_LAG],
+                " AND action LIKE ? ORDER BY id",
+                [session.started_at - 60.0, end + _FILE_AUDIT_LAG, "file.%"],
             )
         files: list[tuple[float, str]] = []
         for r in audit:

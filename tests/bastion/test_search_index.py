@@ -195,3 +195,27 @@ def test_reindex_killed_half_way_then_rerun_equals_a_clean_run(
     assert again.returncode == 0, again.stderr
     assert f"indexed {left} session(s), 0 failed" in again.stderr
     assert _whole_index(config.path) == expected
+
+
+def test_session_sources_on_both_backends(store: Store) -> None:
+    """What the indexer reads from the store: command lines and audited file paths."""
+    now = time.time()
+    _session(store, "s-files", now - 100)
+    _session(store, "s-other", now - 100)
+    store.add_session_commands("s-files", [(now - 99, "ls /srv")])
+    store.append_audit(
+        "alice", "file.upload", "web1", {"session": "s-files", "path": "/srv/a.txt"}, now - 98
+    )
+    store.append_audit(
+        "alice", "file.upload", "web1", {"session": "s-other", "path": "/srv/b.txt"}, now - 98
+    )
+    store.append_audit(
+        "alice", "session.end", "web1", {"session": "s-files", "path": "not-a-file"}, now - 97
+    )
+    found = store.session_sources("s-files")
+    assert found is not None
+    session, commands, files = found
+    assert session.id == "s-files"
+    assert commands == [(pytest.approx(now - 99), "ls /srv")]
+    assert files == [(pytest.approx(now - 98), "/srv/a.txt")]
+    assert store.session_sources("nope") is None
