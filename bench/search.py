@@ -169,7 +169,7 @@ def index_bytes(store: Store) -> int:
             )
         else:
             row = tx.one(
-                "SELECT pg_total_relation_size('search_entries')"
+                "SELECT pg_total_relation_size('search_chunks')"
                 " + pg_total_relation_size('search_indexed') AS n"
             )
     return int(row["n"]) if row and row["n"] is not None else 0
