@@ -274,12 +274,7 @@ class SearchIndex:
                 where.append("search_fts MATCH ?")
                 params.append(_trigram_query(needle))
             else:
-                # The GIN index first, whatever the planner thinks of ORDER BY ... LIMIT
-                # (it would otherwise walk sessions newest first, testing every chunk).
-                source = (
-                    "(SELECT id FROM search_chunks WHERE text ILIKE ? OFFSET 0) m"
-                    " JOIN search_chunks c ON c.id = m.id"
-                )
+                where.append("c.text ILIKE ?")
                 params.append(_like(needle))
         where.append("c.kind IN (" + ", ".join("?" * len(kinds)) + ")")
         params += list(kinds)
