@@ -172,6 +172,11 @@ ADDRESS_BLOCKED: Final = "address.blocked"
 ADDRESS_UNBLOCKED: Final = "address.unblocked"
 """An admin lifted a source's block (``bastion lockouts unblock``)."""
 
+# --- search ---------------------------------------------------------------------------
+SESSION_SEARCH: Final = "session.search"
+"""Someone searched what sessions typed, showed or returned (searching is itself sensitive;
+details: ``text``, ``regex``, ``kinds``, ``user``, ``target``, ``since``, ``hits``, ``via``)."""
+
 # --- built at run time --------------------------------------------------------------
 FILE_PREFIX: Final = "file."
 UPSTREAM_PREFIX: Final = "upstream."

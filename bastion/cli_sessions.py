@@ -26,13 +26,14 @@ from bastion.cli_recordings import (
     printable,
     recording_path,
 )
+from bastion.cli_search import add_reindex_command, add_search_parser
 from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id, session_id_time
 from bastion.recording_files import RecordingFile
 from bastion.store import Store
-from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
+from bastion.store.models import AuditEvent, CertificateRecord, SessionRecord
 from bastion.timeparse import format_duration
 
 #: How far before a session's start its audit rows may be (login, upstream connect).
@@ -187,31 +188,6 @@ def _print_session(
         print(f"              {note}")
 
 
-def cmd_sessions_search(args: argparse.Namespace) -> int:
-    """Find the sessions in which a command containing TEXT was typed."""
-    if not args.text.strip():
-        raise UsageError("give some text to search for, e.g. 'systemctl restart'")
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    since = parse_since(args.since, time.time())
-    with opened(args) as (_c, store):
-        hits = store.search_commands(
-            args.text, user=args.user, target=args.target, since=since, limit=args.limit
-        )
-
-    def line(h: CommandHit) -> str:
-        return (
-            f"{h.session_id:<26} {format_time(h.at)} {h.user_name:<14} {h.target_name:<14} "
-            f"{printable(h.text)}"
-        )
-
-    emit(args, hits, line)
-    if not args.json:
-        sessions = len({h.session_id for h in hits})
-        print(f"{len(hits)} command(s) in {sessions} session(s)", file=sys.stderr)
-    return 0
-
-
 # --- locating recordings and keys -----------------------------------------------------
 
 
@@ -266,27 +242,7 @@ def add_session_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
     add_json(p)
     p.set_defaults(func=cmd_sessions_show)
 
-    p = ss.add_parser(
-        "search",
-        help="which sessions ran a command",
-        description=(
-            "Find commands containing TEXT (case-insensitive), newest first: the command of "
-            "an exec request (ssh host CMD) and the lines typed into a terminal. Typed lines "
-            "are reconstructed from keystrokes: tab completion, history recall, pastes into "
-            "editors and the like are missed; file transfers are not indexed. The recording "
-            "stays the evidence."
-        ),
-    )
-    p.add_argument("text", help="text the command line contains, e.g. 'systemctl restart'")
-    p.add_argument("--user", help="only this user's sessions")
-    p.add_argument("--target", help="only sessions to this target")
-    p.add_argument(
-        "--since", metavar="TIME|DURATION", help="typed after an ISO time, or e.g. 1d ago"
-    )
-    p.add_argument("--limit", type=int, default=100, help="at most this many hits (default 100)")
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_sessions_search)
+    add_search_parser(ss, add_config, add_json)
 
     p = ss.add_parser(
         "terminate",
@@ -302,3 +258,4 @@ def add_session_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
     p.set_defaults(func=cmd_sessions_terminate)
 
     add_recording_commands(sub, add_config, add_json)
+    add_reindex_command(sub, add_config)

@@ -28,6 +28,7 @@ from bastion.policy.hook import PolicyHook
 from bastion.recording import RecordingService
 from bastion.request_flow import RequestEvent, RequestFlow
 from bastion.request_hooks import FirstConnectClock, notification_of, run_lapses
+from bastion.search_indexer import SearchIndexer
 from bastion.secretbox import SecretBox
 from bastion.session.hold import HoldWaits
 from bastion.session.hooks import Hooks
@@ -125,6 +126,9 @@ class BastionNode:
             self.uploads = RecordingUploader(
                 config.recording_s3, self.recordings.storage, store, self.audit
             )
+
+        self.indexer = SearchIndexer(store, config)
+        """The search index's thread: sealed sessions are queued to it, never indexed inline."""
         self.metrics = Metrics()
         self.metrics.gauges.update(
             live_sessions=lambda: len(self.live.list()),
@@ -280,6 +284,8 @@ class BastionNode:
         self.spawn(self.watch_state())
         if self.uploads is not None:
             self.spawn(self.uploads.run())
+
+        self.indexer.start()
         self.notifier.start()
         self.spawn(run_lapses(self))
         self.hooks.register(self.policy)
@@ -294,6 +300,7 @@ class BastionNode:
     async def close(self) -> None:
         """Flush notifications, cancel background tasks and close the store."""
         await self.notifier.close(NOTIFY_FLUSH_SECONDS)
+        await asyncio.to_thread(self.indexer.close)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -137,6 +137,8 @@ class ConsoleApp(App[None]):
         title: str = "",
         start_at: float | None = None,
         marker: str | None = None,
+        highlight: str | None = None,
+        matches: tuple[float, ...] = (),
     ) -> None:
         """Ask the node where the recording is and open the player on it."""
         if self.source is None:
@@ -154,7 +156,9 @@ class ConsoleApp(App[None]):
                 start_at=start_at,
                 marker=marker,
                 opener=self.opener,
-            )
+                highlight=highlight,
+                matches=matches,
+            )  # fmt: skip
         )
 
     def open_live(self, session: SessionInfo) -> None:
@@ -221,6 +225,8 @@ class ConsoleApp(App[None]):
             title=message.title,
             start_at=message.start_at,
             marker=message.marker,
+            highlight=message.highlight,
+            matches=message.matches,
         )
 
     def on_open_live(self, message: OpenLive) -> None:

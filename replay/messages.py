@@ -25,6 +25,10 @@ class OpenPlayer(Message):
     start_at: float | None = None
     marker: str | None = None
     """Start at the marker nearest ``start_at`` whose label begins with this."""
+    highlight: str | None = None
+    """Text to highlight on the screen (a search's); ``n``/``N`` then step ``matches``."""
+    matches: tuple[float, ...] = ()
+    """Offsets of the search's hits in this session, for ``n``/``N``."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ from __future__ import annotations
 import codecs
 import copy
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -141,6 +142,10 @@ class _Screen(pyte.Screen):
         self._other: Buffer = _new_buffer(Char(" "))
         self._other_savepoints: list[Savepoint] = []
         self.last_char = ""
+        self.scrolled_off: Callable[[str], None] | None = None
+        """Called with the text of each line that leaves the screen (scrolled off the
+        top, cleared, switched away from) for the search index's lines-as-displayed;
+        None (the player) costs one test per scroll or clear."""
         self._glyph_attrs: Char | None = None
         self._glyphs: dict[str, Char] = {}
         self._glyph_tables: dict[Char, dict[str, Char]] = {}
@@ -171,6 +176,8 @@ class _Screen(pyte.Screen):
     def _switch(self, alternate: bool) -> None:
         if alternate == self.alternate:
             return
+        if self.scrolled_off is not None:
+            self._lines_leave(range(self.lines))
         self.buffer, self._other = self._other, self.buffer
         self.savepoints, self._other_savepoints = self._other_savepoints, self.savepoints
         self.alternate = alternate
@@ -400,8 +407,17 @@ class _Screen(pyte.Screen):
             rows = range(self.lines)
         else:
             return
+        if self.scrolled_off is not None:
+            self._lines_leave(rows if how == 2 else ())
         for y in rows:
             self._erase(y, 0, self.columns)
+
+    def _lines_leave(self, rows: range | tuple[()]) -> None:
+        """Hand rows about to be wiped (clear screen, screen switch) to ``scrolled_off``."""
+        if self.scrolled_off is not None:
+            for y in rows:
+                if y in self.buffer:
+                    self.scrolled_off(self.plain_line(y))
 
     def select_graphic_rendition(self, *attrs: int, **kwargs: Any) -> None:
         """SGR from plain parameters (pyte calls this itself for DECSCNM)."""
@@ -456,10 +472,28 @@ class _Screen(pyte.Screen):
         self.cursor.y = top + (line or 1) - 1
         self.ensure_vbounds()
 
+    def plain_line(self, y: int) -> str:
+        """Row ``y`` as plain text, trailing spaces stripped (no wide-character repair)."""
+        line = self.buffer.get(y)
+        if line is None:
+            return ""
+        return "".join(line[x].data for x in range(self.columns)).rstrip()
+
+    def index(self) -> None:
+        """IND / linefeed; a line scrolled off the top goes to ``scrolled_off`` first."""
+        if self.scrolled_off is not None:
+            top, bottom = self.margins or Margins(0, self.lines - 1)
+            if self.cursor.y == bottom:
+                self.scrolled_off(self.plain_line(top))
+        super().index()
+
     def scroll(self, count: int) -> None:
         """SU (count > 0) / SD (count < 0) inside the scrolling margins."""
         top, bottom = self.margins or Margins(0, self.lines - 1)
         n = min(abs(count), bottom - top + 1)
+        if self.scrolled_off is not None and count > 0:
+            for y in range(top, top + n):
+                self.scrolled_off(self.plain_line(y))
         order = range(top, bottom + 1) if count > 0 else range(bottom, top - 1, -1)
         step = n if count > 0 else -n
         for y in order:
@@ -584,6 +618,18 @@ class TerminalEmulator:
     def text(self) -> list[str]:
         """The visible lines as plain text, trailing spaces stripped."""
         return self.snapshot().text()
+
+    def watch_lines(self, scrolled_off: Callable[[str], None] | None) -> None:
+        """Have ``scrolled_off`` called with each line that leaves the screen: pushed off
+        the top, erased by a clear screen, or hidden by an alternate-screen switch."""
+        self._screen.scrolled_off = scrolled_off
+
+    def take_changed(self) -> list[tuple[int, str]]:
+        """Rows changed since the last call, as (row, plain text), cheaply (no cells)."""
+        screen = self._screen
+        rows = sorted(y for y in screen.dirty if 0 <= y < screen.lines)
+        screen.dirty.clear()
+        return [(y, screen.plain_line(y)) for y in rows]
 
     def snapshot(self) -> ScreenSnapshot:
         """An immutable copy of what the screen shows now."""

@@ -213,11 +213,15 @@ class ControlClient:
         target: str | None = None,
         since: float | None = None,
         limit: int = 200,
+        kinds: str | None = None,
+        regex: bool = False,
     ) -> list[SearchHit]:
-        """Commands and queries containing ``text``, newest first, with player offsets."""
+        """Index entries containing ``text`` (``kinds``: e.g. ``"output,results"``; ``regex``:
+        a Python pattern), newest session first, with player offsets. Audited by the node."""
         reply = await self._request(
-            "search", text=text, user=user, target=target, since=since, limit=limit
-        )
+            "search", text=text, user=user, target=target, since=since, limit=limit,
+            kinds=kinds, regex=regex,
+        )  # fmt: skip
         return [from_dict(SearchHit, h) for h in reply.get("hits", [])]
 
     async def list_alerts(self, *, since: float | None = None, limit: int = 200) -> list[AlertInfo]:

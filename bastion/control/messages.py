@@ -76,7 +76,7 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """A command or query matching a search, and where the player should jump."""
+    """A search index entry matching a search, and where the player should jump."""
 
     session_id: str
     at: float
@@ -85,6 +85,8 @@ class SearchHit:
     text: str
     user: str
     target: str
+    kind: str = "commands"
+    """``commands``, ``output``, ``queries``, ``results`` or ``files``."""
 
 
 @dataclass(frozen=True)

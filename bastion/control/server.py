@@ -52,6 +52,7 @@ from bastion.effective_access import user_access
 from bastion.errors import BastionError, NotFound
 from bastion.request_flow import RequestFlow
 from bastion.s3store import is_s3_location
+from bastion.search_query import audited_search, parse_kinds
 from bastion.service import BastionNode
 from bastion.store.models import Role, SessionRecord
 
@@ -450,27 +451,31 @@ class ControlServer:
         return {"alerts": [asdict(a) for a in found]}
 
     async def _search(self, conn: _Connection, req: dict[str, Any]) -> dict[str, Any]:
+        """The search index (admins and auditors; audited as ``session.search``)."""
+        assert conn.operator is not None  # noqa: S101  set by the handshake
         node = self.node
+        kinds = parse_kinds(_opt_str(req, "kinds"))
         hits = await node.call(
-            node.store.search_commands,
+            audited_search,
+            node.store,
+            Origin.control(conn.operator.name, node.node),
             _str(req, "text"),
+            kinds=kinds,
             user=_opt_str(req, "user"),
             target=_opt_str(req, "target"),
             since=_opt_float(req, "since"),
+            regex=req.get("regex") is True,
             limit=_limit(req, 200),
         )
-        starts: dict[str, float] = {}
-        for sid in {h.session_id for h in hits}:
-            s = await node.call(node.store.get_session, sid)
-            starts[sid] = s.started_at if s is not None else 0.0
         found = [
             SearchHit(
                 session_id=h.session_id,
                 at=h.at,
-                offset=max(0.0, h.at - starts[h.session_id]),
+                offset=h.offset,
                 text=h.text,
                 user=h.user_name,
                 target=h.target_name,
+                kind=h.kind,
             )
             for h in hits
         ]

@@ -6,7 +6,7 @@ session is refused with ``RecordingUnavailable``. Then ``begin_session`` writes
 the live session row and audits ``session.start``.
 
 The order matters and is the product's promise: close the recording (signed
-trailer), close the session row with the final hash, fill the search index
+trailer), close the session row with the final hash, fill the command search
 (derived data: a failure there is logged, never fatal), repack the file into
 large chunks (the row follows the new hash), and only then audit
 ``session.end`` — once that row exists, the session row and the file are final.
@@ -14,6 +14,9 @@ large chunks (the row follows the new hash), and only then audit
 Every row here goes through ``BastionNode.write``: while the state database is
 unreachable the rows wait in the outbox, in this same order, and reach the
 database when it returns.
+
+``session.end`` — once that row exists, the session row and the file are final,
+and the session is queued to the search index's thread (``bastion.search_indexer``).
 """
 
 from __future__ import annotations
@@ -179,6 +182,8 @@ async def finish_session(
     if recording is not None and node.uploads is not None:
         # Sealed (or failed, unsealable): off to S3 in the background, never on this path.
         node.uploads.submit(end.session_id, recording.writer.location)
+
+    node.indexer.submit(end.session_id)  # sealed: its thread indexes it, off the relay
 
 
 def recording_broke(

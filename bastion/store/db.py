@@ -38,6 +38,7 @@ from bastion.store.nodes import Nodes
 from bastion.store.policy import Policies
 from bastion.store.profiles import Profiles
 from bastion.store.requests import Requests
+from bastion.store.search import SearchIndex
 from bastion.store.tokens import Tokens
 
 _IN_CHUNK = 500
@@ -67,7 +68,9 @@ def _key_body(key_line: str) -> str:
 
 # SQL here is built only from fixed text: the column lists in rows.py, conditions
 # written in this file and "?" marks; every value is a parameter ("noqa: S608" below).
-class Store(History, Tokens, Requests, Policies, Engagements, Profiles, Nodes, AddressBlocks):
+class Store(
+    History, Tokens, Requests, Policies, Engagements, Profiles, Nodes, AddressBlocks, SearchIndex
+):
     """Persistent state shared by every bastion node."""
 
     def __init__(self, backend: Backend, box: SecretBox) -> None:

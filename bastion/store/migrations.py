@@ -422,6 +422,46 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        14,
+        "search index: what sessions typed, showed, queried, returned and moved",
+        (
+            # A session's lines, a chunk per kind (and per ~64 KiB of text): ``offsets``
+            # (zlib JSON) gives each line's first moment in seconds since the start.
+            """CREATE TABLE search_chunks (
+                id {ID},
+                session_id TEXT NOT NULL REFERENCES sessions (id),
+                kind TEXT NOT NULL,
+                first_offset {FLOAT} NOT NULL,
+                lines {BIGINT} NOT NULL,
+                offsets {BLOB} NOT NULL,
+                body {BLOB},
+                text TEXT
+            )""",
+            "CREATE INDEX search_chunks_session ON search_chunks (session_id)",
+            # The per-session marker, written in the same transaction as its chunks.
+            """CREATE TABLE search_indexed (
+                session_id TEXT PRIMARY KEY REFERENCES sessions (id),
+                indexed_at {FLOAT} NOT NULL,
+                entries {BIGINT} NOT NULL,
+                source_bytes {BIGINT} NOT NULL
+            )""",
+        ),
+        by_backend={
+            # SQLite: the lines compressed in ``body``; a contentless FTS5 trigram index
+            # without positions (detail=none) over them.
+            "sqlite": (
+                "CREATE VIRTUAL TABLE search_fts USING fts5(text, content='',"
+                " tokenize='trigram', detail=none, columnsize=0)",
+            ),
+            # PostgreSQL: the lines in ``text`` (TOAST compresses it) under a pg_trgm GIN
+            # index (pg_trgm is a trusted contrib extension since PostgreSQL 13).
+            "postgresql": (
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+                "CREATE INDEX search_chunks_trgm ON search_chunks USING gin (text gin_trgm_ops)",
+            ),
+        },
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

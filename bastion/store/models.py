@@ -228,6 +228,22 @@ class CommandHit:
 
 
 @dataclass(frozen=True)
+class IndexHit:
+    """A search index entry that matched: which session, what kind, when, the line."""
+
+    session_id: str
+    kind: str
+    """``commands``, ``output``, ``queries``, ``results`` or ``files``."""
+    offset: float
+    """Seconds since the session started when the text first appeared."""
+    at: float
+    """Wall-clock time of that moment."""
+    text: str
+    user_name: str
+    target_name: str
+
+
+@dataclass(frozen=True)
 class CertificateRecord:
     """An upstream user certificate the CA issued."""
 

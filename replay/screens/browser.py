@@ -101,7 +101,10 @@ class BrowserScreen(Screen[None]):
         Binding("r", "reload", "Reload"),
         Binding("p", "requests", "Requests", tooltip="the access requests (pending first)"),
         Binding(
-            "u", "access", "Access", tooltip="what the selected session's user can reach now",
+            "u",
+            "access",
+            "Access",
+            tooltip="what the selected session's user can reach now",
             show=False,
         ),
         Binding("a", "alerts", "Alerts", tooltip="alerts and policy decisions, newest first"),
@@ -128,6 +131,8 @@ class BrowserScreen(Screen[None]):
         self.refresh_interval = refresh_interval
         self.sessions: dict[str, SessionInfo] = {}
         self.hits: list[SearchHit] = []
+        self.searched = ""
+        """The text of the last search (highlighted in the player it opens)."""
         self.filters = Filters()
         self.pending_requests: int | None = None
         """Pending access requests at the last reload (None: the node did not say)."""
@@ -262,6 +267,7 @@ class BrowserScreen(Screen[None]):
             self.notify(str(e), severity="error", timeout=10, markup=False)
             return
         self.hits = hits
+        self.searched = text
         table = self.query_one("#hits", DataTable)
         table.clear()
         for i, h in enumerate(hits):
@@ -316,7 +322,16 @@ class BrowserScreen(Screen[None]):
         index = int(event.row_key.value or 0)
         if 0 <= index < len(self.hits):
             hit = self.hits[index]
-            self.post_message(OpenPlayer(hit.session_id, one_line(hit.text, 40), hit.offset))
+            matches = tuple(sorted({h.offset for h in self.hits if h.session_id == hit.session_id}))
+            self.post_message(
+                OpenPlayer(
+                    hit.session_id,
+                    one_line(hit.text, 40),
+                    hit.offset,
+                    highlight=self.searched or None,
+                    matches=matches,
+                )  # fmt: skip
+            )
 
     def action_open(self) -> None:
         """Open the selected session."""

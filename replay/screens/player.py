@@ -60,6 +60,7 @@ class PlayerScreen(Screen[None]):
         Binding("plus,equals_sign", "faster", "faster", group=_SPEED, key_display="+"),
         Binding("p", "command(-1)", "previous command/query", group=_CMD),
         Binding("n", "command(1)", "next command/query", group=_CMD),
+        Binding("N", "command(-1, True)", "previous search match", group=_CMD, show=False),
         Binding(
             "left_square_bracket", "marker(-1)", "previous marker", group=_MARK, key_display="["
         ),
@@ -82,6 +83,9 @@ class PlayerScreen(Screen[None]):
         idle_limit: float = 2.0,
         marker: str | None = None,
         opener: RecordingOpener | None = None,
+
+        highlight: str | None = None,
+        matches: tuple[float, ...] = (),
     ) -> None:
         """Play the recording at ``path``; ``start_at`` jumps there once indexed, or
         to the marker nearest it whose label begins with ``marker`` (an alert's).
@@ -93,6 +97,9 @@ class PlayerScreen(Screen[None]):
         self.session_title = title
         self.start_at = start_at
         self.marker = marker
+        self.highlight = highlight
+        """A search's text: highlighted on screen; ``n``/``N`` step through ``matches``."""
+        self.matches = sorted(matches)
         self.idle_limit = idle_limit
         self.player: Player | None = None
         self.database = False
@@ -103,7 +110,7 @@ class PlayerScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """Status line, screen or query table, typed-input overlay, timeline, keys."""
         yield Static("opening…", id="info", classes="topbar")
-        yield TerminalView(id="term")
+        yield TerminalView(id="term", highlight=self.highlight)
         yield Input(placeholder="filter queries (Enter)", id="query-filter", compact=True)
         yield QueryTable(id="queries")
         yield Static("", id="typed")
@@ -294,14 +301,39 @@ class PlayerScreen(Screen[None]):
         player.seek(when)
         self._redraw()
 
-    def action_command(self, direction: int) -> None:
-        """Jump to the next/previous command (or shown query for databases)."""
+    def action_command(self, direction: int, match_only: bool = False) -> None:
+        """Jump to the next/previous search match when opened from a search (``n``/``N``),
+        else to the next/previous command (or shown query for databases)."""
         if self.player is None:
+            return
+        if self.matches:
+            self._step_match(direction)
+            return
+        if match_only:
             return
         if self.database:
             self._go(self.query_one(QueryTable).times(), direction, "query")
         else:
             self._go(self.player.command_times(), direction, "command")
+
+    def _step_match(self, direction: int) -> None:
+        """The next/previous search match, exactly (matches may be milliseconds apart)."""
+        player = self.player
+        if player is None:
+            return
+        at = player.position
+        if direction > 0:
+            later = [t for t in self.matches if t > at + 1e-6]
+            when = later[0] if later else None
+        else:
+            earlier = [t for t in self.matches if t < at - 1e-6]
+            when = earlier[-1] if earlier else None
+        if when is None:
+            word = "next" if direction > 0 else "previous"
+            self.notify(f"no {word} match", timeout=2, markup=False)
+            return
+        player.seek(when)
+        self._redraw()
 
     def action_marker(self, direction: int) -> None:
         """Jump to the next/previous marker."""

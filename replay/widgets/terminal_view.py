@@ -70,6 +70,45 @@ def line_strip(cells: tuple[Cell, ...], cursor_x: int = -1) -> Strip:
     return Strip(segments, len(cells))
 
 
+HIGHLIGHT = Style(color="black", bgcolor="yellow", bold=True)
+"""A search match on screen."""
+
+
+def matched_columns(cells: tuple[Cell, ...], needle: str) -> list[tuple[int, int]]:
+    """(start, end) cell columns of each case-insensitive occurrence of ``needle``."""
+    columns: list[int] = []
+    text = []
+    for x, cell in enumerate(cells):
+        if cell.char:
+            columns.append(x)
+            text.append(cell.char[:1])
+    line = "".join(text).lower()
+    found = []
+    start = line.find(needle)
+    while start >= 0 and needle:
+        end = start + len(needle)
+        found.append((columns[start], columns[end - 1] + 1))
+        start = line.find(needle, end)
+    return found
+
+
+def _highlighted(strip: Strip, cells: tuple[Cell, ...], needle: str) -> Strip:
+    spans = matched_columns(cells, needle)
+    if not spans:
+        return strip
+    parts: list[Strip] = []
+    x = 0
+    for start, end in spans:
+        parts.append(strip.crop(x, start))
+        marked = strip.crop(start, end)
+        parts.append(
+            Strip([Segment(seg.text, (seg.style or Style()) + HIGHLIGHT) for seg in marked])
+        )
+        x = end
+    parts.append(strip.crop(x, strip.cell_length))
+    return Strip.join(parts)
+
+
 class TerminalView(ScrollView, can_focus=False):
     """Shows a ``ScreenSnapshot``. A session larger than the widget is clipped and
     scrolled to keep the cursor in view (the mouse wheel scrolls too); not focusable, so
@@ -87,6 +126,7 @@ class TerminalView(ScrollView, can_focus=False):
         self,
         *,
         show_cursor: bool = True,
+        highlight: str | None = None,
         name: str | None = None,
         id: str | None = None,  # noqa: A002 - Textual's keyword
         classes: str | None = None,
@@ -94,6 +134,8 @@ class TerminalView(ScrollView, can_focus=False):
         """An empty view; call ``show`` with a snapshot."""
         super().__init__(name=name, id=id, classes=classes)
         self.show_cursor = show_cursor
+        self.highlight = highlight.lower() if highlight else None
+        """Text shown highlighted wherever a line contains it (case-insensitive)."""
         self.snapshot: ScreenSnapshot | None = None
 
     def show(self, snapshot: ScreenSnapshot) -> None:
@@ -132,5 +174,7 @@ class TerminalView(ScrollView, can_focus=False):
             else -1
         )
         strip = line_strip(snap.lines[row], cursor_x)
+        if self.highlight:
+            strip = _highlighted(strip, snap.lines[row], self.highlight)
         strip = strip.crop(scroll_x, scroll_x + width)
         return strip.extend_cell_length(width, self.rich_style).apply_style(self.rich_style)

@@ -41,6 +41,8 @@ CONTRACT = {
     "recording.uploaded",
 
     "channel.refused",
+
+    "session.search",
 }  # fmt: skip
 
 #: An audit call and the first lines of its arguments.

@@ -277,11 +277,18 @@ def test_search_finds_the_session_that_ran_a_command(
     node: Node, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(capsys, "sessions", "search", "SYSTEMCTL", "--config", node.cfg)
+    assert code == 0 and out == ""
+    assert "the search index is empty; run 'bastion reindex'" in err
+    code, _, err = run(capsys, "reindex", "--config", node.cfg)
+    assert code == 0 and "indexed 2 session(s), 0 failed" in err  # C is live: not yet
+    code, out, err = run(capsys, "sessions", "search", "SYSTEMCTL", "--config", node.cfg)
     assert code == 0
     assert out.count("\n") == 1
     assert node.a in out and "alice" in out and "web1" in out
-    assert "systemctl restart nginx" in out
-    assert "1 command(s) in 1 session(s)" in err
+    assert "commands" in out and "systemctl restart nginx" in out
+    assert "1 hit(s) in 1 session(s)" in err
+    code, out, err = run(capsys, "sessions", "search", "restarting €", "--config", node.cfg)
+    assert "output" in out and "restarting € done" in out  # as displayed: the € made whole
 
     code, out, _ = run(
         capsys, "sessions", "search", "passwd", "--user", "bob", "--json", "--config", node.cfg

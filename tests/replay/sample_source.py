@@ -18,6 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from recorder import RecordingReader, Structured, extract_commands
+from recorder.events import Output, Resize
+from replay.screen_lines import DisplayedLines
 from replay.source import (
     AlertInfo,
     ApprovalInfo,
@@ -229,6 +231,19 @@ class SampleSource:
                 if text.lower() in line.lower():
                     hits.append(
                         SearchHit(s.id, s.started_at + offset, offset, line, s.user, s.target)
+                    )
+            shown = DisplayedLines(80, 24)  # what the node's index holds as "output"
+            for e in events:
+                if isinstance(e, Output):
+                    shown.feed(e.time, e.data)
+                elif isinstance(e, Resize):
+                    shown.resize(e.time, e.cols, e.rows)
+            for line, offset in sorted(shown.finish().items(), key=lambda item: item[1]):
+                if text.lower() in line.lower():
+                    hits.append(
+                        SearchHit(
+                            s.id, s.started_at + offset, offset, line, s.user, s.target, "output"
+                        )
                     )
         return hits[:limit]
 

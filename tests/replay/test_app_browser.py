@@ -117,8 +117,12 @@ async def test_search_opens_the_player_at_the_hit() -> None:
         await pilot.press("slash", *"before vim", "enter")
         await settle(pilot)
         hits = rows(app, "#hits")
-        assert [h[1:3] for h in hits] == [["alice", "web1"]]
-        assert hits[0][3] == "printf 'before vim\\n'"
+        assert [h[1:3] for h in hits] == [["alice", "web1"]] * 3
+        assert [h[3] for h in hits] == [
+            "printf 'before vim\\n'",  # typed
+            "demo$ printf 'before vim\\n'",  # shown (output, as the node indexes it)
+            "before vim",
+        ]
         browser = app.screen
         assert isinstance(browser, BrowserScreen)
         offset = browser.hits[0].offset
@@ -224,3 +228,42 @@ def test_command_line_chooses_the_first_screen(tmp_path: Path) -> None:
     copy.write_bytes(b"")
     assert start_for(parser.parse_args(["replay", str(copy)])) == Start("replay", path=str(copy))
     assert start_for(parser.parse_args(["replay", "s.bastrec"])).path == "s.bastrec"
+
+
+async def test_a_search_hit_opens_the_player_highlighted_and_n_steps_through_matches() -> None:
+    source = SampleSource()
+    app = console(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"VIM", "enter")
+        await settle(pilot)
+        browser = app.screen
+        assert isinstance(browser, BrowserScreen)
+        mine = [h for h in browser.hits if h.session_id == "s-vim"]
+        offsets = sorted({h.offset for h in mine})
+        assert len(offsets) >= 3
+        target = next(i for i, h in enumerate(browser.hits) if h.text == "before vim")
+        for _ in range(target):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, PlayerScreen) and screen.player is not None
+        assert screen.player.position == browser.hits[target].offset
+        view = screen.query_one("#term", TerminalView)
+        row = view.text().index("before vim")
+        lit = [
+            seg.text
+            for seg in view.render_line(row - view.scroll_offset.y)
+            if seg.style is not None and seg.style.bgcolor is not None
+            and seg.style.bgcolor.name == "yellow"
+        ]  # fmt: skip
+        assert lit == ["vim"]  # the match, not the whole line
+        here = offsets.index(screen.player.position)
+        await pilot.press("n")
+        await settle(pilot)
+        assert screen.player.position == offsets[here + 1]
+        await pilot.press("N")
+        await pilot.press("N")
+        await settle(pilot)
+        assert screen.player.position == offsets[here - 1]

@@ -308,6 +308,8 @@ def test_admin_terminate_and_cli_views(pg: PgTargets) -> None:
     assert any("before terminate" in json.dumps(line) for line in lines)
     verify = pg.harness.cli("verify", session.id)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    store = pg.harness.store
+    wait_until(lambda: store.is_indexed(session.id), 30, f"session {session.id} indexed")
     hits = pg.harness.cli("sessions", "search", "before terminate")
     assert session.id in hits.stdout
 

@@ -1,0 +1,167 @@
+"""What the search index holds for one session, from its recording and the store.
+
+Kinds: ``commands`` (typed and exec command lines), ``queries`` (SQL statements),
+``output`` (terminal lines as displayed, ``replay.screen_lines``), ``results``
+(captured PostgreSQL rows, already masked when recorded: a masked value is ``***``)
+and ``files`` (paths of audited scp/sftp operations). Every text goes through the
+content masks (``[postgres] mask_patterns``, the secret detectors) before it is
+returned: what a mask hides never reaches the index. Pure reading, no writes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT
+from bastion.store import Store
+from recorder import RecordingReader
+from recorder.events import JSONValue, Output, Resize, Structured
+
+MASK = "***"
+_MAX_TEXT = 4096
+_MAX_RESULT_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class SessionEntries:
+    """A session's index entries and the recorded bytes they were taken from."""
+
+    entries: list[tuple[str, float, str]]
+    """(kind, offset in seconds since the start, text), each (kind, text) once."""
+    source_bytes: int
+
+
+class Masks:
+    """Content masks applied to every indexed text."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self._patterns = tuple(re.compile(p) for p in patterns)
+
+    def apply(self, text: str) -> str:
+        """``text`` with every match of a mask replaced by ``***``."""
+        for pattern in self._patterns:
+            text = pattern.sub(MASK, text)
+        return text
+
+
+def _cell(value: JSONValue) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _result_lines(payload: JSONValue) -> list[str]:
+    """One line per captured row: its values joined by `` | `` (masked ones are ``***``)."""
+    if not isinstance(payload, dict):
+        return []
+    found = payload.get("rows")
+    if not isinstance(found, list):
+        return []
+    lines = []
+    for row in found:
+        if isinstance(row, list):
+            lines.append(" | ".join(_cell(v) for v in row))
+        elif isinstance(row, dict):
+            lines.append(" | ".join(_cell(v) for v in row.values()))
+        else:
+            lines.append(_cell(row))
+    return lines
+
+
+def _file_transfer(request: str | None) -> bool:
+    """True for an sftp subsystem or an scp/rsync exec: its data is files, not a screen
+    (their names are indexed from the audit rows instead)."""
+    if not request:
+        return False
+    if request.startswith("subsystem "):
+        return True
+    if request.startswith("exec "):
+        words = request[5:].strip("'\"").split()
+        return bool(words) and words[0].rsplit("/", 1)[-1] in ("scp", "rsync")
+    return False
+
+
+def _binary(text: str) -> bool:
+    """A line that is mostly undecodable or control characters (a binary stream on a
+    terminal-less channel): not worth indexing."""
+    bad = sum(1 for c in text if c == "\ufffd" or (c < " " and c != "\t"))
+    return bad * 4 > len(text)
+
+
+def recording_entries(
+    path: str,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], int]:
+    """(output lines, result lines, statements) -> first offset, and the output bytes read."""
+    from replay.screen_lines import DisplayedLines  # headless emulator; loaded only to index
+
+    results: dict[str, float] = {}
+    statements: dict[str, float] = {}
+    size = 0
+    with RecordingReader.open(path) as reader:
+        header = reader.header
+        lines = DisplayedLines(header.meta_int("cols") or 80, header.meta_int("rows") or 24)
+        screen = not _file_transfer(header.meta_str("request"))
+        for event in reader.events():
+            if isinstance(event, Output) and screen:
+                size += len(event.data)
+                lines.feed(event.time, event.data)
+            elif isinstance(event, Resize):
+                lines.resize(event.time, event.cols, event.rows)
+            elif isinstance(event, Structured):
+                if event.name == ROWS_EVENT and len(results) < _MAX_RESULT_ROWS:
+                    for line in _result_lines(event.payload):
+                        size += len(line)
+                        results.setdefault(line[:_MAX_TEXT], event.time)
+                elif event.name == QUERY_EVENT and isinstance(event.payload, dict):
+                    sql = event.payload.get("sql")
+                    if isinstance(sql, str) and sql.strip():
+                        size += len(sql)
+                        statements.setdefault(sql.strip()[:_MAX_TEXT], event.time)
+    return lines.finish(), results, statements, size
+
+
+def session_entries(
+    store: Store, session_id: str, recording: str | None, masks: Masks
+) -> SessionEntries | None:
+    """Everything to index for ``session_id`` (None if there is no such session).
+
+    ``recording`` is the path of its recording (None or missing: store sources only).
+    Raises RecordingError or OSError if the recording cannot be read.
+    """
+    sources = store.session_sources(session_id)
+    if sources is None:
+        return None
+    session, commands, files = sources
+    start = session.started_at
+    found: dict[tuple[str, str], float] = {}
+
+    def add(kind: str, offset: float, text: str) -> None:
+        text = masks.apply(text.strip()[:_MAX_TEXT])
+        if not text or text == MASK:
+            return
+        key = (kind, text)
+        offset = max(0.0, round(offset, 3))
+        if key not in found or offset < found[key]:
+            found[key] = offset
+
+    typed = "queries" if session.protocol == "postgres" else "commands"
+    for at, text in commands:
+        add(typed, at - start, text)
+    for at, path in files:
+        add("files", at - start, path)
+    size = 0
+    if recording is not None:
+        output, results, statements, size = recording_entries(recording)
+        for text, offset in output.items():
+            if not _binary(text):
+                add("output", offset, text)
+        for text, offset in results.items():
+            add("results", offset, text)
+        for text, offset in statements.items():
+            add("queries", offset, text)
+    entries = sorted((kind, offset, text) for (kind, text), offset in found.items())
+    return SessionEntries(entries, size)

@@ -1,0 +1,359 @@
+"""The search index of sessions: chunks of lines, per-session markers, substring search.
+
+A mixin of ``Store``. A session's index is a few rows, one chunk per kind (and per
+~64 KiB of text): its lines, each with its first offset, stored compressed, and a
+trigram index over them. Why chunks and not a row per line: the trigram postings
+of a chunk are shared by all its lines and the text compresses, which makes the
+index ~17x smaller on the bench's fleet (bench/README.md, "search.py"). The index
+narrows to candidate chunks; the lines are then checked in Python, which makes the
+answer exact (and the regex search possible).
+
+SQLite: a contentless FTS5 table with the trigram tokenizer, ``detail=none`` (no
+positions), queried with every trigram of the text; the lines live in ``body``
+(zlib). PostgreSQL: the lines in ``text`` (TOAST compresses it) under a ``pg_trgm``
+GIN index, queried with ``ILIKE``. Texts shorter than three characters cannot use
+a trigram index and scan the chunks.
+
+``replace_session_index`` swaps a session's chunks and its marker in one
+transaction, so an index interrupted half-way is either the old state or the new
+one, never a mix, and running it twice gives the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from bastion.errors import UsageError
+from bastion.store import rows
+from bastion.store.backends import Backend, Row, Tx
+from bastion.store.history import where_clause
+from bastion.store.models import IndexHit, SessionRecord
+
+KINDS = ("commands", "output", "queries", "results", "files")
+"""What the index holds, in the order ``--in`` lists them."""
+
+_CHUNK_TEXT = 64 * 1024  # characters of lines per chunk
+_FILE_AUDIT_LAG = 60.0  # file rows are spawned as the channel closes: a little after the end
+_SCAN_BATCH = 200  # chunks fetched per query while collecting hits
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _chunks(
+    entries: Sequence[tuple[str, float, str]],
+) -> Iterator[tuple[str, list[float], list[str]]]:
+    """(kind, offsets, lines) per chunk, lines in offset order within a kind."""
+    by_kind: dict[str, list[tuple[float, str]]] = {}
+    for kind, offset, text in entries:
+        by_kind.setdefault(kind, []).append((float(offset), _one_line(text)))
+    for kind in sorted(by_kind):
+        items = sorted(by_kind[kind])
+        offsets: list[float] = []
+        lines: list[str] = []
+        size = 0
+        for offset, text in items:
+            if lines and size + len(text) > _CHUNK_TEXT:
+                yield kind, offsets, lines
+                offsets, lines, size = [], [], 0
+            offsets.append(offset)
+            lines.append(text)
+            size += len(text) + 1
+        if lines:
+            yield kind, offsets, lines
+
+
+def _trigram_query(text: str) -> str:
+    """An FTS5 query every row holding ``text`` matches: all of its trigrams."""
+    grams = sorted({text[i : i + 3] for i in range(len(text) - 2)})
+    return " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
+
+
+# SQL here is built only from fixed text and "?" marks; every value is a parameter.
+class SearchIndex:
+    """Index chunks of a ``Store``."""
+
+    _db: Backend
+
+    def replace_session_index(
+        self,
+        session_id: str,
+        entries: Sequence[tuple[str, float, str]],
+        *,
+        source_bytes: int,
+        now: float,
+    ) -> None:
+        """Make ``entries`` (kind, offset, text) the session's index and mark it indexed."""
+        sqlite = self._db.name == "sqlite"
+        with self._db.transaction(write=True) as tx:
+            self._delete_chunks(tx, session_id)
+            tx.run("DELETE FROM search_indexed WHERE session_id = ?", [session_id])
+            for kind, offsets, lines in _chunks(entries):
+                text = "\n".join(lines)
+                packed = zlib.compress(json.dumps(offsets).encode(), 6)
+                if sqlite:
+                    chunk_id = tx.insert(
+                        "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
+                        " offsets, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                        [session_id, kind, offsets[0], len(lines), packed,
+                         zlib.compress(text.encode(), 6)],
+                    )  # fmt: skip
+                    tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
+                else:
+                    tx.run(
+                        "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
+                        " offsets, text) VALUES (?, ?, ?, ?, ?, ?)",
+                        [session_id, kind, offsets[0], len(lines), packed, text],
+                    )
+            tx.run(
+                "INSERT INTO search_indexed (session_id, indexed_at, entries, source_bytes)"
+                " VALUES (?, ?, ?, ?)",
+                [session_id, float(now), len(entries), int(source_bytes)],
+            )
+
+    def _delete_chunks(self, tx: Tx, session_id: str) -> None:
+        if self._db.name == "sqlite":  # a contentless FTS5 row is deleted with its text
+            for r in tx.all(
+                "SELECT id, body FROM search_chunks WHERE session_id = ?", [session_id]
+            ):
+                tx.run(
+                    "INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', ?, ?)",
+                    [r["id"], zlib.decompress(r["body"]).decode()],
+                )
+        tx.run("DELETE FROM search_chunks WHERE session_id = ?", [session_id])
+
+    def is_indexed(self, session_id: str) -> bool:
+        """True once the session's index rows are complete."""
+        with self._db.transaction() as tx:
+            row = tx.one("SELECT 1 AS x FROM search_indexed WHERE session_id = ?", [session_id])
+        return row is not None
+
+    def sessions_to_index(
+        self, *, since: float | None = None, again: bool = False, limit: int = 1000
+    ) -> list[str]:
+        """Ended sessions (oldest first) without a marker (``again``: with or without)."""
+        where = ["s.ended_at IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("s.started_at >= ?")
+            params.append(float(since))
+        if not again:
+            where.append("i.session_id IS NULL")
+        sql = (
+            "SELECT s.id FROM sessions s LEFT JOIN search_indexed i ON i.session_id = s.id"  # noqa: S608  fixed SQL, ? values
+            + where_clause(where)
+            + " ORDER BY s.started_at, s.id LIMIT ?"
+        )
+        with self._db.transaction() as tx:
+            return [str(r["id"]) for r in tx.all(sql, [*params, int(limit)])]
+
+    def session_index(self, session_id: str) -> list[tuple[str, float, str]]:
+        """A session's entries (kind, offset, text) in a stable order (tests, checks)."""
+        with self._db.transaction() as tx:
+            found = tx.all(
+                "SELECT id, kind, offsets, body, text FROM search_chunks WHERE session_id = ?",
+                [session_id],
+            )
+        out = [(str(r["kind"]), offset, line) for r in found for offset, line in _lines(r)]
+        return sorted(out)
+
+    def session_sources(
+        self, session_id: str
+    ) -> tuple[SessionRecord, list[tuple[float, str]], list[tuple[float, str]]] | None:
+        """What the store knows of a session for its index: the row, its command lines
+        (time, text) and the paths of its audited file operations (time, path)."""
+        with self._db.transaction() as tx:
+            row = tx.one(f"{rows.SESSION_SELECT} WHERE s.id = ?", [session_id])
+            if row is None:
+                return None
+            session = rows.session(row)
+            commands = [
+                (float(r["at"]), str(r["text"]))
+                for r in tx.all(
+                    "SELECT at, text FROM session_commands WHERE session_id = ? ORDER BY seq",
+                    [session_id],
+                )
+            ]
+            end = session.ended_at if session.ended_at is not None else session.started_at
+            audit = tx.all(
+                f"SELECT {rows.AUDIT_COLUMNS} FROM audit WHERE at >= ? AND at <= ?"  # noqa: S608  fixed SQL, ? values
+                " AND action LIKE ? ORDER BY id",
+                [session.started_at - 60.0, end + _FILE_AUDIT_LAG, "file.%"],
+            )
+        files: list[tuple[float, str]] = []
+        for r in audit:
+            event = rows.audit_event(r)
+            details = event.details
+            if details.get("session") != session_id:
+                continue
+            for key in ("path", "detail"):
+                value = details.get(key)
+                if isinstance(value, str) and value:
+                    files.append((event.at, value))
+        return session, commands, files
+
+    def index_totals(self) -> tuple[int, int, int]:
+        """(sessions indexed, entries, bytes of recorded source they cover)."""
+        with self._db.transaction() as tx:
+            row = tx.one(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(entries), 0) AS e,"
+                " COALESCE(SUM(source_bytes), 0) AS b FROM search_indexed"
+            )
+        assert row is not None  # noqa: S101  an aggregate always has a row
+        return int(row["n"]), int(row["e"]), int(row["b"])
+
+    def search_index(
+        self,
+        text: str,
+        *,
+        kinds: Sequence[str] = KINDS,
+        user: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        regex: bool = False,
+        limit: int = 100,
+    ) -> list[IndexHit]:
+        """Lines containing ``text`` (case-insensitive; ``regex``: matching the Python
+        pattern ``text``), newest session first, then by offset."""
+        unknown = set(kinds) - set(KINDS)
+        if unknown or not kinds:
+            raise UsageError(
+                f"--in takes {','.join(KINDS)} (comma-separated), not {','.join(sorted(unknown))}"
+            )
+        needle, matches = _matcher(text, regex)
+        sql, params = self._search_sql(needle, kinds, user, target, since)
+        hits: list[IndexHit] = []
+        last_session: str | None = None
+        offset = 0
+        while True:
+            with self._db.transaction() as tx:
+                found = tx.all(sql + " LIMIT ? OFFSET ?", [*params, _SCAN_BATCH, offset])
+            for r in found:
+                session_id = str(r["session_id"])
+                if len(hits) >= limit and session_id != last_session:
+                    return _ordered(hits)[:limit]
+                last_session = session_id
+                started = float(r["started_at"])
+                for at, line in _lines(r):
+                    if since is not None and started + at < since:
+                        continue
+                    if matches(line):
+                        hits.append(
+                            IndexHit(
+                                session_id, str(r["kind"]), at, started + at, line,
+                                str(r["user_name"]), str(r["target_name"]),
+                            )
+                        )  # fmt: skip
+            if len(found) < _SCAN_BATCH:
+                return _ordered(hits)[:limit]
+            offset += _SCAN_BATCH
+
+    def _search_sql(
+        self,
+        needle: str | None,
+        kinds: Sequence[str],
+        user: str | None,
+        target: str | None,
+        since: float | None,
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        source = "search_chunks c"
+        if needle is not None and len(needle) >= 3:
+            if self._db.name == "sqlite":
+                source = "search_fts JOIN search_chunks c ON c.id = search_fts.rowid"
+                where.append("search_fts MATCH ?")
+                params.append(_trigram_query(needle))
+            else:
+                where.append("c.text ILIKE ?")
+                params.append(_like(needle))
+        where.append("c.kind IN (" + ", ".join("?" * len(kinds)) + ")")
+        params += list(kinds)
+        for column, name in (("u.name", user), ("t.name", target)):
+            if name is not None:
+                where.append(f"{column} = ?")
+                params.append(name)
+        if since is not None:
+            where.append("s.ended_at >= ?")
+            params.append(float(since))
+        sql = (
+            "SELECT c.id, c.session_id, c.kind, c.offsets, c.body, c.text, s.started_at,"  # noqa: S608  fixed SQL, ? values
+            " u.name AS user_name, t.name AS target_name FROM "
+            + source
+            + " JOIN sessions s ON s.id = c.session_id"
+            " JOIN users u ON u.id = s.user_id JOIN targets t ON t.id = s.target_id"
+            + where_clause(where)
+            + " ORDER BY s.started_at DESC, c.session_id, c.id"
+        )
+        return sql, params
+
+
+def _lines(r: Row) -> list[tuple[float, str]]:
+    """(offset, line) of a chunk row."""
+    offsets = json.loads(zlib.decompress(r["offsets"]))
+    body = r["body"]
+    text = zlib.decompress(body).decode() if body is not None else str(r["text"])
+    return list(zip((float(o) for o in offsets), text.split("\n"), strict=False))
+
+
+def _matcher(text: str, regex: bool) -> tuple[str | None, Callable[[str], bool]]:
+    """What narrows the chunks (None: nothing can) and what a matching line is."""
+    if regex:
+        try:
+            pattern = re.compile(text)
+        except re.error as e:
+            raise UsageError(f"--regex: {text!r} is not a valid pattern ({e})") from e
+        literal = _longest_literal(text)  # narrow with the trigram index, check in Python
+        return (
+            literal if len(literal) >= 3 else None
+        ), lambda line: pattern.search(line) is not None
+    folded = _one_line(text).lower()
+    return folded, lambda line: folded in line.lower()
+
+
+def _ordered(hits: list[IndexHit]) -> list[IndexHit]:
+    """Newest session first (the query's order), then by offset within a session."""
+    order = {sid: i for i, sid in enumerate(dict.fromkeys(h.session_id for h in hits))}
+    return sorted(hits, key=lambda h: (order[h.session_id], h.offset, h.kind, h.text))
+
+
+_META = set(".^$*+?{}[]\\|()")
+
+
+def _longest_literal(pattern: str) -> str:
+    """The longest run of plain characters in a regex outside any group or class (a
+    substring every match contains, if the pattern has no top-level alternation)."""
+    if "|" in pattern or "(?i" in pattern:
+        return ""
+    best = run = ""
+    depth = 0
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            best, run = max(best, run, key=len), ""
+            i += 2
+            continue
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        if depth == 0 and c not in _META:
+            run += c
+        else:
+            best, run = max(best, run, key=len), ""
+        # a quantifier after a character makes that character optional
+        if i + 1 < len(pattern) and pattern[i + 1] in "*?{" and run:
+            run = run[:-1]
+            best, run = max(best, run, key=len), ""
+        i += 1
+    return max(best, run, key=len)

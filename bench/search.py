@@ -1,0 +1,340 @@
+"""Search index at fleet scale: indexing throughput, index size, search latency.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. python bench/search.py                      # 1k and 10k, SQLite and PostgreSQL
+    PYTHONPATH=. python bench/search.py --sizes 1000 --backends sqlite
+    PYTHONPATH=. python bench/search.py --sizes 1000,10000,100000
+
+How: ``--templates`` real recordings are written with the recorder (a shell with
+``journalctl`` logs, ``ls -l`` of /usr trees, ``top`` repainting, coloured errors,
+and for one session in four a psql-style capture of rows as ``pg.rows`` events)
+and indexed by the node's own code (``bastion.search_indexer.index_session``:
+read, emulate the terminal, mask, insert): that gives the indexing throughput in
+MB of recorded output per second. The fleet of N sessions then reuses those
+entries, session i taking template i mod K with its own unique tokens (so a rare
+token has one hit), inserted through ``Store.replace_session_index``; recordings'
+size is the templates' file sizes scaled the same way. Search latency is
+``Store.search_index`` (limit 100, what the CLI asks for) over 30 runs each of a
+rare token, a common token and a mid-word substring, plus one end-to-end
+``python -m bastion sessions search`` of the rare token (process start included).
+Nothing here asserts; the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from bastion.cli_node import init_dir
+from bastion.config import Config
+from bastion.ids import new_session_id
+from bastion.search_indexer import index_session, masks_of
+from bastion.secretbox import SecretBox
+from bastion.store import Store, open_store
+from bastion.store.models import Role, SessionRecord, TargetKind
+from recorder import LocalStorage, RecordingWriter
+from recorder.keys import load_signing_key
+from recording import PROMPT, LogGen, TopGen, _name, ls_format, usr_dirs
+from report import percentile
+
+TOKEN = "ZQSESSIONQZ"  # noqa: S105  not a secret: replaced by each fleet session's number
+CUSTOMER = "cust-" + TOKEN
+BUILD = "build-" + TOKEN
+
+
+def say(msg: str) -> None:
+    """Progress to stderr."""
+    print(f"[bench/search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _const(value: float) -> Callable[[], float]:
+    return lambda: value
+
+
+def template_events(i: int) -> list[tuple[float, str, Any]]:
+    """Template session ``i``: (time, op, data) for the writer."""
+    r = random.Random(i)
+    logs = LogGen(random.Random(1000 + i))
+    top = TopGen(random.Random(2000 + i))
+    packages = sorted({_name(r) for _ in range(200)})
+    t = 0.5
+    ev: list[tuple[float, str, Any]] = [(0.1, "output", PROMPT.encode())]
+
+    def command(text: str, output: str) -> None:
+        nonlocal t
+        for ch in text:  # typed: one keystroke and its echo at a time
+            ev.append((t, "input", ch.encode()))
+            ev.append((t + 0.01, "output", ch.encode()))
+            t += r.uniform(0.06, 0.25)
+        ev.append((t, "input", b"\r"))
+        ev.append((t + 0.05, "output", ("\r\n" + output + PROMPT).encode()))
+        t += r.uniform(2, 20)
+
+    command("journalctl -u app -n 120 --no-pager", "".join(logs.line() for _ in range(120)))
+    dirs = usr_dirs(r, packages)
+    path, entries = dirs[r.randrange(len(dirs))]
+    command(f"ls -l {path}", ls_format(entries[:40]) + "\r\n")
+    command("cat /srv/app/RELEASE", f"deployed {BUILD} by ci at 2024-11-29\r\n")
+    ev.append((t, "input", b"top\r"))
+    ev.append((t + 0.05, "output", b"top\r\n\x1b[?1049h\x1b[H\x1b[2J"))
+    for k in range(4):
+        ev.append((t + 0.1 + 3 * k, "output", top.screen(3.0).encode()))
+    t += 13
+    ev.append((t, "input", b"q"))
+    ev.append((t + 0.01, "output", b"\x1b[24;1H\x1b[K\x1b[?1049l" + PROMPT.encode()))
+    t += 2
+    command("journalctl -p err -n 30 --no-pager", "".join(logs.line() for _ in range(30)))
+    if i % 4 == 0:  # a psql session's captured rows, as the PostgreSQL proxy records them
+        rows = [[str(n), f"{_name(r)}-{n}", f"{_name(r)}@example.com", "***"] for n in range(20)]
+        rows[7][1] = CUSTOMER
+        payload = {"set": 1, "columns": ["id", "name", "email", "password"],
+                   "masked": ["password"], "rows": rows, "total": 20, "truncated": False,
+                   "tag": "SELECT 20"}  # fmt: skip
+        ev.append((t, "event", ("pg.rows", payload)))
+    return ev
+
+
+def write_templates(config: Config, store: Store, count: int) -> list[str]:
+    """``count`` recorded, ended template sessions; their ids."""
+    storage = LocalStorage(config.recordings_dir)
+    key = load_signing_key(config.recording_signing_key)
+    user = store.add_user("tmpl", Role.CONTRACTOR, [], None, time.time())
+    target = store.add_target(
+        name="tmpl", kind=TargetKind.SSH, host="10.0.0.1", port=22, logins=["deploy"],
+        principal="tmpl", host_keys=["ssh-ed25519 AAAAhost"], now=time.time(),
+    )  # fmt: skip
+    ids = []
+    for i in range(count):
+        sid = new_session_id()
+        started = time.time() - 86400
+        location = storage.location_for(sid, started)
+        store.start_session(
+            SessionRecord(
+                id=sid, user_id=user.id, user_name=user.name, target_id=target.id,
+                target_name=target.name, grant_id=None, node="bench", protocol="ssh",
+                login="deploy", client_addr="192.0.2.1:1", started_at=started,
+                recording=location,
+            )
+        )  # fmt: skip
+        clock = _Clock()
+        writer = RecordingWriter.create(
+            storage, sid, {"cols": 80, "rows": 24}, key, clock=clock,
+            wall_clock=_const(started),
+        )  # fmt: skip
+        writer.resize(80, 24)
+        for at, op, data in template_events(i):
+            clock.now = at
+            if op == "event":
+                name, payload = data
+                writer.event(name, payload)
+            else:
+                getattr(writer, op)(data)
+        summary = writer.close("client disconnected")
+        store.end_session(
+            sid, ended_at=started + summary.duration, reason="client disconnected",
+            bytes_in=0, bytes_out=0, events=summary.events, final_hash=summary.final_hash,
+            final_signature=summary.signature,
+        )  # fmt: skip
+        ids.append(sid)
+    return ids
+
+
+def index_bytes(store: Store) -> int:
+    """Bytes the index takes on disk (tables, FTS shadow tables, indexes)."""
+    db = store._db
+    with db.transaction() as tx:
+        if db.name == "sqlite":
+            row = tx.one(
+                "SELECT SUM(pgsize) AS n FROM dbstat WHERE name LIKE 'search%'"
+                " OR name LIKE 'sqlite_autoindex_search%'"
+            )
+        else:
+            row = tx.one(
+                "SELECT pg_total_relation_size('search_chunks')"
+                " + pg_total_relation_size('search_indexed') AS n"
+            )
+    return int(row["n"]) if row and row["n"] is not None else 0
+
+
+def build_fleet(store: Store, size: int, templates: list[list[tuple[str, float, str]]]) -> float:
+    """``size`` sessions with their index rows; returns seconds spent inserting the rows."""
+    db = store._db
+    now = time.time()
+    users = [store.add_user(f"u{n}", Role.CONTRACTOR, [], None, now).id for n in range(50)]
+    targets = [
+        store.add_target(
+            name=f"t{n}", kind=TargetKind.SSH, host="10.0.0.2", port=22, logins=["deploy"],
+            principal=f"t{n}", host_keys=["ssh-ed25519 AAAAhost"], now=now,
+        ).id
+        for n in range(20)
+    ]  # fmt: skip
+    ids = [new_session_id() for _ in range(size)]
+    for start in range(0, size, 1000):
+        with db.transaction(write=True) as tx:
+            for i in range(start, min(size, start + 1000)):
+                began = now - 90 * 86400 + i * 60
+                tx.run(
+                    "INSERT INTO sessions (id, user_id, target_id, grant_id, node, protocol,"
+                    " login, client_addr, started_at, ended_at, end_reason, recording,"
+                    " bytes_in, bytes_out, events, final_hash)"
+                    " VALUES (?, ?, ?, NULL, 'bench', 'ssh', 'deploy', '192.0.2.1:1', ?, ?,"
+                    " 'client disconnected', NULL, 0, 0, 0, NULL)",
+                    [ids[i], users[i % 50], targets[i % 20], began, began + 600],
+                )
+    t0 = time.perf_counter()
+    for i, sid in enumerate(ids):
+        number = f"{i:08d}"
+        rows = [(k, o, text.replace(TOKEN, number)) for k, o, text in templates[i % len(templates)]]
+        store.replace_session_index(sid, rows, source_bytes=0, now=now)
+        if i and i % 2000 == 0:
+            say(f"  {i}/{size} sessions inserted")
+    return time.perf_counter() - t0
+
+
+def latency(store: Store, text: str, runs: int) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, hits) of ``search_index(text)`` with the CLI's limit."""
+    times = []
+    hits = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        hits = len(store.search_index(text, limit=100))
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), percentile(times, 99), hits
+
+
+def end_to_end(config: Config, text: str) -> float:
+    """Seconds for ``python -m bastion sessions search TEXT`` (process start included)."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "bastion", "sessions", "search", text, "--config",
+         str(config.path)],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "BASTION_ACTOR": "bench"},
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"sessions search failed: {done.stderr}")
+    return elapsed
+
+
+@contextmanager
+def backend_url(name: str, stack: ExitStack) -> Iterator[str | None]:
+    """None for SQLite (the node's default file), else a fresh PostgreSQL database."""
+    if name == "sqlite":
+        yield None
+        return
+    from tests.peers.postgres import find_pg_bin, start_pg_server
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL binaries not found (set BASTION_PG_BIN)")
+    server = stack.enter_context(start_pg_server(bin_dir))
+    yield server.dsn(server.create_database())
+
+
+def run(backend: str, size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One backend at one fleet size: the report's row."""
+    with ExitStack() as stack, backend_url(backend, stack) as url:
+        config = init_dir(work / f"{backend}-{size}", "127.0.0.1:0", url, "bench")
+        store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
+        stack.callback(store.close)
+        say(f"{backend} {size}: recording {args.templates} template sessions")
+        ids = write_templates(config, store, args.templates)
+        storage = LocalStorage(config.recordings_dir)
+        rec_bytes = output_bytes = 0
+        masks = masks_of(config)
+        t0 = time.perf_counter()
+        for sid in ids:
+            index_session(store, config, sid, masks)
+        index_seconds = time.perf_counter() - t0
+        templates = []
+        for sid in ids:
+            s = store.get_session(sid)
+            assert s is not None and s.recording is not None
+            rec_bytes += storage.path_of(s.recording).stat().st_size
+            templates.append(store.session_index(sid))
+        output_bytes = store.index_totals()[2]
+        say(f"{backend} {size}: inserting the fleet's index rows")
+        insert_seconds = build_fleet(store, size, templates)
+        if backend == "postgresql":  # what autovacuum does after a bulk load: planner stats
+            with store._db.transaction(write=True) as tx:
+                tx.run("ANALYZE")
+        entries = store.index_totals()[1]
+        size_bytes = index_bytes(store)
+        fleet_rec = rec_bytes * size / len(ids)
+        rare = f"cust-{size // 2 // 4 * 4:08d}"  # a session whose template captured rows
+        row: dict[str, Any] = {
+            "backend": backend, "sessions": size, "entries": entries,
+            "index_mb_s": output_bytes / 1e6 / index_seconds,
+            "rows_s": (entries - sum(len(t) for t in templates)) / insert_seconds,
+            "index_mb": size_bytes / 1e6, "recordings_mb": fleet_rec / 1e6,
+        }  # fmt: skip
+        for label, text in (("rare", rare), ("common", "error"), ("substring", "ginx[10")):
+            p50, p99, hits = latency(store, text, args.runs)
+            row[label] = (p50, p99, hits)
+            say(
+                f"{backend} {size}: {label} {text!r}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, {hits}"
+            )
+        row["cli_s"] = end_to_end(config, rare)
+        return row
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The markdown table for bench/README.md."""
+    lines = [
+        "| backend | sessions | entries | indexing (MB output/s) | insert (rows/s) | index MB "
+        "| recordings MB | rare p50/p99 ms | common p50/p99 ms | substring p50/p99 ms "
+        "| rare, CLI end to end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            f"{r[k][0]:.1f} / {r[k][1]:.1f} ({r[k][2]} hits)"
+            for k in ("rare", "common", "substring")
+        ]
+        lines.append(
+            f"| {r['backend']} | {r['sessions']:,} | {r['entries']:,} | {r['index_mb_s']:.2f} "
+            f"| {r['rows_s']:,.0f} | {r['index_mb']:.0f} | {r['recordings_mb']:.0f} | "
+            + " | ".join(cells)
+            + f" | {r['cli_s']:.2f} s |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="fleet sizes, comma-separated")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--templates", type=int, default=40, help="real recordings indexed")
+    parser.add_argument("--runs", type=int, default=30, help="searches per query")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        for backend in args.backends.split(","):
+            for size in (int(s) for s in args.sizes.split(",")):
+                rows.append(run(backend, size, args, Path(tmp)))
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

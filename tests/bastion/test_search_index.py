@@ -1,0 +1,221 @@
+"""The search index: displayed lines, the store's index on both backends, masks,
+and a reindex killed with SIGKILL half-way giving the same index as a clean run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import UsageError
+from bastion.search_entries import Masks
+from bastion.search_indexer import reindex
+from bastion.secretbox import SecretBox
+from bastion.store import Store, open_store
+from bastion.store.models import Role, SessionRecord, TargetKind
+from bastion.store.search import _longest_literal
+from replay.screen_lines import DisplayedLines
+from tests.bastion.search_fleet import build_fleet, open_config_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------- displayed lines
+
+
+def test_displayed_lines_are_what_the_screen_showed() -> None:
+    lines = DisplayedLines(40, 5)
+    lines.feed(0.5, b"$ ")
+    for i, c in enumerate(b"printf x"):  # typed with echo: one line, not eight
+        lines.feed(1 + i / 10, bytes([c]))
+    lines.feed(2.0, b"\b\b\r\n\x1b[31mred-\x1b[1m4711\x1b[0m\r\n$ ")
+    for s in range(5):  # a full-screen program repainting: changed rows only
+        lines.feed(3 + s, b"\x1b[?1049h\x1b[H\x1b[2Jtop - 12:00:0%d\r\nPID 1 bash\x1b[?1049l" % s)
+    lines.feed(9.0, b"\r\n" + b"".join(b"burst %d\r\n" % n for n in range(30)))  # scrolls past
+    found = lines.finish()
+    assert found["$ printf x"] == 1.7  # when the typed line was complete
+    assert found["red-4711"] == 2.0  # colours and bold gone
+    assert [found[f"top - 12:00:0{s}"] for s in range(5)] == [3, 4, 5, 6, 7]
+    assert found["PID 1 bash"] == 3  # the same row repainted: once, at its first moment
+    assert all(found[f"burst {n}"] == 9.0 for n in range(30))
+    assert not any("\x1b" in text for text in found)
+
+
+def test_masks_replace_what_they_match() -> None:
+    masks = Masks([r"\bAKIA[0-9A-Z]{16}\b"])
+    assert masks.apply("key AKIAABCDEFGHIJKLMNOP here") == "key *** here"
+
+
+def test_longest_literal_narrows_a_regex_safely() -> None:
+    assert _longest_literal(r"customer-\d+ rec") == "customer-"
+    assert _longest_literal("abcx?yz") == "abc"
+    assert _longest_literal("a|bcdef") == ""
+    assert _longest_literal("(?i)hello") == ""
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path}/state.db"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    with open_store(url, SecretBox(SecretBox.generate_key())) as s:
+        yield s
+
+
+def _session(store: Store, sid: str, started: float, user: str = "alice") -> None:
+    found = store.get_user(user)
+    if found is None:
+        found = store.add_user(user, Role.CONTRACTOR, [], None, started - 10)
+    target = store.get_target("web1")
+    if target is None:
+        target = store.add_target(
+            name="web1", kind=TargetKind.SSH, host="10.0.0.5", port=22, logins=["deploy"],
+            principal="bastion-web1", host_keys=["ssh-ed25519 AAAAhost"], now=started - 10,
+        )  # fmt: skip
+    store.start_session(
+        SessionRecord(
+            id=sid, user_id=found.id, user_name=found.name, target_id=target.id,
+            target_name=target.name, grant_id=None, node="n1", protocol="ssh", login="deploy",
+            client_addr="192.0.2.7:5555", started_at=started,
+        )
+    )  # fmt: skip
+    store.end_session(sid, ended_at=started + 60, reason="done", bytes_in=1, bytes_out=1)
+
+
+def test_index_search_on_both_backends(store: Store) -> None:
+    now = time.time()
+    _session(store, "s-old", now - 7200)
+    _session(store, "s-new", now - 60, user="bob")
+    store.replace_session_index(
+        "s-old",
+        [("output", 4.5, "Customer 4711: Jane Roe"), ("commands", 1.0, "psql -c 'select 1'")],
+        source_bytes=100,
+        now=now,
+    )
+    assert store.sessions_to_index() == ["s-new"]
+    store.replace_session_index(
+        "s-new",
+        [("results", 2.0, "4711 | jane@example.com"), ("files", 3.0, "/tmp/50%_off.txt")],
+        source_bytes=50,
+        now=now,
+    )
+    assert store.sessions_to_index() == []
+    hits = store.search_index("customer 47")  # case-insensitive substring
+    assert [(h.session_id, h.kind, h.offset, h.text) for h in hits] == [
+        ("s-old", "output", 4.5, "Customer 4711: Jane Roe")
+    ]
+    assert abs(hits[0].at - (now - 7200 + 4.5)) < 1e-3 and hits[0].user_name == "alice"
+    assert [h.session_id for h in store.search_index("4711")] == ["s-new", "s-old"]  # newest first
+    assert [h.kind for h in store.search_index("4711", kinds=("results",))] == ["results"]
+    assert [h.session_id for h in store.search_index("4711", user="alice")] == ["s-old"]
+    assert [h.session_id for h in store.search_index("4711", since=now - 3600)] == ["s-new"]
+    assert [h.text for h in store.search_index("50%_")] == ["/tmp/50%_off.txt"]  # no wildcards
+    assert store.search_index("5%o") == []
+    assert [h.text for h in store.search_index("Ro")] == ["Customer 4711: Jane Roe"]  # < 3 chars
+    hits = store.search_index(r"Customer \d+:", regex=True)
+    assert [h.text for h in hits] == ["Customer 4711: Jane Roe"]
+    assert store.search_index(r"customer \d+:", regex=True) == []  # a regex is case-sensitive
+    assert [h.kind for h in store.search_index(r"^/tmp/\d", regex=True)] == ["files"]
+    with pytest.raises(UsageError, match="not a valid pattern"):
+        store.search_index("(", regex=True)
+    with pytest.raises(UsageError, match="--in takes"):
+        store.search_index("x", kinds=("screens",))
+    # replacing is idempotent: the same rows, no duplicates left behind
+    store.replace_session_index(
+        "s-old", [("output", 4.5, "Customer 4711: Jane Roe")], source_bytes=100, now=now
+    )
+    store.replace_session_index(
+        "s-old", [("output", 4.5, "Customer 4711: Jane Roe")], source_bytes=100, now=now
+    )
+    assert store.session_index("s-old") == [("output", 4.5, "Customer 4711: Jane Roe")]
+    assert store.search_index("psql") == []  # the old row went with the replacement
+    assert store.index_totals() == (2, 3, 150)
+
+
+# ------------------------------------------------------------------ reindex and SIGKILL
+
+
+def _whole_index(config_path: Path) -> dict[str, list[tuple[str, float, str]]]:
+    from bastion.config import load_config
+
+    config = load_config(config_path)
+    with open_config_store(config) as store:
+        ids = store.sessions_to_index(again=True, limit=100_000)
+        assert store.sessions_to_index(limit=100_000) == []  # every session is marked
+        return {sid: store.session_index(sid) for sid in ids}
+
+
+def test_reindex_killed_half_way_then_rerun_equals_a_clean_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("BASTION_CONFIG", "BASTION_SECRET_KEY", "BASTION_STATE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    config = build_fleet(tmp_path / "node", 120)
+    clean_dir = tmp_path / "clean"
+    shutil.copytree(tmp_path / "node", clean_dir)
+    from bastion.config import load_config
+
+    clean = load_config(clean_dir / "bastion.toml")
+    with open_config_store(clean) as store:
+        assert reindex(store, clean) == (120, 0)
+    expected = _whole_index(clean_dir / "bastion.toml")
+    marked = [sid for sid, rows in expected.items() if ("output", 1.1, "marker-00007") in rows]
+    assert len(marked) == 1  # the coloured line, as displayed, at its second
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "reindex", "-v", "--config", str(config.path)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    done = 0
+    while done < 10:  # some sessions committed, many to go
+        line = proc.stdout.readline()
+        assert line, "reindex ended before it could be killed"
+        done += line.endswith("entries\n")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
+    with open_config_store(config) as store:
+        left = len(store.sessions_to_index(limit=100_000))
+    assert 0 < left < 120 - 9  # killed half-way: part indexed, part not
+    again = subprocess.run(
+        [sys.executable, "-m", "bastion", "reindex", "--config", str(config.path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"indexed {left} session(s), 0 failed" in again.stderr
+    assert _whole_index(config.path) == expected
+
+
+def test_session_sources_on_both_backends(store: Store) -> None:
+    """What the indexer reads from the store: command lines and audited file paths."""
+    now = time.time()
+    _session(store, "s-files", now - 100)
+    _session(store, "s-other", now - 100)
+    store.add_session_commands("s-files", [(now - 99, "ls /srv")])
+    store.append_audit(
+        "alice", "file.upload", "web1", {"session": "s-files", "path": "/srv/a.txt"}, now - 98
+    )
+    store.append_audit(
+        "alice", "file.upload", "web1", {"session": "s-other", "path": "/srv/b.txt"}, now - 98
+    )
+    store.append_audit(
+        "alice", "session.end", "web1", {"session": "s-files", "path": "not-a-file"}, now - 97
+    )
+    found = store.session_sources("s-files")
+    assert found is not None
+    session, commands, files = found
+    assert session.id == "s-files"
+    assert [(round(at - now), text) for at, text in commands] == [(-99, "ls /srv")]
+    assert [(round(at - now), path) for at, path in files] == [(-98, "/srv/a.txt")]
+    assert store.session_sources("nope") is None
