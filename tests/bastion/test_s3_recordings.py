@@ -161,6 +161,14 @@ def test_node_b_verifies_exports_and_replays_from_s3_with_node_a_spool_gone(
     assert code == 0, err
     assert session.id in out
 
+    # Indexing again from node B reads the object (A's spool is gone): the terminal's
+    # output is found, at its place in the session.
+    code, out, err = _cli(node, node_b_config, "reindex", "--again")
+    assert code == 0, out + err
+    code, out, err = _cli(node, node_b_config, "sessions", "search", "from-b-55", "--in", "output")
+    assert code == 0, err
+    assert session.id in out and "0 hit" not in out
+
     # The console's player opens what the control API hands it the same way.
     source = recording_file(load_config(node_b_config), session.recording or "")
     assert isinstance(source, RecordingFile) and source.s3 is not None
