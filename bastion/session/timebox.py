@@ -3,14 +3,16 @@
 Every relayed session registers here. One watcher task re-reads the state of all
 live sessions' grants in a single query every ``poll_interval`` seconds, so a
 revocation made by any process (the CLI, another node) ends the session within
-that interval; it also warns before a grant's end, ends sessions at the end, and
-closes idle ones. Sessions under an access profile are also checked against the
-labels and profile as they are now: one no longer reached ends (``label-removed``).
+that interval, or at once when another node's NOTIFY wakes the pass (``wake``). It
+also warns before a grant's end, ends sessions at the end, and closes idle ones.
+Sessions under an access profile are also checked against the labels and profile
+as they are now: one no longer reached ends (``label-removed``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,6 +79,17 @@ class LiveSessions:
         self.poll_interval = 0.5
         """Seconds between passes of ``watch`` (read at every pass: a reload may change it)."""
         self.clock = clock
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the poll (another node's signal: NOTIFY)."""
+        self._woken.set()
+
+    def serves(self, *, session: str | None = None, grant: int | None = None) -> bool:
+        """True if a live session here is ``session`` or runs under grant ``grant``."""
+        if session is not None and session in self._sessions:
+            return True
+        return grant is not None and any(s.grant_id == grant for s in self._sessions.values())
 
     def add(self, session: LiveSession) -> None:
         """Start watching a session."""
@@ -186,7 +199,9 @@ class LiveSessions:
         if poll_interval is not None:
             self.poll_interval = poll_interval
         while True:
-            await asyncio.sleep(self.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.poll_interval)
+            self._woken.clear()
             sessions = self.list()
             if not sessions:
                 continue
