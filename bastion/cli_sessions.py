@@ -49,13 +49,13 @@ def _session_line(s: SessionRecord, now: float) -> str:
     traffic = f"{format_bytes(s.bytes_in)}/{format_bytes(s.bytes_out)}"
     return (
         f"{s.id:<26} {s.user_name:<14} {s.target_name:<14} {s.protocol:<8} "
-        f"{s.login or '-':<10} {format_time(s.started_at):<23} {length:>8} "
-        f"{traffic:>15} {s.events:>7} {printable(end)}"
+        f"{s.login or '-':<10} {printable(s.node):<16} {format_time(s.started_at):<23} "
+        f"{length:>8} {traffic:>15} {s.events:>7} {printable(end)}"
     )
 
 
 _SESSION_HEADER = (
-    f"{'ID':<26} {'USER':<14} {'TARGET':<14} {'PROTOCOL':<8} {'LOGIN':<10} "
+    f"{'ID':<26} {'USER':<14} {'TARGET':<14} {'PROTOCOL':<8} {'LOGIN':<10} {'NODE':<16} "
     f"{'START':<23} {'DURATION':>8} {'IN/OUT':>15} {'EVENTS':>7} END"
 )
 
@@ -73,6 +73,7 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
             target=args.target,
             since=since,
             limit=args.limit,
+            node=args.node,
         )
     if not args.json:
         if not sessions:
@@ -213,11 +214,13 @@ def add_session_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None
         "list",
         help="list sessions, newest first",
         description=(
-            "One line per session: id, user, target, protocol, login, start (UTC), "
-            "duration (or 'live'), bytes in/out, recorded events and why it ended."
+            "One line per session of every node sharing this state store: id, user, "
+            "target, protocol, login, node, start (UTC), duration (or 'live'), bytes "
+            "in/out, recorded events and why it ended."
         ),
     )
     p.add_argument("--live", action="store_true", help="only sessions running now")
+    p.add_argument("--node", help="only sessions of this node (see 'bastion nodes list')")
     p.add_argument("--user", help="only this user's sessions")
     p.add_argument("--target", help="only sessions to this target")
     p.add_argument(

@@ -10,6 +10,7 @@ reaches this one: no node-to-node channel is needed for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion import __version__
 from bastion.store.models import NodeRecord
+from bastion.store.wakeups import WakeKind, Wakeup
 
 if TYPE_CHECKING:
     from bastion.service import BastionNode
@@ -84,12 +86,15 @@ async def run_heartbeat(
     node: BastionNode,
     on_drain: Callable[[float], None],
     interval: float = HEARTBEAT_SECONDS,
+    woken: asyncio.Event | None = None,
 ) -> None:
     """Beat every ``interval`` until cancelled; call ``on_drain(deadline)`` once when asked.
 
     A failed beat is logged and retried on the next tick: a state store that is
     down is the outage handling's business, not a reason to stop the node.
+    ``woken`` set (a drain's NOTIFY) makes the next beat at once.
     """
+    woken = woken or asyncio.Event()
     drained = False
     while True:
         try:
@@ -100,7 +105,9 @@ async def run_heartbeat(
             if deadline is not None and not drained:
                 drained = True
                 on_drain(deadline)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), interval)
+        woken.clear()
 
 
 async def drain_then_stop(node: BastionNode, deadline: float, stop: asyncio.Event) -> None:
@@ -134,13 +141,41 @@ class FleetMembership:
         self._stop = stop
         self.draining_until: float | None = None
         """Set when an admin's drain reached this node."""
+        self._beat_now = asyncio.Event()
 
     async def join(self) -> None:
-        """Register this node and start beating; a drain closes the listeners, then stops."""
+        """Register this node and start beating; a drain closes the listeners, then stops.
+
+        On a PostgreSQL state store it also listens for other nodes' wake-ups, so
+        a terminate, lock, revocation or drain asked anywhere acts here at once.
+        """
+        node = self._node
         sockets = [list(server.sockets) for server in self._listeners]
         ssh, pg = sockets[0], (sockets[1] if len(sockets) > 1 else [])
-        await self._node.call(self._node.store.register_node, this_node(self._node, ssh, pg))
-        self._node.spawn(run_heartbeat(self._node, self._on_drain))
+        await node.call(node.store.register_node, this_node(node, ssh, pg))
+        node.spawn(run_heartbeat(node, self._on_drain, woken=self._beat_now))
+        from bastion.wake_listener import listens, run_wake_listener
+
+        if listens(node.config.state_url):
+            node.spawn(
+                run_wake_listener(
+                    node.config.state_url, self.on_wake, node.config.timebox.poll_interval
+                )
+            )
+
+    def on_wake(self, wake: Wakeup | None) -> None:
+        """Another node's signal: run the time-box pass or the heartbeat now if it concerns us."""
+        live = self._node.live
+        if wake is None:
+            live.wake()
+            self._beat_now.set()
+        elif wake.kind is WakeKind.SESSION and live.serves(session=wake.value):
+            live.wake()
+        elif wake.kind is WakeKind.GRANT and wake.value.isdigit():
+            if live.serves(grant=int(wake.value)):
+                live.wake()
+        elif wake.kind is WakeKind.NODE and wake.value == self._node.node:
+            self._beat_now.set()
 
     def _on_drain(self, deadline: float) -> None:
         node = self._node

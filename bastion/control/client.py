@@ -67,10 +67,18 @@ class ControlClient:
 
     @classmethod
     async def connect_tcp(
-        cls, host: str, port: int, *, user: str, token: str, cafile: str | None = None
+        cls,
+        host: str,
+        port: int,
+        *,
+        user: str,
+        token: str,
+        cafile: str | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> ControlClient:
-        """Connect to a node's TLS control listener with a control token."""
-        ctx = ssl.create_default_context(cafile=cafile)
+        """Connect to a node's TLS control listener with a control token (``context``:
+        a ready TLS context, e.g. one pinning a peer node's certificate)."""
+        ctx = context or ssl.create_default_context(cafile=cafile)
         try:
             reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
         except (OSError, ssl.SSLError) as e:
@@ -192,8 +200,11 @@ class ControlClient:
         since: float | None = None,
         until: float | None = None,
         limit: int = 500,
+        node: str | None = None,
     ) -> list[SessionInfo]:
-        """Sessions newest first (``live`` True/False: running/ended only)."""
+        """Sessions of every node newest first (``live`` True/False: running/ended only;
+        ``node``: that node's only)."""
+        fields: dict[str, Any] = {"node": node} if node is not None else {}
         reply = await self._request(
             "list_sessions",
             live=live,
@@ -202,6 +213,7 @@ class ControlClient:
             since=since,
             until=until,
             limit=limit,
+            **fields,
         )
         return [from_dict(SessionInfo, s) for s in reply.get("sessions", [])]
 

@@ -45,6 +45,7 @@ from bastion.control.messages import (
     event_to_wire,
     request_to_wire,
 )
+from bastion.control.relay import relay_watch
 from bastion.control.request_view import list_requests, may_watch_held, request_of
 from bastion.control.snapshot import build_snapshot
 from bastion.control.watch import Watcher, to_live_event
@@ -54,7 +55,7 @@ from bastion.request_flow import RequestFlow
 from bastion.s3store import is_s3_location
 from bastion.search_query import audited_search, parse_kinds
 from bastion.service import BastionNode
-from bastion.store.models import Role, SessionRecord
+from bastion.store.models import NodeRecord, Role, SessionRecord
 
 __all__ = ["ControlServer", "session_info"]
 
@@ -258,15 +259,49 @@ class _Connection:
             return f"no session {session_id}; see list_sessions"
         if s.ended_at is not None:
             return f"session {session_id} has ended ({s.end_reason}); replay its recording"
-        if s.node != node.node:
-            return f"session {session_id} runs on node {s.node}; watch it through that node"
         return f"session {session_id} has no live recording on this node"
+
+    async def _owner(self, session_id: str) -> NodeRecord | None:
+        """The registered node running ``session_id`` if it is live on another node."""
+        node = self.node
+        s = await node.call(node.store.get_session, session_id)
+        if s is None or s.ended_at is not None or s.node == node.node:
+            return None
+        try:
+            return await node.call(node.store.get_node, s.node)
+        except NotFound:
+            raise ControlError(
+                f"session {session_id} runs on node {s.node}, which is not in the node "
+                "registry (see 'bastion nodes list'); watch it through that node"
+            ) from None
+
+    async def _relay(self, req_id: Any, owner: NodeRecord, session_id: str) -> None:
+        """Forward the owner node's watch stream (see ``relay``); errors end the watch."""
+        assert self.operator is not None  # noqa: S101  set by the handshake
+        try:
+            async for event in relay_watch(self.node, owner, self.operator.name, session_id):
+                key = "end" if isinstance(event, LiveEnd) else "event"
+                await self.send({"id": req_id, key: event_to_wire(event)})
+        except asyncio.CancelledError:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send({"id": req_id, "end": event_to_wire(LiveEnd("unwatched"))})
+            raise
+        except ControlError as e:
+            with contextlib.suppress(ConnectionError):
+                await self.send(
+                    {"id": req_id, "ok": False, "error": f"through node {owner.name}: {e}"}
+                )
+        except ConnectionError:
+            pass
 
     async def _watch(self, req_id: Any, session_id: str) -> None:
         node = self.node
         assert self.operator is not None  # noqa: S101  set by the handshake
         try:
             rec = node.recordings.find(session_id)
+            if rec is None and (owner := await self._owner(session_id)) is not None:
+                await self._relay(req_id, owner, session_id)
+                return
             if rec is None:
                 raise ControlError(await self._refuse_watch(session_id))
             # No await from here to subscribe(): every event is either in the tail
@@ -433,6 +468,7 @@ class ControlServer:
             target=_opt_str(req, "target"),
             since=_opt_float(req, "since"),
             limit=limit if until is None else 100_000,
+            node=_opt_str(req, "node"),
         )
         if until is not None:
             rows = [s for s in rows if s.started_at < until][:limit]

@@ -5,6 +5,15 @@ its BackendKeyData; the target's real key never leaves the node (a client that
 knew it could cancel other users' queries on the target directly, and it would
 reveal the target's backend pid). A CancelRequest arriving on a new connection
 is looked up here and replayed to the right target with the real key.
+
+In a fleet a load balancer may send the CancelRequest to another node than the
+one holding the connection. Each node therefore records in the state store which
+node handed out each client-facing pid (never the secret, which stays in the
+owner's memory). A node that does not know a key asks the store; if another
+registered node owns it, the 16-byte request goes unchanged to that node's
+PostgreSQL listener, which checks the secret like any cancel. Loops are bounded:
+a node forwards only a key the store assigns to another node, and the owner drops
+what it does not hold instead of forwarding. A key nobody issued does nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from bastion.pg.messages import BackendKeyData, CancelRequest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CancelRoute", "CancelRoutes", "send_cancel"]
+__all__ = ["CancelRoute", "CancelRoutes", "forward_cancel", "send_cancel"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,14 @@ class CancelRoutes:
         self._routes[pid] = CancelRoute(session_id, user, target, host, port, upstream_key, secret)
         return BackendKeyData(pid, secret)
 
+    def reissue(self, pid: int) -> BackendKeyData:
+        """A new key for the connection that had ``pid`` (another node holds that pid)."""
+        route = self._routes.pop(pid)
+        return self.issue(
+            session_id=route.session_id, user=route.user, target=route.target,
+            host=route.host, port=route.port, upstream_key=route.upstream_key,
+        )  # fmt: skip
+
     def forget(self, pid: int) -> None:
         """The connection ended; its key no longer cancels anything."""
         self._routes.pop(pid, None)
@@ -86,3 +103,18 @@ async def send_cancel(route: CancelRoute, timeout: float) -> None:  # noqa: ASYN
             await writer.wait_closed()
         except OSError as e:
             log.debug("closing cancel connection: %s", e)
+
+
+async def forward_cancel(host: str, port: int, request: CancelRequest, timeout: float) -> None:  # noqa: ASYNC109  caller in pg/connection.py
+    """Hand a CancelRequest as it came to the node that issued its key (it answers by closing)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        writer.write(encode(request))
+        await writer.drain()
+        await asyncio.wait_for(reader.read(1), timeout)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError as e:
+            log.debug("closing forwarded cancel connection: %s", e)

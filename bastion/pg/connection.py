@@ -17,9 +17,10 @@ import secrets
 import time
 from typing import cast
 
+from bastion.errors import BastionError
 from bastion.login_guard import ended_unauthenticated, penalty_refusal
 from bastion.penalties import AUTHFAIL, GRACE_EXCEEDED, NOAUTH
-from bastion.pg.cancel import send_cancel
+from bastion.pg.cancel import forward_cancel, send_cancel
 from bastion.pg.encoding import encode
 from bastion.pg.errors import PROGRAM_LIMIT_EXCEEDED, ProtocolViolation
 from bastion.pg.front_door import (
@@ -37,7 +38,7 @@ from bastion.pg.front_end import Peer, PgFrontEnd
 from bastion.pg.guard import ErrorSwap, Pending, Piece, StatementGate, denial_error
 from bastion.pg.login import LoggedIn, LoginRefused, log_in
 from bastion.pg.masking import SessionMasks
-from bastion.pg.messages import AuthenticationOk, NoticeResponse
+from bastion.pg.messages import AuthenticationOk, CancelRequest, NoticeResponse
 from bastion.pg.protocol import error_response
 from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
@@ -261,7 +262,7 @@ class ClientConnection(asyncio.Protocol):
         self._close()
         route = self.front.cancels.find(action.pid, action.secret)
         if route is None:
-            log.info("cancel request with an unknown key from %s", self.client_addr)
+            await self._forward_cancel(action)
             return
         await self.node.audit(
             route.user, "pg.cancel", route.target, session=route.session_id, client=self.client_addr
@@ -270,6 +271,33 @@ class ClientConnection(asyncio.Protocol):
             await send_cancel(route, self.front.config.connect_timeout)
         except (OSError, TimeoutError) as e:
             log.warning("forwarding cancel for session %s failed: %s", route.session_id, e)
+
+    async def _forward_cancel(self, action: Cancel) -> None:
+        """A key this node did not issue: hand it to the node the store says did, if any."""
+        node = self.node
+        try:
+            owner = await node.call(node.store.cancel_key_node, action.pid)
+            peer = None
+            if owner is not None and owner != node.node:
+                peer = await node.call(node.store.get_node, owner)
+        except BastionError as e:
+            log.warning("cancel request from %s not forwarded: %s", self.client_addr, e)
+            return
+        if peer is None or peer.stopped_at is not None or not peer.pg_addr:
+            # nobody issued it, it is ours but gone, or the owner cannot be reached
+            log.info("cancel request with an unknown key from %s", self.client_addr)
+            return
+        host, _, port = peer.pg_addr.rpartition(":")
+        log.info("cancel request from %s forwarded to node %s", self.client_addr, peer.name)
+        try:
+            await forward_cancel(
+                host.strip("[]"),
+                int(port),
+                CancelRequest(action.pid, action.secret),
+                self.front.config.connect_timeout,
+            )
+        except (OSError, TimeoutError) as e:
+            log.warning("forwarding a cancel to node %s failed: %s", peer.name, e)
 
     def _peer(self) -> Peer:
         return Peer(self.client_addr, self.door.tls, self.peer_host)
@@ -642,6 +670,12 @@ class ClientConnection(asyncio.Protocol):
         core = session.core
         core.closed(reason)
         self.front.cancels.forget(session.client_key.pid)
+        try:
+            await self.node.call(
+                self.node.store.release_cancel_key, session.client_key.pid, self.node.node
+            )
+        except BastionError as e:  # the row is cleared when this node next starts
+            log.warning("cancel key not released in the state store: %s", e)
         if self.rows is not None and self.masks is not None:
             await self.masks.settle(self.front.config.connect_timeout)
             self.rows.fail_closed()  # a plan still unknown masks its whole result

@@ -17,6 +17,8 @@ async def start_pg_listener(
 ) -> tuple[asyncio.Server, PgFrontEnd]:
     """Listen for database clients; returns the server (its sockets tell the port)."""
     front = PgFrontEnd(node)
+    # keys this node handed out before a crash: their connections are gone
+    await node.call(node.store.release_node_cancel_keys, node.node)
     listen = front.config.listen or ("0.0.0.0", 6432)  # noqa: S104  documented default
     loop = asyncio.get_running_loop()
     cfg = front.config

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from bastion.db_tokens import TokenRefused, check_db_token
 from bastion.engagements import refusal as engagement_refusal
-from bastion.errors import StoreUnavailable
+from bastion.errors import StoreError, StoreUnavailable
 from bastion.grants import format_time, is_usable
 from bastion.login_guard import address_failed, address_refusal
 from bastion.pg.encoding import encode
@@ -68,6 +68,24 @@ class LoggedIn:
     client_key: BackendKeyData
     t0: float
     """``time.monotonic()`` when the recording started: the zero of query times."""
+
+
+async def claim_fleet_key(front: PgFrontEnd, key: BackendKeyData) -> BackendKeyData:
+    """Record this node as the owner of ``key`` so other nodes forward its cancels.
+
+    A pid another node already holds gets a new one. If the store cannot be
+    written the key still works through this node; only forwarding is lost.
+    """
+    node = front.node
+    for _ in range(8):
+        try:
+            if await node.call(node.store.claim_cancel_key, key.pid, node.node, node.clock()):
+                return key
+        except StoreError as e:
+            log.warning("cancel key not recorded for the fleet (only this node can cancel): %s", e)
+            return key
+        key = front.cancels.reissue(key.pid)
+    return key
 
 
 async def log_in(
@@ -226,6 +244,7 @@ async def _log_in_upstream(
         port=target.port,
         upstream_key=result.backend_key,
     )
+    client_key = await claim_fleet_key(front, client_key)
     greeting = bytearray()
     for name, value in result.parameters.items():
         greeting += encode(ParameterStatus(name, value))

@@ -3,8 +3,9 @@
 Every relayed session registers here. One watcher task re-reads the state of all
 live sessions' grants in a single query every ``poll_interval`` seconds, so a
 revocation made by any process (the CLI, another node) ends the session within
-that interval; it also warns before a grant's end, ends sessions at the end, and
-closes idle ones and ones whose client stopped reading (``stalled_reader_timeout``).
+that interval, or at once when another node's NOTIFY wakes the pass (``wake``). It
+also warns before a grant's end, ends sessions at the end, and closes idle ones and
+ones whose client stopped reading (``stalled_reader_timeout``).
 Sessions under an access profile are also checked against the labels and profile
 as they are now: one no longer reached ends (``label-removed``).
 While the state database cannot be read, revocations cannot be seen: sessions go
@@ -15,6 +16,7 @@ on for ``outage_grace`` seconds after the first failed pass, then end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +96,17 @@ class LiveSessions:
         self.unreadable_since: float | None = None
         """When the passes began to fail for an unreachable state database (None: they work)."""
         self.monotonic = monotonic
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the poll (another node's signal: NOTIFY)."""
+        self._woken.set()
+
+    def serves(self, *, session: str | None = None, grant: int | None = None) -> bool:
+        """True if a live session here is ``session`` or runs under grant ``grant``."""
+        if session is not None and session in self._sessions:
+            return True
+        return grant is not None and any(s.grant_id == grant for s in self._sessions.values())
 
     def add(self, session: LiveSession) -> None:
         """Start watching a session."""
@@ -252,7 +265,9 @@ class LiveSessions:
         if poll_interval is not None:
             self.poll_interval = poll_interval
         while True:
-            await asyncio.sleep(self.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.poll_interval)
+            self._woken.clear()
             sessions = self.list()
             if not sessions:
                 continue

@@ -83,6 +83,13 @@ class Tx(ABC):
     def lock(self, key: int) -> None:
         """Serialise this transaction against every other one taking ``key``, on any node."""
 
+    def notify(self, channel: str, payload: str) -> None:
+        """Signal listening nodes when (and only if) this transaction commits.
+
+        A no-op on SQLite, which has no such signal: its nodes rely on the poll.
+        """
+        del channel, payload
+
 
 class Backend(ABC):
     """A connection to one state database."""
@@ -319,6 +326,9 @@ class _PgTx(Tx):
 
     def lock(self, key: int) -> None:
         self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+    def notify(self, channel: str, payload: str) -> None:
+        self._cur.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
 class PostgresBackend(Backend):

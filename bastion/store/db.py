@@ -40,6 +40,7 @@ from bastion.store.profiles import Profiles
 from bastion.store.requests import Requests
 from bastion.store.search import SearchIndex
 from bastion.store.tokens import Tokens
+from bastion.store.wakeups import WAKE_CHANNEL, WakeKind, Wakeup
 
 _IN_CHUNK = 500
 _LIVE_GRANT_STATES = (GrantState.ACTIVE.value, GrantState.PENDING.value)
@@ -617,6 +618,7 @@ class Store(
             raise _no_grant(grant_id)
         if changed == 0:
             raise StoreError(f"grant #{grant_id} is already revoked")
+        tx.notify(WAKE_CHANNEL, Wakeup(WakeKind.GRANT, str(grant_id)).payload())
         return found
 
     # ------------------------------------------------------------ audited changes

@@ -21,6 +21,7 @@ from bastion.store.audit_chain import (
 )
 from bastion.store.backends import Backend, Tx
 from bastion.store.models import AuditEvent, CertificateRecord, CommandHit, SessionRecord
+from bastion.store.wakeups import WAKE_CHANNEL, WakeKind, Wakeup
 
 #: Advisory lock key serialising audit appends across nodes ("bastion" + 0x02).
 AUDIT_LOCK = 0x62617374696F6E02
@@ -125,11 +126,16 @@ class History:
         target: str | None = None,
         since: float | None = None,
         limit: int = 200,
+        node: str | None = None,
     ) -> list[SessionRecord]:
-        """Sessions newest first; ``live`` True/False picks running/ended ones."""
+        """Sessions of every node, newest first; ``live`` True/False picks running/ended
+        ones, ``node`` those of one node."""
         where, params = _who_where(user, target, since, "s.started_at")
         if live is not None:
             where.append("s.ended_at IS NULL" if live else "s.ended_at IS NOT NULL")
+        if node is not None:
+            where.append("s.node = ?")
+            params.append(node)
         order = " ORDER BY s.started_at DESC, s.id DESC LIMIT ?"
         sql = rows.SESSION_SELECT + where_clause(where) + order
         with self._db.transaction() as tx:
@@ -191,6 +197,7 @@ class History:
             if row is None:
                 raise NotFound(f"no session {session_id}; see 'bastion sessions list --live'")
             raise StoreError(f"session {session_id} already ended ({row['end_reason']})")
+        tx.notify(WAKE_CHANNEL, Wakeup(WakeKind.SESSION, session_id).payload())
 
     def _request_user_terminations_tx(
         self, tx: Tx, user_id: int, by: str, reason: str, at: float
@@ -201,7 +208,10 @@ class History:
             " terminate_reason = ? WHERE user_id = ? AND ended_at IS NULL RETURNING id",
             [float(at), by, reason, user_id],
         )
-        return sorted(str(r["id"]) for r in found)
+        ids = sorted(str(r["id"]) for r in found)
+        for session_id in ids:
+            tx.notify(WAKE_CHANNEL, Wakeup(WakeKind.SESSION, session_id).payload())
+        return ids
 
     def termination_requests(self, session_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(by, reason) for each of these live sessions an admin asked to end."""

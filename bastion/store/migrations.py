@@ -462,6 +462,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         },
     ),
+    Migration(
+        16,
+        "cancel keys of the fleet",
+        (
+            # Which node handed out a client-facing PostgreSQL cancel key (the pid
+            # half; the secret stays in that node's memory), so a CancelRequest a
+            # load balancer sends to another node can be forwarded to the owner.
+            """CREATE TABLE pg_cancel_keys (
+                pid {BIGINT} PRIMARY KEY,
+                node TEXT NOT NULL,
+                issued_at {FLOAT} NOT NULL
+            )""",
+            "CREATE INDEX pg_cancel_keys_node ON pg_cancel_keys (node)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bastion.errors import NotFound
+from bastion.errors import AlreadyExists, NotFound
 from bastion.store.backends import Backend, Row, Tx
 from bastion.store.models import NodeRecord
+from bastion.store.wakeups import WAKE_CHANNEL, WakeKind, Wakeup
 
 _NODE_COLUMNS = (
     "n.name, n.pid, n.version, n.ssh_addr, n.pg_addr, n.control_addr, n.control_cert,"
@@ -89,6 +90,7 @@ class Nodes:
         )
         if not changed:
             raise NotFound(f"no running node named '{name}'; see 'bastion nodes list'")
+        tx.notify(WAKE_CHANNEL, Wakeup(WakeKind.NODE, name).payload())
 
     def get_node(self, name: str) -> NodeRecord:
         """One node's row with its live session count. Raises NotFound."""
@@ -111,3 +113,33 @@ class Nodes:
                 params,
             )
         return [_node(r) for r in rows]
+
+    def claim_cancel_key(self, pid: int, node: str, now: float) -> bool:
+        """Record that ``node`` handed out cancel key ``pid``; False if another has it."""
+        try:
+            with self._db.transaction(write=True) as tx:
+                if tx.one("SELECT node FROM pg_cancel_keys WHERE pid = ?", [pid]) is not None:
+                    return False
+                tx.run(
+                    "INSERT INTO pg_cancel_keys (pid, node, issued_at) VALUES (?, ?, ?)",
+                    [pid, node, now],
+                )
+        except AlreadyExists:  # another node claimed it between the look and the insert
+            return False
+        return True
+
+    def release_cancel_key(self, pid: int, node: str) -> None:
+        """The connection that had ``pid`` ended (only its own node releases it)."""
+        with self._db.transaction(write=True) as tx:
+            tx.run("DELETE FROM pg_cancel_keys WHERE pid = ? AND node = ?", [pid, node])
+
+    def release_node_cancel_keys(self, node: str) -> int:
+        """Forget every key ``node`` handed out (it starts: its old connections are gone)."""
+        with self._db.transaction(write=True) as tx:
+            return tx.run("DELETE FROM pg_cancel_keys WHERE node = ?", [node])
+
+    def cancel_key_node(self, pid: int) -> str | None:
+        """The node that handed out cancel key ``pid``, or None."""
+        with self._db.transaction() as tx:
+            row = tx.one("SELECT node FROM pg_cancel_keys WHERE pid = ?", [pid])
+        return None if row is None else str(row["node"])
