@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,13 +32,26 @@ HEARTBEAT_SECONDS = 5.0
 """How often a node writes its heartbeat; three missed beats make it silent."""
 
 
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  compared against, never bound
+
+
+def reachable(host: str, port: int) -> str:
+    """``host:port`` peers can dial: a wildcard listen address becomes this host's name."""
+    if host in WILDCARDS:
+        host = socket.getfqdn()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def listen_address(sockets: Sequence[object]) -> str | None:
-    """``host:port`` of a listener's first socket (``[host]:port`` for IPv6), or None."""
+    """Where peers reach a listener (its first socket), or None.
+
+    A listener on every address (``0.0.0.0``) registers this host's name instead,
+    because other nodes dial what is registered (cancel forwarding, watch relays).
+    """
     for sock in sockets:
         name = sock.getsockname()  # type: ignore[attr-defined]
         if isinstance(name, tuple):
-            host, port = str(name[0]), int(name[1])
-            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            return reachable(str(name[0]), int(name[1]))
     return None
 
 
@@ -54,8 +68,7 @@ def control_address(node: BastionNode) -> tuple[str | None, str | None]:
         anchor = ca_path(cfg.tls_cert)
         pem_file = anchor if anchor.exists() else cfg.tls_cert
         pem = pem_file.read_text() if pem_file.exists() else None
-        host, port = cfg.listen
-        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), pem
+        return reachable(*cfg.listen), pem
     if cfg.socket is not None:
         return f"unix:{Path(cfg.socket).resolve()}", None
     return None, None

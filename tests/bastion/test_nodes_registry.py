@@ -148,3 +148,14 @@ def test_node_registers_shows_live_sessions_and_drains(tmp_path: Path) -> None:
         if b.proc is not None and b.proc.poll() is None:
             b.proc.kill()
         b.close()
+
+
+def test_a_wildcard_listen_address_registers_the_host_name() -> None:
+    from bastion.node_registry import reachable
+
+    assert reachable("10.0.0.11", 7443) == "10.0.0.11:7443"
+    assert reachable("fd00::11", 6432) == "[fd00::11]:6432"
+    for wildcard in ("0.0.0.0", "::"):  # noqa: S104  the value under test
+        host = reachable(wildcard, 2222).rsplit(":", 1)[0]
+        assert host not in ("0.0.0.0", "::", "[::]", "")  # noqa: S104
+        assert host == socket.getfqdn() or host == f"[{socket.getfqdn()}]"
