@@ -254,6 +254,40 @@ def test_a_restarted_node_uploads_what_its_spool_still_holds(
     wait_until(lambda: not spool.exists(), 10, "the spool copy to be removed")
 
 
+def test_a_node_killed_while_uploading_loses_nothing(
+    node: BastionHarness, s3_server: MotoS3
+) -> None:
+    """SIGKILL as the upload of a multi-part recording starts: whatever it cut (before,
+    during or after the transfer), the spool copy or the object holds the recording,
+    the next start finishes the job, and the result verifies."""
+    who = node.contractor()
+    node.grant(who, "web1")
+    # ~20 MB of output that zstd cannot shrink much: several 5 MiB parts
+    done = who.ssh("head -c 15000000 /dev/urandom | base64 -w 0; echo", target="web1")
+    assert done.returncode == 0 and len(done.stdout) > 19_000_000, done.stderr
+    ended = _session_of(node, who)
+    assert node.proc is not None
+    node.proc.kill()  # the uploader was handed the recording at session.end
+    node.proc.wait()
+    node.proc = None
+    row = node.store.get_session(ended.id)
+    assert row is not None and row.recording is not None
+    if not row.recording.startswith("s3://"):  # not yet confirmed: the spool still has it
+        assert _spool_path(node, ended, row.recording).exists()
+    node.start()
+    moved = _uploaded(node, ended.id, timeout=60)
+    wait_until(
+        lambda: not _spool_path(node, ended, ended.recording or "").exists(),
+        20,
+        "the spool copy to be removed",
+    )
+    with recording_file(node.config, moved.recording or "").open() as f:
+        result = verify(
+            f, load_public_key(str(node.config.recording_signing_key)), moved.final_hash
+        )
+    assert result.status == "intact", result
+
+
 def test_an_object_altered_in_the_bucket_fails_verify(
     node: BastionHarness, s3_server: MotoS3
 ) -> None:
