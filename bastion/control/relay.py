@@ -9,8 +9,10 @@ TCP+TLS control listener as found in the node registry, and forwards the stream.
   and no host-name check, since the registered address may be any IP the leaf
   does not name. Whoever can rewrite the registry can rewrite grants too.
 - **Authentication**: this node mints a control token for the relaying admin in
-  the shared store (valid ``RELAY_TOKEN_TTL`` seconds), says ``hello`` with it
-  and revokes it at once: the owner checks the admin's role, lock and token
+  the shared store (valid ``RELAY_TOKEN_TTL`` seconds), says ``hello`` with it,
+  asks for the watch and revokes it as soon as the owner has answered that one
+  request (the owner re-checks the token before each request, so it must outlive
+  the hello by one request, no more): the owner checks the admin's role, lock and token
   itself and audits ``control.watch`` under the admin's name, exactly as for a
   console connected to it. No node-wide credential exists that could be stolen
   and replayed.
@@ -31,7 +33,7 @@ from bastion.store.models import NodeRecord, TokenPurpose
 __all__ = ["RELAY_TOKEN_TTL", "peer_address", "relay_watch"]
 
 RELAY_TOKEN_TTL = 30.0
-"""Seconds a relay token could be used; it is revoked right after the hello anyway."""
+"""Seconds a relay token could be used; it is revoked after its one watch request anyway."""
 
 RELAY_TOKEN_PREFIX = "bct_relay_"  # noqa: S105  a public prefix
 
@@ -56,8 +58,9 @@ def pinned_context(pem: str) -> ssl.SSLContext:
     return ctx
 
 
-async def open_peer(node: BastionNode, peer: NodeRecord, admin: str) -> ControlClient:
-    """A control connection to ``peer`` authenticated as ``admin`` (raises ControlError)."""
+async def open_peer(node: BastionNode, peer: NodeRecord, admin: str) -> tuple[ControlClient, int]:
+    """A control connection to ``peer`` authenticated as ``admin``, and the id of the
+    token minted for it, for the caller to revoke (raises ControlError)."""
     host, port = peer_address(peer)
     assert peer.control_cert is not None  # noqa: S101  checked by peer_address
     user = await node.call(node.store.get_user, admin)
@@ -76,20 +79,36 @@ async def open_peer(node: BastionNode, peer: NodeRecord, admin: str) -> ControlC
         )
     )
     try:
-        return await ControlClient.connect_tcp(
+        client = await ControlClient.connect_tcp(
             host, port, user=admin, token=token, context=pinned_context(peer.control_cert)
         )
-    finally:
-        await node.call(node.store.revoke_token, record.id, f"relay:{node.node}", node.clock())
+    except BaseException:
+        await _revoke(node, record.id)
+        raise
+    return client, record.id
+
+
+async def _revoke(node: BastionNode, token_id: int) -> None:
+    await node.call(node.store.revoke_token, token_id, f"relay:{node.node}", node.clock())
 
 
 async def relay_watch(
     node: BastionNode, peer: NodeRecord, admin: str, session_id: str
 ) -> AsyncIterator[LiveEvent]:
-    """The owner's watch stream of ``session_id``, event by event (ends with LiveEnd)."""
-    client = await open_peer(node, peer, admin)
+    """The owner's watch stream of ``session_id``, event by event (ends with LiveEnd).
+
+    The relay's token is revoked once the owner answered the watch request (its first
+    event), or when the relay ends without one.
+    """
+    client, token_id = await open_peer(node, peer, admin)
+    revoked = False
     try:
         async for event in client.watch(session_id):
+            if not revoked:
+                revoked = True
+                await _revoke(node, token_id)
             yield event
     finally:
+        if not revoked:
+            await _revoke(node, token_id)
         await client.close()
