@@ -3,17 +3,18 @@
 ``index_session`` reads a sealed session (recording and store rows), masks, and
 swaps its index rows and marker in one transaction: running it again gives the
 same rows, and a process killed half-way leaves that session unmarked, so the next
-``reindex`` (or the node's catch-up at start) does it whole. ``SearchIndexer`` is
-the node's single background thread: sessions are queued when they end and
-indexed one by one, never on the event loop; a failure is logged (the index is
-derived data, the recording is the evidence) and ``bastion reindex`` retries.
+``reindex`` (or the node's catch-up at start) does it whole. ``SearchIndexer`` runs
+``bastion reindex`` in a niced child process when sessions end, never in the
+node's process; a failure is logged (the index is derived data, the recording is
+the evidence) and the next run retries.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,8 +29,6 @@ from recorder import LocalStorage
 
 log = logging.getLogger(__name__)
 
-_STOP = ""
-_CATCH_UP_LIMIT = 1_000_000  # session ids (a few MB): everything ended and not yet indexed
 
 
 def masks_of(config: Config) -> Masks:
@@ -98,56 +97,83 @@ def reindex(
 
 
 class SearchIndexer:
-    """The node's indexing thread: ``submit`` a sealed session, ``close`` at stop."""
+    """The node's indexer: a niced child process running ``bastion reindex`` when sessions end.
+
+    Not a thread of the node: rendering a long terminal recording through the screen
+    emulator is seconds of pure Python, and in the node's process it would hold the
+    GIL that every relay needs (a 64 MB PTY stream being indexed made the next
+    session's echo 20x slower). A child process at lower priority (``nice 10``)
+    leaves the relays their core; ``reindex`` indexes every ended session not yet
+    indexed, so one run after a burst of ends covers them all, and a run killed
+    half-way is finished by the next.
+    """
+
+    NICENESS = 10
 
     def __init__(self, store: Store, config: Config) -> None:
-        self._store = store
+        del store  # the child opens its own
         self._config = config
-        self._masks = masks_of(config)
-        self._queue: queue.Queue[str] = queue.Queue()
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
-        self.indexed = 0
-        """Sessions indexed by this thread (a metric and a test hook)."""
+        self.runs = 0
+        """Completed ``reindex`` runs (a metric and a test hook)."""
 
     def start(self, catch_up: bool = True) -> None:
-        """Start the thread; ``catch_up`` first queues ended sessions not yet indexed."""
-        self._thread = threading.Thread(
-            target=self._run, args=(catch_up,), name="search-indexer", daemon=True
-        )
+        """Start the thread that runs the child; ``catch_up`` runs it once at once."""
+        if catch_up:
+            self._wanted.set()
+        self._thread = threading.Thread(target=self._run, name="search-indexer", daemon=True)
         self._thread.start()
 
     def submit(self, session_id: str) -> None:
         """Index ``session_id`` soon (it must be sealed: its row ended)."""
-        self._queue.put(session_id)
+        del session_id  # reindex finds every ended session not yet indexed
+        self._wanted.set()
 
     @property
     def pending(self) -> int:
-        """Sessions queued and not yet indexed."""
-        return self._queue.qsize()
+        """1 while a run is wanted or running, else 0."""
+        return int(self._wanted.is_set() or self._child is not None)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop after the session being indexed (the rest is caught up at next start)."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        self._thread = None
+        """Stop the child (its session is redone by the next run) and the thread."""
+        self._stopping.set()
+        self._wanted.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
 
-    def _run(self, catch_up: bool) -> None:
-        if catch_up:
-            try:
-                for session_id in self._store.sessions_to_index(limit=_CATCH_UP_LIMIT):
-                    self._queue.put(session_id)
-            except Exception:
-                log.exception("search index: listing sessions to catch up failed")
+    def _run(self) -> None:
         while True:
-            session_id = self._queue.get()
-            if session_id == _STOP:
+            self._wanted.wait()
+            if self._stopping.is_set():
                 return
+            self._wanted.clear()
+            argv = [sys.executable, "-m", "bastion", "reindex", "--config", str(self._config.path)]
+            nice = shutil.which("nice")  # a command, not preexec_fn: the node has threads
+            if nice is not None:
+                argv = [nice, "-n", str(self.NICENESS), *argv]
             try:
-                index_session(self._store, self._config, session_id, self._masks)
-                self.indexed += 1
-            except Exception:
-                log.exception(
-                    "search index: session %s not indexed (run 'bastion reindex')", session_id
+                self._child = subprocess.Popen(  # noqa: S603  our interpreter, our command
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                 )
+                _out, err = self._child.communicate()
+                if self._child.returncode not in (0, -15) and not self._stopping.is_set():
+                    log.warning(
+                        "search index: 'bastion reindex' exited %s: %s",
+                        self._child.returncode,
+                        err.decode(errors="replace").strip()[-500:],
+                    )
+                self.runs += 1
+            except OSError as e:
+                log.error("search index: cannot start 'bastion reindex': %s", e)
+            finally:
+                self._child = None
