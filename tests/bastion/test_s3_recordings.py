@@ -157,14 +157,14 @@ def test_node_b_verifies_exports_and_replays_from_s3_with_node_a_spool_gone(
     assert code == 0, err
     assert "intact" in out
 
+    # Indexing (again) from node B reads the object (A's spool is gone): the typed line
+    # and the terminal's output are found. (Run here rather than waiting for the node's
+    # background indexer, which may have indexed it from the spool already or not yet.)
+    code, out, err = _cli(node, node_b_config, "reindex", "--again")
+    assert code == 0, out + err
     code, out, err = _cli(node, node_b_config, "sessions", "search", "from-b-")
     assert code == 0, err
     assert session.id in out
-
-    # Indexing again from node B reads the object (A's spool is gone): the terminal's
-    # output is found, at its place in the session.
-    code, out, err = _cli(node, node_b_config, "reindex", "--again")
-    assert code == 0, out + err
     code, out, err = _cli(node, node_b_config, "sessions", "search", "from-b-55", "--in", "output")
     assert code == 0, err
     assert session.id in out and "0 hit" not in out
