@@ -99,7 +99,12 @@ class RecordingUploader:
         while True:
             now = self._clock()
             for item in [p for p in self._pending.values() if p.due <= now]:
-                await self._attempt(item)
+                try:
+                    await self._attempt(item)
+                except Exception as e:  # never let one recording stop every later upload
+                    log.exception("session %s: uploading its recording failed", item.session_id)
+                    if item.session_id in self._pending:
+                        self._failed(item, f"{type(e).__name__}: {e}")
             self._wake.clear()
             waits = [p.due - self._clock() for p in self._pending.values()]
             timeout = max(0.0, min(waits)) if waits else None
@@ -207,7 +212,10 @@ class RecordingUploader:
             os.unlink(path)
         except FileNotFoundError:
             return
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:  # make the removal durable; a directory removed meanwhile has nothing to sync
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
         try:
             os.fsync(fd)
         finally:

@@ -95,6 +95,14 @@ def _uploaded(node: BastionHarness, session_id: str, timeout: float = 30) -> Ses
     return row
 
 
+def _wait_for_log(node: BastionHarness, line: str) -> None:
+    """Wait for ``line`` in the node's log; on failure, show the log's end."""
+    try:
+        wait_until(lambda: line in node.log(), 30, repr(line))
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the node's log ends:\n{node.log()[-4000:]}") from None
+
+
 def _spool_path(node: BastionHarness, session: SessionRecord, location: str) -> Path:
     return LocalStorage(node.config.recordings_dir).path_of(location)
 
@@ -194,11 +202,7 @@ def test_with_s3_down_mid_session_nothing_is_lost_and_it_uploads_when_back(
         ended = _session_of(node, who)
         assert ended.recording is not None and not ended.recording.startswith("s3://")
         spool = _spool_path(node, ended, ended.recording)
-        wait_until(
-            lambda: f"session {ended.id}: upload attempt 2 failed" in node.log(),
-            30,
-            "two failed upload attempts",
-        )
+        _wait_for_log(node, f"session {ended.id}: upload attempt 2 failed")
         assert spool.exists()  # nothing deleted before the upload is confirmed
         code, out, err = _cli(node, node.config.path, "recordings", "pending")
         assert code == 0, err
@@ -237,11 +241,7 @@ def test_a_restarted_node_uploads_what_its_spool_still_holds(
         assert b"left-behind" in who.ssh("echo", "left-behind", target="web1").stdout
         ended = _session_of(node, who)
         assert ended.recording is not None and not ended.recording.startswith("s3://")
-        wait_until(
-            lambda: f"session {ended.id}: upload attempt 1 failed" in node.log(),
-            30,
-            "a failed upload attempt",
-        )
+        _wait_for_log(node, f"session {ended.id}: upload attempt 1 failed")
         node.stop()
     finally:
         s3_server.start()

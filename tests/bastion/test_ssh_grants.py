@@ -258,47 +258,50 @@ def _forward_roundtrip(
     from bastion.openssh_target import free_port
 
     local = free_port()
-    said = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [
-            "ssh",
-            *c.ssh_args(),
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            f"127.0.0.1:{local}:127.0.0.1:{echo.port}",
-            "-p",
-            str(bastion.port),
-            f"{c.login_name('web1')}@127.0.0.1",
-        ],
-        env=c.ssh_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=said,
-    )
-    got: bytes | None = None
-    try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", local), timeout=5) as s:
-                    s.sendall(b"hello forward")
-                    s.shutdown(socket.SHUT_WR)
-                    chunks = []
-                    while data := s.recv(65536):
-                        chunks.append(data)
-                    got = b"".join(chunks)
+    with tempfile.TemporaryFile() as said:
+        proc = subprocess.Popen(
+            [
+                "ssh",
+                *c.ssh_args(),
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                f"127.0.0.1:{local}:127.0.0.1:{echo.port}",
+                "-p",
+                str(bastion.port),
+                f"{c.login_name('web1')}@127.0.0.1",
+            ],
+            env=c.ssh_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=said,
+        )
+        got: bytes | None = None
+        try:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", local), timeout=5) as s:
+                        s.sendall(b"hello forward")
+                        s.shutdown(socket.SHUT_WR)
+                        chunks = []
+                        while data := s.recv(65536):
+                            chunks.append(data)
+                        got = b"".join(chunks)
+                        break
+                except ConnectionRefusedError:
+                    time.sleep(0.2)
+                except ConnectionResetError:  # the forward was refused: ssh dropped the socket
+                    got = b""
                     break
-            except ConnectionRefusedError:
-                time.sleep(0.2)
-            except ConnectionResetError:  # the forward was refused: ssh dropped the socket
-                got = b""
-                break
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    with said:
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # never leave a client running into other tests
+                proc.kill()
+                proc.wait(timeout=10)
         said.seek(0)
         return got, said.read().decode(errors="replace")
 
@@ -313,7 +316,7 @@ def test_port_forward_with_and_without_option(bastion: BastionHarness) -> None:
         d = bastion.contractor()
         bastion.grant(d, "web1")
         got, said = _forward_roundtrip(d, bastion, echo)
-        assert got == b""
+        assert got == b"", said
         # refused at channel open, with the reason, as OpenSSH's own sshd would refuse it
         assert "open failed: administratively prohibited: bastion: " in said, said
         assert "does not allow port-forward" in said, said
