@@ -20,7 +20,7 @@ from bastion.search_indexer import reindex
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Role, SessionRecord, TargetKind
-from bastion.store.search import _longest_literal
+from bastion.store.search import KINDS, _longest_literal
 from replay.screen_lines import DisplayedLines
 from tests.bastion.search_fleet import build_fleet, open_config_store
 
@@ -140,6 +140,30 @@ def test_index_search_on_both_backends(store: Store) -> None:
     assert store.session_index("s-old") == [("output", 4.5, "Customer 4711: Jane Roe")]
     assert store.search_index("psql") == []  # the old row went with the replacement
     assert store.index_totals() == (2, 3, 150)
+
+
+@pytest.mark.integration
+def test_postgresql_search_reads_the_trigram_index(pg_url: str) -> None:
+    """Left to itself the planner filters every chunk with ILIKE: TOAST hides the text's
+    size from its costs and the GIN pending list (full after a burst of indexing) inflates
+    the index's; at 10k sessions that read all the text (2.7 s for a rare token). The
+    search's transaction reads the GIN index's candidates instead."""
+    with open_store(pg_url, SecretBox(SecretBox.generate_key())) as store:
+        now = time.time()
+        for n in range(20):  # fresh GIN index: these rows sit in its pending list
+            _session(store, f"s-{n}", now - 1000 + n)
+            text = f"line {n} " + "lorem ipsum dolor " * 200  # a TOASTed chunk
+            store.replace_session_index(f"s-{n}", [("output", 1.0, text)], source_bytes=1, now=now)
+        sql, params = store._search_sql("cust-4711", KINDS, None, None, None)
+        with store._db.transaction() as tx:
+            store._use_trigram_index(tx, "cust-4711")
+            plan = "\n".join(
+                str(next(iter(r.values())))
+                for r in tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
+            )
+        assert "Bitmap Index Scan on search_chunks_trgm" in plan, plan
+        assert "Seq Scan on search_chunks" not in plan, plan
+        assert [h.session_id for h in store.search_index("line 7 lorem")] == ["s-7"]
 
 
 # ------------------------------------------------------------------ reindex and SIGKILL
