@@ -88,6 +88,10 @@ class Peer:
     """The workloads this peer runs (None: all)."""
     mbps: dict[str, list[float]] = field(default_factory=dict)
     """Bulk case name -> MB/s per round."""
+    node_pid: int | None = None
+    """The bastion node's process (its workers are its children), whose CPU is measured."""
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    """Workload -> the node's CPU microseconds per transaction, per round."""
 
 
 def pgbench_bin(server: PgServer) -> str:
@@ -107,6 +111,22 @@ def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> floa
     if result.returncode != 0 or found is None:
         raise RuntimeError(f"pgbench via {peer.name} failed:\n{result.stdout}\n{result.stderr}")
     return float(found.group(1))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its descendants (a node's worker processes)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # exited meanwhile
+            continue
+    return total
 
 
 def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
@@ -369,6 +389,23 @@ def workers_report(peers: Sequence[Peer], workers: Sequence[Peer], args: argpars
     return "\n".join(rows) + note
 
 
+def cpu_report(peers: Sequence[Peer], workloads: Sequence[str]) -> str:
+    """The node's CPU per transaction: steadier than TPS on a shared machine."""
+    rows = [
+        "| workload | " + " | ".join(p.name for p in peers) + " |",
+        "|" + "---|" * (len(peers) + 1),
+    ]
+    for w in workloads:
+        cells = [f"{median(p.cpu_us[w]):.0f}" if p.cpu_us.get(w) else "-" for p in peers]
+        rows.append(f"| {w} | " + " | ".join(cells) + " |")
+    note = (
+        "\nNode CPU (user + system, all its processes) in µs per transaction, median of "
+        "the rounds: the whole node, so SSH, the recorder's threads and the search indexer "
+        "are in it.\n"
+    )
+    return "\n".join(rows) + note
+
+
 def bulk_report(peers: Sequence[Peer], cases: Sequence[BulkCase], args: argparse.Namespace) -> str:
     """MB/s per path and case, with the bastion's ratio to the floor."""
     rows = [
@@ -446,6 +483,13 @@ def start_bastion(
     return h
 
 
+def node_pid(h: BastionHarness) -> int:
+    """The node's (supervisor's) process id."""
+    if h.proc is None:
+        raise RuntimeError("the bastion node is not running")
+    return h.proc.pid
+
+
 def bastion_env(base: dict[str, str], h: BastionHarness, user: str, token: str) -> dict[str, str]:
     """libpq environment for a contractor reaching the node's PostgreSQL listener."""
     return base | {
@@ -513,10 +557,11 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                     {**direct_env, "PGHOST": "127.0.0.1", "PGPORT": str(floor)}
                     | {"PGSSLMODE": "require"},
                 ),
-                Peer("bastion", bastion_env(direct_env, h, name, token)),
+                Peer("bastion", bastion_env(direct_env, h, name, token), node_pid=node_pid(h)),
                 Peer(
                     "bastion+rules",
                     bastion_env(direct_env, h, g_name, g_token) | {"PGDATABASE": "guarded"},
+                    node_pid=node_pid(h),
                 ),
             ]
             workers: list[Peer] = []
@@ -529,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                     stack.callback(wh.close)
                     w_name, w_token = bastion_token(wh, server, user, password)
                     env = bastion_env(direct_env, wh, w_name, w_token)
-                    workers.append(Peer(f"bastion w={n}", env, only=frozenset(WORKER_WORKLOADS)))
+                    only = frozenset(WORKER_WORKLOADS)
+                    workers.append(Peer(f"bastion w={n}", env, only=only, node_pid=node_pid(wh)))
             workloads = {
                 "select-only simple": ["-S", "-M", "simple"],
                 "select-only extended": ["-S", "-M", "extended"],
@@ -549,8 +595,12 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                     for p in pgbench_peers[k:] + pgbench_peers[:k]:
                         if w not in p.tps:
                             continue
+                        cpu0 = tree_cpu_seconds(p.node_pid) if p.node_pid else 0.0
                         tps = run_pgbench(exe, p, [*wargs, "-c", str(args.clients)], args.seconds)
                         p.tps[w].append(tps)
+                        if p.node_pid:
+                            cpu = tree_cpu_seconds(p.node_pid) - cpu0
+                            p.cpu_us.setdefault(w, []).append(cpu / (tps * args.seconds) * 1e6)
                         say(f"round {rnd + 1} {w:<22} {p.name:<14} {tps:>9,.0f} tps")
                 for case in cases:
                     k = rnd % len(bulk_peers)
@@ -566,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
             out = []
             if "pgbench" in args.cases:
                 out.append(report(peers, list(workloads), args))
+            measured = [p for p in pgbench_peers if p.cpu_us]
+            if measured:
+                out.append(cpu_report(measured, list(workloads)))
             if workers:
                 out.append(workers_report(peers if "pgbench" in args.cases else [], workers, args))
             if cases:
