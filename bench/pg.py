@@ -88,10 +88,11 @@ class Peer:
     """The workloads this peer runs (None: all)."""
     mbps: dict[str, list[float]] = field(default_factory=dict)
     """Bulk case name -> MB/s per round."""
-    node_pid: int | None = None
-    """The bastion node's process (its workers are its children), whose CPU is measured."""
+    cpu_pid: int | None = None
+    """The hop's process (pgbouncer, the floor, a bastion node with its workers as
+    children), whose CPU is measured."""
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
-    """Workload -> the node's CPU microseconds per transaction, per round."""
+    """Workload -> the hop's CPU microseconds per transaction, per round."""
 
 
 def pgbench_bin(server: PgServer) -> str:
@@ -140,8 +141,10 @@ def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool) -> Iterator[int]:
-    """pgbouncer in session mode in front of ``server``; yields its port."""
+def pgbouncer(
+    work: Path, server: PgServer, user: str, password: str, tls: bool
+) -> Iterator[tuple[int, int]]:
+    """pgbouncer in session mode in front of ``server``; yields its port and process id."""
     port = free_port()
     base = work / ("pgbouncer-tls" if tls else "pgbouncer")
     base.mkdir()
@@ -199,14 +202,14 @@ def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool)
                         + (base / "pgbouncer.log").read_text(errors="replace")[-2000:]
                     ) from None
                 time.sleep(0.2)
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
 
 @contextmanager
-def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
-    """``bench/pg_floor_relay.py`` in front of ``server``; yields its port."""
+def floor_relay(work: Path, server: PgServer) -> Iterator[tuple[int, int]]:
+    """``bench/pg_floor_relay.py`` in front of ``server``; yields its port and process id."""
     from bastion.pg.tls_cert import make_node_certificate
 
     base = work / "floor"
@@ -234,7 +237,7 @@ def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the floor relay did not start")
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
@@ -390,7 +393,7 @@ def workers_report(peers: Sequence[Peer], workers: Sequence[Peer], args: argpars
 
 
 def cpu_report(peers: Sequence[Peer], workloads: Sequence[str]) -> str:
-    """The node's CPU per transaction: steadier than TPS on a shared machine."""
+    """Each hop's CPU per transaction: steadier than TPS on a shared machine."""
     rows = [
         "| workload | " + " | ".join(p.name for p in peers) + " |",
         "|" + "---|" * (len(peers) + 1),
@@ -399,9 +402,9 @@ def cpu_report(peers: Sequence[Peer], workloads: Sequence[str]) -> str:
         cells = [f"{median(p.cpu_us[w]):.0f}" if p.cpu_us.get(w) else "-" for p in peers]
         rows.append(f"| {w} | " + " | ".join(cells) + " |")
     note = (
-        "\nNode CPU (user + system, all its processes) in µs per transaction, median of "
-        "the rounds: the whole node, so SSH, the recorder's threads and the search indexer "
-        "are in it.\n"
+        "\nThe hop's CPU (user + system; a node with all its worker processes) in µs per "
+        "transaction, median of the rounds. For a node that is the whole node: SSH, the "
+        "recorder's threads and the search indexer are in it.\n"
     )
     return "\n".join(rows) + note
 
@@ -535,10 +538,14 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                 capture_output=True,
             )
             say("starting pgbouncer (plain and TLS)")
-            bouncer = stack.enter_context(pgbouncer(work, server, user, password, tls=False))
-            bouncer_tls = stack.enter_context(pgbouncer(work, server, user, password, tls=True))
+            bouncer, bouncer_pid = stack.enter_context(
+                pgbouncer(work, server, user, password, tls=False)
+            )
+            bouncer_tls, bouncer_tls_pid = stack.enter_context(
+                pgbouncer(work, server, user, password, tls=True)
+            )
             say("starting the python floor relay")
-            floor = stack.enter_context(floor_relay(work, server))
+            floor, floor_pid = stack.enter_context(floor_relay(work, server))
             say("starting the bastion")
             h = start_bastion(work, "bastion")
             stack.callback(h.close)
@@ -547,21 +554,27 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
             guard(h, "guarded")
             peers = [
                 Peer("direct", direct_env),
-                Peer("pgbouncer", {**direct_env, "PGPORT": str(bouncer), "PGHOST": "127.0.0.1"}),
+                Peer(
+                    "pgbouncer",
+                    {**direct_env, "PGPORT": str(bouncer), "PGHOST": "127.0.0.1"},
+                    cpu_pid=bouncer_pid,
+                ),
                 Peer(
                     "pgbouncer+TLS",
                     {**direct_env, "PGPORT": str(bouncer_tls), "PGSSLMODE": "require"},
+                    cpu_pid=bouncer_tls_pid,
                 ),
                 Peer(
                     "python floor",
                     {**direct_env, "PGHOST": "127.0.0.1", "PGPORT": str(floor)}
                     | {"PGSSLMODE": "require"},
+                    cpu_pid=floor_pid,
                 ),
-                Peer("bastion", bastion_env(direct_env, h, name, token), node_pid=node_pid(h)),
+                Peer("bastion", bastion_env(direct_env, h, name, token), cpu_pid=node_pid(h)),
                 Peer(
                     "bastion+rules",
                     bastion_env(direct_env, h, g_name, g_token) | {"PGDATABASE": "guarded"},
-                    node_pid=node_pid(h),
+                    cpu_pid=node_pid(h),
                 ),
             ]
             workers: list[Peer] = []
@@ -575,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                     w_name, w_token = bastion_token(wh, server, user, password)
                     env = bastion_env(direct_env, wh, w_name, w_token)
                     only = frozenset(WORKER_WORKLOADS)
-                    workers.append(Peer(f"bastion w={n}", env, only=only, node_pid=node_pid(wh)))
+                    workers.append(Peer(f"bastion w={n}", env, only=only, cpu_pid=node_pid(wh)))
             workloads = {
                 "select-only simple": ["-S", "-M", "simple"],
                 "select-only extended": ["-S", "-M", "extended"],
@@ -595,11 +608,11 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                     for p in pgbench_peers[k:] + pgbench_peers[:k]:
                         if w not in p.tps:
                             continue
-                        cpu0 = tree_cpu_seconds(p.node_pid) if p.node_pid else 0.0
+                        cpu0 = tree_cpu_seconds(p.cpu_pid) if p.cpu_pid else 0.0
                         tps = run_pgbench(exe, p, [*wargs, "-c", str(args.clients)], args.seconds)
                         p.tps[w].append(tps)
-                        if p.node_pid:
-                            cpu = tree_cpu_seconds(p.node_pid) - cpu0
+                        if p.cpu_pid:
+                            cpu = tree_cpu_seconds(p.cpu_pid) - cpu0
                             p.cpu_us.setdefault(w, []).append(cpu / (tps * args.seconds) * 1e6)
                         say(f"round {rnd + 1} {w:<22} {p.name:<14} {tps:>9,.0f} tps")
                 for case in cases:
