@@ -70,6 +70,7 @@ from ssh_peers import restart_node_info_logging
 from tests.peers.postgres import PgServer, find_pg_bin, start_pg_server
 
 TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
+CONNECT = re.compile(r"initial connection time = ([0-9.]+) ms")
 
 
 def say(msg: str) -> None:
@@ -101,8 +102,8 @@ def pgbench_bin(server: PgServer) -> str:
     return str(exe) if exe.exists() else "pgbench"
 
 
-def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> float:
-    """One pgbench run; its TPS (excluding connection time)."""
+def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> tuple[float, float]:
+    """One pgbench run; its TPS (excluding connection time) and its connection time (ms)."""
     database = peer.env.get("PGDATABASE", "bench")  # through the bastion: the target's name
     cmd = [exe, *args, "-T", str(seconds), "-j", "2", "-n", database]
     result = subprocess.run(
@@ -111,7 +112,8 @@ def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> floa
     found = TPS.search(result.stdout)
     if result.returncode != 0 or found is None:
         raise RuntimeError(f"pgbench via {peer.name} failed:\n{result.stdout}\n{result.stderr}")
-    return float(found.group(1))
+    connect = CONNECT.search(result.stdout)
+    return float(found.group(1)), float(connect.group(1)) if connect else 0.0
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -403,8 +405,8 @@ def cpu_report(peers: Sequence[Peer], workloads: Sequence[str]) -> str:
         rows.append(f"| {w} | " + " | ".join(cells) + " |")
     note = (
         "\nThe hop's CPU (user + system; a node with all its worker processes) in µs per "
-        "transaction, median of the rounds. For a node that is the whole node: SSH, the "
-        "recorder's threads and the search indexer are in it.\n"
+        "transaction, median of the rounds, the run's logins included. For a node that is "
+        "the whole node: SSH, the recorder's threads and the search indexer are in it.\n"
     )
     return "\n".join(rows) + note
 
@@ -609,12 +611,17 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                         if w not in p.tps:
                             continue
                         cpu0 = tree_cpu_seconds(p.cpu_pid) if p.cpu_pid else 0.0
-                        tps = run_pgbench(exe, p, [*wargs, "-c", str(args.clients)], args.seconds)
+                        tps, connect_ms = run_pgbench(
+                            exe, p, [*wargs, "-c", str(args.clients)], args.seconds
+                        )
                         p.tps[w].append(tps)
                         if p.cpu_pid:
                             cpu = tree_cpu_seconds(p.cpu_pid) - cpu0
                             p.cpu_us.setdefault(w, []).append(cpu / (tps * args.seconds) * 1e6)
-                        say(f"round {rnd + 1} {w:<22} {p.name:<14} {tps:>9,.0f} tps")
+                        say(
+                            f"round {rnd + 1} {w:<22} {p.name:<14} {tps:>9,.0f} tps "
+                            f"(connecting {connect_ms:,.0f} ms)"
+                        )
                 for case in cases:
                     k = rnd % len(bulk_peers)
                     for p in bulk_peers[k:] + bulk_peers[:k]:
