@@ -8,8 +8,8 @@ comes, and ends with every row of those reports that carries a verdict
 
 Run from the repository root::
 
-    PYTHONPATH=. python bench/all.py            # ~10 min on 2 cores
-    PYTHONPATH=. python bench/all.py --quick    # ~3 min, smaller workloads
+    PYTHONPATH=. python bench/all.py            # ~25 min on 2 cores (pg.py: ~19)
+    PYTHONPATH=. python bench/all.py --quick    # ~6 min, smaller workloads
     PYTHONPATH=. python bench/all.py --sessions 500 --out bench/latest.md
 
 Progress goes to stderr; the report (markdown) to stdout and, with ``--out``,

@@ -19,6 +19,14 @@ Peers, all on loopback and started by this script, in front of one PostgreSQL 15
   delete/update, COPY to a program, ALTER SYSTEM... none matching pgbench), so
   every statement is judged; reported as a ratio to **bastion** (issue 17: at
   least 0.9x).
+* **bastion w=1**, **bastion w=2** (``--cases workers``) - two more nodes on a
+  PostgreSQL state database with ``[node] workers = 1`` and ``2``, select-only
+  workloads only: the aggregate TPS a second worker process buys on this host.
+
+Bulk results (``--cases bulk``, ``bench/pg_bulk.py``): ``COPY (…) TO STDOUT`` of
+about ``--bulk-mb`` MB and a ``SELECT`` of ``--bulk-mb`` x 3000 rows, read to the
+end by psql through direct, pgbouncer+TLS, the python floor and the bastion, in
+MB/s, with the bastion's ratio to the floor (issue 17: at least 0.85x).
 
 Workloads: ``pgbench -S`` (select-only) with ``-M simple`` and ``-M extended``,
 and the TPC-B-like default, each with ``--clients`` clients and 2 threads for
@@ -28,6 +36,7 @@ of ``--rounds`` rounds is reported, with each peer's ratio to pgbouncer's.
 Run from the repository root::
 
     PYTHONPATH=. python bench/pg.py [--quick] [--rounds 3] [--seconds 10]
+        [--bulk-mb 1000] [--cases pgbench,workers,bulk]
 
 Tables (markdown) go to stdout, progress to stderr. Everything started is
 stopped and the temporary directory removed at the end.
@@ -56,9 +65,12 @@ import psycopg
 from bastion.openssh_target import free_port
 from bastion.store.models import Credset, TargetKind
 from node import BastionHarness, make_harness, production_config
+from pg_bulk import BulkCase, bulk_cases, run_bulk
+from ssh_peers import restart_node_info_logging
 from tests.peers.postgres import PgServer, find_pg_bin, start_pg_server
 
 TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
+CONNECT = re.compile(r"initial connection time = ([0-9.]+) ms")
 
 
 def say(msg: str) -> None:
@@ -73,6 +85,15 @@ class Peer:
     name: str
     env: dict[str, str]
     tps: dict[str, list[float]] = field(default_factory=dict)
+    only: frozenset[str] | None = None
+    """The workloads this peer runs (None: all)."""
+    mbps: dict[str, list[float]] = field(default_factory=dict)
+    """Bulk case name -> MB/s per round."""
+    cpu_pid: int | None = None
+    """The hop's process (pgbouncer, the floor, a bastion node with its workers as
+    children), whose CPU is measured."""
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    """Workload -> the hop's CPU microseconds per transaction, per round."""
 
 
 def pgbench_bin(server: PgServer) -> str:
@@ -81,8 +102,8 @@ def pgbench_bin(server: PgServer) -> str:
     return str(exe) if exe.exists() else "pgbench"
 
 
-def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> float:
-    """One pgbench run; its TPS (excluding connection time)."""
+def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> tuple[float, float]:
+    """One pgbench run; its TPS (excluding connection time) and its connection time (ms)."""
     database = peer.env.get("PGDATABASE", "bench")  # through the bastion: the target's name
     cmd = [exe, *args, "-T", str(seconds), "-j", "2", "-n", database]
     result = subprocess.run(
@@ -91,7 +112,24 @@ def run_pgbench(exe: str, peer: Peer, args: Sequence[str], seconds: int) -> floa
     found = TPS.search(result.stdout)
     if result.returncode != 0 or found is None:
         raise RuntimeError(f"pgbench via {peer.name} failed:\n{result.stdout}\n{result.stderr}")
-    return float(found.group(1))
+    connect = CONNECT.search(result.stdout)
+    return float(found.group(1)), float(connect.group(1)) if connect else 0.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its descendants (a node's worker processes)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # exited meanwhile
+            continue
+    return total
 
 
 def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
@@ -105,8 +143,10 @@ def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool) -> Iterator[int]:
-    """pgbouncer in session mode in front of ``server``; yields its port."""
+def pgbouncer(
+    work: Path, server: PgServer, user: str, password: str, tls: bool
+) -> Iterator[tuple[int, int]]:
+    """pgbouncer in session mode in front of ``server``; yields its port and process id."""
     port = free_port()
     base = work / ("pgbouncer-tls" if tls else "pgbouncer")
     base.mkdir()
@@ -164,14 +204,14 @@ def pgbouncer(work: Path, server: PgServer, user: str, password: str, tls: bool)
                         + (base / "pgbouncer.log").read_text(errors="replace")[-2000:]
                     ) from None
                 time.sleep(0.2)
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
 
 @contextmanager
-def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
-    """``bench/pg_floor_relay.py`` in front of ``server``; yields its port."""
+def floor_relay(work: Path, server: PgServer) -> Iterator[tuple[int, int]]:
+    """``bench/pg_floor_relay.py`` in front of ``server``; yields its port and process id."""
     from bastion.pg.tls_cert import make_node_certificate
 
     base = work / "floor"
@@ -199,40 +239,42 @@ def floor_relay(work: Path, server: PgServer) -> Iterator[int]:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the floor relay did not start")
-        yield port
+        yield port, proc.pid
     finally:
         stop(proc)
 
 
 GUARD_RULES: list[tuple[str, ...]] = [
-    ("no-drop", "--sql", "drop"),
-    ("no-truncate", "--sql", "truncate"),
-    ("no-bulk-delete", "--sql", "delete-without-where"),
-    ("no-bulk-update", "--sql", "update-without-where"),
-    ("no-copy-program", "--sql", "copy-program"),
-    ("no-copy-file", "--sql", "copy-file"),
-    ("no-alter-system", "--sql", "alter-system"),
-    ("no-grant", "--sql", "grant"),
-    ("no-roles", "--sql", "role"),
-    ("no-set-role", "--sql", "set-role"),
-    ("no-do", "--sql", "do-block"),
-    ("no-ddl-accounts", "--sql", "ddl", "--tables", "pgbench_accounts"),
-    ("no-ddl-branches", "--sql", "ddl", "--tables", "pgbench_branches"),
-    ("no-delete-history", "--sql", "delete", "--tables", "pgbench_history"),
-    ("no-secrets", "--sql", "select", "--tables", "secret*"),
-    ("no-pii", "--sql", "select,update", "--tables", "pii.*"),
-    ("no-audit-writes", "--sql", "insert,update,delete", "--tables", "audit_*"),
-    ("no-lock-tellers", "--sql", "lock", "--tables", "pgbench_tellers"),
-    ("no-unparsable", "--sql", "unparsable"),
-    ("try-maintenance", "--sql", "maintenance", "--shadow"),
+    ("no-drop", "deny", "--sql", "drop"),
+    ("no-truncate", "deny", "--sql", "truncate"),
+    ("no-bulk-delete", "deny", "--sql", "delete-without-where"),
+    ("no-bulk-update", "deny", "--sql", "update-without-where"),
+    ("no-copy-program", "deny", "--sql", "copy-program"),
+    ("no-copy-file", "deny", "--sql", "copy-file"),
+    ("no-alter-system", "deny", "--sql", "alter-system"),
+    ("approve-grant", "hold", "--sql", "grant"),
+    ("approve-roles", "hold", "--sql", "role"),
+    ("no-set-role", "deny", "--sql", "set-role"),
+    ("warn-do", "warn", "--sql", "do-block"),
+    ("approve-ddl-accounts", "hold", "--sql", "ddl", "--tables", "pgbench_accounts"),
+    ("no-ddl-branches", "deny", "--sql", "ddl", "--tables", "pgbench_branches"),
+    ("no-delete-history", "deny", "--sql", "delete", "--tables", "pgbench_history"),
+    ("no-secrets", "deny", "--sql", "select", "--tables", "secret*"),
+    ("no-pii", "deny", "--sql", "select,update", "--tables", "pii.*"),
+    ("warn-audit-writes", "warn", "--sql", "insert,update,delete", "--tables", "audit_*"),
+    ("approve-lock-tellers", "hold", "--sql", "lock", "--tables", "pgbench_tellers"),
+    ("no-unparsable", "deny", "--sql", "unparsable"),
+    ("try-maintenance", "deny", "--sql", "maintenance", "--shadow"),
 ]
-"""20 SQL rules as an admin would write them, none matching what pgbench sends."""
+"""20 SQL rules as an admin would write them (deny, hold for approval, warn, one
+shadow rule), none matching what pgbench sends. Column masking needs no rule: it
+applies to captured rows, and the benchmark runs with row capture off (the default)."""
 
 
 def guard(h: BastionHarness, target: str) -> None:
     """Put ``GUARD_RULES`` on ``target`` only (other targets keep no SQL rules)."""
-    for name, *spec in GUARD_RULES:
-        r = h.cli("policy", "add", name, *spec, "--action", "deny", "--target", target)
+    for name, action, *spec in GUARD_RULES:
+        r = h.cli("policy", "add", name, *spec, "--action", action, "--target", target)
         if r.returncode != 0:
             raise RuntimeError(f"policy add {name} failed: {r.stderr}")
 
@@ -279,20 +321,26 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
 def _verdict(bastion: float, bouncer: float) -> str:
     """The issue's target for pgbench -S: at least pgbouncer's TPS, recording every query."""
     met = bouncer > 0 and bastion >= bouncer
     return "≥ 1.0x pgbouncer: " + ("met" if met else "**missed**")
 
 
+def _median_of(peers: Sequence[Peer], name: str, w: str) -> float:
+    """Median TPS of peer ``name`` on workload ``w`` (0 if that peer did not run)."""
+    return next((median(p.tps.get(w, [])) for p in peers if p.name == name), 0.0)
+
+
 def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Namespace) -> str:
     """Markdown table: median TPS per peer and the ratios that matter per workload."""
 
     def tps(name: str, w: str) -> float:
-        return median(next(p for p in peers if p.name == name).tps[w])
-
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}x" if b else "-"
+        return _median_of(peers, name, w)
 
     ratios = (
         "bastion / pgbouncer",
@@ -307,10 +355,10 @@ def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Names
         cells = [f"{median(p.tps[w]):,.0f}" for p in peers]
         bastion, bouncer = tps("bastion", w), tps("pgbouncer", w)
         cells += [
-            ratio(bastion, bouncer),
-            ratio(bastion, tps("pgbouncer+TLS", w)),
-            ratio(tps("python floor", w), bouncer),
-            ratio(tps("bastion+rules", w), bastion),
+            _ratio(bastion, bouncer),
+            _ratio(bastion, tps("pgbouncer+TLS", w)),
+            _ratio(tps("python floor", w), bouncer),
+            _ratio(tps("bastion+rules", w), bastion),
             _verdict(bastion, bouncer) if w.startswith("select-only") else "",
         ]
         rows.append(f"| {w} | " + " | ".join(cells) + " |")
@@ -322,17 +370,145 @@ def report(peers: Sequence[Peer], workloads: Sequence[str], args: argparse.Names
     return "\n".join(rows) + note
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the benchmark and print the table."""
+def workers_report(peers: Sequence[Peer], workers: Sequence[Peer], args: argparse.Namespace) -> str:
+    """Aggregate TPS of one node with 1 and 2 worker processes, next to pgbouncer."""
+    rows = [
+        "| workload | pgbouncer | bastion | bastion w=1 | bastion w=2 "
+        "| w=2 / w=1 | w=2 / pgbouncer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in WORKER_WORKLOADS:
+        bouncer, w1, w2 = (
+            _median_of(peers, "pgbouncer", w),
+            _median_of(workers, "bastion w=1", w),
+            _median_of(workers, "bastion w=2", w),
+        )
+        cells = [f"{v:,.0f}" if v else "-" for v in (bouncer, _median_of(peers, "bastion", w))]
+        cells += [f"{w1:,.0f}", f"{w2:,.0f}", _ratio(w2, w1), _ratio(w2, bouncer)]
+        rows.append(f"| {w} | " + " | ".join(cells) + " |")
+    note = (
+        f"\n**bastion w=1** and **w=2**: nodes on a PostgreSQL state database with "
+        f"`[node] workers` = 1 and 2 (the **bastion** column: SQLite state, one process); "
+        f"same rounds, clients and seconds as above; {os.cpu_count()} cores on this host.\n"
+    )
+    return "\n".join(rows) + note
+
+
+def cpu_report(peers: Sequence[Peer], workloads: Sequence[str]) -> str:
+    """Each hop's CPU per transaction: steadier than TPS on a shared machine."""
+    rows = [
+        "| workload | " + " | ".join(p.name for p in peers) + " |",
+        "|" + "---|" * (len(peers) + 1),
+    ]
+    for w in workloads:
+        cells = [f"{median(p.cpu_us[w]):.0f}" if p.cpu_us.get(w) else "-" for p in peers]
+        rows.append(f"| {w} | " + " | ".join(cells) + " |")
+    note = (
+        "\nThe hop's CPU (user + system; a node with all its worker processes) in µs per "
+        "transaction, median of the rounds, the run's logins included. For a node that is "
+        "the whole node: SSH, the recorder's threads and the search indexer are in it.\n"
+    )
+    return "\n".join(rows) + note
+
+
+def bulk_report(peers: Sequence[Peer], cases: Sequence[BulkCase], args: argparse.Namespace) -> str:
+    """MB/s per path and case, with the bastion's ratio to the floor."""
+    rows = [
+        "| case | " + " | ".join(p.name for p in peers) + " | bastion / python floor | target |",
+        "|" + "---|" * (len(peers) + 3),
+    ]
+    for case in cases:
+
+        def mbps(name: str, case: BulkCase = case) -> float:
+            return next(median(p.mbps[case.name]) for p in peers if p.name == name)
+
+        bastion, floor = mbps("bastion"), mbps("python floor")
+        met = floor > 0 and bastion >= 0.85 * floor
+        cells = [f"{median(p.mbps[case.name]):,.0f}" for p in peers]
+        cells += [_ratio(bastion, floor), "≥ 0.85x floor: " + ("met" if met else "**missed**")]
+        rows.append(f"| {case.name} | " + " | ".join(cells) + " |")
+    note = (
+        f"\nMB/s (10^6 bytes of the result as psql writes it, over the statement's own time), "
+        f"median of {args.rounds} interleaved rounds; COPY of about {args.bulk_mb} MB, "
+        "one psql client; the bastion records the session as in production.\n"
+    )
+    return "\n".join(rows) + note
+
+
+WORKER_WORKLOADS = ("select-only simple", "select-only extended")
+CASES = ("pgbench", "workers", "bulk")
+
+
+def _cases(text: str) -> frozenset[str]:
+    chosen = frozenset(c.strip() for c in text.split(",") if c.strip())
+    if not chosen or chosen - set(CASES):
+        raise argparse.ArgumentTypeError(f"cases are a comma list of {', '.join(CASES)}")
+    return chosen
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (``--quick`` shrinks everything for a smoke run)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--scale", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke run)")
+    ap.add_argument(
+        "--bulk-mb", type=int, help="size of the COPY case in MB (default 1000, 50 with --quick)"
+    )
+    ap.add_argument(
+        "--cases",
+        type=_cases,
+        default=frozenset(CASES),
+        help="comma list of pgbench (the TPS table), workers (1 and 2 worker processes), "
+        "bulk (COPY and SELECT in MB/s); default: all",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="1 round of 3 s, scale 1, 50 MB bulk (a smoke run)"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.scale = 1, 3, 1
+    if args.bulk_mb is None:
+        args.bulk_mb = 50 if args.quick else 1000
+    return args
+
+
+def start_bastion(
+    work: Path, name: str, state_url: str | None = None, workers: int | None = None
+) -> BastionHarness:
+    """A node with production config values and log level; ``workers`` if given."""
+    h = make_harness(work / name, state_url=state_url)
+    h.stop()
+    production_config(h)
+    if workers is not None:
+        text = h.config.path.read_text()
+        h.config.path.write_text(text.replace('workers = "auto"', f"workers = {workers}"))
+    restart_node_info_logging(h)
+    return h
+
+
+def node_pid(h: BastionHarness) -> int:
+    """The node's (supervisor's) process id."""
+    if h.proc is None:
+        raise RuntimeError("the bastion node is not running")
+    return h.proc.pid
+
+
+def bastion_env(base: dict[str, str], h: BastionHarness, user: str, token: str) -> dict[str, str]:
+    """libpq environment for a contractor reaching the node's PostgreSQL listener."""
+    return base | {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(h.pg_port),
+        "PGUSER": user,
+        "PGPASSWORD": token,
+        "PGSSLMODE": "require",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear script
+    """Run the benchmark and print the tables."""
+    args = parse_args(argv)
     bin_dir = find_pg_bin()
     if bin_dir is None:
         raise SystemExit("PostgreSQL binaries not found (set BASTION_PG_BIN)")
@@ -347,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server.create_role(user, password)
             server.execute(f"CREATE DATABASE bench OWNER {user}")
             exe = pgbench_bin(server)
+            psql = str(server.bin_dir / "psql") if (server.bin_dir / "psql").exists() else "psql"
             direct_env = {
                 **os.environ,
                 "PGHOST": server.host,
@@ -363,70 +540,110 @@ def main(argv: Sequence[str] | None = None) -> None:
                 capture_output=True,
             )
             say("starting pgbouncer (plain and TLS)")
-            bouncer = stack.enter_context(pgbouncer(work, server, user, password, tls=False))
-            bouncer_tls = stack.enter_context(pgbouncer(work, server, user, password, tls=True))
+            bouncer, bouncer_pid = stack.enter_context(
+                pgbouncer(work, server, user, password, tls=False)
+            )
+            bouncer_tls, bouncer_tls_pid = stack.enter_context(
+                pgbouncer(work, server, user, password, tls=True)
+            )
             say("starting the python floor relay")
-            floor = stack.enter_context(floor_relay(work, server))
+            floor, floor_pid = stack.enter_context(floor_relay(work, server))
             say("starting the bastion")
-            h = make_harness(work / "bastion")
+            h = start_bastion(work, "bastion")
             stack.callback(h.close)
-            h.stop()
-            production_config(h)
-            h.start()
             name, token = bastion_token(h, server, user, password)
             g_name, g_token = bastion_token(h, server, user, password, "guarded")
             guard(h, "guarded")
             peers = [
                 Peer("direct", direct_env),
-                Peer("pgbouncer", {**direct_env, "PGPORT": str(bouncer), "PGHOST": "127.0.0.1"}),
+                Peer(
+                    "pgbouncer",
+                    {**direct_env, "PGPORT": str(bouncer), "PGHOST": "127.0.0.1"},
+                    cpu_pid=bouncer_pid,
+                ),
                 Peer(
                     "pgbouncer+TLS",
                     {**direct_env, "PGPORT": str(bouncer_tls), "PGSSLMODE": "require"},
+                    cpu_pid=bouncer_tls_pid,
                 ),
                 Peer(
                     "python floor",
                     {**direct_env, "PGHOST": "127.0.0.1", "PGPORT": str(floor)}
                     | {"PGSSLMODE": "require"},
+                    cpu_pid=floor_pid,
                 ),
-                Peer(
-                    "bastion",
-                    {
-                        **direct_env,
-                        "PGHOST": "127.0.0.1",
-                        "PGPORT": str(h.pg_port),
-                        "PGUSER": name,
-                        "PGPASSWORD": token,
-                        "PGSSLMODE": "require",
-                    },
-                ),
+                Peer("bastion", bastion_env(direct_env, h, name, token), cpu_pid=node_pid(h)),
                 Peer(
                     "bastion+rules",
-                    {
-                        **direct_env,
-                        "PGHOST": "127.0.0.1",
-                        "PGPORT": str(h.pg_port),
-                        "PGUSER": g_name,
-                        "PGPASSWORD": g_token,
-                        "PGSSLMODE": "require",
-                        "PGDATABASE": "guarded",
-                    },
+                    bastion_env(direct_env, h, g_name, g_token) | {"PGDATABASE": "guarded"},
+                    cpu_pid=node_pid(h),
                 ),
             ]
+            workers: list[Peer] = []
+            if "workers" in args.cases:
+                for n in (1, 2):
+                    say(f"starting a bastion with {n} worker(s) on PostgreSQL state")
+                    wh = start_bastion(
+                        work, f"w{n}", server.dsn(server.create_database()), workers=n
+                    )
+                    stack.callback(wh.close)
+                    w_name, w_token = bastion_token(wh, server, user, password)
+                    env = bastion_env(direct_env, wh, w_name, w_token)
+                    only = frozenset(WORKER_WORKLOADS)
+                    workers.append(Peer(f"bastion w={n}", env, only=only, cpu_pid=node_pid(wh)))
             workloads = {
                 "select-only simple": ["-S", "-M", "simple"],
                 "select-only extended": ["-S", "-M", "extended"],
                 "tpcb-like simple": ["-M", "simple"],
             }
-            for p in peers:
-                p.tps = {w: [] for w in workloads}
+            pgbench_peers = (peers if "pgbench" in args.cases else []) + workers
+            cases = bulk_cases(args.bulk_mb) if "bulk" in args.cases and args.bulk_mb > 0 else []
+            bulk_names = ("direct", "pgbouncer+TLS", "python floor", "bastion")
+            bulk_peers = [p for p in peers if p.name in bulk_names]
+            for p in pgbench_peers:
+                p.tps = {w: [] for w in workloads if p.only is None or w in p.only}
+            for p in bulk_peers:
+                p.mbps = {c.name: [] for c in cases}
             for rnd in range(args.rounds):
                 for w, wargs in workloads.items():
-                    order = peers[rnd % len(peers) :] + peers[: rnd % len(peers)]
-                    for p in order:
-                        tps = run_pgbench(exe, p, [*wargs, "-c", str(args.clients)], args.seconds)
+                    k = rnd % max(len(pgbench_peers), 1)
+                    for p in pgbench_peers[k:] + pgbench_peers[:k]:
+                        if w not in p.tps:
+                            continue
+                        cpu0 = tree_cpu_seconds(p.cpu_pid) if p.cpu_pid else 0.0
+                        tps, connect_ms = run_pgbench(
+                            exe, p, [*wargs, "-c", str(args.clients)], args.seconds
+                        )
                         p.tps[w].append(tps)
-                        say(f"round {rnd + 1} {w:<22} {p.name:<14} {tps:>9,.0f} tps")
-            print(report(peers, list(workloads), args))
+                        if p.cpu_pid:
+                            cpu = tree_cpu_seconds(p.cpu_pid) - cpu0
+                            p.cpu_us.setdefault(w, []).append(cpu / (tps * args.seconds) * 1e6)
+                        say(
+                            f"round {rnd + 1} {w:<22} {p.name:<14} {tps:>9,.0f} tps "
+                            f"(connecting {connect_ms:,.0f} ms)"
+                        )
+                for case in cases:
+                    k = rnd % len(bulk_peers)
+                    for p in bulk_peers[k:] + bulk_peers[:k]:
+                        size, seconds = run_bulk(
+                            psql, p.env, p.env.get("PGDATABASE", "bench"), case.sql
+                        )
+                        p.mbps[case.name].append(size / seconds / 1e6)
+                        say(
+                            f"round {rnd + 1} {case.name:<22} {p.name:<14} "
+                            f"{size / seconds / 1e6:>7,.1f} MB/s ({size / 1e6:,.0f} MB)"
+                        )
+            out = []
+            if "pgbench" in args.cases:
+                out.append(report(peers, list(workloads), args))
+            measured = [p for p in pgbench_peers if p.cpu_us]
+            if measured:
+                out.append(cpu_report(measured, list(workloads)))
+            if workers:
+                out.append(workers_report(peers if "pgbench" in args.cases else [], workers, args))
+            if cases:
+                out.append(bulk_report(bulk_peers, cases, args))
+            print("\n".join(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -359,6 +359,8 @@ class ServerScanner(_Scanner):
                     self._capture(type_byte, buf[start:end])
                 elif type_byte == _DATA_ROW:
                     tracker.data_row()
+                elif type_byte == _COPY_DATA and rows is None:  # a COPY TO's rows: count only
+                    tracker.copy_data_out(end - start)
                 elif type_byte == _COMPLETE:
                     tracker.statement_end(_text(buf[start:end], "CommandComplete"), False)
                     if rows is not None:

@@ -296,6 +296,13 @@ class QueryTracker:
             op.copy_bytes += size
             op.copy_messages += 1
 
+    def copy_data_out(self, size: int) -> None:
+        """A server CopyData of ``size`` bytes (the scanner's fast path: no message object)."""
+        op = self._copy
+        if op is not None and op.copy_direction != "in":
+            op.copy_bytes += size
+            op.copy_messages += 1
+
     def _request(self, msg: object) -> _Op | None:
         now = self._clock()
         if isinstance(msg, Query):
