@@ -15,8 +15,9 @@ GIN index, queried with ``ILIKE``. Texts shorter than three characters cannot us
 a trigram index and scan the chunks.
 
 ``replace_session_index`` swaps a session's chunks and its marker in one
-transaction, so an index interrupted half-way is either the old state or the new
-one, never a mix, and running it twice gives the same rows.
+transaction (a very large session: in ~1 MiB transactions, the marker last), so
+an index interrupted half-way is either complete or unmarked and redone by the
+next ``reindex``, and running it twice gives the same rows.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ KINDS = ("commands", "output", "queries", "results", "files")
 _CHUNK_TEXT = 64 * 1024  # characters of lines per chunk
 _FILE_AUDIT_LAG = 60.0  # file rows are spawned as the channel closes: a little after the end
 _SCAN_BATCH = 200  # chunks fetched per query while collecting hits
+_CHUNKS_PER_TX = 16  # chunks (of up to _CHUNK_TEXT characters) per index write transaction
 
 
 def _like(text: str) -> str:
@@ -92,33 +94,55 @@ class SearchIndex:
         source_bytes: int,
         now: float,
     ) -> None:
-        """Make ``entries`` (kind, offset, text) the session's index and mark it indexed."""
-        sqlite = self._db.name == "sqlite"
-        with self._db.transaction(write=True) as tx:
-            self._delete_chunks(tx, session_id)
-            tx.run("DELETE FROM search_indexed WHERE session_id = ?", [session_id])
-            for kind, offsets, lines in _chunks(entries):
-                text = "\n".join(lines)
-                packed = zlib.compress(json.dumps(offsets).encode(), 6)
-                if sqlite:
-                    chunk_id = tx.insert(
-                        "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                        " offsets, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                        [session_id, kind, offsets[0], len(lines), packed,
-                         zlib.compress(text.encode(), 6)],
-                    )  # fmt: skip
-                    tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
-                else:
+        """Make ``entries`` (kind, offset, text) the session's index and mark it indexed.
+
+        Up to ``_CHUNKS_PER_TX`` chunks (~1 MiB of text) this is one transaction. A
+        bigger session (a dump scrolled past, megabytes of base64) is written in
+        transactions of that size: one write transaction over all of it held the
+        SQLite write lock for as long as the trigram inserts took, seconds in the
+        niced indexer, and every other writer (the node, a CLI) waited out its busy
+        timeout. The first of them drops the old rows and the marker, the last one
+        sets the marker; a run cut in between leaves the session unmarked, so the
+        next ``reindex`` drops the partial rows and writes them again.
+        """
+        chunks = list(_chunks(entries))
+        batches = [
+            chunks[i : i + _CHUNKS_PER_TX] for i in range(0, len(chunks), _CHUNKS_PER_TX)
+        ] or [[]]
+        for n, batch in enumerate(batches):
+            with self._db.transaction(write=True) as tx:
+                if n == 0:
+                    self._delete_chunks(tx, session_id)
+                    tx.run("DELETE FROM search_indexed WHERE session_id = ?", [session_id])
+                self._insert_chunks(tx, session_id, batch)
+                if n == len(batches) - 1:
                     tx.run(
-                        "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                        " offsets, text) VALUES (?, ?, ?, ?, ?, ?)",
-                        [session_id, kind, offsets[0], len(lines), packed, text],
+                        "INSERT INTO search_indexed (session_id, indexed_at, entries,"
+                        " source_bytes) VALUES (?, ?, ?, ?)",
+                        [session_id, float(now), len(entries), int(source_bytes)],
                     )
-            tx.run(
-                "INSERT INTO search_indexed (session_id, indexed_at, entries, source_bytes)"
-                " VALUES (?, ?, ?, ?)",
-                [session_id, float(now), len(entries), int(source_bytes)],
-            )
+
+    def _insert_chunks(
+        self, tx: Tx, session_id: str, chunks: Sequence[tuple[str, list[float], list[str]]]
+    ) -> None:
+        sqlite = self._db.name == "sqlite"
+        for kind, offsets, lines in chunks:
+            text = "\n".join(lines)
+            packed = zlib.compress(json.dumps(offsets).encode(), 6)
+            if sqlite:
+                chunk_id = tx.insert(
+                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
+                    " offsets, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    [session_id, kind, offsets[0], len(lines), packed,
+                     zlib.compress(text.encode(), 6)],
+                )  # fmt: skip
+                tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
+            else:
+                tx.run(
+                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
+                    " offsets, text) VALUES (?, ?, ?, ?, ?, ?)",
+                    [session_id, kind, offsets[0], len(lines), packed, text],
+                )
 
     def _delete_chunks(self, tx: Tx, session_id: str) -> None:
         if self._db.name == "sqlite":  # a contentless FTS5 row is deleted with its text

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from bastion.search_indexer import reindex
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Role, SessionRecord, TargetKind
-from bastion.store.search import KINDS, _longest_literal
+from bastion.store.search import KINDS, SearchIndex, _longest_literal
 from replay.screen_lines import DisplayedLines
 from tests.bastion.search_fleet import build_fleet, open_config_store
 
@@ -140,6 +141,49 @@ def test_index_search_on_both_backends(store: Store) -> None:
     assert store.session_index("s-old") == [("output", 4.5, "Customer 4711: Jane Roe")]
     assert store.search_index("psql") == []  # the old row went with the replacement
     assert store.index_totals() == (2, 3, 150)
+
+
+def test_a_large_session_is_indexed_in_bounded_transactions(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Megabytes of output are written a few chunks per transaction (the SQLite write
+    lock is never held for the whole session); a run cut after its first transaction
+    leaves the session unmarked, and the next run gives the rows a clean run gives."""
+    from bastion.store import search as search_module
+
+    now = time.time()
+    _session(store, "s-big", now - 60)
+    entries = [("output", float(n), f"row {n:06d} " + "x" * 2000) for n in range(600)]
+    writes: list[int] = []
+    real_insert = SearchIndex._insert_chunks
+
+    def counting(self: Store, tx: Any, sid: str, chunks: Any) -> None:
+        writes.append(len(chunks))
+        real_insert(self, tx, sid, chunks)
+
+    monkeypatch.setattr(SearchIndex, "_insert_chunks", counting)
+    store.replace_session_index("s-big", entries, source_bytes=1, now=now)
+    assert len(writes) > 1 and max(writes) <= search_module._CHUNKS_PER_TX
+    clean = store.session_index("s-big")
+    assert len(clean) == 600
+
+    def cut_after_first(self: Store, tx: Any, sid: str, chunks: Any) -> None:
+        if writes:
+            raise OSError("killed")
+        writes.append(len(chunks))
+        real_insert(self, tx, sid, chunks)
+
+    writes.clear()
+    monkeypatch.setattr(SearchIndex, "_insert_chunks", cut_after_first)
+    with pytest.raises(OSError):
+        store.replace_session_index("s-big", entries, source_bytes=1, now=now)
+    assert store.sessions_to_index() == ["s-big"]  # unmarked: the next reindex redoes it
+    assert 0 < len(store.session_index("s-big")) < 600
+    monkeypatch.setattr(SearchIndex, "_insert_chunks", real_insert)
+    store.replace_session_index("s-big", entries, source_bytes=1, now=now)
+    assert store.session_index("s-big") == clean
+    assert store.sessions_to_index() == []
+    assert [h.offset for h in store.search_index("row 000599")] == [599.0]
 
 
 @pytest.mark.integration
