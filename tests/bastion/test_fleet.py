@@ -210,6 +210,7 @@ def test_a_cancel_sent_to_a_cancels_the_query_on_b(fleet: Fleet, pg_server: PgSe
     splitter = CancelSplitter(first=b.pg_port, then=a.pg_port)
     try:
         info = {**pg.conninfo(who), "port": splitter.port, "password": token}
+        info["connect_timeout"] = 30  # TLS and a login through the splitter, on a loaded machine
         with psycopg.connect(**info) as conn:
             pid = conn.info.backend_pid
             owner = a.store.cancel_key_node(pid)

@@ -383,7 +383,8 @@ async def _console(h: BastionHarness, admin: str, start: int, live_id: str) -> N
         await _until(pilot, lambda: isinstance(app.screen, PlayerScreen), "the player")
         player_screen = app.screen
         assert isinstance(player_screen, PlayerScreen)
-        await _until(pilot, lambda: player_screen.indexed, "the recording's index")
+        # the player indexes the recording in a thread: slow when the machine is loaded
+        await _until(pilot, lambda: player_screen.indexed, "the recording's index", 120)
         marks = await asyncio.to_thread(_markers, h, ended.session)
         (at,) = [t for t, label in marks if label.startswith("alert session-bytes-out")]
         assert player_screen.player is not None
