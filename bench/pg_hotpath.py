@@ -95,7 +95,7 @@ def run(mode: str, n: int, stage: str) -> float:
     client = ClientScanner(tracker, 1 << 20)
     srv = ServerScanner(tracker, 1 << 20, on_records)
     allowed: Callable[[str], bool] = lambda _sql: True  # noqa: E731
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: the machine is shared
     for i in range(n):
         data = first if i == 0 else later
         if stage != "none":
@@ -104,7 +104,7 @@ def run(mode: str, n: int, stage: str) -> float:
                 for scanned, _sent in pieces:
                     client.feed(scanned)
                 srv.feed(server)
-    took = time.perf_counter() - start
+    took = time.thread_time() - start
     if writer is not None:
         writer.close()
     return took / n * 1e6
