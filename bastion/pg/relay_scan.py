@@ -41,6 +41,8 @@ _HEADER: Final = struct.Struct("!Bi")
 _I32: Final = struct.Struct("!i")
 _U16: Final = struct.Struct("!H")
 _NEVER: Final = (1, 0)  # the bounds of an unknown type: no size fits
+RUN: Final = 0x100
+"""Flag on a ``_split`` entry that stands for a run of frames of one type."""
 _STATUS: Final = {ord(s.value): s for s in TransactionStatus}
 
 # Per type byte: (smallest body, largest body or -1 for the scanner's maximum).
@@ -113,8 +115,12 @@ class _Scanner:
             return None
         return bytes(tail)
 
-    def _split(self, buf: bytes) -> list[tuple[int, int, int]]:
+    def _split(self, buf: bytes, runs: frozenset[int] = frozenset()) -> list[tuple[int, int, int]]:
         """The complete frames of ``buf`` as (type, body start, end); keeps the rest.
+
+        Consecutive frames of a type in ``runs`` come as one entry
+        ``(type | RUN, count, body bytes)``: a result's rows are counted, not looked
+        at, and one entry per row was most of a bulk transfer's cost.
 
         Headers are checked before their bodies are waited for. A bad header ends
         the list and is kept in ``_bad`` for ``feed`` to raise once the frames
@@ -122,22 +128,38 @@ class _Scanner:
         """
         frames: list[tuple[int, int, int]] = []
         bounds = self._bounds
+        unpack = _HEADER.unpack_from
         pos, size = 0, len(buf)
+        run_type = run_count = run_bytes = 0
         while size - pos >= 5:
-            type_byte, length = _HEADER.unpack_from(buf, pos)
+            type_byte, length = unpack(buf, pos)
             low, high = bounds.get(type_byte, _NEVER)
             if not low <= length - 4 <= high:
                 self._bad = self._violation(type_byte, length)
                 break
             end = pos + 1 + length
             if end > size:
-                self._tail = bytearray(buf[pos:])
-                self._need = end - pos
-                return frames
-            frames.append((type_byte, pos + 5, end))
+                break
+            if type_byte in runs:
+                if type_byte != run_type:
+                    if run_count:
+                        frames.append((run_type | RUN, run_count, run_bytes))
+                    run_type, run_count, run_bytes = type_byte, 0, 0
+                run_count += 1
+                run_bytes += length - 4
+            else:
+                if run_count:
+                    frames.append((run_type | RUN, run_count, run_bytes))
+                    run_type = run_count = 0
+                frames.append((type_byte, pos + 5, end))
             pos = end
+        if run_count:
+            frames.append((run_type | RUN, run_count, run_bytes))
         if pos < size:
             self._tail = bytearray(buf[pos:])
+            if self._bad is None and size - pos >= 5:  # an incomplete message: its length
+                self._need = 1 + _HEADER.unpack_from(buf, pos)[1]
+                return frames
         elif self._tail:
             self._tail = bytearray()
         self._need = 5
@@ -312,6 +334,10 @@ class ClientScanner(_Scanner):
 
 
 _DATA_ROW, _ROW_DESC, _NO_DATA, _COMPLETE, _READY = (ord(c) for c in "DTnCZ")
+_DATA_ROW_RUN, _COPY_DATA_RUN = _DATA_ROW | RUN, _COPY_DATA | RUN
+_COUNTED: Final = frozenset((_DATA_ROW, _COPY_DATA))
+"""Server frames only counted while rows are not captured."""
+_NONE: Final = frozenset[int]()
 _PARSE_DONE, _BIND_DONE, _CLOSE_DONE, _SUSPENDED, _EMPTY = (ord(c) for c in "123sI")
 
 
@@ -354,13 +380,13 @@ class ServerScanner(_Scanner):
             return
         tracker, rows = self._tracker, self._rows
         try:
-            for type_byte, start, end in self._split(buf):
-                if rows is not None and type_byte in (_DATA_ROW, _ROW_DESC):
+            for type_byte, start, end in self._split(buf, _COUNTED if rows is None else _NONE):
+                if type_byte == _DATA_ROW_RUN:  # rows not captured: counted only
+                    tracker.data_rows(start)
+                elif type_byte == _COPY_DATA_RUN:  # a COPY TO's rows: counted only
+                    tracker.copy_data_out(end, start)
+                elif rows is not None and type_byte in (_DATA_ROW, _ROW_DESC):
                     self._capture(type_byte, buf[start:end])
-                elif type_byte == _DATA_ROW:
-                    tracker.data_row()
-                elif type_byte == _COPY_DATA and rows is None:  # a COPY TO's rows: count only
-                    tracker.copy_data_out(end - start)
                 elif type_byte == _COMPLETE:
                     tracker.statement_end(_text(buf[start:end], "CommandComplete"), False)
                     if rows is not None:

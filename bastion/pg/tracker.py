@@ -300,12 +300,13 @@ class QueryTracker:
             op.copy_bytes += size
             op.copy_messages += 1
 
-    def copy_data_out(self, size: int) -> None:
-        """A server CopyData of ``size`` bytes (the scanner's fast path: no message object)."""
+    def copy_data_out(self, size: int, count: int = 1) -> None:
+        """``count`` server CopyData of ``size`` bytes in all (the scanner's fast path:
+        no message object, one call per run of rows)."""
         op = self._copy
         if op is not None and op.copy_direction != "in":
             op.copy_bytes += size
-            op.copy_messages += 1
+            op.copy_messages += count
 
     def _request(self, msg: object) -> _Op | None:
         now = self._clock()
@@ -389,11 +390,15 @@ class QueryTracker:
 
     def data_row(self) -> None:
         """A DataRow: counted for the statement running."""
+        self.data_rows(1)
+
+    def data_rows(self, count: int) -> None:
+        """``count`` DataRows in a row: counted for the statement running."""
         queue = self._queue
         if queue and queue[0].action in ("query", "execute"):
-            queue[0].data_rows += 1
+            queue[0].data_rows += count
         else:
-            self.unmatched += 1
+            self.unmatched += count
 
     def row_description(self) -> None:
         """A RowDescription or NoData: answers a Describe, or starts a result set."""

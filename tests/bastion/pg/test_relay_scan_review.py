@@ -51,10 +51,10 @@ def _splits_while_feeding(scanner: ClientScanner | ServerScanner, wire: bytes) -
     calls = 0
     split = scanner._split
 
-    def counted(buf: bytes) -> list[tuple[int, int, int]]:
+    def counted(buf: bytes, runs: frozenset[int] = frozenset()) -> list[tuple[int, int, int]]:
         nonlocal calls
         calls += 1
-        return split(buf)
+        return split(buf, runs)
 
     scanner._split = counted  # type: ignore[method-assign]
     view = memoryview(wire)
