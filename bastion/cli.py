@@ -12,9 +12,7 @@ from collections.abc import Sequence
 
 from bastion import __version__
 from bastion.commands import Handler, lazy
-from bastion.control.messages import ControlError
 from bastion.errors import BastionError, UsageError
-from recorder.errors import RecordingError
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -150,6 +148,18 @@ def _add_console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.set_defaults(func=lazy("replay.app:run_console"))
 
 
+def _actionable(error: Exception) -> bool:
+    """Bastion's own error, the control API's or a recording file's: one line, exit 1.
+
+    The control client and recorder packages are imported here, on the error path,
+    so that starting the CLI never loads them for a command that does not use them.
+    """
+    from bastion.control.messages import ControlError
+    from recorder.errors import RecordingError
+
+    return isinstance(error, (BastionError, ControlError, RecordingError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bastion`` console script.
 
@@ -166,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"bastion: {e}", file=sys.stderr)
         return 2
-    except (BastionError, ControlError, RecordingError) as e:
+    except Exception as e:
+        if not _actionable(e):
+            raise
         print(f"bastion: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,8 +17,6 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from bastion import admin_actions, engagements
 from bastion import audit_actions as actions
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
@@ -80,6 +78,8 @@ def emit(args: argparse.Namespace, rows: Sequence[Any], table: Callable[[Any], s
 
 def read_keys(paths: Sequence[str]) -> list[str]:
     """OpenSSH public key lines from files (raises BastionError naming a bad file)."""
+    import asyncssh  # the SSH stack only for the commands that read keys
+
     keys: list[str] = []
     for p in paths:
         try:
