@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.cli_admin import opened
+from bastion.cli_text import format_bytes, printable
 from bastion.commands.recordings import EXIT_ALTERED, EXIT_INTACT, EXIT_MISSING, EXIT_TRUNCATED
 from bastion.config import Config, load_config
 from bastion.errors import BastionError, ConfigError, NotFound, UsageError
@@ -31,7 +32,6 @@ from bastion.recording_files import RecordingFile, recording_file
 from bastion.s3_config import S3Config
 from bastion.s3store import S3Location, is_s3_location
 from bastion.store.models import SessionRecord
-from bastion.timeparse import parse_duration, parse_time
 from recorder import (
     Output,
     RecordingError,
@@ -52,37 +52,6 @@ _EXIT = {
     "altered": EXIT_ALTERED,
     "missing": EXIT_MISSING,
 }
-
-
-# --- small formatting helpers --------------------------------------------------------
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped: typed commands and recorded reasons come
-    from the session, and must not drive the auditor's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def format_bytes(n: int) -> str:
-    """A byte count in 1024 steps (exact counts are in ``--json``)."""
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{n}B" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def parse_since(text: str | None, now: float) -> float | None:
-    """``--since``: a duration back from now (``2h``) or a time (ISO 8601, ``now``)."""
-    if not text:
-        return None
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        return parse_time(text, now)
 
 
 # --- sessions list / show / search --------------------------------------------------

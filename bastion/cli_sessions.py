@@ -19,12 +19,10 @@ from bastion.cli_admin import emit, opened
 from bastion.cli_recordings import (
     Verdict,
     check_session_recording,
-    format_bytes,
     node_public_key,
-    parse_since,
-    printable,
     recording_path,
 )
+from bastion.cli_text import format_bytes, parse_since, printable
 from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
