@@ -7,16 +7,12 @@ Administrative changes are audited with the operator's name as the actor.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bastion import __version__
-from bastion.control.messages import ControlError
+from bastion.commands import Handler, lazy
 from bastion.errors import BastionError, UsageError
-from recorder.errors import RecordingError
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -32,17 +28,25 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree (kept in one place so --help stays complete)."""
-    from bastion import (
-        cli_access,
-        cli_admin,
-        cli_grants,
-        cli_node,
-        cli_policy,
-        cli_requests,
-        cli_sessions,
-        cli_targets,
-        demo,
+    """The whole command tree (kept in one place so --help stays complete).
+
+    Only argument parsers are built here: each command's handler module is imported
+    when that command runs (``bastion.commands.lazy``), so ``--help`` stays cheap.
+    """
+    from bastion.commands import (
+        access,
+        admin,
+        apply,
+        control,
+        doctor,
+        grants,
+        lockouts,
+        nodes,
+        policy,
+        profiles,
+        requests,
+        sessions,
+        targets,
     )
 
     parser = argparse.ArgumentParser(
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="0.0.0.0:2222", help="SSH listen address HOST:PORT")
     p.add_argument("--state-url", help="PostgreSQL URL for shared state (default: SQLite file)")
     p.add_argument("--node", help="node name (default: host name)")
-    p.set_defaults(func=cli_node.cmd_init)
+    p.set_defaults(func=lazy("bastion.cli_node:cmd_init"))
 
     p = sub.add_parser(
         "serve",
@@ -90,13 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="text (default) or one JSON object per line",
     )
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
-    p.set_defaults(func=cli_node.cmd_serve)
+    p.set_defaults(func=lazy("bastion.cli_node:cmd_serve"))
 
     p = sub.add_parser("demo", help="set up and run a local demo (bastion + demo target + user)")
     p.add_argument("--dir", default="demo", help="demo directory (default: ./demo)")
     p.add_argument("--port", type=int, default=2222, help="bastion SSH port (default 2222)")
     p.add_argument("--setup-only", action="store_true", help="prepare everything, do not serve")
-    p.set_defaults(func=demo.cmd_demo)
+    p.set_defaults(func=lazy("bastion.demo:cmd_demo"))
 
     p = sub.add_parser(
         "totp-code",
@@ -104,42 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("name")
-    p.set_defaults(func=demo.cmd_totp_code)
+    p.set_defaults(func=lazy("bastion.demo:cmd_totp_code"))
 
-    cli_admin.add_user_commands(sub, _add_config, _add_json)
-    cli_targets.add_target_commands(sub, _add_config, _add_json)
-    cli_grants.add_grant_commands(sub, _add_config, _add_json)
-    from bastion import cli_profiles
-
-    cli_profiles.add_profile_commands(sub, _add_config, _add_json)
-    cli_grants.add_token_commands(sub, _add_config, _add_json)
-    cli_requests.add_request_commands(sub, _add_config, _add_json)
-    cli_admin.add_audit_commands(sub, _add_config, _add_json)
-    cli_sessions.add_session_commands(sub, _add_config, _add_json)
-    cli_policy.add_policy_commands(sub, _add_config, _add_json)
-    cli_access.add_access_commands(sub, _add_config, _add_json)
-    from bastion import cli_apply, cli_control
-
-    cli_apply.add_apply_commands(sub, _add_config, _add_json)
-
-    cli_control.add_control_commands(sub, _add_config, _add_json)
-    from bastion import cli_nodes
-
-    cli_nodes.add_node_commands(sub, _add_config, _add_json)
-    from bastion import doctor
-
+    admin.add_user_commands(sub, _add_config, _add_json)
+    targets.add_target_commands(sub, _add_config, _add_json)
+    grants.add_grant_commands(sub, _add_config, _add_json)
+    profiles.add_profile_commands(sub, _add_config, _add_json)
+    grants.add_token_commands(sub, _add_config, _add_json)
+    requests.add_request_commands(sub, _add_config, _add_json)
+    admin.add_audit_commands(sub, _add_config, _add_json)
+    sessions.add_session_commands(sub, _add_config, _add_json)
+    policy.add_policy_commands(sub, _add_config, _add_json)
+    access.add_access_commands(sub, _add_config, _add_json)
+    apply.add_apply_commands(sub, _add_config, _add_json)
+    control.add_control_commands(sub, _add_config, _add_json)
+    nodes.add_node_commands(sub, _add_config, _add_json)
     doctor.add_doctor_command(sub, _add_config, _add_json)
-    from bastion import cli_lockouts
-
-    cli_lockouts.add_lockout_commands(sub, _add_config, _add_json)
+    lockouts.add_lockout_commands(sub, _add_config, _add_json)
     _add_console_commands(sub)
     return parser
-
-
-def _run_console(args: argparse.Namespace) -> int:
-    """The Textual console, imported only here so the server never loads Textual."""
-    console = importlib.import_module("replay.app")
-    return int(console.run_console(args))
 
 
 def _add_console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -148,17 +135,29 @@ def _add_console_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p = sub.add_parser("tui", help="console: browse, search, replay and watch sessions")
     p.add_argument("--user", help=operator)
     _add_config(p)
-    p.set_defaults(func=_run_console)
+    p.set_defaults(func=lazy("replay.app:run_console"))
     p = sub.add_parser("watch", help="console: watch live sessions (admins)")
     p.add_argument("session", nargs="?", help="watch this live session directly")
     p.add_argument("--user", help=operator)
     _add_config(p)
-    p.set_defaults(func=_run_console)
+    p.set_defaults(func=lazy("replay.app:run_console"))
     p = sub.add_parser("replay", help="console: play a recorded session")
     p.add_argument("recording", metavar="ID|FILE", help="session id, or a .bastrec file")
     p.add_argument("--user", help=operator)
     _add_config(p)
-    p.set_defaults(func=_run_console)
+    p.set_defaults(func=lazy("replay.app:run_console"))
+
+
+def _actionable(error: Exception) -> bool:
+    """Bastion's own error, the control API's or a recording file's: one line, exit 1.
+
+    The control client and recorder packages are imported here, on the error path,
+    so that starting the CLI never loads them for a command that does not use them.
+    """
+    from bastion.control.messages import ControlError
+    from recorder.errors import RecordingError
+
+    return isinstance(error, (BastionError, ControlError, RecordingError))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"bastion: {e}", file=sys.stderr)
         return 2
-    except (BastionError, ControlError, RecordingError) as e:
+    except Exception as e:
+        if not _actionable(e):
+            raise
         print(f"bastion: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

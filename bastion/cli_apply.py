@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 
-from bastion.cli_admin import AddOpt, Sub, opened
+from bastion.cli_admin import opened
 from bastion.provision import spec
 from bastion.provision.execute import apply_origin, execute, snapshot
 from bastion.provision.plan import make_plan
@@ -60,31 +60,3 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if sessions:
             print(f"{sessions} live session(s) of disabled users will be ended within a poll")
     return 0
-
-
-def add_apply_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion apply``"""
-    p = sub.add_parser(
-        "apply",
-        help="make users, targets, profiles and standing grants match a TOML file (a diff)",
-        description=(
-            "Declarative provisioning: compare FILE with the state store, print the plan as a "
-            "diff (+ add, ~ change, - remove or disable) and apply it in one audited "
-            "transaction. Applying the same file again prints 'no changes' and writes "
-            "nothing. Things the file does not name are left alone (and listed) unless "
-            "--prune. Secrets never go in the file: TOTP is enrolled per user (bastion user "
-            "reset-mfa), database passwords are file:/env: references. Format: "
-            "deploy/apply-example.toml."
-        ),
-    )
-    p.add_argument("file", metavar="FILE.toml", help="the provisioning file")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    p.add_argument(
-        "--prune",
-        action="store_true",
-        help="also disable users (never delete; their live sessions end) and remove "
-        "targets, profiles and standing grants the file no longer names",
-    )
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_apply)

@@ -15,7 +15,7 @@ import json
 import time
 
 from bastion import audit_actions as actions
-from bastion.cli_admin import AddOpt, Sub, actor, opened
+from bastion.cli_admin import actor, opened
 from bastion.errors import NotFound
 from bastion.grants import format_time
 from bastion.login_limits import LoginLimitsConfig
@@ -75,21 +75,3 @@ def cmd_unblock(args: argparse.Namespace) -> int:
         store.append_audit(actor(), actions.ADDRESS_UNBLOCKED, source, {}, time.time())
     print(f"{source}: unblocked")
     return 0
-
-
-def add_lockout_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion lockouts [unblock ADDRESS]``"""
-    p = sub.add_parser(
-        "lockouts",
-        help="users locked and source addresses blocked for failed logins",
-        description="List users locked by the TOTP lockout ([mfa]) and source addresses "
-        "blocked by the per-address limit ([login_limits]); 'unblock' lifts a block.",
-    )
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_lockouts)
-    ls = p.add_subparsers(dest="lockouts_command", metavar="ACTION")
-    u = ls.add_parser("unblock", help="lift a source address's block")
-    u.add_argument("address", help="the blocked address (an IPv6 address lifts its /64)")
-    add_config(u)
-    u.set_defaults(func=cmd_unblock)

@@ -21,7 +21,9 @@ from typing import Any, BinaryIO, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bastion.cli_admin import AddOpt, Sub, opened
+from bastion.cli_admin import opened
+from bastion.cli_text import format_bytes, printable
+from bastion.commands.recordings import EXIT_ALTERED, EXIT_INTACT, EXIT_MISSING, EXIT_TRUNCATED
 from bastion.config import Config, load_config
 from bastion.errors import BastionError, ConfigError, NotFound, UsageError
 from bastion.grants import format_time
@@ -30,7 +32,6 @@ from bastion.recording_files import RecordingFile, recording_file
 from bastion.s3_config import S3Config
 from bastion.s3store import S3Location, is_s3_location
 from bastion.store.models import SessionRecord
-from bastion.timeparse import parse_duration, parse_time
 from recorder import (
     Output,
     RecordingError,
@@ -43,26 +44,6 @@ from recorder import (
 )
 from recorder.keys import key_id, load_public_key
 
-#: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
-EXIT_INTACT = 0
-EXIT_TRUNCATED = 3
-EXIT_ALTERED = 4
-EXIT_MISSING = 5
-
-VERIFY_EXIT_CODES = f"""\
-exit status:
-  {EXIT_INTACT}  intact: closed by the bastion, every hash and signature valid
-  {EXIT_TRUNCATED}  truncated: cut short (a crash, or a file without its end); what is
-     there is authentic up to the sequence number printed
-  {EXIT_ALTERED}  altered: changed, reordered, signed by another key, or not the file the
-     state store recorded for the session; the first bad chunk is printed
-  {EXIT_MISSING}  missing: the session has no recording, or its file is gone
-  1  error (unknown session, unreadable key or config); 2  usage error
-
-example (an auditor with a copy and the public key, no bastion config):
-  bastion verify copy.bastrec --key recording_signing_key.pub
-"""
-
 Status = Literal["intact", "truncated", "altered", "missing", "unchecked"]
 _EXIT = {
     "unchecked": 1,
@@ -71,37 +52,6 @@ _EXIT = {
     "altered": EXIT_ALTERED,
     "missing": EXIT_MISSING,
 }
-
-
-# --- small formatting helpers --------------------------------------------------------
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped: typed commands and recorded reasons come
-    from the session, and must not drive the auditor's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def format_bytes(n: int) -> str:
-    """A byte count in 1024 steps (exact counts are in ``--json``)."""
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{n}B" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def parse_since(text: str | None, now: float) -> float | None:
-    """``--since``: a duration back from now (``2h``) or a time (ISO 8601, ``now``)."""
-    if not text:
-        return None
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        return parse_time(text, now)
 
 
 # --- sessions list / show / search --------------------------------------------------
@@ -552,97 +502,3 @@ def cmd_recordings_pending(args: argparse.Namespace) -> int:
 
 
 # --- registration -----------------------------------------------------------------------
-
-
-def add_recording_commands(sub: Sub, add_config: AddOpt, add_json: AddOpt) -> None:
-    """``bastion verify``, ``bastion export`` and ``bastion recordings pending``."""
-    p = sub.add_parser(
-        "verify",
-        help="check a recording: intact, truncated or altered (exit 0 only if intact)",
-        description=(
-            "Check a recording's hash chain and signatures.\n\n"
-            "SESSION_ID: check the file the bastion stored for the session against the\n"
-            "final hash kept in the state store, so a swapped, rewritten or cut file is\n"
-            "caught (needs the config).\n"
-            "FILE: needs no config or state store, only the node's public key (--key);\n"
-            "add --expect-hash to pin the final hash.\n"
-            "s3://BUCKET/KEY: an uploaded recording, read like a FILE with ranged GETs\n"
-            "(endpoint and region from the config's [recording.s3], else from boto3's\n"
-            "environment: AWS_ENDPOINT_URL_S3, AWS_REGION; credentials never in files)."
-        ),
-        epilog=VERIFY_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "recording",
-        metavar="FILE|SESSION_ID|s3://BUCKET/KEY",
-        help="recording file, session id, or an object in S3 storage",
-    )
-    p.add_argument(
-        "--key",
-        metavar="PUBKEY_PEM",
-        help="the node's recording public key (default: <recording.signing_key>.pub "
-        "from the config)",
-    )
-    p.add_argument(
-        "--expect-hash",
-        metavar="HEX",
-        help="for a FILE: the final hash recorded at close (catches a cut or swapped copy)",
-    )
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser(
-        "export",
-        help="write a recording as asciicast v2, JSON lines or raw output bytes",
-        description=(
-            "Convert a recording (SESSION_ID, or a FILE: no config needed) to an open "
-            "format. asciicast: asciicast v2 for 'asciinema play' / 'asciinema cat' "
-            "(output, input, resizes, markers). jsonl: a header line then one JSON object "
-            "per event, lossless (non-UTF-8 bytes as base64). raw: the terminal output "
-            "bytes exactly as recorded. The export does not verify: run 'bastion verify'."
-        ),
-    )
-    p.add_argument(
-        "recording",
-        metavar="SESSION_ID|FILE|s3://BUCKET/KEY",
-        help="session id, recording file, or an object in S3 storage",
-    )
-    p.add_argument(
-        "--format",
-        "-f",
-        choices=["asciicast", "jsonl", "raw"],
-        default="asciicast",
-        help="output format (default: asciicast)",
-    )
-    p.add_argument(
-        "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
-    )
-    p.add_argument(
-        "--no-input", action="store_true", help="asciicast: leave out what the user typed"
-    )
-    add_config(p)
-    p.set_defaults(func=cmd_export)
-
-    recordings = sub.add_parser(
-        "recordings",
-        help="recordings in S3 storage: what is still only in a node's spool",
-        description="Recordings and their storage ([recording] storage).",
-    )
-    rs = recordings.add_subparsers(dest="recordings_command", metavar="ACTION", required=True)
-    p = rs.add_parser(
-        "pending",
-        help="ended sessions whose recordings are not uploaded yet, with their node",
-        description=(
-            'With [recording] storage = "s3://...", each node keeps a recording in its '
-            "spool ([recording] dir) until it is uploaded. This lists the ended sessions "
-            "whose recordings are still only there, oldest first, with the node that holds "
-            "them (and, for this node's spool, the file size). A node uploads its own at "
-            "start and retries failed uploads with back-off; see its log for the cause."
-        ),
-    )
-    p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
-    add_config(p)
-    add_json(p)
-    p.set_defaults(func=cmd_recordings_pending)

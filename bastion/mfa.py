@@ -11,7 +11,6 @@ import io
 from dataclasses import dataclass
 
 import pyotp
-import qrcode
 
 from bastion.errors import AccessDenied
 
@@ -41,6 +40,8 @@ def provisioning_uri(secret: str, user: str, issuer: str) -> str:
 
 def qr_text(data: str) -> str:
     """A QR code drawn with text blocks, scannable from a terminal."""
+    import qrcode  # with Pillow, a tenth of a second: only enrolments draw one
+
     qr = qrcode.QRCode(border=2)
     qr.add_data(data)
     qr.make(fit=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bastion.secretbox import SecretBox
-from bastion.store import backends, open_store
+from bastion.store import backends, open_store, pg_backend
 from bastion.store.migrations import MIGRATIONS
 
 RECORD = "INSERT INTO schema_migrations"
@@ -46,7 +46,7 @@ def install(stop: str) -> None:
 
         return wrapped
 
-    for tx_class in (backends._SqliteTx, backends._PgTx):
+    for tx_class in (backends._SqliteTx, pg_backend._PgTx):
         tx_class.run = wrap(tx_class.run)  # type: ignore[method-assign]
 
 

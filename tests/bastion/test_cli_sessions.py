@@ -24,7 +24,7 @@ import pytest
 
 from bastion.cli import main
 from bastion.cli_node import init_dir
-from bastion.cli_recordings import EXIT_ALTERED, EXIT_MISSING, EXIT_TRUNCATED
+from bastion.commands.recordings import EXIT_ALTERED, EXIT_MISSING, EXIT_TRUNCATED
 from bastion.config import Config
 from bastion.ids import new_session_id
 from bastion.recording import extract_session_commands
