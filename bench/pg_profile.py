@@ -181,17 +181,6 @@ def strace_counts(exe: str, peer: Peer, pid: int, args: Sequence[str], work: Pat
     return f"{total / tx:.1f} per tx ({listed})"
 
 
-def listening_pid(port: int) -> int:
-    """The pid listening on ``port`` (``ss``)."""
-    out = subprocess.run(
-        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout
-    found = re.search(r"pid=(\d+)", out)
-    if found is None:
-        raise RuntimeError(f"nobody listens on {port}")
-    return int(found.group(1))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Start the peers, measure each workload, print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -229,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 check=True,
                 capture_output=True,
             )
-            floor_port = stack.enter_context(floor_relay(work, server))
+            floor_port, floor_pid = stack.enter_context(floor_relay(work, server))
             h = make_harness(work / "bastion")
             stack.callback(h.close)
             h.stop()
@@ -259,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     h.proc.pid,
                 ),
             ]
-            relays[0] = (relays[0][0], listening_pid(floor_port))
+            relays[0] = (relays[0][0], floor_pid)
             direct = Peer("direct", direct_env)
             workloads = {
                 "select-only simple": ["-S", "-M", "simple"],
