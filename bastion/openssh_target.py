@@ -7,6 +7,7 @@ tests prove the documented setup, not a private one.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,9 +22,37 @@ from bastion.target_setup import sshd_config_lines
 SSHD = "/usr/sbin/sshd"
 
 
+PICKED_PORTS = (20000, 32768)
+"""Where ``free_port`` draws from: below Linux's ephemeral range (32768-60999), so no
+outgoing connection's automatic port, and no ``bind(port 0)``, takes a port between
+the moment it is picked and the moment its server binds it."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (sshd cannot bind port 0 itself)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port nothing is bound to right now (sshd cannot bind port 0 itself).
+
+    Drawn at random from ``PICKED_PORTS``; under pytest-xdist each worker draws from
+    its own slice of it, so two workers starting servers at once never pick the same
+    port (a port the kernel hands out for ``bind(0)`` is free for the next caller as
+    soon as it is released: an sshd of one worker once took a node's port of another).
+    """
+    low, high = PICKED_PORTS
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT", ""
+    )
+    if worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit():
+        span = (high - low) // max(1, int(workers))
+        low += int(worker[2:]) * span
+        high = low + span
+    for _ in range(100):
+        port = secrets.randbelow(high - low) + low
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -27,7 +27,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -128,9 +127,9 @@ def find_pg_bin() -> Path | None:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from bastion.openssh_target import free_port
+
+    return free_port()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
