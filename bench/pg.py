@@ -506,22 +506,30 @@ def bastion_env(base: dict[str, str], h: BastionHarness, user: str, token: str) 
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear script
-    """Run the benchmark and print the tables."""
-    args = parse_args(argv)
+@contextmanager
+def bench_server() -> Iterator[tuple[PgServer, str, str]]:
+    """A throwaway PostgreSQL with room for the peers' connections and the bench role
+    and database; yields (server, user, password). Shared with ``bench/pg_profile.py``."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         raise SystemExit("PostgreSQL binaries not found (set BASTION_PG_BIN)")
+    with start_pg_server(bin_dir) as server:
+        server.execute("ALTER SYSTEM SET max_connections = 200")
+        user, password = "bench_user", secrets.token_urlsafe(12)
+        server.create_role(user, password)
+        server.execute(f"CREATE DATABASE bench OWNER {user}")
+        yield server, user, password
+
+
+def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear script
+    """Run the benchmark and print the tables."""
+    args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     os.chmod(work, 0o755)  # noqa: S103  postgres must reach it
     try:
         with ExitStack() as stack:
             say("starting PostgreSQL")
-            server = stack.enter_context(start_pg_server(bin_dir))
-            server.execute("ALTER SYSTEM SET max_connections = 200")
-            user, password = "bench_user", secrets.token_urlsafe(12)
-            server.create_role(user, password)
-            server.execute(f"CREATE DATABASE bench OWNER {user}")
+            server, user, password = stack.enter_context(bench_server())
             exe = pgbench_bin(server)
             psql = str(server.bin_dir / "psql") if (server.bin_dir / "psql").exists() else "psql"
             direct_env = {

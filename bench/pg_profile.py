@@ -39,8 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node import make_harness, production_config
-from pg import Peer, bastion_token, floor_relay, pgbench_bin, say
-from tests.peers.postgres import find_pg_bin, start_pg_server
+from pg import Peer, bastion_token, bench_server, floor_relay, pgbench_bin, say
 
 TICK = os.sysconf("SC_CLK_TCK")
 TPS = re.compile(r"tps = ([0-9.]+) \(without")
@@ -190,18 +189,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--py-spy", type=Path, default=None, help="write py-spy profiles here")
     ap.add_argument("--log-level", default=None, help="[node] log_level for the bastion")
     args = ap.parse_args(argv)
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        raise SystemExit("PostgreSQL binaries not found (set BASTION_PG_BIN)")
     work = Path(tempfile.mkdtemp(prefix="bench-pgprof-"))
     os.chmod(work, 0o755)  # noqa: S103  postgres must reach it
     try:
         with ExitStack() as stack:
-            server = stack.enter_context(start_pg_server(bin_dir))
-            server.execute("ALTER SYSTEM SET max_connections = 200")
-            user, password = "bench_user", secrets.token_urlsafe(12)
-            server.create_role(user, password)
-            server.execute(f"CREATE DATABASE bench OWNER {user}")
+            server, user, password = stack.enter_context(bench_server())
             postmaster = int((Path(server.data_dir) / "postmaster.pid").read_text().split()[0])
             exe = pgbench_bin(server)
             direct_env = {

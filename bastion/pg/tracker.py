@@ -300,7 +300,7 @@ class QueryTracker:
             op.copy_bytes += size
             op.copy_messages += 1
 
-    def copy_data_out(self, size: int, count: int = 1) -> None:
+    def copy_data_out(self, size: int, count: int) -> None:
         """``count`` server CopyData of ``size`` bytes in all (the scanner's fast path:
         no message object, one call per run of rows)."""
         op = self._copy
