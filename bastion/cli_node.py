@@ -22,6 +22,7 @@ from bastion.ca import CertificateAuthority
 from bastion.config import DEFAULT_CONFIG_NAME, Config, load_config, render_config
 from bastion.errors import ConfigError
 from bastion.secretbox import SecretBox
+from bastion.ssh.algorithms import check_ssh_algorithms
 from bastion.store import open_store
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(handlers=[handler])
     config = load_config(args.config)
+    check_ssh_algorithms(config.ssh)  # before any worker forks or listener binds
     _set_log_level(config.log_level or str(args.log_level))
     if not config.ssh.host_key.exists():
         raise ConfigError(f"SSH host key {config.ssh.host_key} is missing; run 'bastion init'")

@@ -29,12 +29,12 @@ from bastion.proxied import Network, trusted_networks
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 from bastion.s3_config import S3Config, parse_storage
-from bastion.ssh.algorithms import (
+from bastion.ssh.algorithm_names import (
+    ALGORITHM_KEYS,
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
-    DEFAULT_KEX_ALGORITHMS,
     DEFAULT_MACS,
-    check_algorithms,
+    default_kex_algorithms,
 )
 from bastion.users_config import CONFIG_TEMPLATE_SECTION as USERS_TEMPLATE
 from bastion.users_config import KNOWN_USERS_KEYS, UsersConfig, parse_users
@@ -61,8 +61,10 @@ class SshConfig:
     ciphers: tuple[str, ...] = DEFAULT_CIPHERS
     """Ciphers offered to contractors. chacha20-poly1305 is left out by default: in
     asyncssh it costs about 40 % of relay throughput (new cipher objects per packet)."""
-    kex_algorithms: tuple[str, ...] = DEFAULT_KEX_ALGORITHMS
-    """Key exchanges offered: no SHA-1, no group exchange (see bastion.ssh.algorithms)."""
+    kex_algorithms: tuple[str, ...] = field(default_factory=default_kex_algorithms)
+    """Key exchanges offered: no SHA-1, no group exchange (see bastion.ssh.algorithms).
+    The default is cut to what the installed asyncssh implements, so it is computed
+    (importing asyncssh) only when the config file leaves the key out."""
     macs: tuple[str, ...] = DEFAULT_MACS
     host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
     proxy_protocol: bool = False
@@ -422,9 +424,23 @@ def _strings(
     return tuple(value)
 
 
-def _algorithms(ssh: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    """An ``[ssh]`` algorithm list, each name checked against the installed asyncssh."""
-    return check_algorithms(key, _strings(ssh, key, default, f"ssh.{key}"))
+def _algorithms(ssh: dict[str, Any]) -> dict[str, Any]:
+    """The ``[ssh]`` algorithm lists the file sets (the others keep SshConfig's defaults).
+
+    Only the shape is checked here: whether this node's asyncssh implements each name
+    is ``bastion.ssh.algorithms.check_ssh_algorithms``, run where SSH is used (``bastion
+    serve``, the listener, a reload, ``bastion doctor``), so that commands which never
+    speak SSH do not import asyncssh.
+    """
+    lists: dict[str, Any] = {}
+    for key in ALGORITHM_KEYS:
+        if key in ssh:
+            lists[key] = _strings(ssh, key, (), f"ssh.{key}")
+            if not lists[key]:
+                raise ConfigError(
+                    f"ssh.{key} must not be empty; remove the key to get the defaults"
+                )
+    return lists
 
 
 def _postgres(pg: dict[str, Any], base: Path) -> PostgresConfig:
@@ -589,12 +605,7 @@ def load_config(path: Path | str | None = None) -> Config:
             per_source_max_startups=int(
                 _number(ssh, "per_source_max_startups", 10, "ssh.per_source_max_startups")
             ),
-            ciphers=_algorithms(ssh, "ciphers", SshConfig.ciphers),
-            kex_algorithms=_algorithms(ssh, "kex_algorithms", SshConfig.kex_algorithms),
-            macs=_algorithms(ssh, "macs", SshConfig.macs),
-            host_key_algorithms=_algorithms(
-                ssh, "host_key_algorithms", SshConfig.host_key_algorithms
-            ),
+            **_algorithms(ssh),
             **_proxy_settings(ssh, "ssh"),
 
             max_channels_per_connection=int(
@@ -880,7 +891,7 @@ def render_config(node: str, listen: str) -> str:
         node=node,
         listen=listen,
         ciphers=_toml_list(DEFAULT_CIPHERS),
-        kex_algorithms=_toml_list(DEFAULT_KEX_ALGORITHMS),
+        kex_algorithms=_toml_list(default_kex_algorithms()),
         macs=_toml_list(DEFAULT_MACS),
         host_key_algorithms=_toml_list(DEFAULT_HOST_KEY_ALGORITHMS),
     )

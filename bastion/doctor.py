@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from bastion.config import Config, load_config
+from bastion.ssh.algorithms import check_ssh_algorithms
 
 Status = Literal["ok", "unsafe", "missing", "skipped"]
 
@@ -214,7 +215,10 @@ def render(findings: list[Finding]) -> str:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Print every finding; exit 1 when one is unsafe."""
-    findings = diagnose(load_config(args.config))
+    config = load_config(args.config)
+    # refused as 'bastion serve' refuses it: a node that will not start is no finding
+    check_ssh_algorithms(config.ssh)
+    findings = diagnose(config)
     if args.json:
         unsafe = sum(f.status == "unsafe" for f in findings)
         print(json.dumps({"unsafe": unsafe, "findings": [f.to_json() for f in findings]}, indent=2))

@@ -19,6 +19,7 @@ from bastion import audit_actions as actions
 from bastion.config import Config, load_config
 from bastion.errors import ConfigError
 from bastion.mfa import LockoutPolicy
+from bastion.ssh.algorithms import check_ssh_algorithms
 
 if TYPE_CHECKING:
     from bastion.service import BastionNode
@@ -98,6 +99,13 @@ def apply_config(node: BastionNode, config: Config) -> None:
     node.penalties.exempt = config.login_limits.penalty_exempt
 
 
+def _load_checked(path: Path) -> Config:
+    """The file as ``bastion serve`` would accept it (the SSH algorithm names included)."""
+    config = load_config(path)
+    check_ssh_algorithms(config.ssh)
+    return config
+
+
 async def reload_node(
     node: BastionNode,
     path: Path,
@@ -108,7 +116,7 @@ async def reload_node(
     Every outcome is logged and audited (``node.reload`` or ``node.reload-refused``).
     """
     try:
-        new = await node.call(load_config, path)
+        new = await node.call(_load_checked, path)
     except ConfigError as e:
         log.error("reload refused, nothing changed: %s", e)
         await node.audit("node", actions.NODE_RELOAD_REFUSED, node.node, error=str(e))

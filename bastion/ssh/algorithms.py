@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asyncssh.encryption import get_encryption_algs
 from asyncssh.kex import get_kex_algs
@@ -26,6 +27,16 @@ from asyncssh.public_key import (
 )
 
 from bastion.errors import ConfigError
+from bastion.ssh.algorithm_names import (
+    ALGORITHM_KEYS,
+    DEFAULT_CIPHERS,
+    DEFAULT_HOST_KEY_ALGORITHMS,
+    DEFAULT_MACS,
+    PREFERRED_KEX_ALGORITHMS,
+)
+
+if TYPE_CHECKING:
+    from bastion.config import SshConfig
 
 __all__ = [
     "DEFAULT_CIPHERS",
@@ -35,47 +46,10 @@ __all__ = [
     "USER_SIGNATURE_ALGORITHMS",
     "sha1_signature",
     "check_algorithms",
+    "check_ssh_algorithms",
     "offered_host_keys",
     "supported",
 ]
-
-_PREFERRED_KEX = (
-    "mlkem768x25519-sha256",
-    "sntrup761x25519-sha512@openssh.com",
-    "sntrup761x25519-sha512",
-    "curve25519-sha256",
-    "curve25519-sha256@libssh.org",
-    # For clients without X25519 (OpenSSH in FIPS mode): large fixed groups only.
-    "diffie-hellman-group16-sha512",
-    "diffie-hellman-group18-sha512",
-)
-
-DEFAULT_MACS: tuple[str, ...] = (
-    "hmac-sha2-256-etm@openssh.com",
-    "hmac-sha2-512-etm@openssh.com",
-    "umac-128-etm@openssh.com",
-)
-"""Encrypt-then-MAC only; unused with the AES-GCM ciphers, which carry their own tag."""
-
-DEFAULT_HOST_KEY_ALGORITHMS: tuple[str, ...] = (
-    "ssh-ed25519",
-    "ssh-ed25519-cert-v01@openssh.com",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
-    "rsa-sha2-512-cert-v01@openssh.com",
-    "rsa-sha2-256-cert-v01@openssh.com",
-)
-"""What the host key may sign with: never ``ssh-rsa`` (SHA-1) or a NIST curve."""
-
-DEFAULT_CIPHERS: tuple[str, ...] = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-)
-"""chacha20-poly1305 is left out by default: in asyncssh it costs about 40 % of
-relay throughput (new cipher objects per packet)."""
 
 
 def _names(get: Callable[[], Sequence[bytes]]) -> tuple[str, ...]:
@@ -96,7 +70,7 @@ def supported(key: str) -> tuple[str, ...]:
 
 
 DEFAULT_KEX_ALGORITHMS: tuple[str, ...] = tuple(
-    a for a in _PREFERRED_KEX if a in supported("kex_algorithms")
+    a for a in PREFERRED_KEX_ALGORITHMS if a in supported("kex_algorithms")
 )
 """The preferred list cut to what this asyncssh implements (no sntrup761 without liboqs)."""
 
@@ -113,6 +87,18 @@ def check_algorithms(key: str, names: Sequence[str]) -> tuple[str, ...]:
                 f"choose from: {', '.join(choices)}"
             )
     return tuple(names)
+
+
+def check_ssh_algorithms(ssh: SshConfig) -> None:
+    """Every ``[ssh]`` algorithm list of ``ssh`` against this node's asyncssh (ConfigError).
+
+    ``load_config`` checks only that each list is a non-empty list of strings, so that
+    commands which never speak SSH do not import asyncssh; this is the rest, run by
+    ``bastion serve`` before anything starts, by the SSH listener, on a reload and by
+    ``bastion doctor``.
+    """
+    for key in ALGORITHM_KEYS:
+        check_algorithms(key, getattr(ssh, key))
 
 
 def offered_host_keys(

@@ -29,7 +29,11 @@ from bastion.proxied import accepting, client_address
 from bastion.service import BastionNode
 from bastion.session.admission import Refused, find_access, login_refusal
 from bastion.session.reasons import STATE_UNAVAILABLE_LOGIN
-from bastion.ssh.algorithms import USER_SIGNATURE_ALGORITHMS, offered_host_keys
+from bastion.ssh.algorithms import (
+    USER_SIGNATURE_ALGORITHMS,
+    check_ssh_algorithms,
+    offered_host_keys,
+)
 from bastion.ssh.flow import FlowControlledConnection
 from bastion.ssh.forwarding import ForwardingContext, admit_forward
 from bastion.ssh.login_name import LoginName, LoginNameError, parse_login_name
@@ -474,6 +478,7 @@ async def start_ssh_listener(
 ) -> asyncio.Server:
     """Listen for contractors; returns the asyncio server (its sockets tell the bound port)."""
     cfg = node.config.ssh
+    check_ssh_algorithms(cfg)  # 'bastion serve' did already; a node built in code has not
     options = await asyncssh.SSHServerConnectionOptions.construct(
         server_factory=lambda: BastionSSHServer(node),
         server_host_keys=[str(cfg.host_key)],

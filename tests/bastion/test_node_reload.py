@@ -114,6 +114,11 @@ async def test_a_live_session_follows_the_reloaded_time_box(kit: Kit) -> None:
     [
         ({"[timebox]": "[timebox"}, "is not valid TOML"),
         ({"warn_before = [300, 60]": 'warn_before = "soon"'}, "timebox.warn_before must be"),
+        # checked against asyncssh on reload too, as 'bastion serve' would at the restart
+        (
+            {'    "aes256-ctr",\n': '    "aes256-ctr",\n    "no-such",\n'},
+            "'no-such' is not supported",
+        ),
     ],
 )
 async def test_a_broken_file_changes_nothing_and_is_audited(

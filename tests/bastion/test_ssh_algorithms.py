@@ -14,14 +14,16 @@ import asyncssh
 import paramiko
 import pytest
 
-from bastion.config import load_config, render_config
+from bastion.config import SshConfig, load_config, render_config
 from bastion.errors import ConfigError
+from bastion.ssh.algorithm_names import ALGORITHM_KEYS, PREFERRED_KEX_ALGORITHMS
 from bastion.ssh.algorithms import (
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
     DEFAULT_KEX_ALGORITHMS,
     DEFAULT_MACS,
     USER_SIGNATURE_ALGORITHMS,
+    check_ssh_algorithms,
     offered_host_keys,
     sha1_signature,
     supported,
@@ -74,8 +76,11 @@ def test_config_names_the_key_and_the_choices_for_an_unknown_algorithm(
     end = text.index("]\n", start) + 2
     text = text[:start] + f'\n{key} = ["no-such-alg@example.com"]\n' + text[end:]
     path.write_text(text)
+    # load_config checks the shape only (commands that never speak SSH do not load
+    # asyncssh); the names are checked where the node starts (test_cli_startup.py)
+    config = load_config(path)
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        check_ssh_algorithms(config.ssh)
     message = str(err.value)
     assert f"ssh.{key}: 'no-such-alg@example.com' is not supported" in message
     assert DEFAULTS[key][0] in message.split("choose from: ")[1]
@@ -99,6 +104,22 @@ def test_config_reads_the_lists_and_template_shows_the_defaults(tmp_path: Path) 
     end = text.index("]\n", start) + 2
     path.write_text(text[:start] + '\nkex_algorithms = ["curve25519-sha256"]\n' + text[end:])
     assert load_config(path).ssh.kex_algorithms == ("curve25519-sha256",)
+    # left out, a list gets the default (kex: cut to what this asyncssh implements)
+    path.write_text(text[:start] + "\n" + text[end:])
+    assert load_config(path).ssh.kex_algorithms == DEFAULT_KEX_ALGORITHMS
+    assert SshConfig().kex_algorithms == DEFAULT_KEX_ALGORITHMS
+
+
+def test_the_defaults_as_names_only_match_asyncssh_and_need_no_asyncssh() -> None:
+    """bastion.config reads the defaults from a module that does not import asyncssh."""
+    assert set(DEFAULT_KEX_ALGORITHMS) <= set(PREFERRED_KEX_ALGORITHMS)
+    assert set(ALGORITHM_KEYS) == set(DEFAULTS)
+    check_ssh_algorithms(SshConfig())
+    code = (
+        "import sys, bastion.config, bastion.ssh.algorithm_names; "
+        "assert 'asyncssh' not in sys.modules, 'bastion.config imported asyncssh'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def _loaded_host_keys(key: asyncssh.SSHKey) -> dict[bytes, asyncssh.SSHKeyPair]:
