@@ -11,7 +11,7 @@ import json
 import time
 
 from bastion.access_report import access_to_wire, describe, target_line, way_line
-from bastion.cli_admin import opened
+from bastion.cli_shared import opened
 from bastion.effective_access import user_access, who_can_reach
 from bastion.errors import UsageError
 

@@ -1,4 +1,5 @@
-"""Admin subcommands: users and audit, plus the helpers every admin command shares.
+"""Admin subcommands: users and audit (the helpers every admin command shares are in
+``cli_shared``).
 
 Each command opens the state store named by the config, does one thing, audits
 it with the operator as actor, and prints a table or ``--json``. Targets live in
@@ -11,67 +12,22 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bastion import admin_actions, engagements
 from bastion import audit_actions as actions
 from bastion.admin_actions import UNTIL_UNLOCKED, Origin
-from bastion.config import Config, load_config
+from bastion.cli_shared import actor, emit, jsonable, opened
+from bastion.config import Config
 from bastion.engagements import user_state
 from bastion.errors import BastionError, UsageError
 from bastion.grants import format_time
 from bastion.mfa import new_totp_secret, provisioning_uri, qr_text
-from bastion.secretbox import SecretBox
 from bastion.ssh.login_name import valid_name
-from bastion.store import Store, open_store
 from bastion.store.models import Role
 from bastion.timeparse import parse_duration, parse_time
-
-
-def actor() -> str:
-    """Who is running the CLI, for audit rows ($BASTION_ACTOR overrides the login name)."""
-    return admin_actions.cli_actor()
-
-
-@contextmanager
-def opened(args: argparse.Namespace) -> Iterator[tuple[Config, Store]]:
-    """Config and store for one command; the store is closed afterwards."""
-    config = load_config(args.config)
-    store = open_store(config.state_url, SecretBox.from_env_or_file(config.secret_key_file))
-    try:
-        yield config, store
-    finally:
-        store.close()
-
-
-#: Fields never printed, not even with --json: secrets and what derives from them.
-HIDDEN_FIELDS = frozenset({"totp_secret", "password", "token_hash"})
-
-
-def jsonable(obj: Any) -> Any:
-    """A record as plain JSON-ready data, without the fields in HIDDEN_FIELDS."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items() if k not in HIDDEN_FIELDS}
-    if isinstance(obj, list | tuple | frozenset | set):
-        items = [jsonable(v) for v in obj]
-        return sorted(items) if isinstance(obj, frozenset | set) else items
-    return obj
-
-
-def emit(args: argparse.Namespace, rows: Sequence[Any], table: Callable[[Any], str]) -> None:
-    """Print ``rows`` as JSON (--json) or one formatted line each."""
-    if getattr(args, "json", False):
-        print(json.dumps([jsonable(r) for r in rows], indent=2, default=str))
-        return
-    for r in rows:
-        print(table(r))
-
 
 # --- users --------------------------------------------------------------------------
 

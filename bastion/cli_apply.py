@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 
-from bastion.cli_admin import opened
+from bastion.cli_shared import opened
 from bastion.provision import spec
 from bastion.provision.execute import apply_origin, execute, snapshot
 from bastion.provision.plan import make_plan

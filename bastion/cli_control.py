@@ -20,7 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bastion import audit_actions as actions
-from bastion.cli_admin import actor, opened
+from bastion.cli_shared import actor, opened
 from bastion.config import load_config
 from bastion.control.auth import CONTROL_ROLES, token_hash
 from bastion.control.client import ControlClient

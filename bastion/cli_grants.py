@@ -14,7 +14,7 @@ import time
 
 from bastion import audit_actions as actions
 from bastion.admin_actions import Origin, revoke_grant
-from bastion.cli_admin import actor, emit, jsonable, opened
+from bastion.cli_shared import actor, emit, jsonable, opened
 from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
 from bastion.profile_actions import add_profile_grant

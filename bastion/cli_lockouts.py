@@ -15,7 +15,7 @@ import json
 import time
 
 from bastion import audit_actions as actions
-from bastion.cli_admin import actor, opened
+from bastion.cli_shared import actor, opened
 from bastion.errors import NotFound
 from bastion.grants import format_time
 from bastion.login_limits import LoginLimitsConfig

@@ -12,10 +12,9 @@ import time
 
 from bastion import audit_actions as actions
 from bastion.admin_actions import Origin
-from bastion.cli_admin import emit, opened
+from bastion.cli_shared import emit, opened
 from bastion.grants import format_time
-from bastion.node_registry import HEARTBEAT_SECONDS
-from bastion.store.models import NodeRecord
+from bastion.store.models import HEARTBEAT_SECONDS, NodeRecord
 from bastion.timeparse import format_duration, parse_duration
 
 """How long a drained node lets its sessions run before the routine stop."""

@@ -12,7 +12,7 @@ import json
 import time
 
 from bastion.admin_actions import Origin
-from bastion.cli_admin import opened
+from bastion.cli_shared import opened
 from bastion.errors import UsageError
 from bastion.policy.rules import RuleError
 from bastion.policy.stored import (

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from bastion.admin_actions import Origin
-from bastion.cli_admin import opened
+from bastion.cli_shared import opened
 from bastion.cli_targets import _approver_names
 from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bastion.cli_admin import opened
+from bastion.cli_shared import opened
 from bastion.cli_text import format_bytes, printable
 from bastion.commands.recordings import EXIT_ALTERED, EXIT_INTACT, EXIT_MISSING, EXIT_TRUNCATED
 from bastion.config import Config, load_config

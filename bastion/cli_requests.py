@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from bastion.admin_actions import Origin
-from bastion.cli_admin import emit, jsonable, opened
+from bastion.cli_shared import emit, jsonable, opened
 from bastion.errors import NotFound, UsageError
 from bastion.grants import format_time, parse_options
 from bastion.notify import Notifier

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 
 from bastion.admin_actions import Origin
-from bastion.cli_admin import opened
+from bastion.cli_shared import opened
 from bastion.cli_text import parse_since, printable
 from bastion.search_query import audited_search, parse_kinds
 from bastion.timeparse import format_duration

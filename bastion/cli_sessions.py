@@ -13,7 +13,6 @@ import time
 from dataclasses import asdict
 
 from bastion.admin_actions import Origin, terminate_session
-from bastion.cli_admin import emit, opened
 
 #: ``bastion verify`` exit codes (1 = error such as an unknown session, 2 = usage).
 from bastion.cli_recordings import (
@@ -22,6 +21,7 @@ from bastion.cli_recordings import (
     node_public_key,
     recording_path,
 )
+from bastion.cli_shared import emit, opened
 from bastion.cli_text import format_bytes, parse_since, printable
 from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError

@@ -10,20 +10,17 @@ credential-set names, never passwords.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from bastion import audit_actions as actions
 from bastion.access_requests import policy_for
 from bastion.admin_actions import Origin, set_target_policy
-from bastion.ca import CertificateAuthority
-from bastion.cli_admin import actor, emit, jsonable, opened, read_keys
+from bastion.cli_admin import read_keys
+from bastion.cli_shared import actor, emit, jsonable, opened
 from bastion.config import Config
 from bastion.errors import BastionError, NotFound, UsageError
 from bastion.grants import format_time
@@ -49,6 +46,12 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def _scan_host_key(host: str, port: int) -> str:
+    # asyncio and the SSH stack here, not at the top: 'target list' and the other
+    # read-only target commands do not load them (docs/decisions.md, issue 19)
+    import asyncio
+
+    import asyncssh
+
     async def scan() -> asyncssh.SSHKey | None:
         return await asyncssh.get_server_host_key(host, port, server_host_key_algs=["ssh-ed25519"])
 
@@ -108,6 +111,8 @@ def _ssh_target_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.host_key:
         host_keys = read_keys([args.host_key])
     elif args.scan:
+        import asyncssh
+
         line = _scan_host_key(host, port)
         fp = asyncssh.import_public_key(line).get_fingerprint("sha256")
         print(f"scanned {host}:{port}: {fp}")
@@ -378,6 +383,8 @@ def cmd_target_setup(args: argparse.Namespace) -> int:
                 f"{target.name} is a PostgreSQL target: it needs no sshd setup; give each "
                 "credential set's role only the privileges that set should have"
             )
+        from bastion.ca import CertificateAuthority  # asyncssh: only this command needs it
+
         ca = CertificateAuthority.load(config.ca_key)
     print(render_target_setup(target, ca.public_key_line()), end="")
     return 0

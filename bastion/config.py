@@ -22,10 +22,10 @@ from bastion.errors import ConfigError
 from bastion.event_loop import LOOP_CHOICES, LoopChoice
 from bastion.login_limits import CONFIG_TEMPLATE_SECTION as LOGIN_LIMITS_TEMPLATE
 from bastion.login_limits import KNOWN_LOGIN_LIMITS_KEYS, LoginLimitsConfig, parse_login_limits
+from bastion.networks import Network, trusted_networks
 from bastion.notify.settings import SYSLOG_KEYS, WEBHOOK_KEYS, NotifyConfig, parse_notify
 from bastion.policy_config import CONFIG_TEMPLATE_SECTION as POLICY_TEMPLATE
 from bastion.policy_config import KNOWN_POLICY_KEYS, PolicyConfig, parse_policy
-from bastion.proxied import Network, trusted_networks
 from bastion.requests_config import CONFIG_TEMPLATE_SECTION as REQUESTS_TEMPLATE
 from bastion.requests_config import KNOWN_REQUEST_KEYS, RequestsConfig, parse_requests
 from bastion.s3_config import S3Config, parse_storage

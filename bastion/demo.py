@@ -25,8 +25,8 @@ from bastion import audit_actions as actions
 from bastion import event_loop
 from bastion.admin_actions import Origin
 from bastion.ca import CertificateAuthority
-from bastion.cli_admin import opened
 from bastion.cli_node import _serve, init_dir
+from bastion.cli_shared import opened
 from bastion.config import Config, load_config
 from bastion.errors import NotFound
 from bastion.mfa import code_for_step, provisioning_uri, qr_text, time_step

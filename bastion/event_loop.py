@@ -9,7 +9,6 @@ without uvloop and for debugging (``[node] event_loop = "asyncio"``).
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
@@ -44,4 +43,6 @@ def run(main: Coroutine[Any, Any, T], choice: LoopChoice = "auto") -> T:
         import uvloop
 
         return uvloop.run(main)
+    import asyncio  # here, not at the top: the config names LOOP_CHOICES for every command
+
     return asyncio.run(main)

@@ -20,17 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion import __version__
-from bastion.store.models import NodeRecord
+from bastion.store.models import HEARTBEAT_SECONDS, NodeRecord
 from bastion.store.wakeups import WakeKind, Wakeup
 
 if TYPE_CHECKING:
     from bastion.service import BastionNode
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_SECONDS = 5.0
-"""How often a node writes its heartbeat; three missed beats make it silent."""
-
 
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  compared against, never bound
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar, cast
 
-from bastion.errors import ConfigError
+from bastion.networks import Network
 from bastion.proxy_protocol import Address, Header, Invalid, parse
 
 __all__ = [
@@ -32,12 +32,9 @@ __all__ = [
     "accepting",
     "TrustedProxies",
     "client_address",
-    "trusted_networks",
 ]
 
 log = logging.getLogger(__name__)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def client_address(peername: object, forwarded: Address | None) -> tuple[str, str]:
@@ -51,20 +48,6 @@ def client_address(peername: object, forwarded: Address | None) -> tuple[str, st
     if peername:
         return str(peername), str(peername)
     return "?", "?"
-
-
-def trusted_networks(values: Sequence[str], setting: str) -> tuple[Network, ...]:
-    """Parse a ``trusted_proxies`` list (addresses or CIDR blocks); errors name the entry."""
-    out: list[Network] = []
-    for value in values:
-        try:
-            out.append(ipaddress.ip_network(value, strict=False))
-        except ValueError as e:
-            raise ConfigError(
-                f"{setting}: '{value}' is not an address or CIDR block "
-                f"(examples: 10.0.0.5, 10.0.0.0/24, fd00::/64): {e}"
-            ) from None
-    return tuple(out)
 
 
 class TrustedProxies:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bastion.commands import AddOpt, Sub, lazy
-from bastion.node_registry import HEARTBEAT_SECONDS
+from bastion.store.models import HEARTBEAT_SECONDS
 
 DEFAULT_DRAIN = "10m"
 

@@ -389,6 +389,11 @@ class NodeState(StrEnum):
     STOPPED = "stopped"
 
 
+HEARTBEAT_SECONDS = 5.0
+"""How often a node writes its heartbeat; three missed beats make it silent (here, not in
+``bastion.node_registry``, so that ``bastion nodes``' parser does not import asyncio)."""
+
+
 @dataclass(frozen=True)
 class NodeRecord:
     """A node (or worker) as it registered itself, with its live session count."""

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import bastion
 from bastion.cli import build_parser
 from bastion.cli_node import init_dir
@@ -59,6 +61,28 @@ def test_sessions_search_on_sqlite_imports_no_ssh_sql_parser_or_driver(tmp_path:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0 hit(s) in 0 session(s)" in done.stderr  # the summary goes to stderr
     assert names & HEAVY == set()
+    # nor the node's side of the config (asyncio, notification delivery over HTTP)
+    assert names & {"asyncio", "http"} == set()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("target", "list"),
+        ("target", "show", "db1"),
+        ("profile", "list"),
+        ("grant", "list"),
+        ("token", "list"),
+        ("lockouts",),
+        ("nodes", "list"),
+    ],
+    ids=" ".join,
+)
+def test_read_only_commands_do_not_load_the_ssh_stack(tmp_path: Path, argv: list[str]) -> None:
+    init_dir(tmp_path, "127.0.0.1:0", None, "n1")
+    done, names = imported(*argv, "--config", str(tmp_path / "bastion.toml"), cwd=tmp_path)
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: 'target show' of no target
+    assert "asyncssh" not in names
 
 
 def _bad_cipher(directory: Path) -> Path:
