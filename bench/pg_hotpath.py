@@ -74,12 +74,27 @@ def streams(mode: str) -> tuple[bytes, bytes, bytes]:
     return every, every, server + ready
 
 
-def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
-    """µs per transaction with the stages up to ``stage`` (one run of ``n``).
+def timed(n: int, transaction: Callable[[int], None], cold: bytearray | None) -> float:
+    """CPU seconds of ``n`` calls of ``transaction``; with ``cold``, a copy of it between
+    two calls (evicts the caches), the copy not timed."""
+    if cold is None:
+        start = time.thread_time()  # CPU time: the machine is shared
+        for i in range(n):
+            transaction(i)
+        return time.thread_time() - start
+    sink = bytearray(len(cold))
+    took = 0.0
+    for i in range(n):
+        sink[:] = cold
+        start = time.thread_time()
+        transaction(i)
+        took += time.thread_time() - start
+    return took
 
-    With ``cold``: a buffer copied between transactions (evicts the caches), the
-    copy not timed.
-    """
+
+def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
+    """µs per transaction with the stages up to ``stage`` (one run of ``n``; ``cold``:
+    see ``timed``)."""
     first, later, server = streams(mode)
     t0 = time.monotonic()
     tracker = QueryTracker(lambda: time.monotonic() - t0)
@@ -104,13 +119,8 @@ def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
     client = ClientScanner(tracker, 1 << 20)
     srv = ServerScanner(tracker, 1 << 20, on_records)
     allowed: Callable[[str], bool] = lambda _sql: True  # noqa: E731
-    sink = bytearray(len(cold)) if cold is not None else None
-    took = 0.0
-    start = time.thread_time()  # CPU time: the machine is shared
-    for i in range(n):
-        if cold is not None and sink is not None:
-            sink[:] = cold
-            start = time.thread_time()
+
+    def transaction(i: int) -> None:
         data = first if i == 0 else later
         if stage != "none":
             pieces, _ = gate.feed(data, allowed)
@@ -118,10 +128,8 @@ def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
                 for scanned, _sent in pieces:
                     client.feed(scanned)
                 srv.feed(server)
-        if cold is not None:
-            took += time.thread_time() - start
-    if cold is None:
-        took = time.thread_time() - start
+
+    took = timed(n, transaction, cold)
     if writer is not None:
         writer.close()
     return took / n * 1e6
