@@ -21,6 +21,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -132,6 +133,7 @@ def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
     took = timed(n, transaction, cold)
     if writer is not None:
         writer.close()
+    shutil.rmtree(work)
     return took / n * 1e6
 
 
