@@ -8,14 +8,20 @@ scanners with the tracker, the ``pg.query`` payload, and the recording writer
 (JSON, record encoding). The difference between the node's CPU per transaction
 and this is the event loop, TLS and the kernel.
 
+``--cold MIB`` streams that many MiB through the caches between two
+transactions (what pgbench, the backends and other jobs do to a shared machine
+between two of the node's reads) and times only the relay's stages, so the
+figure is the same code with cold caches.
+
 Run from the repository root::
 
-    PYTHONPATH=. python bench/pg_hotpath.py [--n 5000] [--repeat 7]
+    PYTHONPATH=. python bench/pg_hotpath.py [--n 5000] [--repeat 7] [--cold 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -69,8 +75,27 @@ def streams(mode: str) -> tuple[bytes, bytes, bytes]:
     return every, every, server + ready
 
 
-def run(mode: str, n: int, stage: str) -> float:
-    """µs per transaction with the stages up to ``stage`` (one run of ``n``)."""
+def timed(n: int, transaction: Callable[[int], None], cold: bytearray | None) -> float:
+    """CPU seconds of ``n`` calls of ``transaction``; with ``cold``, a copy of it between
+    two calls (evicts the caches), the copy not timed."""
+    if cold is None:
+        start = time.thread_time()  # CPU time: the machine is shared
+        for i in range(n):
+            transaction(i)
+        return time.thread_time() - start
+    sink = bytearray(len(cold))
+    took = 0.0
+    for i in range(n):
+        sink[:] = cold
+        start = time.thread_time()
+        transaction(i)
+        took += time.thread_time() - start
+    return took
+
+
+def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
+    """µs per transaction with the stages up to ``stage`` (one run of ``n``; ``cold``:
+    see ``timed``)."""
     first, later, server = streams(mode)
     t0 = time.monotonic()
     tracker = QueryTracker(lambda: time.monotonic() - t0)
@@ -95,8 +120,8 @@ def run(mode: str, n: int, stage: str) -> float:
     client = ClientScanner(tracker, 1 << 20)
     srv = ServerScanner(tracker, 1 << 20, on_records)
     allowed: Callable[[str], bool] = lambda _sql: True  # noqa: E731
-    start = time.thread_time()  # CPU time: the machine is shared
-    for i in range(n):
+
+    def transaction(i: int) -> None:
         data = first if i == 0 else later
         if stage != "none":
             pieces, _ = gate.feed(data, allowed)
@@ -104,9 +129,11 @@ def run(mode: str, n: int, stage: str) -> float:
                 for scanned, _sent in pieces:
                     client.feed(scanned)
                 srv.feed(server)
-    took = time.thread_time() - start
+
+    took = timed(n, transaction, cold)
     if writer is not None:
         writer.close()
+    shutil.rmtree(work)
     return took / n * 1e6
 
 
@@ -115,12 +142,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=5_000)
     ap.add_argument("--repeat", type=int, default=7, help="best of this many runs (noise)")
+    ap.add_argument(
+        "--cold",
+        type=int,
+        default=0,
+        metavar="MIB",
+        help="copy this many MiB between transactions, untimed (cold caches; --n 300 is plenty)",
+    )
     args = ap.parse_args()
+    cold = bytearray(args.cold << 20) if args.cold else None
     stages = ("gate", "scan", "payload", "record")
     print("| pgbench -S mode | " + " | ".join(f"+{s}" for s in stages) + " |")
     print("|---|" + "---|" * len(stages))
     for mode in ("simple", "extended", "prepared"):
-        best = [min(run(mode, args.n, s) for _ in range(args.repeat)) for s in stages]
+        best = [min(run(mode, args.n, s, cold) for _ in range(args.repeat)) for s in stages]
         cells = [f"{b:.1f}" for b in best]
         print(f"| {mode} | " + " | ".join(cells) + " |")
 
