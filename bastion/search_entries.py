@@ -124,6 +124,28 @@ def recording_entries(
     return lines.finish(), results, statements, size
 
 
+def _indexed_text(text: str, masks: Masks) -> str:
+    """What the index keeps of a text ('' for nothing): trimmed, bounded, masked."""
+    text = masks.apply(text.strip()[:_MAX_TEXT])
+    return "" if text == MASK else text
+
+
+def displayed_lines(output: dict[str, float], masks: Masks) -> dict[str, float]:
+    """The ``output`` entries of a session (text -> offset) from the lines its terminal
+    displayed: what the indexer indexes and what a search reads back, the same way."""
+    found: dict[str, float] = {}
+    for raw, at in output.items():
+        if _binary(raw):
+            continue
+        text = _indexed_text(raw, masks)
+        if not text:
+            continue
+        offset = max(0.0, round(at, 3))
+        if text not in found or offset < found[text]:
+            found[text] = offset
+    return found
+
+
 def session_entries(
     store: Store, session_id: str, recording: str | None, masks: Masks
 ) -> SessionEntries | None:
@@ -140,8 +162,8 @@ def session_entries(
     found: dict[tuple[str, str], float] = {}
 
     def add(kind: str, offset: float, text: str) -> None:
-        text = masks.apply(text.strip()[:_MAX_TEXT])
-        if not text or text == MASK:
+        text = _indexed_text(text, masks)
+        if not text:
             return
         key = (kind, text)
         offset = max(0.0, round(offset, 3))
@@ -156,9 +178,8 @@ def session_entries(
     size = 0
     if recording is not None:
         output, results, statements, size = recording_entries(recording)
-        for text, offset in output.items():
-            if not _binary(text):
-                add("output", offset, text)
+        for text, offset in displayed_lines(output, masks).items():
+            found[("output", text)] = offset  # already masked: what a search reads back
         for text, offset in results.items():
             add("results", offset, text)
         for text, offset in statements.items():

@@ -477,6 +477,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pg_cancel_keys_node ON pg_cancel_keys (node)",
         ),
     ),
+    Migration(
+        17,
+        "search index: terminal output as postings only, its lines read from the recording",
+        (
+            # A digest of each chunk's lines (and offsets): what the chunk held, also for
+            # the chunks whose lines are no longer stored (terminal output).
+            "ALTER TABLE search_chunks ADD COLUMN digest {BLOB}",
+        ),
+        by_backend={
+            # PostgreSQL: an output chunk's trigrams as a Bloom signature (pg_trgm needs
+            # the text stored beside its index), kept inline in the row (no TOAST).
+            "postgresql": (
+                "ALTER TABLE search_chunks ADD COLUMN sig bit varying",
+                "ALTER TABLE search_chunks ALTER COLUMN sig SET STORAGE MAIN",
+            ),
+        },
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,18 +1,29 @@
 """The search index of sessions: chunks of lines, per-session markers, substring search.
 
 A mixin of ``Store``. A session's index is a few rows, one chunk per kind (and per
-~64 KiB of text): its lines, each with its first offset, stored compressed, and a
-trigram index over them. Why chunks and not a row per line: the trigram postings
-of a chunk are shared by all its lines and the text compresses, which makes the
-index ~17x smaller on the bench's fleet (bench/README.md, "search.py"). The index
-narrows to candidate chunks; the lines are then checked in Python, which makes the
-answer exact (and the regex search possible).
+~64 KiB of text or ``MAX_GRAMS`` distinct trigrams): a trigram index over its
+lines and, for the small kinds (commands, statements, result rows, file names),
+the lines themselves with their first offsets, stored compressed. Why chunks and
+not a row per line: the trigram postings of a chunk are shared by all its lines,
+which makes the index ~17x smaller on the bench's fleet (bench/README.md,
+"search.py"). The index narrows to candidate chunks; the lines are then checked
+in Python, which makes the answer exact (and the regex search possible).
+
+Terminal output is most of the text and is already in the recording, compressed:
+its chunks keep only their trigrams (and a digest of the lines), and a search
+reads a candidate session's displayed lines back from the recording through the
+``output_lines`` callable the caller passes (``bastion.search_indexer.OutputLines``:
+the same emulator and masks the indexer ran), so the index stays smaller than the
+recordings it covers (docs/decisions.md, "Search: postings in the index, lines in
+the recording").
 
 SQLite: a contentless FTS5 table with the trigram tokenizer, ``detail=none`` (no
-positions), queried with every trigram of the text; the lines live in ``body``
-(zlib). PostgreSQL: the lines in ``text`` (TOAST compresses it) under a ``pg_trgm``
-GIN index, queried with ``ILIKE``. Texts shorter than three characters cannot use
-a trigram index and scan the chunks.
+positions), queried with every trigram of the text; stored lines live in ``body``
+(zlib). PostgreSQL: stored lines in ``text`` (TOAST compresses it) under a
+``pg_trgm`` GIN index, queried with ``ILIKE``; output chunks as a Bloom signature
+of their trigrams (``trigram_bloom``) in ``sig``. Texts shorter than three
+characters cannot use a trigram index and scan the chunks (re-reading at most
+``UNINDEXED_OUTPUT_SESSIONS`` sessions' output).
 
 ``replace_session_index`` swaps a session's chunks and its marker in one
 transaction (a very large session: in ~1 MiB transactions, the marker last), so
@@ -22,20 +33,31 @@ next ``reindex``, and running it twice gives the same rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from bastion.errors import UsageError
-from bastion.store import rows
+from bastion.store import rows, trigram_bloom
 from bastion.store.backends import Backend, Row, Tx
 from bastion.store.history import where_clause
 from bastion.store.models import IndexHit, SessionRecord
 
 KINDS = ("commands", "output", "queries", "results", "files")
 """What the index holds, in the order ``--in`` lists them."""
+
+POSTINGS_ONLY = frozenset({"output"})
+"""Kinds whose lines the index does not store (read back from the recording)."""
+
+UNINDEXED_OUTPUT_SESSIONS = 100
+"""Sessions whose output a search that cannot use the index re-reads at most."""
+
+OutputLines = Callable[[str], Mapping[str, float] | None]
+"""A session's displayed lines (text -> first offset) as the indexer saw them; None
+when they cannot be read (no recording)."""
 
 _CHUNK_TEXT = 64 * 1024  # characters of lines per chunk
 _FILE_AUDIT_LAG = 60.0  # file rows are spawned as the channel closes: a little after the end
@@ -51,10 +73,12 @@ def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-def _chunks(
-    entries: Sequence[tuple[str, float, str]],
-) -> Iterator[tuple[str, list[float], list[str]]]:
-    """(kind, offsets, lines) per chunk, lines in offset order within a kind."""
+Chunk = tuple[str, list[float], list[str], set[str]]
+"""(kind, offsets, lines, the lines' distinct case-folded trigrams)."""
+
+
+def _chunks(entries: Sequence[tuple[str, float, str]]) -> Iterator[Chunk]:
+    """The chunks of a session's entries, lines in offset order within a kind."""
     by_kind: dict[str, list[tuple[float, str]]] = {}
     for kind, offset, text in entries:
         by_kind.setdefault(kind, []).append((float(offset), _one_line(text)))
@@ -62,16 +86,28 @@ def _chunks(
         items = sorted(by_kind[kind])
         offsets: list[float] = []
         lines: list[str] = []
+        grams: set[str] = set()
         size = 0
         for offset, text in items:
-            if lines and size + len(text) > _CHUNK_TEXT:
-                yield kind, offsets, lines
-                offsets, lines, size = [], [], 0
+            new = trigram_bloom.line_grams(text)
+            if lines and (
+                size + len(text) > _CHUNK_TEXT
+                or len(grams) + len(new - grams) > trigram_bloom.MAX_GRAMS
+            ):
+                yield kind, offsets, lines, grams
+                offsets, lines, grams, size = [], [], set(), 0
             offsets.append(offset)
             lines.append(text)
+            grams |= new
             size += len(text) + 1
         if lines:
-            yield kind, offsets, lines
+            yield kind, offsets, lines, grams
+
+
+def _digest(offsets: list[float], lines: list[str]) -> bytes:
+    """What a chunk held, stored with it (its lines may not be)."""
+    data = json.dumps([offsets, lines], separators=(",", ":")).encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _trigram_query(text: str) -> str:
@@ -122,32 +158,47 @@ class SearchIndex:
                         [session_id, float(now), len(entries), int(source_bytes)],
                     )
 
-    def _insert_chunks(
-        self, tx: Tx, session_id: str, chunks: Sequence[tuple[str, list[float], list[str]]]
-    ) -> None:
+    def _insert_chunks(self, tx: Tx, session_id: str, chunks: Sequence[Chunk]) -> None:
+        """Insert chunks; a postings-only kind's lines are not stored (``offsets`` is
+        empty: its lines come from the recording)."""
         sqlite = self._db.name == "sqlite"
-        for kind, offsets, lines in chunks:
+        for kind, offsets, lines, grams in chunks:
             text = "\n".join(lines)
-            packed = zlib.compress(json.dumps(offsets).encode(), 6)
+            digest = _digest(offsets, lines)
+            stored = kind not in POSTINGS_ONLY
+            packed = zlib.compress(json.dumps(offsets).encode(), 6) if stored else b""
+            head = [session_id, kind, offsets[0], len(lines), packed, digest]
             if sqlite:
+                body = zlib.compress(text.encode(), 6) if stored else None
                 chunk_id = tx.insert(
                     "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    [session_id, kind, offsets[0], len(lines), packed,
-                     zlib.compress(text.encode(), 6)],
-                )  # fmt: skip
+                    " offsets, digest, body) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    [*head, body],
+                )
                 tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
+            elif stored:
+                tx.run(
+                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
+                    " offsets, digest, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [*head, text],
+                )
             else:
                 tx.run(
                     "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, text) VALUES (?, ?, ?, ?, ?, ?)",
-                    [session_id, kind, offsets[0], len(lines), packed, text],
+                    " offsets, digest, sig) VALUES (?, ?, ?, ?, ?, ?, ?::varbit)",
+                    [*head, trigram_bloom.signature(grams)],
                 )
 
     def _delete_chunks(self, tx: Tx, session_id: str) -> None:
-        if self._db.name == "sqlite":  # a contentless FTS5 row is deleted with its text
+        """Drop a session's chunks. SQLite: a contentless FTS5 row can only be deleted
+        with its text, which a postings-only chunk no longer has; its postings stay
+        behind under a rowid no chunk will have again (AUTOINCREMENT), and every
+        search joins the chunks, so they are never a hit (a re-indexed session's
+        old output postings are dead weight until a full ``reindex --again``)."""
+        if self._db.name == "sqlite":
             for r in tx.all(
-                "SELECT id, body FROM search_chunks WHERE session_id = ?", [session_id]
+                "SELECT id, body FROM search_chunks WHERE session_id = ? AND body IS NOT NULL",
+                [session_id],
             ):
                 tx.run(
                     "INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', ?, ?)",
@@ -181,14 +232,31 @@ class SearchIndex:
             return [str(r["id"]) for r in tx.all(sql, [*params, int(limit)])]
 
     def session_index(self, session_id: str) -> list[tuple[str, float, str]]:
-        """A session's entries (kind, offset, text) in a stable order (tests, checks)."""
+        """A session's entries (kind, offset, text) in a stable order (tests, checks);
+        a postings-only chunk as one entry (kind, first offset, ``#digest N lines``)."""
         with self._db.transaction() as tx:
             found = tx.all(
-                "SELECT id, kind, offsets, body, text FROM search_chunks WHERE session_id = ?",
+                "SELECT id, kind, first_offset, lines, digest, offsets, body, text"
+                " FROM search_chunks WHERE session_id = ?",
                 [session_id],
             )
-        out = [(str(r["kind"]), offset, line) for r in found for offset, line in _lines(r)]
+        out: list[tuple[str, float, str]] = []
+        for r in found:
+            if _stored(r):
+                out += [(str(r["kind"]), offset, line) for offset, line in _lines(r)]
+            else:
+                summary = f"#{bytes(r['digest']).hex()} {int(r['lines'])} lines"
+                out.append((str(r["kind"]), float(r["first_offset"]), summary))
         return sorted(out)
+
+    def clear_search_index(self) -> None:
+        """Drop the whole index and every marker (``reindex --again`` over everything):
+        on SQLite this also drops the postings re-indexed sessions left behind."""
+        with self._db.transaction(write=True) as tx:
+            if self._db.name == "sqlite":
+                tx.run("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+            tx.run("DELETE FROM search_chunks")
+            tx.run("DELETE FROM search_indexed")
 
     def session_sources(
         self, session_id: str
@@ -245,17 +313,27 @@ class SearchIndex:
         since: float | None = None,
         regex: bool = False,
         limit: int = 100,
+        output_lines: OutputLines | None = None,
     ) -> list[IndexHit]:
         """Lines containing ``text`` (case-insensitive; ``regex``: matching the Python
-        pattern ``text``), newest session first, then by offset."""
+        pattern ``text``), newest session first, then by offset.
+
+        Terminal output is matched in the lines ``output_lines`` reads back for each
+        candidate session (without it, output is not searched). A search the index
+        cannot narrow (under three plain characters) re-reads the output of at most
+        ``UNINDEXED_OUTPUT_SESSIONS`` sessions, then stops with a UsageError saying
+        how to narrow it.
+        """
         unknown = set(kinds) - set(KINDS)
         if unknown or not kinds:
             raise UsageError(
                 f"--in takes {','.join(KINDS)} (comma-separated), not {','.join(sorted(unknown))}"
             )
         needle, matches = _matcher(text, regex)
+        indexed = needle is not None and len(needle) >= 3
         sql, params = self._search_sql(needle, kinds, user, target, since)
         hits: list[IndexHit] = []
+        read_back: set[str] = set()
         last_session: str | None = None
         offset = 0
         while True:
@@ -267,8 +345,24 @@ class SearchIndex:
                 if len(hits) >= limit and session_id != last_session:
                     return _ordered(hits)[:limit]
                 last_session = session_id
+                if _stored(r):
+                    lines = _lines(r)
+                elif output_lines is None or session_id in read_back:
+                    continue
+                else:
+                    if not indexed and len(read_back) >= UNINDEXED_OUTPUT_SESSIONS:
+                        raise UsageError(
+                            f"{text!r} cannot use the index for terminal output (it needs"
+                            " three plain characters in a row) and re-reading the output of"
+                            f" {UNINDEXED_OUTPUT_SESSIONS} sessions found {len(hits)} of"
+                            f" {limit} hits: narrow it with --since, --user or --target,"
+                            " or leave output out (--in commands,queries,results,files)"
+                        )
+                    read_back.add(session_id)
+                    shown = output_lines(session_id) or {}
+                    lines = sorted((at, line) for line, at in shown.items())
                 started = float(r["started_at"])
-                for at, line in _lines(r):
+                for at, line in lines:
                     if since is not None and started + at < since:
                         continue
                     if matches(line):
@@ -298,6 +392,9 @@ class SearchIndex:
             return
         tx.run("SET LOCAL enable_seqscan = off")
         tx.run("SET LOCAL enable_indexscan = off")
+        # the output signatures have no index: their scan keeps the seq-scan penalty in
+        # the plan's cost, which would make PostgreSQL JIT-compile every search (~0.1 s)
+        tx.run("SET LOCAL jit = off")
 
     def _search_sql(
         self,
@@ -309,15 +406,26 @@ class SearchIndex:
     ) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
+        columns = "c.id, c.session_id, c.kind, c.offsets, c.body, c.text"
         source = "search_chunks c"
         if needle is not None and len(needle) >= 3:
             if self._db.name == "sqlite":
                 source = "search_fts JOIN search_chunks c ON c.id = search_fts.rowid"
                 where.append("search_fts MATCH ?")
                 params.append(_trigram_query(needle))
-            else:
+            elif POSTINGS_ONLY.isdisjoint(kinds):  # stored lines under the GIN index
                 where.append("c.text ILIKE ?")
                 params.append(_like(needle))
+            else:  # and output chunks by their signature
+                classes = ", ".join("(?::varbit)" for _ in trigram_bloom.SIZES)
+                source = (
+                    f"(SELECT {columns} FROM search_chunks c WHERE c.text ILIKE ?"  # noqa: S608  fixed SQL, ? values
+                    f" UNION ALL SELECT {columns} FROM search_chunks c"
+                    f" JOIN (VALUES {classes}) AS q (mask)"
+                    " ON bit_length(q.mask) = bit_length(c.sig) AND CASE WHEN"
+                    " bit_length(q.mask) = bit_length(c.sig) THEN c.sig & q.mask = q.mask END) c"
+                )
+                params += [_like(needle), *trigram_bloom.masks(trigram_bloom.line_grams(needle))]
         where.append("c.kind IN (" + ", ".join("?" * len(kinds)) + ")")
         params += list(kinds)
         for column, name in (("u.name", user), ("t.name", target)):
@@ -328,7 +436,7 @@ class SearchIndex:
             where.append("s.ended_at >= ?")
             params.append(float(since))
         sql = (
-            "SELECT c.id, c.session_id, c.kind, c.offsets, c.body, c.text, s.started_at,"  # noqa: S608  fixed SQL, ? values
+            f"SELECT {columns}, s.started_at,"  # noqa: S608  fixed SQL, ? values
             " u.name AS user_name, t.name AS target_name FROM "
             + source
             + " JOIN sessions s ON s.id = c.session_id"
@@ -337,6 +445,11 @@ class SearchIndex:
             + " ORDER BY s.started_at DESC, c.session_id, c.id"
         )
         return sql, params
+
+
+def _stored(r: Row) -> bool:
+    """True if the chunk row carries its lines (not a postings-only chunk)."""
+    return bool(r["offsets"])
 
 
 def _lines(r: Row) -> list[tuple[float, str]]:

@@ -4,6 +4,7 @@ and a reindex killed with SIGKILL half-way giving the same index as a clean run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from bastion.errors import UsageError
 from bastion.search_entries import Masks
-from bastion.search_indexer import reindex
+from bastion.search_indexer import OutputLines, reindex
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Role, SessionRecord, TargetKind
@@ -93,6 +94,18 @@ def _session(store: Store, sid: str, started: float, user: str = "alice") -> Non
     store.end_session(sid, ended_at=started + 60, reason="done", bytes_in=1, bytes_out=1)
 
 
+class ShownLines:
+    """Stands in for ``OutputLines``: each session's displayed lines, and who was read."""
+
+    def __init__(self, lines: dict[str, dict[str, float]]) -> None:
+        self.lines = lines
+        self.read: list[str] = []
+
+    def __call__(self, session_id: str) -> dict[str, float] | None:
+        self.read.append(session_id)
+        return self.lines.get(session_id)
+
+
 def test_index_search_on_both_backends(store: Store) -> None:
     now = time.time()
     _session(store, "s-old", now - 7200)
@@ -111,26 +124,37 @@ def test_index_search_on_both_backends(store: Store) -> None:
         now=now,
     )
     assert store.sessions_to_index() == []
-    hits = store.search_index("customer 47")  # case-insensitive substring
+    # terminal output: only its trigrams are stored, its lines come from the recording
+    shown = ShownLines({"s-old": {"Customer 4711: Jane Roe": 4.5}})
+    (entry,) = [e for e in store.session_index("s-old") if e[0] == "output"]
+    assert entry[:2] == ("output", 4.5) and re.fullmatch(r"#[0-9a-f]{32} 1 lines", entry[2])
+
+    def search(text: str, **kw: Any) -> list[Any]:
+        return store.search_index(text, output_lines=shown, **kw)
+
+    hits = search("customer 47")  # case-insensitive substring
     assert [(h.session_id, h.kind, h.offset, h.text) for h in hits] == [
         ("s-old", "output", 4.5, "Customer 4711: Jane Roe")
     ]
     assert abs(hits[0].at - (now - 7200 + 4.5)) < 1e-3 and hits[0].user_name == "alice"
-    assert [h.session_id for h in store.search_index("4711")] == ["s-new", "s-old"]  # newest first
-    assert [h.kind for h in store.search_index("4711", kinds=("results",))] == ["results"]
-    assert [h.session_id for h in store.search_index("4711", user="alice")] == ["s-old"]
-    assert [h.session_id for h in store.search_index("4711", since=now - 3600)] == ["s-new"]
-    assert [h.text for h in store.search_index("50%_")] == ["/tmp/50%_off.txt"]  # no wildcards
-    assert store.search_index("5%o") == []
-    assert [h.text for h in store.search_index("Ro")] == ["Customer 4711: Jane Roe"]  # < 3 chars
-    hits = store.search_index(r"Customer \d+:", regex=True)
+    assert shown.read == ["s-old"]  # only the candidate session's recording is read
+    assert store.search_index("customer 47") == []  # without a reader, output is not searched
+    assert search("jane roe 4711") == []  # a candidate whose lines do not match: no hit
+    assert [h.session_id for h in search("4711")] == ["s-new", "s-old"]  # newest first
+    assert [h.kind for h in search("4711", kinds=("results",))] == ["results"]
+    assert [h.session_id for h in search("4711", user="alice")] == ["s-old"]
+    assert [h.session_id for h in search("4711", since=now - 3600)] == ["s-new"]
+    assert [h.text for h in search("50%_")] == ["/tmp/50%_off.txt"]  # no wildcards
+    assert search("5%o") == []
+    assert [h.text for h in search("Ro")] == ["Customer 4711: Jane Roe"]  # < 3 chars
+    hits = search(r"Customer \d+:", regex=True)
     assert [h.text for h in hits] == ["Customer 4711: Jane Roe"]
-    assert store.search_index(r"customer \d+:", regex=True) == []  # a regex is case-sensitive
-    assert [h.kind for h in store.search_index(r"^/tmp/\d", regex=True)] == ["files"]
+    assert search(r"customer \d+:", regex=True) == []  # a regex is case-sensitive
+    assert [h.kind for h in search(r"^/tmp/\d", regex=True)] == ["files"]
     with pytest.raises(UsageError, match="not a valid pattern"):
-        store.search_index("(", regex=True)
+        search("(", regex=True)
     with pytest.raises(UsageError, match="--in takes"):
-        store.search_index("x", kinds=("screens",))
+        search("x", kinds=("screens",))
     # replacing is idempotent: the same rows, no duplicates left behind
     store.replace_session_index(
         "s-old", [("output", 4.5, "Customer 4711: Jane Roe")], source_bytes=100, now=now
@@ -138,8 +162,8 @@ def test_index_search_on_both_backends(store: Store) -> None:
     store.replace_session_index(
         "s-old", [("output", 4.5, "Customer 4711: Jane Roe")], source_bytes=100, now=now
     )
-    assert store.session_index("s-old") == [("output", 4.5, "Customer 4711: Jane Roe")]
-    assert store.search_index("psql") == []  # the old row went with the replacement
+    assert [e[:2] for e in store.session_index("s-old")] == [("output", 4.5)]
+    assert store.search_index("psql", output_lines=shown) == []  # the old row went
     assert store.index_totals() == (2, 3, 150)
 
 
@@ -153,7 +177,7 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
 
     now = time.time()
     _session(store, "s-big", now - 60)
-    entries = [("output", float(n), f"row {n:06d} " + "x" * 2000) for n in range(600)]
+    entries = [("results", float(n), f"row {n:06d} " + "x" * 2000) for n in range(600)]
     writes: list[int] = []
     real_insert = SearchIndex._insert_chunks
 
@@ -197,17 +221,30 @@ def test_postgresql_search_reads_the_trigram_index(pg_url: str) -> None:
         for n in range(20):  # fresh GIN index: these rows sit in its pending list
             _session(store, f"s-{n}", now - 1000 + n)
             text = f"line {n} " + "lorem ipsum dolor " * 200  # a TOASTed chunk
-            store.replace_session_index(f"s-{n}", [("output", 1.0, text)], source_bytes=1, now=now)
-        sql, params = store._search_sql("cust-4711", KINDS, None, None, None)
-        with store._db.transaction() as tx:
-            store._use_trigram_index(tx, "cust-4711")
-            plan = "\n".join(
-                str(next(iter(r.values())))
-                for r in tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
-            )
+            store.replace_session_index(
+                f"s-{n}", [("results", 1.0, text), ("output", 2.0, f"shown {n}")],
+                source_bytes=1, now=now,
+            )  # fmt: skip
+
+        def plan_of(kinds: tuple[str, ...]) -> str:
+            sql, params = store._search_sql("cust-4711", kinds, None, None, None)
+            with store._db.transaction() as tx:
+                store._use_trigram_index(tx, "cust-4711")
+                found = tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
+            return "\n".join(str(next(iter(r.values()))) for r in found)
+
+        plan = plan_of(("results",))
         assert "Bitmap Index Scan on search_chunks_trgm" in plan, plan
         assert "Seq Scan on search_chunks" not in plan, plan
+        plan = plan_of(KINDS)  # the stored lines by the GIN index, the output signatures
+        assert "Bitmap Index Scan on search_chunks_trgm" in plan, plan  # read in a scan
+        assert "JIT" not in plan, plan  # the scan's penalty cost must not compile the query
         assert [h.session_id for h in store.search_index("line 7 lorem")] == ["s-7"]
+        shown = ShownLines({f"s-{n}": {f"shown {n}": 2.0} for n in range(20)})
+        assert [h.session_id for h in store.search_index("shown 13", output_lines=shown)] == [
+            "s-13"
+        ]
+        assert shown.read == ["s-13"]  # the signatures let only s-13 through
 
 
 # ------------------------------------------------------------------ reindex and SIGKILL
@@ -237,8 +274,9 @@ def test_reindex_killed_half_way_then_rerun_equals_a_clean_run(
     with open_config_store(clean) as store:
         assert reindex(store, clean) == (120, 0)
     expected = _whole_index(clean_dir / "bastion.toml")
-    marked = [sid for sid, rows in expected.items() if ("output", 1.1, "marker-00007") in rows]
-    assert len(marked) == 1  # the coloured line, as displayed, at its second
+    with open_config_store(clean) as store:
+        hits = store.search_index("marker-00007", output_lines=OutputLines(store, clean))
+    assert [(h.kind, h.offset, h.text) for h in hits] == [("output", 1.1, "marker-00007")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion", "reindex", "-v", "--config", str(config.path)],
