@@ -31,6 +31,8 @@ class SessionEntries:
     entries: list[tuple[str, float, str]]
     """(kind, offset in seconds since the start, text), each (kind, text) once."""
     source_bytes: int
+    output_in_stream: bool = False
+    """Every output line is in the recording's plain stream (``stream_holds_lines``)."""
 
 
 class Masks:
@@ -92,15 +94,61 @@ def _binary(text: str) -> bool:
     return bad * 4 > len(text)
 
 
+MAX_STREAM = 8 << 20
+"""Output bytes past which a session gets no plain stream (its lines are not checked)."""
+
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC, DCS, SOS, PM, APC
+    r"|\x1b[ -/]*[0-~]"  # other escapes
+    r"|[\x00-\x09\x0b-\x1f\x7f]"  # controls but the newline
+)
+
+
+def plain_stream(data: bytes) -> str:
+    """A session's terminal output as text without escapes or controls, case-folded.
+
+    Why: when every line the terminal displayed is a substring of this (plain
+    scrolling output: logs, listings, typed lines), a text absent from it was not
+    displayed either, and a search can rule a candidate session out by reading its
+    recording, without running the emulator (``stream_holds_lines``)."""
+    return _ESCAPES.sub("", data.decode("utf-8", "replace")).lower()
+
+
+def stream_holds_lines(stream: str | None, lines: Iterable[str]) -> bool:
+    """True if every displayed line (before masking) is a substring of ``stream``."""
+    if stream is None:
+        return False
+    return all(line.strip()[:_MAX_TEXT].lower() in stream for line in lines)
+
+
+def output_stream(path: str) -> str | None:
+    """The plain stream of a recording (None past ``MAX_STREAM`` or for file transfers)."""
+    with RecordingReader.open(path) as reader:
+        if _file_transfer(reader.header.meta_str("request")):
+            return None
+        parts: list[bytes] = []
+        size = 0
+        for event in reader.events():
+            if isinstance(event, Output):
+                size += len(event.data)
+                if size > MAX_STREAM:
+                    return None
+                parts.append(event.data)
+    return plain_stream(b"".join(parts))
+
+
 def recording_entries(
     path: str,
-) -> tuple[dict[str, float], dict[str, float], dict[str, float], int]:
-    """(output lines, result lines, statements) -> first offset, and the output bytes read."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], int, bool]:
+    """(output lines, result lines, statements) -> first offset, the output bytes read,
+    and whether every output line is a substring of the plain stream."""
     from replay.screen_lines import DisplayedLines  # headless emulator; loaded only to index
 
     results: dict[str, float] = {}
     statements: dict[str, float] = {}
     size = 0
+    parts: list[bytes] | None = []
     with RecordingReader.open(path) as reader:
         header = reader.header
         lines = DisplayedLines(header.meta_int("cols") or 80, header.meta_int("rows") or 24)
@@ -109,6 +157,10 @@ def recording_entries(
             if isinstance(event, Output) and screen:
                 size += len(event.data)
                 lines.feed(event.time, event.data)
+                if parts is not None and size > MAX_STREAM:
+                    parts = None
+                elif parts is not None:
+                    parts.append(event.data)
             elif isinstance(event, Resize):
                 lines.resize(event.time, event.cols, event.rows)
             elif isinstance(event, Structured):
@@ -121,7 +173,9 @@ def recording_entries(
                     if isinstance(sql, str) and sql.strip():
                         size += len(sql)
                         statements.setdefault(sql.strip()[:_MAX_TEXT], event.time)
-    return lines.finish(), results, statements, size
+    shown = lines.finish()
+    stream = plain_stream(b"".join(parts)) if parts is not None and screen else None
+    return shown, results, statements, size, stream_holds_lines(stream, shown)
 
 
 def _indexed_text(text: str, masks: Masks) -> str:
@@ -176,8 +230,9 @@ def session_entries(
     for at, path in files:
         add("files", at - start, path)
     size = 0
+    in_stream = False
     if recording is not None:
-        output, results, statements, size = recording_entries(recording)
+        output, results, statements, size, in_stream = recording_entries(recording)
         for text, offset in displayed_lines(output, masks).items():
             found[("output", text)] = offset  # already masked: what a search reads back
         for text, offset in results.items():
@@ -185,4 +240,4 @@ def session_entries(
         for text, offset in statements.items():
             add("queries", offset, text)
     entries = sorted((kind, offset, text) for (kind, text), offset in found.items())
-    return SessionEntries(entries, size)
+    return SessionEntries(entries, size, in_stream)

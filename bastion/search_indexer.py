@@ -25,7 +25,13 @@ from pathlib import Path
 
 from bastion.config import Config
 from bastion.s3store import is_s3_location
-from bastion.search_entries import Masks, displayed_lines, recording_entries, session_entries
+from bastion.search_entries import (
+    Masks,
+    displayed_lines,
+    output_stream,
+    recording_entries,
+    session_entries,
+)
 from bastion.store import Store
 from recorder import LocalStorage, RecordingError
 
@@ -72,8 +78,9 @@ def index_session(store: Store, config: Config, session_id: str, masks: Masks) -
     if found is None:
         return None
     store.replace_session_index(
-        session_id, found.entries, source_bytes=found.source_bytes, now=time.time()
-    )
+        session_id, found.entries, source_bytes=found.source_bytes, now=time.time(),
+        output_in_stream=found.output_in_stream,
+    )  # fmt: skip
     return len(found.entries)
 
 
@@ -97,20 +104,42 @@ class OutputLines:
         self._cache: OrderedDict[str, dict[str, float] | None] = OrderedDict()
         self._lock = threading.Lock()  # the control server searches from worker threads
         self.read = 0
-        """Recordings read (a metric and a test hook)."""
+        """Recordings run through the emulator (a metric and a test hook)."""
+        self.streams = 0
+        """Recordings whose plain stream was read to rule a session out."""
 
-    def __call__(self, session_id: str) -> dict[str, float] | None:
-        """The session's displayed lines (text -> first offset), or None."""
+    def __call__(self, session_id: str, must_show: str | None = None) -> dict[str, float] | None:
+        """The session's displayed lines (text -> first offset), or None.
+
+        ``must_show`` (case-folded; given only for sessions whose every line is in the
+        plain stream): if the stream lacks it, no line has it either, and the answer
+        is ``{}`` without running the emulator (what makes a false candidate cheap).
+        """
         with self._lock:
             if session_id in self._cache:
                 self._cache.move_to_end(session_id)
                 return self._cache[session_id]
+        if must_show is not None and not self._stream_has(session_id, must_show):
+            return {}
         found = self._read(session_id)
         with self._lock:
             self._cache[session_id] = found
             if len(self._cache) > self.CACHED:
                 self._cache.popitem(last=False)
         return found
+
+    def _stream_has(self, session_id: str, text: str) -> bool:
+        """False only if the session's plain stream was read and lacks ``text``."""
+        session = self._store.get_session(session_id)
+        if session is None or not session.recording:
+            return True
+        self.streams += 1
+        try:
+            with _recording_path(self._config, session.recording) as path:
+                stream = output_stream(path) if path is not None else None
+        except (RecordingError, OSError):
+            return True  # _read reports it
+        return stream is None or text in stream
 
     def _read(self, session_id: str) -> dict[str, float] | None:
         session = self._store.get_session(session_id)

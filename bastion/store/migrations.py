@@ -484,6 +484,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             # A digest of each chunk's lines (and offsets): what the chunk held, also for
             # the chunks whose lines are no longer stored (terminal output).
             "ALTER TABLE search_chunks ADD COLUMN digest {BLOB}",
+            # Output chunks: every line of the session is in the recording's plain stream
+            # (a search may rule the session out from the stream, without the emulator).
+            "ALTER TABLE search_chunks ADD COLUMN in_stream {BOOL}",
         ),
         by_backend={
             # PostgreSQL: an output chunk's trigrams as a Bloom signature (pg_trgm needs

@@ -38,7 +38,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from bastion.errors import UsageError
 from bastion.store import rows, trigram_bloom
@@ -55,9 +55,16 @@ POSTINGS_ONLY = frozenset({"output"})
 UNINDEXED_OUTPUT_SESSIONS = 100
 """Sessions whose output a search that cannot use the index re-reads at most."""
 
-OutputLines = Callable[[str], Mapping[str, float] | None]
-"""A session's displayed lines (text -> first offset) as the indexer saw them; None
-when they cannot be read (no recording)."""
+
+class OutputLines(Protocol):
+    """Reads a session's displayed lines (text -> first offset) as the indexer saw them;
+    None when they cannot be read (no recording). ``must_show``: see
+    ``bastion.search_indexer.OutputLines``."""
+
+    def __call__(
+        self, session_id: str, must_show: str | None = None
+    ) -> Mapping[str, float] | None: ...
+
 
 _CHUNK_TEXT = 64 * 1024  # characters of lines per chunk
 _FILE_AUDIT_LAG = 60.0  # file rows are spawned as the channel closes: a little after the end
@@ -129,8 +136,12 @@ class SearchIndex:
         *,
         source_bytes: int,
         now: float,
+        output_in_stream: bool = False,
     ) -> None:
         """Make ``entries`` (kind, offset, text) the session's index and mark it indexed.
+
+        ``output_in_stream``: every output line is in the recording's plain stream
+        (``bastion.search_entries.stream_holds_lines``), kept on the output chunks.
 
         Up to ``_CHUNKS_PER_TX`` chunks (~1 MiB of text) this is one transaction. A
         bigger session (a dump scrolled past, megabytes of base64) is written in
@@ -150,7 +161,7 @@ class SearchIndex:
                 if n == 0:
                     self._delete_chunks(tx, session_id)
                     tx.run("DELETE FROM search_indexed WHERE session_id = ?", [session_id])
-                self._insert_chunks(tx, session_id, batch)
+                self._insert_chunks(tx, session_id, batch, output_in_stream)
                 if n == len(batches) - 1:
                     tx.run(
                         "INSERT INTO search_indexed (session_id, indexed_at, entries,"
@@ -158,7 +169,9 @@ class SearchIndex:
                         [session_id, float(now), len(entries), int(source_bytes)],
                     )
 
-    def _insert_chunks(self, tx: Tx, session_id: str, chunks: Sequence[Chunk]) -> None:
+    def _insert_chunks(
+        self, tx: Tx, session_id: str, chunks: Sequence[Chunk], in_stream: bool = False
+    ) -> None:
         """Insert chunks; a postings-only kind's lines are not stored (``offsets`` is
         empty: its lines come from the recording)."""
         sqlite = self._db.name == "sqlite"
@@ -167,25 +180,27 @@ class SearchIndex:
             digest = _digest(offsets, lines)
             stored = kind not in POSTINGS_ONLY
             packed = zlib.compress(json.dumps(offsets).encode(), 6) if stored else b""
-            head = [session_id, kind, offsets[0], len(lines), packed, digest]
+            flag = in_stream and not stored
+            head = [session_id, kind, offsets[0], len(lines), packed, digest, flag]
+            columns = "session_id, kind, first_offset, lines, offsets, digest, in_stream"
             if sqlite:
                 body = zlib.compress(text.encode(), 6) if stored else None
                 chunk_id = tx.insert(
-                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, digest, body) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    f"INSERT INTO search_chunks ({columns}, body)"  # noqa: S608  fixed SQL
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     [*head, body],
                 )
                 tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
             elif stored:
                 tx.run(
-                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, digest, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO search_chunks ({columns}, text)"  # noqa: S608  fixed SQL
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [*head, text],
                 )
             else:
                 tx.run(
-                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, digest, sig) VALUES (?, ?, ?, ?, ?, ?, ?::varbit)",
+                    f"INSERT INTO search_chunks ({columns}, sig)"  # noqa: S608  fixed SQL
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?::varbit)",
                     [*head, trigram_bloom.signature(grams)],
                 )
 
@@ -359,7 +374,10 @@ class SearchIndex:
                             " or leave output out (--in commands,queries,results,files)"
                         )
                     read_back.add(session_id)
-                    shown = output_lines(session_id) or {}
+                    # a text with "*" may span a mask's "***": no stream holds that
+                    ruled = indexed and bool(r["in_stream"]) and "*" not in str(needle)
+                    hint = str(needle).lower() if ruled else None
+                    shown = output_lines(session_id, hint) or {}
                     lines = sorted((at, line) for line, at in shown.items())
                 started = float(r["started_at"])
                 for at, line in lines:
@@ -406,7 +424,7 @@ class SearchIndex:
     ) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
-        columns = "c.id, c.session_id, c.kind, c.offsets, c.body, c.text"
+        columns = "c.id, c.session_id, c.kind, c.offsets, c.body, c.text, c.in_stream"
         source = "search_chunks c"
         if needle is not None and len(needle) >= 3:
             if self._db.name == "sqlite":

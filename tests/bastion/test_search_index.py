@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bastion.errors import UsageError
-from bastion.search_entries import Masks
+from bastion.search_entries import Masks, plain_stream, stream_holds_lines
 from bastion.search_indexer import OutputLines, reindex
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
@@ -48,6 +48,25 @@ def test_displayed_lines_are_what_the_screen_showed() -> None:
     assert found["PID 1 bash"] == 3  # the same row repainted: once, at its first moment
     assert all(found[f"burst {n}"] == 9.0 for n in range(30))
     assert not any("\x1b" in text for text in found)
+
+
+def test_the_plain_stream_rules_out_only_what_was_not_displayed() -> None:
+    """A session's plain stream (escapes and controls gone) holds every displayed line
+    of scrolling output, so a text it lacks was not shown; a line put together by
+    cursor motion is not in it, and such a session is never ruled out by its stream."""
+    data = b"$ \x1b[32mls\x1b[0m\r\nCustomer \x1b[1m4711\x1b[0m\r\n\x1b]0;title\x07done\r\n"
+    lines = DisplayedLines(80, 24)
+    lines.feed(1.0, data)
+    shown = lines.finish()
+    stream = plain_stream(data)
+    assert "\x1b" not in stream and "customer 4711" in stream and "title" not in stream
+    assert stream_holds_lines(stream, shown)
+    moved = b"abcdef\x1b[3Dxyz\r\n"  # the screen shows "abcxyz"
+    lines = DisplayedLines(80, 24)
+    lines.feed(1.0, moved)
+    shown = lines.finish()
+    assert "abcxyz" in shown and not stream_holds_lines(plain_stream(moved), shown)
+    assert not stream_holds_lines(None, shown)  # no stream (too big): never ruled out
 
 
 def test_masks_replace_what_they_match() -> None:
@@ -101,7 +120,7 @@ class ShownLines:
         self.lines = lines
         self.read: list[str] = []
 
-    def __call__(self, session_id: str) -> dict[str, float] | None:
+    def __call__(self, session_id: str, must_show: str | None = None) -> dict[str, float] | None:
         self.read.append(session_id)
         return self.lines.get(session_id)
 
@@ -181,9 +200,9 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
     writes: list[int] = []
     real_insert = SearchIndex._insert_chunks
 
-    def counting(self: Store, tx: Any, sid: str, chunks: Any) -> None:
+    def counting(self: Store, tx: Any, sid: str, chunks: Any, *flag: Any) -> None:
         writes.append(len(chunks))
-        real_insert(self, tx, sid, chunks)
+        real_insert(self, tx, sid, chunks, *flag)
 
     monkeypatch.setattr(SearchIndex, "_insert_chunks", counting)
     store.replace_session_index("s-big", entries, source_bytes=1, now=now)
@@ -191,11 +210,11 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
     clean = store.session_index("s-big")
     assert len(clean) == 600
 
-    def cut_after_first(self: Store, tx: Any, sid: str, chunks: Any) -> None:
+    def cut_after_first(self: Store, tx: Any, sid: str, chunks: Any, *flag: Any) -> None:
         if writes:
             raise OSError("killed")
         writes.append(len(chunks))
-        real_insert(self, tx, sid, chunks)
+        real_insert(self, tx, sid, chunks, *flag)
 
     writes.clear()
     monkeypatch.setattr(SearchIndex, "_insert_chunks", cut_after_first)
@@ -275,8 +294,11 @@ def test_reindex_killed_half_way_then_rerun_equals_a_clean_run(
         assert reindex(store, clean) == (120, 0)
     expected = _whole_index(clean_dir / "bastion.toml")
     with open_config_store(clean) as store:
-        hits = store.search_index("marker-00007", output_lines=OutputLines(store, clean))
-    assert [(h.kind, h.offset, h.text) for h in hits] == [("output", 1.1, "marker-00007")]
+        reader = OutputLines(store, clean)
+        hits = store.search_index("marker-00007", output_lines=reader)
+        assert [(h.kind, h.offset, h.text) for h in hits] == [("output", 1.1, "marker-00007")]
+        # every candidate but the one with the line was ruled out by its plain stream
+        assert reader.read == 1 and reader.streams >= 1
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion", "reindex", "-v", "--config", str(config.path)],
