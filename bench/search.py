@@ -206,7 +206,11 @@ def index_bytes(store: Store) -> tuple[int, int]:
 
 
 def build_fleet(
-    config: Config, store: Store, size: int, templates: list[list[tuple[str, float, str]]]
+    config: Config,
+    store: Store,
+    size: int,
+    templates: list[list[tuple[str, float, str]]],
+    in_stream: list[bool],
 ) -> tuple[float, int]:
     """``size`` sessions, each with a real recording (a template's events with its own
     number for the token) and its index rows; returns (seconds spent inserting the
@@ -249,7 +253,9 @@ def build_fleet(
     for i, sid in enumerate(ids):
         number = f"{i:08d}"
         rows = [(k, o, text.replace(TOKEN, number)) for k, o, text in templates[i % len(templates)]]
-        store.replace_session_index(sid, rows, source_bytes=0, now=now)
+        store.replace_session_index(
+            sid, rows, source_bytes=0, now=now, output_in_stream=in_stream[i % len(templates)]
+        )
         if i and i % 2000 == 0:
             say(f"  {i}/{size} sessions inserted")
     return time.perf_counter() - t0, recorded
@@ -327,6 +333,7 @@ def run(backend: str, size: int, args: argparse.Namespace, work: Path) -> dict[s
             index_session(store, config, sid, masks)
         index_seconds = time.perf_counter() - t0
         templates = []
+        in_stream: list[bool] = []
         for sid in ids:
             s = store.get_session(sid)
             assert s is not None and s.recording is not None
@@ -334,12 +341,24 @@ def run(backend: str, size: int, args: argparse.Namespace, work: Path) -> dict[s
             found = session_entries(store, sid, path, masks)
             assert found is not None
             templates.append(found.entries)
+            in_stream.append(found.output_in_stream)
         output_bytes = store.index_totals()[2]
         say(f"{backend} {size}: recording the fleet and inserting its index rows")
-        insert_seconds, rec_bytes = build_fleet(config, store, size, templates)
-        if backend == "postgresql":  # what autovacuum does after a bulk load: planner stats
-            with store._db.transaction(write=True) as tx:
-                tx.run("ANALYZE")
+        insert_seconds, rec_bytes = build_fleet(config, store, size, templates, in_stream)
+        if backend == "postgresql" and url is not None:
+            # what autovacuum does after a bulk load: planner statistics, and the GIN
+            # index's pending list (fastupdate) merged into the index proper
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE search_chunks")
+                conn.execute("ANALYZE")
+                for name, n in conn.execute(
+                    "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c"
+                    " WHERE c.relname LIKE 'search%' OR c.oid = (SELECT reltoastrelid"
+                    " FROM pg_class WHERE relname = 'search_chunks') ORDER BY 2 DESC"
+                ):
+                    say(f"  {name}: {n / 1e6:.1f} MB")
         entries = store.index_totals()[1]
         size_bytes, postings_bytes = index_bytes(store)
         fleet_rec = rec_bytes

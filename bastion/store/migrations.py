@@ -489,11 +489,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE search_chunks ADD COLUMN in_stream {BOOL}",
         ),
         by_backend={
-            # PostgreSQL: an output chunk's trigrams as a Bloom signature (pg_trgm needs
-            # the text stored beside its index), kept inline in the row (no TOAST).
+            # SQLite: the 4-grams of digit runs, one word each (a number's trigrams are
+            # everywhere); contentless like search_fts, rowid = the chunk's id.
+            "sqlite": (
+                "CREATE VIRTUAL TABLE search_digits USING fts5(text, content='',"
+                " tokenize='unicode61', detail=none, columnsize=0)",
+            ),
+            # PostgreSQL: each chunk's trigrams and digit 4-grams as a Bloom signature,
+            # kept inline in the row (no TOAST), instead of the pg_trgm GIN index (which
+            # needs the text stored beside it, and cost 2.5 KB a session for the small
+            # kinds alone); rows from before keep their text and are always candidates.
             "postgresql": (
                 "ALTER TABLE search_chunks ADD COLUMN sig bit varying",
                 "ALTER TABLE search_chunks ALTER COLUMN sig SET STORAGE MAIN",
+                "DROP INDEX IF EXISTS search_chunks_trgm",
             ),
         },
     ),

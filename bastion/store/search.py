@@ -72,16 +72,12 @@ _SCAN_BATCH = 200  # chunks fetched per query while collecting hits
 _CHUNKS_PER_TX = 16  # chunks (of up to _CHUNK_TEXT characters) per index write transaction
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-Chunk = tuple[str, list[float], list[str], set[str]]
-"""(kind, offsets, lines, the lines' distinct case-folded trigrams)."""
+Chunk = tuple[str, list[float], list[str], set[str], set[str]]
+"""(kind, offsets, lines, the lines' distinct case-folded trigrams, digit 4-grams)."""
 
 
 def _chunks(entries: Sequence[tuple[str, float, str]]) -> Iterator[Chunk]:
@@ -94,6 +90,7 @@ def _chunks(entries: Sequence[tuple[str, float, str]]) -> Iterator[Chunk]:
         offsets: list[float] = []
         lines: list[str] = []
         grams: set[str] = set()
+        quads: set[str] = set()
         size = 0
         for offset, text in items:
             new = trigram_bloom.line_grams(text)
@@ -101,14 +98,15 @@ def _chunks(entries: Sequence[tuple[str, float, str]]) -> Iterator[Chunk]:
                 size + len(text) > _CHUNK_TEXT
                 or len(grams) + len(new - grams) > trigram_bloom.MAX_GRAMS
             ):
-                yield kind, offsets, lines, grams
-                offsets, lines, grams, size = [], [], set(), 0
+                yield kind, offsets, lines, grams, quads
+                offsets, lines, grams, quads, size = [], [], set(), set(), 0
             offsets.append(offset)
             lines.append(text)
             grams |= new
+            quads |= trigram_bloom.digit_quads(text)
             size += len(text) + 1
         if lines:
-            yield kind, offsets, lines, grams
+            yield kind, offsets, lines, grams, quads
 
 
 def _digest(offsets: list[float], lines: list[str]) -> bytes:
@@ -121,6 +119,11 @@ def _trigram_query(text: str) -> str:
     """An FTS5 query every row holding ``text`` matches: all of its trigrams."""
     grams = sorted({text[i : i + 3] for i in range(len(text) - 2)})
     return " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
+
+
+def _quads_text(quads: set[str]) -> str:
+    """A chunk's digit 4-grams as the ``search_digits`` row's text (one word each)."""
+    return " ".join(sorted(quads))
 
 
 # SQL here is built only from fixed text and "?" marks; every value is a parameter.
@@ -175,7 +178,7 @@ class SearchIndex:
         """Insert chunks; a postings-only kind's lines are not stored (``offsets`` is
         empty: its lines come from the recording)."""
         sqlite = self._db.name == "sqlite"
-        for kind, offsets, lines, grams in chunks:
+        for kind, offsets, lines, grams, quads in chunks:
             text = "\n".join(lines)
             digest = _digest(offsets, lines)
             stored = kind not in POSTINGS_ONLY
@@ -191,18 +194,18 @@ class SearchIndex:
                     [*head, body],
                 )
                 tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
-            elif stored:
+                if quads:
+                    tx.run(
+                        "INSERT INTO search_digits (rowid, text) VALUES (?, ?)",
+                        [chunk_id, _quads_text(quads)],
+                    )
+            else:  # every chunk by its signature; the small kinds' lines stored beside
                 tx.run(
-                    f"INSERT INTO search_chunks ({columns}, text)"  # noqa: S608  fixed SQL
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [*head, text],
-                )
-            else:
-                tx.run(
-                    f"INSERT INTO search_chunks ({columns}, sig)"  # noqa: S608  fixed SQL
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?::varbit)",
-                    [*head, trigram_bloom.signature(grams)],
-                )
+                    f"INSERT INTO search_chunks ({columns}, text, sig)"  # noqa: S608  fixed SQL
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::varbit)",
+                    [*head, text if stored else None,
+                     trigram_bloom.signature(trigram_bloom.items(grams, quads))],
+                )  # fmt: skip
 
     def _delete_chunks(self, tx: Tx, session_id: str) -> None:
         """Drop a session's chunks. SQLite: a contentless FTS5 row can only be deleted
@@ -212,13 +215,22 @@ class SearchIndex:
         old output postings are dead weight until a full ``reindex --again``)."""
         if self._db.name == "sqlite":
             for r in tx.all(
-                "SELECT id, body FROM search_chunks WHERE session_id = ? AND body IS NOT NULL",
+                "SELECT id, body, digest FROM search_chunks"
+                " WHERE session_id = ? AND body IS NOT NULL",
                 [session_id],
             ):
+                text = zlib.decompress(r["body"]).decode()
                 tx.run(
                     "INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', ?, ?)",
-                    [r["id"], zlib.decompress(r["body"]).decode()],
+                    [r["id"], text],
                 )
+                quads = {q for line in text.split("\n") for q in trigram_bloom.digit_quads(line)}
+                if quads and r["digest"] is not None:  # rows older than search_digits: none
+                    tx.run(
+                        "INSERT INTO search_digits (search_digits, rowid, text)"
+                        " VALUES ('delete', ?, ?)",
+                        [r["id"], _quads_text(quads)],
+                    )
         tx.run("DELETE FROM search_chunks WHERE session_id = ?", [session_id])
 
     def is_indexed(self, session_id: str) -> bool:
@@ -270,6 +282,7 @@ class SearchIndex:
         with self._db.transaction(write=True) as tx:
             if self._db.name == "sqlite":
                 tx.run("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+                tx.run("INSERT INTO search_digits (search_digits) VALUES ('delete-all')")
             tx.run("DELETE FROM search_chunks")
             tx.run("DELETE FROM search_indexed")
 
@@ -353,7 +366,7 @@ class SearchIndex:
         offset = 0
         while True:
             with self._db.transaction() as tx:
-                self._use_trigram_index(tx, needle)
+                self._plain_plan(tx)
                 found = tx.all(sql + " LIMIT ? OFFSET ?", [*params, _SCAN_BATCH, offset])
             for r in found:
                 session_id = str(r["session_id"])
@@ -394,25 +407,12 @@ class SearchIndex:
                 return _ordered(hits)[:limit]
             offset += _SCAN_BATCH
 
-    def _use_trigram_index(self, tx: Tx, needle: str | None) -> None:
-        """PostgreSQL: make this transaction's search read candidates from the GIN index.
-
-        The planner underprices a scan that filters every chunk with ``ILIKE``: the
-        chunks' text is TOASTed, so the heap it costs is a few MB while the scan
-        decompresses and matches all of the text (2.7 s at 10k sessions), and it
-        prices the GIN index by its pending list (``fastupdate``) as well, which is
-        full after a burst of indexed sessions (measured: GIN 8.5 ms with 468 pending
-        pages, estimated 2.5x the cost of that seq scan). With a trigram condition,
-        reading the index's candidates is never worse than reading every chunk, so
-        the other scans are turned off for this transaction only (``SET LOCAL``).
-        """
-        if self._db.name != "postgresql" or needle is None or len(needle) < 3:
-            return
-        tx.run("SET LOCAL enable_seqscan = off")
-        tx.run("SET LOCAL enable_indexscan = off")
-        # the output signatures have no index: their scan keeps the seq-scan penalty in
-        # the plan's cost, which would make PostgreSQL JIT-compile every search (~0.1 s)
-        tx.run("SET LOCAL jit = off")
+    def _plain_plan(self, tx: Tx) -> None:
+        """PostgreSQL: no JIT for a search. Its scan of the signatures is cheap per row,
+        but on a large index the planner's estimate passes ``jit_above_cost`` and
+        compiling the query would cost more (~0.1 s) than running it."""
+        if self._db.name == "postgresql":
+            tx.run("SET LOCAL jit = off")
 
     def _search_sql(
         self,
@@ -426,24 +426,26 @@ class SearchIndex:
         params: list[Any] = []
         columns = "c.id, c.session_id, c.kind, c.offsets, c.body, c.text, c.in_stream"
         source = "search_chunks c"
+        quads = trigram_bloom.digit_quads(needle) if needle is not None else set()
         if needle is not None and len(needle) >= 3:
             if self._db.name == "sqlite":
                 source = "search_fts JOIN search_chunks c ON c.id = search_fts.rowid"
                 where.append("search_fts MATCH ?")
                 params.append(_trigram_query(needle))
-            elif POSTINGS_ONLY.isdisjoint(kinds):  # stored lines under the GIN index
-                where.append("c.text ILIKE ?")
-                params.append(_like(needle))
-            else:  # and output chunks by their signature
+                if quads:
+                    where.append(
+                        "c.id IN (SELECT rowid FROM search_digits WHERE search_digits MATCH ?)"
+                    )
+                    params.append(" AND ".join(f'"{q}"' for q in sorted(quads)))
+            else:  # the signatures (rows from before them have none: always candidates)
                 classes = ", ".join("(?::varbit)" for _ in trigram_bloom.SIZES)
-                source = (
-                    f"(SELECT {columns} FROM search_chunks c WHERE c.text ILIKE ?"  # noqa: S608  fixed SQL, ? values
-                    f" UNION ALL SELECT {columns} FROM search_chunks c"
-                    f" JOIN (VALUES {classes}) AS q (mask)"
-                    " ON bit_length(q.mask) = bit_length(c.sig) AND CASE WHEN"
-                    " bit_length(q.mask) = bit_length(c.sig) THEN c.sig & q.mask = q.mask END) c"
+                where.append(
+                    f"(c.sig IS NULL OR EXISTS (SELECT 1 FROM (VALUES {classes}) AS q (mask)"  # noqa: S608  fixed SQL, ? values
+                    " WHERE bit_length(q.mask) = bit_length(c.sig) AND CASE WHEN"
+                    " bit_length(q.mask) = bit_length(c.sig) THEN c.sig & q.mask = q.mask END))"
                 )
-                params += [_like(needle), *trigram_bloom.masks(trigram_bloom.line_grams(needle))]
+                wanted = trigram_bloom.items(trigram_bloom.line_grams(needle), quads)
+                params += trigram_bloom.masks(wanted)
         where.append("c.kind IN (" + ", ".join("?" * len(kinds)) + ")")
         params += list(kinds)
         for column, name in (("u.name", user), ("t.name", target)):

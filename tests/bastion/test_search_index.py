@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,40 +231,55 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
 
 
 @pytest.mark.integration
-def test_postgresql_search_reads_the_trigram_index(pg_url: str) -> None:
-    """Left to itself the planner filters every chunk with ILIKE: TOAST hides the text's
-    size from its costs and the GIN pending list (full after a burst of indexing) inflates
-    the index's; at 10k sessions that read all the text (2.7 s for a rare token). The
-    search's transaction reads the GIN index's candidates instead."""
+def test_postgresql_search_reads_the_signatures(pg_url: str) -> None:
+    """PostgreSQL keeps each chunk's trigrams and digit 4-grams as a Bloom signature: a
+    search reads only the chunks whose signature has every bit of the text's, the
+    planner never JIT-compiles it, and rows written before the signatures (their text
+    stored) are still found."""
     with open_store(pg_url, SecretBox(SecretBox.generate_key())) as store:
         now = time.time()
-        for n in range(20):  # fresh GIN index: these rows sit in its pending list
+        for n in range(20):
             _session(store, f"s-{n}", now - 1000 + n)
-            text = f"line {n} " + "lorem ipsum dolor " * 200  # a TOASTed chunk
+            text = f"line {n} " + "lorem ipsum dolor " * 200
             store.replace_session_index(
-                f"s-{n}", [("results", 1.0, text), ("output", 2.0, f"shown {n}")],
+                f"s-{n}", [("results", 1.0, text), ("output", 2.0, f"shown {n:06d}")],
                 source_bytes=1, now=now,
             )  # fmt: skip
-
-        def plan_of(kinds: tuple[str, ...]) -> str:
-            sql, params = store._search_sql("cust-4711", kinds, None, None, None)
-            with store._db.transaction() as tx:
-                store._use_trigram_index(tx, "cust-4711")
-                found = tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
-            return "\n".join(str(next(iter(r.values()))) for r in found)
-
-        plan = plan_of(("results",))
-        assert "Bitmap Index Scan on search_chunks_trgm" in plan, plan
-        assert "Seq Scan on search_chunks" not in plan, plan
-        plan = plan_of(KINDS)  # the stored lines by the GIN index, the output signatures
-        assert "Bitmap Index Scan on search_chunks_trgm" in plan, plan  # read in a scan
-        assert "JIT" not in plan, plan  # the scan's penalty cost must not compile the query
+        sql, params = store._search_sql("cust-4711", KINDS, None, None, None)
+        with store._db.transaction() as tx:
+            store._plain_plan(tx)
+            found = tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
+        plan = "\n".join(str(next(iter(r.values()))) for r in found)
+        assert "JIT" not in plan, plan
         assert [h.session_id for h in store.search_index("line 7 lorem")] == ["s-7"]
-        shown = ShownLines({f"s-{n}": {f"shown {n}": 2.0} for n in range(20)})
-        assert [h.session_id for h in store.search_index("shown 13", output_lines=shown)] == [
-            "s-13"
-        ]
+        shown = ShownLines({f"s-{n}": {f"shown {n:06d}": 2.0} for n in range(20)})
+        hits = store.search_index("shown 000013", output_lines=shown)
+        assert [h.session_id for h in hits] == ["s-13"]
         assert shown.read == ["s-13"]  # the signatures let only s-13 through
+        with store._db.transaction(write=True) as tx:  # a row from before migration 17
+            tx.run(
+                "INSERT INTO search_chunks (session_id, kind, first_offset, lines, offsets,"
+                " text) VALUES ('s-3', 'results', 0.5, 1, ?, 'legacy row 4711')",
+                [zlib.compress(b"[0.5]")],
+            )
+        assert [h.text for h in store.search_index("row 4711")] == ["legacy row 4711"]
+
+
+def test_digit_quads_narrow_a_number_soundly(store: Store) -> None:
+    """A number's trigrams are in most chunks; its 4-grams (from runs of digits) narrow
+    the candidates, and a number inside a longer one is still found."""
+    now = time.time()
+    lines = {}
+    for n in range(12):
+        _session(store, f"s-{n}", now - 1000 + n)
+        # every chunk has the trigrams of 5822, only one has the number
+        shown = f"id {n:02d} 582 822 build-{4711 + n * 1111:05d}9"
+        lines[f"s-{n}"] = {shown: 1.0}
+        store.replace_session_index(f"s-{n}", [("output", 1.0, shown)], source_bytes=1, now=now)
+    reader = ShownLines(lines)
+    hits = store.search_index("5822", output_lines=reader)  # inside build-058229 only
+    assert [h.session_id for h in hits] == ["s-1"]
+    assert reader.read == ["s-1"]  # the others were ruled out by the index
 
 
 # ------------------------------------------------------------------ reindex and SIGKILL
