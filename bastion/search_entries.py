@@ -10,8 +10,10 @@ returned: what a mask hides never reaches the index. Pure reading, no writes.
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT
@@ -122,20 +124,102 @@ def stream_holds_lines(stream: str | None, lines: Iterable[str]) -> bool:
     return all(line.strip()[:_MAX_TEXT].lower() in stream for line in lines)
 
 
-def output_stream(path: str) -> str | None:
-    """The plain stream of a recording (None past ``MAX_STREAM`` or for file transfers)."""
+def _stream_events(path: str) -> list[tuple[float, bytes]] | None:
+    """A recording's output events (time, bytes); None past ``MAX_STREAM`` or for a
+    file transfer (no screen)."""
     with RecordingReader.open(path) as reader:
         if _file_transfer(reader.header.meta_str("request")):
             return None
-        parts: list[bytes] = []
+        found: list[tuple[float, bytes]] = []
         size = 0
         for event in reader.events():
             if isinstance(event, Output):
                 size += len(event.data)
                 if size > MAX_STREAM:
                     return None
-                parts.append(event.data)
-    return plain_stream(b"".join(parts))
+                found.append((event.time, event.data))
+    return found
+
+
+def output_stream(path: str) -> str | None:
+    """The plain stream of a recording (None past ``MAX_STREAM`` or for file transfers)."""
+    events = _stream_events(path)
+    return None if events is None else plain_stream(b"".join(data for _, data in events))
+
+
+_STREAM_LINE = 4096  # characters of a stream line per entry; longer lines are cut in
+_STREAM_OVERLAP = 256  # pieces that overlap by this much, so a text across a cut is found
+
+
+def stream_lines(path: str, masks: Masks, must_show: str | None = None) -> dict[str, float] | None:
+    """The lines of a recording's plain stream (text -> offset of the event that
+    completed it), masked as the index's lines are; None without a stream.
+
+    For a session whose every displayed line is in its stream (``stream_holds_lines``)
+    these are what the terminal showed, found in milliseconds instead of an emulator
+    run: a line is taken whole where the screen wrapped it, and a hit's offset is the
+    moment its text was written, when the player shows it. ``must_show``
+    (case-folded): if the stream lacks it, ``{}`` at once.
+    """
+    events = _stream_events(path)
+    if events is None:
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    starts: list[int] = []  # where each event's text begins in ``decoded``
+    times: list[float] = []
+    pieces: list[str] = []
+    length = 0
+    for at, data in events:
+        text = decoder.decode(data)
+        starts.append(length)
+        times.append(at)
+        pieces.append(text)
+        length += len(text)
+    decoded = "".join(pieces) + decoder.decode(b"", final=True)
+    kept: list[str] = []
+    origin: list[tuple[int, int]] = []  # (position in plain, position in decoded)
+    plain_at = last = 0
+    for match in _ESCAPES.finditer(decoded):
+        if match.start() > last:
+            origin.append((plain_at, last))
+            kept.append(decoded[last : match.start()])
+            plain_at += match.start() - last
+        last = match.end()
+    if last < len(decoded):
+        origin.append((plain_at, last))
+        kept.append(decoded[last:])
+    plain = "".join(kept)
+    if must_show is not None and must_show not in plain.lower():
+        return {}
+    marks = [o[0] for o in origin]
+
+    def time_of(position: int) -> float:
+        i = bisect.bisect_right(marks, position) - 1
+        source = origin[i][1] + position - origin[i][0] if i >= 0 else 0
+        return times[max(0, bisect.bisect_right(starts, source) - 1)]
+
+    found: dict[str, float] = {}
+    for piece, end in _pieces(plain):
+        if _binary(piece):
+            continue
+        text = _indexed_text(piece, masks)
+        at = max(0.0, round(time_of(end - 1), 3))
+        if text and (text not in found or at < found[text]):
+            found[text] = at
+    return found
+
+
+def _pieces(plain: str) -> Iterator[tuple[str, int]]:
+    """The non-blank lines of a stream, long ones in overlapping pieces, each with the
+    position in ``plain`` just past its end."""
+    position = 0
+    step = _STREAM_LINE - _STREAM_OVERLAP
+    for line in plain.split("\n"):
+        for cut in range(0, max(1, len(line) - _STREAM_OVERLAP), step):
+            piece = line[cut : cut + _STREAM_LINE]
+            if piece.strip():
+                yield piece, position + cut + len(piece)
+        position += len(line) + 1
 
 
 def recording_entries(

@@ -28,9 +28,9 @@ from bastion.s3store import is_s3_location
 from bastion.search_entries import (
     Masks,
     displayed_lines,
-    output_stream,
     recording_entries,
     session_entries,
+    stream_lines,
 )
 from bastion.store import Store
 from recorder import LocalStorage, RecordingError
@@ -88,11 +88,13 @@ class OutputLines:
     """A session's displayed lines read back from its recording, for a search.
 
     The index keeps terminal output as postings only (``bastion.store.search``); a
-    search calls this for each candidate session and gets the lines the indexer
-    indexed: the same emulator, the same masks (a masked value is ``***`` here too).
-    The last ``CACHED`` sessions are kept, so stepping through one session's matches
-    or searching again reads each recording once. Unreadable recordings give None
-    (logged): the index is derived data, the search goes on.
+    search calls this for each candidate session. A session whose every displayed
+    line is in its recording's plain stream (the index says so) is read as that
+    stream (``stream_lines``: milliseconds); any other through the indexer's
+    emulator (tens of milliseconds). Both with the indexer's masks (a masked value is
+    ``***`` here too). The last ``CACHED`` sessions are kept, so stepping through one
+    session's matches or searching again reads each recording once. Unreadable
+    recordings give None (logged): the index is derived data, the search goes on.
     """
 
     CACHED = 64
@@ -101,55 +103,52 @@ class OutputLines:
         self._store = store
         self._config = config
         self._masks = masks if masks is not None else masks_of(config)
-        self._cache: OrderedDict[str, dict[str, float] | None] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool], dict[str, float] | None] = OrderedDict()
         self._lock = threading.Lock()  # the control server searches from worker threads
         self.read = 0
         """Recordings run through the emulator (a metric and a test hook)."""
         self.streams = 0
-        """Recordings whose plain stream was read to rule a session out."""
+        """Recordings read as a plain stream."""
 
-    def __call__(self, session_id: str, must_show: str | None = None) -> dict[str, float] | None:
+    def __call__(
+        self, session_id: str, must_show: str | None = None, in_stream: bool = False
+    ) -> dict[str, float] | None:
         """The session's displayed lines (text -> first offset), or None.
 
-        ``must_show`` (case-folded; given only for sessions whose every line is in the
-        plain stream): if the stream lacks it, no line has it either, and the answer
-        is ``{}`` without running the emulator (what makes a false candidate cheap).
+        ``in_stream``: read the plain stream, not the emulator. ``must_show``
+        (case-folded, with ``in_stream``): if the stream lacks it, no line has it and
+        the answer is ``{}`` at once (what makes a false candidate cheap).
         """
+        key = (session_id, in_stream)
         with self._lock:
-            if session_id in self._cache:
-                self._cache.move_to_end(session_id)
-                return self._cache[session_id]
-        if must_show is not None and not self._stream_has(session_id, must_show):
-            return {}
-        found = self._read(session_id)
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        found = self._read(session_id, must_show if in_stream else None, in_stream)
+        if found == {} and must_show is not None:
+            return found  # ruled out for this text only: not cached
         with self._lock:
-            self._cache[session_id] = found
+            self._cache[key] = found
             if len(self._cache) > self.CACHED:
                 self._cache.popitem(last=False)
         return found
 
-    def _stream_has(self, session_id: str, text: str) -> bool:
-        """False only if the session's plain stream was read and lacks ``text``."""
-        session = self._store.get_session(session_id)
-        if session is None or not session.recording:
-            return True
-        self.streams += 1
-        try:
-            with _recording_path(self._config, session.recording) as path:
-                stream = output_stream(path) if path is not None else None
-        except (RecordingError, OSError):
-            return True  # _read reports it
-        return stream is None or text in stream
-
-    def _read(self, session_id: str) -> dict[str, float] | None:
+    def _read(
+        self, session_id: str, must_show: str | None, in_stream: bool
+    ) -> dict[str, float] | None:
         session = self._store.get_session(session_id)
         if session is None or not session.recording:
             return None
-        self.read += 1
         try:
             with _recording_path(self._config, session.recording) as path:
                 if path is None:
                     return None
+                if in_stream:
+                    self.streams += 1
+                    found = stream_lines(path, self._masks, must_show)
+                    if found is not None:
+                        return found
+                self.read += 1
                 output = recording_entries(path)[0]
         except (RecordingError, OSError) as e:
             log.warning("search: cannot read the recording of %s: %s", session_id, e)

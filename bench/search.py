@@ -184,7 +184,7 @@ def write_templates(config: Config, store: Store, count: int) -> list[str]:
 
 def index_bytes(store: Store) -> tuple[int, int]:
     """Bytes the index takes on disk (tables, FTS shadow tables, indexes), and of
-    those the trigram postings alone (the FTS5 index; the GIN index)."""
+    those the postings alone (the FTS5 tables; the signatures)."""
     db = store._db
     with db.transaction() as tx:
         if db.name == "sqlite":
@@ -193,12 +193,11 @@ def index_bytes(store: Store) -> tuple[int, int]:
                 " SUM(CASE WHEN name LIKE 'search_fts%' THEN pgsize ELSE 0 END) AS p"
                 " FROM dbstat WHERE name LIKE 'search%' OR name LIKE 'sqlite_autoindex_search%'"
             )
-        else:  # postings: the GIN index of stored lines and the output signatures
+        else:  # postings: the signatures
             row = tx.one(
                 "SELECT pg_total_relation_size('search_chunks')"
                 " + pg_total_relation_size('search_indexed') AS n,"
-                " pg_relation_size('search_chunks_trgm')"
-                " + (SELECT COALESCE(SUM(bit_length(sig)), 0) / 8 FROM search_chunks) AS p"
+                " (SELECT COALESCE(SUM(bit_length(sig)), 0) / 8 FROM search_chunks) AS p"
             )
     if row is None or row["n"] is None:
         return 0, 0

@@ -62,7 +62,7 @@ class OutputLines(Protocol):
     ``bastion.search_indexer.OutputLines``."""
 
     def __call__(
-        self, session_id: str, must_show: str | None = None
+        self, session_id: str, must_show: str | None = None, in_stream: bool = False
     ) -> Mapping[str, float] | None: ...
 
 
@@ -390,7 +390,7 @@ class SearchIndex:
                     # a text with "*" may span a mask's "***": no stream holds that
                     ruled = indexed and bool(r["in_stream"]) and "*" not in str(needle)
                     hint = str(needle).lower() if ruled else None
-                    shown = output_lines(session_id, hint) or {}
+                    shown = output_lines(session_id, hint, bool(r["in_stream"])) or {}
                     lines = sorted((at, line) for line, at in shown.items())
                 started = float(r["started_at"])
                 for at, line in lines:

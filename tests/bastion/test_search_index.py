@@ -121,7 +121,9 @@ class ShownLines:
         self.lines = lines
         self.read: list[str] = []
 
-    def __call__(self, session_id: str, must_show: str | None = None) -> dict[str, float] | None:
+    def __call__(
+        self, session_id: str, must_show: str | None = None, in_stream: bool = False
+    ) -> dict[str, float] | None:
         self.read.append(session_id)
         return self.lines.get(session_id)
 
@@ -313,8 +315,14 @@ def test_reindex_killed_half_way_then_rerun_equals_a_clean_run(
         reader = OutputLines(store, clean)
         hits = store.search_index("marker-00007", output_lines=reader)
         assert [(h.kind, h.offset, h.text) for h in hits] == [("output", 1.1, "marker-00007")]
-        # every candidate but the one with the line was ruled out by its plain stream
-        assert reader.read == 1 and reader.streams >= 1
+        # read as plain streams (every line of these sessions is in theirs), not emulated
+        assert reader.read == 0 and reader.streams >= 1
+        sid = hits[0].session_id
+        streamed, emulated = reader(sid, None, True), reader(sid, None, False)
+        assert streamed is not None and emulated is not None and reader.read == 1
+        assert streamed["marker-00007"] == emulated["marker-00007"] == 1.1
+        joined = "\n".join(streamed)
+        assert all(line in joined for line in emulated)  # every displayed line is there
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion", "reindex", "-v", "--config", str(config.path)],
