@@ -18,6 +18,7 @@ from dataclasses import asdict
 from bastion.admin_actions import Origin
 from bastion.cli_shared import opened
 from bastion.cli_text import parse_since, printable
+from bastion.search_indexer import OutputLines
 from bastion.search_query import audited_search, parse_kinds
 from bastion.timeparse import format_duration
 
@@ -38,10 +39,11 @@ def cmd_sessions_search(args: argparse.Namespace) -> int:
     """Find sessions whose commands, output, queries, results or files contain TEXT."""
     kinds = parse_kinds(args.kinds)
     since = parse_since(args.since, time.time())
-    with opened(args) as (_c, store):
+    with opened(args) as (config, store):
         hits = audited_search(
             store, Origin.cli(), args.text, kinds=kinds, user=args.user, target=args.target,
             since=since, regex=args.regex, limit=args.limit,
+            output_lines=OutputLines(store, config),
         )  # fmt: skip
         indexed = store.index_totals()[0]
     if args.json:

@@ -235,7 +235,6 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
             "host_key_algorithms",
             "proxy_protocol",
             "trusted_proxies",
-
             "max_channels_per_connection",
             "channel_window",
             "stalled_reader_timeout",
@@ -375,6 +374,7 @@ def _login_grace(section: dict[str, Any], name: str) -> float:
         )
     key = "login_grace" if "login_grace" in section else "login_timeout"
     return _number(section, key, 30, f"{name}.{key}")
+
 
 def _window(ssh: dict[str, Any]) -> int:
     """``[ssh] channel_window``: a whole number of bytes, at least one packet (32 KiB)."""
@@ -607,7 +607,6 @@ def load_config(path: Path | str | None = None) -> Config:
             ),
             **_algorithms(ssh),
             **_proxy_settings(ssh, "ssh"),
-
             max_channels_per_connection=int(
                 _number(ssh, "max_channels_per_connection", 10, "ssh.max_channels_per_connection")
             ),

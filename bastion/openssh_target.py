@@ -37,8 +37,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     soon as it is released: an sshd of one worker once took a node's port of another).
     """
     low, high = PICKED_PORTS
-    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get(
-        "PYTEST_XDIST_WORKER_COUNT", ""
+    worker, workers = (
+        os.environ.get("PYTEST_XDIST_WORKER", ""),
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""),
     )
     if worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit():
         span = (high - low) // max(1, int(workers))

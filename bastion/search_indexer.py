@@ -18,22 +18,51 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bastion.config import Config
 from bastion.s3store import is_s3_location
-from bastion.search_entries import Masks, session_entries
+from bastion.search_entries import (
+    Masks,
+    displayed_lines,
+    recording_entries,
+    session_entries,
+    stream_lines,
+)
 from bastion.store import Store
-from recorder import LocalStorage
+from recorder import LocalStorage, RecordingError
 
 log = logging.getLogger(__name__)
-
 
 
 def masks_of(config: Config) -> Masks:
     """The content masks of a node: ``[postgres] mask_patterns``."""
     return Masks(config.postgres.mask_patterns)
+
+
+@contextmanager
+def _recording_path(config: Config, recording: str | None) -> Iterator[str | None]:
+    """A local path of a session's recording for the time of the block (None: there is
+    none). An uploaded one (its spool copy gone) is read once into a temp file."""
+    if recording and is_s3_location(recording):
+        from bastion.recording_files import recording_file
+
+        with (
+            recording_file(config, recording).open() as src,
+            tempfile.NamedTemporaryFile(suffix=".bastrec") as copy,
+        ):
+            shutil.copyfileobj(src, copy, 1 << 20)
+            copy.flush()
+            yield copy.name
+        return
+    path: str | None = None
+    if recording:
+        candidate = LocalStorage(config.recordings_dir).path_of(recording)
+        path = str(candidate) if Path(candidate).exists() else None
+    yield path
 
 
 def index_session(store: Store, config: Config, session_id: str, masks: Masks) -> int | None:
@@ -44,29 +73,87 @@ def index_session(store: Store, config: Config, session_id: str, masks: Masks) -
     session = store.get_session(session_id)
     if session is None:
         return None
-    if session.recording and is_s3_location(session.recording):
-        # uploaded (and the spool copy gone): read the object once into a temp file
-        from bastion.recording_files import recording_file
-
-        with (
-            recording_file(config, session.recording).open() as src,
-            tempfile.NamedTemporaryFile(suffix=".bastrec") as copy,
-        ):
-            shutil.copyfileobj(src, copy, 1 << 20)
-            copy.flush()
-            found = session_entries(store, session_id, copy.name, masks)
-    else:
-        path: str | None = None
-        if session.recording:
-            candidate = LocalStorage(config.recordings_dir).path_of(session.recording)
-            path = str(candidate) if Path(candidate).exists() else None
+    with _recording_path(config, session.recording) as path:
         found = session_entries(store, session_id, path, masks)
     if found is None:
         return None
     store.replace_session_index(
-        session_id, found.entries, source_bytes=found.source_bytes, now=time.time()
-    )
+        session_id, found.entries, source_bytes=found.source_bytes, now=time.time(),
+        output_in_stream=found.output_in_stream,
+    )  # fmt: skip
     return len(found.entries)
+
+
+class OutputLines:
+    """A session's displayed lines read back from its recording, for a search.
+
+    The index keeps terminal output as postings only (``bastion.store.search``); a
+    search calls this for each candidate session. A session whose every displayed
+    line is in its recording's plain stream (the index says so) is read as that
+    stream (``stream_lines``: milliseconds); any other through the indexer's
+    emulator (tens of milliseconds). Both with the indexer's masks (a masked value is
+    ``***`` here too). The last ``CACHED`` sessions are kept, so stepping through one
+    session's matches or searching again reads each recording once. Unreadable
+    recordings give None (logged): the index is derived data, the search goes on.
+    """
+
+    CACHED = 64
+
+    def __init__(self, store: Store, config: Config, masks: Masks | None = None) -> None:
+        self._store = store
+        self._config = config
+        self._masks = masks if masks is not None else masks_of(config)
+        self._cache: OrderedDict[tuple[str, bool], dict[str, float] | None] = OrderedDict()
+        self._lock = threading.Lock()  # the control server searches from worker threads
+        self.read = 0
+        """Recordings run through the emulator (a metric and a test hook)."""
+        self.streams = 0
+        """Recordings read as a plain stream."""
+
+    def __call__(
+        self, session_id: str, must_show: str | None = None, in_stream: bool = False
+    ) -> dict[str, float] | None:
+        """The session's displayed lines (text -> first offset), or None.
+
+        ``in_stream``: read the plain stream, not the emulator. ``must_show``
+        (case-folded, with ``in_stream``): if the stream lacks it, no line has it and
+        the answer is ``{}`` at once (what makes a false candidate cheap).
+        """
+        key = (session_id, in_stream)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        found = self._read(session_id, must_show if in_stream else None, in_stream)
+        if found == {} and must_show is not None:
+            return found  # ruled out for this text only: not cached
+        with self._lock:
+            self._cache[key] = found
+            if len(self._cache) > self.CACHED:
+                self._cache.popitem(last=False)
+        return found
+
+    def _read(
+        self, session_id: str, must_show: str | None, in_stream: bool
+    ) -> dict[str, float] | None:
+        session = self._store.get_session(session_id)
+        if session is None or not session.recording:
+            return None
+        try:
+            with _recording_path(self._config, session.recording) as path:
+                if path is None:
+                    return None
+                if in_stream:
+                    self.streams += 1
+                    found = stream_lines(path, self._masks, must_show)
+                    if found is not None:
+                        return found
+                self.read += 1
+                output = recording_entries(path)[0]
+        except (RecordingError, OSError) as e:
+            log.warning("search: cannot read the recording of %s: %s", session_id, e)
+            return None
+        return displayed_lines(output, self._masks)
 
 
 def reindex(
@@ -81,6 +168,9 @@ def reindex(
     after ``since``; returns (indexed, failed). Resumable: each session commits alone."""
     masks = masks_of(config)
     done = failed = 0
+    if again and since is None:  # everything again: start from an empty index
+        store.clear_search_index()
+        again = False
     pending = store.sessions_to_index(since=since, again=again, limit=10_000_000)
     for session_id in pending:
         try:

@@ -12,7 +12,7 @@ from bastion.admin_actions import Origin
 from bastion.errors import UsageError
 from bastion.store import Store
 from bastion.store.models import IndexHit
-from bastion.store.search import KINDS
+from bastion.store.search import KINDS, OutputLines
 
 
 def parse_kinds(text: str | None) -> tuple[str, ...]:
@@ -37,15 +37,22 @@ def audited_search(
     since: float | None = None,
     regex: bool = False,
     limit: int = 100,
+    output_lines: OutputLines | None = None,
 ) -> list[IndexHit]:
-    """Search the index and audit the search (text, filters, hit count) before returning."""
+    """Search the index and audit the search (text, filters, hit count) before returning.
+
+    ``output_lines`` reads a candidate session's displayed lines back from its
+    recording (``bastion.search_indexer.OutputLines``); without it terminal output
+    is not searched.
+    """
     if not text.strip():
         raise UsageError("give some text to search for, e.g. 'customer 4711'")
     if limit < 1:
         raise UsageError("--limit must be at least 1")
     hits = store.search_index(
-        text, kinds=kinds, user=user, target=target, since=since, regex=regex, limit=limit
-    )
+        text, kinds=kinds, user=user, target=target, since=since, regex=regex, limit=limit,
+        output_lines=output_lines,
+    )  # fmt: skip
     store.append_audit(
         origin.actor,
         actions.SESSION_SEARCH,

@@ -42,7 +42,8 @@ from typing import Any
 from bastion.cli_node import init_dir
 from bastion.config import Config
 from bastion.ids import new_session_id
-from bastion.search_indexer import index_session, masks_of
+from bastion.search_entries import session_entries
+from bastion.search_indexer import OutputLines, index_session, masks_of
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Role, SessionRecord, TargetKind
@@ -116,6 +117,39 @@ def template_events(i: int) -> list[tuple[float, str, Any]]:
     return ev
 
 
+def _record(
+    storage: LocalStorage, key: Any, sid: str, started: float, events: list[tuple[float, str, Any]]
+) -> Any:
+    """Write one session's recording with the real writer; its summary."""
+    clock = _Clock()
+    writer = RecordingWriter.create(
+        storage, sid, {"cols": 80, "rows": 24}, key, clock=clock, wall_clock=_const(started),
+    )  # fmt: skip
+    writer.resize(80, 24)
+    for at, op, data in events:
+        clock.now = at
+        if op == "event":
+            name, payload = data
+            writer.event(name, payload)
+        else:
+            getattr(writer, op)(data)
+    return writer.close("client disconnected")
+
+
+def _numbered(events: list[tuple[float, str, Any]], number: str) -> list[tuple[float, str, Any]]:
+    """A template's events with its token replaced by a fleet session's number."""
+    out: list[tuple[float, str, Any]] = []
+    for at, op, data in events:
+        if op in ("output", "input"):
+            data = data.replace(TOKEN.encode(), number.encode())
+        elif op == "event":
+            name, payload = data
+            rows = [[c.replace(TOKEN, number) for c in row] for row in payload["rows"]]
+            data = (name, {**payload, "rows": rows})
+        out.append((at, op, data))
+    return out
+
+
 def write_templates(config: Config, store: Store, count: int) -> list[str]:
     """``count`` recorded, ended template sessions; their ids."""
     storage = LocalStorage(config.recordings_dir)
@@ -138,20 +172,7 @@ def write_templates(config: Config, store: Store, count: int) -> list[str]:
                 recording=location,
             )
         )  # fmt: skip
-        clock = _Clock()
-        writer = RecordingWriter.create(
-            storage, sid, {"cols": 80, "rows": 24}, key, clock=clock,
-            wall_clock=_const(started),
-        )  # fmt: skip
-        writer.resize(80, 24)
-        for at, op, data in template_events(i):
-            clock.now = at
-            if op == "event":
-                name, payload = data
-                writer.event(name, payload)
-            else:
-                getattr(writer, op)(data)
-        summary = writer.close("client disconnected")
+        summary = _record(storage, key, sid, started, template_events(i))
         store.end_session(
             sid, ended_at=started + summary.duration, reason="client disconnected",
             bytes_in=0, bytes_out=0, events=summary.events, final_hash=summary.final_hash,
@@ -163,7 +184,7 @@ def write_templates(config: Config, store: Store, count: int) -> list[str]:
 
 def index_bytes(store: Store) -> tuple[int, int]:
     """Bytes the index takes on disk (tables, FTS shadow tables, indexes), and of
-    those the trigram postings alone (the FTS5 index; the GIN index)."""
+    those the postings alone (the FTS5 tables; the signatures)."""
     db = store._db
     with db.transaction() as tx:
         if db.name == "sqlite":
@@ -172,20 +193,30 @@ def index_bytes(store: Store) -> tuple[int, int]:
                 " SUM(CASE WHEN name LIKE 'search_fts%' THEN pgsize ELSE 0 END) AS p"
                 " FROM dbstat WHERE name LIKE 'search%' OR name LIKE 'sqlite_autoindex_search%'"
             )
-        else:
+        else:  # postings: the signatures
             row = tx.one(
                 "SELECT pg_total_relation_size('search_chunks')"
                 " + pg_total_relation_size('search_indexed') AS n,"
-                " pg_relation_size('search_chunks_trgm') AS p"
+                " (SELECT COALESCE(SUM(bit_length(sig)), 0) / 8 FROM search_chunks) AS p"
             )
     if row is None or row["n"] is None:
         return 0, 0
     return int(row["n"]), int(row["p"])
 
 
-def build_fleet(store: Store, size: int, templates: list[list[tuple[str, float, str]]]) -> float:
-    """``size`` sessions with their index rows; returns seconds spent inserting the rows."""
+def build_fleet(
+    config: Config,
+    store: Store,
+    size: int,
+    templates: list[list[tuple[str, float, str]]],
+    in_stream: list[bool],
+) -> tuple[float, int]:
+    """``size`` sessions, each with a real recording (a template's events with its own
+    number for the token) and its index rows; returns (seconds spent inserting the
+    index rows, bytes of the fleet's recordings)."""
     db = store._db
+    storage = LocalStorage(config.recordings_dir)
+    key = load_signing_key(config.recording_signing_key)
     now = time.time()
     users = [store.add_user(f"u{n}", Role.CONTRACTOR, [], None, now).id for n in range(50)]
     targets = [
@@ -196,35 +227,49 @@ def build_fleet(store: Store, size: int, templates: list[list[tuple[str, float, 
         for n in range(20)
     ]  # fmt: skip
     ids = [new_session_id() for _ in range(size)]
+    events = [template_events(i) for i in range(len(templates))]
+    recorded = 0
     for start in range(0, size, 1000):
         with db.transaction(write=True) as tx:
             for i in range(start, min(size, start + 1000)):
                 began = now - 90 * 86400 + i * 60
+                location = storage.location_for(ids[i], began)
+                summary = _record(
+                    storage, key, ids[i], began, _numbered(events[i % len(events)], f"{i:08d}")
+                )
+                recorded += storage.path_of(location).stat().st_size
                 tx.run(
                     "INSERT INTO sessions (id, user_id, target_id, grant_id, node, protocol,"
                     " login, client_addr, started_at, ended_at, end_reason, recording,"
                     " bytes_in, bytes_out, events, final_hash)"
                     " VALUES (?, ?, ?, NULL, 'bench', 'ssh', 'deploy', '192.0.2.1:1', ?, ?,"
-                    " 'client disconnected', NULL, 0, 0, 0, NULL)",
-                    [ids[i], users[i % 50], targets[i % 20], began, began + 600],
-                )
+                    " 'client disconnected', ?, 0, 0, ?, ?)",
+                    [ids[i], users[i % 50], targets[i % 20], began, began + summary.duration,
+                     location, summary.events, summary.final_hash],
+                )  # fmt: skip
+        say(f"  {min(size, start + 1000)}/{size} sessions recorded")
     t0 = time.perf_counter()
     for i, sid in enumerate(ids):
         number = f"{i:08d}"
         rows = [(k, o, text.replace(TOKEN, number)) for k, o, text in templates[i % len(templates)]]
-        store.replace_session_index(sid, rows, source_bytes=0, now=now)
+        store.replace_session_index(
+            sid, rows, source_bytes=0, now=now, output_in_stream=in_stream[i % len(templates)]
+        )
         if i and i % 2000 == 0:
             say(f"  {i}/{size} sessions inserted")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, recorded
 
 
-def latency(store: Store, text: str, runs: int) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms, hits) of ``search_index(text)`` with the CLI's limit."""
+def latency(store: Store, config: Config, text: str, runs: int) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, hits) of ``search_index(text)`` with the CLI's limit, reading
+    candidate sessions' output back from their recordings as the CLI does (a new
+    reader each run: nothing cached between runs but the OS's page cache)."""
     times = []
     hits = 0
     for _ in range(runs):
         t0 = time.perf_counter()
-        hits = len(store.search_index(text, limit=100))
+        found = store.search_index(text, limit=100, output_lines=OutputLines(store, config))
+        hits = len(found)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times), percentile(times, 99), hits
 
@@ -287,21 +332,37 @@ def run(backend: str, size: int, args: argparse.Namespace, work: Path) -> dict[s
             index_session(store, config, sid, masks)
         index_seconds = time.perf_counter() - t0
         templates = []
+        in_stream: list[bool] = []
         for sid in ids:
             s = store.get_session(sid)
             assert s is not None and s.recording is not None
-            rec_bytes += storage.path_of(s.recording).stat().st_size
-            templates.append(store.session_index(sid))
+            path = str(storage.path_of(s.recording))
+            found = session_entries(store, sid, path, masks)
+            assert found is not None
+            templates.append(found.entries)
+            in_stream.append(found.output_in_stream)
         output_bytes = store.index_totals()[2]
-        say(f"{backend} {size}: inserting the fleet's index rows")
-        insert_seconds = build_fleet(store, size, templates)
-        if backend == "postgresql":  # what autovacuum does after a bulk load: planner stats
-            with store._db.transaction(write=True) as tx:
-                tx.run("ANALYZE")
+        say(f"{backend} {size}: recording the fleet and inserting its index rows")
+        insert_seconds, rec_bytes = build_fleet(config, store, size, templates, in_stream)
+        if backend == "postgresql" and url is not None:
+            # what autovacuum does after a bulk load: planner statistics, and the GIN
+            # index's pending list (fastupdate) merged into the index proper
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE search_chunks")
+                conn.execute("ANALYZE")
+                for name, n in conn.execute(
+                    "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c"
+                    " WHERE c.relname LIKE 'search%' OR c.oid = (SELECT reltoastrelid"
+                    " FROM pg_class WHERE relname = 'search_chunks') ORDER BY 2 DESC"
+                ):
+                    say(f"  {name}: {n / 1e6:.1f} MB")
         entries = store.index_totals()[1]
         size_bytes, postings_bytes = index_bytes(store)
-        fleet_rec = rec_bytes * size / len(ids)
+        fleet_rec = rec_bytes
         rare = f"cust-{size // 2 // 4 * 4:08d}"  # a session whose template captured rows
+        rare_output = f"build-{size // 3:08d}"  # one line a terminal showed, in one session
         row: dict[str, Any] = {
             "backend": backend, "sessions": size, "entries": entries,
             "index_mb_s": output_bytes / 1e6 / index_seconds,
@@ -309,13 +370,19 @@ def run(backend: str, size: int, args: argparse.Namespace, work: Path) -> dict[s
             "index_mb": size_bytes / 1e6, "postings_mb": postings_bytes / 1e6,
             "recordings_mb": fleet_rec / 1e6,
         }  # fmt: skip
-        for label, text in (("rare", rare), ("common", "error"), ("substring", "ginx[10")):
-            p50, p99, hits = latency(store, text, args.runs)
+        queries = (
+            ("rare", rare), ("rare_output", rare_output), ("common", "error"),
+            ("substring", "ginx[10"),
+        )  # fmt: skip
+        for label, text in queries:
+            p50, p99, hits = latency(store, config, text, args.runs)
             row[label] = (p50, p99, hits)
             say(f"{backend} {size}: {label} {text!r}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, {hits}")
         pycache = work / "pycache"
         search = ["sessions", "search", rare, "--config", str(config.path)]
         row["cli_s"], row["cli_cpu"] = cli_times(search, pycache)
+        search = ["sessions", "search", rare_output, "--config", str(config.path)]
+        row["cli_out_s"], row["cli_out_cpu"] = cli_times(search, pycache)
         row["start_s"], row["start_cpu"] = cli_times(["--help"], pycache)
         return row
 
@@ -324,22 +391,24 @@ def report(rows: list[dict[str, Any]]) -> str:
     """The markdown table for bench/README.md."""
     lines = [
         "| backend | sessions | entries | indexing (MB output/s) | insert (rows/s) | index MB "
-        "(postings) | recordings MB | rare p50/p99 ms | common p50/p99 ms "
-        "| substring p50/p99 ms | rare, CLI end to end (wall / CPU) "
-        "| CLI start alone (wall / CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(postings) | recordings MB | index / recordings | rare (row) p50/p99 ms "
+        "| rare (output) p50/p99 ms | common p50/p99 ms "
+        "| substring p50/p99 ms | rare row, CLI end to end (wall / CPU) "
+        "| rare output, CLI end to end (wall / CPU) | CLI start alone (wall / CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
             f"{r[k][0]:.1f} / {r[k][1]:.1f} ({r[k][2]} hits)"
-            for k in ("rare", "common", "substring")
+            for k in ("rare", "rare_output", "common", "substring")
         ]
         lines.append(
             f"| {r['backend']} | {r['sessions']:,} | {r['entries']:,} | {r['index_mb_s']:.2f} "
             f"| {r['rows_s']:,.0f} | {r['index_mb']:.0f} ({r['postings_mb']:.0f}) "
-            f"| {r['recordings_mb']:.0f} | "
+            f"| {r['recordings_mb']:.0f} | {r['index_mb'] / r['recordings_mb']:.2f}x | "
             + " | ".join(cells)
             + f" | {r['cli_s']:.2f} / {r['cli_cpu']:.2f} s "
+            f"| {r['cli_out_s']:.2f} / {r['cli_out_cpu']:.2f} s "
             f"| {r['start_s']:.2f} / {r['start_cpu']:.2f} s |"
         )
     return "\n".join(lines)

@@ -475,9 +475,16 @@ class _Screen(pyte.Screen):
     def plain_line(self, y: int) -> str:
         """Row ``y`` as plain text, trailing spaces stripped (no wide-character repair)."""
         line = self.buffer.get(y)
-        if line is None:
+        if not line:
             return ""
-        return "".join(line[x].data for x in range(self.columns)).rstrip()
+        # only the written cells are in the row's dict; the rest are blanks (a
+        # comprehension over every column went through ``__missing__`` for each)
+        columns = self.columns
+        cells = [" "] * columns
+        for x, char in line.items():
+            if 0 <= x < columns:
+                cells[x] = char.data
+        return "".join(cells).rstrip()
 
     def index(self) -> None:
         """IND / linefeed; a line scrolled off the top goes to ``scrolled_off`` first."""

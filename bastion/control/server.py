@@ -53,6 +53,7 @@ from bastion.effective_access import user_access
 from bastion.errors import BastionError, NotFound
 from bastion.request_flow import RequestFlow
 from bastion.s3store import is_s3_location
+from bastion.search_indexer import OutputLines
 from bastion.search_query import audited_search, parse_kinds
 from bastion.service import BastionNode
 from bastion.store.models import NodeRecord, Role, SessionRecord
@@ -359,6 +360,8 @@ class ControlServer:
     def __init__(self, node: BastionNode) -> None:
         """Serve ``node``'s sessions, store and recordings."""
         self.node = node
+        self.output_lines = OutputLines(node.store, node.config)
+        """Searches read candidate sessions' terminal lines through it (and its cache)."""
         self.node_uid = os.getuid()
         self.servers: list[asyncio.AbstractServer] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -502,6 +505,7 @@ class ControlServer:
             since=_opt_float(req, "since"),
             regex=req.get("regex") is True,
             limit=_limit(req, 200),
+            output_lines=self.output_lines,
         )
         found = [
             SearchHit(

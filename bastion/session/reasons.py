@@ -70,7 +70,6 @@ _WORDS: dict[EndReason, str] = {
         "the bastion lost its state database, so revocations can no longer be checked; "
         "this session was recorded and is closed; reconnect when the bastion is back"
     ),
-
     EndReason.RESOURCE_LIMIT: "this session reached a bastion resource limit",
     EndReason.UPSTREAM_LOST: "the connection to the target was lost",
     EndReason.UPSTREAM_CLOSED: "the target closed the connection",

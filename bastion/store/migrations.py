@@ -477,6 +477,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pg_cancel_keys_node ON pg_cancel_keys (node)",
         ),
     ),
+    Migration(
+        17,
+        "search index: terminal output as postings only, its lines read from the recording",
+        (
+            # A digest of each chunk's lines (and offsets): what the chunk held, also for
+            # the chunks whose lines are no longer stored (terminal output).
+            "ALTER TABLE search_chunks ADD COLUMN digest {BLOB}",
+            # Output chunks: every line of the session is in the recording's plain stream
+            # (a search may rule the session out from the stream, without the emulator).
+            "ALTER TABLE search_chunks ADD COLUMN in_stream {BOOL}",
+        ),
+        by_backend={
+            # SQLite: the 4-grams of digit runs, one word each (a number's trigrams are
+            # everywhere); contentless like search_fts, rowid = the chunk's id.
+            "sqlite": (
+                "CREATE VIRTUAL TABLE search_digits USING fts5(text, content='',"
+                " tokenize='unicode61', detail=none, columnsize=0)",
+            ),
+            # PostgreSQL: each chunk's trigrams and digit 4-grams as a Bloom signature,
+            # kept inline in the row (no TOAST), instead of the pg_trgm GIN index (which
+            # needs the text stored beside it, and cost 2.5 KB a session for the small
+            # kinds alone); rows from before keep their text and are always candidates.
+            "postgresql": (
+                "ALTER TABLE search_chunks ADD COLUMN sig bit varying",
+                "ALTER TABLE search_chunks ALTER COLUMN sig SET STORAGE MAIN",
+                "DROP INDEX IF EXISTS search_chunks_trgm",
+            ),
+        },
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,18 +1,29 @@
 """The search index of sessions: chunks of lines, per-session markers, substring search.
 
 A mixin of ``Store``. A session's index is a few rows, one chunk per kind (and per
-~64 KiB of text): its lines, each with its first offset, stored compressed, and a
-trigram index over them. Why chunks and not a row per line: the trigram postings
-of a chunk are shared by all its lines and the text compresses, which makes the
-index ~17x smaller on the bench's fleet (bench/README.md, "search.py"). The index
-narrows to candidate chunks; the lines are then checked in Python, which makes the
-answer exact (and the regex search possible).
+~64 KiB of text or ``MAX_GRAMS`` distinct trigrams): a trigram index over its
+lines and, for the small kinds (commands, statements, result rows, file names),
+the lines themselves with their first offsets, stored compressed. Why chunks and
+not a row per line: the trigram postings of a chunk are shared by all its lines,
+which makes the index ~17x smaller on the bench's fleet (bench/README.md,
+"search.py"). The index narrows to candidate chunks; the lines are then checked
+in Python, which makes the answer exact (and the regex search possible).
+
+Terminal output is most of the text and is already in the recording, compressed:
+its chunks keep only their trigrams (and a digest of the lines), and a search
+reads a candidate session's displayed lines back from the recording through the
+``output_lines`` callable the caller passes (``bastion.search_indexer.OutputLines``:
+the same emulator and masks the indexer ran), so the index stays smaller than the
+recordings it covers (docs/decisions.md, "Search: postings in the index, lines in
+the recording").
 
 SQLite: a contentless FTS5 table with the trigram tokenizer, ``detail=none`` (no
-positions), queried with every trigram of the text; the lines live in ``body``
-(zlib). PostgreSQL: the lines in ``text`` (TOAST compresses it) under a ``pg_trgm``
-GIN index, queried with ``ILIKE``. Texts shorter than three characters cannot use
-a trigram index and scan the chunks.
+positions), queried with every trigram of the text; stored lines live in ``body``
+(zlib). PostgreSQL: stored lines in ``text`` (TOAST compresses it) under a
+``pg_trgm`` GIN index, queried with ``ILIKE``; output chunks as a Bloom signature
+of their trigrams (``trigram_bloom``) in ``sig``. Texts shorter than three
+characters cannot use a trigram index and scan the chunks (re-reading at most
+``UNINDEXED_OUTPUT_SESSIONS`` sessions' output).
 
 ``replace_session_index`` swaps a session's chunks and its marker in one
 transaction (a very large session: in ~1 MiB transactions, the marker last), so
@@ -22,14 +33,15 @@ next ``reindex``, and running it twice gives the same rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from bastion.errors import UsageError
-from bastion.store import rows
+from bastion.store import rows, trigram_bloom
 from bastion.store.backends import Backend, Row, Tx
 from bastion.store.history import where_clause
 from bastion.store.models import IndexHit, SessionRecord
@@ -37,24 +49,39 @@ from bastion.store.models import IndexHit, SessionRecord
 KINDS = ("commands", "output", "queries", "results", "files")
 """What the index holds, in the order ``--in`` lists them."""
 
+POSTINGS_ONLY = frozenset({"output"})
+"""Kinds whose lines the index does not store (read back from the recording)."""
+
+UNINDEXED_OUTPUT_SESSIONS = 100
+"""Sessions whose output a search that cannot use the index re-reads at most."""
+
+
+class OutputLines(Protocol):
+    """Reads a session's displayed lines (text -> first offset) as the indexer saw them;
+    None when they cannot be read (no recording). ``must_show``: see
+    ``bastion.search_indexer.OutputLines``."""
+
+    def __call__(
+        self, session_id: str, must_show: str | None = None, in_stream: bool = False
+    ) -> Mapping[str, float] | None: ...
+
+
 _CHUNK_TEXT = 64 * 1024  # characters of lines per chunk
 _FILE_AUDIT_LAG = 60.0  # file rows are spawned as the channel closes: a little after the end
 _SCAN_BATCH = 200  # chunks fetched per query while collecting hits
 _CHUNKS_PER_TX = 16  # chunks (of up to _CHUNK_TEXT characters) per index write transaction
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _one_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-def _chunks(
-    entries: Sequence[tuple[str, float, str]],
-) -> Iterator[tuple[str, list[float], list[str]]]:
-    """(kind, offsets, lines) per chunk, lines in offset order within a kind."""
+Chunk = tuple[str, list[float], list[str], set[str], set[str]]
+"""(kind, offsets, lines, the lines' distinct case-folded trigrams, digit 4-grams)."""
+
+
+def _chunks(entries: Sequence[tuple[str, float, str]]) -> Iterator[Chunk]:
+    """The chunks of a session's entries, lines in offset order within a kind."""
     by_kind: dict[str, list[tuple[float, str]]] = {}
     for kind, offset, text in entries:
         by_kind.setdefault(kind, []).append((float(offset), _one_line(text)))
@@ -62,22 +89,41 @@ def _chunks(
         items = sorted(by_kind[kind])
         offsets: list[float] = []
         lines: list[str] = []
+        grams: set[str] = set()
+        quads: set[str] = set()
         size = 0
         for offset, text in items:
-            if lines and size + len(text) > _CHUNK_TEXT:
-                yield kind, offsets, lines
-                offsets, lines, size = [], [], 0
+            new = trigram_bloom.line_grams(text)
+            if lines and (
+                size + len(text) > _CHUNK_TEXT
+                or len(grams) + len(new - grams) > trigram_bloom.MAX_GRAMS
+            ):
+                yield kind, offsets, lines, grams, quads
+                offsets, lines, grams, quads, size = [], [], set(), set(), 0
             offsets.append(offset)
             lines.append(text)
+            grams |= new
+            quads |= trigram_bloom.digit_quads(text)
             size += len(text) + 1
         if lines:
-            yield kind, offsets, lines
+            yield kind, offsets, lines, grams, quads
+
+
+def _digest(offsets: list[float], lines: list[str]) -> bytes:
+    """What a chunk held, stored with it (its lines may not be)."""
+    data = json.dumps([offsets, lines], separators=(",", ":")).encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _trigram_query(text: str) -> str:
     """An FTS5 query every row holding ``text`` matches: all of its trigrams."""
     grams = sorted({text[i : i + 3] for i in range(len(text) - 2)})
     return " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
+
+
+def _quads_text(quads: set[str]) -> str:
+    """A chunk's digit 4-grams as the ``search_digits`` row's text (one word each)."""
+    return " ".join(sorted(quads))
 
 
 # SQL here is built only from fixed text and "?" marks; every value is a parameter.
@@ -93,8 +139,12 @@ class SearchIndex:
         *,
         source_bytes: int,
         now: float,
+        output_in_stream: bool = False,
     ) -> None:
         """Make ``entries`` (kind, offset, text) the session's index and mark it indexed.
+
+        ``output_in_stream``: every output line is in the recording's plain stream
+        (``bastion.search_entries.stream_holds_lines``), kept on the output chunks.
 
         Up to ``_CHUNKS_PER_TX`` chunks (~1 MiB of text) this is one transaction. A
         bigger session (a dump scrolled past, megabytes of base64) is written in
@@ -114,7 +164,7 @@ class SearchIndex:
                 if n == 0:
                     self._delete_chunks(tx, session_id)
                     tx.run("DELETE FROM search_indexed WHERE session_id = ?", [session_id])
-                self._insert_chunks(tx, session_id, batch)
+                self._insert_chunks(tx, session_id, batch, output_in_stream)
                 if n == len(batches) - 1:
                     tx.run(
                         "INSERT INTO search_indexed (session_id, indexed_at, entries,"
@@ -123,36 +173,64 @@ class SearchIndex:
                     )
 
     def _insert_chunks(
-        self, tx: Tx, session_id: str, chunks: Sequence[tuple[str, list[float], list[str]]]
+        self, tx: Tx, session_id: str, chunks: Sequence[Chunk], in_stream: bool = False
     ) -> None:
+        """Insert chunks; a postings-only kind's lines are not stored (``offsets`` is
+        empty: its lines come from the recording)."""
         sqlite = self._db.name == "sqlite"
-        for kind, offsets, lines in chunks:
+        for kind, offsets, lines, grams, quads in chunks:
             text = "\n".join(lines)
-            packed = zlib.compress(json.dumps(offsets).encode(), 6)
+            digest = _digest(offsets, lines)
+            stored = kind not in POSTINGS_ONLY
+            packed = zlib.compress(json.dumps(offsets).encode(), 6) if stored else b""
+            flag = in_stream and not stored
+            head = [session_id, kind, offsets[0], len(lines), packed, digest, flag]
+            columns = "session_id, kind, first_offset, lines, offsets, digest, in_stream"
             if sqlite:
+                body = zlib.compress(text.encode(), 6) if stored else None
                 chunk_id = tx.insert(
-                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    [session_id, kind, offsets[0], len(lines), packed,
-                     zlib.compress(text.encode(), 6)],
-                )  # fmt: skip
-                tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
-            else:
-                tx.run(
-                    "INSERT INTO search_chunks (session_id, kind, first_offset, lines,"
-                    " offsets, text) VALUES (?, ?, ?, ?, ?, ?)",
-                    [session_id, kind, offsets[0], len(lines), packed, text],
+                    f"INSERT INTO search_chunks ({columns}, body)"  # noqa: S608  fixed SQL
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    [*head, body],
                 )
+                tx.run("INSERT INTO search_fts (rowid, text) VALUES (?, ?)", [chunk_id, text])
+                if quads:
+                    tx.run(
+                        "INSERT INTO search_digits (rowid, text) VALUES (?, ?)",
+                        [chunk_id, _quads_text(quads)],
+                    )
+            else:  # every chunk by its signature; the small kinds' lines stored beside
+                tx.run(
+                    f"INSERT INTO search_chunks ({columns}, text, sig)"  # noqa: S608  fixed SQL
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::varbit)",
+                    [*head, text if stored else None,
+                     trigram_bloom.signature(trigram_bloom.items(grams, quads))],
+                )  # fmt: skip
 
     def _delete_chunks(self, tx: Tx, session_id: str) -> None:
-        if self._db.name == "sqlite":  # a contentless FTS5 row is deleted with its text
+        """Drop a session's chunks. SQLite: a contentless FTS5 row can only be deleted
+        with its text, which a postings-only chunk no longer has; its postings stay
+        behind under a rowid no chunk will have again (AUTOINCREMENT), and every
+        search joins the chunks, so they are never a hit (a re-indexed session's
+        old output postings are dead weight until a full ``reindex --again``)."""
+        if self._db.name == "sqlite":
             for r in tx.all(
-                "SELECT id, body FROM search_chunks WHERE session_id = ?", [session_id]
+                "SELECT id, body, digest FROM search_chunks"
+                " WHERE session_id = ? AND body IS NOT NULL",
+                [session_id],
             ):
+                text = zlib.decompress(r["body"]).decode()
                 tx.run(
                     "INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', ?, ?)",
-                    [r["id"], zlib.decompress(r["body"]).decode()],
+                    [r["id"], text],
                 )
+                quads = {q for line in text.split("\n") for q in trigram_bloom.digit_quads(line)}
+                if quads and r["digest"] is not None:  # rows older than search_digits: none
+                    tx.run(
+                        "INSERT INTO search_digits (search_digits, rowid, text)"
+                        " VALUES ('delete', ?, ?)",
+                        [r["id"], _quads_text(quads)],
+                    )
         tx.run("DELETE FROM search_chunks WHERE session_id = ?", [session_id])
 
     def is_indexed(self, session_id: str) -> bool:
@@ -181,14 +259,32 @@ class SearchIndex:
             return [str(r["id"]) for r in tx.all(sql, [*params, int(limit)])]
 
     def session_index(self, session_id: str) -> list[tuple[str, float, str]]:
-        """A session's entries (kind, offset, text) in a stable order (tests, checks)."""
+        """A session's entries (kind, offset, text) in a stable order (tests, checks);
+        a postings-only chunk as one entry (kind, first offset, ``#digest N lines``)."""
         with self._db.transaction() as tx:
             found = tx.all(
-                "SELECT id, kind, offsets, body, text FROM search_chunks WHERE session_id = ?",
+                "SELECT id, kind, first_offset, lines, digest, offsets, body, text"
+                " FROM search_chunks WHERE session_id = ?",
                 [session_id],
             )
-        out = [(str(r["kind"]), offset, line) for r in found for offset, line in _lines(r)]
+        out: list[tuple[str, float, str]] = []
+        for r in found:
+            if _stored(r):
+                out += [(str(r["kind"]), offset, line) for offset, line in _lines(r)]
+            else:
+                summary = f"#{bytes(r['digest']).hex()} {int(r['lines'])} lines"
+                out.append((str(r["kind"]), float(r["first_offset"]), summary))
         return sorted(out)
+
+    def clear_search_index(self) -> None:
+        """Drop the whole index and every marker (``reindex --again`` over everything):
+        on SQLite this also drops the postings re-indexed sessions left behind."""
+        with self._db.transaction(write=True) as tx:
+            if self._db.name == "sqlite":
+                tx.run("INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+                tx.run("INSERT INTO search_digits (search_digits) VALUES ('delete-all')")
+            tx.run("DELETE FROM search_chunks")
+            tx.run("DELETE FROM search_indexed")
 
     def session_sources(
         self, session_id: str
@@ -245,30 +341,59 @@ class SearchIndex:
         since: float | None = None,
         regex: bool = False,
         limit: int = 100,
+        output_lines: OutputLines | None = None,
     ) -> list[IndexHit]:
         """Lines containing ``text`` (case-insensitive; ``regex``: matching the Python
-        pattern ``text``), newest session first, then by offset."""
+        pattern ``text``), newest session first, then by offset.
+
+        Terminal output is matched in the lines ``output_lines`` reads back for each
+        candidate session (without it, output is not searched). A search the index
+        cannot narrow (under three plain characters) re-reads the output of at most
+        ``UNINDEXED_OUTPUT_SESSIONS`` sessions, then stops with a UsageError saying
+        how to narrow it.
+        """
         unknown = set(kinds) - set(KINDS)
         if unknown or not kinds:
             raise UsageError(
                 f"--in takes {','.join(KINDS)} (comma-separated), not {','.join(sorted(unknown))}"
             )
         needle, matches = _matcher(text, regex)
+        indexed = needle is not None and len(needle) >= 3
         sql, params = self._search_sql(needle, kinds, user, target, since)
         hits: list[IndexHit] = []
+        read_back: set[str] = set()
         last_session: str | None = None
         offset = 0
         while True:
             with self._db.transaction() as tx:
-                self._use_trigram_index(tx, needle)
+                self._plain_plan(tx)
                 found = tx.all(sql + " LIMIT ? OFFSET ?", [*params, _SCAN_BATCH, offset])
             for r in found:
                 session_id = str(r["session_id"])
                 if len(hits) >= limit and session_id != last_session:
                     return _ordered(hits)[:limit]
                 last_session = session_id
+                if _stored(r):
+                    lines = _lines(r)
+                elif output_lines is None or session_id in read_back:
+                    continue
+                else:
+                    if not indexed and len(read_back) >= UNINDEXED_OUTPUT_SESSIONS:
+                        raise UsageError(
+                            f"{text!r} cannot use the index for terminal output (it needs"
+                            " three plain characters in a row) and re-reading the output of"
+                            f" {UNINDEXED_OUTPUT_SESSIONS} sessions found {len(hits)} of"
+                            f" {limit} hits: narrow it with --since, --user or --target,"
+                            " or leave output out (--in commands,queries,results,files)"
+                        )
+                    read_back.add(session_id)
+                    # a text with "*" may span a mask's "***": no stream holds that
+                    ruled = indexed and bool(r["in_stream"]) and "*" not in str(needle)
+                    hint = str(needle).lower() if ruled else None
+                    shown = output_lines(session_id, hint, bool(r["in_stream"])) or {}
+                    lines = sorted((at, line) for line, at in shown.items())
                 started = float(r["started_at"])
-                for at, line in _lines(r):
+                for at, line in lines:
                     if since is not None and started + at < since:
                         continue
                     if matches(line):
@@ -282,22 +407,12 @@ class SearchIndex:
                 return _ordered(hits)[:limit]
             offset += _SCAN_BATCH
 
-    def _use_trigram_index(self, tx: Tx, needle: str | None) -> None:
-        """PostgreSQL: make this transaction's search read candidates from the GIN index.
-
-        The planner underprices a scan that filters every chunk with ``ILIKE``: the
-        chunks' text is TOASTed, so the heap it costs is a few MB while the scan
-        decompresses and matches all of the text (2.7 s at 10k sessions), and it
-        prices the GIN index by its pending list (``fastupdate``) as well, which is
-        full after a burst of indexed sessions (measured: GIN 8.5 ms with 468 pending
-        pages, estimated 2.5x the cost of that seq scan). With a trigram condition,
-        reading the index's candidates is never worse than reading every chunk, so
-        the other scans are turned off for this transaction only (``SET LOCAL``).
-        """
-        if self._db.name != "postgresql" or needle is None or len(needle) < 3:
-            return
-        tx.run("SET LOCAL enable_seqscan = off")
-        tx.run("SET LOCAL enable_indexscan = off")
+    def _plain_plan(self, tx: Tx) -> None:
+        """PostgreSQL: no JIT for a search. Its scan of the signatures is cheap per row,
+        but on a large index the planner's estimate passes ``jit_above_cost`` and
+        compiling the query would cost more (~0.1 s) than running it."""
+        if self._db.name == "postgresql":
+            tx.run("SET LOCAL jit = off")
 
     def _search_sql(
         self,
@@ -309,15 +424,28 @@ class SearchIndex:
     ) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
+        columns = "c.id, c.session_id, c.kind, c.offsets, c.body, c.text, c.in_stream"
         source = "search_chunks c"
+        quads = trigram_bloom.digit_quads(needle) if needle is not None else set()
         if needle is not None and len(needle) >= 3:
             if self._db.name == "sqlite":
                 source = "search_fts JOIN search_chunks c ON c.id = search_fts.rowid"
                 where.append("search_fts MATCH ?")
                 params.append(_trigram_query(needle))
-            else:
-                where.append("c.text ILIKE ?")
-                params.append(_like(needle))
+                if quads:
+                    where.append(
+                        "c.id IN (SELECT rowid FROM search_digits WHERE search_digits MATCH ?)"
+                    )
+                    params.append(" AND ".join(f'"{q}"' for q in sorted(quads)))
+            else:  # the signatures (rows from before them have none: always candidates)
+                classes = ", ".join("(?::varbit)" for _ in trigram_bloom.SIZES)
+                where.append(
+                    f"(c.sig IS NULL OR EXISTS (SELECT 1 FROM (VALUES {classes}) AS q (mask)"  # noqa: S608  fixed SQL, ? values
+                    " WHERE bit_length(q.mask) = bit_length(c.sig) AND CASE WHEN"
+                    " bit_length(q.mask) = bit_length(c.sig) THEN c.sig & q.mask = q.mask END))"
+                )
+                wanted = trigram_bloom.items(trigram_bloom.line_grams(needle), quads)
+                params += trigram_bloom.masks(wanted)
         where.append("c.kind IN (" + ", ".join("?" * len(kinds)) + ")")
         params += list(kinds)
         for column, name in (("u.name", user), ("t.name", target)):
@@ -328,7 +456,7 @@ class SearchIndex:
             where.append("s.ended_at >= ?")
             params.append(float(since))
         sql = (
-            "SELECT c.id, c.session_id, c.kind, c.offsets, c.body, c.text, s.started_at,"  # noqa: S608  fixed SQL, ? values
+            f"SELECT {columns}, s.started_at,"  # noqa: S608  fixed SQL, ? values
             " u.name AS user_name, t.name AS target_name FROM "
             + source
             + " JOIN sessions s ON s.id = c.session_id"
@@ -337,6 +465,11 @@ class SearchIndex:
             + " ORDER BY s.started_at DESC, c.session_id, c.id"
         )
         return sql, params
+
+
+def _stored(r: Row) -> bool:
+    """True if the chunk row carries its lines (not a postings-only chunk)."""
+    return bool(r["offsets"])
 
 
 def _lines(r: Row) -> list[tuple[float, str]]:

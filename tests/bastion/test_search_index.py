@@ -4,11 +4,13 @@ and a reindex killed with SIGKILL half-way giving the same index as a clean run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ from typing import Any
 import pytest
 
 from bastion.errors import UsageError
-from bastion.search_entries import Masks
-from bastion.search_indexer import reindex
+from bastion.search_entries import Masks, plain_stream, stream_holds_lines
+from bastion.search_indexer import OutputLines, reindex
 from bastion.secretbox import SecretBox
 from bastion.store import Store, open_store
 from bastion.store.models import Role, SessionRecord, TargetKind
@@ -47,6 +49,25 @@ def test_displayed_lines_are_what_the_screen_showed() -> None:
     assert found["PID 1 bash"] == 3  # the same row repainted: once, at its first moment
     assert all(found[f"burst {n}"] == 9.0 for n in range(30))
     assert not any("\x1b" in text for text in found)
+
+
+def test_the_plain_stream_rules_out_only_what_was_not_displayed() -> None:
+    """A session's plain stream (escapes and controls gone) holds every displayed line
+    of scrolling output, so a text it lacks was not shown; a line put together by
+    cursor motion is not in it, and such a session is never ruled out by its stream."""
+    data = b"$ \x1b[32mls\x1b[0m\r\nCustomer \x1b[1m4711\x1b[0m\r\n\x1b]0;title\x07done\r\n"
+    lines = DisplayedLines(80, 24)
+    lines.feed(1.0, data)
+    shown = lines.finish()
+    stream = plain_stream(data)
+    assert "\x1b" not in stream and "customer 4711" in stream and "title" not in stream
+    assert stream_holds_lines(stream, shown)
+    moved = b"abcdef\x1b[3Dxyz\r\n"  # the screen shows "abcxyz"
+    lines = DisplayedLines(80, 24)
+    lines.feed(1.0, moved)
+    shown = lines.finish()
+    assert "abcxyz" in shown and not stream_holds_lines(plain_stream(moved), shown)
+    assert not stream_holds_lines(None, shown)  # no stream (too big): never ruled out
 
 
 def test_masks_replace_what_they_match() -> None:
@@ -93,6 +114,20 @@ def _session(store: Store, sid: str, started: float, user: str = "alice") -> Non
     store.end_session(sid, ended_at=started + 60, reason="done", bytes_in=1, bytes_out=1)
 
 
+class ShownLines:
+    """Stands in for ``OutputLines``: each session's displayed lines, and who was read."""
+
+    def __init__(self, lines: dict[str, dict[str, float]]) -> None:
+        self.lines = lines
+        self.read: list[str] = []
+
+    def __call__(
+        self, session_id: str, must_show: str | None = None, in_stream: bool = False
+    ) -> dict[str, float] | None:
+        self.read.append(session_id)
+        return self.lines.get(session_id)
+
+
 def test_index_search_on_both_backends(store: Store) -> None:
     now = time.time()
     _session(store, "s-old", now - 7200)
@@ -111,26 +146,37 @@ def test_index_search_on_both_backends(store: Store) -> None:
         now=now,
     )
     assert store.sessions_to_index() == []
-    hits = store.search_index("customer 47")  # case-insensitive substring
+    # terminal output: only its trigrams are stored, its lines come from the recording
+    shown = ShownLines({"s-old": {"Customer 4711: Jane Roe": 4.5}})
+    (entry,) = [e for e in store.session_index("s-old") if e[0] == "output"]
+    assert entry[:2] == ("output", 4.5) and re.fullmatch(r"#[0-9a-f]{32} 1 lines", entry[2])
+
+    def search(text: str, **kw: Any) -> list[Any]:
+        return store.search_index(text, output_lines=shown, **kw)
+
+    hits = search("customer 47")  # case-insensitive substring
     assert [(h.session_id, h.kind, h.offset, h.text) for h in hits] == [
         ("s-old", "output", 4.5, "Customer 4711: Jane Roe")
     ]
     assert abs(hits[0].at - (now - 7200 + 4.5)) < 1e-3 and hits[0].user_name == "alice"
-    assert [h.session_id for h in store.search_index("4711")] == ["s-new", "s-old"]  # newest first
-    assert [h.kind for h in store.search_index("4711", kinds=("results",))] == ["results"]
-    assert [h.session_id for h in store.search_index("4711", user="alice")] == ["s-old"]
-    assert [h.session_id for h in store.search_index("4711", since=now - 3600)] == ["s-new"]
-    assert [h.text for h in store.search_index("50%_")] == ["/tmp/50%_off.txt"]  # no wildcards
-    assert store.search_index("5%o") == []
-    assert [h.text for h in store.search_index("Ro")] == ["Customer 4711: Jane Roe"]  # < 3 chars
-    hits = store.search_index(r"Customer \d+:", regex=True)
+    assert shown.read == ["s-old"]  # only the candidate session's recording is read
+    assert store.search_index("customer 47") == []  # without a reader, output is not searched
+    assert search("jane roe 4711") == []  # a candidate whose lines do not match: no hit
+    assert [h.session_id for h in search("4711")] == ["s-new", "s-old"]  # newest first
+    assert [h.kind for h in search("4711", kinds=("results",))] == ["results"]
+    assert [h.session_id for h in search("4711", user="alice")] == ["s-old"]
+    assert [h.session_id for h in search("4711", since=now - 3600)] == ["s-new"]
+    assert [h.text for h in search("50%_")] == ["/tmp/50%_off.txt"]  # no wildcards
+    assert search("5%o") == []
+    assert [h.text for h in search("Ro")] == ["Customer 4711: Jane Roe"]  # < 3 chars
+    hits = search(r"Customer \d+:", regex=True)
     assert [h.text for h in hits] == ["Customer 4711: Jane Roe"]
-    assert store.search_index(r"customer \d+:", regex=True) == []  # a regex is case-sensitive
-    assert [h.kind for h in store.search_index(r"^/tmp/\d", regex=True)] == ["files"]
+    assert search(r"customer \d+:", regex=True) == []  # a regex is case-sensitive
+    assert [h.kind for h in search(r"^/tmp/\d", regex=True)] == ["files"]
     with pytest.raises(UsageError, match="not a valid pattern"):
-        store.search_index("(", regex=True)
+        search("(", regex=True)
     with pytest.raises(UsageError, match="--in takes"):
-        store.search_index("x", kinds=("screens",))
+        search("x", kinds=("screens",))
     # replacing is idempotent: the same rows, no duplicates left behind
     store.replace_session_index(
         "s-old", [("output", 4.5, "Customer 4711: Jane Roe")], source_bytes=100, now=now
@@ -138,8 +184,8 @@ def test_index_search_on_both_backends(store: Store) -> None:
     store.replace_session_index(
         "s-old", [("output", 4.5, "Customer 4711: Jane Roe")], source_bytes=100, now=now
     )
-    assert store.session_index("s-old") == [("output", 4.5, "Customer 4711: Jane Roe")]
-    assert store.search_index("psql") == []  # the old row went with the replacement
+    assert [e[:2] for e in store.session_index("s-old")] == [("output", 4.5)]
+    assert store.search_index("psql", output_lines=shown) == []  # the old row went
     assert store.index_totals() == (2, 3, 150)
 
 
@@ -153,13 +199,13 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
 
     now = time.time()
     _session(store, "s-big", now - 60)
-    entries = [("output", float(n), f"row {n:06d} " + "x" * 2000) for n in range(600)]
+    entries = [("results", float(n), f"row {n:06d} " + "x" * 2000) for n in range(600)]
     writes: list[int] = []
     real_insert = SearchIndex._insert_chunks
 
-    def counting(self: Store, tx: Any, sid: str, chunks: Any) -> None:
+    def counting(self: Store, tx: Any, sid: str, chunks: Any, *flag: Any) -> None:
         writes.append(len(chunks))
-        real_insert(self, tx, sid, chunks)
+        real_insert(self, tx, sid, chunks, *flag)
 
     monkeypatch.setattr(SearchIndex, "_insert_chunks", counting)
     store.replace_session_index("s-big", entries, source_bytes=1, now=now)
@@ -167,11 +213,11 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
     clean = store.session_index("s-big")
     assert len(clean) == 600
 
-    def cut_after_first(self: Store, tx: Any, sid: str, chunks: Any) -> None:
+    def cut_after_first(self: Store, tx: Any, sid: str, chunks: Any, *flag: Any) -> None:
         if writes:
             raise OSError("killed")
         writes.append(len(chunks))
-        real_insert(self, tx, sid, chunks)
+        real_insert(self, tx, sid, chunks, *flag)
 
     writes.clear()
     monkeypatch.setattr(SearchIndex, "_insert_chunks", cut_after_first)
@@ -187,27 +233,55 @@ def test_a_large_session_is_indexed_in_bounded_transactions(
 
 
 @pytest.mark.integration
-def test_postgresql_search_reads_the_trigram_index(pg_url: str) -> None:
-    """Left to itself the planner filters every chunk with ILIKE: TOAST hides the text's
-    size from its costs and the GIN pending list (full after a burst of indexing) inflates
-    the index's; at 10k sessions that read all the text (2.7 s for a rare token). The
-    search's transaction reads the GIN index's candidates instead."""
+def test_postgresql_search_reads_the_signatures(pg_url: str) -> None:
+    """PostgreSQL keeps each chunk's trigrams and digit 4-grams as a Bloom signature: a
+    search reads only the chunks whose signature has every bit of the text's, the
+    planner never JIT-compiles it, and rows written before the signatures (their text
+    stored) are still found."""
     with open_store(pg_url, SecretBox(SecretBox.generate_key())) as store:
         now = time.time()
-        for n in range(20):  # fresh GIN index: these rows sit in its pending list
+        for n in range(20):
             _session(store, f"s-{n}", now - 1000 + n)
-            text = f"line {n} " + "lorem ipsum dolor " * 200  # a TOASTed chunk
-            store.replace_session_index(f"s-{n}", [("output", 1.0, text)], source_bytes=1, now=now)
+            text = f"line {n} " + "lorem ipsum dolor " * 200
+            store.replace_session_index(
+                f"s-{n}", [("results", 1.0, text), ("output", 2.0, f"shown {n:06d}")],
+                source_bytes=1, now=now,
+            )  # fmt: skip
         sql, params = store._search_sql("cust-4711", KINDS, None, None, None)
         with store._db.transaction() as tx:
-            store._use_trigram_index(tx, "cust-4711")
-            plan = "\n".join(
-                str(next(iter(r.values())))
-                for r in tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
-            )
-        assert "Bitmap Index Scan on search_chunks_trgm" in plan, plan
-        assert "Seq Scan on search_chunks" not in plan, plan
+            store._plain_plan(tx)
+            found = tx.all("EXPLAIN " + sql + " LIMIT ? OFFSET ?", [*params, 200, 0])
+        plan = "\n".join(str(next(iter(r.values()))) for r in found)
+        assert "JIT" not in plan, plan
         assert [h.session_id for h in store.search_index("line 7 lorem")] == ["s-7"]
+        shown = ShownLines({f"s-{n}": {f"shown {n:06d}": 2.0} for n in range(20)})
+        hits = store.search_index("shown 000013", output_lines=shown)
+        assert [h.session_id for h in hits] == ["s-13"]
+        assert shown.read == ["s-13"]  # the signatures let only s-13 through
+        with store._db.transaction(write=True) as tx:  # a row from before migration 17
+            tx.run(
+                "INSERT INTO search_chunks (session_id, kind, first_offset, lines, offsets,"
+                " text) VALUES ('s-3', 'results', 0.5, 1, ?, 'legacy row 4711')",
+                [zlib.compress(b"[0.5]")],
+            )
+        assert [h.text for h in store.search_index("row 4711")] == ["legacy row 4711"]
+
+
+def test_digit_quads_narrow_a_number_soundly(store: Store) -> None:
+    """A number's trigrams are in most chunks; its 4-grams (from runs of digits) narrow
+    the candidates, and a number inside a longer one is still found."""
+    now = time.time()
+    lines = {}
+    for n in range(12):
+        _session(store, f"s-{n}", now - 1000 + n)
+        # every chunk has the trigrams of 5822, only one has the number
+        shown = f"id {n:02d} 582 822 build-{4711 + n * 1111:05d}9"
+        lines[f"s-{n}"] = {shown: 1.0}
+        store.replace_session_index(f"s-{n}", [("output", 1.0, shown)], source_bytes=1, now=now)
+    reader = ShownLines(lines)
+    hits = store.search_index("5822", output_lines=reader)  # inside build-058229 only
+    assert [h.session_id for h in hits] == ["s-1"]
+    assert reader.read == ["s-1"]  # the others were ruled out by the index
 
 
 # ------------------------------------------------------------------ reindex and SIGKILL
@@ -237,8 +311,18 @@ def test_reindex_killed_half_way_then_rerun_equals_a_clean_run(
     with open_config_store(clean) as store:
         assert reindex(store, clean) == (120, 0)
     expected = _whole_index(clean_dir / "bastion.toml")
-    marked = [sid for sid, rows in expected.items() if ("output", 1.1, "marker-00007") in rows]
-    assert len(marked) == 1  # the coloured line, as displayed, at its second
+    with open_config_store(clean) as store:
+        reader = OutputLines(store, clean)
+        hits = store.search_index("marker-00007", output_lines=reader)
+        assert [(h.kind, h.offset, h.text) for h in hits] == [("output", 1.1, "marker-00007")]
+        # read as plain streams (every line of these sessions is in theirs), not emulated
+        assert reader.read == 0 and reader.streams >= 1
+        sid = hits[0].session_id
+        streamed, emulated = reader(sid, None, True), reader(sid, None, False)
+        assert streamed is not None and emulated is not None and reader.read == 1
+        assert streamed["marker-00007"] == emulated["marker-00007"] == 1.1
+        joined = "\n".join(streamed)
+        assert all(line in joined for line in emulated)  # every displayed line is there
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion", "reindex", "-v", "--config", str(config.path)],
