@@ -13,16 +13,39 @@ import json
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
+from typing import Any
 
 from bastion.admin_actions import Origin
 from bastion.cli_shared import opened
 from bastion.cli_text import parse_since, printable
-from bastion.search_indexer import OutputLines
+from bastion.config import Config
 from bastion.search_query import audited_search, parse_kinds
+from bastion.store import Store
+from bastion.store.search import OutputLines
 from bastion.timeparse import format_duration
 
 _CONTEXT = 100  # characters of context around a hit
+
+
+def _output_lines(store: Store, config: Config) -> OutputLines:
+    """``bastion.search_indexer.OutputLines``, imported on its first call: it loads the
+    recorder (and asyncio), which a search with no output candidate never needs."""
+    reader: Any = None
+
+    def read(
+        session_id: str, must_show: str | None = None, in_stream: bool = False
+    ) -> Mapping[str, float] | None:
+        nonlocal reader
+        if reader is None:
+            from bastion.search_indexer import OutputLines as Reader
+
+            reader = Reader(store, config)
+        found: Mapping[str, float] | None = reader(session_id, must_show, in_stream)
+        return found
+
+    return read
 
 
 def context(text: str, needle: str, regex: bool, width: int = _CONTEXT) -> str:
@@ -43,7 +66,7 @@ def cmd_sessions_search(args: argparse.Namespace) -> int:
         hits = audited_search(
             store, Origin.cli(), args.text, kinds=kinds, user=args.user, target=args.target,
             since=since, regex=args.regex, limit=args.limit,
-            output_lines=OutputLines(store, config),
+            output_lines=_output_lines(store, config),
         )  # fmt: skip
         indexed = store.index_totals()[0]
     if args.json:
