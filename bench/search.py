@@ -11,15 +11,19 @@ How: ``--templates`` real recordings are written with the recorder (a shell with
 and for one session in four a psql-style capture of rows as ``pg.rows`` events)
 and indexed by the node's own code (``bastion.search_indexer.index_session``:
 read, emulate the terminal, mask, insert): that gives the indexing throughput in
-MB of recorded output per second. The fleet of N sessions then reuses those
-entries, session i taking template i mod K with its own unique tokens (so a rare
-token has one hit), inserted through ``Store.replace_session_index``; recordings'
-size is the templates' file sizes scaled the same way. Search latency is
-``Store.search_index`` (limit 100, what the CLI asks for) over 30 runs each of a
-rare token, a common token and a mid-word substring, plus one end-to-end
-``python -m bastion sessions search`` of the rare token (process start included) and
-``python -m bastion --help`` (the CLI's start alone): median wall and CPU seconds of 5
-runs each, with bytecode cached as an installed node has it.
+MB of recorded output per second. The fleet of N sessions then gets a real
+recording each (template i mod K with its own number for the token, so a rare
+token has one hit) and the template's index rows with that number, inserted
+through ``Store.replace_session_index``; "recordings MB" is the fleet's recordings
+on disk. Search latency is ``Store.search_index`` (limit 100, what the CLI asks
+for, reading candidate sessions' output back from their recordings with a fresh
+``OutputLines`` each run) over ``--runs`` runs each of a rare captured row, a rare
+line a terminal showed, a common word and a mid-word substring, plus end-to-end
+``python -m bastion sessions search`` of both rare tokens (process start included)
+and ``python -m bastion --help`` (the CLI's start alone): median wall and CPU
+seconds of 5 runs each, with bytecode cached as an installed node has it. On
+PostgreSQL the bench runs ``VACUUM ANALYZE`` after the bulk load (what autovacuum
+does) and prints each search relation's size.
 Nothing here asserts; the machine is shared and noisy.
 """
 
