@@ -51,7 +51,12 @@ def add_reindex_command(sub: Sub, add_config: AddOpt) -> None:
         ),
     )
     p.add_argument("--since", metavar="TIME|DURATION", help="only sessions started after this")
-    p.add_argument("--again", action="store_true", help="also redo sessions already indexed")
+    p.add_argument(
+        "--again",
+        action="store_true",
+        help="also redo sessions already indexed (without --since: rebuild the whole index "
+        "from empty, which also drops what re-indexed sessions left behind)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per session")
     add_config(p)
     p.set_defaults(func=lazy("bastion.cli_search:cmd_reindex"))

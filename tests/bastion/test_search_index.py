@@ -267,6 +267,32 @@ def test_postgresql_search_reads_the_signatures(pg_url: str) -> None:
         assert [h.text for h in store.search_index("row 4711")] == ["legacy row 4711"]
 
 
+def test_reindexing_leaves_dead_output_postings_until_a_rebuild(store: Store) -> None:
+    """SQLite cannot delete a contentless FTS5 row without its text: a re-indexed
+    session's old output postings stay, are never a hit, and a rebuild from empty
+    (``reindex --again`` without ``--since``) drops them with every marker."""
+    now = time.time()
+    _session(store, "s-1", now - 60)
+    rows = [("output", 1.0, "shown 4711"), ("results", 2.0, "row 4711")]
+    shown = ShownLines({"s-1": {"shown 4711": 1.0}})
+    for _ in range(2):
+        store.replace_session_index("s-1", rows, source_bytes=1, now=now)
+    hits = store.search_index("4711", output_lines=shown)
+    assert [(h.kind, h.text) for h in hits] == [("output", "shown 4711"), ("results", "row 4711")]
+
+    def postings() -> int:
+        with store._db.transaction() as tx:
+            found = tx.all("SELECT rowid FROM search_fts WHERE search_fts MATCH '\"471\"'")
+        return len(found)
+
+    if store._db.name == "sqlite":
+        assert postings() == 3  # the first output chunk's, dead; both current chunks'
+    store.clear_search_index()
+    assert store.sessions_to_index() == ["s-1"] and store.search_index("4711") == []
+    if store._db.name == "sqlite":
+        assert postings() == 0
+
+
 def test_digit_quads_narrow_a_number_soundly(store: Store) -> None:
     """A number's trigrams are in most chunks; its 4-grams (from runs of digits) narrow
     the candidates, and a number inside a longer one is still found."""
