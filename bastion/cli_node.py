@@ -159,6 +159,10 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
     from bastion.node_registry import FleetMembership
 
     stop, hurry = asyncio.Event(), asyncio.Event()
+    # before "listening on" is printed: a stop signal right after it (a supervisor, a
+    # test) must find the handlers, or the default SIGINT/SIGTERM ends the loop with
+    # the node unclosed and its threads keep the process alive
+    _install_signals(node, config, stop, hurry, reload_on_hup)
     fleet = FleetMembership(node, [server] + ([pg_server] if pg_server else []), stop)
     await fleet.join()
     metrics_server = None
@@ -180,7 +184,6 @@ async def _serve(config: Config, listen: str | None, reload_on_hup: bool = True)
         addr = sock.getsockname()
         log.info("SSH listener on %s:%s (node %s)", addr[0], addr[1], node.node)
         print(f"bastion: listening on {addr[0]}:{addr[1]}", flush=True)
-    _install_signals(node, config, stop, hurry, reload_on_hup)
     await node.audit("node", actions.NODE_START, node.node)
     try:
         await stop.wait()
