@@ -81,6 +81,9 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
         self.files: FileAuditFeed | None = None
         self.recording: LiveRecording | None = None
         self.finished = False
+        self._eof_held = False
+        self._up_exit: UpstreamChannel | None = None
+        self._outcome: str | None = None
         self._out: list[bytes] = []
         self._out_len = 0
         self._out_type: asyncssh.DataType = None
@@ -243,7 +246,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             self._line_ready.set()
         if self.up_conn is not None:
             self.up_conn.close()
-        self._closed(EndReason.CLIENT_CLOSED)
+        # the contractor closing after the target's exit was passed on: an exit
+        self._closed(self._outcome or EndReason.CLIENT_CLOSED)
 
     # --- relay plumbing ------------------------------------------------------------------
 
@@ -303,10 +307,29 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             self.chan.write(data, self._out_type)
 
     def upstream_eof(self) -> None:
-        """The target sent EOF."""
+        """The target sent EOF: passed on with its exit status, not before.
+
+        OpenSSH sends EOF, then the exit status, then closes. Passing EOF on at once and
+        the status only at the close left a window in which the contractor's client,
+        with nothing more to send (a ControlMaster above all), closed its channel
+        first: the status was never sent and ssh exited 255 with the output in hand.
+        So EOF waits for the status (or for the target's close)."""
         self._flush_out()
-        if self.chan is not None and not self.closed:
+        self._eof_held = True
+        if self._up_exit is not None:
+            self._eof_and_exit(self._up_exit)
+
+    def upstream_exit(self, up: UpstreamChannel) -> None:
+        """The target sent its exit status or signal: with its EOF, passed on now."""
+        self._up_exit = up
+        if self._eof_held:
+            self._eof_and_exit(up)
+
+    def _eof_and_exit(self, up: UpstreamChannel) -> None:
+        if self.chan is not None and not self.closed and not self.exited:
+            self._flush_out()
             self.chan.write_eof()
+        self._outcome = self._end_as(up)
 
     def pause_client(self) -> None:
         """Back-pressure from the target."""
@@ -320,6 +343,19 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
 
     def upstream_closed(self, up: UpstreamChannel, exc: Exception | None) -> None:
         """Mirror the target's exit onto the contractor's channel and end the record."""
+        if self._eof_held and self.chan is not None and not self.closed and not self.exited:
+            self._flush_out()
+            self.chan.write_eof()  # held for a status that did not come
+        reason = self._end_as(up)
+        if self.up_conn is not None:
+            self.up_conn.close()
+        self._closed(reason)
+
+    def _end_as(self, up: UpstreamChannel) -> str:
+        """Record the target's exit (once), send it to the contractor, and say why the
+        session ends."""
+        if self._outcome is not None:
+            return self._outcome
         if self.recording is not None:
             sig = up.exit_signal[0] if up.exit_signal is not None else None
             self.recording.exit(status=up.exit_status, signal=sig)
@@ -335,9 +371,8 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
                 self._stderr(f"bastion: connection to {self.target_name or 'target'} was lost\r\n")
             self._exit(status=255)
             reason = EndReason.UPSTREAM_LOST
-        if self.up_conn is not None:
-            self.up_conn.close()
-        self._closed(reason)
+        self._outcome = reason
+        return reason
 
     def _closed(self, reason: str) -> None:
         """One leg is down: the session ends (for ``reason`` unless decided before)."""

@@ -21,6 +21,9 @@ class Relay(Protocol):
     def upstream_eof(self) -> None:
         """Target EOF."""
 
+    def upstream_exit(self, up: UpstreamChannel) -> None:
+        """Target exit status or signal received."""
+
     def pause_client(self) -> None:
         """Stop reading contractor input (target not reading)."""
 
@@ -49,12 +52,14 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
         return True
 
     def exit_status_received(self, status: int) -> None:
-        """Remember the exit status for the contractor's channel."""
+        """The exit status, for the contractor's channel."""
         self.exit_status = status
+        self.relay.upstream_exit(self)
 
     def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
-        """Remember the exit signal for the contractor's channel."""
+        """The exit signal, for the contractor's channel."""
         self.exit_signal = (signal, core_dumped, msg, lang)
+        self.relay.upstream_exit(self)
 
     def pause_writing(self) -> None:
         """The target is not reading: stop reading from the contractor."""
