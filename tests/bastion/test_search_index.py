@@ -293,6 +293,28 @@ def test_reindexing_leaves_dead_output_postings_until_a_rebuild(store: Store) ->
         assert postings() == 0
 
 
+def test_an_unindexed_search_of_output_is_bounded(store: Store) -> None:
+    """A text the index cannot narrow (under three characters) re-reads at most
+    UNINDEXED_OUTPUT_SESSIONS sessions' output, then says how to narrow it."""
+    from bastion.store.search import UNINDEXED_OUTPUT_SESSIONS
+
+    now = time.time()
+    count = UNINDEXED_OUTPUT_SESSIONS + 5
+    for n in range(count):
+        _session(store, f"s-{n:03d}", now - 10_000 + n)
+        store.replace_session_index(
+            f"s-{n:03d}", [("output", 1.0, f"line {n}")], source_bytes=1, now=now
+        )
+    shown = ShownLines({f"s-{n:03d}": {f"line {n}": 1.0} for n in range(count)})
+    with pytest.raises(UsageError, match="narrow it with --since"):
+        store.search_index("zq", output_lines=shown)
+    assert len(shown.read) == UNINDEXED_OUTPUT_SESSIONS
+    assert [h.text for h in store.search_index("ne", output_lines=shown, limit=3)] == [
+        f"line {count - 1}", f"line {count - 2}", f"line {count - 3}",
+    ]  # fmt: skip
+    assert store.search_index("zq", output_lines=shown, kinds=("results",)) == []
+
+
 def test_digit_quads_narrow_a_number_soundly(store: Store) -> None:
     """A number's trigrams are in most chunks; its 4-grams (from runs of digits) narrow
     the candidates, and a number inside a longer one is still found."""
