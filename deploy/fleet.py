@@ -209,8 +209,11 @@ def configure_node(
     return path
 
 
-def haproxy_config(ssh: int, pg: int, nodes: dict[str, dict[str, int]]) -> str:
-    """TCP mode, PROXY v2 to the nodes, health from each node's /healthz."""
+def haproxy_config(
+    ssh: int, pg: int, nodes: dict[str, dict[str, int]], stats: Path | None = None
+) -> str:
+    """TCP mode, PROXY v2 to the nodes, health from each node's /healthz; ``stats``: a
+    UNIX socket for ``show stat`` (what ``up`` waits on)."""
 
     def servers(kind: str) -> str:
         return "".join(
@@ -218,9 +221,10 @@ def haproxy_config(ssh: int, pg: int, nodes: dict[str, dict[str, int]]) -> str:
             for n, p in nodes.items()
         )
 
+    stats_line = f"    stats socket {stats} mode 600 level user\n" if stats is not None else ""
     return f"""global
     maxconn 2000
-
+{stats_line}
 defaults
     mode tcp
     timeout connect 5s
@@ -283,14 +287,53 @@ def up(base: Path, ssh_port: int, pg_port: int) -> dict[str, Any]:
         wait_port(nodes[name]["ssh"], f"node {name}", None, log)
     say("HAProxy")
     cfg = base / "haproxy.cfg"
-    cfg.write_text(haproxy_config(ssh_port, pg_port, nodes))
+    cfg.write_text(haproxy_config(ssh_port, pg_port, nodes, base / "haproxy.sock"))
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     state["pids"]["haproxy"] = spawn([haproxy, "-db", "-f", str(cfg)], base / "haproxy.log")
     state.update(nodes=nodes, ssh_port=ssh_port, pg_port=pg_port, state_url=state_url)
     state["configs"] = {n: str(c) for n, c in configs.items()}
     save()
     wait_port(ssh_port, "HAProxy", None, base / "haproxy.log")
+    wait_servers_up(base / "haproxy.sock", base / "haproxy.log")
     return state
+
+
+def server_states(sock: Path) -> dict[str, str]:
+    """HAProxy's view of each node, ``backend/server`` -> status (``show stat``)."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(5)
+        conn.connect(str(sock))
+        conn.sendall(b"show stat\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    header = lines[0][2:].split(",")
+    states = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("svname") not in (None, "FRONTEND", "BACKEND"):
+            states[f"{row['pxname']}/{row['svname']}"] = row.get("status", "")
+    return states
+
+
+def wait_servers_up(sock: Path, log: Path, timeout: float = 60.0) -> None:
+    """Until HAProxy's health checks pass for every node: "fleet up" means traffic
+    reaches both (a node still starting, or a slow first check, would leave one out
+    of the balancing)."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        try:
+            states = server_states(sock)
+        except OSError:
+            states = {}
+        if states and all(status.startswith("UP") for status in states.values()):
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"fleet: HAProxy does not see every node up: {states}; see {log}")
 
 
 def _alive(pid: int) -> bool:
