@@ -141,12 +141,6 @@ def _stream_events(path: str) -> list[tuple[float, bytes]] | None:
     return found
 
 
-def output_stream(path: str) -> str | None:
-    """The plain stream of a recording (None past ``MAX_STREAM`` or for file transfers)."""
-    events = _stream_events(path)
-    return None if events is None else plain_stream(b"".join(data for _, data in events))
-
-
 _STREAM_LINE = 4096  # characters of a stream line per entry; longer lines are cut in
 _STREAM_OVERLAP = 256  # pieces that overlap by this much, so a text across a cut is found
 

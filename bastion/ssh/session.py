@@ -326,10 +326,14 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
             self._eof_and_exit(up)
 
     def _eof_and_exit(self, up: UpstreamChannel) -> None:
-        if self.chan is not None and not self.closed and not self.exited:
+        self._pass_eof()
+        self._outcome = self._end_as(up)
+
+    def _pass_eof(self) -> None:
+        """The target's EOF, held until now, to the contractor."""
+        if self._eof_held and self.chan is not None and not self.closed and not self.exited:
             self._flush_out()
             self.chan.write_eof()
-        self._outcome = self._end_as(up)
 
     def pause_client(self) -> None:
         """Back-pressure from the target."""
@@ -343,9 +347,7 @@ class RelaySession(TargetChoice, asyncssh.SSHServerSession[bytes]):
 
     def upstream_closed(self, up: UpstreamChannel, exc: Exception | None) -> None:
         """Mirror the target's exit onto the contractor's channel and end the record."""
-        if self._eof_held and self.chan is not None and not self.closed and not self.exited:
-            self._flush_out()
-            self.chan.write_eof()  # held for a status that did not come
+        self._pass_eof()  # held for a status that did not come
         reason = self._end_as(up)
         if self.up_conn is not None:
             self.up_conn.close()
