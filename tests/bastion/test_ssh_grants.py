@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import subprocess
 import tempfile
@@ -292,7 +293,13 @@ def _forward_roundtrip(
                         break
                 except ConnectionRefusedError:
                     time.sleep(0.2)
-                except ConnectionResetError:  # the forward was refused: ssh dropped the socket
+                except (ConnectionResetError, BrokenPipeError):
+                    got = b""  # the forward was refused: ssh dropped the socket
+                    break
+                except OSError as e:
+                    # ssh dropped the socket before our shutdown(): same refusal, seen later
+                    if e.errno != errno.ENOTCONN:
+                        raise
                     got = b""
                     break
         finally:
