@@ -174,6 +174,21 @@ class LiveRecording:
         if self.subscribers:
             self._publish(Structured(self.writer.last_event_time, name, payload))
 
+    def encoded_event(self, name: str, data: bytes) -> None:
+        """A structured event already in ``canonical_json`` bytes (the relay's fast
+        ``pg.query``, ``bastion.pg.query_log.query_json``). Only while nobody watches:
+        a watcher is handed the payload itself, so the caller uses ``event`` then."""
+        if self.failed is not None:
+            return
+        try:
+            self.writer.encoded_event(name, data)
+        except RecordingStorageLow as e:
+            self._fail(str(e), sealable=True)
+        except RecordingWriteError as e:
+            self._fail(str(e))
+        except ValueError as e:  # an event the format cannot hold: unrecorded means ended
+            self._fail(f"event could not be recorded: {e}")
+
     def exit(self, status: int | None = None, signal: str | None = None) -> None:
         """How the remote side ended."""
         self._guard(lambda: self.writer.exit(status=status, signal=signal))

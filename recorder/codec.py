@@ -41,6 +41,7 @@ __all__ = [
     "exit_payload",
     "read_varint",
     "resize_payload",
+    "structured_prefix",
     "structured_payload",
     "write_varint",
 ]
@@ -142,12 +143,17 @@ def exit_payload(status: int | None, signal: str | None) -> bytes:
     return out
 
 
-def structured_payload(name: str, payload: JSONValue) -> bytes:
-    """Payload of a structured event: varint name length, name, canonical JSON."""
+def structured_prefix(name: str) -> bytes:
+    """What comes before a structured event's JSON: varint name length, name."""
     raw_name = name.encode("utf-8")
     if not 0 < len(raw_name) <= MAX_NAME_BYTES:
         raise ValueError(f"event name must be 1..{MAX_NAME_BYTES} UTF-8 bytes, got {name!r}")
-    return write_varint(len(raw_name)) + raw_name + canonical_json(payload)
+    return write_varint(len(raw_name)) + raw_name
+
+
+def structured_payload(name: str, payload: JSONValue) -> bytes:
+    """Payload of a structured event: varint name length, name, canonical JSON."""
+    return structured_prefix(name) + canonical_json(payload)
 
 
 def encode_event(event: Event, prev_us: int) -> tuple[bytes, int]:

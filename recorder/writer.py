@@ -47,6 +47,7 @@ from recorder.codec import (
     exit_payload,
     resize_payload,
     structured_payload,
+    structured_prefix,
 )
 from recorder.compress import MAX_CHUNK_RAW, compress_chunk
 from recorder.errors import RecordingClosedError, RecordingStorageLow, RecordingWriteError
@@ -342,6 +343,15 @@ class RecordingWriter:
         Raises ValueError if the payload is not JSON-serialisable or over 1 MiB.
         """
         self._event(EventKind.STRUCTURED, structured_payload(name, payload))
+
+    def encoded_event(self, name: str, data: bytes) -> None:
+        """Record a structured event whose payload is already ``canonical_json`` bytes.
+
+        For a hot caller that builds the canonical encoding itself (the PostgreSQL
+        relay's ``pg.query``): the bytes are stored as given, so they must be exactly
+        what ``canonical_json`` makes of the payload. Raises ValueError like ``event``.
+        """
+        self._event(EventKind.STRUCTURED, structured_prefix(name) + data)
 
     def _stream(self, kind: EventKind, data: bytes) -> None:
         with self._lock:

@@ -40,7 +40,13 @@ from bastion.pg.login import LoggedIn, LoginRefused, log_in
 from bastion.pg.masking import SessionMasks
 from bastion.pg.messages import AuthenticationOk, CancelRequest, NoticeResponse
 from bastion.pg.protocol import error_response
-from bastion.pg.query_log import QUERY_EVENT, ROWS_EVENT, RowCapture, query_payload
+from bastion.pg.query_log import (
+    QUERY_EVENT,
+    ROWS_EVENT,
+    RowCapture,
+    query_json,
+    query_payload,
+)
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from bastion.proxied import client_address
@@ -507,7 +513,11 @@ class ClientConnection(asyncio.Protocol):
             if self.masks is not None and any(t.startswith(_DDL_TAGS) for t in rec.tags):
                 self.masks.catalog.invalidate()  # columns and views may have changed
             if recording is not None:
-                recording.event(QUERY_EVENT, query_payload(self._seq, rec))
+                data = None if recording.subscribers else query_json(self._seq, rec)
+                if data is None:
+                    recording.event(QUERY_EVENT, query_payload(self._seq, rec))
+                else:
+                    recording.encoded_event(QUERY_EVENT, data)
             if rec.returned and session is not None:
                 session.core.rows_returned(rec.sql, rec.returned)
             sql = rec.sql
