@@ -16,6 +16,7 @@ raises ``RecordingFormatError`` and nothing else (the fuzz tests hold it to that
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from recorder.errors import RecordingFormatError
 from recorder.events import (
@@ -143,8 +144,10 @@ def exit_payload(status: int | None, signal: str | None) -> bytes:
     return out
 
 
+@lru_cache(maxsize=64)
 def structured_prefix(name: str) -> bytes:
-    """What comes before a structured event's JSON: varint name length, name."""
+    """What comes before a structured event's JSON: varint name length, name (cached:
+    a handful of names, one per event on the PostgreSQL relay's hot path)."""
     raw_name = name.encode("utf-8")
     if not 0 < len(raw_name) <= MAX_NAME_BYTES:
         raise ValueError(f"event name must be 1..{MAX_NAME_BYTES} UTF-8 bytes, got {name!r}")
