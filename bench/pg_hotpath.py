@@ -46,7 +46,7 @@ from bastion.pg.messages import (
     Sync,
     TransactionStatus,
 )
-from bastion.pg.query_log import QUERY_EVENT, query_payload
+from bastion.pg.query_log import QUERY_EVENT, query_json, query_payload
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from recorder.writer import RecordingWriter
@@ -93,6 +93,26 @@ def timed(n: int, transaction: Callable[[int], None], cold: bytearray | None) ->
     return took
 
 
+def _recorder(stage: str, writer: RecordingWriter | None) -> Callable[[list[QueryRecord]], None]:
+    """The server scanner's record callback for ``stage``, as ``ClientConnection`` writes."""
+    seq = 0
+
+    def on_records(records: list[QueryRecord]) -> None:
+        nonlocal seq
+        for rec in records:
+            seq += 1
+            if stage in ("payload", "record"):
+                data = query_json(seq, rec)
+                if data is None:
+                    payload = query_payload(seq, rec)
+                    if writer is not None:
+                        writer.event(QUERY_EVENT, payload)
+                elif writer is not None:
+                    writer.encoded_event(QUERY_EVENT, data)
+
+    return on_records
+
+
 def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
     """µs per transaction with the stages up to ``stage`` (one run of ``n``; ``cold``:
     see ``timed``)."""
@@ -106,16 +126,7 @@ def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
         writer = RecordingWriter.create(
             work / "r.bastrec", "01ARZ3NDEKTSV4RRFFQ69G5FAV", {}, Ed25519PrivateKey.generate()
         )
-    seq = 0
-
-    def on_records(records: list[QueryRecord]) -> None:
-        nonlocal seq
-        for rec in records:
-            seq += 1
-            if stage in ("payload", "record"):
-                payload = query_payload(seq, rec)
-                if writer is not None:
-                    writer.event(QUERY_EVENT, payload)
+    on_records = _recorder(stage, writer)
 
     client = ClientScanner(tracker, 1 << 20)
     srv = ServerScanner(tracker, 1 << 20, on_records)
