@@ -65,6 +65,28 @@ def _text(body: bytes, what: str) -> str:
     return body[:-1].decode("utf-8", "surrogateescape")
 
 
+def _run_of(buf: bytes, pos: int, type_byte: int, low: int, high: int) -> tuple[int, int, int]:
+    """Where the run of whole ``type_byte`` frames at ``pos`` ends, its frames, their body bytes.
+
+    The rest of a run (a result's rows, a COPY's lines) in a loop that checks only
+    what ``_split`` would: a frame of another type, a length outside ``low..high``
+    (body bytes) or an incomplete frame ends the run, and ``_split`` looks at it.
+    """
+    unpack = _HEADER.unpack_from
+    size = len(buf)
+    low4, high4 = low + 4, high + 4
+    n = total = 0
+    while size - pos >= 5:
+        next_type, length = unpack(buf, pos)
+        end = pos + 1 + length
+        if next_type != type_byte or not low4 <= length <= high4 or end > size:
+            break
+        n += 1
+        total += length
+        pos = end
+    return pos, n, total - 4 * n
+
+
 class _Scanner:
     """Framing shared by both directions: an unparsed tail, limits, a failed state."""
 
@@ -147,6 +169,10 @@ class _Scanner:
                     run_type, run_count, run_bytes = type_byte, 0, 0
                 run_count += 1
                 run_bytes += length - 4
+                pos, n, body_bytes = _run_of(buf, end, type_byte, low, high)
+                run_count += n
+                run_bytes += body_bytes
+                continue
             else:
                 if run_count:
                     frames.append((run_type | RUN, run_count, run_bytes))

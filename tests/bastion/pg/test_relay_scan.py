@@ -220,3 +220,55 @@ def test_client_scanner_refuses_before_buffering_and_stays_failed(
         scanner.feed(data)
     with pytest.raises(ProtocolViolation, match="already failed"):
         scanner.feed(encode(m.Sync()))
+
+
+@fuzz
+@given(
+    st.sampled_from(["rows", "copy"]),
+    st.integers(2, 300),
+    st.integers(0, 299),
+    st.sampled_from(["none", "length", "huge", "type", "truncate"]),
+    st.lists(st.integers(1, 700), min_size=1, max_size=5),
+)
+def test_long_runs_of_rows_match_with_a_fault_anywhere_in_them(
+    kind: str, count: int, at: int, fault: str, pieces: list[int]
+) -> None:
+    """A result's rows and a COPY's lines are skipped in a loop of their own: a run cut
+    by a bad length, a frame of another type or the end of the data mid-run gives the
+    same records and the same refusal as the parsers."""
+    row = m.DataRow([b"42", None]) if kind == "rows" else m.CopyData(b"42\tline\n")
+    head: list[Any] = [m.RowDescription([m.FieldDescription("a"), m.FieldDescription("b")])]
+    if kind == "copy":
+        head = [m.CopyOutResponse(0, [0, 0])]
+    tail: list[Any] = [m.CommandComplete(f"{'SELECT' if kind == 'rows' else 'COPY'} {count}")]
+    if kind == "copy":
+        tail.insert(0, m.CopyDone())
+    tail.append(m.ReadyForQuery(m.TransactionStatus.IDLE))
+    frames = [bytearray(encode(row)) for _ in range(count)]
+    target = frames[at % count]
+    if fault == "length":
+        struct.pack_into("!i", target, 1, 3)  # shorter than a header allows
+    elif fault == "huge":
+        struct.pack_into("!i", target, 1, 1 << 30)
+    elif fault == "type":
+        target[0] = ord("n")  # NoData in the middle of the rows
+    server = (
+        b"".join(encode(x) for x in head) + b"".join(frames) + b"".join(encode(x) for x in tail)
+    )
+    if fault == "truncate":
+        server = server[: len(server) - len(encode(tail[-1])) - 3]
+    query = "SELECT a, b FROM t" if kind == "rows" else "COPY t TO STDOUT"
+    wire = [(True, encode(m.Query(query))), (False, server)]
+    expected = _reference(wire, False)
+    assert _scanned(wire, False, [1 << 30]) == expected
+    assert _scanned(wire, False, pieces) == expected
+    if fault in ("length", "type"):  # refused at that very frame, for that reason
+        scanner = ServerScanner(QueryTracker(_clock), 1 << 30, lambda _records: None)
+        with pytest.raises(ProtocolViolation) as refused:
+            scanner.feed(server)
+        parser = BackendParser()
+        parser.receive_data(server)
+        with pytest.raises(ProtocolViolation) as reference:
+            while not isinstance(parser.next_event(), Sentinel):
+                pass
+        assert refused.value.message == reference.value.message
