@@ -155,24 +155,30 @@ class LiveRecording:
         if self.subscribers and self.failed is None:
             self._publish(Marker(self.writer.last_event_time, label[:200]))
 
-    def event(self, name: str, payload: JSONValue) -> None:
-        """A structured event (``bastion.pg.query_event``: a query and its optional rows)."""
+    def event(self, name: str, payload: JSONValue, chunk: int | None = None) -> int:
+        """A structured event (``bastion.pg.query_event``: a query and its optional rows).
+
+        Returns the seq of the chunk it went into; with ``chunk``, records it only if
+        it goes into that chunk (``RecordingWriter.event``), else returns 0. A failed
+        recording records nothing and returns -1 (nothing to retry).
+        """
         # Hot path (every query of a database session): no closure.
         if self.failed is not None:
-            return
+            return -1
         try:
-            self.writer.event(name, payload)
+            into = self.writer.event(name, payload, chunk)
         except RecordingStorageLow as e:
             self._fail(str(e), sealable=True)
-            return
+            return -1
         except RecordingWriteError as e:
             self._fail(str(e))
-            return
+            return -1
         except ValueError as e:  # an event the format cannot hold: unrecorded means ended
             self._fail(f"event could not be recorded: {e}")
-            return
-        if self.subscribers:
+            return -1
+        if into and self.subscribers:
             self._publish(Structured(self.writer.last_event_time, name, payload))
+        return into
 
     def exit(self, status: int | None = None, signal: str | None = None) -> None:
         """How the remote side ended."""

@@ -46,7 +46,7 @@ from bastion.pg.messages import (
     Sync,
     TransactionStatus,
 )
-from bastion.pg.query_log import QUERY_EVENT, query_payload
+from bastion.pg.query_log import QueryLog, query_payload
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from recorder.writer import RecordingWriter
@@ -107,15 +107,16 @@ def run(mode: str, n: int, stage: str, cold: bytearray | None = None) -> float:
             work / "r.bastrec", "01ARZ3NDEKTSV4RRFFQ69G5FAV", {}, Ed25519PrivateKey.generate()
         )
     seq = 0
+    log = QueryLog()  # a prepared statement's text once per chunk, as the node writes
 
     def on_records(records: list[QueryRecord]) -> None:
         nonlocal seq
         for rec in records:
             seq += 1
-            if stage in ("payload", "record"):
-                payload = query_payload(seq, rec)
-                if writer is not None:
-                    writer.event(QUERY_EVENT, payload)
+            if writer is not None:
+                log.record(writer, seq, rec)
+            elif stage == "payload":
+                query_payload(seq, rec)
 
     client = ClientScanner(tracker, 1 << 20)
     srv = ServerScanner(tracker, 1 << 20, on_records)
