@@ -37,7 +37,14 @@ from recorder.frames import ChunkMeta
 from recorder.scan import FileScanner, Item
 from tests.waiting import wait_until
 
-MODES: tuple[tuple[str, list[str]], ...] = (("select-only", ["-S"]), ("tpcb-like", []))
+MODES: tuple[tuple[str, list[str]], ...] = (
+    ("select-only", ["-S"]),
+    ("tpcb-like", []),
+    ("2 KB statement", ["-f", "{long}"]),
+)
+_COLUMNS = ", ".join(f"abalance + {i} AS report_column_{i:03d}" for i in range(64))
+LONG = f"\\set a random(1, 100000)\nSELECT {_COLUMNS} FROM pgbench_accounts WHERE aid = :a;\n"
+"""An ORM-sized statement (about 2 KB of text) in a custom pgbench script."""
 
 
 def measure(path: Path) -> tuple[int, int, int, int, int]:
@@ -86,15 +93,21 @@ def main() -> None:
             [exe, "-i", "-q", "-s", str(args.scale), "bench"], env=direct, check=True,
             capture_output=True,
         )  # fmt: skip
+        long = work / "long.sql"
+        long.write_text(LONG)
         h = start_bastion(work, "bastion")
         stack.callback(h.close)
         for name, flags in MODES:
             for mode in ("prepared", "extended", "simple"):
-                who, token = bastion_token(h, server, user, password, f"b{len(rows)}")
+                target = f"b{len(rows)}"  # a target per run: its own contractor and session
+                who, token = bastion_token(h, server, user, password, target)
                 env = bastion_env(dict(os.environ), h, who, token)
+                flags = [f.format(long=long) for f in flags]
                 cmd = [exe, "-n", *flags, "-M", mode, "-c", "1", "-t", str(args.transactions)]
                 started = time.monotonic()
-                subprocess.run([*cmd, "bench"], env=env, check=True, capture_output=True)
+                run = subprocess.run([*cmd, target], env=env, capture_output=True, text=True)
+                if run.returncode != 0:
+                    raise SystemExit(f"{' '.join(cmd)} failed: {run.stderr}")
                 took = time.monotonic() - started
 
                 def sealed(who: str = who) -> list[SessionRecord]:
