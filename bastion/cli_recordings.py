@@ -28,6 +28,7 @@ from bastion.config import Config, load_config
 from bastion.errors import BastionError, ConfigError, NotFound, UsageError
 from bastion.grants import format_time
 from bastion.ids import is_session_id
+from bastion.pg.query_event import resolve_queries
 from bastion.recording_files import RecordingFile, recording_file
 from bastion.s3_config import S3Config
 from bastion.s3store import S3Location, is_s3_location
@@ -367,7 +368,8 @@ def _export_to(reader: RecordingReader, fmt: str, out: BinaryIO, include_input: 
     try:
         if fmt == "asciicast":
             return export.to_asciicast(reader, text, include_input=include_input)
-        return export.to_jsonl(reader, text)
+        # Self-contained: a prepared statement's text on every execution, as before.
+        return export.to_jsonl(reader, text, events=resolve_queries(reader.events()))
     finally:
         text.flush()
         text.detach()

@@ -15,12 +15,13 @@ verifies). A real ENOSPC or read-only remount still ends the session, unsealed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bastion import audit_actions as actions
 from bastion.config import Config
@@ -155,39 +156,46 @@ class LiveRecording:
         if self.subscribers and self.failed is None:
             self._publish(Marker(self.writer.last_event_time, label[:200]))
 
-    def event(self, name: str, payload: JSONValue) -> None:
-        """A structured event (``bastion.pg.query_event``: a query and its optional rows)."""
+    def event(self, name: str, payload: JSONValue, chunk: int | None = None) -> int:
+        """A structured event (``bastion.pg.query_event``: a query and its optional rows).
+
+        Returns the seq of the chunk it went into; with ``chunk``, records it only if
+        it goes into that chunk (``RecordingWriter.event``), else returns 0. A failed
+        recording records nothing and returns -1 (nothing to retry).
+        """
+        into = self._structured(self.writer.event, name, payload, chunk)
+        if into > 0 and self.subscribers:
+            self._publish(Structured(self.writer.last_event_time, name, payload))
+        return into
+
+    def encoded_event(self, name: str, data: bytes, chunk: int | None = None) -> int:
+        """``event`` with the payload already in ``canonical_json`` bytes (the relay's
+        ``pg.query``, ``bastion.pg.query_log.query_json``); a watcher is handed the
+        payload parsed back from them (the same JSON value)."""
+        into = self._structured(self.writer.encoded_event, name, data, chunk)
+        if into > 0 and self.subscribers:
+            self._publish(Structured(self.writer.last_event_time, name, json.loads(data)))
+        return into
+
+    def _structured(
+        self,
+        write: Callable[[str, Any, int | None], int],
+        name: str,
+        body: Any,
+        chunk: int | None,
+    ) -> int:
         # Hot path (every query of a database session): no closure.
         if self.failed is not None:
-            return
+            return -1
         try:
-            self.writer.event(name, payload)
-        except RecordingStorageLow as e:
-            self._fail(str(e), sealable=True)
-            return
-        except RecordingWriteError as e:
-            self._fail(str(e))
-            return
-        except ValueError as e:  # an event the format cannot hold: unrecorded means ended
-            self._fail(f"event could not be recorded: {e}")
-            return
-        if self.subscribers:
-            self._publish(Structured(self.writer.last_event_time, name, payload))
-
-    def encoded_event(self, name: str, data: bytes) -> None:
-        """A structured event already in ``canonical_json`` bytes (the relay's fast
-        ``pg.query``, ``bastion.pg.query_log.query_json``). Only while nobody watches:
-        a watcher is handed the payload itself, so the caller uses ``event`` then."""
-        if self.failed is not None:
-            return
-        try:
-            self.writer.encoded_event(name, data)
+            return write(name, body, chunk)
         except RecordingStorageLow as e:
             self._fail(str(e), sealable=True)
         except RecordingWriteError as e:
             self._fail(str(e))
         except ValueError as e:  # an event the format cannot hold: unrecorded means ended
             self._fail(f"event could not be recorded: {e}")
+        return -1
 
     def exit(self, status: int | None = None, signal: str | None = None) -> None:
         """How the remote side ended."""

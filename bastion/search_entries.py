@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT
+from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT, resolve_queries
 from bastion.store import Store
 from recorder import RecordingReader
 from recorder.events import JSONValue, Output, Resize, Structured
@@ -231,7 +231,7 @@ def recording_entries(
         header = reader.header
         lines = DisplayedLines(header.meta_int("cols") or 80, header.meta_int("rows") or 24)
         screen = not _file_transfer(header.meta_str("request"))
-        for event in reader.events():
+        for event in resolve_queries(reader.events()):
             if isinstance(event, Output) and screen:
                 size += len(event.data)
                 lines.feed(event.time, event.data)

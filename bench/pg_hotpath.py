@@ -46,7 +46,7 @@ from bastion.pg.messages import (
     Sync,
     TransactionStatus,
 )
-from bastion.pg.query_log import QUERY_EVENT, query_json, query_payload
+from bastion.pg.query_log import QueryLog, query_json, query_payload
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from recorder.writer import RecordingWriter
@@ -94,21 +94,19 @@ def timed(n: int, transaction: Callable[[int], None], cold: bytearray | None) ->
 
 
 def _recorder(stage: str, writer: RecordingWriter | None) -> Callable[[list[QueryRecord]], None]:
-    """The server scanner's record callback for ``stage``, as ``ClientConnection`` writes."""
+    """The server scanner's record callback for ``stage``, as ``ClientConnection`` writes
+    (a prepared statement's text once per chunk, the common record encoded directly)."""
     seq = 0
+    log = QueryLog()
 
     def on_records(records: list[QueryRecord]) -> None:
         nonlocal seq
         for rec in records:
             seq += 1
-            if stage in ("payload", "record"):
-                data = query_json(seq, rec)
-                if data is None:
-                    payload = query_payload(seq, rec)
-                    if writer is not None:
-                        writer.event(QUERY_EVENT, payload)
-                elif writer is not None:
-                    writer.encoded_event(QUERY_EVENT, data)
+            if writer is not None:
+                log.record(writer, seq, rec)
+            elif stage == "payload" and query_json(seq, rec) is None:
+                query_payload(seq, rec)
 
     return on_records
 

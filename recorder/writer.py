@@ -337,21 +337,42 @@ class RecordingWriter:
         """Record the end of the remote process (exit status and/or signal name)."""
         self._event(EventKind.EXIT, exit_payload(status, signal))
 
-    def event(self, name: str, payload: JSONValue) -> None:
+    def event(self, name: str, payload: JSONValue, chunk: int | None = None) -> int:
         """Record a structured event (e.g. ``query``/``result``) with a JSON payload.
 
+        Returns the seq of the chunk the event went into. With ``chunk``, the event
+        is recorded only if it goes into that chunk, else nothing is recorded and 0 is
+        returned: a payload that refers to an earlier event of the same chunk (a
+        reader starting at any chunk finds what it refers to) is checked under the
+        writer's lock, so a ``tick()`` cutting the chunk meanwhile cannot split them.
         Raises ValueError if the payload is not JSON-serialisable or over 1 MiB.
         """
-        self._event(EventKind.STRUCTURED, structured_payload(name, payload))
+        return self._structured(structured_payload(name, payload), chunk)
 
-    def encoded_event(self, name: str, data: bytes) -> None:
-        """Record a structured event whose payload is already ``canonical_json`` bytes.
+    def encoded_event(self, name: str, data: bytes, chunk: int | None = None) -> int:
+        """``event`` with the payload already in ``canonical_json`` bytes.
 
         For a hot caller that builds the canonical encoding itself (the PostgreSQL
-        relay's ``pg.query``): the bytes are stored as given, so they must be exactly
-        what ``canonical_json`` makes of the payload. Raises ValueError like ``event``.
+        relay's ``pg.query``, ``bastion.pg.query_log.query_json``): the bytes are
+        stored as given, so they must be exactly what ``canonical_json`` makes of the
+        payload. Returns and raises as ``event``.
         """
-        self._event(EventKind.STRUCTURED, structured_prefix(name) + data)
+        return self._structured(structured_prefix(name) + data, chunk)
+
+    def _structured(self, data: bytes, chunk: int | None) -> int:
+        if len(data) > MAX_EVENT_BYTES:
+            raise ValueError(f"event payload of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
+        with self._lock:
+            self._check_open()
+            if self._short is not None:
+                raise self._short
+            into = self._seq + 1
+            if chunk is not None and chunk != into:
+                return 0
+            self._append(EventKind.STRUCTURED, data, self._now_us())
+            if len(self._buf) >= self._policy.chunk_bytes:
+                self._cut()
+            return into
 
     def _stream(self, kind: EventKind, data: bytes) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.pg.query_event import QueryEvent
+from bastion.pg.query_event import QueryEvent, QueryResolver
 from recorder import Event, Input, Marker, Output, RecordingReader, extract_commands
 from replay.keyframe_store import KeyframeStore
 
@@ -85,6 +85,7 @@ def scan_recording(
     facts = RecordingFacts(duration=reader.duration)
     kept_input = 0
     buckets = len(facts.density)
+    resolver = QueryResolver()  # prepared statements' text, from the event that carries it
 
     def tap() -> Iterator[Event]:
         nonlocal kept_input
@@ -100,7 +101,7 @@ def scan_recording(
                     kept_input += len(event.data)
             elif isinstance(event, Marker):
                 facts.markers.append((event.time, event.label))
-            elif query := QueryEvent.from_event(event):
+            elif query := QueryEvent.from_event(resolver.resolve(event)):
                 facts.queries.append(query.to_payload())
                 facts.density[slot] += 1
             yield event

@@ -318,7 +318,9 @@ class _Connection:
             return
         try:
             await node.audit(self.operator.name, actions.CONTROL_WATCH, session_id)
-            snap = await asyncio.to_thread(build_snapshot, f, tail, session_id, rec.size)
+            snap = await asyncio.to_thread(
+                build_snapshot, f, tail, session_id, rec.size, resolver=watcher.resolver
+            )
             await self.send({"id": req_id, "event": event_to_wire(snap)})
             end = await self._stream(req_id, watcher)
             if end is not None:
@@ -341,7 +343,7 @@ class _Connection:
         while True:
             batch = await watcher.next_batch()
             for event in batch:
-                live = to_live_event(event)
+                live = to_live_event(event, watcher.resolver)
                 if live is not None:
                     await self.send({"id": req_id, "event": event_to_wire(live)})
             if watcher.dropped is not None:

@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 
 from bastion.control.messages import Snapshot
 from bastion.control.screen_cut import Cut, find_cut
-from bastion.pg.query_event import QueryEvent
-from recorder import LiveTail, Output, RecordingReader
+from bastion.pg.query_event import QueryEvent, QueryResolver
+from recorder import Event, LiveTail, Output, RecordingReader
 
 __all__ = ["FALLBACK_BYTES", "MAX_QUERIES", "MAX_WINDOW", "build_snapshot", "recorded_size"]
 
@@ -41,11 +41,15 @@ def build_snapshot(
     session_id: str,
     size: tuple[int, int] | None,
     max_window: int = MAX_WINDOW,
+    resolver: QueryResolver | None = None,
 ) -> Snapshot:
     """The snapshot of a live recording at ``tail`` (see the module docstring).
 
     ``f`` is the recording file opened when ``tail`` was taken; ``size`` is the
-    terminal size last recorded (None: the header's, else 80x24).
+    terminal size last recorded (None: the header's, else 80x24). The queries are
+    resolved from the chunks read (whole chunks, so every reference is found),
+    through ``resolver`` if given: it then knows the texts the events after the
+    tail may refer to (they are in the newest chunk read, or come later).
     """
     reader = RecordingReader(f, tail=tail)
     if size is None:
@@ -53,21 +57,25 @@ def build_snapshot(
     cols, rows = size
     pieces: list[bytes] = []  # output, newest first
     have = 0
-    queries: list[dict[str, Any]] = []
+    queries: list[Event] = []  # pg.query events, newest first
     target = _FIRST_WINDOW
     cut: Cut | None = None
     whole = True  # read back to the start of the session
     lists = 0
+    read: list[list[Event]] = []  # chunks with queries, newest first
     for events in reader.chunks_newest_first():
         if reader.damage:
             break  # a gap (a damaged chunk): replay from after it
+        before = len(queries)
         for event in reversed(events):
             if isinstance(event, Output):
                 if cut is None:
                     pieces.append(event.data)
                     have += len(event.data)
-            elif len(queries) < MAX_QUERIES and (query := QueryEvent.from_event(event)):
-                queries.append(query.to_payload())
+            elif len(queries) < MAX_QUERIES and QueryEvent.from_event(event):
+                queries.append(event)
+        if len(queries) > before or not read:
+            read.append(events)
         lists += 1
         if cut is None and have >= target:
             found = find_cut(b"".join(reversed(pieces)), rows)
@@ -78,15 +86,30 @@ def build_snapshot(
         if (cut is not None or have == 0) and (queries_done or not queries and have):
             whole = False
             break
-    queries.reverse()
+    payloads = _resolved(read, queries, resolver or QueryResolver())
     return Snapshot(
         session_id=session_id,
         cols=cols,
         rows=rows,
         offset=tail.last_us / 1_000_000,
         screen_bytes=_screen(b"".join(reversed(pieces)), rows, whole, cut),
-        queries=queries,
+        queries=payloads,
     )
+
+
+def _resolved(
+    read: list[list[Event]], kept: list[Event], resolver: QueryResolver
+) -> list[dict[str, Any]]:
+    """The payloads of the ``kept`` query events, oldest first, resolved by feeding
+    ``resolver`` the chunks ``read`` (newest first) in time order."""
+    wanted = {id(e) for e in kept}
+    payloads: list[dict[str, Any]] = []
+    for events in reversed(read):
+        for event in events:
+            resolved = resolver.resolve(event)
+            if id(event) in wanted and (query := QueryEvent.from_event(resolved)):
+                payloads.append(query.to_payload())
+    return payloads
 
 
 def _screen(data: bytes, rows: int, whole: bool, cut: Cut | None) -> bytes:

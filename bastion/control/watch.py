@@ -20,7 +20,7 @@ from bastion.control.messages import (
     LiveQuery,
     LiveResize,
 )
-from bastion.pg.query_event import QueryEvent
+from bastion.pg.query_event import QueryEvent, QueryResolver
 from recorder.events import Event, Input, Marker, Output, Resize
 
 __all__ = ["MAX_BEHIND_BYTES", "MAX_BEHIND_EVENTS", "Watcher", "to_live_event"]
@@ -29,8 +29,13 @@ MAX_BEHIND_EVENTS = 20_000
 MAX_BEHIND_BYTES = 16 * 1024 * 1024
 
 
-def to_live_event(event: Event) -> LiveEvent | None:
-    """The control API's form of a recorded event (None: not shown to watchers)."""
+def to_live_event(event: Event, resolver: QueryResolver | None = None) -> LiveEvent | None:
+    """The control API's form of a recorded event (None: not shown to watchers).
+
+    ``resolver``: the watch's, which has seen every event before this one back to
+    a chunk boundary (``build_snapshot`` fills it), so a ``pg.query`` that refers
+    to an earlier event goes out with its text.
+    """
     if isinstance(event, Output):
         return LiveOutput(event.time, event.data)
     if isinstance(event, Input):
@@ -39,6 +44,8 @@ def to_live_event(event: Event) -> LiveEvent | None:
         return LiveResize(event.time, event.cols, event.rows)
     if isinstance(event, Marker):
         return LiveMarker(event.time, event.label)
+    if resolver is not None:
+        event = resolver.resolve(event)
     query = QueryEvent.from_event(event)
     if query is not None:
         return LiveQuery(event.time, query.to_payload())
@@ -65,6 +72,8 @@ class Watcher:
         """Why the watcher was dropped (it fell behind), or None."""
         self.ended: str | None = None
         """The recording's end reason once it ended, or None."""
+        self.resolver = QueryResolver()
+        """Fills in prepared statements' text: seeded by the snapshot, then every event."""
 
     # -- the recording's side (RecordingSubscriber) -----------------------------------
 

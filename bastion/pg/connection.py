@@ -40,13 +40,7 @@ from bastion.pg.login import LoggedIn, LoginRefused, log_in
 from bastion.pg.masking import SessionMasks
 from bastion.pg.messages import AuthenticationOk, CancelRequest, NoticeResponse
 from bastion.pg.protocol import error_response
-from bastion.pg.query_log import (
-    QUERY_EVENT,
-    ROWS_EVENT,
-    RowCapture,
-    query_json,
-    query_payload,
-)
+from bastion.pg.query_log import ROWS_EVENT, QueryLog, RowCapture
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from bastion.proxied import client_address
@@ -102,6 +96,7 @@ class ClientConnection(asyncio.Protocol):
         self.recording: LiveRecording | None = None
         self._t0 = time.monotonic()
         self._seq = 0
+        self._query_log = QueryLog()
         self._pending_out: list[bytes] = []
         self._closing_after_pending = False
         self._indexed: dict[str, float] = {}
@@ -513,11 +508,7 @@ class ClientConnection(asyncio.Protocol):
             if self.masks is not None and any(t.startswith(_DDL_TAGS) for t in rec.tags):
                 self.masks.catalog.invalidate()  # columns and views may have changed
             if recording is not None:
-                data = None if recording.subscribers else query_json(self._seq, rec)
-                if data is None:
-                    recording.event(QUERY_EVENT, query_payload(self._seq, rec))
-                else:
-                    recording.encoded_event(QUERY_EVENT, data)
+                self._query_log.record(recording, self._seq, rec)
             if rec.returned and session is not None:
                 session.core.rows_returned(rec.sql, rec.returned)
             sql = rec.sql

@@ -2,7 +2,9 @@
 
 ``query_payload`` turns a tracker ``QueryRecord`` into the JSON the recorder
 stores (the contract the TUI and ``bastion export --format jsonl`` read; readers
-use ``bastion.pg.query_event``, where the event names live).
+use ``bastion.pg.query_event``, where the event names live). ``QueryLog`` writes
+them: the text of a named prepared statement once per recording chunk, and a
+reference to that event (``sql_ref``) for its later executions.
 ``RowCapture`` optionally keeps a bounded sample of result rows (and COPY TO
 STDOUT lines), with masked values replaced *before* anything reaches the
 recording: which columns are masked comes from a ``MaskSource`` that follows each
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from math import isfinite
-from typing import Protocol
+from typing import Final, Protocol
 
 from bastion.pg.messages import (
     CommandComplete,
@@ -35,7 +37,7 @@ from bastion.pg.messages import (
 )
 from bastion.pg.origins import Output, statement_outputs
 from bastion.pg.params import Param
-from bastion.pg.query_event import QUERY_EVENT, ROWS_EVENT, searchable_queries
+from bastion.pg.query_event import MAX_REF_GAP, QUERY_EVENT, ROWS_EVENT, searchable_queries
 from bastion.pg.tracker import QueryRecord
 from recorder.events import JSONValue
 
@@ -45,6 +47,8 @@ __all__ = [
     "MaskRules",
     "MaskSource",
     "PlanKey",
+    "QueryLog",
+    "QuerySink",
     "RowCapture",
     "query_json",
     "query_payload",
@@ -102,9 +106,13 @@ def _param(value: Param) -> JSONValue:
     return out
 
 
-def query_payload(seq: int, rec: QueryRecord) -> dict[str, JSONValue]:
-    """The ``pg.query`` payload of one record (times are seconds since session start)."""
-    sql = rec.sql
+def query_payload(seq: int, rec: QueryRecord, sql_ref: int | None = None) -> dict[str, JSONValue]:
+    """The ``pg.query`` payload of one record (times are seconds since session start).
+
+    With ``sql_ref`` (the ``seq`` of an earlier event that carries this record's
+    text) the text is left out: ``"sql": null`` and ``"sql_ref"``.
+    """
+    sql = rec.sql if sql_ref is None else None
     sql_hex = None
     if sql is not None:
         sql_hex = _raw(sql)
@@ -153,6 +161,8 @@ def query_payload(seq: int, rec: QueryRecord) -> dict[str, JSONValue]:
         payload["function_oid"] = rec.function_oid
     if sql_hex is not None:
         payload["sql_hex"] = sql_hex  # the exact bytes, when the text is not UTF-8
+    if sql_ref is not None:
+        payload["sql_ref"] = sql_ref
     return payload
 
 
@@ -165,8 +175,9 @@ def _json_text(text: str | None) -> str:
     return "null" if text is None else encode_basestring(text)
 
 
-def query_json(seq: int, rec: QueryRecord) -> bytes | None:
-    """``canonical_json(query_payload(seq, rec))`` for the common record, built directly.
+def query_json(seq: int, rec: QueryRecord, sql_ref: int | None = None) -> bytes | None:
+    """``canonical_json(query_payload(seq, rec, sql_ref))`` for the common record, built
+    directly.
 
     Why: the payload dict and the generic sorted-key encoder were about a third of
     the relay's CPU per statement (issue 17). None when the record is not the common
@@ -175,7 +186,7 @@ def query_json(seq: int, rec: QueryRecord) -> bytes | None:
     Keys are written in sorted order; ``tests/bastion/pg/test_query_json.py`` checks
     byte equality with the canonical encoding over generated records.
     """
-    sql = rec.sql
+    sql = rec.sql if sql_ref is None else None
     if sql is not None and (len(sql) > _MAX_SQL or not sql.isascii()):
         return None
     if (
@@ -207,16 +218,90 @@ def query_json(seq: int, rec: QueryRecord) -> bytes | None:
     start = round(rec.started_at, 6)
     if not (isfinite(duration) and isfinite(start)):
         return None  # the canonical encoder refuses these: let it say so
+    ref = "" if sql_ref is None else f'"sql_ref":{sql_ref!r},'
     return (
         f'{{"completed":{"true" if rec.completed else "false"},"copy":null,'
         f'"duration_ms":{duration!r},"error":null,'
         f'"kind":{encode_basestring(rec.kind)},"params":[{",".join(listed)}],'
         f'"portal":{_json_text(portal)},"rows":{rows},"seq":{seq!r},'
-        f'"sql":{_json_text(sql)},"start":{start!r},'
+        f'"sql":{_json_text(sql)},{ref}"start":{start!r},'
         f'"statement":{_json_text(statement)},'
         f'"suspended":{"true" if rec.suspended else "false"},"tag":{_json_text(tag)},'
         f'"tags":[{",".join(map(encode_basestring, tags))}],"tx":{_json_text(tx_name)}}}'
     ).encode()
+
+
+_MAX_NAMES: Final = 4096
+"""Prepared statement names a ``QueryLog`` remembers (more: it forgets them all)."""
+
+
+class QuerySink(Protocol):
+    """Where ``QueryLog`` writes: a ``LiveRecording`` or a ``RecordingWriter``."""
+
+    def event(self, name: str, payload: JSONValue, chunk: int | None = None) -> int:
+        """Record; the chunk it went into, 0 if not ``chunk`` (nothing recorded), -1 if
+        the recording failed."""
+        ...
+
+    def encoded_event(self, name: str, data: bytes, chunk: int | None = None) -> int:
+        """``event`` with the payload as ``canonical_json`` bytes (``query_json``)."""
+        ...
+
+
+class QueryLog:
+    """Writes one session's ``pg.query`` events; a prepared statement's text once.
+
+    A record of a named statement (``statement`` not empty: ``pgbench -M prepared``,
+    psycopg's ``prepare``, asyncpg) whose text was recorded for that name in the
+    chunk being filled, fewer than ``MAX_REF_GAP`` queries back, is written as a
+    reference to that event; the writer checks the chunk under its lock and a
+    chunk cut meanwhile gets the text again. So every chunk carries the text of
+    the statements its events refer to (``bastion.pg.query_event``). A re-Parse of
+    the name with another text (after Close or DEALLOCATE) records the new text.
+    Unnamed statements and simple queries always carry their text.
+    """
+
+    __slots__ = ("_named",)
+
+    def __init__(self) -> None:
+        self._named: dict[str, tuple[str, int, int]] = {}
+        """name -> (text, seq of the event that carries it, its chunk)"""
+
+    def record(self, sink: QuerySink, seq: int, rec: QueryRecord) -> None:
+        """Write the ``pg.query`` event of ``rec`` (the session's ``seq``-th) to ``sink``."""
+        name = rec.statement
+        sql = rec.sql
+        if not name or sql is None:
+            _write(sink, seq, rec)
+            return
+        named = self._named
+        known = named.get(name)
+        if (
+            known is not None
+            and seq - known[1] < MAX_REF_GAP
+            and (known[0] is sql or known[0] == sql)
+            and _write(sink, seq, rec, known[1], known[2]) != 0
+        ):
+            return
+        chunk = _write(sink, seq, rec)
+        if chunk > 0:
+            if len(named) >= _MAX_NAMES and name not in named:
+                named.clear()
+            named[name] = (sql, seq, chunk)
+
+
+def _write(
+    sink: QuerySink,
+    seq: int,
+    rec: QueryRecord,
+    sql_ref: int | None = None,
+    chunk: int | None = None,
+) -> int:
+    """One ``pg.query`` event: encoded directly when ``query_json`` can, else canonically."""
+    data = query_json(seq, rec, sql_ref)
+    if data is None:
+        return sink.event(QUERY_EVENT, query_payload(seq, rec, sql_ref), chunk)
+    return sink.encoded_event(QUERY_EVENT, data, chunk)
 
 
 @dataclass(frozen=True)

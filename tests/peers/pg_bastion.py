@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from bastion.pg.query_event import QueryEvent
+from bastion.pg.query_event import QueryEvent, resolve_queries
 from bastion.store.models import Credset, Grant, SessionRecord, TargetKind
 from recorder import RecordingReader
 from tests.peers.bastion_node import BastionHarness, Contractor
@@ -151,8 +151,14 @@ class PgTargets:
         return sessions[0]
 
     def queries(self, session: SessionRecord) -> list[dict[str, Any]]:
-        """The ``pg.query`` payloads of a finished session's recording, in order."""
+        """The ``pg.query`` payloads of a finished session's recording, in order, as
+        readers see them (prepared statements' text resolved; ``raw``: as recorded)."""
+        return self.raw_queries(session, resolved=True)
+
+    def raw_queries(self, session: SessionRecord, resolved: bool = False) -> list[dict[str, Any]]:
+        """The ``pg.query`` payloads as recorded (``sql_ref`` references kept)."""
         assert session.recording is not None
         path = str(self.harness.config.recordings_dir / session.recording)
         with RecordingReader.open(path) as reader:
-            return [q.to_payload() for e in reader.events() if (q := QueryEvent.from_event(e))]
+            events = resolve_queries(reader.events()) if resolved else reader.events()
+            return [q.to_payload() for e in events if (q := QueryEvent.from_event(e))]

@@ -62,11 +62,17 @@ def records(draw: st.DrawFn) -> QueryRecord:
 
 
 @settings(max_examples=600, deadline=None)
-@given(records(), st.integers(min_value=1, max_value=2**40))
-def test_direct_encoding_is_the_canonical_one(rec: QueryRecord, seq: int) -> None:
-    direct = query_json(seq, rec)
+@given(
+    records(),
+    st.integers(min_value=1, max_value=2**40),
+    st.none() | st.integers(min_value=1, max_value=2**40),
+)
+def test_direct_encoding_is_the_canonical_one(
+    rec: QueryRecord, seq: int, sql_ref: int | None
+) -> None:
+    direct = query_json(seq, rec, sql_ref)
     if direct is not None:
-        assert direct == canonical_json(query_payload(seq, rec))
+        assert direct == canonical_json(query_payload(seq, rec, sql_ref))
 
 
 def _pgbench(**changes: object) -> QueryRecord:
@@ -96,9 +102,10 @@ def test_the_common_records_take_the_direct_path() -> None:
         _pgbench(params=(None, 'quote " and \\ and \n')),
         _pgbench(tx_status=None, rows=None, tag=None, tags=(), completed=False),
     ):
-        direct = query_json(7, rec)
-        assert direct is not None
-        assert direct == canonical_json(query_payload(7, rec))
+        for sql_ref in (None, 3):  # a prepared statement's later runs refer to its text
+            direct = query_json(7, rec, sql_ref)
+            assert direct is not None
+            assert direct == canonical_json(query_payload(7, rec, sql_ref))
 
 
 def test_uncommon_records_are_left_to_the_canonical_encoder() -> None:
