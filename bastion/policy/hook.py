@@ -197,7 +197,7 @@ class PolicyHook(SessionHook):
         config = self.node.config
         if self._clock() - self._checked_at >= config.timebox.poll_interval:
             return None  # the rules may have changed: ``current`` checks
-        if policy.default.value != config.policy.default:
+        if policy.default != config.policy.default:  # a StrEnum: no ``.value`` (~0.15 µs)
             return None
         if self._sql_idle:
             return _ALLOW
