@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 _MEMO_ENTRIES = 2048  # distinct statement texts remembered per session
 _ALLOW = Decision(Verdict.ALLOW, hook="policy")
 _SHAPE = "\x00shape:"  # no SQL text starts with NUL: shapes and texts never collide
-_KEY = "\x00key:"
 _UNKEYED = Decision(Verdict.DENY, "literal key not trusted", hook="policy")
 """Kept for a literal key that ``trusts_key`` refused: its texts go by shape (never
 returned by ``find``; were it, a deny only sends the text to a full judgment)."""
@@ -59,10 +58,13 @@ class _Memo:
     idle: bool
     """No SQL rule applies to this user on this target and the default allows."""
     allowed: OrderedDict[str, Decision] = field(default_factory=OrderedDict)
-    """Exact texts, ``shape:``-prefixed shapes (see ``bastion.policy.sql.shape_of``) and
-    ``key:``-prefixed literal keys (``bastion.policy.sql.literal_key``)."""
+    """Exact texts, and ``shape:``-prefixed shapes (see ``bastion.policy.sql.shape_of``)."""
     shapes: bool = False
     """Some shape is kept: a text not found is worth normalising."""
+    keys: OrderedDict[str, Decision] = field(default_factory=OrderedDict)
+    """Literal keys (``bastion.policy.sql.literal_key``) of kept shapes, or ``_UNKEYED``.
+    Apart from ``allowed``: the digit counts of a statement's numbers make a few keys
+    per shape (many for many numbers), and they must not push shapes out."""
 
     def keep(self, text: str, decision: Decision) -> None:
         self.allowed[text] = decision
@@ -74,8 +76,14 @@ class _Memo:
         self.keep(_SHAPE + shape, decision)
         key = literal_key(text)
         if key is not None:
-            self.keep(_KEY + key, decision if trusts_key(key, shape) else _UNKEYED)
+            self._keep_key(key, shape, decision)
         self.shapes = True
+
+    def _keep_key(self, key: str, shape: str, decision: Decision) -> None:
+        keys = self.keys
+        keys[key] = decision if trusts_key(key, shape) else _UNKEYED
+        if len(keys) > _MEMO_ENTRIES:
+            keys.popitem(last=False)
 
     def find(self, text: str) -> Decision | None:
         found = self.allowed.get(text)
@@ -83,7 +91,7 @@ class _Memo:
             return found
         key = literal_key(text)  # ~0.3 µs against ~3 µs for normalize
         if key is not None:
-            found = self.allowed.get(_KEY + key)
+            found = self.keys.get(key)
             if found is not None and found is not _UNKEYED:
                 return found
         shape = shape_of(text)
@@ -91,7 +99,7 @@ class _Memo:
             return None
         by_shape = self.allowed.get(_SHAPE + shape)
         if by_shape is not None and key is not None and found is None:  # a new key
-            self.keep(_KEY + key, by_shape if trusts_key(key, shape) else _UNKEYED)
+            self._keep_key(key, shape, by_shape)
         return by_shape
 
 

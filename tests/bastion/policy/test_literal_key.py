@@ -427,3 +427,5 @@ def test_the_memo_learns_keys_from_shapes_and_remembers_refusals(
     assert memo.find(named.format(54321)) is allow  # t1's key is not trusted: by shape
     assert normalized == [named.format(54321)]
     assert memo.find("select * from t2 where id = 12345") is None  # t2 is not t1
+    assert len(memo.allowed) == 4  # 2 texts, 2 shapes: keys are kept apart, never evict them
+    assert len(memo.keys) == 3  # 5 and 6 digits trusted; t0 (t1 and t2 alike) refused
