@@ -13,10 +13,11 @@ transactions (what pgbench, the backends and other jobs do to a shared machine
 between two of the node's reads) and times only the relay's stages, so the
 figure is the same code with cold caches.
 
-``--rules`` adds rows with the 20 SQL rules of ``bench/pg.py`` (``GUARD_RULES``)
-in force: the gate asks the node's ``PolicyHook`` (``Session.allowed_at_once``)
-about every Query and Parse, as the relay does, and judges what it does not know
-(the first transaction). Simple-protocol transactions carry a new ``aid`` each,
+``--rules`` adds rows where the gate asks the node's ``PolicyHook`` about every
+Query and Parse through ``Hooks`` (as ``Session.allowed_at_once`` does): without SQL
+rules (what a node without rules does per statement), and with the 20 SQL rules of
+``bench/pg.py`` (``GUARD_RULES``), judging what the memo does not know (the first
+transaction). Simple-protocol transactions carry a new ``aid`` each,
 as pgbench's do, so the exact-text memo misses and the statement's shape decides.
 It also prints the per-statement cost of the memo's look-up over 20,000 distinct
 ``pgbench -S -M simple`` texts, and of its parts.
@@ -92,15 +93,16 @@ def streams(mode: str, n: int = 1) -> tuple[bytes, list[bytes], bytes]:
     return every, [every], server + ready
 
 
-def guard_hook() -> tuple[Callable[[str], bool], Callable[[str], None], Any]:
-    """(allowed at once?, judge, hook): the node's ``PolicyHook`` with ``GUARD_RULES``."""
+def guard_hook(with_rules: bool = True) -> tuple[Callable[[str], bool], Callable[[str], None], Any]:
+    """(allowed at once?, judge, hook): the node's ``PolicyHook`` with ``GUARD_RULES`` (or
+    none), asked through the node's ``Hooks`` as ``Session.allowed_at_once`` does."""
     from bastion.policy.hook import PolicyHook
     from bastion.policy.rules import Policy, Rule, RuleKind
-    from bastion.session.hooks import Verdict
+    from bastion.session.hooks import Hooks, Verdict
     from pg import GUARD_RULES
 
     rules = []
-    for name, action, *spec in GUARD_RULES:
+    for name, action, *spec in GUARD_RULES if with_rules else ():
         opts: dict[str, str | bool] = {}
         for i, word in enumerate(spec):
             if word.startswith("--"):
@@ -129,12 +131,16 @@ def guard_hook() -> tuple[Callable[[str], bool], Callable[[str], None], Any]:
     )
     hook = PolicyHook(node)  # type: ignore[arg-type]
     hook._policy = Policy(tuple(rules), Verdict.ALLOW)
+    hook._sql_idle = not rules
     hook._checked_at = time.monotonic()
+    hooks = Hooks([hook])
     target = SimpleNamespace(name="bench", labels={})
     session = SimpleNamespace(id="s1", user=SimpleNamespace(id=1, name="u"), target=target)
 
     def allowed(sql: str) -> bool:  # Session.allowed_at_once
-        found = hook.cached(session, "statement", sql)  # type: ignore[arg-type]
+        if not hooks.judging:
+            return True
+        found = hooks.cached(session, "statement", sql)  # type: ignore[arg-type]
         return found is not None and found.verdict is Verdict.ALLOW and not found.flags
 
     def judge(sql: str) -> None:
@@ -163,14 +169,16 @@ def timed(n: int, transaction: Callable[[int], None], cold: bytearray | None) ->
 
 
 def gated(
-    gate: StatementGate, client: ClientScanner, rules: bool, scan: bool
+    gate: StatementGate, client: ClientScanner, rules: str, scan: bool
 ) -> Callable[[bytes], None]:
-    """Client bytes through the gate (judging what it stops, with ``rules``), and with
-    ``scan`` the pieces through the client scanner, as ``ClientConnection`` does."""
+    """Client bytes through the gate, and with ``scan`` the pieces through the client
+    scanner, as ``ClientConnection`` does. ``rules``: "" (every statement allowed, no
+    hook), "none" (the node's policy hook with no SQL rule) or "20" (``GUARD_RULES``;
+    the statements the gate stops are judged)."""
     allowed: Callable[[str], bool] = lambda _sql: True  # noqa: E731
     judge: Callable[[str], None] = lambda _sql: None  # noqa: E731
     if rules:
-        allowed, judge, _hook = guard_hook()
+        allowed, judge, _hook = guard_hook(rules == "20")
     framed = hasattr(client, "scan")  # main before the gate framed once: feed bytes
 
     def scanned(pieces: list[Any]) -> None:
@@ -195,9 +203,9 @@ def gated(
     return client_side
 
 
-def run(mode: str, n: int, stage: str, cold: bytearray | None = None, rules: bool = False) -> float:
+def run(mode: str, n: int, stage: str, cold: bytearray | None = None, rules: str = "") -> float:
     """µs per transaction with the stages up to ``stage`` (one run of ``n``; ``cold``:
-    see ``timed``; ``rules``: ``GUARD_RULES`` in force)."""
+    see ``timed``; ``rules``: see ``gated``)."""
     first, later, server = streams(mode, n)
     t0 = time.monotonic()
     tracker = QueryTracker(lambda: time.monotonic() - t0)
@@ -280,13 +288,13 @@ def main() -> None:
     print("| pgbench -S mode | " + " | ".join(f"+{s}" for s in stages) + " |")
     print("|---|" + "---|" * len(stages))
     for mode in ("simple", "extended", "prepared"):
-        for rules in (False, True) if args.rules else (False,):
+        for rules in ("", "none", "20") if args.rules else ("",):
             best = [
                 min(run(mode, args.n, s, cold, rules) for _ in range(args.repeat)) for s in stages
             ]
             cells = [f"{b:.1f}" for b in best]
-            label = f"{mode}, 20 rules" if rules else mode
-            print(f"| {label} | " + " | ".join(cells) + " |")
+            label = {"": mode, "none": f"{mode}, hook, no rules", "20": f"{mode}, 20 rules"}
+            print(f"| {label[rules]} | " + " | ".join(cells) + " |")
     if args.rules:
         print()
         memo_costs(20_000, args.repeat)
