@@ -416,9 +416,9 @@ class ClientConnection(asyncio.Protocol):
         """Scan and forward whole messages; start judging the statement that stopped them."""
         session, scanner = self.session, self.client_scan
         assert session is not None and scanner is not None  # noqa: S101  set before any event
-        for scanned, sent in pieces:
+        for buf, frames, sent in pieces:
             try:
-                scanner.feed(scanned)
+                scanner.scan(buf, frames)  # framed once, by the gate
             except ProtocolViolation as e:
                 self._protocol_error(e)
                 return

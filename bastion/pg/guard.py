@@ -7,6 +7,10 @@ messages on; a Query or Parse whose text is not known to be allowed stops the
 flow until the session core has judged it (the relay pauses reading meanwhile),
 and nothing after it moves before the decision. Incomplete messages are never
 forwarded, so no part of a statement reaches the target before its judgment.
+Each message is framed once: the gate checks every header against the client
+scanner's bounds (``relay_scan.frontend_bounds``) and hands the scanner its
+frames with the bytes (``ClientScanner.scan``), so the relay does not split the
+same bytes a second time.
 
 A denied statement is *replaced*, not dropped: the target receives a statement of
 the bastion's own that fails (``SELECT "bastion_denied_<token>"``: the column
@@ -33,6 +37,7 @@ from typing import Final
 
 from bastion.pg.encoding import encode
 from bastion.pg.messages import ErrorResponse
+from bastion.pg.relay_scan import BAD, Frame, frontend_bounds
 
 _HEADER: Final = struct.Struct("!Bi")
 _Q, _P, _S, _F, _X = (ord(c) for c in "QPSFX")
@@ -42,8 +47,10 @@ DENIED_MARK: Final = b"bastion_denied_"
 _TOKEN_LEN: Final = 32
 INSUFFICIENT_PRIVILEGE: Final = "42501"
 
-Piece = tuple[bytes, bytes]
-"""(bytes for the relay's scanner and recording, bytes for the target)."""
+_NEVER: Final = (1, 0)  # the bounds of an unknown type: no size fits
+
+Piece = tuple[bytes, list[Frame], bytes]
+"""(a buffer, the frames of it for ``ClientScanner.scan``, the bytes for the target)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class StatementGate:
     """Client bytes in, whole judged messages out."""
 
     def __init__(self, max_message_length: int) -> None:
-        self._max = max_message_length
+        self._bounds = frontend_bounds(max_message_length)
         self._buf = bytearray()  # the start of an incomplete message, or what waits
         self._need = 5  # the buffer's length at which the next pump can move something
         self.waiting: Pending | None = None
@@ -109,6 +116,11 @@ class StatementGate:
         """After a denied Parse: drop messages up to Sync."""
         self.syncs = 0
         """Query, Sync and FunctionCall messages sent to the target (one ReadyForQuery each)."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: an incomplete message, or what waits behind a statement being judged."""
+        return len(self._buf)
 
     def feed(
         self, data: bytes, allowed: Callable[[str], bool]
@@ -130,12 +142,17 @@ class StatementGate:
         self, src: bytes, allowed: Callable[[str], bool]
     ) -> tuple[list[Piece], Pending | None]:
         out: list[Piece] = []
+        frames: list[Frame] = []
+        bounds = self._bounds
+        unpack = _HEADER.unpack_from
         pos = run = 0
         size = len(src)
         while size - pos >= 5:
-            type_byte, length = _HEADER.unpack_from(src, pos)
-            if not 4 <= length <= self._max + 4:  # the scanner names the violation
-                out.append((src[run:], src[run:]))
+            type_byte, length = unpack(src, pos)
+            low, high = bounds.get(type_byte, _NEVER)
+            if not low <= length - 4 <= high:  # the scanner names the violation
+                frames.append((type_byte | BAD, length, pos))
+                out.append((src, frames, src[run:]))
                 self._need = 5
                 return out, None
             end = pos + 1 + length
@@ -147,14 +164,15 @@ class StatementGate:
                     self.syncs += 1
                 elif type_byte != _X:  # everything else of the denied segment stays here
                     if run < pos:
-                        out.append((src[run:pos], src[run:pos]))
+                        out.append((src, frames, src[run:pos]))
+                        frames = []
                     pos = run = end
                     continue
             elif type_byte == _Q or type_byte == _P:
                 found = _statement(type_byte, src[pos + 5 : end])
                 if found is not None and not allowed(found[1]):
                     if run < pos:
-                        out.append((src[run:pos], src[run:pos]))
+                        out.append((src, frames, src[run:pos]))
                     self._buf = bytearray(src[pos:])
                     self.waiting = Pending(type_byte, found[0], found[1], src[pos:end])
                     return out, self.waiting
@@ -162,14 +180,15 @@ class StatementGate:
                     self.syncs += 1
             elif type_byte == _S or type_byte == _F:
                 self.syncs += 1
+            frames.append((type_byte, pos + 5, end))
             pos = end
         if run < pos:
             chunk = src if run == 0 and pos == size else src[run:pos]
-            out.append((chunk, chunk))
+            out.append((src, frames, chunk))
         if pos < size:
             self._buf = bytearray(src[pos:])
             rest = size - pos
-            self._need = 1 + _HEADER.unpack_from(src, pos)[1] if rest >= 5 else 5
+            self._need = 1 + unpack(src, pos)[1] if rest >= 5 else 5
         else:
             self._need = 5
         return out, None
@@ -189,10 +208,12 @@ class StatementGate:
             sent = replacement(pending.type_byte, pending.name, token)
             if pending.type_byte == _P:
                 self.discarding = True
+        frame = pending.frame
+        piece = (frame, [(pending.type_byte, 5, len(frame))], sent)
         if pending.type_byte == _Q:
             self.syncs += 1
-            return (pending.frame, sent), self.syncs
-        return (pending.frame, sent), self.syncs + 1
+            return piece, self.syncs
+        return piece, self.syncs + 1
 
 
 class ErrorSwap:

@@ -35,7 +35,7 @@ from bastion.pg.query_log import RowCapture
 from bastion.pg.tracker import QueryRecord, QueryTracker
 from recorder.events import JSONValue
 
-__all__ = ["ClientScanner", "ServerScanner"]
+__all__ = ["BAD", "ClientScanner", "Frame", "ServerScanner", "frontend_bounds"]
 
 _HEADER: Final = struct.Struct("!Bi")
 _I32: Final = struct.Struct("!i")
@@ -43,6 +43,11 @@ _U16: Final = struct.Struct("!H")
 _NEVER: Final = (1, 0)  # the bounds of an unknown type: no size fits
 RUN: Final = 0x100
 """Flag on a ``_split`` entry that stands for a run of frames of one type."""
+BAD: Final = 0x200
+"""Flag on the last entry of a frame list that ``StatementGate`` hands over: a header
+outside the bounds, ``(type | BAD, length, offset)``; the scanner raises for it."""
+Frame = tuple[int, int, int]
+"""(type byte, body start, body end) in a buffer, or a ``RUN``/``BAD`` entry."""
 _STATUS: Final = {ord(s.value): s for s in TransactionStatus}
 
 # Per type byte: (smallest body, largest body or -1 for the scanner's maximum).
@@ -51,6 +56,14 @@ _Limits = dict[int, tuple[int, int]]
 
 def _limits(table: dict[int, tuple[int, int | None]]) -> _Limits:
     return {t: (low, -1 if high is None else high) for t, (low, high) in table.items()}
+
+
+def _bounds(limits: _Limits, max_message_length: int) -> _Limits:
+    """Legal body sizes per type with the maximum folded in: one range check per frame."""
+    return {
+        t: (low, min(high, max_message_length) if high >= 0 else max_message_length)
+        for t, (low, high) in limits.items()
+    }
 
 
 def _show(type_byte: int) -> str:
@@ -95,11 +108,7 @@ class _Scanner:
     def __init__(self, limits: _Limits, max_message_length: int) -> None:
         self._limits = limits
         self._max = max_message_length
-        # Legal body sizes per type with the maximum folded in: one range check per frame.
-        self._bounds = {
-            t: (low, min(high, max_message_length) if high >= 0 else max_message_length)
-            for t, (low, high) in limits.items()
-        }
+        self._bounds = _bounds(limits, max_message_length)
         self._tail = bytearray()  # the start of a message still incomplete
         self._need = 0  # the tail's length at which that message is complete
         self._forwarded = 0  # bytes of the tail that came before this feed
@@ -123,11 +132,7 @@ class _Scanner:
         A large message arrives in many reads; they are appended (linear time) and
         split once, when the message is whole.
         """
-        if self._error is not None:
-            raise ProtocolViolation(
-                f"{self._direction} stream already failed: {self._error.message}",
-                self._error.sqlstate,
-            ) from self._error
+        self._check_alive()
         tail = self._tail
         self._forwarded = len(tail)
         if not tail:
@@ -137,7 +142,15 @@ class _Scanner:
             return None
         return bytes(tail)
 
-    def _split(self, buf: bytes, runs: frozenset[int] = frozenset()) -> list[tuple[int, int, int]]:
+    def _check_alive(self) -> None:
+        """Raise if an earlier feed failed: the stream's framing is lost."""
+        if self._error is not None:
+            raise ProtocolViolation(
+                f"{self._direction} stream already failed: {self._error.message}",
+                self._error.sqlstate,
+            ) from self._error
+
+    def _split(self, buf: bytes, runs: frozenset[int] = frozenset()) -> list[Frame]:
         """The complete frames of ``buf`` as (type, body start, end); keeps the rest.
 
         Consecutive frames of a type in ``runs`` come as one entry
@@ -148,7 +161,7 @@ class _Scanner:
         the list and is kept in ``_bad`` for ``feed`` to raise once the frames
         before it are handled (they reached the scanner first).
         """
-        frames: list[tuple[int, int, int]] = []
+        frames: list[Frame] = []
         bounds = self._bounds
         unpack = _HEADER.unpack_from
         pos, size = 0, len(buf)
@@ -221,6 +234,15 @@ class _Scanner:
 
 _FRONTEND_LIMITS: Final = _limits({t: v for t, v in FRONTEND_BODY_LIMITS.items() if t != ord("p")})
 _BACKEND_LIMITS: Final = _limits(dict(BACKEND_BODY_LIMITS))
+
+
+def frontend_bounds(max_message_length: int) -> dict[int, tuple[int, int]]:
+    """The body sizes ``ClientScanner`` accepts per message type (a type not listed: none).
+
+    ``StatementGate`` frames the client's stream with these, so a header it passes
+    is one the scanner accepts, and the scanner can take its frames as they are.
+    """
+    return _bounds(_FRONTEND_LIMITS, max_message_length)
 
 
 def _cstr(body: bytes, pos: int, what: str) -> tuple[str, int]:
@@ -306,14 +328,38 @@ class ClientScanner(_Scanner):
         self.terminated = False
         """True once Terminate was seen."""
 
-    def feed(self, data: bytes) -> None:  # noqa: C901  one branch per message type
+    def feed(self, data: bytes) -> None:
         """Scan ``data`` (more of the client's stream); raises ProtocolViolation."""
         buf = self._start(data)
         if buf is None:
             return
+        self._scan(buf, self._split(buf))
+        self._check_rest()
+        if self.terminated and self._tail:
+            raise self._fail(ProtocolViolation(_AFTER_TERMINATE))
+
+    def scan(self, buf: bytes, frames: list[Frame]) -> None:
+        """Scan whole messages that ``StatementGate`` already framed; raises ProtocolViolation.
+
+        ``frames`` index ``buf`` and were checked against ``frontend_bounds``; a last
+        ``BAD`` entry is the header the gate stopped at, refused here after the frames
+        before it, with the error ``feed`` would give. The gate keeps incomplete
+        messages, so nothing is buffered here.
+        """
+        self._check_alive()
+        self._forwarded = 0
+        bad = None
+        if frames and frames[-1][0] & BAD:
+            bad = frames[-1]
+            frames = frames[:-1]
+        self._scan(buf, frames)
+        if bad is not None:
+            raise self._fail(self._violation(bad[0] & 0xFF, bad[1]))
+
+    def _scan(self, buf: bytes, frames: list[Frame]) -> None:
         tracker = self._tracker
         try:
-            for type_byte, start, end in self._split(buf):
+            for type_byte, start, end in frames:
                 if self.terminated:
                     raise ProtocolViolation(_AFTER_TERMINATE)
                 body = buf[start:end]
@@ -338,9 +384,6 @@ class ClientScanner(_Scanner):
                         self.terminated = True
         except ProtocolViolation as e:
             raise self._fail(e) from None
-        self._check_rest()
-        if self.terminated and self._tail:
-            raise self._fail(ProtocolViolation(_AFTER_TERMINATE))
 
     @staticmethod
     def _execute(body: bytes) -> str:

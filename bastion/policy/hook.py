@@ -14,7 +14,8 @@ the session core, which waits for approval (``bastion.session.hold``).
 Rules naming ``KEY=VALUE`` match the labels the session's target had when the
 session started (a relabel reaches the next session, as profile access does).
 Statements are judged once per distinct text per session: a plain allow (no
-flag) is kept in a per-session memo tied to the rules in force, and ``cached``
+flag) is kept in a per-session memo tied to the rules in force (by exact text, by
+shape, and by a cheaper literal key checked against the shape), and ``cached``
 answers from it (or at once when there are no SQL rules and the default is
 allow) so the PostgreSQL relay forwards a repeated statement without a task
 switch. A change of rules, the default or the poll interval passing sends the
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from bastion.errors import StoreUnavailable
 from bastion.policy.rules import Policy, PolicyDecision, RuleKind
-from bastion.policy.sql import parse_statements, shape_of
+from bastion.policy.sql import literal_key, parse_statements, shape_of, trusts_key
 from bastion.policy.stored import decide, policy_of
 from bastion.session.hooks import Decision, Flag, SessionHook, Verdict
 
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 _MEMO_ENTRIES = 2048  # distinct statement texts remembered per session
 _ALLOW = Decision(Verdict.ALLOW, hook="policy")
 _SHAPE = "\x00shape:"  # no SQL text starts with NUL: shapes and texts never collide
+_UNKEYED = Decision(Verdict.DENY, "literal key not trusted", hook="policy")
+"""Kept for a literal key that ``trusts_key`` refused: its texts go by shape (never
+returned by ``find``; were it, a deny only sends the text to a full judgment)."""
 
 
 @dataclass
@@ -57,18 +61,46 @@ class _Memo:
     """Exact texts, and ``shape:``-prefixed shapes (see ``bastion.policy.sql.shape_of``)."""
     shapes: bool = False
     """Some shape is kept: a text not found is worth normalising."""
+    keys: OrderedDict[str, Decision] = field(default_factory=OrderedDict)
+    """Literal keys (``bastion.policy.sql.literal_key``) of kept shapes, or ``_UNKEYED``.
+    Apart from ``allowed``: the digit counts of a statement's numbers make a few keys
+    per shape (many for many numbers), and they must not push shapes out."""
 
     def keep(self, text: str, decision: Decision) -> None:
         self.allowed[text] = decision
         if len(self.allowed) > _MEMO_ENTRIES:
             self.allowed.popitem(last=False)
 
+    def keep_shape(self, text: str, shape: str, decision: Decision) -> None:
+        """Remember ``decision`` for every text of ``text``'s shape (and literal key)."""
+        self.keep(_SHAPE + shape, decision)
+        key = literal_key(text)
+        if key is not None:
+            self._keep_key(key, shape, decision)
+        self.shapes = True
+
+    def _keep_key(self, key: str, shape: str, decision: Decision) -> None:
+        keys = self.keys
+        keys[key] = decision if trusts_key(key, shape) else _UNKEYED
+        if len(keys) > _MEMO_ENTRIES:
+            keys.popitem(last=False)
+
     def find(self, text: str) -> Decision | None:
         found = self.allowed.get(text)
-        if found is None and self.shapes:
-            shape = shape_of(text)
-            found = None if shape is None else self.allowed.get(_SHAPE + shape)
-        return found
+        if found is not None or not self.shapes:
+            return found
+        key = literal_key(text)  # ~0.3 µs against ~3 µs for normalize
+        if key is not None:
+            found = self.keys.get(key)
+            if found is not None and found is not _UNKEYED:
+                return found
+        shape = shape_of(text)
+        if shape is None:
+            return None
+        by_shape = self.allowed.get(_SHAPE + shape)
+        if by_shape is not None and key is not None and found is None:  # a new key
+            self._keep_key(key, shape, by_shape)
+        return by_shape
 
 
 _RULE_KINDS = {"command": RuleKind.COMMAND, "statement": RuleKind.SQL, "file": RuleKind.FILE}
@@ -162,8 +194,7 @@ class PolicyHook(SessionHook):
             memo.keep(text, decision)
             shape = shape_of(text) if parse_statements(text).shape_decides else None
             if shape is not None:
-                memo.keep(_SHAPE + shape, decision)
-                memo.shapes = True
+                memo.keep_shape(text, shape, decision)
         return decision
 
     def cached(self, session: Session, kind: str, text: str) -> Decision | None:
@@ -174,7 +205,7 @@ class PolicyHook(SessionHook):
         config = self.node.config
         if self._clock() - self._checked_at >= config.timebox.poll_interval:
             return None  # the rules may have changed: ``current`` checks
-        if policy.default.value != config.policy.default:
+        if policy.default != config.policy.default:  # a StrEnum: no ``.value`` (~0.15 µs)
             return None
         if self._sql_idle:
             return _ALLOW

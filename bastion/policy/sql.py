@@ -21,6 +21,7 @@ nothing at all.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -125,6 +126,62 @@ def shape_of(text: str) -> str | None:
         return str(normalize(text))
     except Exception:  # does not parse: judged by its exact text only
         return None
+
+
+_STRING = re.compile(r"'[^']*'(?:'[^']*')*")  # one literal: '' inside is a quote
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab, newline, CR
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+# What a trusted key may not hold: a quote left (unterminated string), quoted identifiers,
+# dollar quotes and parameters, backslashes, comments, a prefixed string (E'', B'', X'',
+# N'', U&'', int4'5'), and numbers that are not a whole token of at most 9 digits.
+_UNTRUSTED = re.compile(r"""['"$\\]|--|/\*|[\w&]\x01|[A-Za-z_.]0|0[A-Za-z_.]|0{10}""")
+_BLANK = re.compile(r"0+|\x01")
+_PARAM = re.compile(r"(?:-\s*)?\$\d*")  # normalize takes a sign into its $n
+_ALIGNED_MAX = 4096  # longer texts whose key keeps a constant normalize replaced: no key
+
+
+def literal_key(text: str) -> str | None:
+    """``text`` with string literals blanked and every digit made 0, or None.
+
+    The cheap stand-in for ``shape_of`` (C-speed string operations against
+    libpg_query's parse and normalize): two texts with the same key differ at most in
+    the contents of their string literals and in which digits they have. None for
+    non-ASCII texts and control characters. A key says nothing alone (``t1`` and ``t2``
+    share one): the memo only uses a key that ``trusts_key`` accepted with the shape of
+    a text of that key.
+    """
+    if not text.isascii() or (not text.isprintable() and _CONTROL.search(text) is not None):
+        return None
+    if "'" in text:
+        text = _STRING.sub("\x01", text)
+    return text.encode().translate(_ZERO_DIGITS).decode()
+
+
+def trusts_key(key: str, shape: str) -> bool:
+    """Whether every text with literal key ``key`` is a text of the same statements as
+    the one of that key whose ``shape_of`` is ``shape``.
+
+    Checked on the key, so it holds for every text with the key: it has no comment,
+    quoted identifier, dollar quote, backslash or prefixed string outside its plain
+    string literals, so those are where the key's blanks are; each run of digits is a
+    whole integer token of at most 9 digits (an int4 whatever its digits, not part of
+    a name); and each blank stands where normalize put a constant, which no class or
+    table comes from when the shape decides (``ParsedSQL.shape_decides``). Constants the
+    key keeps as written (``1.5``, ``true``) are fine: a text with the same key has the
+    same text there.
+    """
+    if _UNTRUSTED.search(key) is not None:
+        return False
+    blanked = _PARAM.sub("$", _BLANK.sub("$", key))
+    normalized = _PARAM.sub("$", shape)
+    if blanked == normalized:
+        return True
+    if len(normalized) > _ALIGNED_MAX:
+        return False
+    # Each of the key's blanks must stand where normalize put a constant; normalize's
+    # other constants are text the key kept as it was (never a "$": the key has none).
+    pattern = r"(?:\$|[^$]+?)".join(re.escape(part) for part in normalized.split("$"))
+    return re.fullmatch(pattern, blanked) is not None
 
 
 _CACHE: TextCache[ParsedSQL] = TextCache()

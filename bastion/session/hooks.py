@@ -282,8 +282,11 @@ class Hooks:
 
     def cached(self, session: Session, kind: str, text: str) -> Decision | None:
         """Every judging hook's known answer, strictest first; None if one does not know."""
+        judges = self._judges
+        if len(judges) == 1:  # the node's policy hook alone: once per statement, ~1 µs less
+            return judges[0].cached(session, kind, text)
         answers: list[Decision] = []
-        for hook in self._judges:
+        for hook in judges:
             found = hook.cached(session, kind, text)
             if found is None:
                 return None

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from bastion.pg.decoding import decode_backend, decode_frontend
 from bastion.pg.encoding import encode
+from bastion.pg.errors import ProtocolViolation
 from bastion.pg.guard import (
     DENIED_MARK,
     ErrorSwap,
+    Piece,
     StatementGate,
     denial_error,
     replacement,
@@ -23,8 +27,11 @@ from bastion.pg.messages import (
     Sync,
     TransactionStatus,
 )
+from bastion.pg.relay_scan import BAD, ClientScanner
+from bastion.pg.tracker import QueryTracker
 
 TOKEN = "ab" * 16
+Q = ord("Q")
 
 
 def _allow_all(sql: str) -> bool:
@@ -35,15 +42,22 @@ def _known(*texts: str) -> Callable[[str], bool]:
     return lambda sql: sql in texts
 
 
-def _sent(pieces: list[tuple[bytes, bytes]]) -> bytes:
-    return b"".join(up for _, up in pieces)
+def _sent(pieces: list[Piece]) -> bytes:
+    return b"".join(up for _, _, up in pieces)
+
+
+def _scanned(piece: Piece) -> bytes:
+    """The messages of a piece as the scanner sees them (headers included)."""
+    buf, frames, _ = piece
+    return b"".join(buf[start - 5 : end] for _, start, end in frames)
 
 
 def test_allowed_messages_pass_whole_and_unchanged() -> None:
     gate = StatementGate(1 << 20)
     data = encode(Query("select 1")) + encode(Query("select 2"))
     pieces, pending = gate.feed(data, _allow_all)
-    assert pending is None and pieces == [(data, data)] and pieces[0][1] is data
+    assert pending is None and pieces == [(data, [(Q, 5, 14), (Q, 19, 28)], data)]
+    assert pieces[0][0] is data and pieces[0][2] is data  # no copy
     assert gate.syncs == 2
 
 
@@ -63,8 +77,8 @@ def test_a_statement_to_judge_holds_everything_after_it() -> None:
     assert _sent(pieces) == first
     assert pending is not None and pending.sql == "drop table t" and pending.frame == fresh
     assert gate.feed(b"more", _allow_all) == ([], None)  # queued while judging
-    (scanned, sent), ready = gate.decided(TOKEN)
-    assert scanned == fresh and sent == replacement(ord("Q"), "", TOKEN) and ready == 2
+    piece, ready = gate.decided(TOKEN)
+    assert _scanned(piece) == fresh and piece[2] == replacement(Q, "", TOKEN) and ready == 2
     pieces, pending = gate.pump(_known("select 2"))
     assert _sent(pieces) == last and pending is None
 
@@ -78,8 +92,9 @@ def test_a_denied_parse_drops_its_segment_up_to_sync() -> None:
     sync, after = encode(Sync()), encode(Query("select 3"))
     pieces, pending = gate.feed(ok + bad + rest + sync + after, _known("select $1", "select 3"))
     assert _sent(pieces) == ok and pending is not None and pending.name == "s1"
-    (scanned, sent), ready = gate.decided(TOKEN)
-    assert scanned == bad and ready == 1  # its segment ends at the coming Sync
+    piece, ready = gate.decided(TOKEN)
+    assert _scanned(piece) == bad and ready == 1  # its segment ends at the coming Sync
+    sent = piece[2]
     message = decode_frontend(sent[0], sent[5:])
     assert isinstance(message, Parse) and message.name == "s1"
     assert DENIED_MARK.decode() + TOKEN in message.query
@@ -129,7 +144,7 @@ def test_a_large_message_in_many_reads_goes_once_whole() -> None:
     for i in range(0, len(big), 4096):
         pieces, pending = gate.feed(big[i : i + 4096], _allow_all)
         assert pending is None
-        sent.extend(up for _, up in pieces)
+        sent.extend(up for _, _, up in pieces)
     assert sent == [big]
 
 
@@ -137,4 +152,40 @@ def test_a_header_beyond_the_limit_goes_to_the_scanner_at_once() -> None:
     gate = StatementGate(100)
     huge = b"Q" + (10_000).to_bytes(4, "big") + b"select"
     pieces, pending = gate.feed(huge, _allow_all)
-    assert pending is None and _sent(pieces) == huge  # the scanner refuses it by name
+    assert pending is None and _sent(pieces) == huge
+    [(buf, frames, _)] = pieces
+    assert frames == [(Q | BAD, 10_000, 0)]  # the scanner refuses it by name
+    scanner = ClientScanner(QueryTracker(lambda: 0.0), 100)
+    with pytest.raises(ProtocolViolation, match="exceeds the limit of 100"):
+        scanner.scan(buf, frames)
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (b"?\x00\x00\x00\x10", "invalid frontend message type '?'"),
+        (b"S\x00\x00\x00\x05", "invalid length 5 of frontend message 'S'"),
+    ],
+)
+def test_a_header_the_scanner_refuses_is_refused_before_its_body(
+    header: bytes, problem: str
+) -> None:
+    """The gate frames with the scanner's bounds: it does not wait for a body the scanner
+    will refuse (the gate once buffered an unknown type's whole body first)."""
+    gate = StatementGate(1 << 20)
+    ok = encode(Query("select 1"))
+    pieces, pending = gate.feed(ok + header, _allow_all)
+    assert pending is None and gate.buffered == 0
+    [(buf, frames, sent)] = pieces
+    assert sent == ok + header and frames[-1][0] & BAD
+    tracker = QueryTracker(lambda: 0.0)
+    scanner = ClientScanner(tracker, 1 << 20)
+    with pytest.raises(ProtocolViolation) as scanned:
+        scanner.scan(buf, frames)
+    assert scanned.value.message == problem and tracker.in_flight == 1  # select 1 was tracked
+    reference = ClientScanner(QueryTracker(lambda: 0.0), 1 << 20)
+    with pytest.raises(ProtocolViolation) as fed:
+        reference.feed(ok + header)
+    assert fed.value.message == scanned.value.message
+    with pytest.raises(ProtocolViolation, match="already failed"):
+        scanner.scan(ok, [(Q, 5, len(ok))])

@@ -5,6 +5,10 @@ feed the same conversations, valid and byte-mutated, whole and in random
 pieces, to the scanners and to ``FrontendParser``/``BackendParser`` followed
 by ``QueryTracker.frontend``/``backend``, and require the same query records,
 the same row captures, and a ProtocolViolation exactly when the parsers raise one.
+
+With guardrails the client's bytes are framed by ``StatementGate`` and the
+scanner takes its frames (``ClientScanner.scan``): that path (``_gated``) must
+give the same outcome too, with statements passed at once or after a judgment.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.pg import messages as m
+from bastion.pg.guard import StatementGate
 from bastion.pg.protocol import BackendParser, ProtocolViolation, Sentinel, encode
 from bastion.pg.query_log import MaskRules, RowCapture
 from bastion.pg.relay_scan import ClientScanner, ServerScanner
@@ -107,6 +112,52 @@ def _scanned(conversation: list[Step], capture: bool, pieces: list[int]) -> Outc
     return out.end(tracker)
 
 
+def _gated(conversation: list[Step], capture: bool, pieces: list[int], judged: int) -> Outcome:
+    """As ``_scanned``, the client's side through the guardrails' gate: every ``judged``-th
+    statement (0: none) is not known and waits for a judgment that allows it."""
+    out = Outcome()
+    tracker = QueryTracker(_clock)
+    rows = RowCapture(3, MaskRules(("secret*",))) if capture else None
+    client_scan = ClientScanner(tracker, 64 * 1024 * 1024)
+    gate = StatementGate(64 * 1024 * 1024)
+    server_scan = ServerScanner(tracker, 1 << 30, out.records.extend, rows, out.rows.append)
+    asked = 0
+
+    def allowed(_sql: str) -> bool:
+        nonlocal asked
+        asked += 1
+        return judged == 0 or asked % judged != 0
+
+    cut = iter(pieces * 1000)
+    for client, data in conversation:
+        pos = 0
+        try:
+            while pos < len(data):
+                size = next(cut, len(data))
+                chunk = data[pos : pos + size]
+                pos += size
+                if not client:
+                    server_scan.feed(chunk)
+                    continue
+                passed, pending = gate.feed(chunk, allowed)
+                while True:
+                    for buf, frames, _ in passed:
+                        client_scan.scan(buf, frames)
+                    if pending is None:
+                        break
+                    piece, _ = gate.decided(None)  # judged: allowed as it is
+                    client_scan.scan(piece[0], piece[1])
+                    passed, pending = gate.pump(allowed)
+                if client_scan.terminated and gate.buffered:
+                    # the start of a message after Terminate: the gate holds it, the relay
+                    # has ended the session at Terminate (``feed`` alone raises here)
+                    raise ProtocolViolation("client sent data after the end of its conversation")
+        except ProtocolViolation:
+            out.failed = "client" if client else "server"
+            return out.end(tracker)
+    return out.end(tracker)
+
+
 @fuzz
 @given(steps, st.booleans(), st.lists(st.integers(1, 40), min_size=1, max_size=5))
 def test_scanners_match_parsers_and_tracker(
@@ -116,6 +167,8 @@ def test_scanners_match_parsers_and_tracker(
     expected = _reference(wire, capture)
     assert _scanned(wire, capture, [1 << 30]) == expected
     assert _scanned(wire, capture, pieces) == expected
+    assert _gated(wire, capture, [1 << 30], 0) == expected
+    assert _gated(wire, capture, pieces, 2) == expected
 
 
 @fuzz
@@ -136,6 +189,8 @@ def test_mutated_streams_are_refused_exactly_when_the_parsers_refuse_them(
     expected = _reference(wire, capture)
     assert _scanned(wire, capture, [1 << 30]) == expected
     assert _scanned(wire, capture, [3, 7, 1]) == expected
+    assert _gated(wire, capture, [1 << 30], 3) == expected
+    assert _gated(wire, capture, [3, 7, 1], 0) == expected
 
 
 @fuzz
@@ -156,6 +211,7 @@ def test_messages_with_mutated_bodies_and_valid_frames_match(
         wire.append((client, framed))
     expected = _reference(wire, capture)
     assert _scanned(wire, capture, [1 << 30]) == expected
+    assert _gated(wire, capture, [1 << 30], 2) == expected
 
 
 def test_a_pgbench_extended_round_trip_gives_one_record_with_its_parameter() -> None:
