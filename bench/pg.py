@@ -132,6 +132,24 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def settle(pid: int, busy: float = 0.05, longest: float = 30.0) -> float:
+    """Wait until ``pid``'s process tree uses under ``busy`` of a core; the seconds waited.
+
+    After a run the node still works on it (recordings closed and indexed by the search
+    indexer, repacks): measured in the next run of the same node, that work went to
+    whichever peer came next (bastion+rules, always right after bastion: its CPU per
+    transaction and TPS carried bastion's leftovers; with the order swapped the gap
+    swapped too).
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < longest:
+        cpu0 = tree_cpu_seconds(pid)
+        time.sleep(0.5)
+        if tree_cpu_seconds(pid) - cpu0 < busy * 0.5:
+            break
+    return time.monotonic() - start
+
+
 def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 10 s."""
     proc.terminate()
@@ -618,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
                     for p in pgbench_peers[k:] + pgbench_peers[:k]:
                         if w not in p.tps:
                             continue
+                        if p.cpu_pid:
+                            settle(p.cpu_pid)
                         cpu0 = tree_cpu_seconds(p.cpu_pid) if p.cpu_pid else 0.0
                         tps, connect_ms = run_pgbench(
                             exe, p, [*wargs, "-c", str(args.clients)], args.seconds

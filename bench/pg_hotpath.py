@@ -20,7 +20,9 @@ rules (what a node without rules does per statement), and with the 20 SQL rules 
 transaction). Simple-protocol transactions carry a new ``aid`` each,
 as pgbench's do, so the exact-text memo misses and the statement's shape decides.
 It also prints the per-statement cost of the memo's look-up over 20,000 distinct
-``pgbench -S -M simple`` texts, and of its parts.
+``pgbench -S -M simple`` texts, and of its parts, and the client side alone (gate,
+the question per statement, client scanner) without a hook, with the policy hook and
+no SQL rules, and with the 20 rules.
 
 Run from the repository root::
 
@@ -276,6 +278,53 @@ def memo_costs(n: int, repeat: int) -> None:
         print(f"| {name} | {best / n * 1e6:.2f} |")
 
 
+class _NoTracker(QueryTracker):
+    """The client side alone: nothing is queued for answers that never come."""
+
+    def query(self, sql: str) -> None:
+        pass
+
+    def parse(self, *args: Any) -> None:
+        pass
+
+    def bind(self, *args: Any) -> None:
+        pass
+
+    def execute(self, *args: Any) -> None:
+        pass
+
+    def describe(self, *args: Any) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+
+def client_costs(n: int, repeat: int) -> None:
+    """µs per simple statement / extended transaction on the relay's client side: gate,
+    the relay's question per Query and Parse (no hook; the policy hook without SQL
+    rules; with ``GUARD_RULES``), client scanner."""
+    print("| client side, µs | no hook | hook, no rules | 20 rules |")
+    print("|---|---|---|---|")
+    for mode in ("simple", "extended"):
+        first, later, _server = streams(mode, n)
+        datas = [later[i % len(later)] for i in range(1, n)]
+        cells = []
+        for rules in ("", "none", "20"):
+            best = float("inf")
+            for _ in range(repeat):
+                gate = StatementGate(1 << 20)
+                client = ClientScanner(_NoTracker(lambda: 0.0), 1 << 20)
+                side = gated(gate, client, rules, scan=True)
+                side(first)  # judged in full with rules: not timed
+                start = time.thread_time()
+                for data in datas:
+                    side(data)
+                best = min(best, time.thread_time() - start)
+            cells.append(f"{best / len(datas) * 1e6:.2f}")
+        print(f"| {mode} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     """Print a markdown table of µs per transaction, cumulative by stage."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -307,6 +356,8 @@ def main() -> None:
     if args.rules:
         print()
         memo_costs(20_000, args.repeat)
+        print()
+        client_costs(20_000, args.repeat)
 
 
 if __name__ == "__main__":
