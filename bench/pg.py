@@ -524,6 +524,18 @@ def bastion_env(base: dict[str, str], h: BastionHarness, user: str, token: str) 
     }
 
 
+def direct_libpq_env(server: PgServer, user: str, password: str) -> dict[str, str]:
+    """The environment that points libpq clients straight at the bench's PostgreSQL."""
+    return {
+        **os.environ,
+        "PGHOST": server.host,
+        "PGPORT": str(server.port),
+        "PGUSER": user,
+        "PGPASSWORD": password,
+        "PGSSLMODE": "disable",
+    }
+
+
 @contextmanager
 def bench_server() -> Iterator[tuple[PgServer, str, str]]:
     """A throwaway PostgreSQL with room for the peers' connections and the bench role
@@ -550,14 +562,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: C901  one linear s
             server, user, password = stack.enter_context(bench_server())
             exe = pgbench_bin(server)
             psql = str(server.bin_dir / "psql") if (server.bin_dir / "psql").exists() else "psql"
-            direct_env = {
-                **os.environ,
-                "PGHOST": server.host,
-                "PGPORT": str(server.port),
-                "PGUSER": user,
-                "PGPASSWORD": password,
-                "PGSSLMODE": "disable",
-            }
+            direct_env = direct_libpq_env(server, user, password)
             say(f"pgbench -i -s {args.scale}")
             subprocess.run(
                 [exe, "-i", "-q", "-s", str(args.scale), "bench"],

@@ -38,7 +38,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -98,10 +97,10 @@ def streams(mode: str, n: int = 1) -> tuple[bytes, list[bytes], bytes]:
 def guard_hook(with_rules: bool = True) -> tuple[Callable[[str], bool], Callable[[str], None], Any]:
     """(allowed at once?, judge, hook): the node's ``PolicyHook`` with ``GUARD_RULES`` (or
     none), asked through the node's ``Hooks`` as ``Session.allowed_at_once`` does."""
-    from bastion.policy.hook import PolicyHook
-    from bastion.policy.rules import Policy, Rule, RuleKind
+    from bastion.policy.rules import Rule, RuleKind
     from bastion.session.hooks import Hooks, Verdict
     from pg import GUARD_RULES
+    from tests.bastion.policy.standalone import standalone_policy_hook
 
     rules = []
     for name, action, *spec in GUARD_RULES if with_rules else ():
@@ -121,32 +120,17 @@ def guard_hook(with_rules: bool = True) -> tuple[Callable[[str], bool], Callable
             )
         )
 
-    async def call(fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(*args)
-
-    node = SimpleNamespace(
-        config=SimpleNamespace(
-            timebox=SimpleNamespace(poll_interval=1e9), policy=SimpleNamespace(default="allow")
-        ),
-        store=SimpleNamespace(user_groups=lambda _uid: []),
-        call=call,
-    )
-    hook = PolicyHook(node)  # type: ignore[arg-type]
-    hook._policy = Policy(tuple(rules), Verdict.ALLOW)
-    hook._sql_idle = not rules
-    hook._checked_at = time.monotonic()
+    hook, session = standalone_policy_hook(rules)
     hooks = Hooks([hook])
-    target = SimpleNamespace(name="bench", labels={})
-    session = SimpleNamespace(id="s1", user=SimpleNamespace(id=1, name="u"), target=target)
 
     def allowed(sql: str) -> bool:  # Session.allowed_at_once
         if not hooks.judging:
             return True
-        found = hooks.cached(session, "statement", sql)  # type: ignore[arg-type]
+        found = hooks.cached(session, "statement", sql)
         return found is not None and found.verdict is Verdict.ALLOW and not found.flags
 
     def judge(sql: str) -> None:
-        decision = asyncio.run(hook.statement(session, sql))  # type: ignore[arg-type]
+        decision = asyncio.run(hook.statement(session, sql))
         assert decision.verdict is Verdict.ALLOW, decision  # none of the rules matches pgbench
 
     return allowed, judge, hook

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import bastion
 from bastion.store.models import SessionRecord
-from pg import bastion_env, bastion_token, bench_server, pgbench_bin, say, start_bastion
+from pg import (
+    bastion_env,
+    bastion_token,
+    bench_server,
+    direct_libpq_env,
+    pgbench_bin,
+    say,
+    start_bastion,
+)
 from recorder import RecordingReader, repack_note
 from recorder.events import Structured
 from recorder.frames import ChunkMeta
@@ -81,14 +89,7 @@ def main() -> None:
     with ExitStack() as stack:
         server, user, password = stack.enter_context(bench_server())
         exe = pgbench_bin(server)
-        direct = {
-            **os.environ,
-            "PGHOST": server.host,
-            "PGPORT": str(server.port),
-            "PGUSER": user,
-            "PGPASSWORD": password,
-            "PGSSLMODE": "disable",
-        }
+        direct = direct_libpq_env(server, user, password)
         subprocess.run(
             [exe, "-i", "-q", "-s", str(args.scale), "bench"], env=direct, check=True,
             capture_output=True,

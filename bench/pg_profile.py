@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node import make_harness, production_config
-from pg import Peer, bastion_token, bench_server, floor_relay, pgbench_bin, say
+from pg import Peer, bastion_token, bench_server, direct_libpq_env, floor_relay, pgbench_bin, say
 
 TICK = os.sysconf("SC_CLK_TCK")
 TPS = re.compile(r"tps = ([0-9.]+) \(without")
@@ -196,14 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server, user, password = stack.enter_context(bench_server())
             postmaster = int((Path(server.data_dir) / "postmaster.pid").read_text().split()[0])
             exe = pgbench_bin(server)
-            direct_env = {
-                **os.environ,
-                "PGHOST": server.host,
-                "PGPORT": str(server.port),
-                "PGUSER": user,
-                "PGPASSWORD": password,
-                "PGSSLMODE": "disable",
-            }
+            direct_env = direct_libpq_env(server, user, password)
             subprocess.run(
                 [exe, "-i", "-q", "-s", "1", "bench"],
                 env=direct_env,

@@ -118,6 +118,17 @@ class PgTargets:
             **extra,
         }
 
+    def libpq_env(self, who: Contractor, token: str) -> dict[str, str]:
+        """The environment that points libpq clients (pgbench, psql) at the bastion."""
+        return {
+            **os.environ,
+            "PGPASSWORD": token,
+            "PGSSLMODE": "require",
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.harness.pg_port),
+            "PGUSER": who.name,
+        }
+
     def psql(
         self,
         who: Contractor,

@@ -8,7 +8,6 @@ recording with its text, parameters, tag, row count or error.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -176,14 +175,7 @@ def test_cancel_request_reaches_the_target(pg: PgTargets) -> None:
 def test_pgbench_simple_and_extended_complete(pg: PgTargets) -> None:
     who = _user(pg)
     token = pg.token(who)
-    env = {
-        **os.environ,
-        "PGPASSWORD": token,
-        "PGSSLMODE": "require",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(pg.harness.pg_port),
-        "PGUSER": who.name,
-    }
+    env = pg.libpq_env(who, token)
     bench = [
         f"{pg.server.bin_dir}/pgbench" if (pg.server.bin_dir / "pgbench").exists() else "pgbench"
     ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from collections import Counter
@@ -183,14 +182,7 @@ def test_pgbench_prepared_records_each_text_once_per_chunk(pg: PgTargets, tmp_pa
     script = tmp_path / "s.sql"
     script.write_text("\\set a random(1, 1000)\nSELECT :a::int + 1 AS x;\nSELECT 'v' || :a;\n")
     exe = pg.server.bin_dir / "pgbench"
-    env = {
-        **os.environ,
-        "PGPASSWORD": token,
-        "PGSSLMODE": "require",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(pg.harness.pg_port),
-        "PGUSER": who.name,
-    }
+    env = pg.libpq_env(who, token)
     started = time.monotonic()
     run = subprocess.run(
         [str(exe) if exe.exists() else "pgbench", "-n", "-M", "prepared", "-c", "1"]

@@ -57,14 +57,7 @@ def pg(bastion: BastionHarness, pg_server: PgServer) -> Iterator[PgTargets]:
 
 def _pgbench(pg: PgTargets, who: Contractor, token: str, script: Path) -> None:
     exe = pg.server.bin_dir / "pgbench"
-    env = {
-        **os.environ,
-        "PGPASSWORD": token,
-        "PGSSLMODE": "require",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(pg.harness.pg_port),
-        "PGUSER": who.name,
-    }
+    env = pg.libpq_env(who, token)
     for mode in ("simple", "extended", "prepared"):
         run = subprocess.run(
             [str(exe) if exe.exists() else "pgbench", "-n", "-M", mode, "-c", "1", "-t", "3"]

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Iterator
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.policy import hook as hook_module
-from bastion.policy.hook import PolicyHook
 from bastion.policy.rules import Policy, Rule, RuleKind
 from bastion.policy.sql import literal_key, parse_statements, shape_of, trusts_key
 from bastion.session.hooks import Decision, Verdict
+from tests.bastion.policy.standalone import standalone_policy_hook
 from tests.bastion.policy.test_sql import CASES
 
 # pgbench's built-in scripts (select-only, tpcb-like, simple-update), literals as {}
@@ -361,22 +358,7 @@ def _session_decisions(texts: list[str]) -> list[tuple[str, str | None, tuple[st
     """Each text's decision in one session, as the relay gets it: the memo first
     (``cached``), the full judgment when it does not know."""
 
-    async def call(fn: Any, *args: Any) -> Any:
-        return fn(*args)
-
-    node = SimpleNamespace(
-        config=SimpleNamespace(
-            timebox=SimpleNamespace(poll_interval=1e9), policy=SimpleNamespace(default="allow")
-        ),
-        store=SimpleNamespace(user_groups=lambda _uid: []),
-        call=call,
-    )
-    policy_hook = PolicyHook(node)  # type: ignore[arg-type]
-    policy_hook._policy = Policy(tuple(RULES), Verdict.ALLOW)
-    policy_hook._checked_at = time.monotonic()
-    session: Any = SimpleNamespace(
-        id="s", user=SimpleNamespace(id=1, name="u"), target=SimpleNamespace(name="db", labels={})
-    )
+    policy_hook, session = standalone_policy_hook(RULES)
     out = []
     for text in texts:
         found: Decision | None = policy_hook.cached(session, "statement", text)
