@@ -31,7 +31,7 @@ from fnmatch import fnmatchcase
 from functools import partial
 
 from bastion.policy.commands import Command, parse_command_line
-from bastion.policy.sql import CLASSES, parse_statements
+from bastion.policy.sql import CLASSES, ParsedSQL, escape_string_reading, parse_statements
 from bastion.session.hooks import Decision, Verdict
 
 
@@ -329,9 +329,27 @@ def decide_sql(
     target_labels: Mapping[str, str],
     text: str,
 ) -> PolicyDecision:
-    """Judge a SQL text (one Query or Parse message): every facet of every statement."""
+    """Judge a SQL text (one Query or Parse message): every facet of every statement.
+
+    A text with a backslash is also judged as a server with
+    ``standard_conforming_strings = off`` reads it (``escape_string_reading``), and
+    the stricter decision stands: the parser reads it with the setting on, and a
+    contractor can turn it off (``SET``, ``set_config``, ...) to hide a statement
+    inside what looks like a string. A reading that cannot be parsed is one the
+    server could not run either, so it does not count.
+    """
     rules = _applicable(policy, RuleKind.SQL, user, groups, target_name, target_labels)
-    parsed = parse_statements(text)
+    decision = _decide_sql_reading(policy, rules, parse_statements(text))
+    if "\\" in text:
+        escaped = parse_statements(escape_string_reading(text))
+        if not any("unparsable" in s.classes for s in escaped.statements):
+            other = _decide_sql_reading(policy, rules, escaped)
+            if other.action.severity > decision.action.severity:
+                return other
+    return decision
+
+
+def _decide_sql_reading(policy: Policy, rules: Sequence[Rule], parsed: ParsedSQL) -> PolicyDecision:
     shadow: list[str] = []
     parts: list[_Part] = []
     errors = [s.error or "unparsable" for s in parsed.statements if "unparsable" in s.classes]

@@ -184,6 +184,30 @@ def trusts_key(key: str, shape: str) -> bool:
     return re.fullmatch(pattern, blanked) is not None
 
 
+def escape_string_reading(text: str) -> str:
+    """``text`` as a server with ``standard_conforming_strings = off`` tokenises it,
+    written for a parser that has it on (pglast always has).
+
+    With the setting off every plain string literal is an escape string: ``\'`` is a
+    quote inside it, not its end, and ``\\`` a backslash. Writing each ``\'`` as
+    ``''`` (and keeping each ``\\`` pair whole) gives the same tokens with the setting
+    on. Applied outside literals too: there a backslash only occurs where it is
+    literal text (comments, dollar quotes, quoted identifiers, ``E''`` strings, which
+    read the same either way), so the token boundaries stay the same.
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        j = text.find("\\", i)
+        if j < 0 or j + 1 >= n:
+            out.append(text[i:])
+            break
+        out.append(text[i:j])
+        out.append("''" if text[j + 1] == "'" else text[j : j + 2])
+        i = j + 2
+    return "".join(out)
+
+
 _CACHE: TextCache[ParsedSQL] = TextCache()
 _UNPARSABLE: tuple[tuple[str, str | None], ...] = (("unparsable", None),)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, pq
 
 from bastion.store.models import Credset, TargetKind
 from tests.peers.bastion_node import BastionHarness, Contractor, make_harness
@@ -401,3 +401,33 @@ def test_a_label_rule_follows_the_targets_labels(db: Db) -> None:
         db.h.cli("policy", "remove", "prod-no-count")
         db.h.cli("target", "label", "pgg", "--remove", "env")
     _untouched(db)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "SET standard_conforming_strings = off",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+    ],
+)
+def test_a_statement_hidden_in_a_string_with_standard_conforming_strings_off(
+    db: Db, how: str
+) -> None:
+    """With the setting off, ``'\\'`` does not end a string: what the parser (setting on)
+    reads as two harmless strings is a select and a bulk delete on the server. The text
+    is also judged as the server reads it then, so the delete is denied and ``t`` stays."""
+    who, token = db.user()
+    hidden = "select '\\' , '; delete from t -- '"
+    with db.connect(who, token, autocommit=True) as conn:
+        conn.execute(how)
+        # one Query message, as an attacker would send it (psql would split it itself)
+        result = conn.pgconn.exec_(hidden.encode())
+        assert result.status == pq.ExecStatus.FATAL_ERROR, result.status
+        assert b"statement denied by rule 'no-bulk'" in (result.error_message or b"")
+        assert conn.execute("SELECT 'still-here'").fetchone() == ("still-here",)
+    _untouched(db)
+    # With the setting on (the default) the same kind of text is two strings, and runs.
+    with db.connect(who, token, autocommit=True) as conn:
+        plain = conn.pgconn.exec_(b"select 'C:\\' AS path, 'x' AS other")
+        assert plain.status == pq.ExecStatus.TUPLES_OK, plain.error_message
+        assert plain.get_value(0, 0) == b"C:\\"

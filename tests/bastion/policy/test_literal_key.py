@@ -23,7 +23,13 @@ from hypothesis import strategies as st
 
 from bastion.policy import hook as hook_module
 from bastion.policy.rules import Policy, Rule, RuleKind
-from bastion.policy.sql import literal_key, parse_statements, shape_of, trusts_key
+from bastion.policy.sql import (
+    escape_string_reading,
+    literal_key,
+    parse_statements,
+    shape_of,
+    trusts_key,
+)
 from bastion.session.hooks import Decision, Verdict
 from tests.bastion.policy.standalone import standalone_policy_hook
 from tests.bastion.policy.test_sql import CASES
@@ -411,3 +417,31 @@ def test_the_memo_learns_keys_from_shapes_and_remembers_refusals(
     assert memo.find("select * from t2 where id = 12345") is None  # t2 is not t1
     assert len(memo.allowed) == 4  # 2 texts, 2 shapes: keys are kept apart, never evict them
     assert len(memo.keys) == 3  # 5 and 6 digits trusted; t0 (t1 and t2 alike) refused
+
+
+def test_a_backslash_text_is_judged_as_both_string_settings_read_it() -> None:
+    """``standard_conforming_strings = off`` turns ``'\\'`` into an open string: the
+    hidden delete is denied, never allowed from an exact, key or shape memo hit of a
+    harmless text, and a text only the setting-on reading can run is still allowed."""
+    rules = [
+        Rule(
+            "no-secret",
+            RuleKind.SQL,
+            Verdict.DENY,
+            sql_classes=frozenset({"delete", "select"}),
+            tables=("secret",),
+        )
+    ]
+    hook, session = standalone_policy_hook(rules)
+    benign = "select 'a' , 'b'"
+    hidden = "select '\\' , '; delete from secret -- '"
+    assert asyncio.run(hook.statement(session, benign)).verdict is Verdict.ALLOW
+    assert hook.cached(session, "statement", hidden) is None
+    assert asyncio.run(hook.statement(session, hidden)).verdict is Verdict.DENY
+    assert escape_string_reading(hidden) == "select ''' , '; delete from secret -- '"
+    # unparsable when read with the setting off: only the setting-on reading counts
+    assert asyncio.run(hook.statement(session, "select 'C:\\'")).verdict is Verdict.ALLOW
+    # E'' strings, dollar quotes and comments read the same either way
+    for text in ("select E'\\'' , 'x'", "select $$\\'$$", "select 1 -- \\'"):
+        assert escape_string_reading(text) != text
+        assert asyncio.run(hook.statement(session, text)).verdict is Verdict.ALLOW
