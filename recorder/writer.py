@@ -347,7 +347,7 @@ class RecordingWriter:
         writer's lock, so a ``tick()`` cutting the chunk meanwhile cannot split them.
         Raises ValueError if the payload is not JSON-serialisable or over 1 MiB.
         """
-        return self._structured(structured_payload(name, payload), chunk)
+        return self._event(EventKind.STRUCTURED, structured_payload(name, payload), chunk)
 
     def encoded_event(self, name: str, data: bytes, chunk: int | None = None) -> int:
         """``event`` with the payload already in ``canonical_json`` bytes.
@@ -357,22 +357,7 @@ class RecordingWriter:
         stored as given, so they must be exactly what ``canonical_json`` makes of the
         payload. Returns and raises as ``event``.
         """
-        return self._structured(structured_prefix(name) + data, chunk)
-
-    def _structured(self, data: bytes, chunk: int | None) -> int:
-        if len(data) > MAX_EVENT_BYTES:
-            raise ValueError(f"event payload of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
-        with self._lock:
-            self._check_open()
-            if self._short is not None:
-                raise self._short
-            into = self._seq + 1
-            if chunk is not None and chunk != into:
-                return 0
-            self._append(EventKind.STRUCTURED, data, self._now_us())
-            if len(self._buf) >= self._policy.chunk_bytes:
-                self._cut()
-            return into
+        return self._event(EventKind.STRUCTURED, structured_prefix(name) + data, chunk)
 
     def _stream(self, kind: EventKind, data: bytes) -> None:
         with self._lock:
@@ -393,16 +378,21 @@ class RecordingWriter:
                 if len(self._buf) >= self._policy.chunk_bytes:
                     self._cut()
 
-    def _event(self, kind: EventKind, payload: bytes) -> None:
+    def _event(self, kind: EventKind, payload: bytes, chunk: int | None = None) -> int:
+        """Append one whole event; the seq of its chunk (0: not ``chunk``, nothing done)."""
         if len(payload) > MAX_EVENT_BYTES:
             raise ValueError(f"event payload of {len(payload)} bytes exceeds {MAX_EVENT_BYTES}")
         with self._lock:
             self._check_open()
             if self._short is not None:
                 raise self._short
+            into = self._seq + 1
+            if chunk is not None and chunk != into:
+                return 0
             self._append(kind, payload, self._now_us())
             if len(self._buf) >= self._policy.chunk_bytes:
                 self._cut()
+            return into
 
     def _now_us(self) -> int:
         return max(round((self._clock() - self._t0) * 1_000_000), self._last_us)
